@@ -1,0 +1,49 @@
+# edgebot — the two quick-start commands are `make demo` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo setup system-deps venv lint typecheck unit bench bench-smoke fuzz clean
+
+$(STAMP): requirements.lock requirements-dev.lock pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.lock -r requirements-dev.lock
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## system packages the tests and the demo run for real (Redis, dockerd, registry, busybox, git, openssl)
+system-deps:
+	scripts/install-system-deps.sh
+
+setup: system-deps venv
+
+## everything: lint, types, unit + integration + end-to-end tests, benchmark smoke run
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(PY) -m pytest -q -x --durations=15
+	$(PY) -m bench.run --smoke
+
+## a publish of the sample service end to end on local stand-ins, printing what the thread shows
+demo: setup
+	$(PY) -m sandbox.demo
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check . || true
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(PY) -m pytest -q -m "not slow"
+
+## full benchmarks; results written to docs/BENCHMARKS.md
+bench: setup
+	$(PY) -m bench.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

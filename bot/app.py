@@ -1,0 +1,106 @@
+"""The Bolt app: listeners are plain functions, registered in one place (:func:`register`).
+
+Bolt sends the HTTP response the moment ``ack()`` is called (``process_before_response=False``), so a listener
+does every check and the Redis writes first, acks with the answer, and only then talks to Slack (root message).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from slack_bolt import Ack, App
+from slack_sdk import WebClient
+
+from bot import grammar
+from bot.intake import ChannelCheck, NotInChannel, Requester, accept_publish
+from edgebot import messages
+from edgebot.config import Config
+from edgebot.errors import UsageError
+from edgebot.secrets import SecretResolver
+from edgebot.store import ReleaseStore
+from edgebot.thread import ThreadReporter, slack_client
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BotContext:
+    config: Config
+    store: ReleaseStore
+    channels: ChannelCheck
+    reporter: ThreadReporter
+
+
+def create_app(config: Config, *, resolver: SecretResolver | None = None,
+               connection: redis.Redis | None = None) -> App:
+    """Build the Bolt app. The bot resolves only the Slack secrets (least privilege)."""
+    resolver = resolver or SecretResolver()
+    token = resolver.resolve(config.slack.bot_token).reveal()
+    signing_secret = resolver.resolve(config.slack.signing_secret).reveal()
+    client = slack_client(token, config.slack.api_url)
+    connection = connection or redis_connection(config, resolver)
+    store = ReleaseStore(connection, config.settings)
+    app = App(client=client, signing_secret=signing_secret, process_before_response=False,
+              token_verification_enabled=False)
+    register(app, BotContext(config, store, ChannelCheck(client, connection, config), ThreadReporter(client, store)))
+    return app
+
+
+def redis_connection(config: Config, resolver: SecretResolver) -> redis.Redis:
+    password = resolver.resolve(config.redis_password).reveal() if config.redis_password else None
+    return redis.Redis.from_url(config.redis_url, password=password, socket_timeout=5, socket_connect_timeout=5)
+
+
+def register(app: App, ctx: BotContext) -> None:
+    """Every listener of the bot, in one place."""
+
+    def on_edge(ack: Ack, command: dict[str, Any], client: WebClient) -> None:
+        handle_edge_command(ack, command, ctx)
+
+    app.command("/edge")(on_edge)
+
+
+def handle_edge_command(ack: Ack, command: dict[str, Any], ctx: BotContext) -> None:
+    text = command.get("text", "") or ""
+    try:
+        parsed = grammar.parse(text)
+    except UsageError as exc:
+        _reply(ack, messages.usage_error(exc.problem, exc.usage))
+        return
+    if isinstance(parsed, grammar.HelpCommand):
+        _reply(ack, messages.help_message(parsed.topic))
+        return
+    requester = Requester(
+        team_id=command.get("team_id", ""), channel_id=command.get("channel_id", ""), user_id=command.get("user_id", "")
+    )
+    try:
+        accepted = accept_publish(parsed, requester, text, config=ctx.config, store=ctx.store, channels=ctx.channels)
+    except UsageError as exc:
+        _reply(ack, messages.usage_error(exc.problem, exc.usage))
+        return
+    except NotInChannel:
+        _reply(ack, messages.not_in_channel(requester.channel_id))
+        return
+    except Exception:
+        log.exception("could not accept /edge %s", parsed.__class__.__name__)
+        _reply(ack, messages.internal_error())
+        return
+    if accepted.duplicate_of:
+        _reply(ack, messages.duplicate_ack(accepted.duplicate_of))
+        return
+    _reply(ack, messages.queued_ack(accepted.release))
+    # After the ack: the root message. The worker's first job does the same if this process dies right here.
+    try:
+        ctx.reporter.ensure_root(accepted.release.release_id)
+    except Exception:
+        log.exception("release %s: root message not posted by the bot; the worker will", accepted.release.release_id)
+
+
+def _reply(ack: Ack, msg: messages.Message) -> None:
+    if msg.blocks:
+        ack(text=msg.text, blocks=msg.blocks, response_type="ephemeral")
+    else:
+        ack(text=msg.text, response_type="ephemeral")

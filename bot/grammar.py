@@ -1,0 +1,160 @@
+"""The `/edge` command grammar: text in, a command or a :class:`UsageError` out. Never anything else.
+
+    /edge publish SERVICE VERSION --registry ALIAS [--arch a,b] [--org ORG] [--dry-run] [--overwrite]
+    /edge help [publish]
+
+Slack clients turn ``--`` into an em dash when "smart punctuation" is on, so ``—registry`` reads as ``--registry``.
+Only the shape is checked here; whether SERVICE and ALIAS exist is the catalog's business (:mod:`bot.intake`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from edgebot.errors import UsageError
+from edgebot.ids import GO_ARCHES, VERSION_RE
+from edgebot.messages import HELP_USAGE, PUBLISH_USAGE
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_ORG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_DASHES = ("\u2014", "\u2013", "\u2012", "\u2015", "\u2212")  # em, en, figure dash, bar, minus
+_ARCH_HINTS = {"x86_64": "amd64", "aarch64": "arm64", "armhf": "arm", "armv7": "arm", "ppc64el": "ppc64le"}
+_VALUE_FLAGS = ("registry", "arch", "org")
+_BOOL_FLAGS = ("dry-run", "overwrite")
+
+
+@dataclass(frozen=True)
+class PublishCommand:
+    service: str
+    version: str
+    registry: str
+    arches: tuple[str, ...] | None = None
+    org: str | None = None
+    dry_run: bool = False
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class HelpCommand:
+    topic: str = ""
+
+
+Command = PublishCommand | HelpCommand
+
+
+def parse(text: str) -> Command:
+    """Parse the text after ``/edge``. Raises :class:`UsageError` (and nothing else) for anything it refuses."""
+    words = [_normalize_dashes(w) for w in (text or "").split()]
+    if not words:
+        return HelpCommand()
+    verb, rest = words[0].lower(), words[1:]
+    if verb in ("help", "-h", "--help", "?"):
+        if len(rest) > 1 or (rest and rest[0].lower() not in ("publish",)):
+            raise UsageError(f"I have no help on {' '.join(rest)!r}.", HELP_USAGE)
+        return HelpCommand(rest[0].lower() if rest else "")
+    if verb == "publish":
+        return _parse_publish(rest)
+    raise UsageError(f"Unknown command {_quote(words[0])}. I know `publish` and `help`.", PUBLISH_USAGE)
+
+
+def _parse_publish(words: list[str]) -> PublishCommand:
+    positional: list[str] = []
+    values: dict[str, str] = {}
+    flags: set[str] = set()
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if not word.startswith("--"):
+            positional.append(word)
+            i += 1
+            continue
+        name, eq, value = word[2:].partition("=")
+        name = name.lower()
+        if name in _BOOL_FLAGS:
+            if eq:
+                raise UsageError(f"`--{name}` takes no value.", PUBLISH_USAGE)
+            if name in flags:
+                raise UsageError(f"`--{name}` is given twice.", PUBLISH_USAGE)
+            flags.add(name)
+            i += 1
+            continue
+        if name not in _VALUE_FLAGS:
+            raise UsageError(f"Unknown option {_quote(word)}.", PUBLISH_USAGE)
+        if name in values:
+            raise UsageError(f"`--{name}` is given twice.", PUBLISH_USAGE)
+        if not eq:
+            if i + 1 >= len(words) or words[i + 1].startswith("--"):
+                raise UsageError(f"`--{name}` needs a value.", PUBLISH_USAGE)
+            value = words[i + 1]
+            i += 1
+        if not value:
+            raise UsageError(f"`--{name}` needs a value.", PUBLISH_USAGE)
+        values[name] = value
+        i += 1
+
+    if len(positional) < 2:
+        missing = "SERVICE and VERSION" if not positional else "VERSION"
+        raise UsageError(f"{missing} missing.", PUBLISH_USAGE)
+    if len(positional) > 2:
+        extra = " ".join(_quote(w) for w in positional[2:])
+        raise UsageError(f"Unexpected extra words: {extra}.", PUBLISH_USAGE)
+    service, version = positional
+    if not _NAME_RE.match(service):
+        raise UsageError(f"{_quote(service)} is not a service name (lower-case letters, digits, `.`, `_`, `-`).",
+                         PUBLISH_USAGE)
+    if not VERSION_RE.match(version):
+        raise UsageError(
+            f"Version {_quote(version)} would be refused by the Exchange: it accepts `1`, `1.2` or `1.2.3` "
+            "(digits only, no `v` prefix or `-suffix`).",
+            PUBLISH_USAGE,
+        )
+    if "registry" not in values:
+        raise UsageError("`--registry ALIAS` is required: it says where the images go.", PUBLISH_USAGE)
+    registry = values["registry"]
+    if not _NAME_RE.match(registry):
+        raise UsageError(f"{_quote(registry)} is not a registry alias.", PUBLISH_USAGE)
+    arches = _parse_arches(values["arch"]) if "arch" in values else None
+    org = values.get("org")
+    if org is not None and not _ORG_RE.match(org):
+        raise UsageError(f"{_quote(org)} is not an Exchange org name.", PUBLISH_USAGE)
+    return PublishCommand(
+        service=service,
+        version=version,
+        registry=registry,
+        arches=arches,
+        org=org,
+        dry_run="dry-run" in flags,
+        overwrite="overwrite" in flags,
+    )
+
+
+def _parse_arches(value: str) -> tuple[str, ...]:
+    arches: list[str] = []
+    for arch in value.split(","):
+        arch = arch.strip().lower()
+        if not arch:
+            raise UsageError("`--arch` takes a comma-separated list such as `amd64,arm64`.", PUBLISH_USAGE)
+        if arch not in GO_ARCHES:
+            hint = f" (did you mean `{_ARCH_HINTS[arch]}`?)" if arch in _ARCH_HINTS else ""
+            raise UsageError(
+                f"{_quote(arch)} is not an Open Horizon arch{hint}; use one of {', '.join(GO_ARCHES)}.", PUBLISH_USAGE
+            )
+        if arch not in arches:
+            arches.append(arch)
+    return tuple(arches)
+
+
+def _normalize_dashes(word: str) -> str:
+    for dash in _DASHES:
+        if word.startswith(dash):
+            return "--" + word[len(dash):].lstrip("-" + "".join(_DASHES))
+    return word
+
+
+def _quote(word: str, limit: int = 40) -> str:
+    """Echo user input back safely: inside code quotes, without backticks, bounded in length."""
+    cleaned = word.replace("`", "'")
+    if len(cleaned) > limit:
+        cleaned = cleaned[:limit] + "…"
+    return f"`{cleaned}`"

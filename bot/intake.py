@@ -1,0 +1,137 @@
+"""From a parsed `/edge publish` to a recorded, queued release — or a refusal, with nothing queued.
+
+Order matters: every check that can refuse runs first (catalog, registry alias, arches, channel membership), then
+the release record and its first job are written in one Redis MULTI, and only then does the listener ack. A crash
+after the ack cannot lose the release; a crash before it leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from rq import Queue
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.grammar import PublishCommand
+from edgebot.config import Config
+from edgebot.errors import UsageError
+from edgebot.ids import new_release_id
+from edgebot.messages import PUBLISH_USAGE
+from edgebot.release import Release
+from edgebot.rqjob import JOBS_MODULE, PUBLISH_QUEUE, SERIALIZER, EdgebotJob, job_id
+from edgebot.store import ReleaseStore
+
+
+class NotInChannel(Exception):
+    """The bot cannot post in the channel the command came from."""
+
+
+@dataclass(frozen=True)
+class Requester:
+    team_id: str
+    channel_id: str
+    user_id: str
+
+
+@dataclass(frozen=True)
+class Accepted:
+    release: Release
+    duplicate_of: str | None = None
+
+
+def resolve(command: PublishCommand, config: Config) -> tuple[str, list[str]]:
+    """Check the command against the catalog; return (org, arches). Raises UsageError naming what is wrong."""
+    service = config.services.get(command.service)
+    if service is None:
+        known = ", ".join(f"`{s}`" for s in sorted(config.services)) or "none"
+        raise UsageError(f"`{command.service}` is not in edgebot's catalog. Known services: {known}.", PUBLISH_USAGE)
+    if command.registry not in config.registries:
+        known = ", ".join(f"`{r}`" for r in sorted(config.registries))
+        raise UsageError(f"Unknown registry alias `{command.registry}`. Configured: {known}.", PUBLISH_USAGE)
+    arches = list(command.arches or service.arches)
+    unbuilt = [a for a in arches if a not in service.arches]
+    if unbuilt:
+        raise UsageError(
+            f"`{command.service}` is not built for {', '.join(f'`{a}`' for a in unbuilt)}; "
+            f"it builds {', '.join(f'`{a}`' for a in service.arches)}.",
+            PUBLISH_USAGE,
+        )
+    return command.org or service.org, arches
+
+
+class ChannelCheck:
+    """Can the bot post in a channel? Asked of Slack once, positive answers cached briefly in Redis."""
+
+    def __init__(self, client: WebClient, connection: redis.Redis, config: Config) -> None:
+        self.client = client
+        self.redis = connection
+        self.ttl = config.settings.channel_check_ttl
+        self.prefix = config.settings.key_prefix
+
+    def require_member(self, team_id: str, channel_id: str) -> None:
+        key = f"{self.prefix}:channel-ok:{team_id}:{channel_id}"
+        if self.ttl > 0 and self.redis.exists(key):
+            return
+        try:
+            info = self.client.conversations_info(channel=channel_id)
+        except SlackApiError as exc:
+            if exc.response.get("error") in ("channel_not_found", "not_in_channel"):
+                raise NotInChannel(channel_id) from None
+            raise
+        channel = info.get("channel") or {}
+        if not (channel.get("is_member") or channel.get("is_im")):
+            raise NotInChannel(channel_id)
+        if self.ttl > 0:
+            self.redis.set(key, "1", ex=self.ttl)
+
+
+def accept_publish(
+    command: PublishCommand,
+    requester: Requester,
+    text: str,
+    *,
+    config: Config,
+    store: ReleaseStore,
+    channels: ChannelCheck,
+) -> Accepted:
+    """Validate, check the channel, then record the release and enqueue its first job atomically."""
+    org, arches = resolve(command, config)
+    channels.require_member(requester.team_id, requester.channel_id)
+    release = Release(
+        release_id=new_release_id(),
+        team_id=requester.team_id,
+        channel_id=requester.channel_id,
+        user_id=requester.user_id,
+        service=command.service,
+        version=command.version,
+        org=org,
+        registry=command.registry,
+        arches=arches,
+        dry_run=command.dry_run,
+        overwrite=command.overwrite,
+        command_text=" ".join(text.split()),
+    )
+    release.event("requested", by=requester.user_id, command=release.command_text)
+    dedupe = store.dedupe_key(requester.team_id, requester.channel_id, requester.user_id, release.command_text)
+    holder = store.claim_duplicate(dedupe, release.release_id)
+    if holder is not None:
+        existing = store.get(holder)
+        if existing is not None:
+            return Accepted(existing, duplicate_of=holder)
+    queue = Queue(PUBLISH_QUEUE, connection=store.redis, job_class=EdgebotJob, serializer=SERIALIZER)
+
+    def enqueue_first_job(pipe: redis.client.Pipeline) -> None:
+        queue.enqueue_call(
+            f"{JOBS_MODULE}.prepare_release",
+            args=(release.release_id,),
+            job_id=job_id(release.release_id, "prepare"),
+            timeout=config.settings.job_timeout,
+            result_ttl=config.settings.job_result_ttl,
+            description=f"prepare {release.release_id}",
+            pipeline=pipe,
+        )
+
+    store.create(release, then=enqueue_first_job)
+    return Accepted(release)

@@ -1,0 +1,104 @@
+"""`edgebot` command line: serve (the bot), worker, config check.
+
+Imports stay inside the subcommands so `edgebot worker` never loads slack_bolt and `edgebot serve` never loads
+docker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from edgebot.errors import EdgebotError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="edgebot", description="Chat-ops releases for Open Horizon edge fleets")
+    parser.add_argument("--config", default=os.environ.get("EDGEBOT_CONFIG", "/etc/edgebot/edgebot.toml"),
+                        help="config file (default: $EDGEBOT_CONFIG or /etc/edgebot/edgebot.toml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the Slack app (HTTP behind gunicorn, or Socket Mode)")
+    serve.add_argument("--bind", default="0.0.0.0:3000")
+    serve.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    serve.add_argument("--threads", type=int, default=8, help="threads per gunicorn worker")
+    serve.add_argument("--socket-mode", action="store_true", help="connect out to Slack instead (needs app_token)")
+
+    worker = sub.add_parser("worker", help="run an RQ worker on edgebot's queues")
+    worker.add_argument("--arch", action="append", default=[], help="build images for this arch (repeatable)")
+    worker.add_argument("--publish", action="store_true", help="serve the source/sign/publish queue")
+    worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    worker.add_argument("--name", default=None)
+
+    config = sub.add_parser("config", help="configuration tools")
+    config.add_argument("action", choices=["check"])
+
+    args = parser.parse_args(argv)
+    os.environ["EDGEBOT_CONFIG"] = os.path.abspath(args.config)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "worker":
+            from workers.worker import run_worker
+
+            arches = [a for value in args.arch for a in value.split(",") if a]
+            run_worker(args.config, arches=arches, publish=args.publish, burst=args.burst, name=args.name)
+            return 0
+        if args.command == "config":
+            return _config_check(args.config)
+    except EdgebotError as exc:
+        print(f"edgebot: {exc}", file=sys.stderr)
+        return 2
+    return 1
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if args.socket_mode:
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+        from bot.app import create_app
+        from edgebot.config import load_config
+        from edgebot.secrets import SecretResolver
+
+        config = load_config(args.config)
+        if config.slack.app_token is None:
+            print("edgebot: --socket-mode needs slack.app_token (an xapp- token reference)", file=sys.stderr)
+            return 2
+        resolver = SecretResolver()
+        app_token = resolver.resolve(config.slack.app_token).reveal()
+        SocketModeHandler(create_app(config, resolver=resolver), app_token).start()
+        return 0
+    from gunicorn.app.base import BaseApplication
+
+    config_path = args.config
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", args.bind)
+            self.cfg.set("workers", args.workers)
+            self.cfg.set("threads", args.threads)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("accesslog", None)
+            self.cfg.set("graceful_timeout", 10)
+
+        def load(self) -> Any:
+            from bot.wsgi import create
+
+            return create(config_path)
+
+    Server().run()
+    return 0
+
+
+def _config_check(path: str) -> int:
+    from edgebot.config import load_config
+
+    config = load_config(path)
+    print(f"OK   config {path}: {len(config.services)} service(s), {len(config.registries)} registry alias(es)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""The config file (TOML): Slack, Redis, Exchange, signing, registries by alias and the service catalog.
+
+Slack input only ever *selects* entries of this file (a catalog service, a registry alias); it never names a
+repository, a path, a host or an image. Every secret is a reference (see :mod:`edgebot.secrets`); a literal secret is
+refused at start-up. The full reference is ``docs/configuration.md``; ``examples/edgebot.toml`` is a complete file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgebot.errors import ConfigError
+from edgebot.ids import GO_ARCHES
+from edgebot.secrets import SecretRef
+from edgebot.settings import Settings
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+REGISTRY_KINDS = ("generic", "icr", "ocp")
+
+
+@dataclass(frozen=True)
+class SlackConfig:
+    bot_token: SecretRef
+    signing_secret: SecretRef
+    app_token: SecretRef | None = None
+    api_url: str = "https://slack.com/api/"
+
+
+@dataclass(frozen=True)
+class ExchangeConfig:
+    url: str
+    username: str
+    password: SecretRef
+    ca_cert: str | None = None
+
+
+@dataclass(frozen=True)
+class SigningConfig:
+    private_key: SecretRef
+    key_name: str = "edgebot.public.pem"
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    alias: str
+    kind: str
+    host: str
+    namespace: str
+    push_username: str
+    push_password: SecretRef
+    pull_username: str | None = None
+    pull_password: SecretRef | None = None
+    reuse_push_credentials_for_nodes: bool = False
+    ca_cert: SecretRef | None = None
+
+    def node_credentials(self) -> tuple[str, SecretRef] | None:
+        """What nodes get as the Exchange dockauth: the pull credential, or the push one when explicitly allowed."""
+        if self.pull_username and self.pull_password:
+            return self.pull_username, self.pull_password
+        if self.reuse_push_credentials_for_nodes:
+            return self.push_username, self.push_password
+        return None
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    name: str
+    source: str
+    org: str
+    arches: tuple[str, ...]
+    image_base: str
+    ref: str = "v{version}"
+    horizon_dir: str = "horizon"
+    dockerfile: str = "Dockerfile.{arch}"
+    context: str = "."
+
+    def ref_for(self, version: str) -> str:
+        return self.ref.replace("{version}", version)
+
+    def dockerfile_for(self, arch: str) -> str:
+        return self.dockerfile.replace("{arch}", arch)
+
+
+@dataclass(frozen=True)
+class Config:
+    slack: SlackConfig
+    redis_url: str
+    exchange: ExchangeConfig
+    signing: SigningConfig
+    registries: dict[str, RegistryConfig]
+    services: dict[str, ServiceConfig]
+    settings: Settings
+    docker_url: str | None = None
+    redis_password: SecretRef | None = None
+    path: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
+    """Read and check the whole file; every problem is a :class:`ConfigError` that names the key."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return parse_config(data, path=str(path), environ=environ)
+
+
+def parse_config(data: Mapping[str, Any], *, path: str = "", environ: Mapping[str, str] | None = None) -> Config:
+    _known(data, "", {"slack", "redis", "exchange", "signing", "registries", "services", "settings", "docker",
+                      "vault", "access", "approvals", "rollout"})
+    slack = _table(data, "slack")
+    _known(slack, "slack", {"bot_token", "signing_secret", "app_token", "api_url"})
+    redis = _table(data, "redis")
+    _known(redis, "redis", {"url", "password"})
+    exchange = _table(data, "exchange")
+    _known(exchange, "exchange", {"url", "username", "password", "ca_cert"})
+    signing = _table(data, "signing")
+    _known(signing, "signing", {"private_key", "key_name"})
+    docker = data.get("docker", {})
+    _known(docker, "docker", {"url"})
+    registries = {alias: _registry(alias, table) for alias, table in _table(data, "registries").items()}
+    services = {name: _service(name, table) for name, table in _table(data, "services").items()}
+    if not registries:
+        raise ConfigError("[registries] is empty: define at least one registry alias, e.g. [registries.icr]")
+    if not services:
+        raise ConfigError("[services] is empty: define at least one catalog service, e.g. [services.hello]")
+    try:
+        settings = Settings.load(data.get("settings"), environ)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    exchange_url = _str(exchange, "exchange.url").rstrip("/")
+    if not re.match(r"^https?://", exchange_url):
+        raise ConfigError("exchange.url must be the Exchange base URL including /v1, e.g. https://hub/edge-exchange/v1")
+    return Config(
+        slack=SlackConfig(
+            bot_token=_ref(slack, "bot_token", "slack"),
+            signing_secret=_ref(slack, "signing_secret", "slack"),
+            app_token=_ref(slack, "app_token", "slack") if "app_token" in slack else None,
+            api_url=_api_url(slack.get("api_url", "https://slack.com/api/")),
+        ),
+        redis_url=_str(redis, "redis.url"),
+        redis_password=_ref(redis, "password", "redis") if "password" in redis else None,
+        exchange=ExchangeConfig(
+            url=exchange_url,
+            username=_str(exchange, "exchange.username"),
+            password=_ref(exchange, "password", "exchange"),
+            ca_cert=exchange.get("ca_cert"),
+        ),
+        signing=SigningConfig(
+            private_key=_ref(signing, "private_key", "signing"),
+            key_name=signing.get("key_name", "edgebot.public.pem"),
+        ),
+        registries=registries,
+        services=services,
+        settings=settings,
+        docker_url=docker.get("url"),
+        path=path,
+        extra={k: data[k] for k in ("vault", "access", "approvals", "rollout") if k in data},
+    )
+
+
+def _registry(alias: str, table: Any) -> RegistryConfig:
+    where = f"registries.{alias}"
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"[{where}] must be a table")
+    if not _NAME_RE.match(alias):
+        raise ConfigError(f"[{where}]: aliases are lower-case letters, digits, '.', '_' and '-'")
+    _known(table, where, {"kind", "host", "namespace", "push_username", "push_password", "pull_username",
+                          "pull_password", "reuse_push_credentials_for_nodes", "ca_cert"})
+    kind = table.get("kind", "generic")
+    if kind not in REGISTRY_KINDS:
+        raise ConfigError(f"{where}.kind must be one of {', '.join(REGISTRY_KINDS)}")
+    host = _str(table, f"{where}.host")
+    if "://" in host or "/" in host:
+        raise ConfigError(f"{where}.host is host[:port] only (no scheme, no path): got {host!r}")
+    pull_user, pull_pw = table.get("pull_username"), table.get("pull_password")
+    if bool(pull_user) != bool(pull_pw):
+        raise ConfigError(f"{where}: set both pull_username and pull_password, or neither")
+    return RegistryConfig(
+        alias=alias,
+        kind=kind,
+        host=host,
+        namespace=str(table.get("namespace", "")).strip("/"),
+        push_username=_str(table, f"{where}.push_username"),
+        push_password=_ref(table, "push_password", where),
+        pull_username=pull_user,
+        pull_password=_ref(table, "pull_password", where) if pull_pw else None,
+        reuse_push_credentials_for_nodes=bool(table.get("reuse_push_credentials_for_nodes", False)),
+        ca_cert=_ref(table, "ca_cert", where) if "ca_cert" in table else None,
+    )
+
+
+def _service(name: str, table: Any) -> ServiceConfig:
+    where = f"services.{name}"
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"[{where}] must be a table")
+    if not _NAME_RE.match(name):
+        raise ConfigError(f"[{where}]: service names are lower-case letters, digits, '.', '_' and '-'")
+    _known(table, where, {"source", "org", "arches", "image_base", "ref", "horizon_dir", "dockerfile", "context",
+                          "policies", "stages", "approval"})
+    arches = table.get("arches")
+    if not isinstance(arches, list) or not arches or not all(isinstance(a, str) for a in arches):
+        raise ConfigError(f"{where}.arches must be a non-empty list such as [\"amd64\", \"arm64\"]")
+    for arch in arches:
+        if arch not in GO_ARCHES:
+            raise ConfigError(f"{where}.arches: {arch!r} is not an Open Horizon arch ({', '.join(GO_ARCHES)})")
+    ref = table.get("ref", "v{version}")
+    if "{version}" not in ref:
+        raise ConfigError(f"{where}.ref must contain {{version}}, e.g. \"v{{version}}\"")
+    dockerfile = table.get("dockerfile", "Dockerfile.{arch}")
+    for key in ("horizon_dir", "dockerfile", "context"):
+        value = str(table.get(key, "."))
+        if value.startswith("/") or ".." in Path(value).parts:
+            raise ConfigError(f"{where}.{key} must be a path inside the source repository")
+    return ServiceConfig(
+        name=name,
+        source=_str(table, f"{where}.source"),
+        org=_str(table, f"{where}.org"),
+        arches=tuple(arches),
+        image_base=table.get("image_base", name),
+        ref=ref,
+        horizon_dir=table.get("horizon_dir", "horizon"),
+        dockerfile=dockerfile,
+        context=table.get("context", "."),
+    )
+
+
+def _table(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data.get(key)
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"[{key}] is missing from the config file")
+    return value
+
+
+def _str(table: Mapping[str, Any], dotted: str) -> str:
+    value = table.get(dotted.rsplit(".", 1)[-1])
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{dotted} is required (a non-empty string)")
+    return value
+
+
+def _ref(table: Mapping[str, Any], key: str, where: str) -> SecretRef:
+    value = table.get(key)
+    if value is None:
+        raise ConfigError(f"{where}.{key} is required (env:NAME, file:/path or vault:<path>#<key>)")
+    return SecretRef.parse(value, where=f"{where}.{key}")
+
+
+def _known(table: Any, where: str, keys: set[str]) -> None:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"[{where}] must be a table")
+    unknown = sorted(set(table) - keys)
+    if unknown:
+        label = f"[{where}]" if where else "the top level"
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {label}; known: {', '.join(sorted(keys))}")
+
+
+def _api_url(url: str) -> str:
+    return url if url.endswith("/") else url + "/"

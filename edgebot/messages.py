@@ -1,0 +1,278 @@
+"""Every user-facing text and Block Kit payload, built by small pure functions (snapshot-tested).
+
+Each builder returns a :class:`Message`: the plain-text fallback (notifications, screen readers, clients without
+Block Kit) and the blocks, kept within Slack's limits (50 blocks, 3,000 characters per text object).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgebot.release import (
+    AWAITING_APPROVAL,
+    BUILDING,
+    CANCELLED,
+    DONE,
+    EXPIRED,
+    FAILED,
+    FAILED_STEP,
+    PENDING,
+    PUBLISHING,
+    QUEUED,
+    REJECTED,
+    ROLLED_BACK,
+    ROLLING_OUT,
+    RUNNING,
+    SKIPPED,
+    SUCCEEDED,
+    Release,
+    StepState,
+)
+
+MAX_BLOCKS = 50
+MAX_TEXT = 3000
+
+PUBLISH_USAGE = (
+    "/edge publish SERVICE VERSION --registry ALIAS [--arch amd64,arm64] [--org ORG] [--dry-run] [--overwrite]"
+)
+HELP_USAGE = "/edge help [publish]"
+
+STATE_LABEL = {
+    QUEUED: "queued",
+    BUILDING: "building",
+    AWAITING_APPROVAL: "waiting for approval",
+    PUBLISHING: "publishing",
+    ROLLING_OUT: "rolling out",
+    SUCCEEDED: "published",
+    FAILED: "failed",
+    REJECTED: "rejected",
+    EXPIRED: "expired",
+    CANCELLED: "cancelled",
+    ROLLED_BACK: "rolled back",
+}
+STATE_ICON = {
+    QUEUED: ":inbox_tray:",
+    BUILDING: ":hammer_and_wrench:",
+    AWAITING_APPROVAL: ":raised_hand:",
+    PUBLISHING: ":outbox_tray:",
+    ROLLING_OUT: ":satellite_antenna:",
+    SUCCEEDED: ":white_check_mark:",
+    FAILED: ":x:",
+    REJECTED: ":no_entry:",
+    EXPIRED: ":hourglass:",
+    CANCELLED: ":octagonal_sign:",
+    ROLLED_BACK: ":leftwards_arrow_with_hook:",
+}
+STEP_ICON = {
+    PENDING: ":white_circle:",
+    RUNNING: ":hourglass_flowing_sand:",
+    DONE: ":white_check_mark:",
+    FAILED_STEP: ":x:",
+    SKIPPED: ":heavy_minus_sign:",
+}
+STAGE_TITLE = {"source": "Source", "build": "Build", "push": "Push", "sign": "Sign", "publish": "Publish"}
+
+
+@dataclass(frozen=True)
+class Message:
+    text: str
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return {"text": self.text, "blocks": self.blocks}
+
+
+# -- small helpers ---------------------------------------------------------------------------------------------
+
+def clip(text: str, limit: int = MAX_TEXT) -> str:
+    """Cut ``text`` to ``limit`` characters, saying so, keeping the end (log tails matter most at the end)."""
+    if len(text) <= limit:
+        return text
+    marker = "…(cut)…\n"
+    return marker + text[-(limit - len(marker)):]
+
+
+def section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text)}}
+
+
+def context(*texts: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": clip(t)} for t in texts[:10]]}
+
+
+def _limit_blocks(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if len(blocks) <= MAX_BLOCKS:
+        return blocks
+    return blocks[: MAX_BLOCKS - 1] + [context(f"…{len(blocks) - MAX_BLOCKS + 1} more blocks not shown")]
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes} m {secs:02d} s"
+
+
+def short(text: str, keep: int = 16) -> str:
+    return text if len(text) <= keep + 1 else text[:keep] + "…"
+
+
+def title(release: Release) -> str:
+    return f"{release.service} {release.version} → {release.registry}"
+
+
+# -- ephemeral answers to commands -------------------------------------------------------------------------------
+
+def help_message(topic: str = "") -> Message:
+    if topic == "publish":
+        text = (
+            f"*Publish a service version to the Exchange*\n`{PUBLISH_USAGE}`\n\n"
+            "• `SERVICE` is a service of edgebot's catalog; `VERSION` is `1`, `1.2` or `1.2.3` (what the Exchange "
+            "accepts).\n"
+            "• `--registry ALIAS` picks a configured registry (`icr`, `ocp`, …).\n"
+            "• `--arch a,b` builds only some of the service's arches (default: all of them).\n"
+            "• `--org ORG` publishes to another org than the catalog's.\n"
+            "• `--dry-run` runs every check and the build, but pushes and publishes nothing.\n"
+            "• `--overwrite` replaces a version that is already published with different content "
+            "(nodes running it will not re-pull it).\n\n"
+            "Examples:\n`/edge publish hello 1.2.3 --registry icr`\n"
+            "`/edge publish hello 1.2.4 --registry ocp --arch arm64 --dry-run`"
+        )
+        return Message(text=text, blocks=[section(text)])
+    text = (
+        "*edgebot* builds, pushes, signs and publishes edge services to the Horizon Exchange.\n"
+        f"• `{PUBLISH_USAGE}`\n• `{HELP_USAGE}`\n\n"
+        "Everything about a release is reported in the thread of its message in this channel."
+    )
+    return Message(text=text, blocks=[section(text)])
+
+
+def usage_error(problem: str, usage: str) -> Message:
+    text = f":warning: {problem}\nUsage: `{usage}`" if usage else f":warning: {problem}"
+    return Message(text=text, blocks=[section(text), context(f"`{HELP_USAGE}` explains the commands.")])
+
+
+def not_in_channel(channel_id: str) -> Message:
+    text = (
+        f":warning: I can't post in <#{channel_id}>, so I did not queue anything. "
+        "Invite me first: `/invite @edgebot`, then send the command again."
+    )
+    return Message(text=text, blocks=[section(text)])
+
+
+def queued_ack(release: Release) -> Message:
+    text = f"Queued release `{release.release_id}` ({title(release)}); follow it in the thread below."
+    return Message(text=text)
+
+
+def duplicate_ack(release_id: str) -> Message:
+    text = f"That command was just sent: it is release `{release_id}` already. Nothing new was queued."
+    return Message(text=text)
+
+
+def internal_error() -> Message:
+    text = ":warning: Something went wrong on edgebot's side and nothing was queued. Try again in a minute."
+    return Message(text=text)
+
+
+# -- the thread --------------------------------------------------------------------------------------------------
+
+def root_message(release: Release) -> Message:
+    label = STATE_LABEL.get(release.state, release.state)
+    dry = " (dry run)" if release.dry_run else ""
+    text = (
+        f"{title(release)}{dry}, requested by <@{release.user_id}>: {label} · release {release.release_id}"
+    )
+    line = f"{STATE_ICON.get(release.state, '')} *{title(release)}*{dry}, requested by <@{release.user_id}>"
+    facts = f"{label} · release `{release.release_id}` · org `{release.org}` · arches {', '.join(release.arches)}"
+    if release.commit_sha:
+        facts += f" · commit `{release.commit_sha[:12]}`"
+    return Message(text=text, blocks=[section(line), context(facts)])
+
+
+def _step_line(name: str, step: StepState) -> str:
+    bits = f"{STEP_ICON.get(step.status, '')} {name}"
+    if step.status in (RUNNING, DONE, FAILED_STEP):
+        bits += f" · {duration(step.elapsed)}"
+    if step.note:
+        bits += f" · {step.note}"
+    return bits
+
+
+def stage_message(release: Release, stage: str) -> Message:
+    """The one progress message of a stage, edited in place as it moves."""
+    step = release.stage(stage)
+    heading = _step_line(f"*{STAGE_TITLE.get(stage, stage)}*", step)
+    if stage == "source" and release.commit_sha:
+        heading += f"\n`{release.source_ref}` → commit `{release.commit_sha}`"
+    lines = [heading]
+    for arch, arch_step in sorted(release.arch_steps.get(stage, {}).items()):
+        lines.append(_step_line(f"`{arch}`", arch_step))
+    text = "\n".join(lines)
+    blocks = [section(text)]
+    failed_arch = [a for a, s in release.arch_steps.get(stage, {}).items() if s.status == FAILED_STEP]
+    for arch in failed_arch:
+        tail = release.result(arch).log_tail
+        if tail:
+            blocks.append(section(f"`{arch}` log (last {len(tail)} lines):\n```" + clip("\n".join(tail), 2900) + "```"))
+    return Message(text=clip(text.replace("*", ""), 3900), blocks=_limit_blocks(blocks))
+
+
+def summary_message(release: Release) -> Message:
+    """The final word in the thread: per arch what shipped, and for whom."""
+    mention = f"<@{release.user_id}>"
+    label = STATE_LABEL.get(release.state, release.state)
+    if release.state == SUCCEEDED and release.dry_run:
+        head = (
+            f"{STATE_ICON[SUCCEEDED]} {mention} dry run of *{title(release)}* passed: nothing was pushed or published."
+        )
+    elif release.state == SUCCEEDED:
+        head = f"{STATE_ICON[SUCCEEDED]} {mention} *{title(release)}* is published to org `{release.org}`."
+    else:
+        head = f"{STATE_ICON.get(release.state, '')} {mention} *{title(release)}* {label}: {release.error or label}."
+    blocks: list[dict[str, Any]] = [section(head)]
+    text_lines = [head.replace("*", "")]
+    if release.error_detail:
+        detail = "\n".join(release.error_detail)
+        blocks.append(section("```" + clip(detail, 2900) + "```"))
+    for arch in release.arches:
+        result = release.results.get(arch)
+        if result is None or not (result.pinned_image or result.image_tag):
+            continue
+        lines = [f"*{arch}*"]
+        lines.append(f"image `{result.pinned_image or result.image_tag}`")
+        if result.service_id:
+            action = f" ({result.publish_action})" if result.publish_action else ""
+            lines.append(f"service `{release.org}/{result.service_id}`{action}")
+        if result.signature:
+            lines.append(
+                f"signature `{short(result.signature, 24)}` · fingerprint `{short(result.signature_fingerprint, 23)}`"
+            )
+        arch_timings = [
+            f"{stage} {duration(step.elapsed)}"
+            for stage in ("build", "push")
+            if (step := release.arch_steps.get(stage, {}).get(arch)) and step.ended_at
+        ]
+        if arch_timings:
+            lines.append(" · ".join(arch_timings))
+        blocks.append(section("\n".join(lines)))
+        text_lines.append(" · ".join(line.replace("*", "") for line in lines))
+    if release.key_name:
+        key_line = f"key `{release.key_name}` in the Exchange · public key fingerprint `{short(release.public_key_fingerprint, 23)}`"
+        blocks.append(context(key_line))
+        text_lines.append(key_line)
+    timings = [
+        f"{STAGE_TITLE.get(name, name)} {duration(step.elapsed)}"
+        for name, step in release.stages.items()
+        if step.status in (DONE, FAILED_STEP)
+    ]
+    if timings:
+        total = (release.ended_at or time.time()) - release.created_at
+        blocks.append(context(" · ".join(timings) + f" · total {duration(total)}"))
+    for note in release.notes:
+        blocks.append(context(note))
+    return Message(text=clip("\n".join(text_lines), 3900), blocks=_limit_blocks(blocks))

@@ -1,0 +1,147 @@
+"""The release: one record that every step reads and updates, from the slash command to the final summary.
+
+States::
+
+    queued → building → awaiting_approval → publishing → rolling_out → succeeded
+                    ↘ failed, rejected, expired, cancelled, rolled_back
+
+Each step's output (commit SHA, digest, deployment string, signature) is written once and reused by any later
+attempt, so a retried or resumed release publishes exactly the bytes it built and signed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+QUEUED = "queued"
+BUILDING = "building"
+AWAITING_APPROVAL = "awaiting_approval"
+PUBLISHING = "publishing"
+ROLLING_OUT = "rolling_out"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+REJECTED = "rejected"
+EXPIRED = "expired"
+CANCELLED = "cancelled"
+ROLLED_BACK = "rolled_back"
+
+ACTIVE_STATES = frozenset({QUEUED, BUILDING, AWAITING_APPROVAL, PUBLISHING, ROLLING_OUT})
+FINAL_STATES = frozenset({SUCCEEDED, FAILED, REJECTED, EXPIRED, CANCELLED, ROLLED_BACK})
+
+STAGES = ("source", "build", "push", "sign", "publish")
+"""Pipeline stages, in order; each gets one progress message in the thread, edited in place."""
+
+PENDING, RUNNING, DONE, FAILED_STEP, SKIPPED = "pending", "running", "done", "failed", "skipped"
+
+
+@dataclass
+class StepState:
+    """One stage, or one arch of a per-arch stage (build, push)."""
+
+    status: str = PENDING
+    started_at: float | None = None
+    ended_at: float | None = None
+    note: str = ""
+
+    @property
+    def elapsed(self) -> float | None:
+        if self.started_at is None:
+            return None
+        return (self.ended_at or time.time()) - self.started_at
+
+
+@dataclass
+class ArchResult:
+    """What the pipeline produced for one arch. Fields are written once (see ReleaseStore.set_once)."""
+
+    image_tag: str = ""
+    """``host/ns/base_arch:version`` as built."""
+    image_id: str = ""
+    digest: str = ""
+    pinned_image: str = ""
+    """``host/ns/base_arch@sha256:…`` as it appears in the signed deployment."""
+    definition: dict[str, Any] = field(default_factory=dict)
+    """The expanded service definition (before pinning), as read from the resolved commit."""
+    built_containers: dict[str, str] = field(default_factory=dict)
+    deployment: str = ""
+    """The exact deployment string that is signed and uploaded."""
+    signature: str = ""
+    signature_fingerprint: str = ""
+    """``sha256:<hex>`` of the decoded signature bytes."""
+    service_id: str = ""
+    publish_action: str = ""
+    """created | updated | unchanged (already published) | would-create … (dry run)."""
+    log_tail: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Release:
+    release_id: str
+    team_id: str
+    channel_id: str
+    user_id: str
+    service: str
+    version: str
+    org: str
+    registry: str
+    arches: list[str]
+    dry_run: bool = False
+    overwrite: bool = False
+    command_text: str = ""
+    state: str = QUEUED
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    ended_at: float | None = None
+    message_ts: str = ""
+    """The root message in the channel; the thread hangs off it."""
+    progress_ts: dict[str, str] = field(default_factory=dict)
+    """stage -> ts of its progress message in the thread."""
+    summary_ts: str = ""
+    commit_sha: str = ""
+    source_ref: str = ""
+    key_name: str = ""
+    public_key_fingerprint: str = ""
+    stages: dict[str, StepState] = field(default_factory=dict)
+    arch_steps: dict[str, dict[str, StepState]] = field(default_factory=dict)
+    """stage -> arch -> state, for the per-arch stages (build, push, sign, publish)."""
+    results: dict[str, ArchResult] = field(default_factory=dict)
+    error: str = ""
+    error_detail: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """Things the thread should say besides progress (warnings such as credential reuse)."""
+    events: list[dict[str, Any]] = field(default_factory=list)
+    """Audit trail: {"at", "what", ...} appended by every transition."""
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def stage(self, name: str) -> StepState:
+        return self.stages.setdefault(name, StepState())
+
+    def arch_step(self, stage: str, arch: str) -> StepState:
+        return self.arch_steps.setdefault(stage, {}).setdefault(arch, StepState())
+
+    def result(self, arch: str) -> ArchResult:
+        return self.results.setdefault(arch, ArchResult())
+
+    def event(self, what: str, **data: Any) -> None:
+        self.events.append({"at": time.time(), "what": what, **data})
+
+    # -- (de)serialization: plain JSON, no pickle -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Release:
+        data = dict(data)
+        data["stages"] = {k: StepState(**v) for k, v in data.get("stages", {}).items()}
+        data["arch_steps"] = {
+            stage: {arch: StepState(**v) for arch, v in per_arch.items()}
+            for stage, per_arch in data.get("arch_steps", {}).items()
+        }
+        data["results"] = {k: ArchResult(**v) for k, v in data.get("results", {}).items()}
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})

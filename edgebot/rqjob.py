@@ -1,0 +1,64 @@
+"""RQ plumbing shared by the bot (which enqueues) and the workers (which run): queues, job ids, a safe job class.
+
+RQ imports whatever function a job names. A job in Redis written by anyone who can reach Redis could name
+``os.system``; :class:`EdgebotJob` refuses every function (and callback) outside edgebot's own job module before
+importing anything, and all jobs use RQ's JSON serializer, so loading a job never runs code (pickle would).
+
+Job payloads carry ids only (release id, arch): never a secret.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+JOBS_MODULE = "workers.jobs"
+ALLOWED_FUNCTIONS = frozenset(
+    f"{JOBS_MODULE}.{name}" for name in ("prepare_release", "build_arch", "sign_release", "publish_release")
+)
+
+PUBLISH_QUEUE = "edgebot-publish"
+"""Source resolution, signing and Exchange publish: the queue whose workers hold the signing key and Exchange creds."""
+
+
+def build_queue(arch: str) -> str:
+    """Build jobs are routed to workers of the matching arch (``edgebot worker --arch amd64``)."""
+    return f"edgebot-build-{arch}"
+
+
+def job_id(release_id: str, step: str, arch: str = "") -> str:
+    """Deterministic ids (``r-7f3a9c-build-amd64``) so enqueuing the same step twice is refused by RQ."""
+    return "-".join(p for p in (release_id, step, arch) if p)
+
+
+class RefusedJob(RuntimeError):
+    pass
+
+
+class EdgebotJob(Job):
+    """A Job that only ever resolves edgebot's own job functions."""
+
+    @property
+    def func(self) -> Any:
+        name = self.func_name
+        if name not in ALLOWED_FUNCTIONS or self.instance is not None:
+            raise RefusedJob(f"refusing to run job {self.id}: {name!r} is not an edgebot job function")
+        return super().func
+
+    # edgebot jobs use no callbacks; never import one a raw job names (returning None makes RQ skip it).
+    @property
+    def success_callback(self) -> Any:
+        return None
+
+    @property
+    def failure_callback(self) -> Any:
+        return None
+
+    @property
+    def stopped_callback(self) -> Any:
+        return None
+
+
+SERIALIZER = JSONSerializer

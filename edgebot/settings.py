@@ -1,0 +1,77 @@
+"""Every tunable of edgebot, with its default, in one place.
+
+Values come from the ``[settings]`` table of the config file, then from ``EDGEBOT_<NAME>`` environment variables
+(upper case), so a test or a deployment can set any TTL or interval to seconds without touching code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Settings:
+    # -- Redis / RQ ---------------------------------------------------------------------------------------------
+    key_prefix: str = "edgebot"
+    """Prefix of every Redis key edgebot writes (release records, locks, caches)."""
+    release_ttl: int = 30 * 24 * 3600
+    """Seconds a finished release record is kept (the audit history)."""
+    job_timeout: int = 1800
+    """Seconds one RQ job (a build, say) may run before RQ kills it."""
+    job_result_ttl: int = 3600
+    worker_ttl: int = 60
+    """RQ worker heartbeat TTL: a worker silent this long counts as dead."""
+    maintenance_interval: int = 60
+    """Seconds between RQ maintenance passes (dead-scheduler takeover, abandoned jobs)."""
+    # -- Slack side ---------------------------------------------------------------------------------------------
+    channel_check_ttl: int = 60
+    """Seconds a positive "the bot is in this channel" answer is cached."""
+    duplicate_window: int = 10
+    """Seconds in which the same command from the same user in the same channel is the same release."""
+    build_log_lines: int = 25
+    """Lines of build log shown in the thread when a build fails."""
+    # -- pipeline -----------------------------------------------------------------------------------------------
+    arch_worker_wait: int = 0
+    """Seconds to wait for a live worker of an arch before failing the release (0: fail at once)."""
+    source_cache_dir: str = "/var/cache/edgebot/sources"
+    work_dir: str = "/var/lib/edgebot/work"
+    step_retries: int = 3
+    """Attempts of a step that failed transiently (registry or Exchange 5xx, timeouts), with backoff."""
+    retry_backoff: float = 2.0
+    """Base of the exponential backoff between transient-failure retries (seconds)."""
+    exchange_timeout: float = 30.0
+
+    @classmethod
+    def load(cls, table: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+        """Defaults, overridden by the config file's ``[settings]`` table, overridden by ``EDGEBOT_*`` env vars."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        known = {f.name: f for f in fields(cls)}
+        for name, value in (table or {}).items():
+            if name not in known:
+                raise ValueError(f"unknown setting {name!r} in [settings]; known: {', '.join(sorted(known))}")
+            values[name] = value
+        for name in known:
+            env_value = environ.get(f"EDGEBOT_{name.upper()}")
+            if env_value is not None:
+                values[name] = env_value
+        coerced = {name: _coerce(known[name], value) for name, value in values.items()}
+        return dataclasses.replace(cls(), **coerced)
+
+
+def _coerce(field: dataclasses.Field[Any], value: Any) -> Any:
+    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "bool":
+            return value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes", "on"}
+        return str(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"setting {field.name!r} must be a {kind}, got {value!r}") from None

@@ -1,0 +1,135 @@
+"""Release records in Redis: create (with duplicate suppression), read, and atomic read-modify-write updates.
+
+Keys (prefix from settings, default ``edgebot``)::
+
+    edgebot:release:<release_id>            JSON record (see edgebot.release)
+    edgebot:dedupe:<sha256>                 release id of a recent identical command (expires after the window)
+    edgebot:active:<team_id>:<channel_id>   set of active release ids in a channel
+    edgebot:history:<org>:<service>         sorted set of release ids by creation time
+
+No key or value ever holds a secret: records carry ids, refs, digests and signatures only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from edgebot.release import FINAL_STATES, Release
+from edgebot.settings import Settings
+
+Mutation = Callable[[Release], None]
+
+
+class ReleaseNotFound(KeyError):
+    pass
+
+
+class ReleaseStore:
+    def __init__(self, connection: redis.Redis, settings: Settings | None = None) -> None:
+        self.redis = connection
+        self.settings = settings or Settings()
+        self.prefix = self.settings.key_prefix
+
+    # -- keys ---------------------------------------------------------------------------------------------------
+    def key(self, release_id: str) -> str:
+        return f"{self.prefix}:release:{release_id}"
+
+    def active_key(self, team_id: str, channel_id: str) -> str:
+        return f"{self.prefix}:active:{team_id}:{channel_id}"
+
+    def history_key(self, org: str, service: str) -> str:
+        return f"{self.prefix}:history:{org}:{service}"
+
+    def dedupe_key(self, *parts: str) -> str:
+        digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+        return f"{self.prefix}:dedupe:{digest}"
+
+    # -- create -------------------------------------------------------------------------------------------------
+    def claim_duplicate(self, dedupe_key: str, release_id: str) -> str | None:
+        """Claim ``dedupe_key`` for ``release_id``; return the id of the release that already holds it, if any."""
+        window = max(1, self.settings.duplicate_window)
+        if self.redis.set(dedupe_key, release_id, nx=True, ex=window):
+            return None
+        holder = self.redis.get(dedupe_key)
+        if holder is None:  # expired between the two calls: take it
+            return None if self.redis.set(dedupe_key, release_id, nx=True, ex=window) else self.claim_duplicate(
+                dedupe_key, release_id
+            )
+        holder_id = holder.decode() if isinstance(holder, bytes) else str(holder)
+        return holder_id if holder_id != release_id else None
+
+    def create(self, release: Release, then: Callable[[Any], None] | None = None) -> None:
+        """Write a new record and its indexes in one MULTI; ``then(pipeline)`` adds more (the first job) to it."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.multi()
+            pipe.set(self.key(release.release_id), _dumps(release), nx=True)
+            pipe.sadd(self.active_key(release.team_id, release.channel_id), release.release_id)
+            pipe.zadd(self.history_key(release.org, release.service), {release.release_id: release.created_at})
+            if then is not None:
+                then(pipe)
+            pipe.execute()
+
+    # -- read ---------------------------------------------------------------------------------------------------
+    def get(self, release_id: str) -> Release | None:
+        raw = self.redis.get(self.key(release_id))
+        return None if raw is None else Release.from_dict(json.loads(raw))
+
+    def require(self, release_id: str) -> Release:
+        release = self.get(release_id)
+        if release is None:
+            raise ReleaseNotFound(release_id)
+        return release
+
+    def active_in_channel(self, team_id: str, channel_id: str) -> list[Release]:
+        ids = sorted(m.decode() if isinstance(m, bytes) else m for m in
+                     self.redis.smembers(self.active_key(team_id, channel_id)))  # type: ignore[union-attr]
+        return [r for r in (self.get(i) for i in ids) if r is not None]
+
+    def history(self, org: str, service: str, limit: int = 10) -> list[Release]:
+        ids = self.redis.zrevrange(self.history_key(org, service), 0, max(0, limit - 1))
+        found = (self.get(i.decode() if isinstance(i, bytes) else i) for i in ids)  # type: ignore[union-attr]
+        return [r for r in found if r is not None]
+
+    # -- update -------------------------------------------------------------------------------------------------
+    def update(self, release_id: str, mutate: Mutation) -> Release:
+        """Atomically apply ``mutate`` to the stored record (optimistic WATCH/MULTI, retried on conflict).
+
+        ``mutate`` may raise to abort without writing. It can run more than once under contention, so it must only
+        change the record it is given.
+        """
+        key = self.key(release_id)
+        while True:
+            with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        raise ReleaseNotFound(release_id)
+                    release = Release.from_dict(json.loads(raw))  # type: ignore[arg-type]
+                    was_final = release.is_final
+                    mutate(release)
+                    release.updated_at = time.time()
+                    pipe.multi()
+                    pipe.set(key, _dumps(release))
+                    if release.is_final and not was_final:
+                        release.ended_at = release.ended_at or release.updated_at
+                        pipe.set(key, _dumps(release))
+                        pipe.srem(self.active_key(release.team_id, release.channel_id), release.release_id)
+                        pipe.expire(key, self.settings.release_ttl)
+                    pipe.execute()
+                    return release
+                except redis.WatchError:
+                    continue
+
+
+def _dumps(release: Release) -> str:
+    return json.dumps(release.to_dict(), separators=(",", ":"), sort_keys=True)
+
+
+__all__ = ["FINAL_STATES", "ReleaseNotFound", "ReleaseStore"]

@@ -1,0 +1,125 @@
+"""The release's Slack thread: one root message in the channel, one progress message per stage, one summary.
+
+Every write re-reads the release record under a per-release Redis lock and renders the whole message from it, so
+two workers reporting at once (two arches finishing together) never overwrite a newer state with an older one, and a
+retried step edits the same message instead of posting a new one (message ts are stored in the record, once).
+
+Slack being unreachable never fails a release: reporting is best effort, logged, and the next report repaints.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+
+from edgebot import messages
+from edgebot.release import Release
+from edgebot.store import ReleaseStore
+
+log = logging.getLogger(__name__)
+
+
+def slack_client(token: str, api_url: str) -> WebClient:
+    """A WebClient that honours 429 Retry-After (Slack rate-limits chat.update per workspace)."""
+    client = WebClient(token=token, base_url=api_url, timeout=15)
+    client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=5))
+    return client
+
+
+class ThreadReporter:
+    def __init__(self, client: WebClient, store: ReleaseStore, *, lock_timeout: float = 30.0) -> None:
+        self.client = client
+        self.store = store
+        self.lock_timeout = lock_timeout
+
+    @contextmanager
+    def _locked(self, release_id: str) -> Iterator[Release]:
+        name = f"{self.store.prefix}:lock:thread:{release_id}"
+        lock = self.store.redis.lock(name, timeout=self.lock_timeout, blocking_timeout=self.lock_timeout)
+        acquired = lock.acquire()
+        try:
+            yield self.store.require(release_id)
+        finally:
+            if acquired:
+                try:
+                    lock.release()
+                except Exception:  # expired while Slack was slow: nothing to release
+                    log.debug("thread lock for %s had expired", release_id)
+
+    # -- root ---------------------------------------------------------------------------------------------------
+    def ensure_root(self, release_id: str) -> str:
+        """Post the root message once; return its ts ("" if Slack refused)."""
+        with self._locked(release_id) as release:
+            if release.message_ts:
+                return release.message_ts
+            msg = messages.root_message(release)
+            try:
+                response = self.client.chat_postMessage(channel=release.channel_id, **msg.as_kwargs())
+            except SlackApiError as exc:
+                log.warning("release %s: could not post the root message: %s", release_id, exc.response.get("error"))
+                return ""
+            ts = str(response["ts"])
+
+            def keep(r: Release) -> None:
+                r.message_ts = r.message_ts or ts
+
+            return self.store.update(release_id, keep).message_ts
+
+    def refresh_root(self, release_id: str) -> None:
+        with self._locked(release_id) as release:
+            if release.message_ts:
+                self._update(release, release.message_ts, messages.root_message(release))
+
+    # -- thread -------------------------------------------------------------------------------------------------
+    def stage(self, release_id: str, stage: str) -> None:
+        """Post or repaint the progress message of ``stage``."""
+        with self._locked(release_id) as release:
+            if not release.message_ts:
+                return
+            msg = messages.stage_message(release, stage)
+            ts = release.progress_ts.get(stage)
+            if ts:
+                self._update(release, ts, msg)
+                return
+            posted = self._post_in_thread(release, msg)
+            if posted:
+
+                def keep(r: Release) -> None:
+                    r.progress_ts.setdefault(stage, posted)
+
+                self.store.update(release_id, keep)
+
+    def summary(self, release_id: str) -> None:
+        """Post the final summary once, then repaint the root so the channel shows the outcome."""
+        with self._locked(release_id) as release:
+            if release.message_ts and not release.summary_ts:
+                posted = self._post_in_thread(release, messages.summary_message(release))
+                if posted:
+
+                    def keep(r: Release) -> None:
+                        r.summary_ts = r.summary_ts or posted
+
+                    release = self.store.update(release_id, keep)
+            if release.message_ts:
+                self._update(release, release.message_ts, messages.root_message(release))
+
+    def _post_in_thread(self, release: Release, msg: messages.Message) -> str:
+        try:
+            response = self.client.chat_postMessage(
+                channel=release.channel_id, thread_ts=release.message_ts, **msg.as_kwargs()
+            )
+        except SlackApiError as exc:
+            log.warning("release %s: thread post failed: %s", release.release_id, exc.response.get("error"))
+            return ""
+        return str(response["ts"])
+
+    def _update(self, release: Release, ts: str, msg: messages.Message) -> None:
+        try:
+            self.client.chat_update(channel=release.channel_id, ts=ts, **msg.as_kwargs())
+        except SlackApiError as exc:
+            log.warning("release %s: chat.update failed: %s", release.release_id, exc.response.get("error"))

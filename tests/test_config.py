@@ -1,0 +1,101 @@
+"""Config loading: secrets only as references, precise messages for every mistake, settings overridable."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from edgebot.config import parse_config
+from edgebot.errors import ConfigError, SecretUnavailable
+from edgebot.secrets import Secret, SecretRef, SecretResolver
+
+BASE: dict[str, Any] = {
+    "slack": {"bot_token": "env:SLACK_BOT_TOKEN", "signing_secret": "file:/run/secrets/slack-signing"},
+    "redis": {"url": "redis://127.0.0.1:6379/0"},
+    "exchange": {"url": "https://hub.example/edge-exchange/v1/", "username": "acme/edgebot",
+                 "password": "vault:secret/data/edgebot/exchange#password"},
+    "signing": {"private_key": "vault:secret/data/edgebot/signing#private_key"},
+    "registries": {"icr": {"kind": "icr", "host": "us.icr.io", "namespace": "edge", "push_username": "iamapikey",
+                           "push_password": "env:ICR_PUSH_KEY"}},
+    "services": {"hello": {"source": "https://git.example/hello.git", "org": "acme", "arches": ["amd64", "arm64"]}},
+}
+
+
+def _with(path: str, value: Any) -> dict[str, Any]:
+    data = copy.deepcopy(BASE)
+    node = data
+    *parents, last = path.split(".")
+    for p in parents:
+        node = node[p]
+    if value is None:
+        del node[last]
+    else:
+        node[last] = value
+    return data
+
+
+def test_valid_config_defaults() -> None:
+    config = parse_config(BASE)
+    assert config.exchange.url == "https://hub.example/edge-exchange/v1"
+    service = config.services["hello"]
+    assert service.ref_for("1.2.3") == "v1.2.3"
+    assert service.dockerfile_for("arm64") == "Dockerfile.arm64"
+    assert service.image_base == "hello"
+    assert config.registries["icr"].node_credentials() is None
+    assert config.slack.api_url == "https://slack.com/api/"
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "fragment"),
+    [
+        ("slack.bot_token", "xoxb-123-literal", "slack.bot_token: a secret must be a reference"),
+        ("registries.icr.push_password", "hunter2", "registries.icr.push_password: a secret must be a reference"),
+        ("exchange.password", "vault:secret/data/x", "the #key is missing"),
+        ("exchange.url", "hub.example/v1", "exchange.url must be the Exchange base URL"),
+        ("registries.icr.host", "https://us.icr.io", "host[:port] only"),
+        ("registries.icr.kind", "quay", "kind must be one of"),
+        ("services.hello.arches", ["x86_64"], "'x86_64' is not an Open Horizon arch"),
+        ("services.hello.ref", "main", "must contain {version}"),
+        ("services.hello.horizon_dir", "../etc", "must be a path inside the source repository"),
+        ("services.hello.colour", "blue", "unknown key(s) colour in [services.hello]"),
+        ("registries.icr.pull_username", "reader", "set both pull_username and pull_password"),
+        ("signing", None, "[signing] is missing"),
+    ],
+)
+def test_mistakes_are_named(path: str, value: Any, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(_with(path, value))
+    assert fragment in str(info.value)
+    if isinstance(value, str) and value in ("xoxb-123-literal", "hunter2"):
+        assert value not in str(info.value)
+
+
+def test_settings_from_table_then_env() -> None:
+    data = _with("settings", {"worker_ttl": 5, "retry_backoff": 0.5})
+    config = parse_config(data, environ={"EDGEBOT_WORKER_TTL": "7"})
+    assert config.settings.worker_ttl == 7
+    assert config.settings.retry_backoff == 0.5
+    with pytest.raises(ConfigError, match="unknown setting 'worker_tll'"):
+        parse_config(_with("settings", {"worker_tll": 5}))
+
+
+def test_secret_values_never_print(tmp_path: Any) -> None:
+    secret_file = tmp_path / "token"
+    secret_file.write_text("s3cr3t-value\n")
+    resolver = SecretResolver(environ={"TOKEN": "env-s3cr3t"})
+    from_file = resolver.resolve(SecretRef.parse(f"file:{secret_file}", where="x"))
+    from_env = resolver.resolve(SecretRef.parse("env:TOKEN", where="x"))
+    assert from_file.reveal() == "s3cr3t-value" and from_env.reveal() == "env-s3cr3t"
+    for secret in (from_file, from_env):
+        assert "s3cr3t" not in repr(secret) and "s3cr3t" not in f"{secret}" and "s3cr3t" not in str([secret])
+    assert isinstance(from_env, Secret)
+
+
+def test_unresolvable_references_name_the_reference_only() -> None:
+    resolver = SecretResolver(environ={})
+    with pytest.raises(SecretUnavailable, match="env:MISSING: environment variable MISSING is not set"):
+        resolver.resolve(SecretRef.parse("env:MISSING", where="x"))
+    with pytest.raises(SecretUnavailable, match="no Vault access configured"):
+        resolver.resolve(SecretRef.parse("vault:secret/data/a#b", where="x"))

@@ -1,0 +1,95 @@
+"""The /edge grammar: what it accepts, the precise message for what it refuses, and a fuzz that it never raises."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bot.grammar import HelpCommand, PublishCommand, parse
+from edgebot.errors import UsageError
+from edgebot.messages import PUBLISH_USAGE
+
+
+def test_publish_minimal() -> None:
+    assert parse("publish hello 1.2.3 --registry icr") == PublishCommand("hello", "1.2.3", "icr")
+
+
+def test_publish_every_option_both_spellings() -> None:
+    cmd = parse("publish hello 1.2 --registry=ocp --arch amd64,arm64,amd64 --org=team-b --dry-run --overwrite")
+    assert cmd == PublishCommand("hello", "1.2", "ocp", ("amd64", "arm64"), "team-b", True, True)
+
+
+def test_smart_dashes_from_slack_clients_are_flags() -> None:
+    assert parse("publish hello 1 \u2014registry icr \u2014dry-run") == PublishCommand("hello", "1", "icr", dry_run=True)
+
+
+@pytest.mark.parametrize("text", ["", "help", "  HELP  "])
+def test_help(text: str) -> None:
+    assert parse(text) == HelpCommand("")
+
+
+def test_help_publish() -> None:
+    assert parse("help publish") == HelpCommand("publish")
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("deploy hello 1.0.0", "Unknown command `deploy`"),
+        ("publish", "SERVICE and VERSION missing"),
+        ("publish hello", "VERSION missing"),
+        ("publish hello 1.2.3", "`--registry ALIAS` is required"),
+        ("publish hello 1.2.3-beta --registry icr", "Version `1.2.3-beta` would be refused by the Exchange"),
+        ("publish hello v1.2.3 --registry icr", "no `v` prefix"),
+        ("publish hello 1.2.3.4 --registry icr", "would be refused"),
+        ("publish hello 1.2.3 --registry icr now please", "Unexpected extra words: `now` `please`"),
+        ("publish hello 1.2.3 --registry", "`--registry` needs a value"),
+        ("publish hello 1.2.3 --registry --dry-run", "`--registry` needs a value"),
+        ("publish hello 1.2.3 --registry icr --registry ocp", "`--registry` is given twice"),
+        ("publish hello 1.2.3 --registry icr --force", "Unknown option `--force`"),
+        ("publish hello 1.2.3 --registry icr --dry-run=yes", "`--dry-run` takes no value"),
+        ("publish hello 1.2.3 --registry icr --arch x86_64", "did you mean `amd64`"),
+        ("publish hello 1.2.3 --registry icr --arch amd64,,arm64", "comma-separated"),
+        ("publish Hello! 1.2.3 --registry icr", "is not a service name"),
+        ("publish hello 1.2.3 --registry icr --org bad/org", "is not an Exchange org name"),
+        ("help me", "I have no help on"),
+    ],
+)
+def test_refusals_name_the_problem(text: str, fragment: str) -> None:
+    with pytest.raises(UsageError) as info:
+        parse(text)
+    assert fragment in info.value.problem
+    assert info.value.usage
+
+
+def test_publish_refusals_carry_the_publish_usage() -> None:
+    with pytest.raises(UsageError) as info:
+        parse("publish hello 1.2.3")
+    assert info.value.usage == PUBLISH_USAGE
+
+
+def test_user_input_is_echoed_bounded_and_without_backticks() -> None:
+    with pytest.raises(UsageError) as info:
+        parse("publish hello 1.2.3 --registry icr `" + "x" * 500)
+    assert "x" * 41 not in info.value.problem
+    assert "``" not in info.value.problem
+
+
+_words = st.sampled_from(
+    ["publish", "help", "hello", "1.2.3", "1", "--registry", "icr", "--arch", "amd64,arm64", "--org", "o",
+     "--dry-run", "--overwrite", "—registry", "--registry=", "=", "--", "-", "`", "\u200b", "v1"]
+)
+
+
+@settings(max_examples=int(os.environ.get("EDGEBOT_FUZZ_EXAMPLES", "300")), deadline=None)
+@given(st.one_of(st.text(max_size=200), st.lists(_words | st.text(max_size=12), max_size=12).map(" ".join)))
+def test_fuzz_every_input_is_a_command_or_a_usage_error(text: str) -> None:
+    try:
+        result = parse(text)
+    except UsageError as exc:
+        assert exc.problem and "Traceback" not in exc.problem
+    else:
+        assert isinstance(result, PublishCommand | HelpCommand)

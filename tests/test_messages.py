@@ -1,0 +1,116 @@
+"""Snapshot tests of every user-facing message, plus Slack's limits on each of them.
+
+Regenerate after an intended wording change: EDGEBOT_UPDATE_SNAPSHOTS=1 pytest tests/test_messages.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from edgebot import messages
+from edgebot.release import DONE, FAILED, FAILED_STEP, SUCCEEDED, ArchResult, Release, StepState
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+T0 = 1_800_000_000.0
+
+
+def _release(**overrides: object) -> Release:
+    release = Release(
+        release_id="r-7f3a9c", team_id="T0EDGE", channel_id="C0RELEASES", user_id="U0REQUESTER", service="hello",
+        version="1.2.3", org="acme", registry="icr", arches=["amd64", "arm64"], created_at=T0, updated_at=T0,
+        command_text="publish hello 1.2.3 --registry icr",
+    )
+    release.commit_sha = "0123456789abcdef0123456789abcdef01234567"
+    release.source_ref = "v1.2.3"
+    release.stages = {
+        "source": StepState(DONE, T0, T0 + 1.5, "2 definition(s) checked"),
+        "build": StepState(DONE, T0 + 2, T0 + 14.25),
+        "push": StepState(DONE, T0 + 2, T0 + 20),
+        "sign": StepState(DONE, T0 + 20, T0 + 21, "key edgebot.public.pem"),
+        "publish": StepState(DONE, T0 + 21, T0 + 95, "created"),
+    }
+    release.arch_steps = {"build": {"amd64": StepState(DONE, T0 + 2, T0 + 9), "arm64": StepState(DONE, T0 + 2, T0 + 14)}}
+    for arch in release.arches:
+        release.results[arch] = ArchResult(
+            image_tag=f"us.icr.io/edge/hello_{arch}:1.2.3",
+            digest="sha256:" + "ab" * 32,
+            pinned_image=f"us.icr.io/edge/hello_{arch}@sha256:" + "ab" * 32,
+            signature="QUJD" * 171,
+            signature_fingerprint="sha256:" + "cd" * 32,
+            service_id=f"hello_1.2.3_{arch}",
+            publish_action="created",
+        )
+    release.key_name = "edgebot.public.pem"
+    release.public_key_fingerprint = "sha256:" + "ef" * 32
+    release.state = SUCCEEDED
+    release.ended_at = T0 + 96
+    for key, value in overrides.items():
+        setattr(release, key, value)
+    return release
+
+
+def _failed_build() -> Release:
+    release = _release(state=FAILED, error="build of arm64 failed: The command '/bin/sh -c make' returned 2")
+    release.arch_steps["build"]["arm64"] = StepState(FAILED_STEP, T0 + 2, T0 + 5)
+    release.results["arm64"].log_tail = [f"step {i}: compiling module_{i}.c" for i in range(25)]
+    release.results["arm64"].pinned_image = ""
+    release.results["arm64"].signature = ""
+    release.error_detail = release.results["arm64"].log_tail
+    return release
+
+
+CASES = {
+    "help": lambda: messages.help_message(),
+    "help_publish": lambda: messages.help_message("publish"),
+    "usage_error": lambda: messages.usage_error("Unknown registry alias `dockerhub`.", messages.PUBLISH_USAGE),
+    "not_in_channel": lambda: messages.not_in_channel("C0RELEASES"),
+    "root_succeeded": lambda: messages.root_message(_release()),
+    "root_queued": lambda: messages.root_message(_release(state="queued", commit_sha="")),
+    "stage_source": lambda: messages.stage_message(_release(), "source"),
+    "stage_build": lambda: messages.stage_message(_release(), "build"),
+    "stage_build_failed": lambda: messages.stage_message(_failed_build(), "build"),
+    "summary_succeeded": lambda: messages.summary_message(_release()),
+    "summary_failed": lambda: messages.summary_message(_failed_build()),
+    "summary_dry_run": lambda: messages.summary_message(_release(dry_run=True)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_snapshot(name: str) -> None:
+    msg = CASES[name]()
+    actual = {"text": msg.text, "blocks": msg.blocks}
+    path = SNAPSHOTS / f"{name}.json"
+    if os.environ.get("EDGEBOT_UPDATE_SNAPSHOTS"):
+        path.write_text(json.dumps(actual, indent=2, ensure_ascii=False) + "\n")
+    assert actual == json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_within_slack_limits(name: str) -> None:
+    msg = CASES[name]()
+    assert msg.text, "every message has a plain-text fallback"
+    assert len(msg.blocks) <= messages.MAX_BLOCKS
+    for block in msg.blocks:
+        texts = [block["text"]["text"]] if "text" in block else [e["text"] for e in block.get("elements", [])]
+        assert all(len(t) <= messages.MAX_TEXT for t in texts)
+
+
+def test_summary_shows_what_shipped_per_arch() -> None:
+    text = messages.summary_message(_release()).text
+    for arch in ("amd64", "arm64"):
+        assert f"us.icr.io/edge/hello_{arch}@sha256:{'ab' * 32}" in text
+        assert f"acme/hello_1.2.3_{arch}" in text
+    assert "<@U0REQUESTER>" in text
+    assert "edgebot.public.pem" in text
+
+
+def test_many_arches_and_huge_logs_stay_within_limits() -> None:
+    release = _failed_build()
+    release.results["arm64"].log_tail = ["x" * 500] * 40
+    release.error_detail = ["y" * 500] * 40
+    for msg in (messages.stage_message(release, "build"), messages.summary_message(release)):
+        assert all(len(b.get("text", {}).get("text", "")) <= messages.MAX_TEXT for b in msg.blocks)

@@ -1,0 +1,83 @@
+"""What a worker process needs to run steps: config, Redis, the release store, the thread reporter, and clients.
+
+Built once per process from ``EDGEBOT_CONFIG`` (the work horse inherits it on fork). Clients that hold credentials
+are created per step from references resolved at run time, never from a job payload.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import redis
+
+from edgebot.config import Config, RegistryConfig, load_config
+from edgebot.secrets import Secret, SecretResolver
+from edgebot.store import ReleaseStore
+from edgebot.thread import ThreadReporter, slack_client
+
+if TYPE_CHECKING:
+    import docker
+
+    from workers.exchange import ExchangeClient
+
+
+@dataclass
+class WorkerContext:
+    config: Config
+    resolver: SecretResolver = field(default_factory=SecretResolver)
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        password = self.resolver.resolve(self.config.redis_password).reveal() if self.config.redis_password else None
+        return redis.Redis.from_url(self.config.redis_url, password=password, socket_timeout=30)
+
+    @cached_property
+    def store(self) -> ReleaseStore:
+        return ReleaseStore(self.redis, self.config.settings)
+
+    @cached_property
+    def reporter(self) -> ThreadReporter:
+        token = self.resolver.resolve(self.config.slack.bot_token).reveal()
+        return ThreadReporter(slack_client(token, self.config.slack.api_url), self.store)
+
+    def docker(self) -> docker.DockerClient:
+        import docker
+
+        url = self.config.docker_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        return docker.DockerClient(base_url=url, timeout=600)
+
+    def exchange(self, org: str) -> ExchangeClient:
+        """Exchange client; ``exchange.username`` is ``org/user`` (or ``org/apikey``), or a bare user of ``org``."""
+        from workers.exchange import ExchangeClient
+
+        ex = self.config.exchange
+        password = self.resolver.resolve(ex.password).reveal()
+        verify: bool | str = ex.ca_cert or True
+        return ExchangeClient(ex.url, org, ex.username, password, timeout=self.config.settings.exchange_timeout,
+                              verify=verify)
+
+    def push_credentials(self, registry: RegistryConfig) -> tuple[str, Secret]:
+        return registry.push_username, self.resolver.resolve(registry.push_password)
+
+    def node_credentials(self, registry: RegistryConfig) -> tuple[str, Secret] | None:
+        creds = registry.node_credentials()
+        if creds is None:
+            return None
+        return creds[0], self.resolver.resolve(creds[1])
+
+
+_CONTEXT: WorkerContext | None = None
+
+
+def current() -> WorkerContext:
+    """The process-wide context, loaded from ``$EDGEBOT_CONFIG`` on first use."""
+    global _CONTEXT
+    if _CONTEXT is None:
+        path = os.environ.get("EDGEBOT_CONFIG")
+        if not path:
+            raise RuntimeError("EDGEBOT_CONFIG is not set: point it at edgebot's config file")
+        _CONTEXT = WorkerContext(load_config(path))
+    return _CONTEXT

@@ -1,0 +1,51 @@
+"""RQ entry points: the only functions a worker will run (see edgebot.rqjob.ALLOWED_FUNCTIONS).
+
+Arguments are ids only. Each wrapper loads the worker context, runs one pipeline step and turns its failure into a
+failed release — except a transient failure with retries left, which is re-raised so RQ retries the job.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from rq import get_current_job
+
+from edgebot.errors import LeaseLost, StepFailed
+from workers import context, pipeline
+
+log = logging.getLogger(__name__)
+
+
+def prepare_release(release_id: str) -> None:
+    _run("prepare", pipeline.prepare, release_id)
+
+
+def build_arch(release_id: str, arch: str) -> None:
+    _run(f"build {arch}", lambda ctx, rid: pipeline.build(ctx, rid, arch), release_id)
+
+
+def sign_release(release_id: str) -> None:
+    _run("sign", pipeline.sign, release_id)
+
+
+def publish_release(release_id: str) -> None:
+    _run("publish", pipeline.publish, release_id)
+
+
+def _run(name: str, step: Callable[[context.WorkerContext, str], None], release_id: str) -> None:
+    ctx = context.current()
+    try:
+        step(ctx, release_id)
+    except LeaseLost:
+        log.warning("release %s: %s lost its lease; stopping without writing", release_id, name)
+    except StepFailed as exc:
+        job = get_current_job()
+        if exc.transient and job is not None and (job.retries_left or 0) > 0:
+            log.warning("release %s: %s failed transiently (%s); RQ will retry", release_id, name, exc)
+            raise
+        log.info("release %s: %s failed: %s", release_id, name, exc)
+        pipeline.fail(ctx, release_id, str(exc), exc.detail)
+    except Exception:
+        log.exception("release %s: %s crashed", release_id, name)
+        pipeline.fail(ctx, release_id, f"{name} failed unexpectedly; the worker log has the details")

@@ -1,0 +1,53 @@
+"""`edgebot worker`: a real RQ worker on edgebot's queues, with edgebot's safe job class and JSON serializer.
+
+    edgebot worker --arch amd64            builds amd64 images (needs a Docker Engine that builds amd64)
+    edgebot worker --publish               source, signing and Exchange publish (holds the signing key)
+    edgebot worker --publish --arch amd64  both, for small installs and the sandbox
+
+Every worker runs RQ's scheduler (``--with-scheduler``): when the one holding the scheduler lock dies, another takes
+over at its next maintenance pass (``settings.maintenance_interval``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from rq import Queue, Worker
+
+from edgebot.config import load_config
+from edgebot.rqjob import PUBLISH_QUEUE, SERIALIZER, EdgebotJob, build_queue
+from edgebot.secrets import SecretResolver
+
+
+def queue_names(arches: list[str], publish: bool) -> list[str]:
+    names = [PUBLISH_QUEUE] if publish else []
+    names += [build_queue(a) for a in arches]
+    return names
+
+
+def run_worker(
+    config_path: str, *, arches: list[str], publish: bool, burst: bool = False, name: str | None = None
+) -> bool:
+    os.environ["EDGEBOT_CONFIG"] = os.path.abspath(config_path)
+    config = load_config(config_path)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    resolver = SecretResolver()
+    import redis
+
+    password = resolver.resolve(config.redis_password).reveal() if config.redis_password else None
+    connection = redis.Redis.from_url(config.redis_url, password=password)
+    names = queue_names(arches, publish)
+    if not names:
+        raise SystemExit("edgebot worker: give --publish and/or --arch ARCH (which queues to serve)")
+    queues = [Queue(n, connection=connection, job_class=EdgebotJob, serializer=SERIALIZER) for n in names]
+    worker = Worker(
+        queues,
+        connection=connection,
+        job_class=EdgebotJob,
+        serializer=SERIALIZER,
+        worker_ttl=config.settings.worker_ttl,
+        maintenance_interval=config.settings.maintenance_interval,
+        name=name,
+    )
+    return worker.work(with_scheduler=True, burst=burst)
