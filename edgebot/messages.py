@@ -262,7 +262,8 @@ def summary_message(release: Release) -> Message:
         blocks.append(section("\n".join(lines)))
         text_lines.append(" · ".join(line.replace("*", "") for line in lines))
     if release.key_name:
-        key_line = f"key `{release.key_name}` in the Exchange · public key fingerprint `{short(release.public_key_fingerprint, 23)}`"
+        key_fp = short(release.public_key_fingerprint, 23)
+        key_line = f"key `{release.key_name}` in the Exchange · public key fingerprint `{key_fp}`"
         blocks.append(context(key_line))
         text_lines.append(key_line)
     timings = [

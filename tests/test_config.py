@@ -99,3 +99,13 @@ def test_unresolvable_references_name_the_reference_only() -> None:
         resolver.resolve(SecretRef.parse("env:MISSING", where="x"))
     with pytest.raises(SecretUnavailable, match="no Vault access configured"):
         resolver.resolve(SecretRef.parse("vault:secret/data/a#b", where="x"))
+
+
+def test_the_documented_example_config_loads() -> None:
+    from pathlib import Path
+
+    from edgebot.config import load_config
+
+    config = load_config(Path(__file__).parent.parent / "examples" / "edgebot.toml")
+    assert set(config.registries) == {"icr", "ocp"}
+    assert config.services["hello"].arches == ("amd64", "arm64")

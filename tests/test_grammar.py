@@ -23,7 +23,8 @@ def test_publish_every_option_both_spellings() -> None:
 
 
 def test_smart_dashes_from_slack_clients_are_flags() -> None:
-    assert parse("publish hello 1 \u2014registry icr \u2014dry-run") == PublishCommand("hello", "1", "icr", dry_run=True)
+    expected = PublishCommand("hello", "1", "icr", dry_run=True)
+    assert parse("publish hello 1 \u2014registry icr \u2014dry-run") == expected
 
 
 @pytest.mark.parametrize("text", ["", "help", "  HELP  "])

@@ -33,7 +33,9 @@ def _release(**overrides: object) -> Release:
         "sign": StepState(DONE, T0 + 20, T0 + 21, "key edgebot.public.pem"),
         "publish": StepState(DONE, T0 + 21, T0 + 95, "created"),
     }
-    release.arch_steps = {"build": {"amd64": StepState(DONE, T0 + 2, T0 + 9), "arm64": StepState(DONE, T0 + 2, T0 + 14)}}
+    release.arch_steps = {
+        "build": {"amd64": StepState(DONE, T0 + 2, T0 + 9), "arm64": StepState(DONE, T0 + 2, T0 + 14)}
+    }
     for arch in release.arches:
         release.results[arch] = ArchResult(
             image_tag=f"us.icr.io/edge/hello_{arch}:1.2.3",

@@ -324,12 +324,15 @@ def sign(ctx: WorkerContext, release_id: str) -> None:
 # -- step 4: publish --------------------------------------------------------------------------------------------------
 
 def publish(ctx: WorkerContext, release_id: str) -> None:
+    from workers.signing import fingerprint
+
     release = ctx.store.require(release_id)
     if release.is_final:
         return
     registry = ctx.config.registries[release.registry]
     set_stage(ctx, release_id, "publish", RUNNING)
     actions: dict[str, tuple[str, str]] = {}
+    adopted: dict[str, str] = {}
     with failures.translated("publish", release, registry, ctx=ctx):
         from workers.exchange import publish_service, service_id
 
@@ -348,9 +351,19 @@ def publish(ctx: WorkerContext, release_id: str) -> None:
                 public_pem = PemSigner(key_pem, ctx.config.signing.key_name).public_key_pem()
                 node_creds = ctx.node_credentials(registry)
                 dockauths = [(registry.host, node_creds[0], node_creds[1].reveal())] if node_creds else []
+                from workers.signing import verify_deployment
+
                 for arch in release.arches:
                     res = release.result(arch)
-                    body = _definition(release, arch).exchange_body(res.deployment, res.signature)
+                    definition = _definition(release, arch)
+                    signature = res.signature
+                    live = client.get_service(release.org, service_id(definition.url, release.version, arch))
+                    if (live and live.get("deployment") == res.deployment and live.get("deploymentSignature")
+                            and verify_deployment(public_pem, res.deployment, live["deploymentSignature"])):
+                        # Same bytes already live, signed by our key: RSA-PSS is randomized, so keep the live
+                        # signature and let this be the "already published" no-op it is.
+                        signature = adopted[arch] = live["deploymentSignature"]
+                    body = definition.exchange_body(res.deployment, signature)
                     outcome = publish_service(client, release.org, body, key_name=release.key_name or
                                               ctx.config.signing.key_name, public_key_pem=public_pem,
                                               dockauths=dockauths, overwrite=release.overwrite)
@@ -359,6 +372,9 @@ def publish(ctx: WorkerContext, release_id: str) -> None:
             client.close()
 
     def record(r: Release) -> None:
+        for arch, signature in adopted.items():
+            r.result(arch).signature = signature
+            r.result(arch).signature_fingerprint = fingerprint(base64.b64decode(signature))
         for arch, (sid, action) in actions.items():
             r.result(arch).service_id = sid
             r.result(arch).publish_action = {"unchanged": "already published"}.get(action, action)

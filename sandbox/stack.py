@@ -1,0 +1,337 @@
+"""A whole edgebot installation on one machine, from real parts and the two stand-ins.
+
+Real: Redis, a private Docker Engine, a registry with htpasswd auth and TLS, git, `edgebot serve` behind gunicorn
+and `edgebot worker` processes (real RQ workers). Stand-ins: the Slack Web API and the Horizon Exchange.
+Used by the end-to-end tests, the benchmarks and `make demo`; production code never imports this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from edgebot.release import Release
+from edgebot.store import ReleaseStore
+from sandbox.exchange import ExchangeStandIn
+from sandbox.pki import TestCA
+from sandbox.processes import DockerDaemon, RedisServer, Registry, busybox_path, make_git_source
+from sandbox.slack import SlackStandIn
+from sandbox.slack_client import SlackPlatform
+
+TEAM_ID = "T0EDGE"
+CHANNEL_ID = "C0RELEASES"
+CHANNEL_NAME = "releases"
+REQUESTER = "U0REQUESTER"
+APPROVER = "U0APPROVER"
+ORG = "acme"
+EXCHANGE_USER = "edgebot"
+SIGNING_SECRET = "sandbox-signing-secret-0123456789"
+BOT_TOKEN = "xoxb-sandbox-bot-token"
+EXCHANGE_PASSWORD = "sandbox-exchange-pw"
+PUSH_USER, PUSH_PASSWORD = "pusher", "push-secret-1"
+PULL_USER, PULL_PASSWORD = "puller", "pull-secret-1"
+HELLO_DIR = Path(__file__).resolve().parent.parent / "examples" / "hello"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], Any], *, timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def hello_files(version: str = "1.0.0") -> dict[str, bytes | str]:
+    """The sample service's files, with the static busybox the Dockerfiles copy (never committed to this repo)."""
+    files: dict[str, bytes | str] = {}
+    for path in sorted(HELLO_DIR.rglob("*")):
+        if path.is_file():
+            files[str(path.relative_to(HELLO_DIR))] = path.read_bytes()
+    files["busybox"] = Path(busybox_path()).read_bytes()
+    return files
+
+
+def write_config(path: Path, *, redis_url: str, slack_api_url: str, exchange_url: str, registry_address: str,
+                 docker_url: str, source: str, arches: list[str], key_file: Path, workdir: Path,
+                 settings: dict[str, Any] | None = None, extra_services: dict[str, list[str]] | None = None) -> Path:
+    """A complete edgebot.toml for the sandbox. Secrets are references to env vars and files, like production."""
+    tunables = {
+        "source_cache_dir": str(workdir / "cache"),
+        "work_dir": str(workdir / "work"),
+        "worker_ttl": 10,
+        "maintenance_interval": 5,
+        "step_retries": 2,
+        "retry_backoff": 1.0,
+        "channel_check_ttl": 60,
+        "exchange_timeout": 10.0,
+        **(settings or {}),
+    }
+    lines = [
+        "# edgebot sandbox config (generated): every secret is a reference, none is in this file",
+        "[slack]",
+        'bot_token = "env:EDGEBOT_SLACK_BOT_TOKEN"',
+        'signing_secret = "env:EDGEBOT_SLACK_SIGNING_SECRET"',
+        f'api_url = "{slack_api_url}"',
+        "",
+        "[redis]",
+        f'url = "{redis_url}"',
+        "",
+        "[exchange]",
+        f'url = "{exchange_url}"',
+        f'username = "{ORG}/{EXCHANGE_USER}"',
+        'password = "env:EDGEBOT_EXCHANGE_PASSWORD"',
+        "",
+        "[signing]",
+        f'private_key = "file:{key_file}"',
+        'key_name = "edgebot.public.pem"',
+        "",
+        "[docker]",
+        f'url = "{docker_url}"',
+        "",
+        "[registries.local]",
+        'kind = "generic"',
+        f'host = "{registry_address}"',
+        'namespace = "edge"',
+        f'push_username = "{PUSH_USER}"',
+        'push_password = "env:EDGEBOT_REGISTRY_PUSH_PASSWORD"',
+        f'pull_username = "{PULL_USER}"',
+        'pull_password = "env:EDGEBOT_REGISTRY_PULL_PASSWORD"',
+        "",
+        "[services.hello]",
+        f'source = "{source}"',
+        f'org = "{ORG}"',
+        "arches = [" + ", ".join(f'"{a}"' for a in arches) + "]",
+        'image_base = "hello"',
+        'ref = "v{version}"',
+        "",
+    ]
+    for name, service_arches in (extra_services or {}).items():
+        lines += [f"[services.{name}]", f'source = "{source}"', f'org = "{ORG}"',
+                  "arches = [" + ", ".join(f'"{a}"' for a in service_arches) + "]", 'image_base = "hello"', ""]
+    lines += [
+        "[settings]",
+    ]
+    for key, value in tunables.items():
+        lines.append(f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"')
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Stack:
+    """Start everything with :meth:`start`, stop everything with :meth:`stop` (also on errors and Ctrl-C)."""
+
+    def __init__(self, workdir: Path, *, arches: tuple[str, ...] = ("amd64",), docker: DockerDaemon | None = None,
+                 registry: Registry | None = None, redis_server: RedisServer | None = None,
+                 settings: dict[str, Any] | None = None, versions: tuple[str, ...] = ("1.0.0",),
+                 extra_services: dict[str, list[str]] | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.arches = list(arches)
+        self.settings = settings
+        self.versions = versions
+        self.extra_services = extra_services
+        self._own: list[Any] = []
+        self.docker = docker
+        self.registry = registry
+        self.redis_server = redis_server
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.exchange = ExchangeStandIn()
+        self.slack = SlackStandIn(bot_token=BOT_TOKEN, team_id=TEAM_ID)
+        self.bot_url = ""
+        self.config_path = self.workdir / "edgebot.toml"
+        self.source_path = Path()
+        self.key_file = Path()
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+    def start(self, *, workers: bool = True, bot: bool = True) -> Stack:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_parts()
+            if bot:
+                self.start_bot()
+            if workers:
+                self.start_worker("publish", "--publish")
+                for arch in self.arches:
+                    self.start_worker(f"build-{arch}", "--arch", arch)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_parts(self) -> None:
+        if self.redis_server is None:
+            self.redis_server = RedisServer(self.workdir / "redis")
+            self.redis_server.start()
+            self._own.append(self.redis_server)
+        if self.docker is None:
+            self.docker = DockerDaemon(Path(f"/tmp/edgebot-dk-{os.getpid()}-{free_port()}"))
+            self.docker.start()
+            self._own.append(self.docker)
+        if self.registry is None:
+            ca = TestCA.create("edgebot sandbox CA")
+            self.registry = Registry(self.workdir / "registry", ca,
+                                     users={PUSH_USER: PUSH_PASSWORD, PULL_USER: PULL_PASSWORD})
+            self.registry.start()
+            self._own.append(self.registry)
+        self.exchange.start()
+        self.exchange.add_org(ORG)
+        self.exchange.add_user(ORG, EXCHANGE_USER, EXCHANGE_PASSWORD)
+        self.slack.start()
+        self.slack.add_channel(CHANNEL_ID, CHANNEL_NAME, bot_member=True)
+        self.slack.add_user(REQUESTER, "requester")
+        self.slack.add_user(APPROVER, "approver")
+        source = make_git_source(self.workdir / "sources", hello_files(), tag="v" + self.versions[0])
+        self.source_path = source
+        for version in self.versions[1:]:
+            from sandbox.processes import add_commit
+
+            add_commit(source, {"index.html": f"hello {version}\n"}, tag="v" + version)
+        from workers.signing import generate_private_key_pem
+
+        key_file = self.key_file = self.workdir / "keys" / "service.private.key"
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.write_bytes(generate_private_key_pem(2048))
+        key_file.chmod(0o600)
+        assert self.redis_server is not None and self.docker is not None and self.registry is not None
+        write_config(
+            self.config_path, redis_url=self.redis_server.url, slack_api_url=self.slack.api_url,
+            exchange_url=self.exchange.url, registry_address=self.registry.address, docker_url=self.docker.base_url,
+            source=str(source), arches=self.arches, key_file=key_file, workdir=self.workdir, settings=self.settings,
+            extra_services=self.extra_services,
+        )
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "EDGEBOT_CONFIG": str(self.config_path),
+            "EDGEBOT_SLACK_BOT_TOKEN": BOT_TOKEN,
+            "EDGEBOT_SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "EDGEBOT_EXCHANGE_PASSWORD": EXCHANGE_PASSWORD,
+            "EDGEBOT_REGISTRY_PUSH_PASSWORD": PUSH_PASSWORD,
+            "EDGEBOT_REGISTRY_PULL_PASSWORD": PULL_PASSWORD,
+            "PYTHONUNBUFFERED": "1",
+        })
+        return env
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen([sys.executable, "-m", "edgebot", "--config", str(self.config_path), *args],
+                                stdout=log, stderr=subprocess.STDOUT, env=self.env(), start_new_session=True)
+        self.processes[name] = proc
+        return proc
+
+    def start_bot(self, workers: int = 1) -> str:
+        port = free_port()
+        self._spawn("bot", ["serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)])
+        self.bot_url = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            self._check_alive("bot")
+            try:
+                return httpx.get(self.bot_url + "/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(healthy, timeout=60, what="edgebot serve to answer /readyz")
+        return self.bot_url
+
+    def start_worker(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        proc = self._spawn(f"worker-{name}", ["worker", "--name", f"{name}-{os.getpid()}-{free_port()}", *args])
+        return proc
+
+    def wait_workers(self, count: int, timeout: float = 60) -> None:
+        from rq import Worker
+
+        wait_until(lambda: len(Worker.all(connection=self.redis())) >= count, timeout=timeout,
+                   what=f"{count} RQ workers to register")
+
+    def _check_alive(self, name: str) -> None:
+        proc = self.processes[name]
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.log_tail(name)}")
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        path = self.workdir / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        proc = self.processes.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        for name in list(self.processes):
+            self.stop_process(name)
+        for part in (self.slack, self.exchange):
+            with contextlib.suppress(Exception):  # never started
+                part.stop()
+        for part in reversed(self._own):
+            with contextlib.suppress(Exception):
+                part.stop()
+        self._own.clear()
+        shutil.rmtree(self.workdir / "work", ignore_errors=True)
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- driving it ---------------------------------------------------------------------------------------------
+    def platform(self) -> SlackPlatform:
+        return SlackPlatform(self.bot_url + "/slack/events", SIGNING_SECRET, self.slack, team_id=TEAM_ID)
+
+    def redis(self) -> redis.Redis:
+        assert self.redis_server is not None
+        return redis.Redis.from_url(self.redis_server.url)
+
+    def store(self) -> ReleaseStore:
+        from edgebot.config import load_config
+
+        return ReleaseStore(self.redis(), load_config(self.config_path, environ=self.env()).settings)
+
+    def command(self, text: str, *, user_id: str = REQUESTER, channel_id: str = CHANNEL_ID) -> httpx.Response:
+        return self.platform().slash_command(text, user_id=user_id, channel_id=channel_id,
+                                             channel_name=CHANNEL_NAME)
+
+    def release_ids(self) -> list[str]:
+        prefix = b"edgebot:release:"
+        return sorted(k.decode()[len(prefix):] for k in self.redis().scan_iter(match=prefix + b"*"))
+
+    def wait_final(self, release_id: str, timeout: float = 180) -> Release:
+        store = self.store()
+
+        def final() -> Release | None:
+            release = store.get(release_id)
+            return release if release is not None and release.is_final else None
+
+        return wait_until(final, timeout=timeout, interval=0.25, what=f"release {release_id} to end")  # type: ignore[no-any-return]

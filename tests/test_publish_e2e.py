@@ -1,0 +1,230 @@
+"""End to end: signed slash commands to the real bot (gunicorn), real RQ worker processes, real Redis, a private
+Docker Engine, a TLS+auth registry, git; stand-ins only for Slack and the Exchange. Everything shipped is read back:
+the manifest and its config from the registry, the service, key and dockauth from the Exchange, and the signature is
+verified by openssl, not by edgebot's code."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sandbox.processes import add_commit
+
+from edgebot.release import Release
+from sandbox.stack import (
+    CHANNEL_ID,
+    EXCHANGE_PASSWORD,
+    ORG,
+    PULL_PASSWORD,
+    PULL_USER,
+    PUSH_PASSWORD,
+    REQUESTER,
+    SIGNING_SECRET,
+    Stack,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+
+SECRETS = [PUSH_PASSWORD, PULL_PASSWORD, EXCHANGE_PASSWORD, SIGNING_SECRET, "xoxb-sandbox-bot-token"]
+VERSIONS = ("1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4", "1.0.5")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, docker_daemon: Any, registry: Any) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("stack")
+    with Stack(workdir, docker=docker_daemon, registry=registry, versions=VERSIONS,
+               settings={"duplicate_window": 2}, extra_services={"hello-multi": ["amd64", "arm64"]}) as running:
+        running.wait_workers(2)
+        yield running
+
+
+def _publish(stack: Stack, text: str, user_id: str = REQUESTER) -> tuple[dict[str, Any], Release]:
+    before = set(stack.release_ids())
+    response = stack.command(text, user_id=user_id)
+    assert response.status_code == 200, response.text
+    new = wait_until(lambda: set(stack.release_ids()) - before, timeout=10, what="a new release record")
+    assert len(new) == 1
+    release = stack.wait_final(new.pop())
+    store = stack.store()
+    wait_until(lambda: store.require(release.release_id).summary_ts, timeout=30, what="the summary")
+    return response.json(), store.require(release.release_id)
+
+
+def _thread_text(stack: Stack, release: Release) -> str:
+    return json.dumps(stack.slack.thread(CHANNEL_ID, release.message_ts))
+
+
+def test_publish_end_to_end(stack: Stack, tmp_path: Path) -> None:
+    ack, release = _publish(stack, "publish hello 1.0.0 --registry local")
+    assert ack["response_type"] == "ephemeral" and release.release_id in ack["text"]
+    assert release.state == "succeeded", (release.error, release.error_detail, stack.log_tail("worker-publish"))
+
+    # the thread: root (edited to the final state), one progress message per stage, the summary
+    thread = stack.slack.thread(CHANNEL_ID, release.message_ts)
+    root, replies = thread[0], thread[1:]
+    assert "hello 1.0.0 → local" in root["text"] and f"<@{REQUESTER}>" in root["text"]
+    assert "published" in root["text"] and root["edits"], "the root reflects the final state"
+    assert set(release.progress_ts) == {"source", "build", "push", "sign", "publish"}
+    assert len(replies) == 6 and not any(m.get("orphan") for m in thread)
+    source_msg = next(m for m in replies if m["ts"] == release.progress_ts["source"])
+    assert release.commit_sha in json.dumps(source_msg["blocks"])
+    summary = next(m for m in replies if m["ts"] == release.summary_ts)
+    result = release.results["amd64"]
+    host = stack.registry.address  # type: ignore[union-attr]
+    assert result.pinned_image == f"{host}/edge/hello_amd64@{result.digest}"
+    for fragment in (f"<@{REQUESTER}>", result.pinned_image, f"{ORG}/hello_1.0.0_amd64", "edgebot.public.pem",
+                     result.signature[:24]):
+        assert fragment in json.dumps(summary), fragment
+
+    # the registry holds exactly that manifest, for amd64
+    digest, manifest = stack.registry.manifest("edge/hello_amd64", "1.0.0")  # type: ignore[union-attr]
+    assert digest == result.digest
+    assert stack.registry.config_blob("edge/hello_amd64", manifest)["architecture"] == "amd64"  # type: ignore[union-attr]
+
+    # the Exchange holds what the agent will verify
+    service = stack.exchange.service(ORG, "hello_1.0.0_amd64")
+    assert service is not None
+    assert service["deployment"] == result.deployment
+    assert json.loads(service["deployment"])["services"]["hello"]["image"] == result.pinned_image
+    assert service["deploymentSignature"] == result.signature
+    key = stack.exchange.keys(ORG, "hello_1.0.0_amd64")["edgebot.public.pem"]
+    assert key.startswith("-----BEGIN PUBLIC KEY-----")
+    dockauths = stack.exchange.dockauths(ORG, "hello_1.0.0_amd64")
+    assert [(d["registry"], d["username"], d["token"]) for d in dockauths] == [(host, PULL_USER, PULL_PASSWORD)]
+
+    # openssl, not edgebot, verifies the signature over the exact uploaded string with the uploaded key
+    (tmp_path / "pub.pem").write_text(key)
+    (tmp_path / "deployment").write_bytes(service["deployment"].encode())
+    (tmp_path / "sig").write_bytes(base64.b64decode(service["deploymentSignature"]))
+    verify = subprocess.run(
+        ["openssl", "dgst", "-sha256", "-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:auto",
+         "-verify", str(tmp_path / "pub.pem"), "-signature", str(tmp_path / "sig"), str(tmp_path / "deployment")],
+        capture_output=True, text=True,
+    )
+    assert verify.stdout.strip() == "Verified OK", verify.stderr
+
+
+def test_no_secret_leaks_anywhere(stack: Stack) -> None:
+    _publish(stack, "publish hello 1.0.1 --registry local")
+    places = {
+        "slack": json.dumps(stack.slack.messages(CHANNEL_ID)) + json.dumps(stack.slack.ephemerals()),
+        "redis": "".join(
+            repr(k) + repr(stack.redis().dump(k)) for k in stack.redis().scan_iter()
+        ),
+        "logs": "".join(stack.log_tail(name, 100_000) for name in ("bot", "worker-publish", "worker-build-amd64")),
+    }
+    for where, text in places.items():
+        for secret in SECRETS:
+            assert secret not in text, f"a secret leaked into {where}"
+
+
+def test_same_version_again_is_already_published(stack: Stack) -> None:
+    _, first = _publish(stack, "publish hello 1.0.2 --registry local")
+    _, again = _publish(stack, "publish hello 1.0.2 --registry local --arch amd64")
+    assert first.state == again.state == "succeeded"
+    assert again.results["amd64"].publish_action == "already published"
+    writes = [r for r in stack.exchange.requests() if r["method"] in ("PUT", "POST")
+              and "hello_1.0.2_amd64" in r["path"] + json.dumps(r)]
+    assert len([w for w in writes if w["method"] == "POST" and w["path"].endswith("/services")]) <= 1
+
+
+def test_dry_run_builds_but_pushes_and_publishes_nothing(stack: Stack) -> None:
+    _, release = _publish(stack, "publish hello 1.0.3 --registry local --dry-run")
+    assert release.state == "succeeded" and release.dry_run
+    assert release.results["amd64"].image_id and not release.results["amd64"].digest
+    assert stack.exchange.service(ORG, "hello_1.0.3_amd64") is None
+    with pytest.raises(Exception):  # noqa: B017 - any "manifest unknown" answer will do
+        stack.registry.manifest("edge/hello_amd64", "1.0.3")  # type: ignore[union-attr]
+    assert "dry run" in _thread_text(stack, release)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("publish nosuch 1.0.0 --registry local", "`nosuch` is not in edgebot's catalog"),
+        ("publish hello 1.0.0 --registry dockerhub", "Unknown registry alias `dockerhub`"),
+        ("publish hello 1.0.0 --registry local --arch arm64", "`hello` is not built for `arm64`"),
+        ("publish hello 1.0.0-rc1 --registry local", "would be refused by the Exchange"),
+        ("publish hello 1.0.0 --registry local please", "Unexpected extra words"),
+    ],
+)
+def test_bad_input_is_ephemeral_and_queues_nothing(stack: Stack, text: str, fragment: str) -> None:
+    before = set(stack.release_ids())
+    response = stack.command(text)
+    body = response.json()
+    assert response.status_code == 200 and body["response_type"] == "ephemeral"
+    assert fragment in body["text"] and "Usage:" in body["text"]
+    assert "Traceback" not in response.text
+    assert set(stack.release_ids()) == before
+
+
+def test_channel_without_the_bot_is_refused_before_queueing(stack: Stack) -> None:
+    stack.slack.add_channel("C0NOBOT", "no-bot", bot_member=False)
+    before = set(stack.release_ids())
+    response = stack.platform().slash_command("publish hello 1.0.0 --registry local", user_id=REQUESTER,
+                                              channel_id="C0NOBOT", channel_name="no-bot")
+    assert "Invite me first" in response.json()["text"] and "/invite @edgebot" in response.json()["text"]
+    assert set(stack.release_ids()) == before
+
+
+def test_bad_signature_gets_401_and_does_nothing(stack: Stack) -> None:
+    before = set(stack.release_ids())
+    response = stack.platform().slash_command("publish hello 1.0.0 --registry local", user_id=REQUESTER,
+                                              channel_id=CHANNEL_ID, signing_secret="wrong-secret")
+    assert response.status_code == 401
+    assert set(stack.release_ids()) == before
+
+
+def test_definition_that_edgebot_must_refuse(stack: Stack) -> None:
+    definition = (Path(__file__).parent.parent / "examples/hello/horizon/service.definition.json").read_text()
+    bad = definition.replace("${DOCKER_IMAGE_BASE}_$ARCH:$SERVICE_VERSION", "docker.io/library/nginx:latest")
+    assert bad != definition
+    add_commit(stack.source_path, {"horizon/service.definition.json": bad}, tag="v1.0.4")
+    _, release = _publish(stack, "publish hello 1.0.4 --registry local")
+    assert release.state == "failed"
+    assert "nginx" in release.error and "digest" in release.error
+    assert release.results.get("amd64") is None or not release.results["amd64"].digest
+    assert stack.exchange.service(ORG, "hello_1.0.4_amd64") is None
+
+
+def test_failed_build_shows_the_log_tail(stack: Stack) -> None:
+    dockerfile = (
+        "FROM scratch\nCOPY busybox /bin/busybox\n"
+        'RUN ["/bin/busybox", "sh", "-c", "echo compiling widget; exit 3"]\n'
+    )
+    add_commit(stack.source_path, {"Dockerfile.amd64": dockerfile}, tag="v1.0.5")
+    _, release = _publish(stack, "publish hello 1.0.5 --registry local")
+    assert release.state == "failed" and "build of amd64 failed" in release.error
+    thread = _thread_text(stack, release)
+    assert "compiling widget" in thread
+    assert stack.exchange.service(ORG, "hello_1.0.5_amd64") is None
+
+
+def test_worker_refuses_a_raw_job_naming_another_function(stack: Stack, tmp_path: Path) -> None:
+    """Anyone who can write to Redis could enqueue `os.system`; the worker must refuse to import it."""
+    from rq import Queue
+    from rq.job import JobStatus
+
+    from edgebot.rqjob import PUBLISH_QUEUE, SERIALIZER
+
+    marker = tmp_path / "pwned"
+    queue = Queue(PUBLISH_QUEUE, connection=stack.redis(), serializer=SERIALIZER)  # the plain RQ Job class
+    job = queue.enqueue("os.system", f"touch {marker}", job_id="raw-os-system")
+    wait_until(lambda: job.get_status(refresh=True) in (JobStatus.FAILED, JobStatus.FINISHED), timeout=60,
+               what="the worker to take the raw job")
+    assert job.get_status(refresh=True) == JobStatus.FAILED
+    assert not marker.exists()
+    assert "not an edgebot job function" in (job.latest_result().exc_string or "")  # type: ignore[union-attr]
+
+
+def test_arch_without_a_live_worker_fails_instead_of_waiting(stack: Stack) -> None:
+    _, release = _publish(stack, "publish hello-multi 1.0.0 --registry local")
+    assert release.state == "failed"
+    assert "no live build worker serves arm64" in release.error and "edgebot worker --arch arm64" in release.error
+    assert "arm64" in _thread_text(stack, release)

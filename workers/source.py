@@ -1,0 +1,244 @@
+"""Service sources through real git: one bare mirror per source, resolved refs pinned to full commit SHAs.
+
+A release records the commit a ref resolved to once (``resolve_ref``); every later step works from that SHA
+(``checkout``, ``read_file_at``), never from the tag again, so a tag moved after approval cannot change what ships.
+The mirror fetches branches and tags with force and prune, so a moved tag resolves to its new commit on the next
+release, while each resolved commit is kept reachable under ``refs/edgebot/keep/<sha>`` (outside the fetch refspecs,
+so pruning never drops it and ``git gc`` never collects it) for retries and rebuilds of older releases.
+
+git runs with argument lists (no shell), ``GIT_TERMINAL_PROMPT=0`` (a missing credential fails instead of hanging a
+worker) and ``GIT_CONFIG_NOSYSTEM=1``; nothing needs a global git config. Several processes may share a cache dir:
+each mirror is guarded by an ``fcntl.flock`` on a lock file beside it. Credentials embedded in a source URL are
+masked in every message (prefer a credential helper: the mirror's config on disk keeps the URL as given).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+#: Seconds one git command may take (a clone or fetch of a large repository included).
+GIT_TIMEOUT = 600.0
+
+_REF = re.compile(r"[A-Za-z0-9._/+-]+\Z")
+_SHA = re.compile(r"(?:[0-9a-f]{40}|[0-9a-f]{64})\Z")
+_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+_TRANSIENT = (
+    "could not resolve host", "connection timed out", "connection refused", "connection reset", "timed out",
+    "failed to connect", "network is unreachable", "no route to host", "early eof", "the remote end hung up",
+    "rpc failed", "unexpected disconnect", "gnutls_handshake", "temporary failure", "returned error: 5",
+    "broken pipe",
+)
+
+
+class SourceError(Exception):
+    """A source problem a user can act on. ``transient`` is True for network failures worth a retry."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+def redact(text: str) -> str:
+    """Mask ``user:password@`` in any URL inside ``text``."""
+    return _URL_USERINFO.sub(r"\1***@", text)
+
+
+def _normalize(source: str) -> str:
+    """Local paths become absolute (the mirror's remote must not depend on the worker's cwd); URLs stay as given."""
+    if not source or source.startswith("-"):
+        raise SourceError(f"source {redact(source)!r} is not a git URL or path: fix the catalog")
+    if "://" in source or re.match(r"[^/]+@[^/:]+:", source):
+        return source
+    return str(Path(source).expanduser().resolve())
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C", "LANG": "C"})
+    env.pop("GIT_DIR", None)
+    env.pop("GIT_WORK_TREE", None)
+    env.pop("GIT_INDEX_FILE", None)
+    return env
+
+
+def _git(args: list[str], *, cwd: Path | None = None, check: bool = True,
+         what: str = "git") -> subprocess.CompletedProcess[bytes]:
+    cmd = ["git", "-c", "protocol.ext.allow=never", "-c", "advice.detachedHead=false", *args]
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, env=_env(), stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=GIT_TIMEOUT, check=False)
+    except FileNotFoundError:
+        raise SourceError("git is not installed on this worker: install git") from None
+    except subprocess.TimeoutExpired:
+        raise SourceError(f"{what} took longer than {GIT_TIMEOUT:.0f}s", transient=True) from None
+    if check and proc.returncode != 0:
+        raise _failure(what, proc)
+    return proc
+
+
+def _failure(what: str, proc: subprocess.CompletedProcess[bytes]) -> SourceError:
+    detail = redact(proc.stderr.decode("utf-8", "replace").strip())
+    lines = [ln for ln in detail.splitlines() if ln.strip() and not ln.startswith("hint:")]
+    last = lines[-1] if lines else f"exit status {proc.returncode}"
+    lowered = detail.lower()
+    transient = any(word in lowered for word in _TRANSIENT) and "not found" not in lowered
+    if "terminal prompts disabled" in lowered or "authentication failed" in lowered or "permission denied" in lowered:
+        return SourceError(f"{what} failed: the git server refused access ({last}): give the worker read access "
+                           "(a deploy key or credential helper)")
+    return SourceError(f"{what} failed: {last}", transient=transient)
+
+
+# -- the mirror --------------------------------------------------------------------------------------------------------
+
+def _mirror_path(source: str, cache_dir: Path) -> Path:
+    return cache_dir / (hashlib.sha256(source.encode("utf-8")).hexdigest() + ".git")
+
+
+@contextmanager
+def _locked(mirror: Path) -> Iterator[None]:
+    """Exclusive use of one mirror across threads and processes (flock on a separate open file)."""
+    mirror.parent.mkdir(parents=True, exist_ok=True)
+    with open(mirror.with_suffix(".lock"), "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _ensure_mirror(source: str, mirror: Path) -> None:
+    """Create the bare mirror (under the lock). Built aside and renamed, so a crash never leaves half a mirror."""
+    if (mirror / "HEAD").exists():
+        return
+    shutil.rmtree(mirror, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=mirror.name + ".", suffix=".tmp", dir=mirror.parent))
+    try:
+        _git(["init", "--quiet", "--bare", str(tmp)], what="git init")
+        for key, value in (("remote.origin.url", source),
+                           ("remote.origin.fetch", "+refs/heads/*:refs/heads/*"),
+                           ("gc.pruneExpire", "never"),
+                           ("core.logAllRefUpdates", "false")):
+            _git(["--git-dir", str(tmp), "config", key, value], what="git config")
+        _git(["--git-dir", str(tmp), "config", "--add", "remote.origin.fetch", "+refs/tags/*:refs/tags/*"],
+             what="git config")
+        tmp.rename(mirror)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _fetch(source: str, mirror: Path) -> None:
+    """Branches and tags, force-updated (a moved tag follows the remote) and pruned."""
+    _git(["--git-dir", str(mirror), "fetch", "--quiet", "--prune", "--force", "--no-write-fetch-head", "origin"],
+         what=f"fetching {redact(source)}")
+
+
+def _has_commit(mirror: Path, sha: str) -> bool:
+    proc = _git(["--git-dir", str(mirror), "cat-file", "-e", f"{sha}^{{commit}}"], check=False)
+    return proc.returncode == 0
+
+
+def _keep(mirror: Path, sha: str) -> None:
+    _git(["--git-dir", str(mirror), "update-ref", f"refs/edgebot/keep/{sha}", sha], what="git update-ref")
+
+
+def _require_sha(sha: str) -> None:
+    if not _SHA.match(sha):
+        raise SourceError(f"{sha!r} is not a full commit SHA (40 or 64 lowercase hex characters)")
+
+
+def _with_commit(source: str, sha: str, cache_dir: Path) -> Path:
+    """The mirror, holding ``sha`` (fetched if missing). Call under the mirror's lock."""
+    mirror = _mirror_path(source, cache_dir)
+    _ensure_mirror(source, mirror)
+    if not _has_commit(mirror, sha):
+        _fetch(source, mirror)
+        if not _has_commit(mirror, sha):
+            raise SourceError(
+                f"commit {sha[:12]} is not in {redact(source)}: it was removed by a force-push or never pushed; "
+                "publish again from a ref that exists"
+            )
+        _keep(mirror, sha)
+    return mirror
+
+
+# -- public API ------------------------------------------------------------------------------------------------------
+
+def resolve_ref(source: str, ref: str, cache_dir: Path) -> str:
+    """Fetch ``source`` into its mirror and return the full SHA of the commit ``ref`` (tag, branch or SHA) names."""
+    if not ref or ref.startswith("-") or not _REF.match(ref):
+        raise SourceError(
+            f"ref {ref!r} is not allowed: use letters, digits and . _ / + - only, not starting with -"
+        )
+    source = _normalize(source)
+    mirror = _mirror_path(source, Path(cache_dir))
+    with _locked(mirror):
+        _ensure_mirror(source, mirror)
+        _fetch(source, mirror)
+        proc = _git(["--git-dir", str(mirror), "rev-parse", "--verify", "--quiet", "--end-of-options",
+                     f"{ref}^{{commit}}"], check=False)
+        sha = proc.stdout.decode("ascii", "replace").strip()
+        if proc.returncode != 0 or not _SHA.match(sha):
+            raise SourceError(
+                f"ref {ref} not found in {redact(source)}: push the tag or fix the catalog's ref template"
+            )
+        _keep(mirror, sha)
+    return sha
+
+
+def checkout(source: str, sha: str, dest: Path, cache_dir: Path) -> Path:
+    """Check out exactly commit ``sha`` (detached, never by tag name) into ``dest``, which must be absent or empty.
+
+    ``dest`` gets its own repository whose objects are hard links into the mirror where possible (fast, and safe:
+    git objects are immutable). Returns ``dest``.
+    """
+    _require_sha(sha)
+    source = _normalize(source)
+    dest = Path(dest)
+    if dest.exists() and any(dest.iterdir()):
+        raise SourceError(f"cannot check out into {dest}: the directory is not empty")
+    mirror = _mirror_path(source, Path(cache_dir))
+    with _locked(mirror):
+        _with_commit(source, sha, Path(cache_dir))
+        if dest.exists():
+            dest.rmdir()
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _git(["clone", "--quiet", "--no-checkout", "--local", "--", str(mirror), str(dest)],
+             what=f"copying {sha[:12]} of {redact(source)}")
+    _git(["-C", str(dest), "checkout", "--quiet", "--force", "--detach", sha], what=f"checking out {sha[:12]}")
+    head = _git(["-C", str(dest), "rev-parse", "HEAD"], what="git rev-parse").stdout.decode().strip()
+    if head != sha:
+        raise SourceError(f"checked out {head[:12]} instead of {sha[:12]} in {dest}")
+    _git(["-C", str(dest), "remote", "set-url", "origin", redact(source)], what="git remote")
+    return dest
+
+
+def read_file_at(source: str, sha: str, path: str, cache_dir: Path) -> str | None:
+    """The text of ``path`` at commit ``sha`` (``git show sha:path``), or None when no such file exists there."""
+    _require_sha(sha)
+    clean = path.strip().removeprefix("./")
+    parts = clean.split("/")
+    if not clean or clean.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise SourceError(f"path {path!r} must be relative to the repository root, without . or .. parts")
+    source = _normalize(source)
+    mirror = _mirror_path(source, Path(cache_dir))
+    with _locked(mirror):
+        _with_commit(source, sha, Path(cache_dir))
+        spec = f"{sha}:{clean}"
+        kind = _git(["--git-dir", str(mirror), "cat-file", "-t", spec], check=False)
+        if kind.returncode != 0 or kind.stdout.strip() != b"blob":
+            return None
+        data = _git(["--git-dir", str(mirror), "cat-file", "blob", spec], what=f"reading {clean}").stdout
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SourceError(f"{clean} at commit {sha[:12]} is not UTF-8 text: save it as UTF-8") from None
