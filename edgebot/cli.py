@@ -82,6 +82,7 @@ def _serve(args: argparse.Namespace) -> int:
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("accesslog", None)
             self.cfg.set("graceful_timeout", 10)
+            self.cfg.set("control_socket_disable", True)  # one shared ~/.gunicorn/gunicorn.ctl per host otherwise
 
         def load(self) -> Any:
             from bot.wsgi import create
