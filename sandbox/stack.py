@@ -24,9 +24,10 @@ import redis
 
 from edgebot.release import Release
 from edgebot.store import ReleaseStore
+from sandbox.base_images import seed_base_images
 from sandbox.exchange import ExchangeStandIn
 from sandbox.pki import TestCA
-from sandbox.processes import DockerDaemon, RedisServer, Registry, busybox_path, make_git_source
+from sandbox.processes import DockerDaemon, RedisServer, Registry, make_git_source
 from sandbox.slack import SlackStandIn
 from sandbox.slack_client import SlackPlatform
 
@@ -63,12 +64,11 @@ def wait_until(predicate: Callable[[], Any], *, timeout: float, interval: float 
 
 
 def hello_files(version: str = "1.0.0") -> dict[str, bytes | str]:
-    """The sample service's files, with the static busybox the Dockerfiles copy (never committed to this repo)."""
+    """The sample service's files, as its git repository holds them."""
     files: dict[str, bytes | str] = {}
     for path in sorted(HELLO_DIR.rglob("*")):
         if path.is_file():
             files[str(path.relative_to(HELLO_DIR))] = path.read_bytes()
-    files["busybox"] = Path(busybox_path()).read_bytes()
     return files
 
 
@@ -187,6 +187,12 @@ class Stack:
             self.docker = DockerDaemon(Path(f"/tmp/edgebot-dk-{os.getpid()}-{free_port()}"))
             self.docker.start()
             self._own.append(self.docker)
+        client = self.docker.client()
+        try:
+            extra = [a for arches in (self.extra_services or {}).values() for a in arches]
+            seed_base_images(client, tuple(sorted({*self.arches, *extra})))
+        finally:
+            client.close()
         if self.registry is None:
             ca = TestCA.create("edgebot sandbox CA")
             self.registry = Registry(self.workdir / "registry", ca,

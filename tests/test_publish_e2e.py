@@ -195,7 +195,7 @@ def test_definition_that_edgebot_must_refuse(stack: Stack) -> None:
 
 def test_failed_build_shows_the_log_tail(stack: Stack) -> None:
     dockerfile = (
-        "FROM scratch\nCOPY busybox /bin/busybox\n"
+        "FROM amd64/busybox:1.36\n"
         'RUN ["/bin/busybox", "sh", "-c", "echo compiling widget; exit 3"]\n'
     )
     add_commit(stack.source_path, {"Dockerfile.amd64": dockerfile}, tag="v1.0.5")
@@ -228,3 +228,15 @@ def test_arch_without_a_live_worker_fails_instead_of_waiting(stack: Stack) -> No
     assert release.state == "failed"
     assert "no live build worker serves arm64" in release.error and "edgebot worker --arch arm64" in release.error
     assert "arm64" in _thread_text(stack, release)
+
+
+def test_the_same_command_twice_is_one_release(stack: Stack) -> None:
+    before = set(stack.release_ids())
+    first = stack.command("publish hello 1.0.0 --registry local --dry-run", user_id="U0TWICE").json()
+    second = stack.command("publish hello  1.0.0   --registry local --dry-run", user_id="U0TWICE").json()
+    new = set(stack.release_ids()) - before
+    assert len(new) == 1
+    (release_id,) = new
+    assert release_id in first["text"] and "Queued" in first["text"]
+    assert release_id in second["text"] and "Nothing new was queued" in second["text"]
+    assert stack.wait_final(release_id).state == "succeeded"
