@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sandbox.processes import add_commit
 
 from edgebot.release import Release
+from sandbox.processes import add_commit
 from sandbox.stack import (
     CHANNEL_ID,
     EXCHANGE_PASSWORD,
@@ -127,7 +127,7 @@ def test_no_secret_leaks_anywhere(stack: Stack) -> None:
 def test_same_version_again_is_already_published(stack: Stack) -> None:
     _, first = _publish(stack, "publish hello 1.0.2 --registry local")
     _, again = _publish(stack, "publish hello 1.0.2 --registry local --arch amd64")
-    assert first.state == again.state == "succeeded"
+    assert first.state == again.state == "succeeded", (again.error, again.error_detail)
     assert again.results["amd64"].publish_action == "already published"
     writes = [r for r in stack.exchange.requests() if r["method"] in ("PUT", "POST")
               and "hello_1.0.2_amd64" in r["path"] + json.dumps(r)]
@@ -198,7 +198,9 @@ def test_failed_build_shows_the_log_tail(stack: Stack) -> None:
         "FROM amd64/busybox:1.36\n"
         'RUN ["/bin/busybox", "sh", "-c", "echo compiling widget; exit 3"]\n'
     )
-    add_commit(stack.source_path, {"Dockerfile.amd64": dockerfile}, tag="v1.0.5")
+    definition = (Path(__file__).parent.parent / "examples/hello/horizon/service.definition.json").read_text()
+    add_commit(stack.source_path, {"Dockerfile.amd64": dockerfile, "horizon/service.definition.json": definition},
+               tag="v1.0.5")
     _, release = _publish(stack, "publish hello 1.0.5 --registry local")
     assert release.state == "failed" and "build of amd64 failed" in release.error
     thread = _thread_text(stack, release)

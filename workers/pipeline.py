@@ -216,8 +216,9 @@ def build(ctx: WorkerContext, release_id: str, arch: str) -> None:
                         dockerfile=service.dockerfile_for(arch),
                         tag=result.image_tag,
                         arch=arch,
-                        labels={"org.opencontainers.image.revision": release.commit_sha,
-                                "io.edgebot.release": release_id},
+                        # only labels that are the same for the same commit: a rebuild then hits the cache and
+                        # yields the same digest, so republishing a version is a no-op rather than a conflict
+                        labels={"org.opencontainers.image.revision": release.commit_sha},
                         log_lines=ctx.config.settings.build_log_lines,
                     )
 
