@@ -21,8 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -48,7 +46,7 @@ def ack_latency(stack: Any, count: int, concurrency: int) -> dict[str, Any]:
 
     def health(_: int) -> tuple[float, bool]:
         started = time.perf_counter()
-        response = httpx.get(stack.bot_url + "/healthz", timeout=10)
+        response = platform_.http.get(stack.bot_url + "/healthz", timeout=10)  # same pooled client as publish
         return (time.perf_counter() - started) * 1000, response.status_code == 200
 
     publish(10_000)  # warm-up: channel-membership cache, connections
@@ -72,11 +70,10 @@ def ack_latency(stack: Any, count: int, concurrency: int) -> dict[str, Any]:
 
 def direct_publish(stack: Any, version: str) -> float:
     """What edgebot automates, done by hand with the same libraries: build, push, sign, Exchange calls."""
-    from workers.exchange import ExchangeClient, publish_service
-    from workers.images import build_image, push_image
-
     from sandbox.stack import EXCHANGE_PASSWORD, EXCHANGE_USER, ORG, PULL_PASSWORD, PULL_USER, PUSH_PASSWORD, PUSH_USER
     from workers.definition import deployment_string, pin_images, read_definition
+    from workers.exchange import ExchangeClient, publish_service
+    from workers.images import build_image, push_image
     from workers.signing import PemSigner, sign_deployment
     from workers.source import checkout, read_file_at, resolve_ref
 

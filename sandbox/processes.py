@@ -301,9 +301,9 @@ auth:
 
     def _http(self, user: str | None = None) -> httpx.Client:
         user = user or next(iter(self.users))
-        return httpx.Client(base_url=f"https://{self.host}:{self.port}", verify=str(self.workdir / "ca.pem"),
-                            auth=(user, self.users[user]), timeout=30,
-                            headers={"Host": self.address})
+        verify = ssl.create_default_context(cafile=str(self.workdir / "ca.pem"))
+        return httpx.Client(base_url=f"https://{self.host}:{self.port}", verify=verify, auth=(user, self.users[user]),
+                            timeout=30, headers={"Host": self.address})
 
     def manifest(self, repo: str, reference: str) -> tuple[str, dict[str, Any]]:
         with self._http() as http:

@@ -15,6 +15,7 @@ exception messages or reprs.
 from __future__ import annotations
 
 import re
+import ssl
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -74,9 +75,11 @@ class PublishOutcome:
 class ExchangeClient:
     def __init__(
         self, base_url: str, org: str, username: str, password: str, *,
-        transport: httpx.BaseTransport | None = None, timeout: float = 30.0, verify: bool | str = True,
+        transport: httpx.BaseTransport | None = None, timeout: float = 30.0, verify: bool | str | ssl.SSLContext = True,
     ) -> None:
         user = username if "/" in username else f"{org}/{username}"
+        if isinstance(verify, str):
+            verify = ssl.create_default_context(cafile=verify)
         self._http = httpx.Client(base_url=base_url.rstrip("/") + "/", auth=(user, password), timeout=timeout,
                                   verify=verify, transport=transport, headers={"Accept": "application/json"})
         self.user = user

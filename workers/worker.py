@@ -40,6 +40,7 @@ def run_worker(
     names = queue_names(arches, publish)
     if not names:
         raise SystemExit("edgebot worker: give --publish and/or --arch ARCH (which queues to serve)")
+    _preload(arches)
     queues = [Queue(n, connection=connection, job_class=EdgebotJob, serializer=SERIALIZER) for n in names]
     worker = Worker(
         queues,
@@ -51,3 +52,14 @@ def run_worker(
         name=name,
     )
     return worker.work(with_scheduler=True, burst=burst)
+
+
+def _preload(arches: list[str]) -> None:
+    """Import the step code and build the context in the parent: RQ forks a work horse per job, and each fork then
+    starts warm (no re-import of docker/httpx, no config re-read) instead of paying that on every step."""
+    import workers.pipeline  # noqa: F401
+    from workers import context
+
+    if arches:
+        import workers.images  # noqa: F401
+    context.current()
