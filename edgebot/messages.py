@@ -26,6 +26,7 @@ from edgebot.release import (
     ROLLING_OUT,
     RUNNING,
     SKIPPED,
+    STAGES,
     SUCCEEDED,
     Release,
     StepState,
@@ -268,8 +269,8 @@ def summary_message(release: Release) -> Message:
         text_lines.append(key_line)
     timings = [
         f"{STAGE_TITLE.get(name, name)} {duration(step.elapsed)}"
-        for name, step in release.stages.items()
-        if step.status in (DONE, FAILED_STEP)
+        for name in STAGES
+        if (step := release.stages.get(name)) is not None and step.status in (DONE, FAILED_STEP)
     ]
     if timings:
         total = (release.ended_at or time.time()) - release.created_at

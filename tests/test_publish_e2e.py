@@ -38,9 +38,9 @@ VERSIONS = ("1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4", "1.0.5")
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, docker_daemon: Any, registry: Any) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("stack")
-    with Stack(workdir, docker=docker_daemon, registry=registry, versions=VERSIONS,
-               settings={"duplicate_window": 2}, extra_services={"hello-multi": ["amd64", "arm64"]}) as running:
-        running.wait_workers(2)
+    with Stack(workdir, docker=docker_daemon, registry=registry, versions=VERSIONS, arches=("amd64", "arm64"),
+               settings={"duplicate_window": 2}, extra_services={"hello-multi": ["amd64", "ppc64le"]}) as running:
+        running.wait_workers(3)
         yield running
 
 
@@ -82,10 +82,21 @@ def test_publish_end_to_end(stack: Stack, tmp_path: Path) -> None:
                      result.signature[:24]):
         assert fragment in json.dumps(summary), fragment
 
-    # the registry holds exactly that manifest, for amd64
-    digest, manifest = stack.registry.manifest("edge/hello_amd64", "1.0.0")  # type: ignore[union-attr]
-    assert digest == result.digest
-    assert stack.registry.config_blob("edge/hello_amd64", manifest)["architecture"] == "amd64"  # type: ignore[union-attr]
+    # one image per arch, built by the worker of that arch, in parallel; the registry holds exactly those manifests
+    assert release.arches == ["amd64", "arm64"]
+    from rq.job import Job
+
+    from edgebot.rqjob import SERIALIZER, job_id
+
+    for arch in release.arches:  # each arch's build job ran on a worker of that arch (separate processes)
+        job = Job.fetch(job_id(release.release_id, "build-arch", arch), connection=stack.redis(), serializer=SERIALIZER)
+        assert job.worker_name and job.worker_name.startswith(f"build-{arch}-")
+    for arch in release.arches:
+        digest, manifest = stack.registry.manifest(f"edge/hello_{arch}", "1.0.0")  # type: ignore[union-attr]
+        assert digest == release.results[arch].digest
+        config = stack.registry.config_blob(f"edge/hello_{arch}", manifest)  # type: ignore[union-attr]
+        assert config["architecture"] == arch
+        assert stack.exchange.service(ORG, f"hello_1.0.0_{arch}") is not None
 
     # the Exchange holds what the agent will verify
     service = stack.exchange.service(ORG, "hello_1.0.0_amd64")
@@ -149,7 +160,7 @@ def test_dry_run_builds_but_pushes_and_publishes_nothing(stack: Stack) -> None:
     [
         ("publish nosuch 1.0.0 --registry local", "`nosuch` is not in edgebot's catalog"),
         ("publish hello 1.0.0 --registry dockerhub", "Unknown registry alias `dockerhub`"),
-        ("publish hello 1.0.0 --registry local --arch arm64", "`hello` is not built for `arm64`"),
+        ("publish hello 1.0.0 --registry local --arch s390x", "`hello` is not built for `s390x`"),
         ("publish hello 1.0.0-rc1 --registry local", "would be refused by the Exchange"),
         ("publish hello 1.0.0 --registry local please", "Unexpected extra words"),
     ],
@@ -228,8 +239,8 @@ def test_worker_refuses_a_raw_job_naming_another_function(stack: Stack, tmp_path
 def test_arch_without_a_live_worker_fails_instead_of_waiting(stack: Stack) -> None:
     _, release = _publish(stack, "publish hello-multi 1.0.0 --registry local")
     assert release.state == "failed"
-    assert "no live build worker serves arm64" in release.error and "edgebot worker --arch arm64" in release.error
-    assert "arm64" in _thread_text(stack, release)
+    assert "no live build worker serves ppc64le" in release.error and "edgebot worker --arch ppc64le" in release.error
+    assert "ppc64le" in _thread_text(stack, release)
 
 
 def test_the_same_command_twice_is_one_release(stack: Stack) -> None:
@@ -242,3 +253,23 @@ def test_the_same_command_twice_is_one_release(stack: Stack) -> None:
     assert release_id in first["text"] and "Queued" in first["text"]
     assert release_id in second["text"] and "Nothing new was queued" in second["text"]
     assert stack.wait_final(release_id).state == "succeeded"
+
+
+def test_bot_killed_right_after_the_ack_loses_nothing(stack: Stack) -> None:
+    """The record and its first job are in Redis before the ack; the first job posts the root if the bot could not."""
+    import signal
+
+    before = set(stack.release_ids())
+    response = stack.command("publish hello 1.0.1 --registry local --dry-run", user_id="U0CRASH")
+    stack.stop_process("bot", signal.SIGKILL)
+    try:
+        assert response.status_code == 200 and "Queued" in response.json()["text"]
+        (release_id,) = set(stack.release_ids()) - before
+        release = stack.wait_final(release_id)
+        assert release.state == "succeeded" and release.message_ts
+        store = stack.store()
+        wait_until(lambda: store.require(release_id).summary_ts, timeout=30, what="the summary")
+        roots = [m for m in stack.slack.messages(CHANNEL_ID) if release_id in m["text"] and not m.get("orphan")]
+        assert len(roots) == 1, "exactly one root message, whoever posted it"
+    finally:
+        stack.start_bot()

@@ -260,6 +260,8 @@ def _arch_done(ctx: WorkerContext, release_id: str) -> None:
         everything = all(finished(a) for a in r.arches)
         if everything and r.stage("build").status == RUNNING and not r.is_final:
             _mark(r.stage("build"), DONE)
+            pushes = [s.started_at for s in r.arch_steps.get("push", {}).values() if s.started_at]
+            r.stage("push").started_at = min(pushes, default=None)
             _mark(r.stage("push"), SKIPPED if r.dry_run else DONE)
             completed.append(True)
 
