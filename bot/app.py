@@ -1,7 +1,7 @@
 """The Bolt app: listeners are plain functions, registered in one place (:func:`register`).
 
 Bolt sends the HTTP response the moment ``ack()`` is called (``process_before_response=False``), so a listener
-does every check and the Redis writes first, acks with the answer, and only then talks to Slack (root message).
+does every check and the Redis writes first, then acks with the answer.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from edgebot.config import Config
 from edgebot.errors import UsageError
 from edgebot.secrets import SecretResolver
 from edgebot.store import ReleaseStore
-from edgebot.thread import ThreadReporter, slack_client
+from edgebot.thread import slack_client
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,6 @@ class BotContext:
     config: Config
     store: ReleaseStore
     channels: ChannelCheck
-    reporter: ThreadReporter
 
 
 def create_app(config: Config, *, resolver: SecretResolver | None = None,
@@ -45,7 +44,7 @@ def create_app(config: Config, *, resolver: SecretResolver | None = None,
     store = ReleaseStore(connection, config.settings)
     app = App(client=client, signing_secret=signing_secret, process_before_response=False,
               token_verification_enabled=False)
-    register(app, BotContext(config, store, ChannelCheck(client, connection, config), ThreadReporter(client, store)))
+    register(app, BotContext(config, store, ChannelCheck(client, connection, config)))
     return app
 
 
@@ -91,12 +90,9 @@ def handle_edge_command(ack: Ack, command: dict[str, Any], ctx: BotContext) -> N
     if accepted.duplicate_of:
         _reply(ack, messages.duplicate_ack(accepted.duplicate_of))
         return
+    # The root message is posted by the release's first job, not here: Slack has no idempotency key, so a bot killed
+    # between chat.postMessage and recording its ts would leave a second root when the worker posted again.
     _reply(ack, messages.queued_ack(accepted.release))
-    # After the ack: the root message. The worker's first job does the same if this process dies right here.
-    try:
-        ctx.reporter.ensure_root(accepted.release.release_id)
-    except Exception:
-        log.exception("release %s: root message not posted by the bot; the worker will", accepted.release.release_id)
 
 
 def _reply(ack: Ack, msg: messages.Message) -> None:

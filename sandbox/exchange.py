@@ -1,105 +1,75 @@
-"""A Horizon Exchange stand-in (server 2.154.0 behaviour) as a real HTTP server on loopback.
+"""A Horizon Exchange stand-in (server 2.154.0 behaviour): a real HTTP server on loopback that httpx (or hzn) talks to.
 
-As strict as the real one where edgebot can trip: Basic auth ``org/user:pw`` and ``org/apikey:KEY``; 201 on every
-write (PUT included); 403 on a duplicate POST and on writes by a non-owner or another org; 404 for empty lists; the
-service-id check on PUT; required fields, the version pattern, ``sharable`` values, a signed non-empty deployment,
-``requiredServices`` that must exist for the same arch; key bodies stored raw (a JSON wrapper is stored literally and
-breaks verification). ``code``/``msg`` can be translated (``language="de"``) so clients that branch on text break.
-Facts and sources: ../shared/reference/openhorizon-facts.md.
+As strict as the real one where edgebot can trip: HTTP Basic ``org/user:pw`` and ``org/apikey:KEY`` only; 201 on
+every write (PUT included); 403 on a duplicate POST and on writes by a non-owner or by another org; 404 for empty
+lists; the service-id check on PUT; required fields, the version pattern, ``sharable`` values, a signed non-empty
+deployment, ``requiredServices`` that must exist for the same arch; policies and patterns that pin only published
+versions; keys stored as the raw request body (a JSON wrapper is stored literally, and breaks verification); 415 for
+a JSON route called without ``Content-Type: application/json``. ``code`` *and* ``msg`` are translated with
+``language="de"``, so a client that branches on text breaks here as it would on a German hub. ``fail_next`` injects
+the 502/504 database errors the real server answers, for retry tests.
+
+Rules and messages: ``sandbox/exchange_rules.py``; routes and state: ``sandbox/exchange_routes.py``; sources in
+``/work/shared/reference/openhorizon-facts.md``. Run alone (demo):
+``python -m sandbox.exchange --port 3090 --org myorg --user myorg/alice:pw [--apikey myorg:KEY:alice]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import binascii
+import contextlib
 import copy
+import hmac
 import json
 import re
+import signal
+import socket
+import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
-VERSION_RE = re.compile(r"^\d+(\.\d+){0,2}$")
-SHARABLE = ("exclusive", "single", "singleton", "multiple")
-_SANITIZE_RE = re.compile(r"[$!*,;/?@&~=%]")
-_SCHEME_RE = re.compile(r"^[A-Za-z0-9+.-]*?://")
-_USER_RE = re.compile(r"^(\S*?)/(\S*)$")
+from sandbox.exchange_routes import Call, ExchangeState, Identity, Reply, match, now
+from sandbox.exchange_rules import ApiError, api_type, form_id, translate
 
-MESSAGES = {
-    "en": {"ok": "ok", "invalid-credentials": "invalid-credentials", "access-denied": "access-denied",
-           "already-exists": "already-exists", "invalid-input": "invalid-input", "not-found": "not-found",
-           "internal_error": "internal_error"},
-    "de": {"ok": "ok", "invalid-credentials": "Ungueltige_Anmeldedaten", "access-denied": "Zugriff_verweigert",
-           "already-exists": "Bereits_vorhanden", "invalid-input": "Ungueltige_Eingabe", "not-found": "Nicht_gefunden",
-           "internal_error": "Interner_Fehler"},
-}
+__all__ = ["ExchangeStandIn", "form_id", "main"]
 
-
-def form_id(url: str, version: str, arch: str) -> str:
-    return f"{_SANITIZE_RE.sub('-', _SCHEME_RE.sub('', url, count=1))}_{version}_{arch}"
-
-
-def _version_tuple(v: str) -> tuple[int, ...]:
-    parts = [int(p) for p in v.split(".")]
-    return tuple(parts + [0] * (3 - len(parts)))
-
-
-def in_range(version: str, spec: str) -> bool:
-    """Open Horizon version ranges: ``1.2.3`` means [1.2.3, INFINITY); ``[a,b)`` / ``(a,b]`` bounds."""
-    spec = spec.strip()
-    if not spec or not VERSION_RE.match(version):
-        return False
-    if spec[0] not in "[(":
-        return _version_tuple(version) >= _version_tuple(spec) if VERSION_RE.match(spec) else False
-    low, _, high = spec[1:-1].partition(",")
-    v = _version_tuple(version)
-    lo_ok = v >= _version_tuple(low) if spec[0] == "[" else v > _version_tuple(low)
-    if high.strip().upper() == "INFINITY":
-        return lo_ok
-    return lo_ok and (v <= _version_tuple(high) if spec[-1] == "]" else v < _version_tuple(high))
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, msg: str) -> None:
-        super().__init__(msg)
-        self.status, self.code, self.msg = status, code, msg
-
-
-class _State:
-    def __init__(self) -> None:
-        self.lock = threading.RLock()
-        self.orgs: set[str] = set()
-        self.users: dict[str, dict[str, Any]] = {}  # "org/user" -> {password, admin}
-        self.apikeys: dict[tuple[str, str], str] = {}  # (org, key) -> "org/user"
-        self.services: dict[str, dict[str, dict[str, Any]]] = {}
-        self.keys: dict[tuple[str, str], dict[str, str]] = {}
-        self.dockauths: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        self.policies: dict[str, dict[str, dict[str, Any]]] = {}
-        self.patterns: dict[str, dict[str, dict[str, Any]]] = {}
-        self.nodes: dict[str, dict[str, dict[str, Any]]] = {}
-        self.requests: list[dict[str, Any]] = []
-        self.faults: list[dict[str, Any]] = []
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+_USER_RE = re.compile(r"(\S*?)/(\S*)")  # ExchangeApiApp: ^(\S*?)/(\S*)$, org before the first slash
+_RESERVED_USERS = ("apikey", "iamapikey", "iamtoken")
+MAX_BODY = 10 * 1024 * 1024
 
 
 class ExchangeStandIn:
+    """One Exchange: its orgs, users and API keys (set up by the test), and what clients stored through HTTP."""
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0, base_path: str = "/edge-exchange/v1",
                  language: str = "en") -> None:
-        self.host, self.port, self.base_path, self.language = host, port, base_path.rstrip("/"), language
-        self.state = _State()
+        if language not in ("en", "de"):
+            raise ValueError("language must be 'en' or 'de'")
+        self.host, self.port, self.language = host, port, language
+        self.base_path = "/" + base_path.strip("/") if base_path.strip("/") else ""
+        self.state = ExchangeState()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._connections: set[socket.socket] = set()
+        self._conn_lock = threading.Lock()
+
+    def __repr__(self) -> str:  # never a password
+        return f"ExchangeStandIn(url={self.url!r}, language={self.language!r})"
 
     @property
     def url(self) -> str:
+        """The base URL clients are configured with (``HZN_EXCHANGE_URL``): includes ``/v1``, no trailing slash."""
         return f"http://{self.host}:{self.port}{self.base_path}"
 
+    # -- lifecycle ----------------------------------------------------------------------------------------------
     def start(self) -> ExchangeStandIn:
+        if self._server is not None:
+            return self
         standin = self
 
         class Handler(_Handler):
@@ -108,15 +78,25 @@ class ExchangeStandIn:
         self._server = ThreadingHTTPServer((self.host, self.port), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="exchange-standin", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="exchange-standin", daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        """Stop listening and drop kept-alive connections, so clients then see a refused or reset connection."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        with self._conn_lock:
+            connections = list(self._connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
 
     def __enter__(self) -> ExchangeStandIn:
         return self.start()
@@ -124,442 +104,288 @@ class ExchangeStandIn:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- set-up and inspection --------------------------------------------------------------------------------------
+    # -- set-up ---------------------------------------------------------------------------------------------------
     def add_org(self, org: str) -> None:
+        if not org or "/" in org:
+            raise ValueError("an org id is non-empty and has no '/'")
         with self.state.lock:
             self.state.orgs.add(org)
 
     def add_user(self, org: str, username: str, password: str, *, admin: bool = False) -> None:
+        if not username or "/" in username or ":" in username or username in _RESERVED_USERS:
+            raise ValueError(f"{username!r} cannot be a user name (reserved, or has '/' or ':')")
+        self.add_org(org)
         with self.state.lock:
-            self.state.orgs.add(org)
             self.state.users[f"{org}/{username}"] = {"password": password, "admin": admin}
 
     def add_apikey(self, org: str, key: str, *, owner: str) -> None:
+        """An API key of ``org`` acting as ``owner`` (a user of that org): ``org/apikey:KEY`` in Basic auth."""
         with self.state.lock:
+            if f"{org}/{owner}" not in self.state.users:
+                raise ValueError(f"add the user {org}/{owner} before its API key")
             self.state.apikeys[(org, key)] = f"{org}/{owner}"
 
     def add_node(self, org: str, node_id: str, arch: str, *, pattern: str = "",
                  properties: list[dict[str, Any]] | None = None) -> None:
+        """A node as ``GET orgs/{org}/node-details`` shows it (minimal: registered, no agreements, nothing running)."""
+        self.add_org(org)
         with self.state.lock:
             self.state.nodes.setdefault(org, {})[f"{org}/{node_id}"] = {
                 "id": f"{org}/{node_id}", "orgid": org, "arch": arch, "name": node_id, "nodeType": "device",
-                "owner": "", "pattern": pattern, "lastHeartbeat": _now(), "registeredServices": [],
-                "runningServices": "|", "services": [], "connectivity": {}, "errors": [],
-                "properties": properties or [], "constraints": [], "softwareVersions": {},
+                "owner": "", "pattern": pattern, "lastHeartbeat": now(), "lastUpdated": now(),
+                "registeredServices": [], "runningServices": "", "services": [], "connectivity": {}, "errors": [],
+                "properties": copy.deepcopy(properties or []), "constraints": [], "softwareVersions": {},
+                "heartbeatIntervals": {"minInterval": 10, "maxInterval": 120, "intervalAdjustment": 10},
+                "clusterNamespace": None, "isNamespaceScoped": False, "publicKey": "", "token": "********",
+                "userInput": [], "ha_group": None,
             }
 
-    def service(self, org: str, sid: str) -> dict[str, Any] | None:
+    def set_node_services(self, org: str, node_id: str, services: list[dict[str, Any]]) -> None:
+        """What the node's agent last reported in its status (``PUT …/nodes/{n}/status``).
+
+        Each entry: ``{"orgid","serviceUrl","version","arch"}`` (+ optional ``agreementId``, ``containerStatus``,
+        ``configState``). ``runningServices`` is built from them like ``PutNodeStatusRequest`` does.
+        """
         with self.state.lock:
-            found = self.state.services.get(org, {}).get(sid)
-            return copy.deepcopy(found)
+            node = self.state.nodes[org][f"{org}/{node_id}"]
+            entries = [{"agreementId": "", "containerStatus": [], "operatorStatus": None, "configState": "active",
+                        **copy.deepcopy(s)} for s in services]
+            node["services"] = entries
+            node["runningServices"] = (
+                "|" + "|".join(f"{s['orgid']}/{s['serviceUrl']}_{s['version']}_{s['arch']}" for s in entries) + "|"
+                if entries else "")
+            node["lastHeartbeat"] = node["lastUpdated"] = now()
+
+    def fail_next(self, method: str, path_regex: str, status: int, count: int = 1) -> None:
+        """The next ``count`` requests whose method matches (``*``: any) and whose path (from ``/``, e.g.
+        ``/edge-exchange/v1/orgs/o/services``) matches ``path_regex`` (re.search) answer ``status`` before any
+        processing: 502 a database connection error, 504 a database timeout, anything else an internal error."""
+        with self.state.lock:
+            self.state.faults.append({"method": method.upper(), "re": re.compile(path_regex), "status": status,
+                                      "count": count})
+
+    # -- inspection (deep copies) ---------------------------------------------------------------------------------
+    def service(self, org: str, service_id: str) -> dict[str, Any] | None:
+        with self.state.lock:
+            return copy.deepcopy(self.state.services.get(org, {}).get(service_id))
 
     def services(self, org: str) -> dict[str, dict[str, Any]]:
         with self.state.lock:
             return copy.deepcopy(self.state.services.get(org, {}))
 
-    def keys(self, org: str, sid: str) -> dict[str, str]:
+    def keys(self, org: str, service_id: str) -> dict[str, str]:
+        """Key name -> the raw text stored (exactly the request body the client sent)."""
         with self.state.lock:
-            return dict(self.state.keys.get((org, sid), {}))
+            return dict(self.state.keys.get((org, service_id), {}))
 
-    def dockauths(self, org: str, sid: str) -> list[dict[str, Any]]:
+    def dockauths(self, org: str, service_id: str) -> list[dict[str, Any]]:
         with self.state.lock:
-            return copy.deepcopy(self.state.dockauths.get((org, sid), []))
+            return copy.deepcopy(self.state.dockauths.get((org, service_id), []))
+
+    def policies(self, org: str) -> dict[str, dict[str, Any]]:
+        with self.state.lock:
+            return copy.deepcopy(self.state.policies.get(org, {}))
+
+    def patterns(self, org: str) -> dict[str, dict[str, Any]]:
+        with self.state.lock:
+            return copy.deepcopy(self.state.patterns.get(org, {}))
+
+    def nodes(self, org: str) -> dict[str, dict[str, Any]]:
+        with self.state.lock:
+            return copy.deepcopy(self.state.nodes.get(org, {}))
 
     def requests(self) -> list[dict[str, Any]]:
+        """Every request answered: ``{"method","path","status","user"}`` (``user`` is who it acted as, or "")."""
         with self.state.lock:
             return copy.deepcopy(self.state.requests)
 
-    def fail_next(self, method: str, path_regex: str, status: int, count: int = 1) -> None:
-        with self.state.lock:
-            self.state.faults.append({"method": method.upper(), "re": re.compile(path_regex), "status": status,
-                                      "count": count})
-
-    def msg(self, code: str) -> str:
-        return MESSAGES.get(self.language, MESSAGES["en"]).get(code, code)
+    # -- used by the handler --------------------------------------------------------------------------------------
+    def _track(self, conn: socket.socket, add: bool) -> None:
+        with self._conn_lock:
+            if add:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
 
 
 class _Handler(BaseHTTPRequestHandler):
     owner: ExchangeStandIn
-    protocol_version = "HTTP/1.1"
+    protocol_version = "HTTP/1.1"  # keep-alive, like the real server behind its route
+    disable_nagle_algorithm = True  # headers and body are two writes: no delayed-ACK stalls
+    timeout = 120  # an idle kept-alive connection is dropped eventually
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+    def setup(self) -> None:
+        super().setup()
+        self.owner._track(self.connection, True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.owner._track(self.connection, False)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet; requests() has the record
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
-        self._handle("GET")
+    def do_GET(self) -> None:
+        self._handle()
 
-    def do_POST(self) -> None:  # noqa: N802
-        self._handle("POST")
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
-    def do_PUT(self) -> None:  # noqa: N802
-        self._handle("PUT")
-
-    def do_PATCH(self) -> None:  # noqa: N802
-        self._handle("PATCH")
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._handle("DELETE")
-
-    # -- plumbing --
-    def _send(self, status: int, body: Any, content_type: str = "application/json") -> None:
-        if isinstance(body, bytes):
-            data = body
-        elif isinstance(body, str) and content_type.startswith("text"):
-            data = body.encode()
-        else:
-            data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    def _error(self, status: int, code: str, msg: str) -> None:
-        self._send(status, {"code": self.owner.msg(code), "msg": msg})
-
-    def _handle(self, method: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        path = urlsplit(self.path).path
-        state = self.owner.state
-        user = ""
-        status = 500
+    # -- one request ----------------------------------------------------------------------------------------------
+    def _handle(self) -> None:
+        method, standin, state = self.command, self.owner, self.owner.state
+        split = urlsplit(self.path)
+        path, user = split.path, ""
         try:
-            if not path.startswith(self.owner.base_path + "/"):
-                raise ApiError(404, "not-found", "unrecognized route")
-            route = [unquote(p) for p in path[len(self.owner.base_path) + 1:].split("/") if p]
+            body = self._body()
             with state.lock:
-                for fault in state.faults:
-                    if fault["count"] > 0 and fault["method"] == method and fault["re"].search(path):
-                        fault["count"] -= 1
-                        raise ApiError(fault["status"], "internal_error", "database-connection-error (injected)")
-            user, admin = self._authenticate()
-            status, body, ctype = self._route(method, route, raw, user, admin)
-            self._send(status, body, ctype)
+                self._inject_fault(method, path)
+            prefix = standin.base_path + "/"
+            if not path.startswith(prefix):
+                raise ApiError(404, "not-found", "unrecognized.route")
+            found = match([unquote(p) for p in path[len(prefix):].rstrip("/").split("/")])
+            if found is None:
+                raise ApiError(404, "not-found", "unrecognized.route")
+            handlers, params = found
+            if method not in handlers:
+                allowed = ", ".join(sorted(handlers))
+                raise ApiError(405, "invalid-input", "method.not.allowed", allowed, headers={"Allow": allowed})
+            who = self._authenticate()
+            user = who.user
+            call = Call(method, params, dict(parse_qsl(split.query)), body, self.headers.get("Content-Type", ""), who)
+            with state.lock:
+                reply = handlers[method](state, call)
         except ApiError as exc:
-            status = exc.status
-            self._error(exc.status, exc.code, exc.msg)
-        except Exception as exc:  # a stand-in bug must show up as a 500, loudly
-            status = 500
-            self._error(500, "internal_error", f"stand-in error: {type(exc).__name__}: {exc}")
-        with state.lock:
-            state.requests.append({"method": method, "path": path, "status": status, "user": user})
+            reply = Reply(exc.status, {"code": api_type(standin.language, exc.code),
+                                       "msg": translate(standin.language, exc.key, *exc.args_)})
+            self._respond(method, path, user, reply, exc.headers)
+            return
+        except Exception as exc:  # a stand-in bug must show up loudly, as a 500
+            reply = Reply(500, {"code": api_type(standin.language, "internal_error"),
+                                "msg": translate(standin.language, "internal.error", type(exc).__name__)})
+        if reply.message is not None:
+            key, args = reply.message
+            reply.body = {"code": api_type(standin.language, "ok"), "msg": translate(standin.language, key, *args)}
+        self._respond(method, path, user, reply, {})
 
-    def _authenticate(self) -> tuple[str, bool]:
-        header = self.headers.get("Authorization", "")
-        if not header.startswith("Basic "):
-            raise ApiError(401, "invalid-credentials", "invalid credentials")
+    def _body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+                if sum(map(len, chunks)) > MAX_BODY:
+                    self.close_connection = True
+                    raise ApiError(413, "invalid-input", "invalid.input.message", "the body is too large")
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            self.close_connection = True
+            raise ApiError(413, "invalid-input", "invalid.input.message", "the body is too large")
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _inject_fault(self, method: str, path: str) -> None:
+        for fault in self.owner.state.faults:
+            if fault["count"] > 0 and fault["method"] in ("*", method) and fault["re"].search(path):
+                fault["count"] -= 1
+                status = fault["status"]
+                code = {502: "database-connection-error", 504: "database-timeout"}.get(status, "internal_error")
+                raise ApiError(status, code, "db.threw.exception", "org.postgresql.util.PSQLException (injected)")
+
+    def _authenticate(self) -> Identity:
+        """HTTP Basic only; ``org/user:password`` or ``org/apikey:KEY``. Every failure is the same 401."""
+        denied = ApiError(401, "invalid-credentials", "invalid.credentials")
+        scheme, _, encoded = self.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            raise denied
         try:
-            username, _, password = base64.b64decode(header[6:]).decode().partition(":")
-        except ValueError:
-            raise ApiError(401, "invalid-credentials", "invalid credentials") from None
-        match = _USER_RE.match(username)
-        if not match:
-            raise ApiError(401, "invalid-credentials", "invalid credentials")
-        org, name = match.groups()
+            decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise denied from None
+        username, sep, password = decoded.partition(":")
+        found = _USER_RE.fullmatch(username)
+        if not sep or found is None:
+            raise denied
+        org, name = found.groups()
         state = self.owner.state
         with state.lock:
             if name == "apikey":
                 owner = state.apikeys.get((org, password))
-                if owner is None:
-                    raise ApiError(401, "invalid-credentials", "invalid credentials")
-                return owner, bool(state.users.get(owner, {}).get("admin"))
+                record = state.users.get(owner or "")
+                if owner is None or record is None:
+                    raise denied
+                return Identity(owner, bool(record["admin"]))
             record = state.users.get(f"{org}/{name}")
-            if record is None or record["password"] != password:
-                raise ApiError(401, "invalid-credentials", "invalid credentials")
-            return f"{org}/{name}", bool(record["admin"])
+            if record is None or not hmac.compare_digest(record["password"].encode(), password.encode()):
+                raise denied
+            return Identity(f"{org}/{name}", bool(record["admin"]))
 
-    @staticmethod
-    def _json(raw: bytes) -> dict[str, Any]:
-        try:
-            body = json.loads(raw or b"null")
-        except ValueError:
-            raise ApiError(400, "invalid-input", "the request body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise ApiError(400, "invalid-input", "the request body must be a JSON object")
-        return body
-
-    def _route(self, method: str, route: list[str], raw: bytes, user: str,
-               admin: bool) -> tuple[int, Any, str]:
-        if len(route) < 2 or route[0] != "orgs":
-            raise ApiError(404, "not-found", "unrecognized route")
-        org, rest = route[1], route[2:]
-        user_org = user.split("/", 1)[0]
-        if org not in self.owner.state.orgs:
-            raise ApiError(404 if method == "GET" else 403, "not-found", f"org '{org}' not found")
-        if user_org != org and user_org != "root":
-            raise ApiError(403, "access-denied", f"access denied: {user} may not access org {org}")
-        if rest[:1] == ["services"]:
-            return _Services(self.owner, org, user, admin).handle(method, rest[1:], raw)
-        if rest[:2] in (["business", "policies"], ["deployment", "policies"]):
-            return _Objects(self.owner, org, user, "policies", "businessPolicy").handle(method, rest[2:], raw)
-        if rest[:1] == ["patterns"] or rest[:2] == ["deployment", "patterns"]:
-            tail = rest[1:] if rest[0] == "patterns" else rest[2:]
-            return _Objects(self.owner, org, user, "patterns", "patterns").handle(method, tail, raw)
-        if rest == ["node-details"] and method == "GET":
-            with self.owner.state.lock:
-                nodes = list(self.owner.state.nodes.get(org, {}).values())
-            if not nodes:
-                raise ApiError(404, "not-found", "not found")
-            return 200, copy.deepcopy(nodes), "application/json"
-        if rest == ["search", "nodes", "service"] and method == "POST":
-            body = self._json(raw)
-            wanted = f"|{body.get('orgid')}/{body.get('serviceURL')}_{body.get('serviceVersion')}_" \
-                     f"{body.get('serviceArch')}|"
-            with self.owner.state.lock:
-                found = [[n["id"], n.get("lastHeartbeat")] for n in self.owner.state.nodes.get(org, {}).values()
-                         if wanted in n.get("runningServices", "")]
-            return (201, {"nodes": found}, "application/json") if found else (404, {"nodes": []}, "application/json")
-        raise ApiError(404, "not-found", "unrecognized route")
-
-
-def _ok(msg: str) -> dict[str, str]:
-    return {"code": "ok", "msg": msg}
-
-
-class _Services:
-    def __init__(self, owner: ExchangeStandIn, org: str, user: str, admin: bool) -> None:
-        self.owner, self.org, self.user, self.admin = owner, org, user, admin
-        self.state = owner.state
-
-    def handle(self, method: str, rest: list[str], raw: bytes) -> tuple[int, Any, str]:
-        s = self.state
-        with s.lock:
-            table = s.services.setdefault(self.org, {})
-            if not rest:
-                if method == "GET":
-                    if not table:
-                        raise ApiError(404, "not-found", "not found")
-                    return 200, {"services": {f"{self.org}/{k}": v for k, v in table.items()}, "lastIndex": 0}, \
-                        "application/json"
-                if method == "POST":
-                    body = self._validate(_Handler._json(raw))
-                    sid = form_id(body["url"], body["version"], body["arch"])
-                    if sid in table:
-                        raise ApiError(403, "already-exists", f"service '{self.org}/{sid}' already exists")
-                    table[sid] = {**body, "owner": self.user, "lastUpdated": _now()}
-                    return 201, _ok(f"service '{self.org}/{sid}' created"), "application/json"
-                raise ApiError(405, "invalid-input", "method not allowed")
-            sid = rest[0]
-            current = table.get(sid)
-            if len(rest) == 1:
-                if method == "GET":
-                    if current is None:
-                        raise ApiError(404, "not-found", f"service '{self.org}/{sid}' not found")
-                    return 200, {"services": {f"{self.org}/{sid}": current}, "lastIndex": 0}, "application/json"
-                if method == "PUT":
-                    if current is None:
-                        raise ApiError(404, "not-found", f"service '{self.org}/{sid}' not found")
-                    self._owner_only(current)
-                    body = self._validate(_Handler._json(raw))
-                    if form_id(body["url"], body["version"], body["arch"]) != sid:
-                        raise ApiError(400, "invalid-input", "the service id specified in the URL does not match "
-                                                             "the url, version, and arch in the body")
-                    table[sid] = {**body, "owner": current["owner"], "lastUpdated": _now()}
-                    return 201, _ok(f"service '{self.org}/{sid}' updated"), "application/json"
-                if method == "DELETE":
-                    if current is None:
-                        raise ApiError(404, "not-found", f"service '{self.org}/{sid}' not found")
-                    self._owner_only(current)
-                    del table[sid]
-                    s.keys.pop((self.org, sid), None)
-                    s.dockauths.pop((self.org, sid), None)
-                    return 204, b"", "application/json"
-                raise ApiError(405, "invalid-input", "method not allowed")
-            if current is None:
-                raise ApiError(404, "not-found", f"service '{self.org}/{sid}' not found")
-            if rest[1] == "keys":
-                return self._keys(method, sid, current, rest[2:], raw)
-            if rest[1] == "dockauths" and len(rest) == 2:
-                return self._dockauths(method, sid, current, raw)
-            raise ApiError(404, "not-found", "unrecognized route")
-
-    def _owner_only(self, current: dict[str, Any]) -> None:
-        if current["owner"] != self.user and not self.admin:
-            raise ApiError(403, "access-denied", f"access denied: {self.user} does not own this service")
-
-    def _keys(self, method: str, sid: str, current: dict[str, Any], rest: list[str],
-              raw: bytes) -> tuple[int, Any, str]:
-        keys = self.state.keys.setdefault((self.org, sid), {})
-        if not rest and method == "GET":
-            if not keys:
-                raise ApiError(404, "not-found", "not found")
-            return 200, sorted(keys), "application/json"
-        if not rest and method == "DELETE":
-            self._owner_only(current)
-            keys.clear()
-            return 204, b"", "application/json"
-        if len(rest) != 1:
-            raise ApiError(404, "not-found", "unrecognized route")
-        name = rest[0]
-        if method == "GET":
-            if name not in keys:
-                raise ApiError(404, "not-found", "not found")
-            return 200, keys[name], "text/plain"
-        if method == "PUT":
-            self._owner_only(current)
-            if not raw:
-                raise ApiError(400, "invalid-input", "the key body is empty")
-            keys[name] = raw.decode("utf-8", errors="replace")  # stored verbatim, whatever the content type
-            return 201, _ok("key added or updated"), "application/json"
-        if method == "DELETE":
-            self._owner_only(current)
-            if keys.pop(name, None) is None:
-                raise ApiError(404, "not-found", "not found")
-            return 204, b"", "application/json"
-        raise ApiError(405, "invalid-input", "method not allowed")
-
-    def _dockauths(self, method: str, sid: str, current: dict[str, Any], raw: bytes) -> tuple[int, Any, str]:
-        auths = self.state.dockauths.setdefault((self.org, sid), [])
-        if method == "GET":
-            if not auths:
-                raise ApiError(404, "not-found", "not found")
-            return 200, copy.deepcopy(auths), "application/json"
-        if method == "POST":
-            self._owner_only(current)
-            body = _Handler._json(raw)
-            registry, token = body.get("registry"), body.get("token")
-            if not isinstance(registry, str) or not registry or not isinstance(token, str) or not token:
-                raise ApiError(400, "invalid-input", "registry and token are required")
-            username = body.get("username") or "token"
-            for auth in auths:
-                if (auth["registry"], auth["username"], auth["token"]) == (registry, username, token):
-                    auth["lastUpdated"] = _now()
-                    return 201, _ok("dockauth resource updated"), "application/json"
-            auth_id = max((a["dockAuthId"] for a in auths), default=0) + 1
-            auths.append({"dockAuthId": auth_id, "registry": registry, "username": username, "token": token,
-                          "lastUpdated": _now()})
-            return 201, _ok(f"dockauth {auth_id} added"), "application/json"
-        raise ApiError(405, "invalid-input", "method not allowed")
-
-    def _validate(self, body: dict[str, Any]) -> dict[str, Any]:
-        def bad(msg: str) -> ApiError:
-            return ApiError(400, "invalid-input", msg)
-
-        for name in ("label", "url", "version", "arch", "sharable"):
-            if body.get(name) is None:
-                raise bad(f"invalid input: {name} is required")
-        if not isinstance(body.get("public"), bool):
-            raise bad("invalid input: public must be a boolean")
-        if not isinstance(body["version"], str) or not VERSION_RE.match(body["version"]):
-            raise bad(f"version '{body['version']}' is not valid")
-        if not isinstance(body["arch"], str) or not body["arch"]:
-            raise bad("arch must not be empty")
-        if body["sharable"] not in SHARABLE:
-            raise bad(f"sharable must be one of {', '.join(SHARABLE)}")
-        doc = body.get("documentation") or ""
-        if doc and not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://\S+$", doc):
-            raise bad(f"documentation '{doc}' is not a valid URL")
-        for field_name in ("deployment", "clusterDeployment"):
-            value = body.get(field_name)
-            if value is not None and not isinstance(value, str):
-                raise bad(f"invalid input: {field_name} must be a string")
-            signature = body.get(field_name + "Signature") or ""
-            if value and not signature:
-                raise bad("this service definition is not signed.")
-        required = body.get("requiredServices") or []
-        if not isinstance(required, list):
-            raise bad("requiredServices must be a list")
-        for dep in required:
-            if not isinstance(dep, dict) or not (dep.get("version") or dep.get("versionRange")):
-                raise bad("each requiredServices entry needs version or versionRange")
-            if dep.get("arch") != body["arch"]:
-                raise bad(f"required service {dep.get('url')} arch {dep.get('arch')} differs from {body['arch']}")
-            dep_org = dep.get("org") or self.org
-            spec = str(dep.get("versionRange") or dep.get("version"))
-            found = any(s.get("url") == dep.get("url") and s.get("arch") == dep["arch"] and
-                        in_range(s.get("version", ""), spec)
-                        for s in self.state.services.get(dep_org, {}).values())
-            if not found:
-                raise bad(f"the following required service does not exist in the exchange: "
-                          f"{dep_org}/{dep.get('url')} {spec} {dep['arch']}")
-        return body
-
-
-class _Objects:
-    """Deployment policies (``business/policies``) and patterns: whole-object CRUD, no ETags."""
-
-    def __init__(self, owner: ExchangeStandIn, org: str, user: str, kind: str, envelope: str) -> None:
-        self.owner, self.org, self.user, self.kind, self.envelope = owner, org, user, kind, envelope
-
-    def handle(self, method: str, rest: list[str], raw: bytes) -> tuple[int, Any, str]:
-        state = self.owner.state
-        with state.lock:
-            table = getattr(state, self.kind).setdefault(self.org, {})
-            if not rest and method == "GET":
-                if not table:
-                    raise ApiError(404, "not-found", "not found")
-                return 200, {self.envelope: {f"{self.org}/{k}": v for k, v in table.items()}, "lastIndex": 0}, \
-                    "application/json"
-            if len(rest) != 1:
-                raise ApiError(404, "not-found", "unrecognized route")
-            name = rest[0]
-            if method == "GET":
-                if name not in table:
-                    raise ApiError(404, "not-found", "not found")
-                return 200, {self.envelope: {f"{self.org}/{name}": table[name]}, "lastIndex": 0}, "application/json"
-            if method in ("POST", "PUT"):
-                body = self._validate(_Handler._json(raw))
-                if method == "POST" and name in table:
-                    raise ApiError(403, "already-exists", f"'{self.org}/{name}' already exists")
-                if method == "PUT" and name not in table:
-                    raise ApiError(404, "not-found", f"'{self.org}/{name}' not found")
-                owner = table.get(name, {}).get("owner", self.user)
-                table[name] = {**body, "owner": owner, "lastUpdated": _now()}
-                return 201, _ok(f"'{self.org}/{name}' {'created' if method == 'POST' else 'updated'}"), \
-                    "application/json"
-            if method == "DELETE":
-                if table.pop(name, None) is None:
-                    raise ApiError(404, "not-found", "not found")
-                return 204, b"", "application/json"
-            raise ApiError(405, "invalid-input", "method not allowed")
-
-    def _validate(self, body: dict[str, Any]) -> dict[str, Any]:
-        if self.kind == "policies":
-            service = body.get("service")
-            if not isinstance(service, dict) or not all(k in service for k in ("name", "org", "arch",
-                                                                              "serviceVersions")):
-                raise ApiError(400, "invalid-input", "service with name, org, arch and serviceVersions is required")
-            versions = service["serviceVersions"]
+    def _respond(self, method: str, path: str, user: str, reply: Reply, headers: dict[str, str]) -> None:
+        if reply.body is None:
+            data = b""
+        elif isinstance(reply.body, str) and not reply.content_type.startswith("application/json"):
+            data = reply.body.encode("utf-8")
         else:
-            services = body.get("services")
-            if not isinstance(services, list) or not services:
-                raise ApiError(400, "invalid-input", "services is required")
-            for entry in services:
-                if not all(k in entry for k in ("serviceUrl", "serviceOrgid", "serviceArch", "serviceVersions")):
-                    raise ApiError(400, "invalid-input",
-                                   "each service needs serviceUrl, serviceOrgid, serviceArch and serviceVersions")
-            versions = [v for entry in services for v in entry["serviceVersions"]]
-        if not isinstance(versions, list) or not all(isinstance(v, dict) and v.get("version") for v in versions):
-            raise ApiError(400, "invalid-input", "serviceVersions entries need a version")
-        return body
+            data = json.dumps(reply.body, ensure_ascii=False).encode("utf-8")
+        with self.owner.state.lock:  # recorded before the answer leaves, so a test that got it also sees the record
+            self.owner.state.requests.append({"method": method, "path": path, "status": reply.status, "user": user})
+        self.send_response(reply.status)
+        if reply.status != 204:
+            self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if data:
+            self.wfile.write(data)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Horizon Exchange stand-in")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sandbox.exchange", description="Horizon Exchange stand-in")
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3090)
-    parser.add_argument("--org", action="append", default=[])
-    parser.add_argument("--user", action="append", default=[], help="ORG/USER:PASSWORD")
-    parser.add_argument("--apikey", action="append", default=[], help="ORG:KEY:OWNER")
-    args = parser.parse_args()
-    standin = ExchangeStandIn(port=args.port)
-    for org in args.org:
-        standin.add_org(org)
-    for spec in args.user:
-        who, _, password = spec.partition(":")
-        org, _, name = who.partition("/")
-        standin.add_user(org, name, password)
-    for spec in args.apikey:
-        org, key, owner = spec.split(":", 2)
-        standin.add_apikey(org, key, owner=owner)
+    parser.add_argument("--base-path", default="/edge-exchange/v1")
+    parser.add_argument("--language", choices=("en", "de"), default="en")
+    parser.add_argument("--org", action="append", default=[], help="an org (repeatable)")
+    parser.add_argument("--user", action="append", default=[], help="ORG/USER:PASSWORD (repeatable)")
+    parser.add_argument("--admin", action="append", default=[], help="ORG/USER:PASSWORD of an org admin")
+    parser.add_argument("--apikey", action="append", default=[], help="ORG:KEY:OWNER (repeatable)")
+    args = parser.parse_args(argv)
+    standin = ExchangeStandIn(host=args.host, port=args.port, base_path=args.base_path, language=args.language)
+    try:
+        for org in args.org:
+            standin.add_org(org)
+        for spec, admin in [(s, False) for s in args.user] + [(s, True) for s in args.admin]:
+            who, sep, password = spec.partition(":")
+            org, slash, name = who.partition("/")
+            if not (sep and slash and org and name):
+                parser.error(f"--user/--admin takes ORG/USER:PASSWORD, got {who!r}…")
+            standin.add_user(org, name, password, admin=admin)
+        for spec in args.apikey:
+            parts = spec.split(":")
+            if len(parts) < 3:
+                parser.error("--apikey takes ORG:KEY:OWNER")
+            standin.add_apikey(parts[0], ":".join(parts[1:-1]), owner=parts[-1])
+    except ValueError as exc:
+        parser.error(str(exc))
+    stopped = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     standin.start()
     print(standin.url, flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        standin.stop()
+    stopped.wait()
+    standin.stop()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

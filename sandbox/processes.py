@@ -1,123 +1,150 @@
 """Launchers for the real parts the tests and the demo run: Redis, a private Docker Engine, a TLS registry with
-htpasswd auth, network namespaces, git sources. Each starts on free ports in its own directory and stops cleanly."""
+htpasswd auth, network namespaces, git sources.
+
+Each part starts on a free port in its own directory (its log stays there), waits until it really answers, and
+stops cleanly, also after it was SIGKILLed by a crash test. Nothing here touches a daemon or a config that the
+machine already has: the Docker Engine is a private ``dockerd`` with its own data root, exec root, pidfile and
+socket; git runs without any global config. The registry parts live in ``sandbox/proc_net.py`` and are re-exported
+here, so callers import everything from this module.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
-import socket
-import ssl
 import subprocess
-import time
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
-import httpx
+import docker
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from sandbox.pki import TestCA
+from sandbox.proc_base import Managed, StartFailed, free_port, run, spawn, stop_process, wait_ready
+from sandbox.proc_net import CERTS_D, HOSTS, NetNamespace, Registry, trust_registry_ca, untrust_registry_ca
 
-CERTS_D = Path("/etc/docker/certs.d")
-HOSTS = Path("/etc/hosts")
+__all__ = [
+    "CERTS_D", "HOSTS", "DockerDaemon", "NetNamespace", "RedisServer", "Registry", "StartFailed", "add_commit",
+    "busybox_path", "free_port", "make_git_source", "trust_registry_ca", "untrust_registry_ca",
+]
 
-
-class StartFailed(RuntimeError):
-    pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(predicate: Any, timeout: float, what: str, log: Path | None = None, proc: Any = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            break
-        try:
-            if predicate():
-                return
-        except Exception:
-            pass
-        time.sleep(0.1)
-    tail = ""
-    if log is not None and log.exists():
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-    raise StartFailed(f"{what} did not start within {timeout:.0f} s\n{tail}")
+BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
+MAX_UNIX_SOCKET_PATH = 100  # sun_path is 108 bytes; leave room
 
 
-def _stop(proc: subprocess.Popen[bytes] | None, timeout: float = 10) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+def _is_static_elf(path: Path) -> bool:
+    """True for an ELF file without a PT_INTERP program header (no dynamic loader needed: runs ``FROM scratch``)."""
+    data = path.read_bytes()
+    if data[:4] != b"\x7fELF" or data[4] != 2:  # 64-bit only: the busybox of this (amd64/arm64) host
+        return False
+    order: Literal["little", "big"] = "little" if data[5] == 1 else "big"
+    phoff = int.from_bytes(data[0x20:0x28], order)
+    phentsize = int.from_bytes(data[0x36:0x38], order)
+    phnum = int.from_bytes(data[0x38:0x3A], order)
+    for i in range(phnum):
+        start = phoff + i * phentsize
+        if int.from_bytes(data[start:start + 4], order) == 3:  # PT_INTERP
+            return False
+    return True
 
 
 def busybox_path() -> str:
-    for candidate in ("/bin/busybox", "/usr/bin/busybox"):
-        if os.path.exists(candidate):
+    """The static busybox binary images are made of (nothing can be pulled from Docker Hub here)."""
+    for candidate in BUSYBOX_CANDIDATES:
+        path = Path(candidate)
+        if path.is_file():
+            if not _is_static_elf(path):
+                raise StartFailed(f"{candidate} is dynamically linked and cannot run in a FROM scratch image: "
+                                  "install Debian's busybox-static (scripts/install-system-deps.sh)")
             return candidate
-    raise StartFailed("static busybox not found: install Debian's busybox-static (make system-deps)")
+    raise StartFailed("static busybox not found: install Debian's busybox-static (scripts/install-system-deps.sh)")
 
 
-class RedisServer:
-    def __init__(self, workdir: Path, *, appendonly: bool = False, password: str | None = None) -> None:
+# -- Redis --------------------------------------------------------------------------------------------------------
+
+
+class RedisServer(Managed):
+    """``redis-server`` on 127.0.0.1 and a free port, its data (and AOF) in ``workdir``.
+
+    The password, if any, goes into a 0600 config file rather than the command line. With ``appendonly`` every
+    write is fsynced (``appendfsync always``), so a key written before a SIGKILL is there after :meth:`restart`.
+    """
+
+    def __init__(self, workdir: Path, *, appendonly: bool = False, password: str | None = None,
+                 port: int | None = None) -> None:
         self.workdir = Path(workdir)
         self.appendonly = appendonly
         self.password = password
-        self.port = free_port()
+        self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"RedisServer(127.0.0.1:{self.port}, appendonly={self.appendonly}, auth={bool(self.password)})"
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
-    def start(self) -> RedisServer:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
-                "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--protected-mode", "no"]
-        if self.password:
-            args += ["--requirepass", self.password]
-        log = self.workdir / "redis.log"
-        self.proc = subprocess.Popen(args, stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
-                                     start_new_session=True)
-        import redis
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "redis.log"
 
-        client = redis.Redis.from_url(self.url)
-        _wait(client.ping, 20, "redis-server", log, self.proc)
-        return self
+    def _start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / "redis.conf"
+        lines = [
+            f"port {self.port}", "bind 127.0.0.1", f'dir "{self.workdir}"', 'save ""', "protected-mode no",
+            f"appendonly {'yes' if self.appendonly else 'no'}", "appendfsync always", 'dbfilename "dump.rdb"',
+        ]
+        if self.password:
+            lines.append(f'requirepass "{self.password}"')
+        conf.touch(mode=0o600, exist_ok=True)
+        conf.chmod(0o600)
+        conf.write_text("\n".join(lines) + "\n")
+        self.proc = spawn(["redis-server", str(conf)], self.log_path)
+
+        def pong() -> bool:
+            with redis.Redis.from_url(self.url, socket_timeout=2, retry=Retry(NoBackoff(), 0)) as client:
+                return bool(client.ping())
+
+        wait_ready(pong, timeout=30, what=f"redis-server on port {self.port}", log=self.log_path, proc=self.proc)
 
     def restart(self) -> None:
-        _stop(self.proc)
+        """Stop (gracefully, unless it already died) and start again on the same port with the same data dir."""
+        self.stop()
         self.start()
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no shutdown save. :meth:`restart` brings it back."""
+        stop_process(self.proc, sig=signal.SIGKILL)
+
     def stop(self) -> None:
-        _stop(self.proc)
+        stop_process(self.proc)
         self.proc = None
 
-    def __enter__(self) -> RedisServer:
-        return self.start()
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+# -- Docker Engine ------------------------------------------------------------------------------------------------
 
 
-class DockerDaemon:
-    """A private dockerd: its own data root, exec root, pidfile and socket; no bridge, no iptables."""
+class DockerDaemon(Managed):
+    """A private ``dockerd``: its own data root, exec root, pidfile and socket; no bridge, no iptables.
+
+    It never collides with the machine's daemon or with another test run. ``workdir`` must be short (a directory
+    under /tmp): the socket path has to fit in a Unix socket address. The log stays in ``workdir``; ``stop``
+    removes the data and exec roots (image layers) after unmounting anything left under them.
+    """
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = Path(workdir)
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"DockerDaemon({self.base_url})"
 
     @property
     def socket_path(self) -> Path:
@@ -127,211 +154,106 @@ class DockerDaemon:
     def base_url(self) -> str:
         return f"unix://{self.socket_path}"
 
-    def client(self) -> Any:
-        import docker
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "dockerd.log"
 
-        return docker.DockerClient(base_url=self.base_url, timeout=300)
+    def client(self, *, timeout: int = 300) -> docker.DockerClient:
+        """A new SDK client for this daemon; the caller closes it."""
+        return docker.DockerClient(base_url=self.base_url, timeout=timeout)
 
-    def start(self) -> DockerDaemon:
+    def _start(self) -> None:
+        if len(str(self.socket_path)) > MAX_UNIX_SOCKET_PATH:
+            raise StartFailed(f"socket path too long for a Unix socket: {self.socket_path} (use a dir under /tmp)")
+        pid = _read_pid(self.workdir / "docker.pid")
+        if pid and _alive(pid):
+            raise StartFailed(f"a dockerd (pid {pid}) already runs in {self.workdir}")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        log = self.workdir / "dockerd.log"
+        self.socket_path.unlink(missing_ok=True)
         args = ["dockerd", "--iptables=false", "--ip6tables=false", "--bridge=none",
                 "--data-root", str(self.workdir / "data"), "--exec-root", str(self.workdir / "exec"),
                 "--pidfile", str(self.workdir / "docker.pid"), "-H", self.base_url]
-        self.proc = subprocess.Popen(args, stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
-                                     start_new_session=True)
+        # SIGTERM when the test run dies: dockerd then stops its containerd and unmounts on its own
+        self.proc = spawn(args, self.log_path, death_signal=signal.SIGTERM)
 
-        def ready() -> bool:
-            client = self.client()
+        def pings() -> bool:
+            client = self.client(timeout=5)
             try:
                 return bool(client.ping())
             finally:
                 client.close()
 
-        _wait(ready, 60, "dockerd", log, self.proc)
-        return self
+        wait_ready(pings, timeout=90, what="dockerd", log=self.log_path, proc=self.proc, interval=0.2)
 
     def stop(self) -> None:
-        _stop(self.proc, timeout=20)
+        if self.proc is None:  # not started by this object: its files are not ours to remove
+            return
+        stop_process(self.proc, timeout=30)
         self.proc = None
-        subprocess.run(["umount", "-R", str(self.workdir / "data")], capture_output=True)
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        _remove_tree(self.workdir / "data")
+        _remove_tree(self.workdir / "exec")
+        self.socket_path.unlink(missing_ok=True)
 
-    def __enter__(self) -> DockerDaemon:
-        return self.start()
+    @classmethod
+    def sweep_stale(cls, parent: Path = Path("/tmp"), prefix: str = "edgebot-dk-") -> list[Path]:
+        """Remove ``<parent>/<prefix><pid>…`` dirs left by crashed runs: owner pid and dockerd both gone.
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-class NetNamespace:
-    """A network namespace reached from the root namespace over a veth pair, with a name in /etc/hosts."""
-
-    def __init__(self, name: str, *, host_ip: str, ns_ip: str, hostname: str) -> None:
-        self.name, self.host_ip, self.ns_ip, self.hostname = name, host_ip, ns_ip, hostname
-        self.veth = f"v{name[:10]}h"
-        self.peer = f"v{name[:10]}n"
-        self.tag = f"# edgebot-test {name}"
-
-    @property
-    def exec_prefix(self) -> list[str]:
-        return ["ip", "netns", "exec", self.name]
-
-    def _ip(self, *args: str, check: bool = True) -> None:
-        proc = subprocess.run(["ip", *args], capture_output=True, text=True)
-        if check and proc.returncode:
-            raise StartFailed(f"ip {' '.join(args)}: {proc.stderr.strip()}")
-
-    def start(self) -> NetNamespace:
-        self.stop()
-        self._ip("netns", "add", self.name)
-        self._ip("link", "add", self.veth, "type", "veth", "peer", "name", self.peer)
-        self._ip("link", "set", self.peer, "netns", self.name)
-        self._ip("addr", "add", f"{self.host_ip}/30", "dev", self.veth)
-        self._ip("link", "set", self.veth, "up")
-        self._ip("-n", self.name, "addr", "add", f"{self.ns_ip}/30", "dev", self.peer)
-        self._ip("-n", self.name, "link", "set", self.peer, "up")
-        self._ip("-n", self.name, "link", "set", "lo", "up")
-        with HOSTS.open("a") as hosts:
-            hosts.write(f"{self.ns_ip} {self.hostname} {self.tag}\n")
-        return self
-
-    def stop(self) -> None:
-        self._ip("link", "del", self.veth, check=False)
-        self._ip("netns", "del", self.name, check=False)
-        if HOSTS.exists():
-            lines = HOSTS.read_text().splitlines(keepends=True)
-            kept = [line for line in lines if not line.rstrip().endswith(self.tag)]
-            if kept != lines:
-                HOSTS.write_text("".join(kept))
-
-    def __enter__(self) -> NetNamespace:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        A dir whose owner or whose dockerd still runs is left alone (it may be another run's).
+        """
+        removed = []
+        for path in parent.glob(f"{prefix}*"):
+            match = re.match(rf"{re.escape(prefix)}(\d+)", path.name)
+            if not (match and path.is_dir()):
+                continue
+            dockerd_pid = _read_pid(path / "docker.pid")
+            if _alive(int(match.group(1))) or (dockerd_pid and _alive(dockerd_pid)):
+                continue
+            _remove_tree(path)
+            removed.append(path)
+        return removed
 
 
-def trust_registry_ca(address: str, ca_pem: bytes) -> Path:
-    directory = CERTS_D / address
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "ca.crt"
-    path.write_bytes(ca_pem)
-    return path
+def _read_pid(path: Path) -> int | None:
+    with contextlib.suppress(OSError, ValueError):
+        return int(path.read_text().strip())
+    return None
 
 
-def untrust_registry_ca(address: str) -> None:
-    shutil.rmtree(CERTS_D / address, ignore_errors=True)
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
-class Registry:
-    """CNCF distribution (Debian's docker-registry) with htpasswd (bcrypt) auth and TLS from a test CA."""
+def _remove_tree(path: Path) -> None:
+    """``rm -rf`` that first lazily unmounts every mount below ``path`` (overlay layers, netns files)."""
+    if not path.exists():
+        return
+    root = os.path.realpath(path)
+    mounts = []
+    with contextlib.suppress(OSError), open("/proc/self/mountinfo") as info:
+        for line in info:
+            point = line.split()[4].replace("\\040", " ")
+            if point == root or point.startswith(root + "/"):
+                mounts.append(point)
+    for point in sorted(mounts, key=len, reverse=True):
+        run(["umount", "-l", point], check=False)
+    shutil.rmtree(path, ignore_errors=True)
 
-    MANIFEST_TYPES = ", ".join([
-        "application/vnd.docker.distribution.manifest.v2+json",
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        "application/vnd.oci.image.index.v1+json",
-    ])
 
-    def __init__(self, workdir: Path, ca: TestCA, *, users: dict[str, str], host: str = "127.0.0.1",
-                 port: int | None = None, netns: NetNamespace | None = None, hostname: str | None = None) -> None:
-        self.workdir = Path(workdir)
-        self.ca = ca
-        self.users = dict(users)
-        self.host = host
-        self.port = port or free_port()
-        self.netns = netns
-        self.hostname = hostname or host
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def address(self) -> str:
-        return f"{self.hostname}:{self.port}"
-
-    def start(self) -> Registry:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        cert, key = self.ca.issue_server_cert([self.hostname, "localhost"], [self.host, "127.0.0.1"])
-        (self.workdir / "cert.pem").write_bytes(cert)
-        (self.workdir / "key.pem").write_bytes(key)
-        (self.workdir / "key.pem").chmod(0o600)
-        (self.workdir / "ca.pem").write_bytes(self.ca.cert_pem)
-        lines = []
-        for user, password in self.users.items():
-            out = subprocess.run(["htpasswd", "-Bbn", user, password], capture_output=True, text=True, check=True)
-            lines.append(out.stdout.strip())
-        (self.workdir / "htpasswd").write_text("\n".join(lines) + "\n")
-        config = f"""version: 0.1
-log:
-  level: info
-storage:
-  filesystem:
-    rootdirectory: {self.workdir / 'data'}
-  delete:
-    enabled: true
-http:
-  addr: {self.host}:{self.port}
-  secret: {os.urandom(16).hex()}
-  tls:
-    certificate: {self.workdir / 'cert.pem'}
-    key: {self.workdir / 'key.pem'}
-auth:
-  htpasswd:
-    realm: edgebot-registry
-    path: {self.workdir / 'htpasswd'}
-"""
-        (self.workdir / "config.yml").write_text(config)
-        log = self.workdir / "registry.log"
-        prefix = self.netns.exec_prefix if self.netns else []
-        self.proc = subprocess.Popen([*prefix, "docker-registry", "serve", str(self.workdir / "config.yml")],
-                                     stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
-                                     start_new_session=True)
-
-        def ready() -> bool:
-            if self.netns:
-                ctx = ssl.create_default_context(cafile=str(self.workdir / "ca.pem"))
-                with socket.create_connection((self.host, self.port), timeout=2) as raw, \
-                        ctx.wrap_socket(raw, server_hostname=self.hostname) as tls:
-                    tls.sendall(f"GET /v2/ HTTP/1.0\r\nHost: {self.address}\r\n\r\n".encode())
-                    return b" 401 " in tls.recv(200)
-            return self._http().get("/v2/", auth=None).status_code == 401
-
-        _wait(ready, 30, "docker-registry", log, self.proc)
-        return self
-
-    def _http(self, user: str | None = None) -> httpx.Client:
-        user = user or next(iter(self.users))
-        verify = ssl.create_default_context(cafile=str(self.workdir / "ca.pem"))
-        return httpx.Client(base_url=f"https://{self.host}:{self.port}", verify=verify, auth=(user, self.users[user]),
-                            timeout=30, headers={"Host": self.address})
-
-    def manifest(self, repo: str, reference: str) -> tuple[str, dict[str, Any]]:
-        with self._http() as http:
-            response = http.get(f"/v2/{repo}/manifests/{reference}", headers={"Accept": self.MANIFEST_TYPES})
-            response.raise_for_status()
-            return response.headers["Docker-Content-Digest"], response.json()
-
-    def config_blob(self, repo: str, manifest: dict[str, Any]) -> dict[str, Any]:
-        with self._http() as http:
-            response = http.get(f"/v2/{repo}/blobs/{manifest['config']['digest']}", follow_redirects=True)
-            response.raise_for_status()
-            return dict(response.json())
-
-    def stop(self) -> None:
-        _stop(self.proc)
-        self.proc = None
-
-    def __enter__(self) -> Registry:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+# -- git sources --------------------------------------------------------------------------------------------------
 
 
 def _git(args: list[str], cwd: Path) -> str:
-    env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0", "HOME": str(cwd)}
+    """git with a fixed identity and no system or global config (never touches the user's ~/.gitconfig)."""
+    env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_TERMINAL_PROMPT": "0"}
     proc = subprocess.run(["git", "-c", "user.name=edgebot tests", "-c", "user.email=tests@edgebot.invalid",
-                           "-c", "init.defaultBranch=main", *args], cwd=cwd, capture_output=True, text=True, env=env)
+                           "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false", "-c", "tag.gpgsign=false",
+                           *args], cwd=cwd, capture_output=True, text=True, env=env)
     if proc.returncode:
         raise StartFailed(f"git {' '.join(args)}: {proc.stderr.strip()}")
     return proc.stdout.strip()
@@ -340,6 +262,8 @@ def _git(args: list[str], cwd: Path) -> str:
 def _write(tree: Path, files: dict[str, bytes | str]) -> None:
     for name, content in files.items():
         path = tree / name
+        if not path.resolve().is_relative_to(tree.resolve()):
+            raise ValueError(f"file name outside the repository: {name!r}")
         path.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(content, str):
             path.write_text(content)
@@ -348,11 +272,14 @@ def _write(tree: Path, files: dict[str, bytes | str]) -> None:
 
 
 def make_git_source(workdir: Path, files: dict[str, bytes | str], *, tag: str | None, bare: bool = True) -> Path:
-    """A bare origin repository with one commit (and an annotated tag); returns the origin's path."""
+    """A repository with one commit of ``files`` on ``main`` and, with ``tag``, an annotated tag on it.
+
+    Lays out ``workdir/origin.git`` (bare) and ``workdir/tree`` (its clone, where :func:`add_commit` works). Returns
+    the bare origin (what a service's ``source`` points to), or the work tree with ``bare=False``.
+    """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    origin = workdir / "origin.git"
-    tree = workdir / "tree"
+    origin, tree = workdir / "origin.git", workdir / "tree"
     _git(["init", "-q", "--bare", str(origin)], workdir)
     _git(["init", "-q", str(tree)], workdir)
     _write(tree, files)
@@ -366,11 +293,16 @@ def make_git_source(workdir: Path, files: dict[str, bytes | str], *, tag: str | 
 
 
 def add_commit(repo: Path, files: dict[str, bytes | str], *, tag: str | None = None) -> str:
-    """Commit ``files`` on top of the origin's main (through its work tree) and push, with an optional tag."""
+    """Commit ``files`` on top of ``main`` and push it (and ``tag``, moved if it exists); returns the new SHA.
+
+    ``repo`` is what :func:`make_git_source` returned (the origin or the work tree).
+    """
     tree = Path(repo).parent / "tree"
+    if not (tree / ".git").is_dir():
+        raise ValueError(f"{repo} was not made by make_git_source (no work tree beside it)")
     _write(tree, files)
     _git(["add", "-A"], tree)
-    _git(["commit", "-q", "--allow-empty", "-m", f"change {tag or ''}"], tree)
+    _git(["commit", "-q", "--allow-empty", "-m", f"change {tag or ''}".strip()], tree)
     if tag:
         _git(["tag", "-f", "-a", tag, "-m", tag], tree)
     _git(["push", "-q", "-f", "origin", "HEAD:refs/heads/main", "--tags"], tree)

@@ -1,13 +1,16 @@
 """Shared fixtures: real Redis, a private Docker Engine, a TLS registry with htpasswd auth, git sources.
 
-Everything a fixture starts is stopped at the end, also when tests fail. Session-scoped parts are shared; tests
-that need a clean Redis use ``redis_conn`` (flushed before each test).
+Everything a fixture starts is stopped at the end, also when tests fail (each part is a context manager, and a part
+that fails half-way through its start undoes what it did). Session-scoped parts are shared by all tests; tests that
+need a clean Redis use ``redis_conn`` (flushed before each test). The names of these fixtures are used across the
+suite: keep them stable.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from itertools import count
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,8 @@ from sandbox.pki import TestCA
 from sandbox.processes import DockerDaemon, RedisServer, Registry, make_git_source
 
 REGISTRY_USERS = {"pusher": "push-secret-1", "puller": "pull-secret-1"}
+HELLO_DIR = Path(__file__).resolve().parent.parent / "examples" / "hello"
+BASE_IMAGE_ARCHES = ("amd64", "arm64")
 
 
 @pytest.fixture(scope="session")
@@ -36,11 +41,18 @@ def redis_conn(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 @pytest.fixture(scope="session")
 def docker_daemon() -> Iterator[DockerDaemon]:
-    # unix socket paths must stay short: a directory under /tmp, not pytest's deep tmp tree
+    """A private dockerd, seeded with the per-arch busybox base images (``amd64/busybox:1.36``…).
+
+    Unix socket paths must stay short: a directory under /tmp, not pytest's deep tmp tree. Dirs that crashed runs
+    left there (owner and dockerd both gone) are removed first.
+    """
+    DockerDaemon.sweep_stale()
     with DockerDaemon(Path(f"/tmp/edgebot-dk-{os.getpid()}")) as daemon:
         client = daemon.client()
-        seed_base_images(client, ("amd64", "arm64"))
-        client.close()
+        try:
+            seed_base_images(client, BASE_IMAGE_ARCHES)
+        finally:
+            client.close()
         yield daemon
 
 
@@ -56,15 +68,32 @@ def registry_users() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory, test_ca: TestCA) -> Iterator[Registry]:
+    """A registry on 127.0.0.1 (Docker skips its certificate checks: loopback counts as insecure)."""
     with Registry(tmp_path_factory.mktemp("registry"), test_ca, users=REGISTRY_USERS) as reg:
         yield reg
 
 
 @pytest.fixture
 def git_source(tmp_path: Path) -> Callable[..., Path]:
-    counter = iter(range(1000))
+    """``git_source(files, tag="v1.0.0")`` → path of a bare repository with one commit (and that tag)."""
+    numbers = count()
 
     def make(files: dict[str, bytes | str], tag: str | None = "v1.0.0") -> Path:
-        return make_git_source(tmp_path / f"src{next(counter)}", files, tag=tag)
+        return make_git_source(tmp_path / f"src{next(numbers)}", files, tag=tag)
 
     return make
+
+
+def hello_files() -> dict[str, bytes | str]:
+    """The sample service as its repository holds it.
+
+    Its Dockerfiles start ``FROM amd64/busybox:1.36`` / ``FROM arm64v8/busybox:1.36`` (seeded into ``docker_daemon``
+    from Debian's static busybox), so no binary has to be copied into the repository.
+    """
+    return {str(p.relative_to(HELLO_DIR)): p.read_bytes() for p in sorted(HELLO_DIR.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def hello_repo(git_source: Callable[..., Path]) -> Path:
+    """A bare git repository of ``examples/hello``, tagged ``v1.0.0``."""
+    return git_source(hello_files(), "v1.0.0")

@@ -256,7 +256,7 @@ def test_the_same_command_twice_is_one_release(stack: Stack) -> None:
 
 
 def test_bot_killed_right_after_the_ack_loses_nothing(stack: Stack) -> None:
-    """The record and its first job are in Redis before the ack; the first job posts the root if the bot could not."""
+    """The record and its first job are in Redis before the ack; the first job posts the one root message."""
     import signal
 
     before = set(stack.release_ids())

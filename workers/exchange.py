@@ -8,30 +8,33 @@
     ├── ExchangeUnavailable       5xx, timeouts, refused connections (transient)
     └── ServiceExistsDifferent    the version is published with other content and --overwrite was not given
 
-Branches on HTTP status codes only: the Exchange translates its ``code``/``msg`` text. Credentials never appear in
-exception messages or reprs.
+Branches on HTTP status codes only: the Exchange translates both ``code`` and ``msg`` (a German hub answers
+``Bereits_vorhanden``). Credentials never appear in exception messages or reprs: the password and the dockauth
+tokens are masked even in text the server echoes back.
 """
 
 from __future__ import annotations
 
-import re
+import base64
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-_SANITIZE_RE = re.compile(r"[$!*,;/?@&~=%]")
-_SCHEME_RE = re.compile(r"^[A-Za-z0-9+.-]*?://")
+from edgebot.ids import exchange_service_id
+
 COMPARED_FIELDS = ("label", "description", "public", "documentation", "url", "version", "arch", "sharable",
                    "matchHardware", "requiredServices", "userInput", "deployment", "deploymentSignature",
                    "clusterDeployment", "clusterDeploymentSignature")
+"""The fields of a service body that decide whether an already published version is the same one."""
 
 
 def service_id(url: str, version: str, arch: str) -> str:
-    """The Exchange's id for a service (anax FormExchangeId / exchange-api formId)."""
-    return f"{_SANITIZE_RE.sub('-', _SCHEME_RE.sub('', url, count=1))}_{version}_{arch}"
+    """The Exchange's id for a service (anax FormExchangeId / exchange-api formId): ``<sanitized url>_<ver>_<arch>``."""
+    return exchange_service_id(url, version, arch)
 
 
 class ExchangeError(Exception):
@@ -55,7 +58,7 @@ class ExchangeNotFound(ExchangeError):
 
 
 class ExchangeInvalid(ExchangeError):
-    pass
+    """400. ``str(exc)`` is the server's own message (it says which field is wrong), masked of secrets."""
 
 
 class ExchangeUnavailable(ExchangeError):
@@ -73,15 +76,22 @@ class PublishOutcome:
 
 
 class ExchangeClient:
+    """One Exchange user (``org/user:password`` or ``org/apikey:KEY``) over one httpx connection pool."""
+
     def __init__(
         self, base_url: str, org: str, username: str, password: str, *,
-        transport: httpx.BaseTransport | None = None, timeout: float = 30.0, verify: bool | str | ssl.SSLContext = True,
+        transport: httpx.BaseTransport | None = None, timeout: float = 30.0,
+        verify: bool | str | ssl.SSLContext = True,
     ) -> None:
+        if not username:
+            raise ValueError("the Exchange user name is empty")
         user = username if "/" in username else f"{org}/{username}"
-        if isinstance(verify, str):
+        if isinstance(verify, str):  # a CA bundle path (httpx wants a context for it)
             verify = ssl.create_default_context(cafile=verify)
         self._http = httpx.Client(base_url=base_url.rstrip("/") + "/", auth=(user, password), timeout=timeout,
                                   verify=verify, transport=transport, headers={"Accept": "application/json"})
+        basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+        self._secrets = (password, basic)  # masked in any text the server echoes back
         self.user = user
 
     def __repr__(self) -> str:
@@ -98,7 +108,8 @@ class ExchangeClient:
 
     # -- transport ------------------------------------------------------------------------------------------------
     def _call(self, method: str, path: str, *, ok: tuple[int, ...], missing_ok: bool = False,
-              **kwargs: Any) -> httpx.Response | None:
+              secrets: Iterable[str] = (), **kwargs: Any) -> httpx.Response | None:
+        """One request; the answer if its status is in ``ok`` (None for a 404 when ``missing_ok``), else raise."""
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TimeoutException:
@@ -112,24 +123,29 @@ class ExchangeClient:
             return response
         if status == 404 and missing_ok:
             return None
-        text = _server_message(response)
+        text = _mask(_server_message(response), (*self._secrets, *secrets))
         where = f"{method} {path}"
+        args: dict[str, Any] = {"status": status, "method": method, "path": path}
         if status == 401:
-            raise ExchangeAuthError(f"the Exchange refused the credentials of {self.user} (401) on {where}",
-                                    status=status, method=method, path=path)
+            raise ExchangeAuthError(f"the Exchange refused the credentials of {self.user} (401) on {where}", **args)
         if status == 403:
-            raise ExchangeForbidden(f"the Exchange answered 403 to {where}: {text}", status=status, method=method,
-                                    path=path)
+            raise ExchangeForbidden(f"the Exchange answered 403 to {where}: {text}", **args)
         if status == 404:
-            raise ExchangeNotFound(f"the Exchange answered 404 to {where}: {text}", status=status, method=method,
-                                   path=path)
+            raise ExchangeNotFound(f"the Exchange answered 404 to {where}: {text}", **args)
         if status == 400:
-            raise ExchangeInvalid(text or f"400 on {where}", status=status, method=method, path=path)
+            raise ExchangeInvalid(text or f"the Exchange answered 400 to {where}", **args)
         if status >= 500 or status in (408, 429):
-            raise ExchangeUnavailable(f"the Exchange answered {status} to {where}: {text}", status=status,
-                                      method=method, path=path)
-        raise ExchangeError(f"unexpected {status} from the Exchange on {where}: {text}", status=status, method=method,
-                            path=path)
+            raise ExchangeUnavailable(f"the Exchange answered {status} to {where}: {text}", **args)
+        raise ExchangeError(f"unexpected {status} from the Exchange on {where}: {text}", **args)
+
+    @staticmethod
+    def _json(response: httpx.Response, method: str, path: str) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise ExchangeError(f"the Exchange answered {method} {path} with a body that is not JSON "
+                                f"({response.headers.get('Content-Type', 'no content type')})",
+                                status=response.status_code, method=method, path=path) from None
 
     @staticmethod
     def _svc(org: str, sid: str = "") -> str:
@@ -137,52 +153,79 @@ class ExchangeClient:
         return f"{path}/{quote(sid, safe='')}" if sid else path
 
     # -- services -------------------------------------------------------------------------------------------------
-    def get_service(self, org: str, sid: str) -> dict[str, Any] | None:
-        response = self._call("GET", self._svc(org, sid), ok=(200,), missing_ok=True)
+    def get_service(self, org: str, service_id: str) -> dict[str, Any] | None:
+        """The stored service (``owner``, ``lastUpdated`` and the body fields), or None when it does not exist."""
+        path = self._svc(org, service_id)
+        response = self._call("GET", path, ok=(200,), missing_ok=True)
         if response is None:
             return None
-        services = response.json().get("services", {})
-        return dict(services.get(f"{org}/{sid}") or next(iter(services.values()), {})) or None
+        body = self._json(response, "GET", path)
+        services = body.get("services") if isinstance(body, dict) else None
+        if not isinstance(services, dict):
+            raise ExchangeError(f"the Exchange answered GET {path} without a services map", status=200,
+                                method="GET", path=path)
+        found = services.get(f"{org}/{service_id}") or next(iter(services.values()), None)
+        return dict(found) if isinstance(found, dict) else None
 
     def create_service(self, org: str, body: dict[str, Any]) -> None:
         self._call("POST", self._svc(org), ok=(201,), json=body)
 
-    def update_service(self, org: str, sid: str, body: dict[str, Any]) -> None:
-        self._call("PUT", self._svc(org, sid), ok=(201,), json=body)
+    def update_service(self, org: str, service_id: str, body: dict[str, Any]) -> None:
+        self._call("PUT", self._svc(org, service_id), ok=(201,), json=body)
 
-    def list_keys(self, org: str, sid: str) -> list[str]:
-        response = self._call("GET", self._svc(org, sid) + "/keys", ok=(200,), missing_ok=True)
-        return [] if response is None else list(response.json())
+    # -- keys -----------------------------------------------------------------------------------------------------
+    def list_keys(self, org: str, service_id: str) -> list[str]:
+        path = self._svc(org, service_id) + "/keys"
+        response = self._call("GET", path, ok=(200,), missing_ok=True)
+        return [] if response is None else [str(name) for name in self._json(response, "GET", path)]
 
-    def get_key(self, org: str, sid: str, name: str) -> str | None:
-        response = self._call("GET", f"{self._svc(org, sid)}/keys/{quote(name, safe='')}", ok=(200,), missing_ok=True)
-        return None if response is None else response.text
+    def get_key(self, org: str, service_id: str, name: str) -> str | None:
+        """The key text exactly as stored (what agents download and verify with), or None."""
+        path = f"{self._svc(org, service_id)}/keys/{quote(name, safe='')}"
+        response = self._call("GET", path, ok=(200,), missing_ok=True)
+        return None if response is None else response.content.decode("utf-8", errors="replace")
 
-    def put_key(self, org: str, sid: str, name: str, pem: bytes) -> None:
+    def put_key(self, org: str, service_id: str, name: str, pem: bytes) -> None:
         """The raw PEM as the body (what hzn sends and agents read back), not the JSON the OpenAPI file shows."""
-        self._call("PUT", f"{self._svc(org, sid)}/keys/{quote(name, safe='')}", ok=(201,), content=pem,
+        self._call("PUT", f"{self._svc(org, service_id)}/keys/{quote(name, safe='')}", ok=(201,), content=pem,
                    headers={"Content-Type": "text/plain"})
 
-    def list_dockauths(self, org: str, sid: str) -> list[dict[str, Any]]:
-        response = self._call("GET", self._svc(org, sid) + "/dockauths", ok=(200,), missing_ok=True)
-        return [] if response is None else list(response.json())
+    # -- dockauths ------------------------------------------------------------------------------------------------
+    def list_dockauths(self, org: str, service_id: str) -> list[dict[str, Any]]:
+        path = self._svc(org, service_id) + "/dockauths"
+        response = self._call("GET", path, ok=(200,), missing_ok=True)
+        return [] if response is None else [dict(d) for d in self._json(response, "GET", path)]
 
-    def add_dockauth(self, org: str, sid: str, registry: str, username: str, token: str) -> None:
-        self._call("POST", self._svc(org, sid) + "/dockauths", ok=(201,),
+    def add_dockauth(self, org: str, service_id: str, registry: str, username: str, token: str) -> None:
+        """``registry`` must be exactly the image's ``host[:port]``: agents use an auth only on an exact match."""
+        self._call("POST", self._svc(org, service_id) + "/dockauths", ok=(201,), secrets=(token,),
                    json={"registry": registry, "username": username, "token": token})
 
 
 def _server_message(response: httpx.Response) -> str:
+    """The ``msg`` of an error body, for people; never used to decide anything (it is translated)."""
     try:
         body = response.json()
     except ValueError:
         return response.text[:200]
-    return str(body.get("msg", "")) if isinstance(body, dict) else ""
+    return str(body.get("msg", ""))[:500] if isinstance(body, dict) else ""
+
+
+def _mask(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
 
 
 def publish_service(client: ExchangeClient, org: str, body: dict[str, Any], *, key_name: str, public_key_pem: bytes,
                     dockauths: list[tuple[str, str, str]], overwrite: bool = False) -> PublishOutcome:
-    """GET → POST on 404; on 200 a no-op if identical, else refuse (or PUT with ``overwrite``); then key, dockauths."""
+    """What ``hzn exchange service publish`` does, made safe to repeat.
+
+    GET the service → POST on 404. On 200: nothing to write if every field edgebot sends equals what is stored;
+    otherwise refuse (nodes already running that version would never re-pull it) unless ``overwrite``, then PUT.
+    Then the public key (skipped if the identical text is stored) and each dockauth (skipped if present).
+    """
     sid = service_id(body["url"], body["version"], body["arch"])
     existing = client.get_service(org, sid)
     action = "unchanged"
@@ -191,7 +234,7 @@ def publish_service(client: ExchangeClient, org: str, body: dict[str, Any], *, k
             client.create_service(org, body)
             action = "created"
         except ExchangeForbidden:
-            existing = client.get_service(org, sid)  # created meanwhile? else a real 403
+            existing = client.get_service(org, sid)  # created meanwhile by someone else? otherwise a real 403
             if existing is None:
                 raise
     if existing is not None:
@@ -199,20 +242,23 @@ def publish_service(client: ExchangeClient, org: str, body: dict[str, Any], *, k
         if differing and not overwrite:
             raise ServiceExistsDifferent(
                 f"{org}/{sid} is already published with different content ({', '.join(differing)}). Nodes running "
-                "it would not re-pull: publish a new version, or add --overwrite to replace it.",
+                "it would not re-pull it: publish a new version, or use --overwrite to replace it.",
                 method="GET", path=client._svc(org, sid),
             )
         if differing:
             client.update_service(org, sid, body)
             action = "updated"
-    if client.get_key(org, sid, key_name) != public_key_pem.decode():
+    if client.get_key(org, sid, key_name) != public_key_pem.decode("utf-8"):
         client.put_key(org, sid, key_name, public_key_pem)
-    present = {(d.get("registry"), d.get("username"), d.get("token")) for d in client.list_dockauths(org, sid)}
+    present = {(d.get("registry"), d.get("username") or "token", d.get("token"))
+               for d in client.list_dockauths(org, sid)}
     for registry, username, token in dockauths:
-        if (registry, username, token) not in present:
+        if (registry, username or "token", token) not in present:
             client.add_dockauth(org, sid, registry, username, token)
+            present.add((registry, username or "token", token))
     return PublishOutcome(sid, action)
 
 
 def _norm(value: Any) -> Any:
+    """The Exchange stores absent optional fields as ""/[]/{}; treat those, and null, as the same value."""
     return None if value in ("", [], {}, None) else value

@@ -1,0 +1,271 @@
+"""edgebot's Exchange client and publish sequence, against the real stand-in server over loopback HTTP (English and
+German: the client must behave the same, since it branches on status codes only)."""
+
+from __future__ import annotations
+
+import base64
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from sandbox.exchange import ExchangeStandIn
+from workers.exchange import (
+    ExchangeAuthError,
+    ExchangeClient,
+    ExchangeError,
+    ExchangeForbidden,
+    ExchangeInvalid,
+    ExchangeUnavailable,
+    PublishOutcome,
+    ServiceExistsDifferent,
+    publish_service,
+    service_id,
+)
+
+ORG = "acme"
+PASSWORD, API_KEY, EVE_PASSWORD = "alice-secret-pw", "acme-apikey-secret", "eve-secret-pw"
+REGISTRY = "reg.example.com:5000"
+PULL = (REGISTRY, "puller", "pull-token-secret")
+SID = "reg.example.com-hello_1.0.0_amd64"
+
+
+@pytest.fixture(scope="module")
+def public_pem() -> bytes:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+@pytest.fixture(params=["en", "de"])
+def ex(request: pytest.FixtureRequest) -> Iterator[ExchangeStandIn]:
+    with ExchangeStandIn(language=request.param) as standin:
+        standin.add_user(ORG, "alice", PASSWORD)
+        standin.add_user("other", "eve", EVE_PASSWORD)
+        standin.add_apikey(ORG, API_KEY, owner="alice")
+        yield standin
+
+
+@pytest.fixture()
+def client(ex: ExchangeStandIn) -> Iterator[ExchangeClient]:
+    with ExchangeClient(ex.url, ORG, "alice", PASSWORD, timeout=30) as c:
+        yield c
+
+
+def body(**overrides: Any) -> dict[str, Any]:
+    """What ``ServiceDefinition.exchange_body`` builds: a signed deployment string and hzn's fields."""
+    digest = "sha256:" + "b" * 64
+    data: dict[str, Any] = {
+        "label": "hello for amd64", "description": "", "public": False, "documentation": "",
+        "url": "https://reg.example.com/hello", "version": "1.0.0", "arch": "amd64", "sharable": "multiple",
+        "matchHardware": None, "requiredServices": None, "userInput": [
+            {"name": "GREETING", "label": "", "type": "string", "defaultValue": "hi"}],
+        "deployment": '{"services":{"hello":{"image":"' + f"{REGISTRY}/edge/hello_amd64@{digest}" + '"}}}',
+        "deploymentSignature": "c2lnbmF0dXJlLTE=", "clusterDeployment": "", "clusterDeploymentSignature": "",
+    }
+    data.update(overrides)
+    return data
+
+
+def writes(ex: ExchangeStandIn, since: int = 0) -> list[tuple[str, str, int]]:
+    return [(r["method"], r["path"].split("/v1/", 1)[1], r["status"]) for r in ex.requests()[since:]
+            if r["method"] in ("POST", "PUT", "DELETE", "PATCH")]
+
+
+def publish(client: ExchangeClient, pem: bytes, **kwargs: Any) -> PublishOutcome:
+    kwargs.setdefault("dockauths", [PULL])
+    return publish_service(client, ORG, kwargs.pop("service", body()), key_name="edgebot.public.pem",
+                           public_key_pem=pem, **kwargs)
+
+
+def test_service_id_matches_the_exchange_rule() -> None:
+    assert service_id("https://internetofthings.ibmcloud.com/services/cpu2wiotp", "1.1.3", "amd64") == \
+        "internetofthings.ibmcloud.com-services-cpu2wiotp_1.1.3_amd64"
+    assert service_id("ibm.helloworld", "1.0.0", "arm64") == "ibm.helloworld_1.0.0_arm64"
+    assert service_id("host:5000/a$b", "1", "s390x") == "host:5000-a-b_1_s390x"
+
+
+def test_first_publish_creates_everything(ex: ExchangeStandIn, client: ExchangeClient, public_pem: bytes) -> None:
+    outcome = publish(client, public_pem)
+    assert outcome == PublishOutcome(SID, "created")
+    assert writes(ex) == [("POST", f"orgs/{ORG}/services", 201),
+                          ("PUT", f"orgs/{ORG}/services/{SID}/keys/edgebot.public.pem", 201),
+                          ("POST", f"orgs/{ORG}/services/{SID}/dockauths", 201)]
+    stored = ex.service(ORG, SID)
+    assert stored is not None and stored["owner"] == f"{ORG}/alice"
+    assert stored["deployment"] == body()["deployment"] and stored["deploymentSignature"] == "c2lnbmF0dXJlLTE="
+    assert ex.keys(ORG, SID)["edgebot.public.pem"].encode() == public_pem  # raw PEM, byte for byte
+    assert [(d["registry"], d["username"], d["token"]) for d in ex.dockauths(ORG, SID)] == [PULL]
+    assert client.get_key(ORG, SID, "edgebot.public.pem") == public_pem.decode()
+    assert client.list_keys(ORG, SID) == ["edgebot.public.pem"]
+    assert client.list_dockauths(ORG, SID)[0]["registry"] == REGISTRY  # host[:port] exactly, no scheme
+
+
+def test_identical_publish_is_unchanged_without_any_write(ex: ExchangeStandIn, client: ExchangeClient,
+                                                          public_pem: bytes) -> None:
+    publish(client, public_pem)
+    before = len(ex.requests())
+    assert publish(client, public_pem) == PublishOutcome(SID, "unchanged")
+    assert writes(ex, before) == []
+    assert [r["method"] for r in ex.requests()[before:]] == ["GET", "GET", "GET"]  # service, key, dockauths
+
+
+def test_different_content_is_refused_without_overwrite(ex: ExchangeStandIn, client: ExchangeClient,
+                                                        public_pem: bytes) -> None:
+    publish(client, public_pem)
+    before = len(ex.requests())
+    changed = body(deployment=body()["deployment"].replace("b" * 64, "c" * 64), deploymentSignature="b3RoZXI=")
+    with pytest.raises(ServiceExistsDifferent) as caught:
+        publish(client, public_pem, service=changed)
+    text = str(caught.value)
+    assert f"{ORG}/{SID}" in text and "deployment, deploymentSignature" in text
+    assert "new version" in text and "--overwrite" in text
+    assert writes(ex, before) == []
+    stored = ex.service(ORG, SID)
+    assert stored is not None and stored["deployment"] == body()["deployment"]
+
+
+def test_overwrite_puts_the_new_content(ex: ExchangeStandIn, client: ExchangeClient, public_pem: bytes) -> None:
+    publish(client, public_pem)
+    before = len(ex.requests())
+    changed = body(label="hello, relabelled")
+    assert publish(client, public_pem, service=changed, overwrite=True) == PublishOutcome(SID, "updated")
+    assert writes(ex, before) == [("PUT", f"orgs/{ORG}/services/{SID}", 201)]
+    stored = ex.service(ORG, SID)
+    assert stored is not None and stored["label"] == "hello, relabelled" and stored["owner"] == f"{ORG}/alice"
+
+
+def test_changed_key_and_new_dockauth_are_written_once(ex: ExchangeStandIn, client: ExchangeClient,
+                                                       public_pem: bytes) -> None:
+    publish(client, public_pem)
+    other_pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    icr = ("us.icr.io", "iamapikey", "icr-key-secret")
+    before = len(ex.requests())
+    assert publish(client, other_pem, dockauths=[PULL, icr]).action == "unchanged"
+    assert writes(ex, before) == [("PUT", f"orgs/{ORG}/services/{SID}/keys/edgebot.public.pem", 201),
+                                  ("POST", f"orgs/{ORG}/services/{SID}/dockauths", 201)]
+    assert ex.keys(ORG, SID)["edgebot.public.pem"].encode() == other_pem
+    assert [d["registry"] for d in ex.dockauths(ORG, SID)] == [REGISTRY, "us.icr.io"]
+
+
+def test_created_meanwhile_post_403_is_treated_as_existing(ex: ExchangeStandIn, client: ExchangeClient,
+                                                           public_pem: bytes) -> None:
+    """Someone published between our GET (404) and our POST (403 already exists): re-GET and compare."""
+    with ExchangeClient(ex.url, ORG, "apikey", API_KEY) as other:
+        other.create_service(ORG, body())
+    ex.fail_next("GET", rf"/services/{SID}$", 404)  # our GET ran before their POST
+    before = len(ex.requests())
+    assert publish(client, public_pem) == PublishOutcome(SID, "unchanged")
+    assert [(r["method"], r["status"]) for r in ex.requests()[before:before + 3]] == [
+        ("GET", 404), ("POST", 403), ("GET", 200)]
+
+
+def test_forbidden_is_raised_when_the_service_is_not_there(ex: ExchangeStandIn, public_pem: bytes) -> None:
+    with ExchangeClient(ex.url, "other", "eve", EVE_PASSWORD) as eve, pytest.raises(ExchangeForbidden) as caught:
+        publish(eve, public_pem)
+    assert caught.value.status == 403 and not caught.value.transient
+    assert ex.services(ORG) == {}
+
+
+def test_apikey_username_authenticates_as_its_owner(ex: ExchangeStandIn, public_pem: bytes) -> None:
+    with ExchangeClient(ex.url, ORG, "apikey", API_KEY) as by_key:
+        assert publish(by_key, public_pem).action == "created"
+    assert ex.requests()[0]["user"] == f"{ORG}/alice"
+    with ExchangeClient(ex.url, "ignored", f"{ORG}/alice", PASSWORD) as qualified:  # "org/user" is used as is
+        assert qualified.get_service(ORG, SID) is not None
+
+
+def test_bad_credentials_raise_auth_error_without_the_password(ex: ExchangeStandIn, public_pem: bytes) -> None:
+    for user, password in (("alice", "wrong-password-value"), ("apikey", "unknown-key-value")):
+        with ExchangeClient(ex.url, ORG, user, password) as bad, pytest.raises(ExchangeAuthError) as caught:
+            publish(bad, public_pem)
+        exc = caught.value
+        assert exc.status == 401 and not exc.transient and exc.method == "GET"
+        assert password not in str(exc) and password not in repr(exc) and password not in repr(bad)
+        assert isinstance(exc, ExchangeError)
+
+
+def test_server_errors_are_transient(ex: ExchangeStandIn, client: ExchangeClient, public_pem: bytes) -> None:
+    ex.fail_next("POST", r"/services$", 502)
+    with pytest.raises(ExchangeUnavailable) as caught:
+        publish(client, public_pem)
+    assert caught.value.transient and caught.value.status == 502 and caught.value.method == "POST"
+    assert ex.services(ORG) == {}
+    assert publish(client, public_pem).action == "created"  # the retry succeeds
+
+
+def test_invalid_body_keeps_the_server_message(ex: ExchangeStandIn, client: ExchangeClient, public_pem: bytes) -> None:
+    with pytest.raises(ExchangeInvalid) as caught:
+        publish(client, public_pem, service=body(version="1.0.0-rc1"))
+    assert caught.value.status == 400 and "1.0.0-rc1" in str(caught.value)
+    unsigned = body(version="1.0.1", deploymentSignature="")
+    with pytest.raises(ExchangeInvalid) as caught:
+        publish(client, public_pem, service=unsigned)
+    assert "sign" in str(caught.value)  # "not signed" / "nicht signiert": shown to the user as the server said it
+
+
+def test_missing_things_read_as_none_or_empty(client: ExchangeClient) -> None:
+    assert client.get_service(ORG, SID) is None
+    assert client.list_keys(ORG, SID) == []
+    assert client.get_key(ORG, SID, "edgebot.public.pem") is None
+    assert client.list_dockauths(ORG, SID) == []
+
+
+def test_refused_connection_is_unavailable() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: connections are refused
+        with ExchangeClient(f"http://127.0.0.1:{port}/v1", ORG, "alice", PASSWORD) as c, \
+                pytest.raises(ExchangeUnavailable) as caught:
+            c.get_service(ORG, SID)
+    assert caught.value.transient and caught.value.status is None and PASSWORD not in str(caught.value)
+
+
+def test_stopped_standin_is_unavailable(ex: ExchangeStandIn, client: ExchangeClient) -> None:
+    assert client.get_service(ORG, SID) is None
+    ex.stop()
+    with pytest.raises(ExchangeUnavailable):
+        client.get_service(ORG, SID)
+
+
+def test_unanswered_request_times_out_as_unavailable() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)  # accepts into the backlog, never answers
+        with ExchangeClient(f"http://127.0.0.1:{sock.getsockname()[1]}/v1", ORG, "alice", PASSWORD,
+                            timeout=0.5) as c, pytest.raises(ExchangeUnavailable) as caught:
+            c.get_service(ORG, SID)
+    assert caught.value.transient and "in time" in str(caught.value)
+
+
+def echo_transport(status: int, msg: Callable[[httpx.Request], str]) -> httpx.MockTransport:
+    return httpx.MockTransport(lambda request: httpx.Response(status, json={"code": "x", "msg": msg(request)}))
+
+
+@pytest.mark.parametrize("status, kind", [(400, ExchangeInvalid), (403, ExchangeForbidden), (502, ExchangeUnavailable)])
+def test_secrets_echoed_by_a_server_are_masked(status: int, kind: type[ExchangeError]) -> None:
+    """A proxy or server that echoes the request must not leak the password or a dockauth token through us."""
+    transport = echo_transport(status, lambda r: f"bad request {r.headers.get('Authorization')} {r.content!r}")
+    with ExchangeClient("http://exchange.invalid/v1", ORG, "alice", PASSWORD, transport=transport) as c, \
+            pytest.raises(kind) as caught:
+        c.add_dockauth(ORG, SID, REGISTRY, "puller", "token-that-must-not-leak")
+    assert "token-that-must-not-leak" not in str(caught.value)
+    assert base64.b64encode(f"{ORG}/alice:{PASSWORD}".encode()).decode() not in str(caught.value)
+    assert "***" in str(caught.value) and caught.value.path.endswith("/dockauths")
+    transport = echo_transport(status, lambda r: f"no such user with password {PASSWORD}")
+    with ExchangeClient("http://exchange.invalid/v1", ORG, "alice", PASSWORD, transport=transport) as c, \
+            pytest.raises(kind) as caught:
+        c.create_service(ORG, body())
+    assert PASSWORD not in str(caught.value)
+
+
+def test_non_json_success_is_an_error_not_a_crash() -> None:
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, text="<html>login</html>"))
+    with ExchangeClient("http://exchange.invalid/v1", ORG, "alice", PASSWORD, transport=transport) as c, \
+            pytest.raises(ExchangeError) as caught:
+        c.get_service(ORG, SID)
+    assert "not JSON" in str(caught.value) and not caught.value.transient
