@@ -2,9 +2,9 @@
 
 The sample service builds `FROM amd64/busybox:1.36` / `FROM arm64v8/busybox:1.36`, as it would against Docker Hub.
 Here those images are made locally from Debian's static busybox and loaded with `docker load`, with the image config's
-`architecture` set per arch. A Dockerfile without `RUN` steps then builds for any arch on this host, and the image
-reports the arch it was built for — the check edgebot makes before pushing. (The classic builder, asked for
-`--platform linux/arm64` with `FROM scratch`, still labels the result amd64: edgebot refuses such an image.)
+`architecture` set per arch. A Dockerfile without `RUN` steps then builds for any arch on this host (nothing
+foreign is ever executed), and each arch has its own base, so one arch's build cache is never reused for another —
+the classic builder's cache ignores the platform, which is why edgebot checks the built image's arch before pushing.
 """
 
 from __future__ import annotations
