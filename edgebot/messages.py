@@ -184,6 +184,8 @@ def internal_error() -> Message:
 
 def root_message(release: Release) -> Message:
     label = STATE_LABEL.get(release.state, release.state)
+    if release.dry_run and release.state == SUCCEEDED:
+        label = "dry run passed, nothing published"
     dry = " (dry run)" if release.dry_run else ""
     text = (
         f"{title(release)}{dry}, requested by <@{release.user_id}>: {label} · release {release.release_id}"

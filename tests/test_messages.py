@@ -78,6 +78,7 @@ CASES = {
     "summary_succeeded": lambda: messages.summary_message(_release()),
     "summary_failed": lambda: messages.summary_message(_failed_build()),
     "summary_dry_run": lambda: messages.summary_message(_release(dry_run=True)),
+    "root_dry_run": lambda: messages.root_message(_release(dry_run=True)),
 }
 
 

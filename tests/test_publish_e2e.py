@@ -273,3 +273,20 @@ def test_bot_killed_right_after_the_ack_loses_nothing(stack: Stack) -> None:
         assert len(roots) == 1, "exactly one root message, whoever posted it"
     finally:
         stack.start_bot()
+
+
+def test_slack_rate_limits_are_honoured_without_losing_an_update(stack: Stack) -> None:
+    stack.slack.set_rate_limit("chat.update", 2, 1.0)
+    stack.slack.set_rate_limit("chat.postMessage", 3, 1.0)
+    try:
+        _, release = _publish(stack, "publish hello 1.0.3 --registry local --dry-run --arch amd64")
+    finally:
+        stack.slack.set_rate_limit("chat.update", None, 1.0)
+        stack.slack.set_rate_limit("chat.postMessage", None, 1.0)
+    assert release.state == "succeeded"
+    assert any(c["status"] == 429 for c in stack.slack.calls()), "the limit was actually hit"
+    thread = stack.slack.thread(CHANNEL_ID, release.message_ts)
+    for stage, ts in release.progress_ts.items():  # every progress message ends in its final state
+        message = next(m for m in thread if m["ts"] == ts)
+        assert ":hourglass_flowing_sand:" not in json.dumps(message["blocks"]), stage
+    assert "dry run passed" in thread[0]["text"], "the root shows the final state"
