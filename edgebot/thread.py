@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 def slack_client(token: str, api_url: str) -> WebClient:
     """A WebClient that honours 429 Retry-After (Slack rate-limits chat.update per workspace)."""
     client = WebClient(token=token, base_url=api_url, timeout=15)
-    client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=5))
+    client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=30))
     return client
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from edgebot import messages
 from edgebot.release import Release
 from sandbox.processes import add_commit
 from sandbox.stack import (
@@ -53,7 +54,11 @@ def _publish(stack: Stack, text: str, user_id: str = REQUESTER) -> tuple[dict[st
     release = stack.wait_final(new.pop())
     store = stack.store()
     wait_until(lambda: store.require(release.release_id).summary_ts, timeout=30, what="the summary")
-    return response.json(), store.require(release.release_id)
+    final = store.require(release.release_id)
+    expected_root = messages.root_message(final).text  # the root is repainted right after the summary is posted
+    wait_until(lambda: stack.slack.thread(CHANNEL_ID, final.message_ts)[0]["text"] == expected_root, timeout=30,
+               what="the root message to show the final state")
+    return response.json(), final
 
 
 def _thread_text(stack: Stack, release: Release) -> str:
