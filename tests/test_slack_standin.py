@@ -415,7 +415,8 @@ def test_bolt_parses_what_the_platform_sends(standin: SlackStandIn, client: WebC
     assert command["user_name"] == "alice" and command["response_url"].startswith(standin.base_url)
     wait_until(lambda: standin.ephemerals(CH))
     assert standin.ephemerals(CH)[0]["text"] == "working on it"
-    assert wait_until(lambda: standin.views())[0]["view"]["id"] == seen["view"]
+    wait_until(lambda: standin.views() and "view" in seen)  # the listener records the id after views.open returns
+    assert standin.views()[0]["view"]["id"] == seen["view"]
 
     root = client.chat_postMessage(channel=CH, text="approve?", blocks=[
         section("approve?"), {"type": "actions", "block_id": "gate", "elements": [
@@ -425,6 +426,7 @@ def test_bolt_parses_what_the_platform_sends(standin: SlackStandIn, client: WebC
     assert clicked.status_code == 200
     wait_until(lambda: standin.thread(CH, root)[0]["edits"])
     assert standin.thread(CH, root)[0]["text"] == f"approved by <@{BOB}>"
+    wait_until(lambda: "action_body" in seen)
     action, body = seen["action"], seen["action_body"]
     assert (action["value"], action["block_id"], action["text"]["text"]) == ("rel-1", "gate", "Approve")
     assert body["container"]["message_ts"] == root and body["message"]["blocks"][1]["block_id"] == "gate"
@@ -432,7 +434,7 @@ def test_bolt_parses_what_the_platform_sends(standin: SlackStandIn, client: WebC
     values = {"reason": {"text": {"type": "plain_text_input", "value": "flaky"}}}
     submitted = platform.view_submission(callback_id="why", private_metadata="rel-1", values=values, user_id=ALICE)
     assert submitted.status_code == 200
-    assert seen["view_submission"] == ("rel-1", values, ALICE, seen["view"])
+    assert wait_until(lambda: seen.get("view_submission")) == ("rel-1", values, ALICE, seen["view"])
 
 
 def test_bolt_refuses_bad_signatures_and_stale_timestamps(bolt: tuple[SlackPlatform, dict[str, Any]]) -> None:
