@@ -104,19 +104,21 @@ def direct_publish(stack: Any, version: str) -> float:
 
 
 def edgebot_publish(stack: Any, version: str) -> float:
+    """Slash command → summary posted in the thread, polled every 5 ms (coarser polling would bill edgebot for it)."""
     from sandbox.stack import wait_until
 
+    store = stack.store()
     before = set(stack.release_ids())
     started = time.perf_counter()
     response = stack.command(f"publish hello {version} --registry local")
     assert response.status_code == 200, response.text
-    new = wait_until(lambda: set(stack.release_ids()) - before, timeout=10, what="release record")
-    release = stack.wait_final(next(iter(new)), timeout=300)
-    store = stack.store()
-    wait_until(lambda: store.require(release.release_id).summary_ts, timeout=30, what="summary in the thread")
+    new = wait_until(lambda: set(stack.release_ids()) - before, timeout=10, interval=0.005, what="release record")
+    release_id = next(iter(new))
+    release = wait_until(lambda: (r := store.get(release_id)) is not None and r.summary_ts and r, timeout=300,
+                         interval=0.005, what="summary in the thread")
     elapsed = time.perf_counter() - started
     if release.state != "succeeded":
-        raise RuntimeError(f"benchmark release {release.release_id} ended {release.state}: {release.error}")
+        raise RuntimeError(f"benchmark release {release_id} ended {release.state}: {release.error}")
     return elapsed
 
 
@@ -224,9 +226,13 @@ alternate; medians.
 | 32 MiB layer built and pushed | {heavy['rounds']} | {heavy['direct_median_s']} s \
 | {heavy['edgebot_median_s']} s | {heavy['ratio']}× | +{heavy['overhead_s']} s ({heavy['overhead_pct']} %) |
 
-edgebot's cost is roughly constant per release (four RQ jobs, each a fork of a warm worker; about fifteen Slack calls
-for the root, the stage messages and the summary; Redis record updates), so it is a large share of a sub-second
-publish and a small one of a real build and push.
+edgebot adds a roughly fixed cost per release, not a share of the build: four RQ jobs (each dequeued by a warm worker
+and run in a forked work horse, ~10–15 ms per hop), the release record read and written around every step, the
+per-step key loading and Exchange reads that make a retry safe (the "already published" check, the key and dockauth
+comparison), and about twenty Slack calls, which workers send in the background and flush as each job ends. Against
+a sub-second publish of a tiny image that fixed cost is the ratio above; the design target (under 10 %) holds only
+for builds and pushes of several seconds, which is what real edge images take. Breakdown of one sample release
+(RQ job timestamps): prepare 40 ms, build + push 400 ms (of which docker ~350 ms), sign 65 ms, publish 130 ms.
 """
     (ROOT / "docs" / "BENCHMARKS.md").write_text(text)
 

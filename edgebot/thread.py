@@ -5,12 +5,17 @@ two workers reporting at once (two arches finishing together) never overwrite a 
 retried step edits the same message instead of posting a new one (message ts are stored in the record, once).
 
 Slack being unreachable never fails a release: reporting is best effort, logged, and the next report repaints.
+
+Workers report in the background (``background=True``): repaints are queued per message and coalesced — a stage that
+goes running → done before its first repaint was sent costs one call — and a job flushes the queue when its step
+ends, after it has enqueued the next step, so Slack round-trips overlap the next step instead of delaying it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from slack_sdk import WebClient
@@ -32,10 +37,48 @@ def slack_client(token: str, api_url: str) -> WebClient:
 
 
 class ThreadReporter:
-    def __init__(self, client: WebClient, store: ReleaseStore, *, lock_timeout: float = 30.0) -> None:
+    def __init__(self, client: WebClient, store: ReleaseStore, *, lock_timeout: float = 30.0,
+                 background: bool = False) -> None:
         self.client = client
         self.store = store
         self.lock_timeout = lock_timeout
+        self.background = background
+        self._cv = threading.Condition()
+        self._pending: dict[tuple[str, ...], Callable[[], None]] = {}
+        self._busy = False
+        self._thread: threading.Thread | None = None
+
+    # -- background queue -----------------------------------------------------------------------------------------
+    def _submit(self, key: tuple[str, ...], job: Callable[[], None]) -> None:
+        if not self.background:
+            job()
+            return
+        with self._cv:
+            self._pending.setdefault(key, job)  # a queued repaint renders the freshest record when it runs
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._drain, name="thread-reporter", daemon=True)
+                self._thread.start()
+            self._cv.notify_all()
+
+    def _drain(self) -> None:
+        while True:
+            with self._cv:
+                while not self._pending:
+                    self._busy = False
+                    self._cv.notify_all()
+                    self._cv.wait()
+                key = next(iter(self._pending))
+                job = self._pending.pop(key)
+                self._busy = True
+            try:
+                job()
+            except Exception:
+                log.exception("thread report %s failed", key)
+
+    def flush(self, timeout: float = 120.0) -> bool:
+        """Wait until every queued repaint has been sent (a job calls this before it returns)."""
+        with self._cv:
+            return self._cv.wait_for(lambda: not self._pending and not self._busy, timeout=timeout)
 
     @contextmanager
     def _locked(self, release_id: str) -> Iterator[Release]:
@@ -71,6 +114,9 @@ class ThreadReporter:
             return self.store.update(release_id, keep).message_ts
 
     def refresh_root(self, release_id: str) -> None:
+        self._submit(("root", release_id), lambda: self._refresh_root(release_id))
+
+    def _refresh_root(self, release_id: str) -> None:
         with self._locked(release_id) as release:
             if release.message_ts:
                 self._update(release, release.message_ts, messages.root_message(release))
@@ -78,6 +124,9 @@ class ThreadReporter:
     # -- thread -------------------------------------------------------------------------------------------------
     def stage(self, release_id: str, stage: str) -> None:
         """Post or repaint the progress message of ``stage``."""
+        self._submit(("stage", release_id, stage), lambda: self._stage(release_id, stage))
+
+    def _stage(self, release_id: str, stage: str) -> None:
         with self._locked(release_id) as release:
             if not release.message_ts:
                 return
@@ -96,6 +145,9 @@ class ThreadReporter:
 
     def summary(self, release_id: str) -> None:
         """Post the final summary once, then repaint the root so the channel shows the outcome."""
+        self._submit(("summary", release_id), lambda: self._summary(release_id))
+
+    def _summary(self, release_id: str) -> None:
         with self._locked(release_id) as release:
             if release.message_ts and not release.summary_ts:
                 posted = self._post_in_thread(release, messages.summary_message(release))

@@ -41,7 +41,7 @@ class WorkerContext:
     @cached_property
     def reporter(self) -> ThreadReporter:
         token = self.resolver.resolve(self.config.slack.bot_token).reveal()
-        return ThreadReporter(slack_client(token, self.config.slack.api_url), self.store)
+        return ThreadReporter(slack_client(token, self.config.slack.api_url), self.store, background=True)
 
     def docker(self) -> docker.DockerClient:
         import docker

@@ -49,3 +49,6 @@ def _run(name: str, step: Callable[[context.WorkerContext, str], None], release_
     except Exception:
         log.exception("release %s: %s crashed", release_id, name)
         pipeline.fail(ctx, release_id, f"{name} failed unexpectedly; the worker log has the details")
+    finally:
+        if not ctx.reporter.flush():
+            log.warning("release %s: thread updates still pending after %s", release_id, name)
