@@ -72,6 +72,13 @@ def handle_edge_command(ack: Ack, command: dict[str, Any], ctx: BotContext) -> N
     if isinstance(parsed, grammar.HelpCommand):
         _reply(ack, messages.help_message(parsed.topic))
         return
+    if isinstance(parsed, grammar.StatusCommand | grammar.HistoryCommand):
+        try:
+            _reply(ack, _read_only(parsed, command, ctx))
+        except Exception:
+            log.exception("/edge %s failed", parsed.__class__.__name__)
+            _reply(ack, messages.internal_error())
+        return
     requester = Requester(
         team_id=command.get("team_id", ""), channel_id=command.get("channel_id", ""), user_id=command.get("user_id", "")
     )
@@ -93,6 +100,24 @@ def handle_edge_command(ack: Ack, command: dict[str, Any], ctx: BotContext) -> N
     # The root message is posted by the release's first job, not here: Slack has no idempotency key, so a bot killed
     # between chat.postMessage and recording its ts would leave a second root when the worker posted again.
     _reply(ack, messages.queued_ack(accepted.release))
+
+
+def _read_only(parsed: grammar.StatusCommand | grammar.HistoryCommand, command: dict[str, Any],
+               ctx: BotContext) -> messages.Message:
+    """`/edge status` and `/edge history`: answered from the release records, ephemerally, without queuing."""
+    if isinstance(parsed, grammar.HistoryCommand):
+        service = ctx.config.services.get(parsed.service)
+        if service is None:
+            known = ", ".join(f"`{s}`" for s in sorted(ctx.config.services))
+            return messages.usage_error(f"`{parsed.service}` is not in edgebot's catalog. Known services: {known}.",
+                                        messages.HISTORY_USAGE)
+        return messages.history_message(parsed.service, service.org,
+                                        ctx.store.history(service.org, parsed.service, parsed.limit))
+    if parsed.release_id:
+        release = ctx.store.get(parsed.release_id)
+        return messages.status_detail(release) if release else messages.unknown_release(parsed.release_id)
+    channel_id = command.get("channel_id", "")
+    return messages.status_list(channel_id, ctx.store.active_in_channel(command.get("team_id", ""), channel_id))
 
 
 def _reply(ack: Ack, msg: messages.Message) -> None:

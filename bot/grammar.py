@@ -1,6 +1,8 @@
 """The `/edge` command grammar: text in, a command or a :class:`UsageError` out. Never anything else.
 
     /edge publish SERVICE VERSION --registry ALIAS [--arch a,b] [--org ORG] [--dry-run] [--overwrite]
+    /edge status [RELEASE]
+    /edge history SERVICE [--limit N]
     /edge help [publish]
 
 Slack clients turn ``--`` into an em dash when "smart punctuation" is on, so ``—registry`` reads as ``--registry``.
@@ -13,8 +15,8 @@ import re
 from dataclasses import dataclass
 
 from edgebot.errors import UsageError
-from edgebot.ids import GO_ARCHES, VERSION_RE
-from edgebot.messages import HELP_USAGE, PUBLISH_USAGE
+from edgebot.ids import GO_ARCHES, RELEASE_ID_RE, VERSION_RE
+from edgebot.messages import HELP_USAGE, HISTORY_USAGE, PUBLISH_USAGE, STATUS_USAGE
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _ORG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -40,7 +42,19 @@ class HelpCommand:
     topic: str = ""
 
 
-Command = PublishCommand | HelpCommand
+@dataclass(frozen=True)
+class StatusCommand:
+    release_id: str | None = None
+
+
+@dataclass(frozen=True)
+class HistoryCommand:
+    service: str
+    limit: int = 10
+
+
+Command = PublishCommand | HelpCommand | StatusCommand | HistoryCommand
+MAX_HISTORY = 25
 
 
 def parse(text: str) -> Command:
@@ -50,12 +64,57 @@ def parse(text: str) -> Command:
         return HelpCommand()
     verb, rest = words[0].lower(), words[1:]
     if verb in ("help", "-h", "--help", "?"):
-        if len(rest) > 1 or (rest and rest[0].lower() not in ("publish",)):
+        if len(rest) > 1 or (rest and rest[0].lower() not in ("publish", "status", "history")):
             raise UsageError(f"I have no help on {' '.join(rest)!r}.", HELP_USAGE)
         return HelpCommand(rest[0].lower() if rest else "")
     if verb == "publish":
         return _parse_publish(rest)
-    raise UsageError(f"Unknown command {_quote(words[0])}. I know `publish` and `help`.", PUBLISH_USAGE)
+    if verb == "status":
+        return _parse_status(rest)
+    if verb == "history":
+        return _parse_history(rest)
+    raise UsageError(
+        f"Unknown command {_quote(words[0])}. I know `publish`, `status`, `history` and `help`.", PUBLISH_USAGE
+    )
+
+
+def _parse_status(words: list[str]) -> StatusCommand:
+    if not words:
+        return StatusCommand()
+    if len(words) > 1:
+        raise UsageError(f"Unexpected extra words: {' '.join(_quote(w) for w in words[1:])}.", STATUS_USAGE)
+    if not RELEASE_ID_RE.match(words[0].lower()):
+        raise UsageError(f"{_quote(words[0])} is not a release id (they look like `r-7f3a9c`).", STATUS_USAGE)
+    return StatusCommand(words[0].lower())
+
+
+def _parse_history(words: list[str]) -> HistoryCommand:
+    limit = 10
+    positional: list[str] = []
+    i = 0
+    while i < len(words):
+        name, eq, value = words[i].partition("=")
+        if name.lower() == "--limit":
+            if not eq:
+                if i + 1 >= len(words):
+                    raise UsageError("`--limit` needs a number.", HISTORY_USAGE)
+                value = words[i + 1]
+                i += 1
+            if not value.isdigit() or not 1 <= int(value) <= MAX_HISTORY:
+                raise UsageError(f"`--limit` takes a number from 1 to {MAX_HISTORY}.", HISTORY_USAGE)
+            limit = int(value)
+        elif name.startswith("--"):
+            raise UsageError(f"Unknown option {_quote(words[i])}.", HISTORY_USAGE)
+        else:
+            positional.append(words[i])
+        i += 1
+    if len(positional) != 1:
+        problem = "SERVICE missing." if not positional else (
+            f"Unexpected extra words: {' '.join(_quote(w) for w in positional[1:])}.")
+        raise UsageError(problem, HISTORY_USAGE)
+    if not _NAME_RE.match(positional[0]):
+        raise UsageError(f"{_quote(positional[0])} is not a service name.", HISTORY_USAGE)
+    return HistoryCommand(positional[0], limit)
 
 
 def _parse_publish(words: list[str]) -> PublishCommand:

@@ -39,6 +39,8 @@ PUBLISH_USAGE = (
     "/edge publish SERVICE VERSION --registry ALIAS [--arch amd64,arm64] [--org ORG] [--dry-run] [--overwrite]"
 )
 HELP_USAGE = "/edge help [publish]"
+STATUS_USAGE = "/edge status [RELEASE]"
+HISTORY_USAGE = "/edge history SERVICE [--limit N]"
 
 STATE_LABEL = {
     QUEUED: "queued",
@@ -122,6 +124,12 @@ def short(text: str, keep: int = 16) -> str:
     return text if len(text) <= keep + 1 else text[:keep] + "…"
 
 
+def state_label(release: Release) -> str:
+    if release.dry_run and release.state == SUCCEEDED:
+        return "dry run passed, nothing published"
+    return STATE_LABEL.get(release.state, release.state)
+
+
 def title(release: Release) -> str:
     return f"{release.service} {release.version} → {release.registry}"
 
@@ -146,7 +154,8 @@ def help_message(topic: str = "") -> Message:
         return Message(text=text, blocks=[section(text)])
     text = (
         "*edgebot* builds, pushes, signs and publishes edge services to the Horizon Exchange.\n"
-        f"• `{PUBLISH_USAGE}`\n• `{HELP_USAGE}`\n\n"
+        f"• `{PUBLISH_USAGE}`\n• `{STATUS_USAGE}`: active releases here, or one release in detail\n"
+        f"• `{HISTORY_USAGE}`: past releases of a service\n• `{HELP_USAGE}`\n\n"
         "Everything about a release is reported in the thread of its message in this channel."
     )
     return Message(text=text, blocks=[section(text)])
@@ -183,9 +192,7 @@ def internal_error() -> Message:
 # -- the thread --------------------------------------------------------------------------------------------------
 
 def root_message(release: Release) -> Message:
-    label = STATE_LABEL.get(release.state, release.state)
-    if release.dry_run and release.state == SUCCEEDED:
-        label = "dry run passed, nothing published"
+    label = state_label(release)
     dry = " (dry run)" if release.dry_run else ""
     text = (
         f"{title(release)}{dry}, requested by <@{release.user_id}>: {label} · release {release.release_id}"
@@ -280,3 +287,73 @@ def summary_message(release: Release) -> Message:
     for note in release.notes:
         blocks.append(context(note))
     return Message(text=clip("\n".join(text_lines), 3900), blocks=_limit_blocks(blocks))
+
+
+# -- status and history ----------------------------------------------------------------------------------------
+
+def _when(ts: float | None) -> str:
+    return f"<!date^{int(ts)}^{{date_short_pretty}} {{time}}|{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(ts))}>" \
+        if ts else "–"
+
+
+def _current_stage(release: Release) -> str:
+    running = [name for name in STAGES if release.stages.get(name) and release.stages[name].status == RUNNING]
+    return running[0] if running else ""
+
+
+def status_list(channel_id: str, releases: list[Release]) -> Message:
+    if not releases:
+        text = f"No active releases in <#{channel_id}>."
+        return Message(text=text, blocks=[section(text)])
+    lines = [f"*Active releases in <#{channel_id}>*"]
+    for r in releases[:40]:
+        stage = _current_stage(r)
+        lines.append(
+            f"{STATE_ICON.get(r.state, '')} `{r.release_id}` {title(r)} · {state_label(r)}"
+            + (f" ({stage})" if stage else "") + f" · <@{r.user_id}> · since {_when(r.created_at)}"
+        )
+    text = "\n".join(lines)
+    return Message(text=clip(text.replace("*", ""), 3900), blocks=[section(text)])
+
+
+def status_detail(release: Release) -> Message:
+    label = state_label(release)
+    stage = _current_stage(release)
+    lines = [
+        f"{STATE_ICON.get(release.state, '')} *{title(release)}* · release `{release.release_id}`",
+        f"state: {label}" + (f" (stage: {stage})" if stage else "")
+        + (f" — {release.error}" if release.error else ""),
+        f"requested by <@{release.user_id}> {_when(release.created_at)} in <#{release.channel_id}> · "
+        f"org `{release.org}` · arches {', '.join(release.arches)}" + (" · dry run" if release.dry_run else ""),
+    ]
+    if release.commit_sha:
+        lines.append(f"commit `{release.commit_sha}` ({release.source_ref})")
+    for arch in release.arches:
+        result = release.results.get(arch)
+        if result and (result.pinned_image or result.image_tag):
+            lines.append(f"`{arch}`: `{result.pinned_image or result.image_tag}`"
+                         + (f" → `{release.org}/{result.service_id}`" if result.service_id else ""))
+    text = "\n".join(lines)
+    return Message(text=clip(text.replace("*", ""), 3900), blocks=[section(text)])
+
+
+def history_message(service: str, org: str, releases: list[Release]) -> Message:
+    if not releases:
+        text = f"No releases of `{service}` in org `{org}` yet."
+        return Message(text=text, blocks=[section(text)])
+    lines = [f"*Releases of `{service}`* (org `{org}`, newest first)"]
+    for r in releases:
+        took = duration((r.ended_at - r.created_at) if r.ended_at else None)
+        digests = ", ".join(
+            f"{arch} `{res.digest[7:19]}`" for arch, res in sorted(r.results.items()) if res.digest
+        )
+        lines.append(
+            f"{STATE_ICON.get(r.state, '')} `{r.version}` · `{r.release_id}` · {state_label(r)}"
+            f" · <@{r.user_id}> · {_when(r.created_at)} · {took}" + (f" · {digests}" if digests else "")
+        )
+    text = "\n".join(lines)
+    return Message(text=clip(text.replace("*", ""), 3900), blocks=[section(text)])
+
+
+def unknown_release(release_id: str) -> Message:
+    return usage_error(f"There is no release `{release_id}`, or it is older than the kept history.", STATUS_USAGE)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.grammar import HelpCommand, PublishCommand, parse
+from bot.grammar import HelpCommand, HistoryCommand, PublishCommand, StatusCommand, parse
 from edgebot.errors import UsageError
 from edgebot.messages import PUBLISH_USAGE
 
@@ -30,6 +30,14 @@ def test_smart_dashes_from_slack_clients_are_flags() -> None:
 @pytest.mark.parametrize("text", ["", "help", "  HELP  "])
 def test_help(text: str) -> None:
     assert parse(text) == HelpCommand("")
+
+
+def test_status_and_history() -> None:
+    assert parse("status") == StatusCommand()
+    assert parse("status R-7F3A9C") == StatusCommand("r-7f3a9c")
+    assert parse("history hello") == HistoryCommand("hello", 10)
+    assert parse("history hello --limit 3") == HistoryCommand("hello", 3)
+    assert parse("history --limit=25 hello") == HistoryCommand("hello", 25)
 
 
 def test_help_publish() -> None:
@@ -57,6 +65,13 @@ def test_help_publish() -> None:
         ("publish Hello! 1.2.3 --registry icr", "is not a service name"),
         ("publish hello 1.2.3 --registry icr --org bad/org", "is not an Exchange org name"),
         ("help me", "I have no help on"),
+        ("status 7f3a9c", "is not a release id"),
+        ("status r-7f3a9c r-000000", "Unexpected extra words"),
+        ("history", "SERVICE missing"),
+        ("history hello --limit 0", "`--limit` takes a number from 1 to 25"),
+        ("history hello --limit many", "`--limit` takes a number"),
+        ("history hello --since 2d", "Unknown option `--since`"),
+        ("history hello world", "Unexpected extra words"),
     ],
 )
 def test_refusals_name_the_problem(text: str, fragment: str) -> None:
@@ -81,7 +96,8 @@ def test_user_input_is_echoed_bounded_and_without_backticks() -> None:
 
 _words = st.sampled_from(
     ["publish", "help", "hello", "1.2.3", "1", "--registry", "icr", "--arch", "amd64,arm64", "--org", "o",
-     "--dry-run", "--overwrite", "—registry", "--registry=", "=", "--", "-", "`", "\u200b", "v1"]
+     "--dry-run", "--overwrite", "—registry", "--registry=", "=", "--", "-", "`", "\u200b", "v1", "status",
+     "history", "--limit", "r-7f3a9c", "25", "0"]
 )
 
 
@@ -93,4 +109,4 @@ def test_fuzz_every_input_is_a_command_or_a_usage_error(text: str) -> None:
     except UsageError as exc:
         assert exc.problem and "Traceback" not in exc.problem
     else:
-        assert isinstance(result, PublishCommand | HelpCommand)
+        assert isinstance(result, PublishCommand | HelpCommand | StatusCommand | HistoryCommand)

@@ -295,3 +295,18 @@ def test_slack_rate_limits_are_honoured_without_losing_an_update(stack: Stack) -
         message = next(m for m in thread if m["ts"] == ts)
         assert ":hourglass_flowing_sand:" not in json.dumps(message["blocks"]), stage
     assert "dry run passed" in thread[0]["text"], "the root shows the final state"
+
+
+def test_status_and_history_answer_from_the_records(stack: Stack) -> None:
+    _, release = _publish(stack, "publish hello 1.0.2 --registry local --dry-run", user_id="U0STATUS")
+    detail = stack.command(f"status {release.release_id}").json()
+    assert detail["response_type"] == "ephemeral"
+    assert release.release_id in detail["text"] and release.commit_sha in detail["text"]
+    assert "state: dry run passed, nothing published" in detail["text"]
+    unknown = stack.command("status r-000000").json()
+    assert "There is no release `r-000000`" in unknown["text"]
+    history = stack.command("history hello --limit 50").json()
+    assert "`--limit` takes a number from 1 to 25" in history["text"]
+    history = stack.command("history hello --limit 25").json()
+    assert release.release_id in history["text"] and "`1.0.0`" in history["text"]
+    assert "No active releases in <#C0RELEASES>" in stack.command("status").json()["text"]
