@@ -13,9 +13,11 @@ from typing import Any
 import redis
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
 from bot import grammar
-from bot.intake import ChannelCheck, NotInChannel, Requester, accept_publish
+from bot.access import AccessCheck, mention, parse_access
+from bot.intake import ChannelCheck, NotAllowed, NotInChannel, Requester, accept_publish
 from edgebot import messages
 from edgebot.config import Config
 from edgebot.errors import UsageError
@@ -31,6 +33,7 @@ class BotContext:
     config: Config
     store: ReleaseStore
     channels: ChannelCheck
+    access: AccessCheck
 
 
 def create_app(config: Config, *, resolver: SecretResolver | None = None,
@@ -44,8 +47,17 @@ def create_app(config: Config, *, resolver: SecretResolver | None = None,
     store = ReleaseStore(connection, config.settings)
     app = App(client=client, signing_secret=signing_secret, process_before_response=False,
               token_verification_enabled=False)
-    register(app, BotContext(config, store, ChannelCheck(client, connection, config)))
+    access = AccessCheck(parse_access(config.extra.get("access")), lambda group: _group_members(client, group))
+    register(app, BotContext(config, store, ChannelCheck(client, connection, config), access))
     return app
+
+
+def _group_members(client: WebClient, usergroup: str) -> set[str]:
+    try:
+        return set(client.usergroups_users_list(usergroup=usergroup).get("users") or [])
+    except SlackApiError as exc:
+        log.warning("cannot read user group %s: %s", usergroup, exc.response.get("error"))
+        return set()
 
 
 def redis_connection(config: Config, resolver: SecretResolver) -> redis.Redis:
@@ -83,12 +95,17 @@ def handle_edge_command(ack: Ack, command: dict[str, Any], ctx: BotContext) -> N
         team_id=command.get("team_id", ""), channel_id=command.get("channel_id", ""), user_id=command.get("user_id", "")
     )
     try:
-        accepted = accept_publish(parsed, requester, text, config=ctx.config, store=ctx.store, channels=ctx.channels)
+        accepted = accept_publish(parsed, requester, text, config=ctx.config, store=ctx.store, channels=ctx.channels,
+                                  access=ctx.access)
     except UsageError as exc:
         _reply(ack, messages.usage_error(exc.problem, exc.usage))
         return
     except NotInChannel:
         _reply(ack, messages.not_in_channel(requester.channel_id))
+        return
+    except NotAllowed as refused:
+        _reply(ack, messages.not_allowed(refused.permission, refused.service, refused.org,
+                                         [mention(h) for h in refused.holders]))
         return
     except Exception:
         log.exception("could not accept /edge %s", parsed.__class__.__name__)

@@ -14,6 +14,7 @@ from rq import Queue
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.access import AccessCheck
 from bot.grammar import PublishCommand
 from edgebot.config import Config
 from edgebot.errors import UsageError
@@ -26,6 +27,14 @@ from edgebot.store import ReleaseStore
 
 class NotInChannel(Exception):
     """The bot cannot post in the channel the command came from."""
+
+
+class NotAllowed(Exception):
+    """The requester lacks a permission; ``holders`` are the users and groups who have it."""
+
+    def __init__(self, permission: str, org: str, service: str, holders: tuple[str, ...]) -> None:
+        super().__init__(permission)
+        self.permission, self.org, self.service, self.holders = permission, org, service, holders
 
 
 @dataclass(frozen=True)
@@ -95,9 +104,14 @@ def accept_publish(
     config: Config,
     store: ReleaseStore,
     channels: ChannelCheck,
+    access: AccessCheck | None = None,
 ) -> Accepted:
-    """Validate, check the channel, then record the release and enqueue its first job atomically."""
+    """Validate, authorize, check the channel, then record the release and enqueue its first job atomically."""
     org, arches = resolve(command, config)
+    if access is not None:
+        allowed, holders = access.allowed("publish", requester.user_id, org=org, service=command.service)
+        if not allowed:
+            raise NotAllowed("publish", org, command.service, holders)
     channels.require_member(requester.team_id, requester.channel_id)
     release = Release(
         release_id=new_release_id(),

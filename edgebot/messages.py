@@ -174,6 +174,15 @@ def not_in_channel(channel_id: str) -> Message:
     return Message(text=text, blocks=[section(text)])
 
 
+def not_allowed(permission: str, service: str, org: str, holders: list[str]) -> Message:
+    who = ", ".join(holders[:20]) or "nobody"
+    text = (
+        f":no_entry: You don't have the `{permission}` permission for `{service}` in org `{org}`, so nothing was "
+        f"queued. It is granted to {who}: ask one of them, or a Slack admin to add you to the group."
+    )
+    return Message(text=text, blocks=[section(text)])
+
+
 def queued_ack(release: Release) -> Message:
     text = f"Queued release `{release.release_id}` ({title(release)}); follow it in the thread below."
     return Message(text=text)

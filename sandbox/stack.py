@@ -74,7 +74,8 @@ def hello_files(version: str = "1.0.0") -> dict[str, bytes | str]:
 
 def write_config(path: Path, *, redis_url: str, slack_api_url: str, exchange_url: str, registry_address: str,
                  docker_url: str, source: str, arches: list[str], key_file: Path, workdir: Path,
-                 settings: dict[str, Any] | None = None, extra_services: dict[str, list[str]] | None = None) -> Path:
+                 settings: dict[str, Any] | None = None, extra_services: dict[str, list[str]] | None = None,
+                 extra_toml: str = "") -> Path:
     """A complete edgebot.toml for the sandbox. Secrets are references to env vars and files, like production."""
     tunables = {
         "source_cache_dir": str(workdir / "cache"),
@@ -134,7 +135,7 @@ def write_config(path: Path, *, redis_url: str, slack_api_url: str, exchange_url
     ]
     for key, value in tunables.items():
         lines.append(f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"')
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n" + (f"\n{extra_toml}\n" if extra_toml else ""))
     return path
 
 
@@ -144,12 +145,13 @@ class Stack:
     def __init__(self, workdir: Path, *, arches: tuple[str, ...] = ("amd64",), docker: DockerDaemon | None = None,
                  registry: Registry | None = None, redis_server: RedisServer | None = None,
                  settings: dict[str, Any] | None = None, versions: tuple[str, ...] = ("1.0.0",),
-                 extra_services: dict[str, list[str]] | None = None) -> None:
+                 extra_services: dict[str, list[str]] | None = None, extra_toml: str = "") -> None:
         self.workdir = Path(workdir)
         self.arches = list(arches)
         self.settings = settings
         self.versions = versions
         self.extra_services = extra_services
+        self.extra_toml = extra_toml
         self._own: list[Any] = []
         self.docker = docker
         self.registry = registry
@@ -223,7 +225,7 @@ class Stack:
             self.config_path, redis_url=self.redis_server.url, slack_api_url=self.slack.api_url,
             exchange_url=self.exchange.url, registry_address=self.registry.address, docker_url=self.docker.base_url,
             source=str(source), arches=self.arches, key_file=key_file, workdir=self.workdir, settings=self.settings,
-            extra_services=self.extra_services,
+            extra_services=self.extra_services, extra_toml=self.extra_toml,
         )
 
     def env(self) -> dict[str, str]:

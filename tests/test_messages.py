@@ -79,6 +79,7 @@ CASES = {
     "summary_failed": lambda: messages.summary_message(_failed_build()),
     "summary_dry_run": lambda: messages.summary_message(_release(dry_run=True)),
     "root_dry_run": lambda: messages.root_message(_release(dry_run=True)),
+    "not_allowed": lambda: messages.not_allowed("publish", "hello", "acme", ["<@U0LEAD>", "<!subteam^S0OPS>"]),
     "status_none": lambda: messages.status_list("C0RELEASES", []),
     "status_list": lambda: messages.status_list("C0RELEASES", [_release(state="building", ended_at=None)]),
     "status_detail": lambda: messages.status_detail(_release()),

@@ -33,6 +33,9 @@ from sandbox.stack import (
 pytestmark = pytest.mark.slow
 
 SECRETS = [PUSH_PASSWORD, PULL_PASSWORD, EXCHANGE_PASSWORD, SIGNING_SECRET, "xoxb-sandbox-bot-token"]
+ACCESS = """[access.services.hello-multi]
+publish = ["U0REQUESTER", "S0RELEASERS"]
+"""
 VERSIONS = ("1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4", "1.0.5")
 
 
@@ -40,7 +43,8 @@ VERSIONS = ("1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4", "1.0.5")
 def stack(tmp_path_factory: pytest.TempPathFactory, docker_daemon: Any, registry: Any) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("stack")
     with Stack(workdir, docker=docker_daemon, registry=registry, versions=VERSIONS, arches=("amd64", "arm64"),
-               settings={"duplicate_window": 2}, extra_services={"hello-multi": ["amd64", "ppc64le"]}) as running:
+               settings={"duplicate_window": 2}, extra_services={"hello-multi": ["amd64", "ppc64le"]},
+               extra_toml=ACCESS) as running:
         running.wait_workers(3)
         yield running
 
@@ -310,3 +314,16 @@ def test_status_and_history_answer_from_the_records(stack: Stack) -> None:
     history = stack.command("history hello --limit 25").json()
     assert release.release_id in history["text"] and "`1.0.0`" in history["text"]
     assert "No active releases in <#C0RELEASES>" in stack.command("status").json()["text"]
+
+
+def test_publish_permission_by_user_or_user_group(stack: Stack) -> None:
+    stack.slack.add_usergroup("S0RELEASERS", "releasers", ["U0GROUPIE"])
+    before = set(stack.release_ids())
+    refused = stack.command("publish hello-multi 1.0.0 --registry local --arch amd64", user_id="U0STRANGER").json()
+    assert refused["response_type"] == "ephemeral"
+    assert "You don't have the `publish` permission for `hello-multi` in org `acme`" in refused["text"]
+    assert "<@U0REQUESTER>" in refused["text"] and "<!subteam^S0RELEASERS>" in refused["text"]
+    assert set(stack.release_ids()) == before
+    _, release = _publish(stack, "publish hello-multi 1.0.0 --registry local --arch amd64 --dry-run",
+                          user_id="U0GROUPIE")
+    assert release.state == "succeeded", release.error
