@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo setup system-deps venv lint typecheck unit bench bench-smoke fuzz clean
+.PHONY: test demo setup system-deps venv lint typecheck unit bench fuzz clean
 
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -44,6 +44,10 @@ unit: venv
 ## full benchmarks; results written to docs/BENCHMARKS.md
 bench: setup
 	$(PY) -m bench.run
+
+## the command grammar fuzzed with thousands of examples (make test runs a few hundred)
+fuzz: venv
+	EDGEBOT_FUZZ_EXAMPLES=5000 $(PY) -m pytest -q tests/test_grammar.py -k fuzz
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
