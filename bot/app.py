@@ -17,13 +17,14 @@ from slack_sdk.errors import SlackApiError
 
 from bot import grammar
 from bot.access import AccessCheck, mention, parse_access
+from bot.cancel import cancel_release
 from bot.intake import ChannelCheck, NotAllowed, NotInChannel, Requester, accept_publish
 from edgebot import messages
 from edgebot.config import Config
 from edgebot.errors import UsageError
 from edgebot.secrets import SecretResolver
 from edgebot.store import ReleaseStore
-from edgebot.thread import slack_client
+from edgebot.thread import ThreadReporter, slack_client
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class BotContext:
     store: ReleaseStore
     channels: ChannelCheck
     access: AccessCheck
+    reporter: ThreadReporter
 
 
 def create_app(config: Config, *, resolver: SecretResolver | None = None,
@@ -48,7 +50,8 @@ def create_app(config: Config, *, resolver: SecretResolver | None = None,
     app = App(client=client, signing_secret=signing_secret, process_before_response=False,
               token_verification_enabled=False)
     access = AccessCheck(parse_access(config.extra.get("access")), lambda group: _group_members(client, group))
-    register(app, BotContext(config, store, ChannelCheck(client, connection, config), access))
+    register(app, BotContext(config, store, ChannelCheck(client, connection, config), access,
+                             ThreadReporter(client, store)))
     return app
 
 
@@ -84,6 +87,13 @@ def handle_edge_command(ack: Ack, command: dict[str, Any], ctx: BotContext) -> N
     if isinstance(parsed, grammar.HelpCommand):
         _reply(ack, messages.help_message(parsed.topic))
         return
+    if isinstance(parsed, grammar.CancelCommand):
+        try:
+            handle_cancel(ack, parsed, command, ctx)
+        except Exception:
+            log.exception("/edge cancel failed")
+            _reply(ack, messages.internal_error())
+        return
     if isinstance(parsed, grammar.StatusCommand | grammar.HistoryCommand):
         try:
             _reply(ack, _read_only(parsed, command, ctx))
@@ -94,6 +104,7 @@ def handle_edge_command(ack: Ack, command: dict[str, Any], ctx: BotContext) -> N
     requester = Requester(
         team_id=command.get("team_id", ""), channel_id=command.get("channel_id", ""), user_id=command.get("user_id", "")
     )
+    assert isinstance(parsed, grammar.PublishCommand)
     try:
         accepted = accept_publish(parsed, requester, text, config=ctx.config, store=ctx.store, channels=ctx.channels,
                                   access=ctx.access)
@@ -117,6 +128,30 @@ def handle_edge_command(ack: Ack, command: dict[str, Any], ctx: BotContext) -> N
     # The root message is posted by the release's first job, not here: Slack has no idempotency key, so a bot killed
     # between chat.postMessage and recording its ts would leave a second root when the worker posted again.
     _reply(ack, messages.queued_ack(accepted.release))
+
+
+def handle_cancel(ack: Ack, parsed: grammar.CancelCommand, command: dict[str, Any], ctx: BotContext) -> None:
+    release = ctx.store.get(parsed.release_id)
+    if release is None:
+        _reply(ack, messages.unknown_release(parsed.release_id))
+        return
+    user_id = command.get("user_id", "")
+    if user_id != release.user_id:  # the requester may always cancel their own release
+        allowed, holders = ctx.access.allowed("cancel", user_id, org=release.org, service=release.service)
+        if not allowed:
+            _reply(ack, messages.not_allowed("cancel", release.service, release.org, [mention(h) for h in holders]))
+            return
+    outcome = cancel_release(ctx.store, parsed.release_id, user_id)
+    if outcome is None:
+        _reply(ack, messages.unknown_release(parsed.release_id))
+        return
+    if not outcome.cancelled:
+        _reply(ack, messages.cancel_refused(outcome.release))
+        return
+    _reply(ack, messages.cancelled_ack(outcome.release, outcome.stopped_jobs, outcome.removed_jobs))
+    for stage in outcome.release.progress_ts:  # progress messages show "cancelled" instead of a spinner
+        ctx.reporter.stage(parsed.release_id, stage)
+    ctx.reporter.summary(parsed.release_id)  # "cancelled by @user" in the thread, root repainted (if it exists)
 
 
 def _read_only(parsed: grammar.StatusCommand | grammar.HistoryCommand, command: dict[str, Any],

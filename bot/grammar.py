@@ -3,6 +3,7 @@
     /edge publish SERVICE VERSION --registry ALIAS [--arch a,b] [--org ORG] [--dry-run] [--overwrite]
     /edge status [RELEASE]
     /edge history SERVICE [--limit N]
+    /edge cancel RELEASE
     /edge help [publish]
 
 Slack clients turn ``--`` into an em dash when "smart punctuation" is on, so ``—registry`` reads as ``--registry``.
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 from edgebot.errors import UsageError
 from edgebot.ids import GO_ARCHES, RELEASE_ID_RE, VERSION_RE
-from edgebot.messages import HELP_USAGE, HISTORY_USAGE, PUBLISH_USAGE, STATUS_USAGE
+from edgebot.messages import CANCEL_USAGE, HELP_USAGE, HISTORY_USAGE, PUBLISH_USAGE, STATUS_USAGE
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _ORG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -48,12 +49,17 @@ class StatusCommand:
 
 
 @dataclass(frozen=True)
+class CancelCommand:
+    release_id: str
+
+
+@dataclass(frozen=True)
 class HistoryCommand:
     service: str
     limit: int = 10
 
 
-Command = PublishCommand | HelpCommand | StatusCommand | HistoryCommand
+Command = PublishCommand | HelpCommand | StatusCommand | HistoryCommand | CancelCommand
 MAX_HISTORY = 25
 
 
@@ -73,8 +79,14 @@ def parse(text: str) -> Command:
         return _parse_status(rest)
     if verb == "history":
         return _parse_history(rest)
+    if verb == "cancel":
+        if not rest:
+            raise UsageError("RELEASE missing: which release to cancel (`/edge status` lists them).", CANCEL_USAGE)
+        status = _parse_status(rest)
+        return CancelCommand(status.release_id or "")
     raise UsageError(
-        f"Unknown command {_quote(words[0])}. I know `publish`, `status`, `history` and `help`.", PUBLISH_USAGE
+        f"Unknown command {_quote(words[0])}. I know `publish`, `status`, `history`, `cancel` and `help`.",
+        PUBLISH_USAGE,
     )
 
 

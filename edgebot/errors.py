@@ -6,7 +6,8 @@
     ├── UsageError                  a Slack command the bot cannot accept (shown ephemerally, with the usage)
     ├── StepFailed                  a pipeline step failed for good; ``transient`` says whether a retry may help
     │   └── (workers raise subclasses: definition, source, image, signing and Exchange errors are mapped here)
-    └── LeaseLost                   a step lost its lease on the release: it must not write anything more
+    ├── LeaseLost                   a step lost its lease on the release: it must not write anything more
+    └── ReleaseEnded                the release ended meanwhile (cancelled, failed elsewhere): stop, write nothing
 
 Client modules (``workers.exchange``, ``workers.images``, ``workers.source``…) have their own small hierarchies;
 the pipeline maps them onto :class:`StepFailed` at one place, so a user only ever sees one kind of failure text.
@@ -44,4 +45,8 @@ class StepFailed(EdgebotError):
 
 
 class LeaseLost(EdgebotError):
+    pass
+
+
+class ReleaseEnded(EdgebotError):
     pass

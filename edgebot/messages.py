@@ -41,6 +41,7 @@ PUBLISH_USAGE = (
 HELP_USAGE = "/edge help [publish]"
 STATUS_USAGE = "/edge status [RELEASE]"
 HISTORY_USAGE = "/edge history SERVICE [--limit N]"
+CANCEL_USAGE = "/edge cancel RELEASE"
 
 STATE_LABEL = {
     QUEUED: "queued",
@@ -155,7 +156,8 @@ def help_message(topic: str = "") -> Message:
     text = (
         "*edgebot* builds, pushes, signs and publishes edge services to the Horizon Exchange.\n"
         f"• `{PUBLISH_USAGE}`\n• `{STATUS_USAGE}`: active releases here, or one release in detail\n"
-        f"• `{HISTORY_USAGE}`: past releases of a service\n• `{HELP_USAGE}`\n\n"
+        f"• `{HISTORY_USAGE}`: past releases of a service\n• `{CANCEL_USAGE}`: stop a release before it publishes\n"
+        f"• `{HELP_USAGE}`\n\n"
         "Everything about a release is reported in the thread of its message in this channel."
     )
     return Message(text=text, blocks=[section(text)])
@@ -366,3 +368,22 @@ def history_message(service: str, org: str, releases: list[Release]) -> Message:
 
 def unknown_release(release_id: str) -> Message:
     return usage_error(f"There is no release `{release_id}`, or it is older than the kept history.", STATUS_USAGE)
+
+
+def cancel_refused(release: Release) -> Message:
+    if release.state == SUCCEEDED and not release.dry_run:
+        text = (f":warning: `{release.release_id}` ({title(release)}) is already published, so it cannot be "
+                "cancelled. Publish the previous version again, or roll back, to move nodes off it.")
+    else:
+        text = f":warning: `{release.release_id}` already ended ({state_label(release)}); there is nothing to cancel."
+    return Message(text=text, blocks=[section(text)])
+
+
+def cancelled_ack(release: Release, stopped_jobs: int, removed_jobs: int) -> Message:
+    what = []
+    if removed_jobs:
+        what.append(f"{removed_jobs} queued step(s) removed")
+    if stopped_jobs:
+        what.append(f"{stopped_jobs} running step(s) stopped")
+    text = f"Cancelled `{release.release_id}` ({title(release)})" + (f": {', '.join(what)}." if what else ".")
+    return Message(text=text)

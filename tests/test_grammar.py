@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.grammar import HelpCommand, HistoryCommand, PublishCommand, StatusCommand, parse
+from bot.grammar import CancelCommand, HelpCommand, HistoryCommand, PublishCommand, StatusCommand, parse
 from edgebot.errors import UsageError
 from edgebot.messages import PUBLISH_USAGE
 
@@ -38,6 +38,7 @@ def test_status_and_history() -> None:
     assert parse("history hello") == HistoryCommand("hello", 10)
     assert parse("history hello --limit 3") == HistoryCommand("hello", 3)
     assert parse("history --limit=25 hello") == HistoryCommand("hello", 25)
+    assert parse("cancel r-7f3a9c") == CancelCommand("r-7f3a9c")
 
 
 def test_help_publish() -> None:
@@ -72,6 +73,8 @@ def test_help_publish() -> None:
         ("history hello --limit many", "`--limit` takes a number"),
         ("history hello --since 2d", "Unknown option `--since`"),
         ("history hello world", "Unexpected extra words"),
+        ("cancel", "RELEASE missing"),
+        ("cancel latest", "is not a release id"),
     ],
 )
 def test_refusals_name_the_problem(text: str, fragment: str) -> None:
@@ -97,7 +100,7 @@ def test_user_input_is_echoed_bounded_and_without_backticks() -> None:
 _words = st.sampled_from(
     ["publish", "help", "hello", "1.2.3", "1", "--registry", "icr", "--arch", "amd64,arm64", "--org", "o",
      "--dry-run", "--overwrite", "—registry", "--registry=", "=", "--", "-", "`", "\u200b", "v1", "status",
-     "history", "--limit", "r-7f3a9c", "25", "0"]
+     "history", "--limit", "r-7f3a9c", "25", "0", "cancel"]
 )
 
 
@@ -109,4 +112,4 @@ def test_fuzz_every_input_is_a_command_or_a_usage_error(text: str) -> None:
     except UsageError as exc:
         assert exc.problem and "Traceback" not in exc.problem
     else:
-        assert isinstance(result, PublishCommand | HelpCommand | StatusCommand | HistoryCommand)
+        assert isinstance(result, PublishCommand | HelpCommand | StatusCommand | HistoryCommand | CancelCommand)

@@ -80,6 +80,8 @@ CASES = {
     "summary_dry_run": lambda: messages.summary_message(_release(dry_run=True)),
     "root_dry_run": lambda: messages.root_message(_release(dry_run=True)),
     "not_allowed": lambda: messages.not_allowed("publish", "hello", "acme", ["<@U0LEAD>", "<!subteam^S0OPS>"]),
+    "cancel_refused_published": lambda: messages.cancel_refused(_release()),
+    "cancelled_ack": lambda: messages.cancelled_ack(_release(state="cancelled"), 1, 2),
     "status_none": lambda: messages.status_list("C0RELEASES", []),
     "status_list": lambda: messages.status_list("C0RELEASES", [_release(state="building", ended_at=None)]),
     "status_detail": lambda: messages.status_detail(_release()),

@@ -327,3 +327,46 @@ def test_publish_permission_by_user_or_user_group(stack: Stack) -> None:
     _, release = _publish(stack, "publish hello-multi 1.0.0 --registry local --arch amd64 --dry-run",
                           user_id="U0GROUPIE")
     assert release.state == "succeeded", release.error
+
+
+def test_cancel_a_queued_release_then_a_published_one_is_refused(stack: Stack) -> None:
+    stack.stop_process("worker-publish")  # nothing picks the first job up: the release stays queued
+    try:
+        before = set(stack.release_ids())
+        stack.command("publish hello 1.0.1 --registry local --dry-run", user_id="U0QUEUED")
+        (release_id,) = set(stack.release_ids()) - before
+        answer = stack.command(f"cancel {release_id}", user_id="U0QUEUED").json()
+        assert f"Cancelled `{release_id}`" in answer["text"] and "1 queued step(s) removed" in answer["text"]
+    finally:
+        stack.start_worker("publish", "--publish")
+    stack.wait_workers(3)
+    store = stack.store()
+    assert store.require(release_id).state == "cancelled"
+    assert not store.require(release_id).message_ts, "the removed first job never ran"
+    again = stack.command(f"cancel {release_id}", user_id="U0QUEUED").json()
+    assert "already ended (cancelled)" in again["text"]
+    _, published = _publish(stack, "publish hello 1.0.0 --registry local --arch amd64", user_id="U0PUB")
+    refused = stack.command(f"cancel {published.release_id}", user_id="U0PUB").json()
+    assert "already published" in refused["text"] and "roll back" in refused["text"]
+
+
+def test_cancel_stops_a_running_build_and_nothing_is_pushed(stack: Stack) -> None:
+    slow = "FROM amd64/busybox:1.36\nRUN [\"/bin/busybox\", \"sleep\", \"30\"]\nCMD [\"/bin/busybox\", \"true\"]\n"
+    definition = (Path(__file__).parent.parent / "examples/hello/horizon/service.definition.json").read_text()
+    add_commit(stack.source_path, {"Dockerfile.amd64": slow, "horizon/service.definition.json": definition},
+               tag="v1.0.6")
+    before = set(stack.release_ids())
+    stack.command("publish hello 1.0.6 --registry local --arch amd64", user_id="U0SLOW")
+    (release_id,) = wait_until(lambda: set(stack.release_ids()) - before, timeout=10, what="the release")
+    store = stack.store()
+    wait_until(lambda: store.require(release_id).arch_step("build", "amd64").status == "running", timeout=60,
+               what="the build to start")
+    answer = stack.command(f"cancel {release_id}", user_id="U0SLOW").json()
+    assert "1 running step(s) stopped" in answer["text"], answer
+    release = store.require(release_id)
+    assert release.state == "cancelled" and release.error == "cancelled by <@U0SLOW>"
+    wait_until(lambda: "cancelled by <@U0SLOW>" in json.dumps(stack.slack.thread(CHANNEL_ID, release.message_ts)),
+               timeout=30, what="the thread to say who cancelled")
+    with pytest.raises(Exception):  # noqa: B017 - the registry answers "manifest unknown"
+        stack.registry.manifest("edge/hello_amd64", "1.0.6")  # type: ignore[union-attr]
+    assert stack.exchange.service(ORG, "hello_1.0.6_amd64") is None

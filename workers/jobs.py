@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from rq import get_current_job
 
-from edgebot.errors import LeaseLost, StepFailed
+from edgebot.errors import LeaseLost, ReleaseEnded, StepFailed
 from workers import context, pipeline
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,8 @@ def _run(name: str, step: Callable[[context.WorkerContext, str], None], release_
         step(ctx, release_id)
     except LeaseLost:
         log.warning("release %s: %s lost its lease; stopping without writing", release_id, name)
+    except ReleaseEnded as ended:
+        log.info("release %s: %s stopped: %s", release_id, name, ended)
     except StepFailed as exc:
         job = get_current_job()
         if exc.transient and job is not None and (job.retries_left or 0) > 0:

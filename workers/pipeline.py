@@ -17,7 +17,7 @@ from pathlib import Path
 from rq import Queue, Worker
 from rq.exceptions import DuplicateJobError
 
-from edgebot.errors import StepFailed
+from edgebot.errors import ReleaseEnded, StepFailed
 from edgebot.ids import docker_image_base, image_repository
 from edgebot.release import (
     BUILDING,
@@ -57,6 +57,8 @@ def _mark(step: StepState, status: str, note: str | None = None) -> None:
 def set_stage(ctx: WorkerContext, release_id: str, stage: str, status: str, *, arch: str = "",
               note: str | None = None, extra: Callable[[Release], None] | None = None) -> Release:
     def mutate(r: Release) -> None:
+        if r.is_final:  # cancelled (or failed by another arch) while this step ran: stop, write nothing more
+            raise ReleaseEnded(f"release {release_id} is {r.state}")
         _mark(r.arch_step(stage, arch) if arch else r.stage(stage), status, note)
         if extra is not None:
             extra(r)
@@ -357,6 +359,8 @@ def publish(ctx: WorkerContext, release_id: str) -> None:
                 from workers.signing import verify_deployment
 
                 for arch in release.arches:
+                    if ctx.store.require(release_id).is_final:  # cancelled between two arches' writes
+                        raise ReleaseEnded(f"release {release_id} ended during publish")
                     res = release.result(arch)
                     definition = _definition(release, arch)
                     signature = res.signature

@@ -1,0 +1,78 @@
+"""`/edge cancel RELEASE`: end a release that has not published, wherever it is.
+
+The release is marked ``cancelled`` first (one atomic update), so every step that is still to run, or that is
+running and reaches its next record write, stops without side effects (see ``workers.pipeline.set_stage``). Then
+the release's queued jobs are removed from their queues and running ones are stopped with RQ's stop command, which
+kills the work horse. A published release cannot be cancelled: the answer says to roll back instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job, JobStatus
+
+from edgebot.release import CANCELLED, PENDING, RUNNING, SKIPPED, Release
+from edgebot.rqjob import SERIALIZER, job_id
+from edgebot.store import ReleaseStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    release: Release
+    cancelled: bool
+    removed_jobs: int = 0
+    stopped_jobs: int = 0
+
+
+def release_job_ids(release: Release) -> list[str]:
+    steps = ["prepare", *(f"build-arch-{arch}" for arch in release.arches), "sign-release", "publish-release"]
+    return [job_id(release.release_id, step) for step in steps]
+
+
+def cancel_release(store: ReleaseStore, release_id: str, user_id: str) -> CancelOutcome | None:
+    """None if there is no such release; ``cancelled=False`` (and the release) if it had already ended."""
+    ended_before: list[bool] = []
+
+    def mutate(r: Release) -> None:
+        ended_before.append(r.is_final)
+        if r.is_final:
+            return
+        r.state = CANCELLED
+        r.error = f"cancelled by <@{user_id}>"
+        r.event("cancelled", by=user_id)
+        now = time.time()
+        for step in [*r.stages.values(), *(s for per in r.arch_steps.values() for s in per.values())]:
+            if step.status in (RUNNING, PENDING):
+                step.status, step.note = SKIPPED, "cancelled"
+                step.ended_at = now if step.started_at else None
+
+    release = store.get(release_id)
+    if release is None:
+        return None
+    release = store.update(release_id, mutate)
+    if ended_before[-1]:
+        return CancelOutcome(release, cancelled=False)
+    removed = stopped = 0
+    for jid in release_job_ids(release):
+        try:
+            job = Job.fetch(jid, connection=store.redis, serializer=SERIALIZER)
+        except NoSuchJobError:
+            continue
+        status = job.get_status(refresh=False)
+        if status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
+            job.cancel()
+            removed += 1
+        elif status == JobStatus.STARTED:
+            try:
+                send_stop_job_command(store.redis, jid, serializer=SERIALIZER)
+                stopped += 1
+            except InvalidJobOperation:
+                log.info("release %s: job %s finished before it could be stopped", release_id, jid)
+    return CancelOutcome(release, cancelled=True, removed_jobs=removed, stopped_jobs=stopped)
