@@ -75,7 +75,7 @@ def hello_files(version: str = "1.0.0") -> dict[str, bytes | str]:
 def write_config(path: Path, *, redis_url: str, slack_api_url: str, exchange_url: str, registry_address: str,
                  docker_url: str, source: str, arches: list[str], key_file: Path, workdir: Path,
                  settings: dict[str, Any] | None = None, extra_services: dict[str, list[str]] | None = None,
-                 extra_toml: str = "") -> Path:
+                 extra_toml: str = "", registry_ca: str = "") -> Path:
     """A complete edgebot.toml for the sandbox. Secrets are references to env vars and files, like production."""
     tunables = {
         "source_cache_dir": str(workdir / "cache"),
@@ -118,6 +118,7 @@ def write_config(path: Path, *, redis_url: str, slack_api_url: str, exchange_url
         'push_password = "env:EDGEBOT_REGISTRY_PUSH_PASSWORD"',
         f'pull_username = "{PULL_USER}"',
         'pull_password = "env:EDGEBOT_REGISTRY_PULL_PASSWORD"',
+        *([f'ca_cert = "file:{registry_ca}"'] if registry_ca else []),
         "",
         "[services.hello]",
         f'source = "{source}"',
@@ -226,6 +227,7 @@ class Stack:
             exchange_url=self.exchange.url, registry_address=self.registry.address, docker_url=self.docker.base_url,
             source=str(source), arches=self.arches, key_file=key_file, workdir=self.workdir, settings=self.settings,
             extra_services=self.extra_services, extra_toml=self.extra_toml,
+            registry_ca=str(self.registry.ca_path),
         )
 
     def env(self) -> dict[str, str]:

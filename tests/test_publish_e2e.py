@@ -370,3 +370,28 @@ def test_cancel_stops_a_running_build_and_nothing_is_pushed(stack: Stack) -> Non
     with pytest.raises(Exception):  # noqa: B017 - the registry answers "manifest unknown"
         stack.registry.manifest("edge/hello_amd64", "1.0.6")  # type: ignore[union-attr]
     assert stack.exchange.service(ORG, "hello_1.0.6_amd64") is None
+
+
+def test_config_check_tests_every_reference_and_connection(stack: Stack) -> None:
+    import subprocess
+    import sys
+
+    def check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "edgebot", "--config", str(stack.config_path), "config", "check"],
+                              capture_output=True, text=True, env=env, timeout=120)
+
+    good = check(stack.env())
+    assert good.returncode == 0, good.stdout + good.stderr
+    for item in ("slack.bot_token (env:EDGEBOT_SLACK_BOT_TOKEN): resolved", "redis:", "slack: auth.test ok",
+                 "signing key edgebot.public.pem: signs and verifies", "exchange:", "registry local push",
+                 "registry local pull", "all checks passed"):
+        assert item in good.stdout, item
+    bad_env = {**stack.env(), "EDGEBOT_REGISTRY_PUSH_PASSWORD": "wrong-password", "EDGEBOT_EXCHANGE_PASSWORD": "nope"}
+    del bad_env["EDGEBOT_SLACK_BOT_TOKEN"]
+    bad = check(bad_env)
+    assert bad.returncode == 4, bad.stdout  # the token twice (reference, Slack), the Exchange, the push login
+    assert "FAIL slack.bot_token (env:EDGEBOT_SLACK_BOT_TOKEN): env:EDGEBOT_SLACK_BOT_TOKEN: environment variable" \
+        in bad.stdout
+    assert "FAIL exchange:" in bad.stdout and "(401)" in bad.stdout
+    assert "FAIL registry local push" in bad.stdout and "refused pusher (401)" in bad.stdout
+    assert "wrong-password" not in bad.stdout and "nope" not in bad.stdout

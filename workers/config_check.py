@@ -1,0 +1,147 @@
+"""`edgebot config check`: resolve every reference and test every connection, one line per item.
+
+A user runs it first on a new install. Each line is ``OK`` or ``FAIL`` with the exact reason; a secret's value is
+never printed, only its reference. The exit status is the number of failures (capped), 0 when all is well.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import httpx
+
+from edgebot.config import Config
+from edgebot.secrets import Secret, SecretRef, SecretResolver
+
+
+@dataclass(frozen=True)
+class CheckLine:
+    ok: bool
+    item: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{'OK  ' if self.ok else 'FAIL'} {self.item}: {self.detail}"
+
+
+def run_checks(config: Config, resolver: SecretResolver, *, timeout: float = 10.0) -> Iterator[CheckLine]:
+    def secret(ref: SecretRef) -> Secret:
+        return resolver.resolve(ref)
+
+    def check(item: str, probe: Callable[[], str]) -> CheckLine:
+        try:
+            return CheckLine(True, item, probe())
+        except Exception as exc:  # every failure becomes one readable line
+            return CheckLine(False, item, _reason(exc))
+
+    refs: list[tuple[str, SecretRef]] = [
+        ("slack.bot_token", config.slack.bot_token),
+        ("slack.signing_secret", config.slack.signing_secret),
+        ("exchange.password", config.exchange.password),
+        ("signing.private_key", config.signing.private_key),
+    ]
+    for alias, registry in config.registries.items():
+        refs.append((f"registries.{alias}.push_password", registry.push_password))
+        if registry.pull_password:
+            refs.append((f"registries.{alias}.pull_password", registry.pull_password))
+    for where, ref in refs:
+        yield check(f"{where} ({ref})", lambda ref=ref: (secret(ref), "resolved")[1])  # type: ignore[misc]
+
+    def redis_probe() -> str:
+        import redis
+
+        password = secret(config.redis_password).reveal() if config.redis_password else None
+        conn = redis.Redis.from_url(config.redis_url, password=password, socket_timeout=timeout)
+        conn.ping()
+        return f"{_safe_url(config.redis_url)} answers PING"
+
+    yield check("redis", redis_probe)
+
+    def slack_probe() -> str:
+        from slack_sdk import WebClient
+
+        client = WebClient(token=secret(config.slack.bot_token).reveal(), base_url=config.slack.api_url,
+                           timeout=int(timeout))
+        answer = client.auth_test()
+        return f"auth.test ok: bot {answer.get('user')} in team {answer.get('team')} ({answer.get('team_id')})"
+
+    yield check("slack", slack_probe)
+
+    def signing_probe() -> str:
+        from workers.signing import PemSigner, public_key_fingerprint, sign_deployment
+
+        signer = PemSigner(secret(config.signing.private_key).reveal().encode(), config.signing.key_name)
+        sign_deployment(signer, '{"services":{}}')
+        return f"signs and verifies; public key {public_key_fingerprint(signer.public_key_pem())[:23]}…"
+
+    yield check(f"signing key {config.signing.key_name}", signing_probe)
+
+    def exchange_probe() -> str:
+        org = config.exchange.username.split("/", 1)[0] if "/" in config.exchange.username else \
+            next(iter(config.services.values())).org
+        user = config.exchange.username if "/" in config.exchange.username else f"{org}/{config.exchange.username}"
+        verify = config.exchange.ca_cert or True
+        with httpx.Client(timeout=timeout, verify=_verify(verify)) as http:
+            response = http.get(f"{config.exchange.url}/orgs/{org}/services",
+                                auth=(user, secret(config.exchange.password).reveal()))
+        if response.status_code in (200, 404):  # 404: the org has no services yet
+            return f"{config.exchange.url} accepts {user}"
+        if response.status_code == 401:
+            raise RuntimeError(f"{config.exchange.url} refused the credentials of {user} (401)")
+        raise RuntimeError(f"{config.exchange.url} answered {response.status_code} to GET orgs/{org}/services")
+
+    yield check("exchange", exchange_probe)
+
+    for alias, registry in config.registries.items():
+        ca = registry.ca_cert
+        logins = [("push", registry.push_username, registry.push_password)]
+        if registry.pull_username and registry.pull_password:
+            logins.append(("pull", registry.pull_username, registry.pull_password))
+        for kind, username, password_ref in logins:
+
+            def login(host: str = registry.host, username: str = username, ref: SecretRef = password_ref,
+                      ca: SecretRef | None = ca) -> str:
+                return _registry_login(host, username, secret(ref), timeout, secret(ca).reveal() if ca else None)
+
+            yield check(f"registry {alias} {kind} ({registry.host})", login)
+
+
+def _registry_login(host: str, username: str, password: Secret, timeout: float, ca_pem: str | None) -> str:
+    """Docker Registry v2 login: GET /v2/ with basic auth, or the bearer-token dance the registry asks for."""
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cadata=ca_pem) if ca_pem else True
+    with httpx.Client(timeout=timeout, verify=verify) as http:
+        first = http.get(f"https://{host}/v2/")
+        if first.status_code == 200:
+            return "answers without credentials (anonymous access)"
+        challenge = first.headers.get("WWW-Authenticate", "")
+        if challenge.lower().startswith("bearer"):
+            params = dict(part.split("=", 1) for part in challenge[7:].replace('"', "").split(",") if "=" in part)
+            token = http.get(params.get("realm", ""), params={"service": params.get("service", "")},
+                             auth=(username, password.reveal()))
+            if token.status_code == 200:
+                return f"token login as {username} ok"
+            raise RuntimeError(f"token service refused {username} ({token.status_code})")
+        answer = http.get(f"https://{host}/v2/", auth=(username, password.reveal()))
+        if answer.status_code == 200:
+            return f"login as {username} ok"
+        raise RuntimeError(f"{host} refused {username} ({answer.status_code})")
+
+
+def _verify(value: str | bool) -> ssl.SSLContext | bool:
+    return ssl.create_default_context(cafile=value) if isinstance(value, str) else value
+
+
+def _safe_url(url: str) -> str:
+    if "@" in url:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectError):
+        return f"cannot connect ({text})"
+    return text[:300]
