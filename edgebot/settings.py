@@ -32,6 +32,12 @@ class Settings:
     """Seconds a positive "the bot is in this channel" answer is cached."""
     duplicate_window: int = 10
     """Seconds in which the same command from the same user in the same channel is the same release."""
+    slack_update_per_minute: float = 50.0
+    """chat.update calls per minute per workspace, shared by every worker (Slack's tier 3: ~50)."""
+    slack_post_per_minute: float = 60.0
+    """chat.postMessage calls per minute per workspace, shared by every worker."""
+    slack_burst: int = 5
+    """Calls a bucket may make at once before the per-minute rate applies."""
     build_log_lines: int = 25
     """Lines of build log shown in the thread when a build fails."""
     # -- pipeline -----------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from edgebot import messages
+from edgebot.ratelimit import SlackRateLimiter
 from edgebot.release import Release
 from edgebot.store import ReleaseStore
 
@@ -38,8 +39,9 @@ def slack_client(token: str, api_url: str) -> WebClient:
 
 class ThreadReporter:
     def __init__(self, client: WebClient, store: ReleaseStore, *, lock_timeout: float = 30.0,
-                 background: bool = False) -> None:
+                 background: bool = False, limiter: SlackRateLimiter | None = None) -> None:
         self.client = client
+        self.limiter = limiter
         self.store = store
         self.lock_timeout = lock_timeout
         self.background = background
@@ -101,6 +103,7 @@ class ThreadReporter:
             if release.message_ts:
                 return release.message_ts
             msg = messages.root_message(release)
+            self._limit(release, "chat.postMessage")
             try:
                 response = self.client.chat_postMessage(channel=release.channel_id, **msg.as_kwargs())
             except SlackApiError as exc:
@@ -160,7 +163,12 @@ class ThreadReporter:
             if release.message_ts:
                 self._update(release, release.message_ts, messages.root_message(release))
 
+    def _limit(self, release: Release, method: str) -> None:
+        if self.limiter is not None:
+            self.limiter.acquire(release.team_id, method)
+
     def _post_in_thread(self, release: Release, msg: messages.Message) -> str:
+        self._limit(release, "chat.postMessage")
         try:
             response = self.client.chat_postMessage(
                 channel=release.channel_id, thread_ts=release.message_ts, **msg.as_kwargs()
@@ -171,6 +179,7 @@ class ThreadReporter:
         return str(response["ts"])
 
     def _update(self, release: Release, ts: str, msg: messages.Message) -> None:
+        self._limit(release, "chat.update")
         try:
             self.client.chat_update(channel=release.channel_id, ts=ts, **msg.as_kwargs())
         except SlackApiError as exc:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from edgebot.config import Config, RegistryConfig, load_config
+from edgebot.ratelimit import SlackRateLimiter
 from edgebot.secrets import Secret, SecretResolver
 from edgebot.store import ReleaseStore
 from edgebot.thread import ThreadReporter, slack_client
@@ -41,7 +42,11 @@ class WorkerContext:
     @cached_property
     def reporter(self) -> ThreadReporter:
         token = self.resolver.resolve(self.config.slack.bot_token).reveal()
-        return ThreadReporter(slack_client(token, self.config.slack.api_url), self.store, background=True)
+        st = self.config.settings
+        limiter = SlackRateLimiter(self.redis, burst=st.slack_burst, prefix=st.key_prefix, per_minute={
+            "chat.update": st.slack_update_per_minute, "chat.postMessage": st.slack_post_per_minute})
+        return ThreadReporter(slack_client(token, self.config.slack.api_url), self.store, background=True,
+                              limiter=limiter)
 
     def docker(self) -> docker.DockerClient:
         import docker
