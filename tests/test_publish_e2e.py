@@ -395,3 +395,16 @@ def test_config_check_tests_every_reference_and_connection(stack: Stack) -> None
     assert "FAIL exchange:" in bad.stdout and "(401)" in bad.stdout
     assert "FAIL registry local push" in bad.stdout and "refused pusher (401)" in bad.stdout
     assert "wrong-password" not in bad.stdout and "nope" not in bad.stdout
+
+
+def test_transient_exchange_failure_is_retried_and_the_release_succeeds(stack: Stack) -> None:
+    definition = (Path(__file__).parent.parent / "examples/hello/horizon/service.definition.json").read_text()
+    dockerfile = (Path(__file__).parent.parent / "examples/hello/Dockerfile.amd64").read_text()
+    add_commit(stack.source_path, {"horizon/service.definition.json": definition, "Dockerfile.amd64": dockerfile,
+                                   "index.html": "retry\n"}, tag="v1.0.7")
+    stack.exchange.fail_next("POST", r"/orgs/acme/services$", 502, count=1)
+    _, release = _publish(stack, "publish hello 1.0.7 --registry local --arch amd64")
+    assert release.state == "succeeded", release.error
+    posts = [r["status"] for r in stack.exchange.requests() if r["method"] == "POST" and r["path"].endswith("/services")]
+    assert posts[-2:] == [502, 201], "one 502, then the retried publish created the service"
+    assert stack.exchange.service(ORG, "hello_1.0.7_amd64") is not None
