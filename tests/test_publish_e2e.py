@@ -405,6 +405,7 @@ def test_transient_exchange_failure_is_retried_and_the_release_succeeds(stack: S
     stack.exchange.fail_next("POST", r"/orgs/acme/services$", 502, count=1)
     _, release = _publish(stack, "publish hello 1.0.7 --registry local --arch amd64")
     assert release.state == "succeeded", release.error
-    posts = [r["status"] for r in stack.exchange.requests() if r["method"] == "POST" and r["path"].endswith("/services")]
+    posts = [r["status"] for r in stack.exchange.requests()
+             if r["method"] == "POST" and r["path"].endswith("/services")]
     assert posts[-2:] == [502, 201], "one 502, then the retried publish created the service"
     assert stack.exchange.service(ORG, "hello_1.0.7_amd64") is not None
