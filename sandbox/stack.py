@@ -86,6 +86,9 @@ def write_config(path: Path, *, redis_url: str, slack_api_url: str, exchange_url
         "retry_backoff": 1.0,
         "channel_check_ttl": 60,
         "exchange_timeout": 10.0,
+        # one sandbox workspace serves every test release in turn: Slack's real per-minute limits would only add waits
+        "slack_update_per_minute": 1200.0,
+        "slack_post_per_minute": 1200.0,
         **(settings or {}),
     }
     lines = [
