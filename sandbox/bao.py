@@ -20,7 +20,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -82,7 +81,8 @@ class BaoServer(Managed):
         self.port = free_port()
         args = [binary, "server", "-dev", "-dev-no-store-token", f"-dev-listen-address=127.0.0.1:{self.port}"]
         if self.tls:
-            args += ["-dev-tls", f"-dev-tls-cert-dir={self.workdir / 'tls'}"]
+            self.ca_cert.parent.mkdir(exist_ok=True)
+            args += ["-dev-tls", f"-dev-tls-cert-dir={self.ca_cert.parent}"]
         env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             "HOME": str(self.workdir),  # any token-helper file lands here, never in the real home
@@ -133,7 +133,7 @@ class BaoServer(Managed):
     def write_policy(self, name: str, hcl: str, *, namespace: str | None = None) -> None:
         self.client(namespace=namespace).sys.create_or_update_policy(name=name, policy=hcl)
 
-    def read_policy(self, paths: Iterable[str]) -> str:
+    def read_only_policy(self, paths: Iterable[str]) -> str:
         """HCL for a policy that may read exactly these KV v2 API paths (e.g. ``secret/data/edgebot/x``)."""
         return "\n".join(f'path "{p}" {{\n  capabilities = ["read"]\n}}' for p in paths) + "\n"
 
@@ -297,5 +297,3 @@ class TokenReviewStandIn(Managed):
 
 
 __all__ = ["BaoServer", "TokenReviewStandIn", "bao_binary"]
-
-_ = urllib.error  # re-exported for callers polling health themselves

@@ -30,12 +30,12 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, interrupted)
     workdir = Path(tempfile.mkdtemp(prefix="edgebot-demo-"))
-    stack = Stack(workdir)
+    stack = Stack(workdir, arches=("amd64", "arm64"))
     users = {REQUESTER: "requester", "U0EDGEBOT": "edgebot"}
     try:
         say("starting Redis, Docker Engine, registry (TLS + auth), Exchange and Slack stand-ins, bot, workers…")
         stack.start()
-        stack.wait_workers(2)
+        stack.wait_workers(3)
         say(f"as @requester in #releases: /edge {args.command}")
         started = time.monotonic()
         response = stack.command(args.command)
@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
             if release is not None and release.is_final and release.summary_ts:
                 break
             if time.monotonic() - started > args.timeout:
-                logs = stack.log_tail("worker-publish") + "\n" + stack.log_tail("worker-build-amd64")
+                names = ("worker-publish", "worker-build-amd64", "worker-build-arm64")
+                logs = "\n".join(stack.log_tail(n) for n in names)
                 say("timed out; worker logs:\n" + logs)
                 return 1
             time.sleep(0.3)
