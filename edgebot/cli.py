@@ -96,13 +96,13 @@ def _serve(args: argparse.Namespace) -> int:
 def _config_check(path: str) -> int:
     """Resolve every reference and test every connection; one line per item (see workers/config_check.py)."""
     from edgebot.config import load_config
-    from edgebot.secrets import SecretResolver
     from workers.config_check import run_checks
+    from workers.vault import build_resolver
 
     config = load_config(path)
     print(f"OK   config {path}: {len(config.services)} service(s), {len(config.registries)} registry alias(es)")
     failures = 0
-    for line in run_checks(config, SecretResolver()):
+    for line in run_checks(config, build_resolver(config)):
         print(line, flush=True)
         failures += not line.ok
     print(f"{failures} problem(s)" if failures else "all checks passed")

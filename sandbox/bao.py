@@ -13,6 +13,7 @@ show in ``ps``; the dev server still prints it (and the unseal key) in its own l
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import secrets
@@ -28,6 +29,7 @@ from typing import Any
 
 import hvac
 
+from sandbox.pki import TestCA
 from sandbox.proc_base import Managed, StartFailed, free_port, log_tail, spawn, stop_process, wait_ready
 
 
@@ -212,19 +214,17 @@ class BaoServer(Managed):
 class TokenReviewStandIn(Managed):
     """The Kubernetes API's ``POST /apis/authentication.k8s.io/v1/tokenreviews`` on loopback (plain HTTP).
 
-    Vault's Kubernetes auth sends each login JWT here; a JWT in ``accounts`` (mapped to ``(namespace, name)``) is
-    reported authenticated as ``system:serviceaccount:<namespace>:<name>``, any other JWT as not authenticated. The
-    call must carry ``reviewer_token`` as its bearer token, like the real API server demands.
+    Vault's Kubernetes auth sends each login JWT here; a JWT made by :meth:`issue_jwt` is reported authenticated as
+    ``system:serviceaccount:<namespace>:<name>`` with the JWT's uid (Vault compares them), any other JWT as not
+    authenticated. The call must carry ``reviewer_token`` as its bearer token, like the real API server demands.
     """
 
     def __init__(self) -> None:
-        self.accounts: dict[str, tuple[str, str]] = {}
+        self.accounts: dict[str, tuple[str, str, str]] = {}  # JWT -> (namespace, name, uid)
         self.reviewer_token = "reviewer-" + secrets.token_hex(8)
         self.reviews = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
-        from sandbox.pki import TestCA
-
         self.ca_pem = TestCA.create("kubernetes stand-in CA").cert_pem.decode()
 
     @property
@@ -235,20 +235,19 @@ class TokenReviewStandIn(Managed):
     def issue_jwt(self, namespace: str, service_account: str) -> str:
         """A JWT shaped like a service-account token (Vault parses its claims; only this stand-in checks it)."""
         def part(obj: dict[str, str] | bytes) -> str:
-            import base64
-
             raw = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
             return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
+        uid = secrets.token_hex(8)
         claims = {
             "iss": "kubernetes/serviceaccount",
             "kubernetes.io/serviceaccount/namespace": namespace,
             "kubernetes.io/serviceaccount/service-account.name": service_account,
-            "kubernetes.io/serviceaccount/service-account.uid": secrets.token_hex(8),
+            "kubernetes.io/serviceaccount/service-account.uid": uid,
             "sub": f"system:serviceaccount:{namespace}:{service_account}",
         }
         jwt = ".".join([part({"alg": "RS256", "kid": "stand-in"}), part(claims), part(secrets.token_bytes(64))])
-        self.accounts[jwt] = (namespace, service_account)
+        self.accounts[jwt] = (namespace, service_account, uid)
         return jwt
 
     def _start(self) -> None:
@@ -267,7 +266,7 @@ class TokenReviewStandIn(Managed):
                 if account:
                     status = {"authenticated": True, "user": {
                         "username": f"system:serviceaccount:{account[0]}:{account[1]}",
-                        "uid": f"uid-{account[1]}", "groups": ["system:serviceaccounts"]}}
+                        "uid": account[2], "groups": ["system:serviceaccounts"]}}
                 return self._send(201, {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
                                         "status": status})
 

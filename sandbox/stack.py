@@ -246,10 +246,11 @@ class Stack:
         })
         return env
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, args: list[str], *, config: Path | None = None,
+               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen([sys.executable, "-m", "edgebot", "--config", str(self.config_path), *args],
-                                stdout=log, stderr=subprocess.STDOUT, env=self.env(), start_new_session=True)
+        proc = subprocess.Popen([sys.executable, "-m", "edgebot", "--config", str(config or self.config_path), *args],
+                                stdout=log, stderr=subprocess.STDOUT, env=env or self.env(), start_new_session=True)
         self.processes[name] = proc
         return proc
 
@@ -268,9 +269,10 @@ class Stack:
         wait_until(healthy, timeout=60, what="edgebot serve to answer /readyz")
         return self.bot_url
 
-    def start_worker(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        proc = self._spawn(f"worker-{name}", ["worker", "--name", f"{name}-{os.getpid()}-{free_port()}", *args])
-        return proc
+    def start_worker(self, name: str, *args: str, config: Path | None = None,
+                     env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        return self._spawn(f"worker-{name}", ["worker", "--name", f"{name}-{os.getpid()}-{free_port()}", *args],
+                           config=config, env=env)
 
     def wait_workers(self, count: int, timeout: float = 60) -> None:
         from rq import Worker

@@ -411,3 +411,62 @@ def test_transient_exchange_failure_is_retried_and_the_release_succeeds(stack: S
              if r["method"] == "POST" and r["path"].endswith("/services")]
     assert posts[-2:] == [502, 201], "one 502, then the retried publish created the service"
     assert stack.exchange.service(ORG, "hello_1.0.7_amd64") is not None
+
+
+def test_workers_take_their_secrets_from_vault_with_least_privilege(stack: Stack, tmp_path: Path) -> None:
+    """Build workers may read only the push credential, the publish worker only its own secrets (two AppRoles on a
+    real OpenBao); the release publishes exactly as with env references."""
+    from sandbox.bao import BaoServer
+
+    with BaoServer(tmp_path / "bao") as bao:
+        key_pem = stack.key_file.read_text()
+        bao.put_secret("edgebot/build", {"push_password": PUSH_PASSWORD})
+        bao.put_secret("edgebot/publish", {"exchange_password": EXCHANGE_PASSWORD, "signing_key": key_pem,
+                                           "pull_password": PULL_PASSWORD})
+        roles = {}
+        for role in ("build", "publish"):
+            bao.write_policy(f"edgebot-{role}", bao.read_only_policy([f"secret/data/edgebot/{role}"]))
+            roles[role] = bao.approle(f"edgebot-{role}", [f"edgebot-{role}"])
+        config = stack.config_path.read_text()
+        for env_ref, vault_ref in (
+            ("env:EDGEBOT_EXCHANGE_PASSWORD", "vault:secret/data/edgebot/publish#exchange_password"),
+            ("env:EDGEBOT_REGISTRY_PUSH_PASSWORD", "vault:secret/data/edgebot/build#push_password"),
+            ("env:EDGEBOT_REGISTRY_PULL_PASSWORD", "vault:secret/data/edgebot/publish#pull_password"),
+            (f"file:{stack.key_file}", "vault:secret/data/edgebot/publish#signing_key"),
+        ):
+            assert env_ref in config
+            config = config.replace(env_ref, vault_ref)
+        config += (f'\n[vault]\nurl = "{bao.url}"\nauth = "approle"\nrole_id = "env:EDGEBOT_VAULT_ROLE_ID"\n'
+                   'secret_id = "env:EDGEBOT_VAULT_SECRET_ID"\n')
+        vault_config = tmp_path / "edgebot-vault.toml"
+        vault_config.write_text(config)
+        base_env = {k: v for k, v in stack.env().items()
+                    if k not in ("EDGEBOT_EXCHANGE_PASSWORD", "EDGEBOT_REGISTRY_PUSH_PASSWORD",
+                                 "EDGEBOT_REGISTRY_PULL_PASSWORD")}
+        for name in ("worker-publish", "worker-build-amd64", "worker-build-arm64"):
+            stack.stop_process(name)
+        try:
+            for role, args in (("publish", ["--publish"]), ("build", ["--arch", "amd64"])):
+                role_id, secret_id = roles[role]
+                stack.start_worker(f"vault-{role}", *args, config=vault_config,
+                                   env={**base_env, "EDGEBOT_VAULT_ROLE_ID": role_id,
+                                        "EDGEBOT_VAULT_SECRET_ID": secret_id})
+            stack.wait_workers(2)
+            definition = (Path(__file__).parent.parent / "examples/hello/horizon/service.definition.json").read_text()
+            dockerfile = (Path(__file__).parent.parent / "examples/hello/Dockerfile.amd64").read_text()
+            add_commit(stack.source_path, {"horizon/service.definition.json": definition,
+                                           "Dockerfile.amd64": dockerfile, "index.html": "vault\n"}, tag="v1.0.8")
+            _, release = _publish(stack, "publish hello 1.0.8 --registry local --arch amd64", user_id="U0VAULT")
+            assert release.state == "succeeded", (release.error, stack.log_tail("worker-vault-publish"))
+            dockauths = stack.exchange.dockauths(ORG, "hello_1.0.8_amd64")
+            assert [(d["username"], d["token"]) for d in dockauths] == [(PULL_USER, PULL_PASSWORD)]
+        finally:
+            stack.stop_process("worker-vault-publish")
+            stack.stop_process("worker-vault-build")
+            stack.start_worker("publish", "--publish")
+            for arch in ("amd64", "arm64"):
+                stack.start_worker(f"build-{arch}", "--arch", arch)
+            stack.wait_workers(3)
+        for name in ("worker-vault-publish", "worker-vault-build"):
+            log = stack.log_tail(name, 100_000)
+            assert PUSH_PASSWORD not in log and EXCHANGE_PASSWORD not in log and roles["publish"][1] not in log

@@ -84,5 +84,8 @@ def current() -> WorkerContext:
         path = os.environ.get("EDGEBOT_CONFIG")
         if not path:
             raise RuntimeError("EDGEBOT_CONFIG is not set: point it at edgebot's config file")
-        _CONTEXT = WorkerContext(load_config(path))
+        from workers.vault import build_resolver
+
+        config = load_config(path)
+        _CONTEXT = WorkerContext(config, build_resolver(config))
     return _CONTEXT

@@ -17,7 +17,7 @@ from rq import Queue, Worker
 
 from edgebot.config import load_config
 from edgebot.rqjob import PUBLISH_QUEUE, SERIALIZER, EdgebotJob, build_queue
-from edgebot.secrets import SecretResolver
+from workers.vault import build_resolver
 
 
 def queue_names(arches: list[str], publish: bool) -> list[str]:
@@ -32,7 +32,7 @@ def run_worker(
     os.environ["EDGEBOT_CONFIG"] = os.path.abspath(config_path)
     config = load_config(config_path)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    resolver = SecretResolver()
+    resolver = build_resolver(config)
     import redis
 
     password = resolver.resolve(config.redis_password).reveal() if config.redis_password else None
