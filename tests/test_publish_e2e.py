@@ -424,8 +424,9 @@ def test_workers_take_their_secrets_from_vault_with_least_privilege(stack: Stack
         bao.put_secret("edgebot/publish", {"exchange_password": EXCHANGE_PASSWORD, "signing_key": key_pem,
                                            "pull_password": PULL_PASSWORD})
         roles = {}
-        for role in ("build", "publish"):
-            bao.write_policy(f"edgebot-{role}", bao.read_only_policy([f"secret/data/edgebot/{role}"]))
+        for role in ("build", "publish"):  # the policies shipped in deploy/vault/
+            policy = (Path(__file__).parent.parent / "deploy" / "vault" / f"edgebot-{role}.hcl").read_text()
+            bao.write_policy(f"edgebot-{role}", policy)
             roles[role] = bao.approle(f"edgebot-{role}", [f"edgebot-{role}"])
         config = stack.config_path.read_text()
         for env_ref, vault_ref in (
