@@ -43,6 +43,19 @@ def log_tail(log: Path | None, lines: int = 30) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
+def wait_until(predicate: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.1,
+               what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy, and return that; TimeoutError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
 def wait_ready(predicate: Callable[[], object], *, timeout: float, what: str, log: Path | None = None,
                proc: subprocess.Popen[bytes] | None = None, interval: float = 0.1) -> None:
     """Poll ``predicate`` until it is truthy. Raises :class:`StartFailed` with the log tail on timeout or exit."""

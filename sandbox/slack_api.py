@@ -290,27 +290,26 @@ class Workspace:
         msg = self._add_message(channel["id"], text, blocks, attachments, thread_ts, self.bot_user_id)
         return self._ok({"channel": channel["id"], "ts": msg["ts"], "message": self._api_message(msg)}, warning)
 
-    def chat_update(self, args: Args) -> dict[str, Any]:
+    def _own_message(self, args: Args, refusal: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(channel, message) for ``channel``+``ts``; only the bot's own messages may be changed."""
         _required(args, "channel", "ts")
         channel = self._channel(args["channel"])
         msg = self._find(channel["id"], str(args["ts"]))
         if msg is None:
             raise ApiError("message_not_found")
         if msg["user"] != self.bot_user_id:
-            raise ApiError("cant_update_message")
+            raise ApiError(refusal)
+        return channel, msg
+
+    def chat_update(self, args: Args) -> dict[str, Any]:
+        channel, msg = self._own_message(args, "cant_update_message")
         text, blocks, attachments, warning = _message_body(args)
         self._edit(msg, text, blocks, attachments)
         return self._ok({"channel": channel["id"], "ts": msg["ts"], "text": msg["text"],
                          "message": self._api_message(msg)}, warning)
 
     def chat_delete(self, args: Args) -> dict[str, Any]:
-        _required(args, "channel", "ts")
-        channel = self._channel(args["channel"])
-        msg = self._find(channel["id"], str(args["ts"]))
-        if msg is None:
-            raise ApiError("message_not_found")
-        if msg["user"] != self.bot_user_id:
-            raise ApiError("cant_delete_message")
+        channel, msg = self._own_message(args, "cant_delete_message")
         msg["deleted"] = True
         return self._ok({"channel": channel["id"], "ts": msg["ts"]})
 

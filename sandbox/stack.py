@@ -11,11 +11,8 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +24,7 @@ from edgebot.store import ReleaseStore
 from sandbox.base_images import seed_base_images
 from sandbox.exchange import ExchangeStandIn
 from sandbox.pki import TestCA
+from sandbox.proc_base import free_port, wait_until
 from sandbox.processes import DockerDaemon, RedisServer, Registry, make_git_source
 from sandbox.slack import SlackStandIn
 from sandbox.slack_client import SlackPlatform
@@ -44,23 +42,7 @@ EXCHANGE_PASSWORD = "sandbox-exchange-pw"
 PUSH_USER, PUSH_PASSWORD = "pusher", "push-secret-1"
 PULL_USER, PULL_PASSWORD = "puller", "pull-secret-1"
 HELLO_DIR = Path(__file__).resolve().parent.parent / "examples" / "hello"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(predicate: Callable[[], Any], *, timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+__all__ = ["Stack", "free_port", "wait_until", "write_config", "hello_files"]
 
 
 def hello_files(version: str = "1.0.0") -> dict[str, bytes | str]:

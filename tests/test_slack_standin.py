@@ -27,6 +27,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.signature import Clock, SignatureVerifier
 
+from sandbox.proc_base import wait_until
 from sandbox.slack import REAL_TIER_LIMITS, SlackStandIn
 from sandbox.slack_client import SlackPlatform, sign
 
@@ -41,17 +42,6 @@ def section(text: str, block_id: str | None = None) -> dict[str, Any]:
     if block_id:
         block["block_id"] = block_id
     return block
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
 
 
 @pytest.fixture()

@@ -115,6 +115,12 @@ def expand_vars(text: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
     about), in order of first appearance. Go details kept: ``$$``, ``$1``, ``$*`` … are one-character special names;
     ``${}`` and an unclosed ``${`` are eaten; a ``$`` not followed by a name (or at the very end) stays.
     """
+    lookup, undefined = _recording_lookup(env)
+    return "".join(p for p, _, _ in _expand(text, lookup)), undefined
+
+
+def _recording_lookup(env: Mapping[str, str]) -> tuple[Callable[[str], str], list[str]]:
+    """A variable lookup that also records, in order, the names that expand to "" (unset or empty)."""
     undefined: list[str] = []
 
     def lookup(name: str) -> str:
@@ -123,7 +129,7 @@ def expand_vars(text: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
             undefined.append(name)
         return value
 
-    return "".join(p for p, _, _ in _expand(text, lookup)), undefined
+    return lookup, undefined
 
 
 # -- hzn.json ---------------------------------------------------------------------------------------------------------
@@ -319,14 +325,7 @@ def read_definition(definition_text: str, hzn_json_text: str | None, *, org: str
     env.update({"HZN_ORG_ID": org, "SERVICE_VERSION": version, "ARCH": arch, "DOCKER_IMAGE_BASE": image_base})
 
     stripped, strip_origin = _strip_with_origin(definition_text)
-    undefined: list[str] = []
-
-    def lookup(name: str) -> str:
-        value = env.get(name, "")
-        if value == "" and name not in undefined:
-            undefined.append(name)
-        return value
-
+    lookup, undefined = _recording_lookup(env)
     pieces = _expand(stripped, lookup)
     text = "".join(p for p, _, _ in pieces)
     f = definition_name
