@@ -11,17 +11,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from slack_bolt import Ack, App
+from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot import grammar
 from bot.access import AccessCheck, mention, parse_access
+from bot.approve import ApprovalDesk
 from bot.cancel import cancel_release
 from bot.intake import ChannelCheck, NotAllowed, NotInChannel, Requester, accept_publish
-from edgebot import messages
+from edgebot import approval_messages, approvals, messages
 from edgebot.config import Config
 from edgebot.errors import UsageError
+from edgebot.ratelimit import SlackRateLimiter
 from edgebot.secrets import SecretResolver
 from edgebot.store import ReleaseStore
 from edgebot.thread import ThreadReporter, slack_client
@@ -36,6 +38,7 @@ class BotContext:
     channels: ChannelCheck
     access: AccessCheck
     reporter: ThreadReporter
+    approvals: ApprovalDesk
 
 
 def create_app(config: Config, *, resolver: SecretResolver | None = None,
@@ -50,8 +53,12 @@ def create_app(config: Config, *, resolver: SecretResolver | None = None,
     app = App(client=client, signing_secret=signing_secret, process_before_response=False,
               token_verification_enabled=False)
     access = AccessCheck(parse_access(config.extra.get("access")), lambda group: _group_members(client, group))
+    st = config.settings
+    limiter = SlackRateLimiter(connection, burst=st.slack_burst, prefix=st.key_prefix, per_minute={
+        "chat.update": st.slack_update_per_minute, "chat.postMessage": st.slack_post_per_minute})
+    desk = ApprovalDesk(store, lambda group: _group_members(client, group), st)
     register(app, BotContext(config, store, ChannelCheck(client, connection, config), access,
-                             ThreadReporter(client, store)))
+                             ThreadReporter(client, store, limiter=limiter), desk))
     return app
 
 
@@ -74,7 +81,33 @@ def register(app: App, ctx: BotContext) -> None:
     def on_edge(ack: Ack, command: dict[str, Any], client: WebClient) -> None:
         handle_edge_command(ack, command, ctx)
 
+    def on_approve(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        ack()
+        _guarded(respond, "approve", lambda: handle_approve(body, respond, ctx))
+
+    def on_reject(ack: Ack, body: dict[str, Any], respond: Respond, client: WebClient) -> None:
+        ack()
+        _guarded(respond, "reject", lambda: handle_reject_click(body, respond, client, ctx))
+
+    def on_reject_submit(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        handle_reject_submission(ack, body, view, ctx)
+
+    def on_status_button(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        ack()
+        _guarded(respond, "status", lambda: _respond(respond, _status_of(body, ctx)))
+
+    def on_cancel_button(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        ack()
+        release_id = (body.get("actions") or [{}])[0].get("value", "")
+        user_id = (body.get("user") or {}).get("id", "")
+        _guarded(respond, "cancel", lambda: _respond(respond, cancel_as(release_id, user_id, ctx)))
+
     app.command("/edge")(on_edge)
+    app.action(approval_messages.APPROVE_ACTION)(on_approve)
+    app.action(approval_messages.REJECT_ACTION)(on_reject)
+    app.view(approval_messages.REJECT_CALLBACK)(on_reject_submit)
+    app.action(messages.STATUS_ACTION)(on_status_button)
+    app.action(messages.CANCEL_ACTION)(on_cancel_button)
 
 
 def handle_edge_command(ack: Ack, command: dict[str, Any], ctx: BotContext) -> None:
@@ -131,27 +164,114 @@ def handle_edge_command(ack: Ack, command: dict[str, Any], ctx: BotContext) -> N
 
 
 def handle_cancel(ack: Ack, parsed: grammar.CancelCommand, command: dict[str, Any], ctx: BotContext) -> None:
-    release = ctx.store.get(parsed.release_id)
+    _reply(ack, cancel_as(parsed.release_id, command.get("user_id", ""), ctx))
+
+
+def cancel_as(release_id: str, user_id: str, ctx: BotContext) -> messages.Message:
+    """`/edge cancel` and the root message's Cancel button: the answer for ``user_id``; repaints the thread."""
+    release = ctx.store.get(release_id)
     if release is None:
-        _reply(ack, messages.unknown_release(parsed.release_id))
-        return
-    user_id = command.get("user_id", "")
+        return messages.unknown_release(release_id)
     if user_id != release.user_id:  # the requester may always cancel their own release
         allowed, holders = ctx.access.allowed("cancel", user_id, org=release.org, service=release.service)
         if not allowed:
-            _reply(ack, messages.not_allowed("cancel", release.service, release.org, [mention(h) for h in holders]))
-            return
-    outcome = cancel_release(ctx.store, parsed.release_id, user_id)
+            return messages.not_allowed("cancel", release.service, release.org, [mention(h) for h in holders])
+    outcome = cancel_release(ctx.store, release_id, user_id)
     if outcome is None:
-        _reply(ack, messages.unknown_release(parsed.release_id))
-        return
+        return messages.unknown_release(release_id)
     if not outcome.cancelled:
-        _reply(ack, messages.cancel_refused(outcome.release))
-        return
-    _reply(ack, messages.cancelled_ack(outcome.release, outcome.stopped_jobs, outcome.removed_jobs))
+        return messages.cancel_refused(outcome.release)
     for stage in outcome.release.progress_ts:  # progress messages show "cancelled" instead of a spinner
-        ctx.reporter.stage(parsed.release_id, stage)
-    ctx.reporter.summary(parsed.release_id)  # "cancelled by @user" in the thread, root repainted (if it exists)
+        ctx.reporter.stage(release_id, stage)
+    if outcome.release.approval is not None:
+        ctx.reporter.approval_card(release_id)  # the card loses its buttons
+    ctx.reporter.summary(release_id)  # "cancelled by @user" in the thread, root repainted (if it exists)
+    return messages.cancelled_ack(outcome.release, outcome.stopped_jobs, outcome.removed_jobs)
+
+
+# -- approvals ---------------------------------------------------------------------------------------------------
+
+def _clicked(body: dict[str, Any]) -> tuple[str, str, str]:
+    """(release_id, card digest, user_id) of a click on an approval button."""
+    action = (body.get("actions") or [{}])[0]
+    release_id, digest = approvals.parse_button_value(str(action.get("value", "")))
+    return release_id, digest, str((body.get("user") or {}).get("id", ""))
+
+
+def handle_approve(body: dict[str, Any], respond: Respond, ctx: BotContext) -> None:
+    release_id, digest, user_id = _clicked(body)
+    outcome = ctx.approvals.approve(release_id, digest, user_id)
+    release = outcome.release
+    if outcome.refused is not None:
+        approvers = release.approval.approvers if release and release.approval else []
+        _respond(respond, approval_messages.click_refused(outcome.refused, release, release_id, approvers=approvers))
+        if release is not None and release.is_final and outcome.refused == approvals.EXPIRED_CLICK:
+            ctx.reporter.approval_card(release_id)
+            ctx.reporter.summary(release_id)
+        return
+    assert release is not None
+    ctx.reporter.approval_card(release_id)  # "1 of 2: @approver", in place
+    if outcome.quorum:
+        ctx.reporter.refresh_root(release_id)
+    _respond(respond, approval_messages.approval_counted(release, outcome.quorum))
+
+
+def handle_reject_click(body: dict[str, Any], respond: Respond, client: WebClient, ctx: BotContext) -> None:
+    release_id, digest, user_id = _clicked(body)
+    outcome = ctx.approvals.check_reject(release_id, digest, user_id)
+    release = outcome.release
+    if outcome.refused is not None or release is None:
+        approvers = release.approval.approvers if release and release.approval else []
+        _respond(respond, approval_messages.click_refused(outcome.refused or approvals.UNKNOWN, release, release_id,
+                                                          approvers=approvers))
+        return
+    value = (body.get("actions") or [{}])[0].get("value", "")
+    client.views_open(trigger_id=body.get("trigger_id", ""), view=approval_messages.reject_modal(release, value))
+
+
+def handle_reject_submission(ack: Ack, body: dict[str, Any], view: dict[str, Any], ctx: BotContext) -> None:
+    values = (view.get("state") or {}).get("values") or {}
+    field = (values.get(approval_messages.REASON_BLOCK) or {}).get(approval_messages.REASON_ACTION) or {}
+    reason = " ".join(str(field.get("value") or "").split())
+    if len(reason) < 3:
+        ack(response_action="errors", errors={approval_messages.REASON_BLOCK: "Say why, in a few words."})
+        return
+    release_id, digest = approvals.parse_button_value(str(view.get("private_metadata", "")))
+    user_id = str((body.get("user") or {}).get("id", ""))
+    try:
+        outcome = ctx.approvals.reject(release_id, digest, user_id, reason[:500])
+    except Exception:
+        log.exception("could not record the rejection of %s", release_id)
+        ack(response_action="errors", errors={approval_messages.REASON_BLOCK: messages.internal_error().text})
+        return
+    if outcome.refused is not None:
+        release = outcome.release
+        approvers = release.approval.approvers if release and release.approval else []
+        why = approval_messages.click_refused(outcome.refused, release, release_id, approvers=approvers).text
+        ack(response_action="errors", errors={approval_messages.REASON_BLOCK: why[:150]})
+        return
+    ack()
+    ctx.reporter.approval_card(release_id)  # buttons removed, "Rejected: … — reason"
+    ctx.reporter.summary(release_id)  # mentions the requester
+
+
+def _status_of(body: dict[str, Any], ctx: BotContext) -> messages.Message:
+    release_id = str((body.get("actions") or [{}])[0].get("value", ""))
+    release = ctx.store.get(release_id)
+    return messages.status_detail(release) if release else messages.unknown_release(release_id)
+
+
+def _guarded(respond: Respond, what: str, work: Any) -> None:
+    """Run a button's work after the ack; an unexpected failure becomes an ephemeral apology, never silence."""
+    try:
+        work()
+    except Exception:
+        log.exception("%s button failed", what)
+        _respond(respond, messages.internal_error())
+
+
+def _respond(respond: Respond, msg: messages.Message) -> None:
+    respond(text=msg.text, blocks=msg.blocks or None, response_type="ephemeral", replace_original=False)
 
 
 def _read_only(parsed: grammar.StatusCommand | grammar.HistoryCommand, command: dict[str, Any],

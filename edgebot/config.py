@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgebot.approvals import ApprovalPolicy, ApprovalRules, check_reachable, parse_approvals
 from edgebot.errors import ConfigError
 from edgebot.ids import GO_ARCHES
 from edgebot.secrets import SecretRef
@@ -100,6 +101,11 @@ class Config:
     redis_password: SecretRef | None = None
     path: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    approvals: ApprovalRules = field(default_factory=lambda: ApprovalRules({}))
+    """Who must approve what (``[approvals]``); empty: nothing needs approval."""
+
+    def approval_policy(self, *, org: str, service: str, registry: str) -> ApprovalPolicy:
+        return self.approvals.policy_for(org=org, service=service, registry=registry)
 
 
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
@@ -136,6 +142,8 @@ def parse_config(data: Mapping[str, Any], *, path: str = "", environ: Mapping[st
         settings = Settings.load(data.get("settings"), environ)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    approval_rules = parse_approvals(data.get("approvals"))
+    check_reachable(approval_rules, services={name: (svc.org, set(registries)) for name, svc in services.items()})
     exchange_url = _str(exchange, "exchange.url").rstrip("/")
     if not re.match(r"^https?://", exchange_url):
         raise ConfigError("exchange.url must be the Exchange base URL including /v1, e.g. https://hub/edge-exchange/v1")
@@ -164,6 +172,7 @@ def parse_config(data: Mapping[str, Any], *, path: str = "", environ: Mapping[st
         docker_url=docker.get("url"),
         path=path,
         extra={k: data[k] for k in ("vault", "access", "approvals", "rollout") if k in data},
+        approvals=approval_rules,
     )
 
 

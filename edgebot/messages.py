@@ -76,6 +76,8 @@ STEP_ICON = {
     FAILED_STEP: ":x:",
     SKIPPED: ":heavy_minus_sign:",
 }
+STATUS_ACTION = "release_status"
+CANCEL_ACTION = "release_cancel"
 STAGE_TITLE = {"source": "Source", "build": "Build", "push": "Push", "sign": "Sign", "publish": "Publish"}
 
 
@@ -212,7 +214,28 @@ def root_message(release: Release) -> Message:
     facts = f"{label} · release `{release.release_id}` · org `{release.org}` · arches {', '.join(release.arches)}"
     if release.commit_sha:
         facts += f" · commit `{release.commit_sha[:12]}`"
-    return Message(text=text, blocks=[section(line), context(facts)])
+    blocks = [section(line), context(facts)]
+    if not release.is_final:
+        blocks.append(root_buttons(release))
+    return Message(text=text, blocks=blocks)
+
+
+def root_buttons(release: Release) -> dict[str, Any]:
+    """Status and Cancel on the root message while the release is active (both answer ephemerally)."""
+    return {
+        "type": "actions",
+        "block_id": "release",
+        "elements": [
+            {"type": "button", "action_id": STATUS_ACTION, "value": release.release_id,
+             "text": {"type": "plain_text", "text": "Status"}},
+            {"type": "button", "action_id": CANCEL_ACTION, "value": release.release_id, "style": "danger",
+             "text": {"type": "plain_text", "text": "Cancel"},
+             "confirm": {"title": {"type": "plain_text", "text": "Cancel this release?"},
+                         "text": {"type": "mrkdwn", "text": f"Stop {title(release)} before it is published."},
+                         "confirm": {"type": "plain_text", "text": "Cancel release"},
+                         "deny": {"type": "plain_text", "text": "Keep it"}}},
+        ],
+    }
 
 
 def _step_line(name: str, step: StepState) -> str:

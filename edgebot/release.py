@@ -77,6 +77,54 @@ class ArchResult:
 
 
 @dataclass
+class Decision:
+    """One approver's decision, with what it covered (the audit trail of an approval)."""
+
+    user_id: str
+    outcome: str
+    """approved | rejected"""
+    at: float
+    covers_digest: str
+    reason: str = ""
+
+
+@dataclass
+class Approval:
+    """The approval request of a release: who may approve, how many, until when, and exactly what it covers."""
+
+    required: int
+    approvers: list[str]
+    """Slack user ids (U…) and user group ids (S…); groups are resolved when a button is clicked."""
+    allow_requester: bool
+    requested_at: float
+    expires_at: float
+    covers: dict[str, Any]
+    """sha256 of each arch's deployment string, the digests, signature and key fingerprints, the target policies."""
+    covers_digest: str
+    exchange_changes: dict[str, str] = field(default_factory=dict)
+    """arch -> what publishing will do in the Exchange (new service, no change, overwrite …)."""
+    round: int = 1
+    """Incremented when publish found the release changed since the approval and asked again."""
+    card_ts: str = ""
+    decisions: list[Decision] = field(default_factory=list)
+    quorum_at: float | None = None
+    superseded_cards: list[str] = field(default_factory=list)
+
+    def approvals(self) -> list[Decision]:
+        return [d for d in self.decisions if d.outcome == "approved" and d.covers_digest == self.covers_digest]
+
+    def approved_by(self, user_id: str) -> bool:
+        return any(d.user_id == user_id for d in self.approvals())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Approval:
+        data = dict(data)
+        data["decisions"] = [Decision(**d) for d in data.get("decisions", [])]
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
 class Release:
     release_id: str
     team_id: str
@@ -113,6 +161,10 @@ class Release:
     """Things the thread should say besides progress (warnings such as credential reuse)."""
     events: list[dict[str, Any]] = field(default_factory=list)
     """Audit trail: {"at", "what", ...} appended by every transition."""
+    approval: Approval | None = None
+    """Set once every arch is signed, when the release's approval policy asks for approvals."""
+    approval_history: list[Approval] = field(default_factory=list)
+    """Earlier rounds of approval (publish found the release changed since they were given)."""
 
     @property
     def is_final(self) -> bool:
@@ -143,5 +195,8 @@ class Release:
             for stage, per_arch in data.get("arch_steps", {}).items()
         }
         data["results"] = {k: ArchResult(**v) for k, v in data.get("results", {}).items()}
+        if data.get("approval"):
+            data["approval"] = Approval.from_dict(data["approval"])
+        data["approval_history"] = [Approval.from_dict(a) for a in data.get("approval_history", [])]
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})

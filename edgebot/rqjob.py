@@ -9,14 +9,18 @@ Job payloads carry ids only (release id, arch): never a secret.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
-from rq.job import Job
+from rq.job import Job, Retry
 from rq.serializers import JSONSerializer
+
+from edgebot.settings import Settings
 
 JOBS_MODULE = "workers.jobs"
 ALLOWED_FUNCTIONS = frozenset(
-    f"{JOBS_MODULE}.{name}" for name in ("prepare_release", "build_arch", "sign_release", "publish_release")
+    f"{JOBS_MODULE}.{name}"
+    for name in ("prepare_release", "build_arch", "sign_release", "publish_release", "expire_approval")
 )
 
 PUBLISH_QUEUE = "edgebot-publish"
@@ -62,3 +66,14 @@ class EdgebotJob(Job):
 
 
 SERIALIZER = JSONSerializer
+
+
+def retry_policy(settings: Settings) -> Retry | None:
+    """Exponential backoff with jitter for steps that failed transiently: base * 2**n, each ±25 %."""
+    if settings.step_retries <= 0:
+        return None
+    intervals = [
+        max(1, round(settings.retry_backoff * (2**n) * random.uniform(0.75, 1.25)))
+        for n in range(settings.step_retries)
+    ]
+    return Retry(max=settings.step_retries, interval=intervals)

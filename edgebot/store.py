@@ -97,11 +97,13 @@ class ReleaseStore:
         return [r for r in found if r is not None]
 
     # -- update -------------------------------------------------------------------------------------------------
-    def update(self, release_id: str, mutate: Mutation) -> Release:
+    def update(self, release_id: str, mutate: Mutation,
+               then: Callable[[Release, Any], None] | None = None) -> Release:
         """Atomically apply ``mutate`` to the stored record (optimistic WATCH/MULTI, retried on conflict).
 
         ``mutate`` may raise to abort without writing. It can run more than once under contention, so it must only
-        change the record it is given.
+        change the record it is given. ``then(release, pipeline)`` may add commands (an RQ enqueue) to the same
+        MULTI, so they happen exactly when this write does.
         """
         key = self.key(release_id)
         while True:
@@ -122,6 +124,8 @@ class ReleaseStore:
                         pipe.set(key, _dumps(release))
                         pipe.srem(self.active_key(release.team_id, release.channel_id), release.release_id)
                         pipe.expire(key, self.settings.release_ttl)
+                    if then is not None:
+                        then(release, pipe)
                     pipe.execute()
                     return release
                 except redis.WatchError:

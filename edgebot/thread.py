@@ -22,7 +22,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
-from edgebot import messages
+from edgebot import approval_messages, messages
 from edgebot.ratelimit import SlackRateLimiter
 from edgebot.release import Release
 from edgebot.store import ReleaseStore
@@ -162,6 +162,33 @@ class ThreadReporter:
                     release = self.store.update(release_id, keep)
             if release.message_ts:
                 self._update(release, release.message_ts, messages.root_message(release))
+
+    # -- approval card ----------------------------------------------------------------------------------------------
+    def approval_card(self, release_id: str) -> None:
+        """Post the approval card of the current round once, or repaint it (tally, closed, buttons removed)."""
+        self._submit(("approval", release_id), lambda: self._approval_card(release_id))
+
+    def _approval_card(self, release_id: str) -> None:
+        with self._locked(release_id) as release:
+            approval = release.approval
+            if not release.message_ts or approval is None:
+                return
+            for ts in approval.superseded_cards:  # cards of earlier rounds lose their buttons
+                self._update(release, ts, approval_messages.superseded_card(release))
+            msg = approval_messages.approval_card(release)
+            if approval.card_ts:
+                self._update(release, approval.card_ts, msg)
+                return
+            posted = self._post_in_thread(release, msg)
+            if posted:
+                current_round = approval.round
+
+                def keep(r: Release) -> None:
+                    if r.approval is not None and r.approval.round == current_round and not r.approval.card_ts:
+                        r.approval.card_ts = posted
+                        r.approval.superseded_cards = []
+
+                self.store.update(release_id, keep)
 
     def _limit(self, release: Release, method: str) -> None:
         if self.limiter is not None:

@@ -10,11 +10,12 @@ import pytest
 from edgebot.config import RegistryConfig
 from edgebot.errors import StepFailed
 from edgebot.release import Release
+from edgebot.rqjob import retry_policy
 from edgebot.secrets import SecretRef
 from edgebot.settings import Settings
 from workers import exchange, images
 from workers.definition import DefinitionError
-from workers.failures import retry_policy, translated
+from workers.failures import translated
 
 ADDRESS = "default-route-openshift-image-registry.apps.ocp.example.com"
 X509 = (f'Get "https://{ADDRESS}/v2/": x509: certificate signed by unknown authority')

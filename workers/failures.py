@@ -7,31 +7,16 @@ exponential backoff and jitter a bounded number of times (RQ ``Retry``, run by a
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from rq import Retry
-
 from edgebot.config import RegistryConfig
 from edgebot.errors import ReleaseEnded, SecretUnavailable, StepFailed
 from edgebot.release import Release
-from edgebot.settings import Settings
 
 if TYPE_CHECKING:
     from workers.context import WorkerContext
-
-
-def retry_policy(settings: Settings) -> Retry | None:
-    """Exponential backoff with jitter: base * 2**n, each ±25 %."""
-    if settings.step_retries <= 0:
-        return None
-    intervals = [
-        max(1, round(settings.retry_backoff * (2**n) * random.uniform(0.75, 1.25)))
-        for n in range(settings.step_retries)
-    ]
-    return Retry(max=settings.step_retries, interval=intervals)
 
 
 @contextmanager

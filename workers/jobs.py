@@ -33,6 +33,13 @@ def publish_release(release_id: str) -> None:
     _run("publish", pipeline.publish, release_id)
 
 
+def expire_approval(release_id: str) -> None:
+    """Scheduled when an approval is requested: ends the release if nobody approved it in time."""
+    from workers import gate
+
+    _run("approval expiry", gate.expire, release_id)
+
+
 def _run(name: str, step: Callable[[context.WorkerContext, str], None], release_id: str) -> None:
     ctx = context.current()
     try:

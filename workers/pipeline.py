@@ -32,7 +32,7 @@ from edgebot.release import (
     Release,
     StepState,
 )
-from edgebot.rqjob import JOBS_MODULE, PUBLISH_QUEUE, SERIALIZER, EdgebotJob, build_queue, job_id
+from edgebot.rqjob import JOBS_MODULE, PUBLISH_QUEUE, SERIALIZER, EdgebotJob, build_queue, job_id, retry_policy
 from workers import failures
 from workers.context import WorkerContext
 from workers.definition import ServiceDefinition, deployment_string, pin_images, read_definition
@@ -106,7 +106,7 @@ def enqueue(ctx: WorkerContext, queue_name: str, function: str, release_id: str,
             job_id=job_id(release_id, step.replace("_", "-")),
             timeout=ctx.config.settings.job_timeout,
             result_ttl=ctx.config.settings.job_result_ttl,
-            retry=failures.retry_policy(ctx.config.settings),
+            retry=retry_policy(ctx.config.settings),
             unique=True,
         )
     except DuplicateJobError:
@@ -323,7 +323,12 @@ def sign(ctx: WorkerContext, release_id: str) -> None:
 
     set_stage(ctx, release_id, "sign", DONE, note=f"key {signer.key_name}", extra=record)
     ctx.reporter.refresh_root(release_id)
-    enqueue(ctx, PUBLISH_QUEUE, "publish_release", release_id)
+    from workers import gate
+
+    with failures.translated("approval", release, registry, ctx=ctx):  # reads the Exchange for the card
+        waiting = gate.request(ctx, release_id)
+    if not waiting:
+        enqueue(ctx, PUBLISH_QUEUE, "publish_release", release_id)
 
 
 # -- step 4: publish --------------------------------------------------------------------------------------------------
@@ -335,6 +340,11 @@ def publish(ctx: WorkerContext, release_id: str) -> None:
     if release.is_final:
         return
     registry = ctx.config.registries[release.registry]
+    from workers import gate
+
+    with failures.translated("approval", release, registry, ctx=ctx):
+        if not gate.recheck(ctx, release):  # changed since it was approved: asked again, nothing published
+            return
     set_stage(ctx, release_id, "publish", RUNNING)
     actions: dict[str, tuple[str, str]] = {}
     adopted: dict[str, str] = {}

@@ -1,0 +1,179 @@
+"""The approval card, the Reject modal and every answer to an approval click (pure builders, snapshot-tested).
+
+Kept beside :mod:`edgebot.messages` (which renders the rest of the thread) so each stays one concept.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from edgebot import approvals
+from edgebot.messages import (
+    STATE_ICON,
+    STATE_LABEL,
+    Message,
+    _limit_blocks,
+    clip,
+    context,
+    section,
+    short,
+    title,
+)
+from edgebot.release import AWAITING_APPROVAL, EXPIRED, PUBLISHING, REJECTED, ROLLING_OUT, SUCCEEDED, Release
+
+APPROVE_ACTION = "approve_release"
+REJECT_ACTION = "reject_release"
+REJECT_CALLBACK = "reject_release_modal"
+REASON_BLOCK = "reason"
+REASON_ACTION = "reason_input"
+
+
+def mention(principal: str) -> str:
+    return f"<!subteam^{principal}>" if principal.startswith("S") else f"<@{principal}>"
+
+
+def when(ts: float) -> str:
+    fallback = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+    return f"<!date^{int(ts)}^{{date_short_pretty}} {{time}}|{fallback}>"
+
+
+def _tally(release: Release) -> str:
+    assert release.approval is not None
+    given = release.approval.approvals()
+    who = ", ".join(f"<@{d.user_id}>" for d in given)
+    return f"{len(given)} of {release.approval.required}" + (f": {who}" if who else "")
+
+
+def approval_card(release: Release) -> Message:
+    """The card in the thread: exactly what ships, who must approve, and (while open) Approve / Reject."""
+    approval = release.approval
+    assert approval is not None, "approval_card needs a release with an approval request"
+    open_ = release.state == AWAITING_APPROVAL and not release.is_final
+    approvers = " ".join(mention(p) for p in approval.approvers)
+    requester = "" if approval.allow_requester else " (not the requester)"
+    if open_:
+        head = (f":raised_hand: *Approval needed:* {title(release)} to org `{release.org}` — "
+                f"{approval.required} approval(s) from {approvers}{requester}")
+    elif release.state in (PUBLISHING, ROLLING_OUT, SUCCEEDED) and approval.quorum_at:
+        head = f":white_check_mark: *Approved:* {title(release)} ({_tally(release)})"
+    elif release.state == REJECTED:
+        head = f"{STATE_ICON[REJECTED]} *Rejected:* {title(release)} — {release.error}"
+    elif release.state == EXPIRED:
+        head = f"{STATE_ICON[EXPIRED]} *Expired:* {title(release)} — {release.error}"
+    else:
+        head = f"*Approval closed:* {title(release)} — the release is {STATE_LABEL.get(release.state, release.state)}"
+    lines = [
+        f"requested by <@{release.user_id}> · release `{release.release_id}` · registry `{release.registry}`",
+        f"commit `{release.commit_sha}`",
+    ]
+    for arch in release.arches:
+        res = release.result(arch)
+        change = approval.exchange_changes.get(arch, "")
+        lines.append(f"*{arch}* `{res.pinned_image}`\n    signature `{short(res.signature_fingerprint, 23)}`"
+                     + (f" · Exchange: {change}" if change else ""))
+    key_fp = short(release.public_key_fingerprint, 23)
+    lines.append(f"signing key `{release.key_name}` · public key fingerprint `{key_fp}`")
+    targets = approval.covers.get("targets") or []
+    lines.append("moves " + ", ".join(f"`{t}`" for t in targets) if targets
+                 else "moves no deployment policy or pattern (publish only)")
+    blocks: list[dict[str, Any]] = [section(head), section("\n".join(lines))]
+    tally = f"approvals {_tally(release)}"
+    if open_:
+        blocks.append(context(f"{tally} · open until {when(approval.expires_at)}"
+                              + (f" · round {approval.round}" if approval.round > 1 else "")))
+        value = approvals.button_value(release)
+        blocks.append({
+            "type": "actions",
+            "block_id": "approval",
+            "elements": [
+                {"type": "button", "action_id": APPROVE_ACTION, "style": "primary", "value": value,
+                 "text": {"type": "plain_text", "text": "Approve"}},
+                {"type": "button", "action_id": REJECT_ACTION, "style": "danger", "value": value,
+                 "text": {"type": "plain_text", "text": "Reject"}},
+            ],
+        })
+    else:
+        blocks.append(context(tally))
+    text = clip(f"{head}\n" + "\n".join(lines), 3900).replace("*", "")
+    return Message(text=text, blocks=_limit_blocks(blocks))
+
+
+def superseded_card(release: Release) -> Message:
+    text = (f":leftwards_arrow_with_hook: This approval card for {title(release)} is outdated: what would ship "
+            "changed since it was posted. Approve the newer card below.")
+    return Message(text=text, blocks=[section(text)])
+
+
+def asked_again(release: Release) -> str:
+    """Note in the thread when publish found the release changed since it was approved."""
+    return (f":warning: {title(release)} changed after it was approved (a digest, a signature, the deployment or the "
+            "target policies differ from what the approvers saw). Nothing was published; please approve again.")
+
+
+def click_refused(reason: str, release: Release | None, release_id: str, *, approvers: list[str] | None = None,
+                  ) -> Message:
+    """The ephemeral answer to a click that did not count: exactly why."""
+    name = title(release) if release else release_id
+    if reason == approvals.UNKNOWN:
+        text = f"There is no release `{release_id}` any more, so this click did nothing."
+    elif reason == approvals.ENDED:
+        assert release is not None
+        text = (f"{name} already ended ({STATE_LABEL.get(release.state, release.state)}); "
+                "your click did not count.")
+    elif reason == approvals.NOT_WAITING:
+        text = f"{name} is not waiting for approval (there is no open approval card), so nothing was approved."
+    elif reason == approvals.EXPIRED_CLICK:
+        text = (f"The approval request for {name} expired; your click did not count. The requester can publish "
+                "again to ask for a new approval.")
+    elif reason == approvals.OUTDATED:
+        text = (f"This card for {name} is outdated: what would ship changed since it was posted. "
+                "Use the newest approval card in the thread.")
+    elif reason == approvals.REQUESTER:
+        text = (f"You requested {name}, so your approval does not count (four-eyes): "
+                "someone else among the approvers must approve it.")
+    elif reason == approvals.NOT_APPROVER:
+        who = ", ".join(mention(p) for p in approvers or [])
+        text = f"You are not an approver for {name}, so your click did not count." + (
+            f" Approvers: {who}." if who else "")
+    elif reason == approvals.ALREADY:
+        assert release is not None
+        text = f"You already approved {name} ({_tally(release)}); a second click does not count twice."
+    else:
+        text = f"Your click on {name} did not count ({reason})."
+    return Message(text=text)
+
+
+def approval_counted(release: Release, reached: bool) -> Message:
+    if reached:
+        text = f"Approved: {title(release)} has its {_tally(release)} approvals and is being published now."
+    else:
+        text = f"Your approval of {title(release)} counts: {_tally(release)}."
+    return Message(text=text)
+
+
+def rejection_recorded(release: Release) -> Message:
+    return Message(text=f"You rejected {title(release)}; the requester has been told in the thread.")
+
+
+def reject_modal(release: Release, value: str) -> dict[str, Any]:
+    """The modal that asks for a reason before a release is rejected (``private_metadata`` carries the card)."""
+    return {
+        "type": "modal",
+        "callback_id": REJECT_CALLBACK,
+        "private_metadata": value,
+        "title": {"type": "plain_text", "text": "Reject release"},
+        "submit": {"type": "plain_text", "text": "Reject"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            section(f"Reject *{title(release)}* (release `{release.release_id}`) requested by <@{release.user_id}>? "
+                    "The images stay in the registry, nothing is published."),
+            {
+                "type": "input",
+                "block_id": REASON_BLOCK,
+                "label": {"type": "plain_text", "text": "Reason (shown in the thread)"},
+                "element": {"type": "plain_text_input", "action_id": REASON_ACTION, "multiline": True,
+                            "min_length": 3, "max_length": 500},
+            },
+        ],
+    }

@@ -1,0 +1,198 @@
+"""Approval policy and what an approval covers: shared by the workers (who ask) and the bot (who counts the clicks).
+
+    [approvals]                         # defaults for every org; no [approvals] table: nothing needs approval
+    approvers = ["S0RELEASE"]           # Slack user ids (U…/W…) and user group ids (S…)
+    required = 1                        # distinct approvals needed (N of M)
+    allow_requester = false             # four-eyes: the requester's own click does not count
+    timeout_minutes = 30                # how long the request stays open before the release expires
+    [approvals.orgs.dev]
+    required = 0                        # the dev org ships without approval
+    [approvals.registries.icr]          # per registry alias …
+    required = 2
+    [approvals.services.hello]          # … and per catalog service
+    approvers = ["U0ALICE", "S0HELLO"]
+
+Rules are merged field by field, most specific last: global, org, registry, service. User groups are resolved when
+the button is clicked, so a change of membership in Slack applies at once.
+
+What an approval covers is recorded as a dict and its sha256 (``covers_digest``): the sha256 of each arch's exact
+deployment string, the pushed digests, the signature fingerprints, the signing key's fingerprint and the deployment
+policies or patterns the release will move. Publish recomputes it from the record and refuses to go on when it
+differs; a click on a card whose digest is not the current one does not count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from edgebot.errors import ConfigError
+from edgebot.release import AWAITING_APPROVAL, EXPIRED, Release
+
+_PRINCIPAL_RE = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+_FIELDS = {"approvers", "required", "allow_requester", "timeout_minutes"}
+DEFAULT_TIMEOUT_MINUTES = 30.0
+
+
+@dataclass(frozen=True)
+class ApprovalPolicy:
+    approvers: tuple[str, ...] = ()
+    required: int = 0
+    allow_requester: bool = False
+    timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES
+
+    @property
+    def needed(self) -> bool:
+        return self.required > 0
+
+    @property
+    def timeout_seconds(self) -> float:
+        return self.timeout_minutes * 60
+
+
+@dataclass(frozen=True)
+class ApprovalRules:
+    rules: dict[tuple[str, str], dict[str, Any]]
+    """(scope, name) -> the fields that rule sets; scope is global, org, registry or service."""
+
+    def policy_for(self, *, org: str, service: str, registry: str) -> ApprovalPolicy:
+        merged: dict[str, Any] = {}
+        for key in (("global", ""), ("org", org), ("registry", registry), ("service", service)):
+            merged.update(self.rules.get(key, {}))
+        if "approvers" in merged:
+            merged["approvers"] = tuple(merged["approvers"])
+        return ApprovalPolicy(**merged)
+
+
+def parse_approvals(table: Mapping[str, Any] | None) -> ApprovalRules:
+    """Validate the ``[approvals]`` table; every mistake is a ConfigError that names the key and the fix."""
+    rules: dict[tuple[str, str], dict[str, Any]] = {}
+    if not table:
+        return ApprovalRules(rules)
+
+    def fields(where: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in body.items():
+            if key not in _FIELDS:
+                raise ConfigError(f"[{where}]: unknown key {key!r}; known: {', '.join(sorted(_FIELDS))}")
+            if key == "approvers":
+                if not isinstance(value, list) or not all(isinstance(p, str) and _PRINCIPAL_RE.match(p)
+                                                          for p in value):
+                    raise ConfigError(f"[{where}] approvers must be a list of Slack user ids (U…) and user group "
+                                      "ids (S…)")
+            elif key == "required":
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ConfigError(f"[{where}] required must be a whole number ≥ 0 (0: no approval needed)")
+            elif key == "allow_requester":
+                if not isinstance(value, bool):
+                    raise ConfigError(f"[{where}] allow_requester must be true or false")
+            elif isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"[{where}] timeout_minutes must be a number of minutes > 0")
+            out[key] = value
+        return out
+
+    rules[("global", "")] = fields("approvals", {k: v for k, v in table.items()
+                                                 if k not in ("orgs", "registries", "services")})
+    for scope, key in (("org", "orgs"), ("registry", "registries"), ("service", "services")):
+        sub = table.get(key) or {}
+        if not isinstance(sub, Mapping):
+            raise ConfigError(f"[approvals.{key}] must be a table of tables")
+        for name, body in sub.items():
+            if not isinstance(body, Mapping):
+                raise ConfigError(f"[approvals.{key}.{name}] must be a table")
+            rules[(scope, name)] = fields(f"approvals.{key}.{name}", body)
+    return ApprovalRules(rules)
+
+
+def check_reachable(rules: ApprovalRules, *, services: dict[str, tuple[str, set[str]]]) -> None:
+    """Refuse a policy that can never be met: approvals required but nobody named who may give them.
+
+    ``services`` maps each catalog service to (org, registry aliases).
+    """
+    for service, (org, registries) in services.items():
+        for registry in sorted(registries) or [""]:
+            policy = rules.policy_for(org=org, service=service, registry=registry)
+            if policy.needed and not policy.approvers:
+                raise ConfigError(f"[approvals]: service {service!r} (org {org!r}) needs {policy.required} "
+                                  "approval(s) but no approvers are named: set approvers = [\"U…\", \"S…\"]")
+            users = [p for p in policy.approvers if not p.startswith("S")]
+            if policy.needed and len(users) == len(policy.approvers) and len(set(users)) < policy.required:
+                raise ConfigError(f"[approvals]: service {service!r} needs {policy.required} distinct approvals but "
+                                  f"only {len(set(users))} approver(s) are named; add approvers or a user group")
+
+
+# -- what an approval covers ------------------------------------------------------------------------------------
+
+def covers(release: Release, targets: list[str]) -> dict[str, Any]:
+    """Everything that ships, as recorded: the approval is for exactly these bytes and these targets."""
+    return {
+        "deployments": {arch: hashlib.sha256(release.result(arch).deployment.encode()).hexdigest()
+                        for arch in release.arches},
+        "digests": {arch: release.result(arch).digest for arch in release.arches},
+        "signatures": {arch: release.result(arch).signature_fingerprint for arch in release.arches},
+        "key": release.public_key_fingerprint,
+        "targets": sorted(targets),
+    }
+
+
+def covers_digest(covered: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(covered, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def button_value(release: Release) -> str:
+    """What the Approve/Reject buttons carry: the release and the digest of what the card shows."""
+    digest = release.approval.covers_digest if release.approval else ""
+    return f"{release.release_id}:{digest[:32]}"
+
+
+def parse_button_value(value: str) -> tuple[str, str]:
+    release_id, _, digest = (value or "").partition(":")
+    return release_id, digest
+
+
+# -- counting a click -------------------------------------------------------------------------------------------
+
+UNKNOWN, ENDED, NOT_WAITING, EXPIRED_CLICK, OUTDATED, REQUESTER, NOT_APPROVER, ALREADY = (
+    "unknown", "ended", "not_waiting", "expired", "outdated", "requester", "not_approver", "already")
+COUNTED, QUORUM = "counted", "quorum"
+
+
+def refusal(release: Release | None, user_id: str, card_digest: str, now: float, *, is_approver: bool,
+            approving: bool = True) -> str | None:
+    """Why a click does not count (one of the constants above), or None when it does.
+
+    ``is_approver`` is the caller's membership check (user groups resolved at click time).
+    """
+    if release is None:
+        return UNKNOWN
+    if release.is_final:
+        return ENDED
+    approval = release.approval
+    if release.state != AWAITING_APPROVAL or approval is None or not approval.card_ts:
+        return NOT_WAITING
+    if now >= approval.expires_at:
+        return EXPIRED_CLICK
+    if not card_digest or not approval.covers_digest.startswith(card_digest):
+        return OUTDATED
+    if user_id == release.user_id and not approval.allow_requester:
+        return REQUESTER
+    if not is_approver:
+        return NOT_APPROVER
+    if approving and approval.approved_by(user_id):
+        return ALREADY
+    return None
+
+
+def mark_expired(release: Release) -> None:
+    """End a release whose approval request ran out (the scheduled expiry, or a click after the deadline)."""
+    approval = release.approval
+    assert approval is not None
+    minutes = round((approval.expires_at - approval.requested_at) / 60)
+    release.state = EXPIRED
+    release.error = (f"nobody approved it within {minutes} minute(s) ({len(approval.approvals())} of "
+                     f"{approval.required} approvals); the images stay in the registry, nothing was published")
+    release.event("expired", approvals=len(approval.approvals()), required=approval.required)

@@ -1,0 +1,258 @@
+"""The approval policy, what an approval covers, which clicks count, and the approval card (snapshot-tested).
+
+Regenerate the snapshots after an intended wording change: EDGEBOT_UPDATE_SNAPSHOTS=1 pytest tests/test_approvals.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgebot import approval_messages, approvals
+from edgebot.config import parse_config
+from edgebot.errors import ConfigError
+from edgebot.messages import MAX_BLOCKS, MAX_TEXT
+from edgebot.release import (
+    AWAITING_APPROVAL,
+    CANCELLED,
+    EXPIRED,
+    PUBLISHING,
+    REJECTED,
+    Approval,
+    Decision,
+    Release,
+)
+from sandbox.slack_api import _view_problems
+from tests.test_messages import T0, _release
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+
+BASE_CONFIG: dict[str, Any] = {
+    "slack": {"bot_token": "env:SLACK_BOT_TOKEN", "signing_secret": "env:SLACK_SIGNING_SECRET"},
+    "redis": {"url": "redis://localhost:6379/0"},
+    "exchange": {"url": "https://hub/edge-exchange/v1", "username": "acme/edgebot", "password": "env:EX"},
+    "signing": {"private_key": "file:/run/key.pem"},
+    "registries": {"icr": {"host": "us.icr.io", "namespace": "edge", "push_username": "iamapikey",
+                           "push_password": "env:ICR_KEY"}},
+    "services": {"hello": {"source": "/srv/git/hello.git", "org": "acme", "arches": ["amd64"],
+                           "image_base": "hello"}},
+}
+
+
+def _config(approvals_table: dict[str, Any] | None) -> Any:
+    data = dict(BASE_CONFIG)
+    if approvals_table is not None:
+        data["approvals"] = approvals_table
+    return parse_config(data, environ={})
+
+
+# -- policy -------------------------------------------------------------------------------------------------------
+
+def test_no_approvals_table_means_nothing_needs_approval() -> None:
+    policy = _config(None).approval_policy(org="acme", service="hello", registry="icr")
+    assert not policy.needed and policy.required == 0
+
+
+def test_rules_merge_field_by_field_most_specific_last() -> None:
+    rules = approvals.parse_approvals({
+        "approvers": ["S0RELEASE"], "required": 1, "timeout_minutes": 30,
+        "orgs": {"dev": {"required": 0}, "acme": {"required": 2}},
+        "registries": {"icr": {"timeout_minutes": 5}},
+        "services": {"hello": {"approvers": ["U0ALICE", "U0BOB"], "allow_requester": True}},
+    })
+    hello = rules.policy_for(org="acme", service="hello", registry="icr")
+    assert hello == approvals.ApprovalPolicy(approvers=("U0ALICE", "U0BOB"), required=2, allow_requester=True,
+                                             timeout_minutes=5)
+    other = rules.policy_for(org="acme", service="other", registry="local")
+    assert other.approvers == ("S0RELEASE",) and other.required == 2 and not other.allow_requester
+    assert other.timeout_seconds == 1800
+    assert not rules.policy_for(org="dev", service="other", registry="local").needed
+
+
+@pytest.mark.parametrize(("table", "fragment"), [
+    ({"required": -1}, "required must be a whole number"),
+    ({"required": True}, "required must be a whole number"),
+    ({"approvers": ["alice"]}, "Slack user ids"),
+    ({"allow_requester": "no"}, "true or false"),
+    ({"timeout_minutes": 0}, "minutes > 0"),
+    ({"quorum": 2}, "unknown key 'quorum'"),
+    ({"orgs": {"acme": "strict"}}, "[approvals.orgs.acme] must be a table"),
+])
+def test_bad_approvals_tables_are_refused_with_the_key_and_the_fix(table: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        approvals.parse_approvals(table)
+    assert fragment in str(refused.value)
+
+
+def test_a_policy_that_can_never_be_met_is_refused_at_start_up() -> None:
+    with pytest.raises(ConfigError, match="no approvers are named"):
+        _config({"required": 1})
+    with pytest.raises(ConfigError, match="needs 2 distinct approvals but only 1"):
+        _config({"required": 2, "approvers": ["U0ALICE", "U0ALICE"]})
+    assert _config({"required": 2, "approvers": ["U0ALICE", "S0LEADS"]}).approval_policy(
+        org="acme", service="hello", registry="icr").required == 2
+
+
+# -- what an approval covers -------------------------------------------------------------------------------------
+
+def _signed(**overrides: Any) -> Release:
+    release = _release(state=AWAITING_APPROVAL, ended_at=None, **overrides)
+    for arch in release.arches:
+        image = f"us.icr.io/edge/hello_{arch}@sha256:ab"
+        release.result(arch).deployment = json.dumps({"services": {"hello": {"image": image}}}, separators=(",", ":"))
+    return release
+
+
+def test_covers_changes_with_every_thing_that_ships() -> None:
+    base = approvals.covers_digest(approvals.covers(_signed(), ["policy:hello-fleet"]))
+    assert base == approvals.covers_digest(approvals.covers(_signed(), ["policy:hello-fleet"]))
+    changed_deployment = _signed()
+    changed_deployment.result("arm64").deployment += " "
+    changed_digest = _signed()
+    changed_digest.result("amd64").digest = "sha256:" + "00" * 32
+    changed_signature = _signed()
+    changed_signature.result("amd64").signature_fingerprint = "sha256:" + "11" * 32
+    changed_key = _signed(public_key_fingerprint="sha256:" + "22" * 32)
+    for other in (changed_deployment, changed_digest, changed_signature, changed_key):
+        assert approvals.covers_digest(approvals.covers(other, ["policy:hello-fleet"])) != base
+    assert approvals.covers_digest(approvals.covers(_signed(), ["policy:hello-canary"])) != base
+
+
+# -- which clicks count -------------------------------------------------------------------------------------------
+
+def _waiting(required: int = 2, allow_requester: bool = False, decisions: list[Decision] | None = None) -> Release:
+    release = _signed()
+    covered = approvals.covers(release, [])
+    release.approval = Approval(required=required, approvers=["U0ALICE", "S0LEADS"], allow_requester=allow_requester,
+                                requested_at=T0, expires_at=T0 + 1800, covers=covered,
+                                covers_digest=approvals.covers_digest(covered), card_ts="1800000000.000100",
+                                decisions=list(decisions or []))
+    return release
+
+
+def test_refusals_say_exactly_why_a_click_does_not_count() -> None:
+    release = _waiting()
+    digest = release.approval.covers_digest[:32]  # type: ignore[union-attr]
+    now = T0 + 60
+    assert approvals.refusal(None, "U0ALICE", digest, now, is_approver=True) == approvals.UNKNOWN
+    assert approvals.refusal(release, "U0ALICE", digest, now, is_approver=True) is None
+    assert approvals.refusal(release, "U0MALLORY", digest, now, is_approver=False) == approvals.NOT_APPROVER
+    assert approvals.refusal(release, "U0REQUESTER", digest, now, is_approver=True) == approvals.REQUESTER
+    assert approvals.refusal(_waiting(allow_requester=True), "U0REQUESTER", digest, now, is_approver=True) is None
+    assert approvals.refusal(release, "U0ALICE", "0" * 32, now, is_approver=True) == approvals.OUTDATED
+    assert approvals.refusal(release, "U0ALICE", digest, T0 + 1800, is_approver=True) == approvals.EXPIRED_CLICK
+    twice = _waiting(decisions=[Decision("U0ALICE", "approved", T0 + 10, release.approval.covers_digest)])  # type: ignore[union-attr]
+    assert approvals.refusal(twice, "U0ALICE", digest, now, is_approver=True) == approvals.ALREADY
+    assert approvals.refusal(twice, "U0ALICE", digest, now, is_approver=True, approving=False) is None
+    no_card = _waiting()
+    no_card.approval.card_ts = ""  # type: ignore[union-attr]
+    assert approvals.refusal(no_card, "U0ALICE", digest, now, is_approver=True) == approvals.NOT_WAITING
+    ended = _waiting()
+    ended.state = CANCELLED
+    assert approvals.refusal(ended, "U0ALICE", digest, now, is_approver=True) == approvals.ENDED
+
+
+def test_an_approval_of_an_older_round_does_not_count_towards_the_new_one() -> None:
+    release = _waiting(decisions=[Decision("U0ALICE", "approved", T0 + 10, "stale-digest")])
+    assert release.approval is not None and release.approval.approvals() == []
+    assert not release.approval.approved_by("U0ALICE")
+
+
+def test_button_value_round_trips_and_carries_no_secret() -> None:
+    release = _waiting()
+    value = approvals.button_value(release)
+    assert approvals.parse_button_value(value) == (release.release_id, release.approval.covers_digest[:32])  # type: ignore[union-attr]
+
+
+def test_mark_expired_ends_the_release_and_says_what_stays() -> None:
+    release = _waiting(decisions=[Decision("U0ALICE", "approved", T0 + 10, "")])
+    approvals.mark_expired(release)
+    assert release.state == EXPIRED and "30 minute(s)" in release.error and "0 of 2" in release.error
+    assert release.events[-1]["what"] == "expired"
+
+
+def test_release_with_approval_round_trips_through_json() -> None:
+    release = _waiting(decisions=[Decision("U0ALICE", "approved", T0 + 10, "d", "")])
+    again = Release.from_dict(json.loads(json.dumps(release.to_dict())))
+    assert again == release and isinstance(again.approval, Approval)
+
+
+# -- the card and the answers (snapshots) --------------------------------------------------------------------------
+
+def _approved() -> Release:
+    release = _waiting()
+    assert release.approval is not None
+    for user in ("U0ALICE", "U0BOB"):
+        release.approval.decisions.append(Decision(user, "approved", T0 + 30, release.approval.covers_digest))
+    release.approval.quorum_at = T0 + 31
+    release.state = PUBLISHING
+    return release
+
+
+def _card(state: str, error: str = "") -> Release:
+    release = _waiting()
+    release.state, release.error = state, error
+    return release
+
+
+def _with_changes() -> Release:
+    release = _waiting()
+    assert release.approval is not None
+    release.approval.exchange_changes = {"amd64": "new service `hello_1.2.3_amd64`",
+                                         "arm64": "no change: `hello_1.2.3_arm64` is already published"}
+    release.approval.covers["targets"] = ["policy:hello-canary", "policy:hello-fleet"]
+    release.approval.decisions.append(Decision("U0ALICE", "approved", T0 + 30, release.approval.covers_digest))
+    return release
+
+
+CASES = {
+    "approval_card_open": lambda: approval_messages.approval_card(_with_changes()),
+    "approval_card_approved": lambda: approval_messages.approval_card(_approved()),
+    "approval_card_rejected": lambda: approval_messages.approval_card(
+        _card(REJECTED, "rejected by <@U0ALICE>: CVE-2026-1234 in the base image")),
+    "approval_card_expired": lambda: approval_messages.approval_card(_card(EXPIRED, "nobody approved it")),
+    "approval_card_cancelled": lambda: approval_messages.approval_card(_card(CANCELLED, "cancelled")),
+    "approval_superseded": lambda: approval_messages.superseded_card(_waiting()),
+    **{f"click_refused_{reason}": (lambda reason=reason: approval_messages.click_refused(
+        reason, _waiting(), "r-7f3a9c", approvers=["U0ALICE", "S0LEADS"]))
+       for reason in (approvals.ENDED, approvals.NOT_WAITING, approvals.EXPIRED_CLICK, approvals.OUTDATED,
+                      approvals.REQUESTER, approvals.NOT_APPROVER, approvals.ALREADY)},
+    "click_refused_unknown": lambda: approval_messages.click_refused(approvals.UNKNOWN, None, "r-gone00"),
+    "approval_counted": lambda: approval_messages.approval_counted(_with_changes(), False),
+    "approval_quorum": lambda: approval_messages.approval_counted(_approved(), True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_snapshot(name: str) -> None:
+    msg = CASES[name]()
+    actual = {"text": msg.text, "blocks": msg.blocks}
+    path = SNAPSHOTS / f"{name}.json"
+    if os.environ.get("EDGEBOT_UPDATE_SNAPSHOTS"):
+        path.write_text(json.dumps(actual, indent=2, ensure_ascii=False) + "\n")
+    assert actual == json.loads(path.read_text())
+    assert len(msg.blocks) <= MAX_BLOCKS
+    for block in msg.blocks:
+        for element in [block.get("text") or {}, *(block.get("elements") or [])]:
+            assert len(str(element.get("text", ""))) <= MAX_TEXT
+
+
+def test_open_card_has_both_buttons_bound_to_what_it_shows_and_closed_cards_have_none() -> None:
+    release = _with_changes()
+    card = approval_messages.approval_card(release)
+    buttons = [e for b in card.blocks if b["type"] == "actions" for e in b["elements"]]
+    assert [b["action_id"] for b in buttons] == [approval_messages.APPROVE_ACTION, approval_messages.REJECT_ACTION]
+    assert {b["value"] for b in buttons} == {approvals.button_value(release)}
+    assert "<!subteam^S0LEADS>" in card.blocks[0]["text"]["text"]  # approvers are notified
+    for closed in (_approved(), _card(REJECTED, "x"), _card(EXPIRED, "x")):
+        assert not [b for b in approval_messages.approval_card(closed).blocks if b["type"] == "actions"]
+
+
+def test_reject_modal_is_a_valid_slack_view() -> None:
+    view = approval_messages.reject_modal(_waiting(), "r-7f3a9c:abc")
+    assert _view_problems(view) == []
+    assert view["private_metadata"] == "r-7f3a9c:abc" and view["callback_id"] == approval_messages.REJECT_CALLBACK
