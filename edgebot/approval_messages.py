@@ -123,6 +123,10 @@ def click_refused(reason: str, release: Release | None, release_id: str, *, appr
                 "your click did not count.")
     elif reason == approvals.NOT_WAITING:
         text = f"{name} is not waiting for approval (there is no open approval card), so nothing was approved."
+    elif reason == approvals.QUORUM_REACHED:
+        assert release is not None
+        text = (f"{name} already has its approvals ({_tally(release)}) and is being published; "
+                "your click was not needed.")
     elif reason == approvals.EXPIRED_CLICK:
         text = (f"The approval request for {name} expired; your click did not count. The requester can publish "
                 "again to ask for a new approval.")
@@ -146,7 +150,7 @@ def click_refused(reason: str, release: Release | None, release_id: str, *, appr
 
 def approval_counted(release: Release, reached: bool) -> Message:
     if reached:
-        text = f"Approved: {title(release)} has its {_tally(release)} approvals and is being published now."
+        text = f"Approved: {title(release)} has the approvals it needs ({_tally(release)}) and is being published now."
     else:
         text = f"Your approval of {title(release)} counts: {_tally(release)}."
     return Message(text=text)

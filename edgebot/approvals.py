@@ -156,9 +156,10 @@ def parse_button_value(value: str) -> tuple[str, str]:
 
 # -- counting a click -------------------------------------------------------------------------------------------
 
+# why a click did not count
 UNKNOWN, ENDED, NOT_WAITING, EXPIRED_CLICK, OUTDATED, REQUESTER, NOT_APPROVER, ALREADY = (
     "unknown", "ended", "not_waiting", "expired", "outdated", "requester", "not_approver", "already")
-COUNTED, QUORUM = "counted", "quorum"
+QUORUM_REACHED = "quorum_reached"
 
 
 def refusal(release: Release | None, user_id: str, card_digest: str, now: float, *, is_approver: bool,
@@ -172,6 +173,8 @@ def refusal(release: Release | None, user_id: str, card_digest: str, now: float,
     if release.is_final:
         return ENDED
     approval = release.approval
+    if approval is not None and approval.quorum_at is not None and release.state != AWAITING_APPROVAL:
+        return QUORUM_REACHED
     if release.state != AWAITING_APPROVAL or approval is None or not approval.card_ts:
         return NOT_WAITING
     if now >= approval.expires_at:

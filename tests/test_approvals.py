@@ -151,6 +151,7 @@ def test_refusals_say_exactly_why_a_click_does_not_count() -> None:
     no_card = _waiting()
     no_card.approval.card_ts = ""  # type: ignore[union-attr]
     assert approvals.refusal(no_card, "U0ALICE", digest, now, is_approver=True) == approvals.NOT_WAITING
+    assert approvals.refusal(_approved(), "U0CAROL", digest, now, is_approver=True) == approvals.QUORUM_REACHED
     ended = _waiting()
     ended.state = CANCELLED
     assert approvals.refusal(ended, "U0ALICE", digest, now, is_approver=True) == approvals.ENDED
@@ -219,8 +220,8 @@ CASES = {
     "approval_superseded": lambda: approval_messages.superseded_card(_waiting()),
     **{f"click_refused_{reason}": (lambda reason=reason: approval_messages.click_refused(
         reason, _waiting(), "r-7f3a9c", approvers=["U0ALICE", "S0LEADS"]))
-       for reason in (approvals.ENDED, approvals.NOT_WAITING, approvals.EXPIRED_CLICK, approvals.OUTDATED,
-                      approvals.REQUESTER, approvals.NOT_APPROVER, approvals.ALREADY)},
+       for reason in (approvals.ENDED, approvals.NOT_WAITING, approvals.QUORUM_REACHED, approvals.EXPIRED_CLICK,
+                      approvals.OUTDATED, approvals.REQUESTER, approvals.NOT_APPROVER, approvals.ALREADY)},
     "click_refused_unknown": lambda: approval_messages.click_refused(approvals.UNKNOWN, None, "r-gone00"),
     "approval_counted": lambda: approval_messages.approval_counted(_with_changes(), False),
     "approval_quorum": lambda: approval_messages.approval_counted(_approved(), True),
