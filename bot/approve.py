@@ -13,11 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from rq import Queue
-
 from edgebot import approvals
 from edgebot.release import AWAITING_APPROVAL, PUBLISHING, REJECTED, Decision, Release
-from edgebot.rqjob import JOBS_MODULE, PUBLISH_QUEUE, SERIALIZER, EdgebotJob, job_id, retry_policy
+from edgebot.rqjob import enqueue_in_transaction
 from edgebot.settings import Settings
 from edgebot.store import ReleaseNotFound, ReleaseStore
 
@@ -116,17 +114,8 @@ class ApprovalDesk:
         return ClickOutcome(updated, refused[0])
 
     def _enqueue_publish(self, release: Release, pipe: Any) -> None:
-        queue = Queue(PUBLISH_QUEUE, connection=self.store.redis, job_class=EdgebotJob, serializer=SERIALIZER)
-        queue.enqueue_call(
-            f"{JOBS_MODULE}.publish_release",
-            args=(release.release_id,),
-            job_id=job_id(release.release_id, "publish-release"),
-            timeout=self.settings.job_timeout,
-            result_ttl=self.settings.job_result_ttl,
-            retry=retry_policy(self.settings),
-            description=f"publish {release.release_id} (approved)",
-            pipeline=pipe,
-        )
+        enqueue_in_transaction(self.store.redis, pipe, self.settings, "publish_release", release.release_id,
+                               "publish-release", description=f"publish {release.release_id} (approved)", retry=True)
 
 
 def _expire_in_place(release: Release, refused: str) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis
-from rq import Queue
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
@@ -21,7 +20,7 @@ from edgebot.errors import UsageError
 from edgebot.ids import new_release_id
 from edgebot.messages import PUBLISH_USAGE
 from edgebot.release import Release
-from edgebot.rqjob import JOBS_MODULE, PUBLISH_QUEUE, SERIALIZER, EdgebotJob, job_id
+from edgebot.rqjob import enqueue_in_transaction
 from edgebot.store import ReleaseStore
 
 
@@ -134,18 +133,10 @@ def accept_publish(
         existing = store.get(holder)
         if existing is not None:
             return Accepted(existing, duplicate_of=holder)
-    queue = Queue(PUBLISH_QUEUE, connection=store.redis, job_class=EdgebotJob, serializer=SERIALIZER)
 
     def enqueue_first_job(pipe: redis.client.Pipeline) -> None:
-        queue.enqueue_call(
-            f"{JOBS_MODULE}.prepare_release",
-            args=(release.release_id,),
-            job_id=job_id(release.release_id, "prepare"),
-            timeout=config.settings.job_timeout,
-            result_ttl=config.settings.job_result_ttl,
-            description=f"prepare {release.release_id}",
-            pipeline=pipe,
-        )
+        enqueue_in_transaction(store.redis, pipe, config.settings, "prepare_release", release.release_id, "prepare",
+                               description=f"prepare {release.release_id}")
 
     store.create(release, then=enqueue_first_job)
     return Accepted(release)

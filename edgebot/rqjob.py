@@ -77,3 +77,25 @@ def retry_policy(settings: Settings) -> Retry | None:
         for n in range(settings.step_retries)
     ]
     return Retry(max=settings.step_retries, interval=intervals)
+
+
+def enqueue_in_transaction(connection: Any, pipe: Any, settings: Settings, function: str, release_id: str, step: str,
+                           *, description: str, retry: bool = False) -> None:
+    """Add the job ``workers.jobs.<function>(release_id)`` on the publish queue to ``pipe``'s MULTI.
+
+    Used by the bot where a record write and the job it starts must happen together or not at all (a new release and
+    its first step; the approval that completes the quorum and the publish step).
+    """
+    from rq import Queue
+
+    queue = Queue(PUBLISH_QUEUE, connection=connection, job_class=EdgebotJob, serializer=SERIALIZER)
+    queue.enqueue_call(
+        f"{JOBS_MODULE}.{function}",
+        args=(release_id,),
+        job_id=job_id(release_id, step),
+        timeout=settings.job_timeout,
+        result_ttl=settings.job_result_ttl,
+        retry=retry_policy(settings) if retry else None,
+        description=description,
+        pipeline=pipe,
+    )

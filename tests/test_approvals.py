@@ -6,7 +6,6 @@ Regenerate the snapshots after an intended wording change: EDGEBOT_UPDATE_SNAPSH
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ import pytest
 from edgebot import approval_messages, approvals
 from edgebot.config import parse_config
 from edgebot.errors import ConfigError
-from edgebot.messages import MAX_BLOCKS, MAX_TEXT
 from edgebot.release import (
     AWAITING_APPROVAL,
     CANCELLED,
@@ -27,6 +25,7 @@ from edgebot.release import (
     Release,
 )
 from sandbox.slack_api import _view_problems
+from tests.snapshot import check_snapshot
 from tests.test_messages import T0, _release
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -230,16 +229,7 @@ CASES = {
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_snapshot(name: str) -> None:
-    msg = CASES[name]()
-    actual = {"text": msg.text, "blocks": msg.blocks}
-    path = SNAPSHOTS / f"{name}.json"
-    if os.environ.get("EDGEBOT_UPDATE_SNAPSHOTS"):
-        path.write_text(json.dumps(actual, indent=2, ensure_ascii=False) + "\n")
-    assert actual == json.loads(path.read_text())
-    assert len(msg.blocks) <= MAX_BLOCKS
-    for block in msg.blocks:
-        for element in [block.get("text") or {}, *(block.get("elements") or [])]:
-            assert len(str(element.get("text", ""))) <= MAX_TEXT
+    check_snapshot(name, CASES[name]())
 
 
 def test_open_card_has_both_buttons_bound_to_what_it_shows_and_closed_cards_have_none() -> None:

@@ -5,14 +5,13 @@ Regenerate after an intended wording change: EDGEBOT_UPDATE_SNAPSHOTS=1 pytest t
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import pytest
 
 from edgebot import messages
 from edgebot.release import DONE, FAILED, FAILED_STEP, SUCCEEDED, ArchResult, Release, StepState
+from tests.snapshot import check_snapshot
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 T0 = 1_800_000_000.0
@@ -91,12 +90,7 @@ CASES = {
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_snapshot(name: str) -> None:
-    msg = CASES[name]()
-    actual = {"text": msg.text, "blocks": msg.blocks}
-    path = SNAPSHOTS / f"{name}.json"
-    if os.environ.get("EDGEBOT_UPDATE_SNAPSHOTS"):
-        path.write_text(json.dumps(actual, indent=2, ensure_ascii=False) + "\n")
-    assert actual == json.loads(path.read_text())
+    check_snapshot(name, CASES[name]())
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
