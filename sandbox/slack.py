@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from sandbox.slack_api import JSON_METHODS, ApiError, Workspace
 from sandbox.slack_limits import REAL_TIER_LIMITS, RateLimiter
+from sandbox.slack_socket import SocketModeLink
 
 __all__ = ["REAL_TIER_LIMITS", "SlackStandIn", "main"]
 
@@ -41,8 +42,11 @@ class SlackStandIn:
 
     def __init__(self, *, bot_token: str = "xoxb-test-token", team_id: str = "T0EDGE", bot_user_id: str = "U0EDGEBOT",
                  host: str = "127.0.0.1", port: int = 0, rate_limits: dict[str, tuple[int, float]] | None = None,
-                 team_domain: str = "edge-sandbox") -> None:
+                 team_domain: str = "edge-sandbox", app_token: str = "xapp-sandbox-app-token") -> None:
         self._token = bot_token
+        self._app_token = app_token
+        self.socket_link: SocketModeLink | None = None
+        """Socket Mode's WebSocket endpoint, once :meth:`socket_mode` started it."""
         self.team_id = team_id
         self.bot_user_id = bot_user_id
         self.workspace = Workspace(team_id=team_id, bot_user_id=bot_user_id, team_domain=team_domain)
@@ -78,6 +82,9 @@ class SlackStandIn:
         return self
 
     def stop(self) -> None:
+        if self.socket_link is not None:
+            self.socket_link.stop()
+            self.socket_link = None
         server, self._server = self._server, None
         if server is not None:
             server.shutdown()
@@ -160,7 +167,8 @@ class SlackStandIn:
         with self.workspace.lock:
             self._calls.append(entry)
 
-    def _authenticate(self, header: str | None, args: dict[str, Any]) -> None:
+    def _authenticate(self, header: str | None, args: dict[str, Any], *, app_level: bool = False) -> None:
+        """The bot token for Web API methods; the app-level token (``xapp-``) only for apps.connections.open."""
         token = ""
         if header:
             scheme, _, value = header.partition(" ")
@@ -169,13 +177,36 @@ class SlackStandIn:
         args.pop("token", None)
         if not token:
             raise ApiError("not_authed")
-        if not hmac.compare_digest(token.encode(), self._token.encode()):
+        expected, other = (self._app_token, self._token) if app_level else (self._token, self._app_token)
+        if hmac.compare_digest(token.encode(), other.encode()):
+            raise ApiError("not_allowed_token_type")
+        if not hmac.compare_digest(token.encode(), expected.encode()):
             raise ApiError("invalid_auth")
+
+    # -- Socket Mode -----------------------------------------------------------------------------------------------
+    def socket_mode(self) -> SocketModeLink:
+        """Enable Socket Mode: apps.connections.open then hands out URLs of a real WebSocket endpoint."""
+        if self.socket_link is None:
+            self.socket_link = SocketModeLink(self.team_id, host=self._host).start()
+        return self.socket_link
+
+    def _connections_open(self, args: dict[str, Any], authorization: str | None) -> dict[str, Any]:
+        self._authenticate(authorization, args, app_level=True)
+        if self.socket_link is None:
+            raise ApiError("not_allowed", detail="Socket Mode is not enabled for this app")
+        return {"ok": True, "url": self.socket_link.new_url()}
 
     def handle_api(self, method: str, args: dict[str, Any], authorization: str | None) -> tuple[int, dict[str, Any],
                                                                                                  dict[str, str]]:
         """One Web API call: (HTTP status, JSON body, extra headers)."""
-        status, headers = 200, {}
+        status, headers = 200, dict[str, str]()
+        if method == "apps.connections.open":
+            try:
+                body = self._connections_open(args, authorization)
+            except ApiError as exc:
+                body = {"ok": False, "error": exc.error, **exc.extra}
+            self._record(method, status, body, {})
+            return status, body, headers
         try:
             handler = self.workspace.methods.get(method)
             if handler is None:

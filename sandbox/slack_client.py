@@ -61,11 +61,11 @@ class SlackPlatform:
         self.close()
 
     # -- what Slack sends -----------------------------------------------------------------------------------------
-    def slash_command(self, text: str, *, user_id: str, channel_id: str, command: str = "/edge",
-                      channel_name: str = "general", user_name: str | None = None, timestamp: int | None = None,
-                      signing_secret: str | None = None) -> httpx.Response:
-        """A user typed ``{command} {text}`` in ``channel_id``: the form Slack posts to the request URL."""
-        fields = {
+    def slash_command_fields(self, text: str, *, user_id: str, channel_id: str, command: str = "/edge",
+                             channel_name: str = "general", user_name: str | None = None) -> dict[str, str]:
+        """The fields Slack sends for ``{command} {text}`` typed in ``channel_id`` (a form post, or a Socket Mode
+        envelope's payload)."""
+        return {
             "token": "sandbox-verification-token",  # deprecated verification token; Bolt ignores it
             "team_id": self.team_id,
             "team_domain": self.team_domain,
@@ -80,12 +80,18 @@ class SlackPlatform:
             "response_url": self._response_url(channel_id, user_id, None),
             "trigger_id": self._trigger_id(user_id),
         }
+
+    def slash_command(self, text: str, *, user_id: str, channel_id: str, command: str = "/edge",
+                      channel_name: str = "general", user_name: str | None = None, timestamp: int | None = None,
+                      signing_secret: str | None = None) -> httpx.Response:
+        """A user typed ``{command} {text}`` in ``channel_id``: the form Slack posts to the request URL."""
+        fields = self.slash_command_fields(text, user_id=user_id, channel_id=channel_id, command=command,
+                                           channel_name=channel_name, user_name=user_name)
         return self._post(urlencode(fields).encode(), timestamp, signing_secret)
 
-    def block_action(self, *, action_id: str, value: str, user_id: str, channel_id: str, message_ts: str,
-                     block_id: str | None = None, message: dict[str, Any] | None = None,
-                     timestamp: int | None = None, signing_secret: str | None = None) -> httpx.Response:
-        """A click on button ``action_id`` of message ``message_ts``: ``payload=<json>`` of type block_actions.
+    def block_action_payload(self, *, action_id: str, value: str, user_id: str, channel_id: str, message_ts: str,
+                             block_id: str | None = None, message: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The ``block_actions`` payload of a click on button ``action_id`` of message ``message_ts``.
 
         Without ``message``, the message is read from the stand-in as it is now (Slack sends the current message),
         and the button's block_id and label are taken from it; ``block_id`` overrides (default "b").
@@ -104,7 +110,7 @@ class SlackPlatform:
             "type": "button",
             "action_ts": f"{time.time():.6f}",
         }
-        payload: dict[str, Any] = {
+        return {
             "type": "block_actions",
             "user": {"id": user_id, "username": self._user_name(user_id), "name": self._user_name(user_id),
                      "team_id": self.team_id},
@@ -122,6 +128,13 @@ class SlackPlatform:
             "response_url": self._response_url(channel_id, user_id, message_ts),
             "actions": [action],
         }
+
+    def block_action(self, *, action_id: str, value: str, user_id: str, channel_id: str, message_ts: str,
+                     block_id: str | None = None, message: dict[str, Any] | None = None,
+                     timestamp: int | None = None, signing_secret: str | None = None) -> httpx.Response:
+        """A click on a button: ``payload=<json>`` of type block_actions posted to the request URL."""
+        payload = self.block_action_payload(action_id=action_id, value=value, user_id=user_id, channel_id=channel_id,
+                                            message_ts=message_ts, block_id=block_id, message=message)
         return self._post(urlencode({"payload": json.dumps(payload)}).encode(), timestamp, signing_secret)
 
     def view_submission(self, *, callback_id: str, private_metadata: str, values: dict[str, Any], user_id: str,

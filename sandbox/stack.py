@@ -38,6 +38,7 @@ ORG = "acme"
 EXCHANGE_USER = "edgebot"
 SIGNING_SECRET = "sandbox-signing-secret-0123456789"
 BOT_TOKEN = "xoxb-sandbox-bot-token"
+APP_TOKEN = "xapp-sandbox-app-token"
 EXCHANGE_PASSWORD = "sandbox-exchange-pw"
 PUSH_USER, PUSH_PASSWORD = "pusher", "push-secret-1"
 PULL_USER, PULL_PASSWORD = "puller", "pull-secret-1"
@@ -78,6 +79,7 @@ def write_config(path: Path, *, redis_url: str, slack_api_url: str, exchange_url
         "[slack]",
         'bot_token = "env:EDGEBOT_SLACK_BOT_TOKEN"',
         'signing_secret = "env:EDGEBOT_SLACK_SIGNING_SECRET"',
+        'app_token = "env:EDGEBOT_SLACK_APP_TOKEN"  # Socket Mode only',
         f'api_url = "{slack_api_url}"',
         "",
         "[redis]",
@@ -144,7 +146,7 @@ class Stack:
         self.redis_server = redis_server
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.exchange = ExchangeStandIn()
-        self.slack = SlackStandIn(bot_token=BOT_TOKEN, team_id=TEAM_ID)
+        self.slack = SlackStandIn(bot_token=BOT_TOKEN, team_id=TEAM_ID, app_token=APP_TOKEN)
         self.bot_url = ""
         self.config_path = self.workdir / "edgebot.toml"
         self.source_path = Path()
@@ -221,6 +223,7 @@ class Stack:
             "EDGEBOT_CONFIG": str(self.config_path),
             "EDGEBOT_SLACK_BOT_TOKEN": BOT_TOKEN,
             "EDGEBOT_SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "EDGEBOT_SLACK_APP_TOKEN": APP_TOKEN,
             "EDGEBOT_EXCHANGE_PASSWORD": EXCHANGE_PASSWORD,
             "EDGEBOT_REGISTRY_PUSH_PASSWORD": PUSH_PASSWORD,
             "EDGEBOT_REGISTRY_PULL_PASSWORD": PULL_PASSWORD,
@@ -250,6 +253,15 @@ class Stack:
 
         wait_until(healthy, timeout=60, what="edgebot serve to answer /readyz")
         return self.bot_url
+
+    def start_socket_bot(self, name: str = "bot-socket") -> subprocess.Popen[bytes]:
+        """``edgebot serve --socket-mode``: the bot connects out to the stand-in's Socket Mode endpoint."""
+        link = self.slack.socket_mode()
+        before = link.connects
+        proc = self._spawn(name, ["serve", "--socket-mode"])
+        wait_until(lambda: link.connects > before and link.connected(), timeout=60,
+                   what="the bot to connect over Socket Mode")
+        return proc
 
     def start_worker(self, name: str, *args: str, config: Path | None = None,
                      env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
