@@ -30,11 +30,15 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, interrupted)
     workdir = Path(tempfile.mkdtemp(prefix="edgebot-demo-"))
-    stack = Stack(workdir, arches=("amd64", "arm64"))
+    stack = Stack(workdir, arches=("amd64", "arm64"), vault=True)
     users = {REQUESTER: "requester", "U0EDGEBOT": "edgebot"}
     try:
-        say("starting Redis, Docker Engine, registry (TLS + auth), Exchange and Slack stand-ins, bot, workers…")
+        say("starting Redis, OpenBao, Docker Engine, registry (TLS + auth), Exchange and Slack stand-ins, bot, "
+            "workers…")
         stack.start()
+        assert stack.vault is not None
+        say(f"secrets in OpenBao at {stack.vault.url}: workers log in with the AppRoles of deploy/vault/ "
+            f"(edgebot-build, edgebot-publish); config {stack.config_path} holds only references")
         stack.wait_workers(3)
         say(f"as @requester in #releases: /edge {args.command}")
         started = time.monotonic()
