@@ -69,6 +69,7 @@ class Console:
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         self._redraw_prompt = out.isatty()
+        self._at_prompt = False  # the main thread waits in input(): output must draw the prompt line again
         self._last_thread = ""
 
     @property
@@ -79,7 +80,7 @@ class Console:
     def emit(self, text: str) -> None:
         """Print ``text`` above the prompt; on a terminal the prompt and what was typed so far are drawn again."""
         with self._print_lock:
-            if self._redraw_prompt:
+            if self._redraw_prompt and self._at_prompt:
                 self.out.write("\r\x1b[K" + text + "\n" + self.prompt + _line_buffer())
             else:
                 self.out.write(text + "\n")
@@ -305,9 +306,14 @@ class Console:
                 import readline  # noqa: F401 - line editing and history for input()
         while True:
             try:
+                with self._print_lock:
+                    self._at_prompt = True
                 line = input(self.prompt) if interactive else stdin.readline()
             except EOFError:
                 break
+            finally:
+                with self._print_lock:
+                    self._at_prompt = False
             if not interactive:
                 if not line:
                     break
