@@ -34,7 +34,7 @@ from sandbox import render
 from sandbox.identities import ACCESS_TOML, PEOPLE, Person, add_people, display_names, find_person
 from sandbox.proc_base import wait_until
 from sandbox.stack import CHANNEL_ID, CHANNEL_NAME, Stack
-from sandbox.watch import Button, Change, ChannelView, render_view, view_inputs
+from sandbox.watch import Button, ChannelView, format_change, render_view, view_inputs
 
 HELP = """\
   /edge TEXT            send the slash command as the current user, e.g. /edge publish hello 1.0.0 --registry local
@@ -90,19 +90,12 @@ class Console:
         """Show what changed in the channel, new ephemerals for the current user, and a modal opened for them."""
         with self._state_lock:
             for change in self.view.poll():
-                self.emit(self._format(change))
+                self.emit(format_change(change, self.view.channel_name))
             for text in self.view.ephemerals_for(self.person.user_id):
                 self.emit(_only_you(text))
             for opened in self.view.new_views_for(self.person.user_id):
                 self.open_view = opened
                 self.emit(render_view(opened, self.names) + "\n  (type `submit TEXT` to submit it, `close` to dismiss)")
-
-    def _format(self, change: Change) -> str:
-        marker = {"new": "+", "edited": "~", "deleted": "-"}[change.kind]
-        where = f"#{self.view.channel_name}" if change.is_root else f"{change.thread_label} ├"
-        prefix = f"{marker} {where:<12} "
-        lines = change.text.splitlines() or [""]
-        return "\n".join([prefix + lines[0], *(" " * len(prefix) + line for line in lines[1:])])
 
     def _poll_loop(self) -> None:
         while not self._stop.wait(self.poll_interval):

@@ -194,6 +194,15 @@ class ChannelView:
             return out
 
 
+def format_change(change: Change, channel_name: str) -> str:
+    """``+`` new, ``~`` edited in place, ``-`` deleted; roots as ``#channel``, replies under their release id."""
+    marker = {"new": "+", "edited": "~", "deleted": "-"}[change.kind]
+    where = f"#{channel_name}" if change.is_root else f"{change.thread_label} ├"
+    prefix = f"{marker} {where:<12} "
+    lines = change.text.splitlines() or [""]
+    return "\n".join([prefix + lines[0], *(" " * len(prefix) + line for line in lines[1:])])
+
+
 def render_view(view: dict[str, Any], names: dict[str, str]) -> str:
     """A modal as text: its title, its blocks, and each input's label."""
     lines = [f"┌─ modal: {(view.get('title') or {}).get('text', '')}"]

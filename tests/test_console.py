@@ -161,3 +161,57 @@ def test_publish_approve_switch_user_and_ctrl_c(terminal: Terminal) -> None:
     assert not config_path.parent.exists(), "the working directory is removed"
     for secret in (PUSH_PASSWORD, PULL_PASSWORD, EXCHANGE_PASSWORD, SIGNING_SECRET, BOT_TOKEN):
         assert secret not in screen
+
+
+def _demo(tmp_path: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "sandbox.demo"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env={**os.environ, "TMPDIR": str(tmp_path)})
+
+
+def test_make_demo_ends_with_the_final_summary_and_leaves_nothing(tmp_path: Path) -> None:
+    demo = _demo(tmp_path)
+    try:
+        out, _ = demo.communicate(timeout=600)
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGTERM)
+            demo.wait(timeout=120)
+    assert demo.returncode == 0, out[-4000:]
+    assert re.search(r"secrets in OpenBao at http://127\.0\.0\.1:\d+: .* config \S+ holds only references", out)
+    thread = out[out.rindex("#releases · thread r-"):]
+    assert re.search(r"✔ hello 1\.0\.0 → local, requested by @requester \(edited\)\n\s+published · release", thread)
+    assert "✔ @requester hello 1.0.0 → local is published to org `acme`." in thread
+    for arch in ("amd64", "arm64"):
+        assert f"service `acme/hello_1.0.0_{arch}` (created)" in thread
+    if "the approval card is in the thread" in out:  # approvals are in: the second person's click went through
+        assert "@approver1 presses [Approve" in out
+    assert out.rstrip().endswith("ended: succeeded")
+    for secret in (PUSH_PASSWORD, PULL_PASSWORD, EXCHANGE_PASSWORD, SIGNING_SECRET, BOT_TOKEN):
+        assert secret not in out
+    assert not list(tmp_path.glob("edgebot-demo-*")), "the demo removed its working directory"
+
+
+def test_make_demo_interrupted_stops_everything(tmp_path: Path) -> None:
+    demo = _demo(tmp_path)
+    assert demo.stdout is not None
+    seen: list[str] = []
+    try:
+        for line in demo.stdout:  # Ctrl-C once the release is running
+            seen.append(line)
+            if line.startswith("+ #releases"):
+                break
+        else:
+            raise AssertionError("".join(seen[-50:]))
+        vault_url = re.search(r"secrets in OpenBao at (\S+):", "".join(seen)).group(1)  # type: ignore[union-attr]
+        os.kill(demo.pid, signal.SIGINT)
+        rest, _ = demo.communicate(timeout=180)
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait(timeout=60)
+    assert demo.returncode == 130, "".join(seen) + rest
+    assert "interrupted: stopping everything" in rest
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(vault_url + "/v1/sys/health", timeout=5)
+    assert not list(tmp_path.glob("edgebot-demo-*")), "the demo removed its working directory"
