@@ -33,6 +33,8 @@ import httpx
 from sandbox import render
 from sandbox.identities import ACCESS_TOML, PEOPLE, Person, add_people, display_names, find_person
 from sandbox.proc_base import wait_until
+from sandbox.slack import SlackStandIn
+from sandbox.slack_client import SlackPlatform
 from sandbox.stack import CHANNEL_ID, CHANNEL_NAME, Stack
 from sandbox.watch import Button, ChannelView, format_change, render_view, view_inputs
 
@@ -55,12 +57,12 @@ MODAL_WAIT = 15.0
 class Console:
     """One terminal session: the current user, the channel as seen so far, and the open modal."""
 
-    def __init__(self, stack: Stack, out: TextIO, *, poll_interval: float = 0.5) -> None:
-        self.stack = stack
+    def __init__(self, slack: SlackStandIn, platform: SlackPlatform, out: TextIO, *,
+                 poll_interval: float = 0.5) -> None:
         self.out = out
         self.names = display_names()
-        self.view = ChannelView(stack.slack, CHANNEL_ID, CHANNEL_NAME, self.names)
-        self.platform = stack.platform()
+        self.view = ChannelView(slack, CHANNEL_ID, CHANNEL_NAME, self.names)
+        self.platform = platform
         self.person: Person = PEOPLE[0]
         self.open_view: dict[str, Any] | None = None
         self.poll_interval = poll_interval
@@ -282,11 +284,12 @@ class Console:
             self.emit(shown if answer.get("response_type") == "in_channel" else _only_you(shown))
 
     # -- the session ----------------------------------------------------------------------------------------------
-    def banner(self) -> str:
-        vault = f"OpenBao at {self.stack.vault.url}" if self.stack.vault else "environment variables"
+    def banner(self, stack: Stack) -> str:
+        vault = f"OpenBao at {stack.vault.url}" if stack.vault else "environment variables"
         return "\n".join([
-            "edgebot sandbox: the Slack workspace T0EDGE, channel #releases, the bot and workers running locally",
-            f"  bot {self.stack.bot_url} · secrets from {vault} · config {self.stack.config_path}",
+            f"edgebot sandbox: the Slack workspace {stack.slack.team_id}, channel #{CHANNEL_NAME}, the bot and workers "
+            "running locally",
+            f"  bot {stack.bot_url} · secrets from {vault} · config {stack.config_path}",
             self.help_text(),
             f"You are @{self.person.name}. Try: /edge publish hello 1.0.0 --registry local",
         ])
@@ -357,8 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         stack.start()
         add_people(stack.slack)
         stack.wait_workers(1 + len(arches))
-        console = Console(stack, sys.stdout, poll_interval=args.poll_interval)
-        print(console.banner(), flush=True)
+        console = Console(stack.slack, stack.platform(), sys.stdout, poll_interval=args.poll_interval)
+        print(console.banner(stack), flush=True)
         console.start_polling()
         console.run(sys.stdin)
         return 0
