@@ -31,7 +31,7 @@ from typing import Any, TextIO
 import httpx
 
 from sandbox import render
-from sandbox.identities import ACCESS_TOML, PEOPLE, Person, add_people, display_names, find_person
+from sandbox.identities import PEOPLE, Person, add_people, display_names, find_person, sandbox_stack
 from sandbox.proc_base import wait_until
 from sandbox.slack import SlackStandIn
 from sandbox.slack_client import SlackPlatform
@@ -127,10 +127,10 @@ class Console:
         try:
             if word in ("quit", "exit"):
                 return False
-            if word.startswith("/") and word not in ("/as",):
-                self.slash_command(word, rest)
-            elif word == "/as":
+            if word == "/as":
                 self.switch(rest)
+            elif word.startswith("/"):
+                self.slash_command(word, rest)
             elif word == "click":
                 self.click(rest)
             elif word in ("approve", "reject"):
@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, terminate)
     workdir = Path(tempfile.mkdtemp(prefix="edgebot-sandbox-"))
-    stack = Stack(workdir, arches=arches, vault=True, extra_toml=ACCESS_TOML)
+    stack = sandbox_stack(workdir, arches)
     console: Console | None = None
     try:
         print("» starting Redis, OpenBao, Docker Engine, registry (TLS + auth), Exchange and Slack stand-ins, bot, "

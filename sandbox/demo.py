@@ -27,7 +27,7 @@ from types import FrameType
 
 from edgebot import messages
 from edgebot.release import Release
-from sandbox.identities import ACCESS_TOML, Person, add_people, display_names, find_person
+from sandbox.identities import Person, add_people, display_names, find_person, sandbox_stack
 from sandbox.stack import CHANNEL_ID, CHANNEL_NAME, Stack, wait_until
 from sandbox.watch import ChannelView, format_change
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, interrupted)
     workdir = Path(tempfile.mkdtemp(prefix="edgebot-demo-"))
-    stack = Stack(workdir, arches=("amd64", "arm64"), vault=True, extra_toml=ACCESS_TOML)
+    stack = sandbox_stack(workdir, ("amd64", "arm64"))
     try:
         say("starting Redis, OpenBao, Docker Engine, registry (TLS + auth), Exchange and Slack stand-ins, bot, "
             "workers…")

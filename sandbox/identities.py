@@ -10,9 +10,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from sandbox.slack import SlackStandIn
-from sandbox.stack import APPROVER, CHANNEL_ID, CHANNEL_NAME, REQUESTER
+from sandbox.stack import APPROVER, CHANNEL_ID, CHANNEL_NAME, REQUESTER, Stack
 
 
 @dataclass(frozen=True)
@@ -64,3 +65,9 @@ def find_person(text: str) -> Person | None:
         if wanted in (person.user_id.lower(), person.name.lower()):
             return person
     return None
+
+
+def sandbox_stack(workdir: Path, arches: tuple[str, ...]) -> Stack:
+    """The stack ``make demo`` and ``edgebot sandbox`` run (one place for both): secrets in OpenBao, the sandbox's
+    ``[access]`` table. Call :func:`add_people` once it is started."""
+    return Stack(workdir, arches=arches, vault=True, extra_toml=ACCESS_TOML)
