@@ -32,7 +32,7 @@ import httpx
 
 from sandbox import render
 from sandbox.identities import PEOPLE, Person, add_people, display_names, find_person, sandbox_stack
-from sandbox.proc_base import wait_until
+from sandbox.proc_base import StartFailed, wait_until
 from sandbox.slack import SlackStandIn
 from sandbox.slack_client import SlackPlatform
 from sandbox.stack import CHANNEL_ID, CHANNEL_NAME, Stack
@@ -50,6 +50,8 @@ HELP = """\
   users                 who is who, and who you are
   help                  this list
   quit                  stop everything and leave (Ctrl-C and Ctrl-D too)"""
+SAMPLE_ARCHES = ("amd64", "arm64")
+"""The arches examples/hello has a Dockerfile for."""
 MODAL_WAIT = 15.0
 """Seconds to wait for the modal a Reject button opens (the bot opens it right after the click's ack)."""
 
@@ -345,7 +347,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the working directory (logs, config) at the end")
     parser.add_argument("--poll-interval", type=float, default=0.5, help="seconds between looks at the channel")
     args = parser.parse_args(argv)
-    arches = tuple(a for value in args.arch for a in value.split(",") if a) or ("amd64", "arm64")
+    arches = tuple(a for value in args.arch for a in value.split(",") if a) or SAMPLE_ARCHES
+    unknown = sorted(set(arches) - set(SAMPLE_ARCHES))
+    if unknown:
+        parser.error(f"--arch: the sample service has Dockerfiles for {', '.join(SAMPLE_ARCHES)} only, "
+                     f"not {', '.join(unknown)}")
 
     def terminate(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -354,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="edgebot-sandbox-"))
     stack = sandbox_stack(workdir, arches)
     console: Console | None = None
+    keep = args.keep
     try:
         print("» starting Redis, OpenBao, Docker Engine, registry (TLS + auth), Exchange and Slack stand-ins, bot, "
               f"workers ({', '.join(arches)}) in {workdir}…", flush=True)
@@ -368,6 +375,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\n» interrupted", flush=True)
         return 130
+    except (StartFailed, TimeoutError) as exc:  # a part did not come up: say which, keep its logs
+        print(f"» the sandbox could not start: {exc}", flush=True)
+        keep = True
+        return 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave half of it running
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -375,8 +386,8 @@ def main(argv: list[str] | None = None) -> int:
             console.stop_polling()
         print("» stopping everything the sandbox started…", flush=True)
         stack.stop()
-        if args.keep:
-            print(f"» kept {workdir}", flush=True)
+        if keep:
+            print(f"» kept {workdir} (config and the log of every process)", flush=True)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
         print("» stopped", flush=True)

@@ -28,6 +28,7 @@ from types import FrameType
 from edgebot import messages
 from edgebot.release import Release
 from sandbox.identities import Person, add_people, display_names, find_person, sandbox_stack
+from sandbox.proc_base import StartFailed
 from sandbox.stack import CHANNEL_ID, CHANNEL_NAME, Stack, wait_until
 from sandbox.watch import ChannelView, format_change
 
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupted)
     workdir = Path(tempfile.mkdtemp(prefix="edgebot-demo-"))
     stack = sandbox_stack(workdir, ("amd64", "arm64"))
+    keep = bool(os.environ.get("EDGEBOT_DEMO_KEEP"))
     try:
         say("starting Redis, OpenBao, Docker Engine, registry (TLS + auth), Exchange and Slack stand-ins, bot, "
             "workers…")
@@ -66,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         release_id = wait_until(stack.release_ids, timeout=10, what="the release record")[0]
         release = follow(stack, view, release_id, approver, args.timeout)
         if release is None:
+            keep = True  # the log of every process, for what went wrong
             return 1
         print("\n" + "─" * 100 + "\n" + view.render_thread(release.message_ts), flush=True)
         say(f"release {release_id} ended: {release.state}")
@@ -73,11 +76,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("interrupted: stopping everything")
         return 130
+    except (StartFailed, TimeoutError) as exc:  # a part did not come up, or never got there: keep the logs
+        say(f"the demo stopped early: {exc}")
+        keep = True
+        return 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave half of it running
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
-        if not os.environ.get("EDGEBOT_DEMO_KEEP"):
+        if keep:
+            say(f"kept {workdir} (config and the log of every process)")
+        else:
             shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -175,3 +175,16 @@ def test_buttons_removed_by_an_edit_cannot_be_clicked(setup: Setup) -> None:
     setup.console.handle("click x")
     assert "click takes a button number" in setup.out.getvalue()
     assert setup.received.clicks == []
+
+
+def test_ephemerals_show_to_the_user_they_are_for_when_that_user_is_at_the_keyboard(setup: Setup) -> None:
+    setup.client.chat_postEphemeral(channel=CHANNEL_ID, user="U0APPROVER2", text="only for <@U0APPROVER2>")
+    setup.console.refresh()
+    assert "only for" not in setup.out.getvalue(), "@requester is at the keyboard"
+    setup.console.handle("/as approver2")
+    assert "you are now @approver2" in setup.out.getvalue()
+    assert "(only visible to you)\n  only for @approver2" in setup.out.getvalue()
+    setup.console.handle("/as nobody")
+    assert "no user `nobody` in the sandbox workspace" in setup.out.getvalue()
+    setup.console.handle("frobnicate")
+    assert "unknown command `frobnicate`: type `help` for the list" in setup.out.getvalue()
