@@ -3,7 +3,8 @@
 ``make demo`` and ``edgebot sandbox`` play these users towards the bot (``/as approver1`` in the console):
 
 * ``requester`` may publish;
-* ``approver1`` and ``approver2`` are the ``@release-approvers`` user group, which may approve (and publish);
+* ``approver1`` and ``approver2`` are the ``@release-approvers`` user group, whose approval a release needs before
+  it is published (one of them, never the requester), and who may also publish and cancel;
 * ``visitor`` is in the channel but holds no permission, to see a refusal.
 """
 
@@ -28,18 +29,24 @@ VISITOR = "U0VISITOR"
 APPROVERS_GROUP, APPROVERS_HANDLE = "S0APPROVERS", "release-approvers"
 PEOPLE = (
     Person(REQUESTER, "requester", "may publish"),
-    Person(APPROVER, "approver1", f"@{APPROVERS_HANDLE}: may approve and publish"),
-    Person(APPROVER2, "approver2", f"@{APPROVERS_HANDLE}: may approve and publish"),
+    Person(APPROVER, "approver1", f"@{APPROVERS_HANDLE}: approves, may publish and cancel"),
+    Person(APPROVER2, "approver2", f"@{APPROVERS_HANDLE}: approves, may publish and cancel"),
     Person(VISITOR, "visitor", "in the channel, no permission"),
 )
 BOT_USER_ID = "U0EDGEBOT"
 
-ACCESS_TOML = f"""[access]
+SANDBOX_TOML = f"""[access]
 publish = ["{REQUESTER}", "{APPROVERS_GROUP}"]
-approve = ["{APPROVERS_GROUP}"]
 cancel = ["{APPROVERS_GROUP}"]
+
+[approvals]
+approvers = ["{APPROVERS_GROUP}"]
+required = 1
+allow_requester = false
+timeout_minutes = 30
 """
-"""The sandbox's ``[access]`` table (see bot/access.py): the requester may cancel their own releases regardless."""
+"""Who may do what in the sandbox: ``[access]`` (bot/access.py; the requester may always cancel their own release)
+and ``[approvals]`` (one approval from @release-approvers, never the requester's own: four-eyes)."""
 
 
 def add_people(slack: SlackStandIn) -> None:
@@ -69,5 +76,5 @@ def find_person(text: str) -> Person | None:
 
 def sandbox_stack(workdir: Path, arches: tuple[str, ...]) -> Stack:
     """The stack ``make demo`` and ``edgebot sandbox`` run (one place for both): secrets in OpenBao, the sandbox's
-    ``[access]`` table. Call :func:`add_people` once it is started."""
-    return Stack(workdir, arches=arches, vault=True, extra_toml=ACCESS_TOML)
+    ``[access]`` and ``[approvals]`` tables. Call :func:`add_people` once it is started."""
+    return Stack(workdir, arches=arches, vault=True, extra_toml=SANDBOX_TOML)
