@@ -196,6 +196,8 @@ class Console:
     def press(self, button: Button) -> httpx.Response:
         """A signed block_actions interaction for ``button``, from the current user."""
         self.emit(f"» @{self.person.name} clicks [{button.label}]")
+        if button.confirm:  # Slack asks first; typing the click was the confirmation
+            self.emit(f"  confirmed: {render.mrkdwn(button.confirm, self.names)}")
         response = self.platform.block_action(action_id=button.action_id, value=button.value,
                                               user_id=self.person.user_id, channel_id=button.channel_id,
                                               message_ts=button.message_ts, block_id=button.block_id or None)

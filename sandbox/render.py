@@ -18,12 +18,15 @@ EMOJI = {
 _USER_RE = re.compile(r"<@([A-Z0-9]+)>")
 _CHANNEL_RE = re.compile(r"<#([A-Z0-9]+)(?:\|[^>]*)?>")
 _SUBTEAM_RE = re.compile(r"<!subteam\^([A-Z0-9]+)(?:\|[^>]*)?>")
+_DATE_RE = re.compile(r"<!date\^\d+\^[^|>]*\|([^>]*)>")
+"""``<!date^EPOCH^FORMAT|fallback>``: Slack shows it in the reader's time zone; the terminal shows the fallback."""
 
 
 def mrkdwn(text: str, users: dict[str, str] | None = None) -> str:
     for code, symbol in EMOJI.items():
         text = text.replace(code, symbol)
     text = _USER_RE.sub(lambda m: "@" + (users or {}).get(m.group(1), m.group(1)), text)
+    text = _DATE_RE.sub(lambda m: m.group(1), text)
     text = _SUBTEAM_RE.sub(lambda m: "@" + (users or {}).get(m.group(1), m.group(1)), text)
     text = _CHANNEL_RE.sub(lambda m: "#" + (users or {}).get(m.group(1), m.group(1)), text)
     text = text.replace("```", "").replace("*", "")

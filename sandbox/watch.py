@@ -29,6 +29,8 @@ class Button:
     value: str
     label: str
     thread_ts: str
+    confirm: str = ""
+    """The confirmation dialog Slack shows before sending the click (title and text), if the button has one."""
 
 
 @dataclass(frozen=True)
@@ -118,10 +120,12 @@ class ChannelView:
                 if element.get("type") != "button" or not action_id or (msg["ts"], action_id) in self._buttons:
                     continue
                 label = (element.get("text") or {}).get("text", action_id)
+                dialog = element.get("confirm") or {}
+                confirm = " ".join(str((dialog.get(k) or {}).get("text", "")) for k in ("title", "text")).strip()
                 self._buttons[(msg["ts"], action_id)] = Button(
                     number=len(self._buttons) + 1, channel_id=self.channel_id, message_ts=msg["ts"],
                     block_id=block.get("block_id", ""), action_id=action_id, value=str(element.get("value", "")),
-                    label=label, thread_ts=msg.get("thread_ts") or msg["ts"])
+                    label=label, thread_ts=msg.get("thread_ts") or msg["ts"], confirm=confirm)
 
     def _label_for(self, msg: dict[str, Any]) -> render.ButtonLabel:
         return lambda block, element: self._numbered([msg], block, element)

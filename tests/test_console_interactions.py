@@ -56,14 +56,21 @@ class Setup:
 
 
 def _card_blocks(with_buttons: bool) -> list[dict[str, Any]]:
-    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn",
-                                                                   "text": f"✋ approve release `{RELEASE}`?"}}]
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"✋ approve release `{RELEASE}`?"}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": "open until "
+                                          "<!date^1800001800^{date_short_pretty} {time}|2027-01-15 08:30 UTC>"}]},
+    ]
     if with_buttons:
         blocks.append({"type": "actions", "block_id": f"approval-{RELEASE}", "elements": [
             {"type": "button", "action_id": "approve", "value": RELEASE, "style": "primary",
              "text": {"type": "plain_text", "text": "Approve"}},
             {"type": "button", "action_id": "reject", "value": RELEASE, "style": "danger",
-             "text": {"type": "plain_text", "text": "Reject"}},
+             "text": {"type": "plain_text", "text": "Reject"},
+             "confirm": {"title": {"type": "plain_text", "text": "Reject?"},
+                         "text": {"type": "mrkdwn", "text": "Nothing of <@U0REQUESTER>'s release is published."},
+                         "confirm": {"type": "plain_text", "text": "Reject"},
+                         "deny": {"type": "plain_text", "text": "Back"}}},
         ]})
     return blocks
 
@@ -126,8 +133,8 @@ def setup() -> Iterator[Setup]:
 
 def test_a_click_is_a_signed_block_actions_payload_shaped_like_slacks(setup: Setup) -> None:
     setup.console.refresh()
-    assert re.search(r"\+ #releases\s+✋ approve release `r-abc123`\?\n\s+\[1: Approve\]  \[2: Reject\]",
-                     setup.out.getvalue())
+    assert re.search(r"\+ #releases\s+✋ approve release `r-abc123`\?\n\s+open until 2027-01-15 08:30 UTC\n"
+                     r"\s+\[1: Approve\]  \[2: Reject\]", setup.out.getvalue())
     setup.console.handle("/as approver1")
     setup.console.handle("click 1")
     (click,) = wait_until(lambda: setup.received.clicks, timeout=30, what="Bolt to run the approve listener")
@@ -137,7 +144,7 @@ def test_a_click_is_a_signed_block_actions_payload_shaped_like_slacks(setup: Set
     assert click["team"]["id"] == TEAM_ID and click["channel"]["id"] == CHANNEL_ID
     assert click["container"] == {"type": "message", "message_ts": setup.card_ts, "channel_id": CHANNEL_ID,
                                   "is_ephemeral": False}
-    assert click["message"]["ts"] == setup.card_ts and click["message"]["blocks"][1]["type"] == "actions"
+    assert click["message"]["ts"] == setup.card_ts and click["message"]["blocks"][-1]["type"] == "actions"
     (action,) = click["actions"]
     assert (action["action_id"], action["block_id"], action["value"], action["type"]) == (
         "approve", f"approval-{RELEASE}", RELEASE, "button")
@@ -150,6 +157,8 @@ def test_reject_opens_the_modal_and_submits_the_reason_as_a_view_submission(setu
     wait_until(lambda: "the modal stays open: reason: Say in a few words why" in setup.out.getvalue(), timeout=30,
                what="the field error")
     assert "┌─ modal: Reject release\n│ ▭ Why?" in setup.out.getvalue()
+    assert "» @approver2 clicks [Reject]\n  confirmed: Reject? Nothing of @requester's release is published." \
+        in setup.out.getvalue()
     assert setup.received.clicks[0]["user"]["id"] == "U0APPROVER2"
     assert setup.received.clicks[0]["actions"][0]["action_id"] == "reject"
     setup.console.handle("submit wrong base image, use 1.0.1")
