@@ -53,6 +53,7 @@ class ChannelView:
         self.names = names
         self._lock = threading.RLock()
         self._shown: dict[str, str] = {}  # ts -> rendered text last shown
+        self._where: dict[str, tuple[str, bool]] = {}  # ts -> (thread label, is root), for a later deletion
         self._buttons: dict[tuple[str, str], Button] = {}  # (message_ts, action_id) -> button
         self._live: set[tuple[str, str]] = set()  # buttons on the messages as they are now
         self._seen_ephemerals: set[int] = set()
@@ -74,13 +75,14 @@ class ChannelView:
                 if before == text:
                     continue
                 self._shown[msg["ts"]] = text
-                root = roots.get(msg.get("thread_ts") or msg["ts"])
-                changes.append(Change("new" if before is None else "edited", self.thread_label(root), _is_root(msg),
-                                      text))
+                label = self.thread_label(roots.get(msg.get("thread_ts") or msg["ts"]))
+                self._where[msg["ts"]] = (label, _is_root(msg))
+                changes.append(Change("new" if before is None else "edited", label, _is_root(msg), text))
             present = {m["ts"] for m in messages}
             for ts in [t for t in self._shown if t not in present]:
                 del self._shown[ts]
-                changes.append(Change("deleted", "", False, "(message deleted)"))
+                label, is_root = self._where.pop(ts, ("?", False))
+                changes.append(Change("deleted", label, is_root, "(message deleted)"))
             self._live = live
             return changes
 

@@ -197,3 +197,12 @@ def test_ephemerals_show_to_the_user_they_are_for_when_that_user_is_at_the_keybo
     assert "no user `nobody` in the sandbox workspace" in setup.out.getvalue()
     setup.console.handle("frobnicate")
     assert "unknown command `frobnicate`: type `help` for the list" in setup.out.getvalue()
+
+
+def test_a_deleted_message_is_shown_as_gone_where_it_was(setup: Setup) -> None:
+    reply_ts = setup.client.chat_postMessage(channel=CHANNEL_ID, thread_ts=setup.card_ts, text="a reply")["ts"]
+    setup.console.refresh()
+    assert re.search(r"\+ r-abc123 ├\s+a reply", setup.out.getvalue())
+    setup.client.chat_delete(channel=CHANNEL_ID, ts=reply_ts)
+    setup.console.refresh()
+    assert re.search(r"- r-abc123 ├\s+\(message deleted\)", setup.out.getvalue())
