@@ -50,6 +50,8 @@ HELP = """\
   users                 who is who, and who you are
   help                  this list
   quit                  stop everything and leave (Ctrl-C and Ctrl-D too)"""
+SLASH_COMMAND = "/edge"
+"""The slash command the Slack app defines (deploy/slack-app-manifest.yml)."""
 SAMPLE_ARCHES = ("amd64", "arm64")
 """The arches examples/hello has a Dockerfile for."""
 MODAL_WAIT = 15.0
@@ -131,8 +133,10 @@ class Console:
                 return False
             if word == "/as":
                 self.switch(rest)
-            elif word.startswith("/"):
+            elif word == SLASH_COMMAND:
                 self.slash_command(word, rest)
+            elif word.startswith("/"):
+                self.emit(f"{word} is not a command of this workspace's apps: edgebot's is {SLASH_COMMAND}")
             elif word == "click":
                 self.click(rest)
             elif word in ("approve", "reject"):

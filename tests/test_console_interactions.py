@@ -195,6 +195,8 @@ def test_ephemerals_show_to_the_user_they_are_for_when_that_user_is_at_the_keybo
     assert "(only visible to you)\n  only for @approver2" in setup.out.getvalue()
     setup.console.handle("/as nobody")
     assert "no user `nobody` in the sandbox workspace" in setup.out.getvalue()
+    setup.console.handle("/deploy hello")
+    assert "/deploy is not a command of this workspace's apps: edgebot's is /edge" in setup.out.getvalue()
     setup.console.handle("frobnicate")
     assert "unknown command `frobnicate`: type `help` for the list" in setup.out.getvalue()
 
