@@ -76,7 +76,7 @@ class Console:
         self._poller: threading.Thread | None = None
         self._redraw_prompt = out.isatty()
         self._at_prompt = False  # the main thread waits in input(): output must draw the prompt line again
-        self._last_thread = ""
+        self._ephemerals_shown = 0
 
     @property
     def prompt(self) -> str:
@@ -98,6 +98,7 @@ class Console:
             for change in self.view.poll():
                 self.emit(format_change(change, self.view.channel_name))
             for text in self.view.ephemerals_for(self.person.user_id):
+                self._ephemerals_shown += 1
                 self.emit(_only_you(text))
             for opened in self.view.new_views_for(self.person.user_id):
                 self.open_view = opened
@@ -223,17 +224,23 @@ class Console:
             return
         with self._state_lock:
             self.open_view = None
-        self.press(button)
-        try:
-            wait_until(lambda: self._modal_opened(), timeout=MODAL_WAIT, interval=0.2, what="the Reject modal")
+            answers_before = self._ephemerals_shown
+        if self.press(button).status_code != 200:
+            return
+        try:  # the modal, or an ephemeral answer instead (e.g. the requester may not reject their own release)
+            wait_until(lambda: self._modal_or_answer(answers_before), timeout=MODAL_WAIT, interval=0.2,
+                       what="the Reject modal")
         except TimeoutError:
             self.emit(f"no modal opened within {MODAL_WAIT:.0f} s after the click; nothing submitted")
             return
-        self.submit(rest)
+        if self.open_view is not None:
+            self.submit(rest)
+        else:
+            self.emit("no modal opened: the bot answered instead; nothing submitted")
 
-    def _modal_opened(self) -> bool:
+    def _modal_or_answer(self, answers_before: int) -> bool:
         self.refresh()
-        return self.open_view is not None
+        return self.open_view is not None or self._ephemerals_shown > answers_before
 
     def submit(self, text: str) -> None:
         with self._state_lock:

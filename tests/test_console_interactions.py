@@ -87,6 +87,10 @@ def _bolt_app(client: WebClient, received: Received) -> App:
     def on_reject(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
         received.clicks.append(body)
+        if body["user"]["id"] == "U0REQUESTER":
+            client.chat_postEphemeral(channel=body["channel"]["id"], user=body["user"]["id"],
+                                      text="You requested this release: cancel it instead.")
+            return
         client.views_open(trigger_id=body["trigger_id"], view={
             "type": "modal", "callback_id": "reject_reason", "private_metadata": body["actions"][0]["value"],
             "title": {"type": "plain_text", "text": "Reject release"},
@@ -208,3 +212,11 @@ def test_a_deleted_message_is_shown_as_gone_where_it_was(setup: Setup) -> None:
     setup.client.chat_delete(channel=CHANNEL_ID, ts=reply_ts)
     setup.console.refresh()
     assert re.search(r"- r-abc123 ├\s+\(message deleted\)", setup.out.getvalue())
+
+
+def test_a_reject_click_answered_without_a_modal_submits_nothing(setup: Setup) -> None:
+    setup.console.handle("reject not my release after all")  # as @requester: the listener answers ephemerally
+    out = setup.out.getvalue()
+    assert "(only visible to you)\n  You requested this release: cancel it instead." in out
+    assert "no modal opened: the bot answered instead; nothing submitted" in out
+    assert setup.received.submissions == [] and setup.slack.views() == []
