@@ -1,4 +1,4 @@
-"""`edgebot` command line: serve (the bot), worker, config check.
+"""`edgebot` command line: serve (the bot), worker, config check, sandbox (the local try-out console).
 
 Imports stay inside the subcommands so `edgebot worker` never loads slack_bolt and `edgebot serve` never loads
 docker.
@@ -35,7 +35,17 @@ def main(argv: list[str] | None = None) -> int:
     config = sub.add_parser("config", help="configuration tools")
     config.add_argument("action", choices=["check"])
 
-    args = parser.parse_args(argv)
+    sub.add_parser("sandbox", add_help=False,
+                   help="try edgebot locally: a terminal that plays Slack in front of a local stack "
+                        "(`edgebot sandbox --help`)")
+
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "sandbox":  # its own options; the sandbox writes its own config
+        from sandbox.console import main as sandbox_main
+
+        return sandbox_main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     os.environ["EDGEBOT_CONFIG"] = os.path.abspath(args.config)
     try:
         if args.command == "serve":

@@ -1,13 +1,23 @@
-"""`make demo`: publish the sample service end to end on local stand-ins and print what the thread shows.
+"""`make demo`: the scripted version of `edgebot sandbox`, non-interactive, ending with the thread's final summary.
 
-Real Redis, a private Docker Engine, a TLS registry with auth, git, the bot behind gunicorn and real RQ workers;
-stand-ins for Slack and the Horizon Exchange. Everything it starts is stopped at the end, also on Ctrl-C.
+It starts the sandbox stack (Redis, OpenBao holding every worker secret, a private Docker Engine, a TLS registry with
+auth, the Exchange and Slack stand-ins, the bot behind gunicorn, real RQ workers), then, as a Slack client would:
+
+1. ``/edge publish hello 1.0.0 --registry local`` from @requester, a signed slash command;
+2. when the release waits for approval (a message in its thread carries a button whose action_id starts with
+   ``approve``), @approver1 presses it: a signed ``block_actions`` interaction, as Slack sends it. Without an approval
+   gate the release simply goes on;
+3. every message of #releases is printed when it is posted or edited in place (progress, approval card, rollout counts
+   as the thread reports them), and at the end the whole thread, final summary included.
+
+Everything it started is stopped at the end, also on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -15,62 +25,104 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from sandbox import render
-from sandbox.stack import CHANNEL_ID, REQUESTER, Stack, wait_until
+from edgebot import messages
+from edgebot.release import Release
+from sandbox.identities import Person, add_people, display_names, find_person, sandbox_stack
+from sandbox.proc_base import StartFailed
+from sandbox.stack import CHANNEL_ID, CHANNEL_NAME, Stack, wait_until
+from sandbox.watch import ChannelView, format_change
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--command", default="publish hello 1.0.0 --registry local")
+    parser.add_argument("--approver", default="approver1", help="who approves (a sandbox user, see `users`)")
     parser.add_argument("--timeout", type=float, default=300)
     args = parser.parse_args(argv)
+    approver = find_person(args.approver)
+    if approver is None:
+        parser.error(f"--approver: no sandbox user {args.approver!r}")
 
     def interrupted(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupted)
     workdir = Path(tempfile.mkdtemp(prefix="edgebot-demo-"))
-    stack = Stack(workdir, arches=("amd64", "arm64"))
-    users = {REQUESTER: "requester", "U0EDGEBOT": "edgebot"}
+    stack = sandbox_stack(workdir, ("amd64", "arm64"))
+    keep = bool(os.environ.get("EDGEBOT_DEMO_KEEP"))
     try:
-        say("starting Redis, Docker Engine, registry (TLS + auth), Exchange and Slack stand-ins, bot, workers…")
+        say("starting Redis, OpenBao, Docker Engine, registry (TLS + auth), Exchange and Slack stand-ins, bot, "
+            "workers…")
         stack.start()
+        add_people(stack.slack)
         stack.wait_workers(3)
-        say(f"as @requester in #releases: /edge {args.command}")
-        started = time.monotonic()
+        assert stack.vault is not None
+        say(f"secrets in OpenBao at {stack.vault.url}: workers log in with the AppRoles of deploy/vault/ "
+            f"(edgebot-build, edgebot-publish); config {stack.config_path} holds only references")
+        view = ChannelView(stack.slack, CHANNEL_ID, CHANNEL_NAME, display_names())
+        say(f"as @requester in #{CHANNEL_NAME}: /edge {args.command}")
         response = stack.command(args.command)
-        say(f"bot acked in {response.elapsed.total_seconds() * 1000:.0f} ms: {response.json().get('text', '')}")
+        answer = response.json() if response.content else {}
+        say(f"bot acked in {response.elapsed.total_seconds() * 1000:.0f} ms, only @requester sees: "
+            f"{answer.get('text', '')}")
         release_id = wait_until(stack.release_ids, timeout=10, what="the release record")[0]
-        shown = ""
-        store = stack.store()
-        while True:
-            release = store.get(release_id)
-            msgs = stack.slack.messages(CHANNEL_ID)
-            root = [m for m in msgs if not m.get("thread_ts") or m.get("thread_ts") == m.get("ts")]
-            view = render.thread(stack.slack.thread(CHANNEL_ID, root[0]["ts"]), users) if root else ""
-            if view != shown:
-                print("\n" + "─" * 100 + f"\n#releases, {time.monotonic() - started:5.1f} s after the command\n")
-                print(view, flush=True)
-                shown = view
-            if release is not None and release.is_final and release.summary_ts:
-                break
-            if time.monotonic() - started > args.timeout:
-                names = ("worker-publish", "worker-build-amd64", "worker-build-arm64")
-                logs = "\n".join(stack.log_tail(n) for n in names)
-                say("timed out; worker logs:\n" + logs)
-                return 1
-            time.sleep(0.3)
+        release = follow(stack, view, release_id, approver, args.timeout)
+        if release is None:
+            keep = True  # the log of every process, for what went wrong
+            return 1
+        print("\n" + "─" * 100 + "\n" + view.render_thread(release.message_ts), flush=True)
         say(f"release {release_id} ended: {release.state}")
         return 0 if release.state == "succeeded" else 1
     except KeyboardInterrupt:
         say("interrupted: stopping everything")
         return 130
+    except (StartFailed, TimeoutError) as exc:  # a part did not come up, or never got there: keep the logs
+        say(f"the demo stopped early: {exc}")
+        keep = True
+        return 1
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave half of it running
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
-        if not os.environ.get("EDGEBOT_DEMO_KEEP"):
-            import shutil
-
+        if keep:
+            say(f"kept {workdir} (config and the log of every process)")
+        else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def follow(stack: Stack, view: ChannelView, release_id: str, approver: Person, timeout: float) -> Release | None:
+    """Print the channel as it changes until the release has ended and its summary is in the thread; press the
+    Approve button as ``approver`` once it appears. None on timeout or when the bot refuses the click."""
+    store = stack.store()
+    started = time.monotonic()
+    approved = False
+    while True:
+        for change in view.poll():
+            print(format_change(change, CHANNEL_NAME), flush=True)
+        release = store.get(release_id)
+        button = None if approved else view.latest_button("approve", release_id)
+        if button is not None:
+            approved = True
+            say(f"the approval card is in the thread: @{approver.name} presses [{button.label}]")
+            response = stack.platform().block_action(action_id=button.action_id, value=button.value,
+                                                     user_id=approver.user_id, channel_id=button.channel_id,
+                                                     message_ts=button.message_ts, block_id=button.block_id or None)
+            if response.status_code != 200:
+                say(f"the bot refused the click: HTTP {response.status_code} {response.text[:300]}")
+                return None
+        if release is not None and release.is_final and release.summary_ts:
+            root_ts, final_root = release.message_ts, messages.root_message(release).text
+            # the root is repainted right after the summary is posted
+            wait_until(lambda: stack.slack.thread(CHANNEL_ID, root_ts)[0]["text"] == final_root,  # noqa: B023
+                       timeout=30, what="the root message to show the final state")
+            for change in view.poll():
+                print(format_change(change, CHANNEL_NAME), flush=True)
+            return release
+        if time.monotonic() - started > timeout:
+            logs = "\n".join(stack.log_tail(name) for name in sorted(stack.processes) if name.startswith("worker"))
+            say(f"timed out after {timeout:.0f} s; worker logs:\n{logs}")
+            return None
+        time.sleep(0.3)
 
 
 def say(text: str) -> None:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
+
+ButtonLabel = Callable[[dict[str, Any], dict[str, Any]], str]
+"""How an element of an actions block shows: ``(block, element) -> text`` (the console numbers them)."""
 
 EMOJI = {
     ":white_check_mark:": "✔", ":x:": "✘", ":hourglass_flowing_sand:": "⧗", ":white_circle:": "○",
@@ -13,18 +17,27 @@ EMOJI = {
 }
 _USER_RE = re.compile(r"<@([A-Z0-9]+)>")
 _CHANNEL_RE = re.compile(r"<#([A-Z0-9]+)(?:\|[^>]*)?>")
+_SUBTEAM_RE = re.compile(r"<!subteam\^([A-Z0-9]+)(?:\|[^>]*)?>")
+_DATE_RE = re.compile(r"<!date\^\d+\^[^|>]*\|([^>]*)>")
+"""``<!date^EPOCH^FORMAT|fallback>``: Slack shows it in the reader's time zone; the terminal shows the fallback."""
 
 
 def mrkdwn(text: str, users: dict[str, str] | None = None) -> str:
     for code, symbol in EMOJI.items():
         text = text.replace(code, symbol)
     text = _USER_RE.sub(lambda m: "@" + (users or {}).get(m.group(1), m.group(1)), text)
-    text = _CHANNEL_RE.sub(lambda m: "#" + m.group(1), text)
+    text = _DATE_RE.sub(lambda m: m.group(1), text)
+    text = _SUBTEAM_RE.sub(lambda m: "@" + (users or {}).get(m.group(1), m.group(1)), text)
+    text = _CHANNEL_RE.sub(lambda m: "#" + (users or {}).get(m.group(1), m.group(1)), text)
     text = text.replace("```", "").replace("*", "")
     return text
 
 
-def block_text(block: dict[str, Any]) -> list[str]:
+def _button(block: dict[str, Any], element: dict[str, Any]) -> str:
+    return f"[ {element.get('text', {}).get('text', '?')} ]"
+
+
+def block_text(block: dict[str, Any], button: ButtonLabel = _button) -> list[str]:
     kind = block.get("type")
     if kind in ("section", "header") and "text" in block:
         lines = [block["text"]["text"]]
@@ -33,15 +46,16 @@ def block_text(block: dict[str, Any]) -> list[str]:
     if kind == "context":
         return ["  " + " ".join(e.get("text", "") for e in block.get("elements", []))]
     if kind == "actions":
-        return ["  " + "  ".join(f"[ {e.get('text', {}).get('text', '?')} ]" for e in block.get("elements", []))]
+        return ["  " + "  ".join(button(block, e) for e in block.get("elements", []))]
     if kind == "divider":
         return ["  ───"]
     return []
 
 
-def message(msg: dict[str, Any], users: dict[str, str] | None = None, indent: str = "") -> str:
+def message(msg: dict[str, Any], users: dict[str, str] | None = None, indent: str = "",
+            button: ButtonLabel = _button) -> str:
     blocks = msg.get("blocks") or []
-    raw = [line for b in blocks for line in block_text(b)] if blocks else [msg.get("text", "")]
+    raw = [line for b in blocks for line in block_text(b, button)] if blocks else [msg.get("text", "")]
     text = mrkdwn("\n".join(raw), users)
     edited = " (edited)" if msg.get("edits") else ""
     lines = text.splitlines() or [""]
@@ -49,11 +63,11 @@ def message(msg: dict[str, Any], users: dict[str, str] | None = None, indent: st
     return "\n".join(out)
 
 
-def thread(messages: list[dict[str, Any]], users: dict[str, str] | None = None) -> str:
+def thread(messages: list[dict[str, Any]], users: dict[str, str] | None = None, button: ButtonLabel = _button) -> str:
     """Root message first, then the replies indented, as Slack's thread view shows them."""
     if not messages:
         return "(no messages)"
     root, replies = messages[0], messages[1:]
-    parts = [message(root, users), "  │"]
-    parts += [message(reply, users, indent="  ├ ") for reply in replies]
+    parts = [message(root, users, button=button), "  │"]
+    parts += [message(reply, users, indent="  ├ ", button=button) for reply in replies]
     return "\n".join(parts)

@@ -26,6 +26,7 @@ from sandbox.exchange import ExchangeStandIn
 from sandbox.pki import TestCA
 from sandbox.proc_base import free_port, wait_until
 from sandbox.processes import DockerDaemon, RedisServer, Registry, make_git_source
+from sandbox.sandbox_vault import SandboxVault
 from sandbox.slack import SlackStandIn
 from sandbox.slack_client import SlackPlatform
 
@@ -43,6 +44,17 @@ EXCHANGE_PASSWORD = "sandbox-exchange-pw"
 PUSH_USER, PUSH_PASSWORD = "pusher", "push-secret-1"
 PULL_USER, PULL_PASSWORD = "puller", "pull-secret-1"
 HELLO_DIR = Path(__file__).resolve().parent.parent / "examples" / "hello"
+ENV_REFS = {
+    "bot_token": "env:EDGEBOT_SLACK_BOT_TOKEN",
+    "signing_secret": "env:EDGEBOT_SLACK_SIGNING_SECRET",
+    "app_token": "env:EDGEBOT_SLACK_APP_TOKEN",
+    "exchange_password": "env:EDGEBOT_EXCHANGE_PASSWORD",
+    "push_password": "env:EDGEBOT_REGISTRY_PUSH_PASSWORD",
+    "pull_password": "env:EDGEBOT_REGISTRY_PULL_PASSWORD",
+}
+"""The config's secret references without Vault (the signing key is a file: reference to the stack's key file)."""
+SECRET_ENV = ("EDGEBOT_SLACK_BOT_TOKEN", "EDGEBOT_SLACK_SIGNING_SECRET", "EDGEBOT_SLACK_APP_TOKEN",
+              "EDGEBOT_EXCHANGE_PASSWORD", "EDGEBOT_REGISTRY_PUSH_PASSWORD", "EDGEBOT_REGISTRY_PULL_PASSWORD")
 __all__ = ["Stack", "free_port", "wait_until", "write_config", "hello_files"]
 
 
@@ -58,8 +70,10 @@ def hello_files(version: str = "1.0.0") -> dict[str, bytes | str]:
 def write_config(path: Path, *, redis_url: str, slack_api_url: str, exchange_url: str, registry_address: str,
                  docker_url: str, source: str, arches: list[str], key_file: Path, workdir: Path,
                  settings: dict[str, Any] | None = None, extra_services: dict[str, list[str]] | None = None,
-                 extra_toml: str = "", registry_ca: str = "") -> Path:
-    """A complete edgebot.toml for the sandbox. Secrets are references to env vars and files, like production."""
+                 extra_toml: str = "", registry_ca: str = "", secret_refs: dict[str, str] | None = None) -> Path:
+    """A complete edgebot.toml for the sandbox. Secrets are references to env vars and files, like production;
+    ``secret_refs`` replaces some of them (keys of :data:`ENV_REFS` and ``signing_key``), e.g. by vault: ones."""
+    refs = {**ENV_REFS, "signing_key": f"file:{key_file}", **(secret_refs or {})}
     tunables = {
         "source_cache_dir": str(workdir / "cache"),
         "work_dir": str(workdir / "work"),
@@ -77,9 +91,9 @@ def write_config(path: Path, *, redis_url: str, slack_api_url: str, exchange_url
     lines = [
         "# edgebot sandbox config (generated): every secret is a reference, none is in this file",
         "[slack]",
-        'bot_token = "env:EDGEBOT_SLACK_BOT_TOKEN"',
-        'signing_secret = "env:EDGEBOT_SLACK_SIGNING_SECRET"',
-        'app_token = "env:EDGEBOT_SLACK_APP_TOKEN"  # Socket Mode only',
+        f'bot_token = "{refs["bot_token"]}"',
+        f'signing_secret = "{refs["signing_secret"]}"',
+        f'app_token = "{refs["app_token"]}"  # Socket Mode only',
         f'api_url = "{slack_api_url}"',
         "",
         "[redis]",
@@ -88,10 +102,10 @@ def write_config(path: Path, *, redis_url: str, slack_api_url: str, exchange_url
         "[exchange]",
         f'url = "{exchange_url}"',
         f'username = "{ORG}/{EXCHANGE_USER}"',
-        'password = "env:EDGEBOT_EXCHANGE_PASSWORD"',
+        f'password = "{refs["exchange_password"]}"',
         "",
         "[signing]",
-        f'private_key = "file:{key_file}"',
+        f'private_key = "{refs["signing_key"]}"',
         'key_name = "edgebot.public.pem"',
         "",
         "[docker]",
@@ -102,9 +116,9 @@ def write_config(path: Path, *, redis_url: str, slack_api_url: str, exchange_url
         f'host = "{registry_address}"',
         'namespace = "edge"',
         f'push_username = "{PUSH_USER}"',
-        'push_password = "env:EDGEBOT_REGISTRY_PUSH_PASSWORD"',
+        f'push_password = "{refs["push_password"]}"',
         f'pull_username = "{PULL_USER}"',
-        'pull_password = "env:EDGEBOT_REGISTRY_PULL_PASSWORD"',
+        f'pull_password = "{refs["pull_password"]}"',
         *([f'ca_cert = "file:{registry_ca}"'] if registry_ca else []),
         "",
         "[services.hello]",
@@ -133,8 +147,13 @@ class Stack:
     def __init__(self, workdir: Path, *, arches: tuple[str, ...] = ("amd64",), docker: DockerDaemon | None = None,
                  registry: Registry | None = None, redis_server: RedisServer | None = None,
                  settings: dict[str, Any] | None = None, versions: tuple[str, ...] = ("1.0.0",),
-                 extra_services: dict[str, list[str]] | None = None, extra_toml: str = "") -> None:
+                 extra_services: dict[str, list[str]] | None = None, extra_toml: str = "",
+                 vault: bool = False) -> None:
+        """``vault=True``: the workers' secrets live in an OpenBao dev server and the config holds only ``vault:``
+        references (plus ``file:`` ones for the bot's Slack secrets), see :mod:`sandbox.sandbox_vault`."""
         self.workdir = Path(workdir)
+        self.use_vault = vault
+        self.vault: SandboxVault | None = None
         self.arches = list(arches)
         self.settings = settings
         self.versions = versions
@@ -209,13 +228,27 @@ class Stack:
         key_file.write_bytes(generate_private_key_pem(2048))
         key_file.chmod(0o600)
         assert self.redis_server is not None and self.docker is not None and self.registry is not None
+        secret_refs, extra_toml = self._start_vault(key_file)
         write_config(
             self.config_path, redis_url=self.redis_server.url, slack_api_url=self.slack.api_url,
             exchange_url=self.exchange.url, registry_address=self.registry.address, docker_url=self.docker.base_url,
             source=str(source), arches=self.arches, key_file=key_file, workdir=self.workdir, settings=self.settings,
-            extra_services=self.extra_services, extra_toml=self.extra_toml,
-            registry_ca=str(self.registry.ca_path),
+            extra_services=self.extra_services, extra_toml=extra_toml,
+            registry_ca=str(self.registry.ca_path), secret_refs=secret_refs,
         )
+
+    def _start_vault(self, key_file: Path) -> tuple[dict[str, str] | None, str]:
+        """With ``vault=True``: OpenBao started and filled; (the config's secret references, extra TOML)."""
+        if not self.use_vault:
+            return None, self.extra_toml
+        self.vault = SandboxVault(self.workdir / "vault")
+        self._own.append(self.vault)
+        refs = self.vault.start(push_password=PUSH_PASSWORD, pull_password=PULL_PASSWORD,
+                                exchange_password=EXCHANGE_PASSWORD, signing_key_pem=key_file.read_text(),
+                                slack_secrets={"bot_token": BOT_TOKEN, "signing_secret": SIGNING_SECRET,
+                                               "app_token": APP_TOKEN})
+        key_file.unlink()  # the signing key now lives only in Vault
+        return refs, "\n\n".join(part for part in (self.extra_toml, self.vault.config_table()) if part)
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -229,6 +262,9 @@ class Stack:
             "EDGEBOT_REGISTRY_PULL_PASSWORD": PULL_PASSWORD,
             "PYTHONUNBUFFERED": "1",
         })
+        if self.use_vault:  # every secret comes from Vault or a file: none in the environment
+            for name in SECRET_ENV:
+                env.pop(name, None)
         return env
 
     def _spawn(self, name: str, args: list[str], *, config: Path | None = None,
@@ -265,6 +301,8 @@ class Stack:
 
     def start_worker(self, name: str, *args: str, config: Path | None = None,
                      env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        if env is None and self.vault is not None:  # the AppRole of this worker's role, and only that one
+            env = self.vault.worker_env(self.env(), args)
         return self._spawn(f"worker-{name}", ["worker", "--name", f"{name}-{os.getpid()}-{free_port()}", *args],
                            config=config, env=env)
 
