@@ -35,7 +35,7 @@ def _login(vault: SandboxVault, role_args: list[str]) -> hvac.Client:
 
 
 def test_each_worker_role_reads_only_its_own_secrets(vault: SandboxVault, tmp_path: Path) -> None:
-    refs = vault.start(slack_secrets={"bot_token": "xoxb-t", "signing_secret": "sig"}, **SECRETS)
+    refs = vault.start(slack_secrets={"bot_token": "xoxb-t", "signing_secret": "sig", "app_token": "xapp-t"}, **SECRETS)
     assert role_for(["--arch", "amd64"]) == "build" and role_for(["--publish"]) == "publish"
     build = _login(vault, ["--arch", "amd64"])
     publish = _login(vault, ["--publish"])
@@ -59,7 +59,7 @@ def test_each_worker_role_reads_only_its_own_secrets(vault: SandboxVault, tmp_pa
 
 def test_the_config_resolves_through_vault_for_a_worker_and_holds_no_secret(vault: SandboxVault,
                                                                             tmp_path: Path) -> None:
-    refs = vault.start(slack_secrets={"bot_token": "xoxb-t", "signing_secret": "sig"}, **SECRETS)
+    refs = vault.start(slack_secrets={"bot_token": "xoxb-t", "signing_secret": "sig", "app_token": "xapp-t"}, **SECRETS)
     path = write_config(tmp_path / "edgebot.toml", redis_url="redis://127.0.0.1:1/0",
                         slack_api_url="http://127.0.0.1:9/api/", exchange_url="http://127.0.0.1:9/v1",
                         registry_address="127.0.0.1:5000", docker_url="unix:///nowhere", source="/nowhere",
