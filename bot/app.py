@@ -19,7 +19,7 @@ from bot import grammar
 from bot.access import AccessCheck, mention, parse_access
 from bot.cancel import cancel_release
 from bot.intake import ChannelCheck, NotAllowed, NotInChannel, Requester, accept_publish
-from edgebot import messages
+from edgebot import logs, messages
 from edgebot.config import Config
 from edgebot.errors import UsageError
 from edgebot.secrets import SecretResolver
@@ -72,7 +72,8 @@ def register(app: App, ctx: BotContext) -> None:
     """Every listener of the bot, in one place."""
 
     def on_edge(ack: Ack, command: dict[str, Any], client: WebClient) -> None:
-        handle_edge_command(ack, command, ctx)
+        with logs.release_context():  # log lines name the release once it is known; reset for the next request
+            handle_edge_command(ack, command, ctx)
 
     app.command("/edge")(on_edge)
 
@@ -122,6 +123,7 @@ def handle_edge_command(ack: Ack, command: dict[str, Any], ctx: BotContext) -> N
         log.exception("could not accept /edge %s", parsed.__class__.__name__)
         _reply(ack, messages.internal_error())
         return
+    logs.set_release(accepted.duplicate_of or accepted.release.release_id)
     if accepted.duplicate_of:
         _reply(ack, messages.duplicate_ack(accepted.duplicate_of))
         return
@@ -131,6 +133,7 @@ def handle_edge_command(ack: Ack, command: dict[str, Any], ctx: BotContext) -> N
 
 
 def handle_cancel(ack: Ack, parsed: grammar.CancelCommand, command: dict[str, Any], ctx: BotContext) -> None:
+    logs.set_release(parsed.release_id)
     release = ctx.store.get(parsed.release_id)
     if release is None:
         _reply(ack, messages.unknown_release(parsed.release_id))

@@ -27,6 +27,12 @@ class Settings:
     """RQ worker heartbeat TTL: a worker silent this long counts as dead."""
     maintenance_interval: int = 60
     """Seconds between RQ maintenance passes (dead-scheduler takeover, abandoned jobs)."""
+    # -- observability (docs/production.md#metrics-and-logs) --------------------------------------------------------
+    metrics_port: int = 0
+    """Port of a worker's HTTP endpoint for /metrics and /healthz (0: off). The bot serves both on its own port."""
+    log_format: str = "text"
+    """``text`` (human-readable lines) or ``json`` (one JSON object per line, with the release id when known)."""
+    log_level: str = "INFO"
     # -- Slack side ---------------------------------------------------------------------------------------------
     channel_check_ttl: int = 60
     """Seconds a positive "the bot is in this channel" answer is cached."""

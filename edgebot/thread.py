@@ -17,12 +17,13 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
-from edgebot import messages
+from edgebot import messages, metrics
 from edgebot.ratelimit import SlackRateLimiter
 from edgebot.release import Release
 from edgebot.store import ReleaseStore
@@ -30,9 +31,24 @@ from edgebot.store import ReleaseStore
 log = logging.getLogger(__name__)
 
 
+class MeteredWebClient(WebClient):
+    """A WebClient that counts every failed call (``edgebot_call_errors_total{system="slack"}``): Slack's error code
+    (``not_in_channel``, ``ratelimited`` after the retries…) or the exception type of a network failure."""
+
+    def api_call(self, api_method: str, **kwargs: Any) -> Any:
+        try:
+            return super().api_call(api_method, **kwargs)
+        except SlackApiError as exc:
+            metrics.call_error("slack", api_method, str(exc.response.get("error") or exc.response.status_code))
+            raise
+        except Exception as exc:
+            metrics.call_error("slack", api_method, type(exc).__name__)
+            raise
+
+
 def slack_client(token: str, api_url: str) -> WebClient:
     """A WebClient that honours 429 Retry-After (Slack rate-limits chat.update per workspace)."""
-    client = WebClient(token=token, base_url=api_url, timeout=15)
+    client = MeteredWebClient(token=token, base_url=api_url, timeout=15)
     client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=30))
     return client
 

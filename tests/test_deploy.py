@@ -1,0 +1,325 @@
+"""deploy/ checked offline: Kubernetes manifests against the Kubernetes JSON schemas (strict: unknown fields are
+errors), the kustomization, the config in the ConfigMap against edgebot's own config loader, the wiring between
+them (env vars, Vault roles, probes, ServiceAccounts), the compose file, the Slack app manifests and the Dockerfile.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from bot.wsgi import SLACK_EVENTS_PATH
+from edgebot.config import parse_config
+from edgebot.secrets import SecretRef
+from workers.vault import vault_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "kubernetes"
+KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
+"""The oldest version the manifests support (native sidecars need 1.29) and the newest the package has schemas for."""
+
+
+def _documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def _resources() -> list[tuple[str, dict[str, Any]]]:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    return [(name, doc) for name in kustomization["resources"] for doc in _documents(K8S / name)]
+
+
+def _by_kind(kind: str) -> dict[str, dict[str, Any]]:
+    return {doc["metadata"]["name"]: doc for _, doc in _resources() if doc["kind"] == kind}
+
+
+def _pod(deployment: dict[str, Any]) -> dict[str, Any]:
+    return deployment["spec"]["template"]["spec"]
+
+
+def _container(deployment: dict[str, Any], name: str) -> dict[str, Any]:
+    spec = _pod(deployment)
+    return next(c for c in spec["containers"] + spec.get("initContainers", []) if c["name"] == name)
+
+
+def _main_container(deployment: dict[str, Any]) -> dict[str, Any]:
+    return _pod(deployment)["containers"][0]
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def _config_text() -> str:
+    return _by_kind("ConfigMap")["edgebot-config"]["data"]["edgebot.toml"]
+
+
+def _config() -> Any:
+    import tomllib
+
+    return parse_config(tomllib.loads(_config_text()), path="configmap:edgebot-config", environ={})
+
+
+# -- Kubernetes: schemas -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_every_manifest_validates_against_the_kubernetes_schema(version: str) -> None:
+    resources = _resources()
+    assert len(resources) >= 15
+    for name, doc in resources:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            path = ".".join(str(p) for p in exc.path)
+            pytest.fail(f"{name}: {doc['kind']}/{doc['metadata']['name']} is invalid for Kubernetes {version} at "
+                        f"{path}: {exc.message}")
+
+
+def test_the_schema_check_catches_a_misspelled_field() -> None:
+    """The check above can fail: a typo that kubectl would silently drop is an error in strict mode."""
+    bot = _by_kind("Deployment")["edgebot-bot"]
+    _main_container(bot)["readinesProbe"] = _main_container(bot).pop("readinessProbe")
+    with pytest.raises(kubernetes_validate.ValidationError, match="readinesProbe"):
+        kubernetes_validate.validate(bot, KUBERNETES_VERSIONS[0], strict=True)
+
+
+def test_kustomization_lists_every_manifest_and_only_existing_ones() -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    listed = set(kustomization["resources"])
+    on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == on_disk
+    names = [(doc["kind"], doc["metadata"]["name"]) for _, doc in _resources()]
+    assert len(names) == len(set(names)), "two resources with the same kind and name"
+    for _, doc in _resources():
+        if doc["kind"] not in ("Namespace", "ClusterRoleBinding"):
+            assert "namespace" not in doc["metadata"], "the kustomization sets the namespace"
+
+
+# -- Kubernetes: what the deployment promises --------------------------------------------------------------------
+
+def test_bot_deployment_is_replicated_probed_and_protected() -> None:
+    bot = _by_kind("Deployment")["edgebot-bot"]
+    assert bot["spec"]["replicas"] >= 2
+    container = _main_container(bot)
+    assert container["args"][0] == "serve"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    pdb = _by_kind("PodDisruptionBudget")["edgebot-bot"]
+    assert pdb["spec"]["minAvailable"] >= 1
+    assert pdb["spec"]["selector"]["matchLabels"] == bot["spec"]["selector"]["matchLabels"]
+    service = _by_kind("Service")["edgebot-bot"]
+    assert service["spec"]["selector"] == bot["spec"]["selector"]["matchLabels"]
+    ingress = _by_kind("Ingress")["edgebot-bot"]
+    paths = [p["path"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+    assert paths == [SLACK_EVENTS_PATH], "only Slack's endpoint is public"
+
+
+def test_every_edgebot_container_is_non_root_read_only_and_bounded() -> None:
+    for name, deployment in _by_kind("Deployment").items():
+        pod = _pod(deployment)
+        container = _main_container(deployment)
+        context = {**pod.get("securityContext", {}), **container.get("securityContext", {})}
+        assert context.get("runAsNonRoot") is True and context.get("runAsUser", 0) != 0, name
+        assert context.get("allowPrivilegeEscalation") is False, name
+        assert context.get("readOnlyRootFilesystem") is True, name
+        assert context.get("capabilities") == {"drop": ["ALL"]}, name
+        assert container["resources"]["requests"] and container["resources"]["limits"]["memory"], name
+        assert container["image"] == "edgebot", f"{name}: the kustomization's images: entry pins the image"
+        assert pod["automountServiceAccountToken"] is False, name
+
+
+def test_worker_deployments_per_arch_use_node_selectors_and_their_own_vault_roles() -> None:
+    deployments = _by_kind("Deployment")
+    build = {name: d for name, d in deployments.items() if name.startswith("edgebot-build-")}
+    assert set(build) >= {"edgebot-build-amd64", "edgebot-build-arm64"}
+    for name, deployment in build.items():
+        arch = name.removeprefix("edgebot-build-")
+        container = _main_container(deployment)
+        assert container["args"] == ["worker", "--arch", arch]
+        assert _pod(deployment)["nodeSelector"] == {"kubernetes.io/arch": arch}
+        assert _pod(deployment)["serviceAccountName"] == "edgebot-build"
+        assert _env(container)["EDGEBOT_VAULT_ROLE"] == "edgebot-build"
+        assert _env(container)["DOCKER_HOST"] == "unix:///var/run/dind/docker.sock"
+        dind = _container(deployment, "dind")
+        assert dind["restartPolicy"] == "Always", "dind runs as a native sidecar"
+        assert any(m["mountPath"] == "/var/run/dind" for m in dind["volumeMounts"])
+    publish = deployments["edgebot-publish"]
+    assert publish["spec"]["replicas"] >= 2, "several publish workers, so a scheduler always runs"
+    assert _main_container(publish)["args"] == ["worker", "--publish"]
+    assert _pod(publish)["serviceAccountName"] == "edgebot-publish"
+    assert _env(_main_container(publish))["EDGEBOT_VAULT_ROLE"] == "edgebot-publish"
+    for deployment in (*build.values(), publish):
+        probe = _main_container(deployment)["livenessProbe"]["httpGet"]
+        assert probe["path"] == "/healthz" and probe["port"] == "metrics"
+        ports = {p["name"]: p["containerPort"] for p in _main_container(deployment)["ports"]}
+        assert ports["metrics"] == _config().settings.metrics_port
+
+
+def test_service_accounts_match_the_vault_policies() -> None:
+    accounts = _by_kind("ServiceAccount")
+    policies = {p.stem.removeprefix("edgebot-") for p in (DEPLOY / "vault").glob("edgebot-*.hcl")}
+    assert policies == {"build", "publish"}
+    assert set(accounts) == {"edgebot-bot"} | {f"edgebot-{p}" for p in policies}
+    deployments = _by_kind("Deployment")
+    assert _pod(deployments["edgebot-bot"])["serviceAccountName"] == "edgebot-bot"
+    assert "EDGEBOT_VAULT_ROLE" not in _env(_main_container(deployments["edgebot-bot"])), "the bot has no Vault role"
+    binding = _by_kind("ClusterRoleBinding")["edgebot-vault-tokenreview"]
+    assert {s["name"] for s in binding["subjects"]} == {"edgebot-build", "edgebot-publish"}
+
+
+def test_configmap_config_loads_and_each_role_can_resolve_what_it_needs() -> None:
+    config = _config()
+    assert config.settings.log_format == "json"
+    settings = vault_settings(config, environ={"EDGEBOT_VAULT_ROLE": "edgebot-build"})
+    assert settings is not None and settings.auth == "kubernetes" and settings.role == "edgebot-build"
+    deployments = _by_kind("Deployment")
+    token_mount = {m["mountPath"] for d in deployments.values() for m in _main_container(d)["volumeMounts"]
+                   if m["name"] == "vault-token"}
+    assert token_mount == {str(Path(settings.jwt_path).parent)}, "vault.jwt_path is where the projected token is"
+
+    def refs_of(role: str) -> list[SecretRef]:
+        refs = [config.slack.bot_token, config.redis_password]
+        if role == "bot":
+            return [*refs, config.slack.signing_secret]
+        if role == "build":
+            return [*refs, *(r.push_password for r in config.registries.values())]
+        return [*refs, config.exchange.password, config.signing.private_key,
+                *(r.pull_password for r in config.registries.values() if r.pull_password)]
+
+    policy_path = {role: re.search(r'path "secret/data/([^"]+)"', (DEPLOY / "vault" / f"edgebot-{role}.hcl")
+                                   .read_text()).group(1) for role in ("build", "publish")}  # type: ignore[union-attr]
+    for name, role in (("edgebot-bot", "bot"), ("edgebot-build-amd64", "build"), ("edgebot-build-arm64", "build"),
+                       ("edgebot-publish", "publish")):
+        env = _env(_main_container(deployments[name]))
+        for ref in refs_of(role):
+            assert ref is not None
+            if ref.scheme == "env":
+                assert ref.target in env, f"{name} does not set {ref.target} ({ref} in the config)"
+            else:
+                assert ref.scheme == "vault" and role != "bot", f"{name}: {ref}"
+                path = ref.target.split("#")[0].removeprefix("secret/data/")
+                assert path == policy_path[role], f"{name} cannot read {ref} with policy edgebot-{role}"
+
+
+def test_redis_reference_keeps_acknowledged_writes() -> None:
+    redis = _by_kind("StatefulSet")["edgebot-redis"]
+    args = _main_container(redis)["args"]
+    assert args[args.index("--appendonly") + 1] == "yes"
+    assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
+    assert redis["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    assert _config().redis_url.startswith("redis://edgebot-redis:")
+
+
+def test_network_policy_denies_ingress_by_default_and_admits_slack_metrics_and_redis_clients() -> None:
+    policies = _by_kind("NetworkPolicy")
+    deny = policies.pop("edgebot-default-deny-ingress")
+    assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+    ports = {name: [p["port"] for rule in p_["spec"]["ingress"] for p in rule["ports"]]
+             for name, p_ in policies.items()}
+    assert ports == {"edgebot-bot-http": [3000], "edgebot-worker-metrics": [9100], "edgebot-redis-clients": [6379]}
+
+
+# -- docker compose ------------------------------------------------------------------------------------------------
+
+def test_compose_file_runs_redis_with_aof_and_wires_config_and_secrets() -> None:
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"redis", "bot", "publish", "build-amd64"} <= set(services)
+    redis_cmd = services["redis"]["command"]
+    assert redis_cmd[redis_cmd.index("--appendonly") + 1] == "yes"
+    volume = services["redis"]["volumes"][0].split(":")
+    assert volume[1] == "/data" and volume[0] in compose["volumes"], "the AOF lives on a named volume"
+    for name in ("bot", "publish", "build-amd64"):
+        service = services[name]
+        assert service["build"]["dockerfile"] == "deploy/Dockerfile"
+        assert any(v.endswith(":/etc/edgebot/edgebot.toml:ro") for v in service["volumes"]), name
+        assert "redis" in service["depends_on"], name
+        for key, value in service.get("environment", {}).items():
+            assert str(value).startswith("${"), f"{name}: {key} is a literal; take it from the environment"
+        assert "healthcheck" in service, name
+        for secret in service.get("secrets", []):
+            assert secret in compose["secrets"], f"{name}: unknown secret {secret}"
+    assert services["bot"]["command"][0] == "serve"
+    assert services["publish"]["command"] == ["worker", "--publish"]
+    assert services["build-amd64"]["command"] == ["worker", "--arch", "amd64"]
+
+
+# -- Slack app manifests -------------------------------------------------------------------------------------------
+
+SCOPES_BY_METHOD = {
+    "chat_postMessage": {"chat:write"}, "chat_update": {"chat:write"}, "chat_postEphemeral": {"chat:write"},
+    "conversations_info": {"channels:read", "groups:read"}, "conversations_members": {"channels:read", "groups:read"},
+    "usergroups_users_list": {"usergroups:read"}, "usergroups_list": {"usergroups:read"},
+    "users_info": {"users:read"}, "reactions_add": {"reactions:write"}, "auth_test": set(), "views_open": set(),
+    "views_update": set(), "views_push": set(), "chat_getPermalink": set(),
+}
+
+
+def _slack_methods_called() -> set[str]:
+    """Every Slack Web API method bot/, workers/ and edgebot/ call through slack_sdk's WebClient."""
+    found: set[str] = set()
+    for package in ("bot", "workers", "edgebot"):
+        for path in (ROOT / package).glob("*.py"):
+            found |= set(re.findall(r"\bclient\.((?:chat|conversations|usergroups|users|reactions|auth|views)_\w+)\(",
+                                    path.read_text()))
+    return found
+
+
+@pytest.mark.parametrize("manifest", ["slack-app-manifest.yml", "slack-app-manifest.socket-mode.yml"])
+def test_slack_manifest_grants_exactly_the_scopes_edgebot_uses(manifest: str) -> None:
+    doc = yaml.safe_load((DEPLOY / manifest).read_text())
+    methods = _slack_methods_called()
+    assert {"chat_postMessage", "chat_update", "conversations_info"} <= methods
+    unknown = methods - set(SCOPES_BY_METHOD)
+    assert not unknown, f"add the scopes of {sorted(unknown)} to SCOPES_BY_METHOD and to the manifests"
+    needed = {"commands"} | set().union(*(SCOPES_BY_METHOD[m] for m in methods))
+    assert set(doc["oauth_config"]["scopes"]["bot"]) == needed
+    commands = doc["features"]["slash_commands"]
+    assert [c["command"] for c in commands] == ["/edge"]
+    assert doc["settings"]["interactivity"]["is_enabled"] is True
+
+
+def test_http_manifest_points_slack_at_the_bots_events_path() -> None:
+    doc = yaml.safe_load((DEPLOY / "slack-app-manifest.yml").read_text())
+    command_url = doc["features"]["slash_commands"][0]["url"]
+    request_url = doc["settings"]["interactivity"]["request_url"]
+    assert command_url == request_url
+    assert re.fullmatch(rf"https://[a-z0-9.-]+{re.escape(SLACK_EVENTS_PATH)}", command_url)
+    assert doc["settings"]["socket_mode_enabled"] is False
+    ingress_host = _by_kind("Ingress")["edgebot-bot"]["spec"]["rules"][0]["host"]
+    assert command_url == f"https://{ingress_host}{SLACK_EVENTS_PATH}", "the manifest and the Ingress agree"
+
+
+def test_socket_mode_manifest_has_no_public_url() -> None:
+    doc = yaml.safe_load((DEPLOY / "slack-app-manifest.socket-mode.yml").read_text())
+    assert doc["settings"]["socket_mode_enabled"] is True
+    assert "url" not in doc["features"]["slash_commands"][0]
+    assert "request_url" not in doc["settings"]["interactivity"]
+
+
+# -- the image -----------------------------------------------------------------------------------------------------
+
+def test_dockerfile_is_pinned_non_root_multi_stage_and_installs_the_lock_file() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    instructions = [line for line in text.splitlines() if line and not line.startswith("#")]
+    bases = [line.split()[1] for line in instructions if line.startswith("FROM ")]
+    assert len(bases) == 2, "a build stage and a runtime stage (no compilers or pip caches in the image)"
+    for base in bases:
+        assert re.fullmatch(r"[\w./-]+(:\d+\.\d+\.\d+[\w.-]*)?(@sha256:[0-9a-f]{64})?", base) and (
+            "@sha256:" in base or re.search(r":\d+\.\d+\.\d+", base)), f"{base} is not pinned to an exact version"
+    assert "-r requirements.lock" in text and "--no-deps ." in text
+    user = [line.split()[1] for line in instructions if line.startswith("USER ")][-1]
+    assert user.split(":")[0].isdigit() and int(user.split(":")[0]) != 0
+    for line in instructions:
+        if line.startswith("COPY ") and "--from=" not in line:
+            for source in line.split()[1:-1]:
+                assert (ROOT / source).exists(), f"COPY {source}: no such file in the repository"
+    assert "COPY tests" not in text and "COPY sandbox" not in text
+    k8s_user = {_main_container(d)["securityContext"].get("runAsUser") or _pod(d)["securityContext"]["runAsUser"]
+                for name, d in _by_kind("Deployment").items()}
+    assert k8s_user == {int(user.split(":")[0])}, "the manifests run as the image's user"
