@@ -33,6 +33,7 @@ import redis
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from edgebot.release import ACTIVE_STATES, AWAITING_APPROVAL, FINAL_STATES, Release
 
@@ -99,10 +100,11 @@ class CallErrorRecorder:
 _RECORDER: CallErrorRecorder | None = None
 
 
-def install(connection: redis.Redis, prefix: str) -> None:
-    """Where this process counts call errors (the bot and each worker call it once at start; forks inherit it)."""
+def install(connection: redis.Redis | None, prefix: str = "edgebot") -> None:
+    """Where this process counts call errors (the bot and each worker call it once at start; forks inherit it).
+    ``None`` stops counting."""
     global _RECORDER
-    _RECORDER = CallErrorRecorder(connection, prefix)
+    _RECORDER = None if connection is None else CallErrorRecorder(connection, prefix)
 
 
 def call_error(system: str, call: str, reason: str) -> None:
@@ -168,9 +170,8 @@ class FleetCollector(Collector):
             raw = {_text(k): v for k, v in self.redis.hgetall(stage_key(self.prefix, stage)).items()}  # type: ignore[union-attr]
             cumulative, buckets = 0, []
             for bound in STAGE_BUCKETS:
-                label = "+Inf" if math.isinf(bound) else f"{bound:g}"
-                cumulative += int(raw.get(f"le:{label}", 0))
-                buckets.append((label, cumulative))
+                cumulative += int(raw.get(_bucket_field(bound), 0))
+                buckets.append((floatToGoString(bound), cumulative))
             family.add_metric([stage], buckets, float(raw.get("sum", 0.0)))
         return family
 
