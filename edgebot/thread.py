@@ -13,6 +13,7 @@ ends, after it has enqueued the next step, so Slack round-trips overlap the next
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -71,8 +72,9 @@ class ThreadReporter:
         if not self.background:
             job()
             return
+        context = contextvars.copy_context()  # the repaint logs with the submitter's release id (edgebot.logs)
         with self._cv:
-            self._pending.setdefault(key, job)  # a queued repaint renders the freshest record when it runs
+            self._pending.setdefault(key, lambda: context.run(job))  # a queued repaint renders the freshest record
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._drain, name="thread-reporter", daemon=True)
                 self._thread.start()
