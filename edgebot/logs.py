@@ -8,7 +8,8 @@ concurrent requests in one bot process never see each other's id.
 
 No secret reaches a log line: resolved secrets are :class:`~edgebot.secrets.Secret` objects whose ``str``/``repr``
 show only their reference, extra fields are rendered the same way, and as a last line of defence Slack tokens
-(``xoxb-…``, ``xapp-…``) and ``Authorization`` header values are masked in the final text.
+(``xoxb-…``, ``xapp-…``), ``Authorization`` header values and ``token=`` fields of form-encoded bodies (Slack's
+verification token, which Bolt logs with a badly signed request) are masked in the final text.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ release_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("edg
 _REDACTIONS = (
     (re.compile(r"\b(xox[abposr]|xapp)-[A-Za-z0-9-]{4,}"), r"\1-***"),
     (re.compile(r"(?i)\b(authorization[\"']?\s*[:=]\s*[\"']?)(basic|bearer)\s+[A-Za-z0-9._~+/=-]+"), r"\1\2 ***"),
+    # Slack's verification token in a form-encoded request body (Bolt logs the body of a badly signed request)
+    (re.compile(r"(?<![A-Za-z0-9_])token=[^&\s,)'\"]+"), "token=***"),
 )
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime",
                                                                                     "release_id"}

@@ -323,3 +323,54 @@ def test_dockerfile_is_pinned_non_root_multi_stage_and_installs_the_lock_file() 
     k8s_user = {_main_container(d)["securityContext"].get("runAsUser") or _pod(d)["securityContext"]["runAsUser"]
                 for name, d in _by_kind("Deployment").items()}
     assert k8s_user == {int(user.split(":")[0])}, "the manifests run as the image's user"
+
+
+# -- the Vault wiring, end to end against a real OpenBao -----------------------------------------------------------
+
+def test_each_worker_deployment_logs_in_with_its_own_role_and_reads_only_its_policys_path(tmp_path: Path) -> None:
+    """The ConfigMap's [vault] table (url and token path pointed at this test), the policies of deploy/vault, one
+    Kubernetes auth role per ServiceAccount as docs/production.md writes them, and each Deployment's env: the build
+    worker resolves the push credentials and is refused the signing key; the publish worker the other way round."""
+    import tomllib
+
+    from edgebot.errors import SecretUnavailable
+    from sandbox.bao import BaoServer, TokenReviewStandIn
+    from workers.vault import build_resolver
+
+    data = tomllib.loads(_config_text())
+    deployments = _by_kind("Deployment")
+    with BaoServer(tmp_path / "bao") as bao, TokenReviewStandIn() as reviewer:
+        data["vault"]["url"] = bao.url
+        config = parse_config(data, environ={})
+        values: dict[str, dict[str, str]] = {}
+        for ref in (config.exchange.password, config.signing.private_key,
+                    *(r.push_password for r in config.registries.values()),
+                    *(r.pull_password for r in config.registries.values() if r.pull_password)):
+            path, _, key = ref.target.partition("#")
+            values.setdefault(path, {})[key] = f"value-of-{key}"
+        for path, secret in values.items():
+            bao.put_secret(path, secret)
+        for role in ("build", "publish"):
+            bao.write_policy(f"edgebot-{role}", (DEPLOY / "vault" / f"edgebot-{role}.hcl").read_text())
+            bao.kubernetes_role(f"edgebot-{role}", [f"edgebot-{role}"], reviewer=reviewer,
+                                service_account=f"edgebot-{role}", namespace="edgebot")
+
+        def resolver_of(deployment: dict[str, Any]) -> Any:
+            """The pod's projected token (its own file: the reader reads it at login) and the Deployment's env."""
+            account = _pod(deployment)["serviceAccountName"]
+            token = tmp_path / account
+            token.write_text(reviewer.issue_jwt("edgebot", account))
+            pod_config = parse_config({**data, "vault": {**data["vault"], "jwt_path": str(token)}}, environ={})
+            env = {k: v for k, v in _env(_main_container(deployment)).items() if isinstance(v, str)}
+            return build_resolver(pod_config, environ=env)
+
+        build, publish = resolver_of(deployments["edgebot-build-arm64"]), resolver_of(deployments["edgebot-publish"])
+        push = config.registries["icr"].push_password
+        assert build.resolve(push).reveal() == "value-of-icr_push_apikey"
+        assert publish.resolve(config.signing.private_key).reveal() == "value-of-signing_key"
+        assert publish.resolve(config.exchange.password).reveal() == "value-of-exchange_password"
+        with pytest.raises(SecretUnavailable, match="permission denied: the role may not read"):
+            build.resolve(config.signing.private_key)
+        with pytest.raises(SecretUnavailable, match="permission denied: the role may not read"):
+            publish.resolve(push)
+        assert reviewer.reviews >= 2

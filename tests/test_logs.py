@@ -67,11 +67,13 @@ def test_a_secret_in_arguments_extras_or_exceptions_renders_masked() -> None:
         except RuntimeError:
             logger.exception("call failed")
         logger.info("token xoxb-1234-5678-abcdefgh and Authorization: Bearer abc.def.ghi in a message")
+        logger.warning("Invalid request signature detected (body: token=gIkuvaNzQIHg97ATvDxqgjtO&team_id=T1)")
         text = stream.getvalue()
         assert SECRET_VALUE not in text
         assert "Secret(env:EXCHANGE_PASSWORD)" in text
         assert "xoxb-1234" not in text and "abc.def.ghi" not in text
         assert "xoxb-***" in text and "Bearer ***" in text
+        assert "gIkuvaNzQIHg97ATvDxqgjtO" not in text and "token=***&team_id=T1" in text
     records = _lines(_logger_with_extra())
     assert records[0]["credential"] == "Secret(env:EXCHANGE_PASSWORD)"
 
