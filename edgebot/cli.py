@@ -86,10 +86,11 @@ def _serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
     from edgebot.config import load_config
-    from edgebot.logs import configure_from
+    from edgebot.logs import configure_from, gunicorn_logconfig
 
     config_path = args.config
-    configure_from(load_config(config_path).settings)  # a bad config stops here, not in every gunicorn worker
+    settings = load_config(config_path).settings
+    configure_from(settings)  # a bad config stops here, not in every gunicorn worker
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -98,6 +99,7 @@ def _serve(args: argparse.Namespace) -> int:
             self.cfg.set("threads", args.threads)
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("accesslog", None)
+            self.cfg.set("logconfig_dict", gunicorn_logconfig(settings.log_format, settings.log_level))
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("control_socket_disable", True)  # one shared ~/.gunicorn/gunicorn.ctl per host otherwise
 

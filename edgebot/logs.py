@@ -134,13 +134,34 @@ def configure_from(settings: Any) -> logging.Handler:
     return configure(settings.log_format, settings.log_level)
 
 
-def configure(fmt: str = "text", level: str | int = "INFO", stream: IO[str] | None = None) -> logging.Handler:
-    """Write ``fmt`` lines to ``stream`` (stderr) from the root logger, replacing a console handler installed before
-    (by ``logging.basicConfig`` or an earlier call); other handlers (a test's log capture) are kept."""
+def stream_handler(fmt: str = "text", stream: IO[str] | None = None) -> logging.Handler:
+    """A handler writing ``fmt`` lines (also a ``logging.config.dictConfig`` factory: ``{"()": this, "fmt": …}``)."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter(fmt))
     handler.addFilter(ReleaseIdFilter())
     handler._edgebot = True  # type: ignore[attr-defined]
+    return handler
+
+
+def gunicorn_logconfig(fmt: str, level: str) -> dict[str, Any]:
+    """gunicorn's ``logconfig_dict``: its own lines (start-up, worker boots and crashes) go through the root logger in
+    edgebot's format too; access lines (every probe and scrape) are off."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "root": {"level": level.upper(), "handlers": ["edgebot"]},
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
+            "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": False},
+        },
+        "handlers": {"edgebot": {"()": "edgebot.logs.stream_handler", "fmt": fmt}},
+    }
+
+
+def configure(fmt: str = "text", level: str | int = "INFO", stream: IO[str] | None = None) -> logging.Handler:
+    """Write ``fmt`` lines to ``stream`` (stderr) from the root logger, replacing a console handler installed before
+    (by ``logging.basicConfig`` or an earlier call); other handlers (a test's log capture) are kept."""
+    handler = stream_handler(fmt, stream)
     root = logging.getLogger()
     for old in list(root.handlers):  # ours from an earlier call, and basicConfig's console handler
         console = type(old) is logging.StreamHandler and old.stream in (sys.stderr, sys.stdout)

@@ -169,3 +169,68 @@ step_retries = 0
     assert any(line["logger"] == "workers.jobs" and "release r-logs1: prepare" in str(line["message"])
                for line in job_lines), text
     assert any(line["logger"].startswith("slack_sdk.") for line in job_lines), "library lines carry the id too"
+
+
+def test_bot_under_gunicorn_writes_only_json_lines(tmp_path: Path) -> None:
+    """`edgebot serve --log-format json`: gunicorn's own lines (start, worker boots) and the app's are all JSON, and
+    a request with a bad Slack signature (which Bolt logs with the request body) shows no token."""
+    import urllib.error
+    import urllib.request
+
+    from sandbox.proc_base import wait_until
+
+    env = {**os.environ, "SLACK_BOT_TOKEN": "xoxb-9-" + SECRET_VALUE, "SLACK_SIGNING_SECRET": SECRET_VALUE}
+    with RedisServer(tmp_path / "redis") as server:
+        config = tmp_path / "edgebot.toml"
+        config.write_text(f"""
+[slack]
+bot_token = "env:SLACK_BOT_TOKEN"
+signing_secret = "env:SLACK_SIGNING_SECRET"
+api_url = "http://127.0.0.1:{free_port()}/api/"
+[redis]
+url = "{server.url}"
+[exchange]
+url = "http://127.0.0.1:{free_port()}/edge-exchange/v1"
+username = "acme/edgebot"
+password = "env:EXCHANGE_PASSWORD"
+[signing]
+private_key = "env:SIGNING_KEY"
+[registries.local]
+host = "127.0.0.1:5000"
+push_username = "pusher"
+push_password = "env:PUSH_PASSWORD"
+[services.hello]
+source = "/nowhere.git"
+org = "acme"
+arches = ["amd64"]
+""")
+        port = free_port()
+        log_path = tmp_path / "bot.log"
+        proc = spawn([sys.executable, "-m", "edgebot.cli", "--config", str(config), "serve", "--bind",
+                      f"127.0.0.1:{port}", "--workers", "2", "--log-format", "json"], log_path, env=env)
+        try:
+            def answers() -> bool:
+                assert proc.poll() is None, log_path.read_text()
+                try:
+                    return urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).status == 200
+                except OSError:
+                    return False
+
+            wait_until(answers, timeout=60, what="the bot")
+            forged = urllib.request.Request(
+                f"http://127.0.0.1:{port}/slack/events", method="POST",
+                data=b"token=gIkuvaNzQIHg97ATvDxqgjtO&team_id=T1&command=%2Fedge&text=help",
+                headers={"X-Slack-Request-Timestamp": "1", "X-Slack-Signature": "v0=00",
+                         "Content-Type": "application/x-www-form-urlencoded"})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(forged, timeout=10)
+            assert refused.value.code == 401
+            wait_until(lambda: "signature" in log_path.read_text(), timeout=30, what="Bolt's log line")
+        finally:
+            stop_process(proc)
+    text = log_path.read_text()
+    lines = [json.loads(line) for line in text.splitlines()]
+    loggers = {line["logger"] for line in lines}
+    assert "gunicorn.error" in loggers, text
+    assert any("Booting worker" in str(line["message"]) for line in lines), text
+    assert SECRET_VALUE not in text and "gIkuvaNzQIHg97ATvDxqgjtO" not in text
