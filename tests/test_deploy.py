@@ -5,7 +5,9 @@ them (env vars, Vault roles, probes, ServiceAccounts), the compose file, the Sla
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -247,6 +249,20 @@ def test_compose_file_runs_redis_with_aof_and_wires_config_and_secrets() -> None
     assert services["bot"]["command"][0] == "serve"
     assert services["publish"]["command"] == ["worker", "--publish"]
     assert services["build-amd64"]["command"] == ["worker", "--arch", "amd64"]
+
+
+def test_compose_file_is_valid_for_docker_compose_and_refuses_to_start_without_its_secrets() -> None:
+    """docker-compose (Debian's, installed by scripts/install-system-deps.sh) checks the file against the Compose
+    schema offline; the required variables are enforced with a message naming them."""
+    compose = ["docker-compose", "-f", str(DEPLOY / "docker-compose.yml"), "config", "-q"]
+    base = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
+    required = {"REDIS_PASSWORD": "r", "SLACK_BOT_TOKEN": "s", "EXCHANGE_PASSWORD": "e", "REGISTRY_PUSH_PASSWORD": "p"}
+    ok = subprocess.run(compose, env={**base, **required}, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    for name in required:
+        missing = subprocess.run(compose, env={**base, **{k: v for k, v in required.items() if k != name}},
+                                 capture_output=True, text=True, timeout=120)
+        assert missing.returncode != 0 and name in missing.stderr, (name, missing.stderr)
 
 
 # -- Slack app manifests -------------------------------------------------------------------------------------------
