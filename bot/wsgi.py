@@ -32,7 +32,8 @@ def create(config_path: str | None = None) -> WSGIApp:
     resolver = SecretResolver()
     connection = redis_connection(config, resolver)
     metrics.install(connection, config.settings.key_prefix)
-    registry = metrics.build_registry(connection, config.settings.key_prefix, metrics.edgebot_queues(config))
+    registry = metrics.build_registry(connection, config.settings.key_prefix, metrics.edgebot_queues(config),
+                                      fleet=config.settings.metrics_fleet)
     slack = SlackRequestHandler(create_app(config, resolver=resolver, connection=connection), path=SLACK_EVENTS_PATH)
 
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

@@ -253,13 +253,16 @@ def edgebot_queues(config: Any) -> list[str]:
 
 # -- exposition -----------------------------------------------------------------------------------------------------
 
-def build_registry(connection: redis.Redis, prefix: str, queues: Iterable[str] = ()) -> CollectorRegistry:
-    """A registry with the fleet-wide collector plus this process's own (CPU, memory, open fds, GC)."""
+def build_registry(connection: redis.Redis, prefix: str, queues: Iterable[str] = (), *, fleet: bool = True,
+                   extra: Iterable[Collector] = ()) -> CollectorRegistry:
+    """This process's own collectors (CPU, memory, open fds, GC, and ``extra``), plus the fleet-wide one if
+    ``fleet`` (``settings.metrics_fleet``)."""
     from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(connection, prefix, queues))
-    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+    if fleet:
+        registry.register(FleetCollector(connection, prefix, queues))
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR, *extra):
         registry.register(collector)
     return registry
 

@@ -160,6 +160,9 @@ def test_worker_deployments_per_arch_use_node_selectors_and_their_own_vault_role
         assert probe["path"] == "/healthz" and probe["port"] == "metrics"
         ports = {p["name"]: p["containerPort"] for p in _main_container(deployment)["ports"]}
         assert ports["metrics"] == _config().settings.metrics_port
+        assert _env(_main_container(deployment))["EDGEBOT_METRICS_FLEET"] == "false", "the bot serves them"
+    assert "EDGEBOT_METRICS_FLEET" not in _env(_main_container(deployments["edgebot-bot"]))
+    assert _config().settings.metrics_fleet is True
 
 
 def test_service_accounts_match_the_vault_policies() -> None:
@@ -242,7 +245,8 @@ def test_compose_file_runs_redis_with_aof_and_wires_config_and_secrets() -> None
         assert any(v.endswith(":/etc/edgebot/edgebot.toml:ro") for v in service["volumes"]), name
         assert "redis" in service["depends_on"], name
         for key, value in service.get("environment", {}).items():
-            assert str(value).startswith("${"), f"{name}: {key} is a literal; take it from the environment"
+            if not key.startswith("EDGEBOT_"):  # settings may be literals; credentials come from the environment
+                assert str(value).startswith("${"), f"{name}: {key} is a literal; take it from the environment"
         assert "healthcheck" in service, name
         for secret in service.get("secrets", []):
             assert secret in compose["secrets"], f"{name}: unknown secret {secret}"

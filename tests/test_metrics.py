@@ -20,7 +20,7 @@ from rq import Queue
 from edgebot import metrics
 from edgebot.config import parse_config
 from edgebot.release import AWAITING_APPROVAL, BUILDING, ROLLING_OUT, SUCCEEDED, Release, StepState
-from edgebot.rqjob import SERIALIZER, EdgebotJob, build_queue
+from edgebot.rqjob import PUBLISH_QUEUE, SERIALIZER, EdgebotJob, build_queue, job_id
 from edgebot.store import ReleaseStore
 from edgebot.thread import slack_client
 from sandbox.proc_base import free_port, spawn, stop_process, wait_until
@@ -261,8 +261,27 @@ def test_worker_serves_metrics_and_health_and_reports_redis_down(tmp_path: Path,
             assert samples["edgebot_queue_workers"][(("queue", "edgebot-publish"),)] == 1
             assert samples["edgebot_queue_workers"][(("queue", "edgebot-build-amd64"),)] == 0
             assert samples["edgebot_approvals_pending"][()] == 0
+            assert samples["edgebot_worker_jobs_total"] == {(("outcome", "succeeded"),): 0, (("outcome", "failed"),): 0}
+            assert samples["edgebot_worker_busy"][()] == 0
             status, _ = _get(f"{base}/nope")
             assert status == 404
+
+            # One job, in a forked work horse: its release fails (Slack is unreachable), RQ counts the job for this
+            # worker, the outcome is counted once in Redis, and the failed Slack call is counted too.
+            connection = redis.Redis.from_url(own_redis.url)
+            store = ReleaseStore(connection)
+            queue = Queue(PUBLISH_QUEUE, connection=connection, job_class=EdgebotJob, serializer=SERIALIZER)
+            store.create(_release("r-job1"), then=lambda pipe: queue.enqueue_call(
+                "workers.jobs.prepare_release", args=("r-job1",), job_id=job_id("r-job1", "prepare"), pipeline=pipe))
+            wait_until(lambda: _scrape(f"{base}/metrics")["edgebot_worker_jobs_total"][(("outcome", "succeeded"),)],
+                       timeout=120, what="the job to be counted")
+            samples = _scrape(f"{base}/metrics")
+            assert store.require("r-job1").state == "failed"
+            assert samples["edgebot_releases_total"][(("outcome", "failed"),)] == 1
+            assert samples["edgebot_worker_working_seconds_total"][()] > 0
+            errors = samples["edgebot_call_errors_total"]
+            assert errors[(("call", "chat.postMessage"), ("reason", "URLError"), ("system", "slack"))] >= 1
+            connection.close()
 
             own_redis.stop()
             wait_until(lambda: _get(f"{base}/healthz")[0] == 503, timeout=30, what="/healthz to fail")

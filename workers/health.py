@@ -5,6 +5,9 @@ with every heartbeat and lets it expire ``worker_ttl`` seconds after the last on
 stops heartbeating and fails the check), 503 otherwise, with a JSON body saying which part failed. Kubernetes uses it
 as the liveness probe of the worker Deployments.
 
+``/metrics`` has this worker's own job counts (:class:`WorkerCollector`) and, unless ``settings.metrics_fleet`` is
+off, the fleet-wide series of :mod:`edgebot.metrics`.
+
 The server runs in a daemon thread of the worker's main process. RQ forks a work horse per job; the horse has no copy
 of the thread, so the endpoint keeps answering (from the parent) while a job runs.
 """
@@ -14,13 +17,17 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import redis
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from edgebot import metrics
+from edgebot.config import Config
 from edgebot.metrics import exposition
 
 log = logging.getLogger(__name__)
@@ -96,9 +103,41 @@ class HealthServer:
         self._server.server_close()
 
 
-def start_health_server(connection: redis.Redis, registry_factory: Callable[[], CollectorRegistry], *,
-                        port: int) -> HealthServer | None:
+class WorkerCollector(Collector):
+    """This worker's own job counts, read from its RQ registration (RQ keeps them there, so jobs that ran in forked
+    work horses are counted): jobs by outcome since the worker started, time spent in jobs, busy or idle."""
+
+    def __init__(self, health: WorkerHealth) -> None:
+        self.health = health
+
+    def collect(self) -> Iterator[Metric]:
+        if self.health.worker_key is None:
+            return
+        try:
+            raw = self.health.redis.hgetall(self.health.worker_key)
+        except redis.RedisError:
+            return
+        data = {_text(k): _text(v) for k, v in raw.items()}  # type: ignore[union-attr]
+        jobs = CounterMetricFamily("edgebot_worker_jobs", "Jobs this worker ran since it started, by outcome",
+                                   labels=["outcome"])
+        jobs.add_metric(["succeeded"], int(data.get("successful_job_count") or 0))
+        jobs.add_metric(["failed"], int(data.get("failed_job_count") or 0))
+        yield jobs
+        yield CounterMetricFamily("edgebot_worker_working_seconds", "Seconds this worker spent running jobs",
+                                  value=float(data.get("total_working_time") or 0.0))
+        yield GaugeMetricFamily("edgebot_worker_busy", "1 while this worker runs a job",
+                                value=1 if data.get("state") == "busy" else 0)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def start_health_server(connection: redis.Redis, config: Config, *, port: int) -> HealthServer | None:
     """Start the endpoint when ``port`` is set (``settings.metrics_port``); None when it is 0 (off)."""
     if port <= 0:
         return None
-    return HealthServer(WorkerHealth(connection), registry_factory(), port=port).start()
+    health = WorkerHealth(connection)
+    registry = metrics.build_registry(connection, config.settings.key_prefix, metrics.edgebot_queues(config),
+                                      fleet=config.settings.metrics_fleet, extra=[WorkerCollector(health)])
+    return HealthServer(health, registry, port=port).start()

@@ -53,8 +53,7 @@ def run_worker(
         maintenance_interval=config.settings.maintenance_interval,
         name=name,
     )
-    registry = metrics.build_registry(connection, config.settings.key_prefix, metrics.edgebot_queues(config))
-    server = start_health_server(connection, lambda: registry, port=config.settings.metrics_port)
+    server = start_health_server(connection, config, port=config.settings.metrics_port)
     if server is not None:
         server.health.worker_key = worker.key
     return worker.work(with_scheduler=True, burst=burst)
