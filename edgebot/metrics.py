@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 STAGE_BUCKETS: tuple[float, ...] = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, math.inf)
 """Upper bounds (seconds) of the stage-duration histogram: a source fetch takes seconds, a build up to job_timeout."""
 _SEP = "\x1f"
-_ROLLOUT_STATES = ("succeeded", "running", "pending", "failed")
+_ROLLOUT_STATES = ("new", "old", "failing", "offline", "waiting")
+"""Node states of a rollout stage's counts (always reported, 0 when no rollout runs)."""
 
 
 def releases_key(prefix: str) -> str:
@@ -228,18 +229,32 @@ class FleetCollector(Collector):
 
 
 def _rollout_counts(record: Mapping[str, Any]) -> dict[str, int]:
-    """Node counts by state from a release record's ``rollout`` field, if it has one.
+    """Node counts by state of the rollout stages running now, from a release record's ``rollout`` field.
 
-    Accepted: ``{"rollout": {"counts": {"succeeded": 7, "pending": 3}}}`` or ``{"rollout": {"succeeded": 7, ...}}``.
-    A record without it (a release that has not rolled out, or written by a version without rollout) counts nothing.
+    The field is the list of rollout stages (``edgebot.release.RolloutStageState``): ``[{"name": "canary",
+    "status": "running", "counts": {"total": 10, "new": 7, "old": 2, "failing": 1, "offline": 0, "waiting": 0}},
+    …]``; the counts of each ``running`` stage are added (``total`` is their sum and is left out). A single
+    ``{"counts": {…}}`` mapping is read the same way. A record without the field (no rollout, or written by a version
+    without rollouts) counts nothing; so does anything malformed.
     """
     rollout = record.get("rollout")
-    if not isinstance(rollout, Mapping):
+    if isinstance(rollout, Mapping):
+        stages: list[Any] = [{"status": "running", **rollout}]
+    elif isinstance(rollout, list):
+        stages = rollout
+    else:
         return {}
-    counts = rollout.get("counts", rollout)
-    if not isinstance(counts, Mapping):
-        return {}
-    return {str(k): int(v) for k, v in counts.items() if isinstance(v, int) and not isinstance(v, bool) and v >= 0}
+    totals: dict[str, int] = {}
+    for stage in stages:
+        if not isinstance(stage, Mapping) or stage.get("status") != "running":
+            continue
+        counts = stage.get("counts")
+        if not isinstance(counts, Mapping):
+            continue
+        for state, count in counts.items():
+            if state != "total" and isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+                totals[str(state)] = totals.get(str(state), 0) + count
+    return totals
 
 
 def edgebot_queues(config: Any) -> list[str]:

@@ -153,21 +153,26 @@ def test_a_release_is_counted_once_when_it_becomes_final_with_its_stage_duration
     assert samples[("edgebot_metrics_redis_up", ())] == 1
 
 
-def test_rollout_counts_are_read_from_records_that_have_them_and_absence_is_tolerated(
-        redis_conn: redis.Redis) -> None:
+def test_rollout_counts_are_read_from_the_running_stages_of_records_that_have_them(redis_conn: redis.Redis) -> None:
     store = ReleaseStore(redis_conn)
-    for release_id, counts in (("r-a", {"succeeded": 7, "pending": 3, "failed": 1}), ("r-b", {"succeeded": 2})):
+    rollouts = {
+        "r-a": [{"name": "canary", "status": "healthy", "counts": {"total": 3, "new": 3}},  # done: not counted
+                {"name": "fleet", "status": "running",
+                 "counts": {"total": 11, "new": 7, "old": 2, "failing": 1, "offline": 1, "waiting": 0}}],
+        "r-b": [{"name": "override", "status": "running", "counts": {"total": 2, "new": 1, "waiting": 1}}],
+        "r-c": [{"name": "canary", "status": "pending", "counts": {}}],
+    }
+    for release_id, stages in rollouts.items():
         store.create(_release(release_id, ROLLING_OUT))
         record = json.loads(redis_conn.get(store.key(release_id)))  # type: ignore[arg-type]
-        record["rollout"] = {"counts": counts}
+        record["rollout"] = stages
         redis_conn.set(store.key(release_id), json.dumps(record))
-    store.create(_release("r-c", ROLLING_OUT))  # no rollout field (yet)
+    store.create(_release("r-d", ROLLING_OUT))  # no rollout field at all
     samples = {(s.name, tuple(s.labels.items())): s.value
                for family in metrics.FleetCollector(redis_conn, "edgebot").collect() for s in family.samples}
-    assert samples[("edgebot_rollout_nodes", (("state", "succeeded"),))] == 9
-    assert samples[("edgebot_rollout_nodes", (("state", "pending"),))] == 3
-    assert samples[("edgebot_rollout_nodes", (("state", "failed"),))] == 1
-    assert samples[("edgebot_releases_active", (("state", "rolling_out"),))] == 3
+    nodes = {labels[0][1]: value for (name, labels), value in samples.items() if name == "edgebot_rollout_nodes"}
+    assert nodes == {"new": 8, "old": 2, "failing": 1, "offline": 1, "waiting": 1}
+    assert samples[("edgebot_releases_active", (("state", "rolling_out"),))] == 4
 
 
 def test_scrape_reports_redis_down_instead_of_failing() -> None:
