@@ -13,10 +13,12 @@ in the same MULTI as the state change where there is one) and :class:`FleetColle
     edgebot_queue_workers{queue}                 workers registered on each queue (0: nobody builds that arch)
     edgebot_releases_active{state}               active releases by state
     edgebot_approvals_pending                    active releases waiting for approval
-    edgebot_rollout_nodes{state}                 nodes of the releases rolling out, by node state
+    edgebot_rollout_nodes{state}                 nodes of the rollout stages running now, by node state
     edgebot_metrics_redis_up                     1 if the scrape could read Redis
 
-Since every target reports the same fleet-wide series, aggregate them with ``max`` (not ``sum``) across instances.
+Since every target reports the same fleet-wide series, aggregate them with ``max`` (not ``sum``) across instances,
+and serve them from few processes (``settings.metrics_fleet``): each scrape costs a handful of Redis reads plus one
+SCAN for the per-channel active-release sets.
 Recording never fails the caller: a metric that cannot be written is logged at debug level and dropped. Labels are
 bounded (states, stage names, API method names, error codes, status codes), never ids or user input.
 """
