@@ -102,6 +102,46 @@ def test_kustomization_lists_every_manifest_and_only_existing_ones() -> None:
             assert "namespace" not in doc["metadata"], "the kustomization sets the namespace"
 
 
+def test_references_inside_the_manifests_resolve() -> None:
+    """What the schema cannot see and the API server or kubelet would only refuse at apply or start time: selectors
+    that match their pods, named probe ports, volume mounts, ConfigMaps, Secrets (the two the kustomization's header
+    tells operators to create, with those keys) and ServiceAccounts."""
+    header = " ".join(line.lstrip("# ") for line in (K8S / "kustomization.yaml").read_text().splitlines()
+                      if line.startswith("#")).replace(" \\ ", " ")
+    documented = {(name, key) for name, keys in
+                  re.findall(r"create secret generic (\S+)((?:\s+--from-literal=[\w-]+=\S+)+)", header)
+                  for key in re.findall(r"--from-literal=([\w-]+)=", keys)}
+    assert documented == {("edgebot-slack", "bot-token"), ("edgebot-slack", "signing-secret"),
+                          ("edgebot-redis", "password")}
+    config_maps = set(_by_kind("ConfigMap"))
+    accounts = set(_by_kind("ServiceAccount"))
+    workloads = {**_by_kind("Deployment"), **_by_kind("StatefulSet")}
+    for name, workload in workloads.items():
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert workload["spec"]["selector"]["matchLabels"].items() <= labels.items(), name
+        pod = _pod(workload)
+        assert pod.get("serviceAccountName", "default") in accounts | {"default"}, name
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        claims = {t["metadata"]["name"] for t in workload["spec"].get("volumeClaimTemplates", [])}
+        for volume in volumes.values():
+            if "configMap" in volume:
+                assert volume["configMap"]["name"] in config_maps or volume["configMap"].get("optional"), name
+        for container in pod["containers"] + pod.get("initContainers", []):
+            ports = {p["name"] for p in container.get("ports", [])}
+            for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+                port = container.get(probe, {}).get("httpGet", {}).get("port")
+                assert port is None or port in ports, f"{name}/{container['name']}: {probe} port {port}"
+            for mount in container.get("volumeMounts", []):
+                assert mount["name"] in volumes or mount["name"] in claims, f"{name}: volume {mount['name']}"
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert (ref["name"], ref["key"]) in documented, f"{name}: {ref} is not a documented Secret"
+    for service in _by_kind("Service").values():
+        assert any(service["spec"]["selector"].items() <= w["spec"]["template"]["metadata"]["labels"].items()
+                   for w in workloads.values())
+
+
 # -- Kubernetes: what the deployment promises --------------------------------------------------------------------
 
 def test_bot_deployment_is_replicated_probed_and_protected() -> None:
