@@ -309,6 +309,32 @@ def test_compose_file_is_valid_for_docker_compose_and_refuses_to_start_without_i
         assert missing.returncode != 0 and name in missing.stderr, (name, missing.stderr)
 
 
+# -- Prometheus rules ----------------------------------------------------------------------------------------------
+
+def test_alert_rules_are_valid_and_their_unit_tests_pass() -> None:
+    """promtool (Debian's prometheus package) parses every expression and runs edgebot-rules.test.yml: alerts fire on
+    the series edgebot exposes, and fleet-wide series reported by two targets are not double counted."""
+    rules = DEPLOY / "prometheus"
+    check = subprocess.run(["promtool", "check", "rules", "edgebot-rules.yml"], cwd=rules, capture_output=True,
+                           text=True, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "SUCCESS: 8 rules found" in check.stdout
+    test = subprocess.run(["promtool", "test", "rules", "edgebot-rules.test.yml"], cwd=rules, capture_output=True,
+                          text=True, timeout=120)
+    assert test.returncode == 0, test.stdout + test.stderr
+
+
+def test_alert_rules_only_name_series_edgebot_exposes(redis_conn: Any) -> None:
+    from edgebot import metrics
+
+    metrics.CallErrorRecorder(redis_conn, "edgebot").record("slack", "chat.update", "ratelimited")
+    exposed = {sample.name for family in metrics.build_registry(redis_conn, "edgebot", ["edgebot-publish"]).collect()
+               for sample in family.samples}
+    named = set(re.findall(r"\bedgebot_\w+", (DEPLOY / "prometheus" / "edgebot-rules.yml").read_text()))
+    named = {n for n in named if not n.startswith("edgebot_rules")}
+    assert named and named <= exposed, sorted(named - exposed)
+
+
 # -- Slack app manifests -------------------------------------------------------------------------------------------
 
 SCOPES_BY_METHOD = {
