@@ -20,7 +20,7 @@ from bot.access import AccessCheck, mention, parse_access
 from bot.approve import ApprovalDesk
 from bot.cancel import cancel_release
 from bot.intake import ChannelCheck, NotAllowed, NotInChannel, Requester, accept_publish
-from edgebot import approval_messages, approvals, messages
+from edgebot import approval_messages, approvals, logs, messages
 from edgebot.config import Config
 from edgebot.errors import UsageError
 from edgebot.ratelimit import SlackRateLimiter
@@ -79,7 +79,8 @@ def register(app: App, ctx: BotContext) -> None:
     """Every listener of the bot, in one place."""
 
     def on_edge(ack: Ack, command: dict[str, Any], client: WebClient) -> None:
-        handle_edge_command(ack, command, ctx)
+        with logs.release_context():  # log lines name the release once it is known; reset for the next request
+            handle_edge_command(ack, command, ctx)
 
     def on_approve(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
         ack()
@@ -155,6 +156,7 @@ def handle_edge_command(ack: Ack, command: dict[str, Any], ctx: BotContext) -> N
         log.exception("could not accept /edge %s", parsed.__class__.__name__)
         _reply(ack, messages.internal_error())
         return
+    logs.set_release(accepted.duplicate_of or accepted.release.release_id)
     if accepted.duplicate_of:
         _reply(ack, messages.duplicate_ack(accepted.duplicate_of))
         return
@@ -169,6 +171,7 @@ def handle_cancel(ack: Ack, parsed: grammar.CancelCommand, command: dict[str, An
 
 def cancel_as(release_id: str, user_id: str, ctx: BotContext) -> messages.Message:
     """`/edge cancel` and the root message's Cancel button: the answer for ``user_id``; repaints the thread."""
+    logs.set_release(release_id)
     release = ctx.store.get(release_id)
     if release is None:
         return messages.unknown_release(release_id)

@@ -1,4 +1,5 @@
-"""The bot as a WSGI application: Slack's requests on ``/slack/events``, health on ``/healthz``.
+"""The bot as a WSGI application: Slack's requests on ``/slack/events``, health on ``/healthz`` and ``/readyz``,
+Prometheus metrics on ``/metrics``.
 
 Run it behind gunicorn (``edgebot serve`` does that), or ``gunicorn 'bot.wsgi:create()'`` with ``EDGEBOT_CONFIG``.
 """
@@ -13,10 +14,13 @@ from typing import Any
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
 from bot.app import create_app, redis_connection
+from edgebot import logs, metrics
 from edgebot.config import load_config
 from edgebot.secrets import SecretResolver
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+SLACK_EVENTS_PATH = "/slack/events"
+"""Where Slack sends slash commands and interactions (the Slack app manifest's URLs end with it)."""
 
 
 def create(config_path: str | None = None) -> WSGIApp:
@@ -24,9 +28,13 @@ def create(config_path: str | None = None) -> WSGIApp:
     if not path:
         raise RuntimeError("EDGEBOT_CONFIG is not set: point it at edgebot's config file")
     config = load_config(path)
+    logs.configure_from(config.settings)
     resolver = SecretResolver()
     connection = redis_connection(config, resolver)
-    slack = SlackRequestHandler(create_app(config, resolver=resolver, connection=connection), path="/slack/events")
+    metrics.install(connection, config.settings.key_prefix)
+    registry = metrics.build_registry(connection, config.settings.key_prefix, metrics.edgebot_queues(config),
+                                      fleet=config.settings.metrics_fleet)
+    slack = SlackRequestHandler(create_app(config, resolver=resolver, connection=connection), path=SLACK_EVENTS_PATH)
 
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         route = environ.get("PATH_INFO", "")
@@ -38,6 +46,10 @@ def create(config_path: str | None = None) -> WSGIApp:
             body = json.dumps({"ok": ok}).encode()
             start_response("200 OK" if ok else "503 Service Unavailable",
                            [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        if route == "/metrics":
+            body, content_type = metrics.exposition(registry)
+            start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
             return [body]
         return slack(environ, start_response)
 

@@ -25,12 +25,18 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     serve.add_argument("--threads", type=int, default=8, help="threads per gunicorn worker")
     serve.add_argument("--socket-mode", action="store_true", help="connect out to Slack instead (needs app_token)")
+    serve.add_argument("--log-format", choices=["text", "json"], default=None,
+                       help="text lines or one JSON object per line (default: settings.log_format)")
 
     worker = sub.add_parser("worker", help="run an RQ worker on edgebot's queues")
     worker.add_argument("--arch", action="append", default=[], help="build images for this arch (repeatable)")
     worker.add_argument("--publish", action="store_true", help="serve the source/sign/publish queue")
     worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     worker.add_argument("--name", default=None)
+    worker.add_argument("--log-format", choices=["text", "json"], default=None,
+                        help="text lines or one JSON object per line (default: settings.log_format)")
+    worker.add_argument("--metrics-port", type=int, default=None,
+                        help="serve /metrics and /healthz on this port (default: settings.metrics_port; 0: off)")
 
     config = sub.add_parser("config", help="configuration tools")
     config.add_argument("action", choices=["check"])
@@ -47,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     os.environ["EDGEBOT_CONFIG"] = os.path.abspath(args.config)
+    # Flags become the settings' env overrides, so gunicorn's worker processes and RQ's work horses see them too.
+    if getattr(args, "log_format", None):
+        os.environ["EDGEBOT_LOG_FORMAT"] = args.log_format
+    if getattr(args, "metrics_port", None) is not None:
+        os.environ["EDGEBOT_METRICS_PORT"] = str(args.metrics_port)
     try:
         if args.command == "serve":
             return _serve(args)
@@ -70,9 +81,11 @@ def _serve(args: argparse.Namespace) -> int:
 
         from bot.app import create_app
         from edgebot.config import load_config
+        from edgebot.logs import configure_from
         from edgebot.secrets import SecretResolver
 
         config = load_config(args.config)
+        configure_from(config.settings)
         if config.slack.app_token is None:
             print("edgebot: --socket-mode needs slack.app_token (an xapp- token reference)", file=sys.stderr)
             return 2
@@ -82,7 +95,12 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
     from gunicorn.app.base import BaseApplication
 
+    from edgebot.config import load_config
+    from edgebot.logs import configure_from, gunicorn_logconfig
+
     config_path = args.config
+    settings = load_config(config_path).settings
+    configure_from(settings)  # a bad config stops here, not in every gunicorn worker
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -91,6 +109,7 @@ def _serve(args: argparse.Namespace) -> int:
             self.cfg.set("threads", args.threads)
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("accesslog", None)
+            self.cfg.set("logconfig_dict", gunicorn_logconfig(settings.log_format, settings.log_level))
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("control_socket_disable", True)  # one shared ~/.gunicorn/gunicorn.ctl per host otherwise
 

@@ -27,6 +27,15 @@ class Settings:
     """RQ worker heartbeat TTL: a worker silent this long counts as dead."""
     maintenance_interval: int = 60
     """Seconds between RQ maintenance passes (dead-scheduler takeover, abandoned jobs)."""
+    # -- observability (docs/production.md#metrics-and-logs) --------------------------------------------------------
+    metrics_port: int = 0
+    """Port of a worker's HTTP endpoint for /metrics and /healthz (0: off). The bot serves both on its own port."""
+    metrics_fleet: bool = True
+    """Whether this process's /metrics includes the fleet-wide ``edgebot_*`` series (read from Redis at each scrape).
+    Every process reports the same values; turning it off on workers spares Redis when the bot already serves them."""
+    log_format: str = "text"
+    """``text`` (human-readable lines) or ``json`` (one JSON object per line, with the release id when known)."""
+    log_level: str = "INFO"
     # -- Slack side ---------------------------------------------------------------------------------------------
     channel_check_ttl: int = 60
     """Seconds a positive "the bot is in this channel" answer is cached."""

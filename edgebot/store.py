@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 
+from edgebot import metrics
 from edgebot.release import FINAL_STATES, Release
 from edgebot.settings import Settings
 
@@ -124,6 +125,7 @@ class ReleaseStore:
                         pipe.set(key, _dumps(release))
                         pipe.srem(self.active_key(release.team_id, release.channel_id), release.release_id)
                         pipe.expire(key, self.settings.release_ttl)
+                        metrics.record_final(pipe, release, self.prefix)  # outcome counter, stage durations
                     if then is not None:
                         then(release, pipe)
                     pipe.execute()

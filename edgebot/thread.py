@@ -13,16 +13,18 @@ ends, after it has enqueued the next step, so Slack round-trips overlap the next
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
-from edgebot import approval_messages, messages
+from edgebot import approval_messages, messages, metrics
 from edgebot.ratelimit import SlackRateLimiter
 from edgebot.release import Release
 from edgebot.store import ReleaseStore
@@ -30,9 +32,24 @@ from edgebot.store import ReleaseStore
 log = logging.getLogger(__name__)
 
 
+class MeteredWebClient(WebClient):
+    """A WebClient that counts every failed call (``edgebot_call_errors_total{system="slack"}``): Slack's error code
+    (``not_in_channel``, ``ratelimited`` after the retries…) or the exception type of a network failure."""
+
+    def api_call(self, api_method: str, **kwargs: Any) -> Any:
+        try:
+            return super().api_call(api_method, **kwargs)
+        except SlackApiError as exc:
+            metrics.call_error("slack", api_method, str(exc.response.get("error") or exc.response.status_code))
+            raise
+        except Exception as exc:
+            metrics.call_error("slack", api_method, type(exc).__name__)
+            raise
+
+
 def slack_client(token: str, api_url: str) -> WebClient:
     """A WebClient that honours 429 Retry-After (Slack rate-limits chat.update per workspace)."""
-    client = WebClient(token=token, base_url=api_url, timeout=15)
+    client = MeteredWebClient(token=token, base_url=api_url, timeout=15)
     client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=30))
     return client
 
@@ -55,8 +72,9 @@ class ThreadReporter:
         if not self.background:
             job()
             return
+        context = contextvars.copy_context()  # the repaint logs with the submitter's release id (edgebot.logs)
         with self._cv:
-            self._pending.setdefault(key, job)  # a queued repaint renders the freshest record when it runs
+            self._pending.setdefault(key, lambda: context.run(job))  # a queued repaint renders the freshest record
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._drain, name="thread-reporter", daemon=True)
                 self._thread.start()

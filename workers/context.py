@@ -51,8 +51,11 @@ class WorkerContext:
     def docker(self) -> docker.DockerClient:
         import docker
 
-        url = self.config.docker_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-        return docker.DockerClient(base_url=url, timeout=600)
+        if self.config.docker_url:
+            return docker.DockerClient(base_url=self.config.docker_url, timeout=600)
+        # DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, as the docker CLI reads them (a remote engine over TLS);
+        # the local socket when DOCKER_HOST is unset.
+        return docker.from_env(timeout=600)
 
     def exchange(self, org: str) -> ExchangeClient:
         """Exchange client; ``exchange.username`` is ``org/user`` (or ``org/apikey``), or a bare user of ``org``."""

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from rq import get_current_job
 
+from edgebot import logs
 from edgebot.errors import LeaseLost, ReleaseEnded, StepFailed
 from workers import context, pipeline
 
@@ -42,6 +43,7 @@ def expire_approval(release_id: str) -> None:
 
 def _run(name: str, step: Callable[[context.WorkerContext, str], None], release_id: str) -> None:
     ctx = context.current()
+    logs.set_release(release_id)  # every log line of this job carries the release id
     try:
         step(ctx, release_id)
     except LeaseLost:
@@ -61,3 +63,4 @@ def _run(name: str, step: Callable[[context.WorkerContext, str], None], release_
     finally:
         if not ctx.reporter.flush():
             log.warning("release %s: thread updates still pending after %s", release_id, name)
+        logs.set_release(None)

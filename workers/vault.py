@@ -24,6 +24,7 @@ temporarily unavailable) say "sealed", "unreachable" or "unavailable": the pipel
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -453,9 +454,25 @@ class VaultReader:
                 f"{s.jwt_path} (no such role, or this service account is not bound to it)")
 
 
-def build_resolver(config: Config, environ: Mapping[str, str] | None = None) -> SecretResolver:
-    """The resolver a worker uses: Vault-aware when the config has a ``[vault]`` table, env/file only otherwise."""
+ROLE_ENV = "EDGEBOT_VAULT_ROLE"
+"""Overrides ``vault.role``: one config file (a Kubernetes ConfigMap) for every worker, each Deployment logging in
+with its own role (``edgebot-build``, ``edgebot-publish``)."""
+
+
+def vault_settings(config: Config, environ: Mapping[str, str] | None = None) -> VaultSettings | None:
+    """The ``[vault]`` table of ``config``, checked, with ``$EDGEBOT_VAULT_ROLE`` applied; None without ``[vault]``."""
     table = config.extra.get("vault")
     if table is None:
+        return None
+    role = (os.environ if environ is None else environ).get(ROLE_ENV, "").strip()
+    if role and isinstance(table, Mapping):
+        table = {**table, "role": role}
+    return parse_vault_settings(table)
+
+
+def build_resolver(config: Config, environ: Mapping[str, str] | None = None) -> SecretResolver:
+    """The resolver a worker uses: Vault-aware when the config has a ``[vault]`` table, env/file only otherwise."""
+    settings = vault_settings(config, environ)
+    if settings is None:
         return SecretResolver(environ)
-    return SecretResolver(environ, vault=VaultReader(parse_vault_settings(table), environ=environ))
+    return SecretResolver(environ, vault=VaultReader(settings, environ=environ))

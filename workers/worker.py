@@ -10,13 +10,14 @@ over at its next maintenance pass (``settings.maintenance_interval``).
 
 from __future__ import annotations
 
-import logging
 import os
 
 from rq import Queue, Worker
 
+from edgebot import logs, metrics
 from edgebot.config import load_config
 from edgebot.rqjob import PUBLISH_QUEUE, SERIALIZER, EdgebotJob, build_queue
+from workers.health import start_health_server
 from workers.vault import build_resolver
 
 
@@ -31,12 +32,13 @@ def run_worker(
 ) -> bool:
     os.environ["EDGEBOT_CONFIG"] = os.path.abspath(config_path)
     config = load_config(config_path)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure_from(config.settings)
     resolver = build_resolver(config)
     import redis
 
     password = resolver.resolve(config.redis_password).reveal() if config.redis_password else None
     connection = redis.Redis.from_url(config.redis_url, password=password)
+    metrics.install(connection, config.settings.key_prefix)
     names = queue_names(arches, publish)
     if not names:
         raise SystemExit("edgebot worker: give --publish and/or --arch ARCH (which queues to serve)")
@@ -51,6 +53,9 @@ def run_worker(
         maintenance_interval=config.settings.maintenance_interval,
         name=name,
     )
+    server = start_health_server(connection, config, port=config.settings.metrics_port)
+    if server is not None:
+        server.health.worker_key = worker.key
     return worker.work(with_scheduler=True, burst=burst)
 
 
