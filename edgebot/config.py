@@ -22,6 +22,7 @@ from edgebot.settings import Settings
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 REGISTRY_KINDS = ("generic", "icr", "ocp")
+_TRANSIT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,20 @@ class ExchangeConfig:
 
 @dataclass(frozen=True)
 class SigningConfig:
-    private_key: SecretRef
+    """Exactly one signing backend: a PEM private key (a reference), or a Vault Transit key (the key stays in Vault)."""
+
+    private_key: SecretRef | None = None
     key_name: str = "edgebot.public.pem"
+    transit_key: str | None = None
+    """Name of an RSA key in Vault's Transit engine; signing goes through Vault (``[vault]`` is then required)."""
+    transit_mount: str = "transit"
+
+    @property
+    def source(self) -> str:
+        """Where the key lives, for messages: the reference or ``vault-transit:<mount>/<key>``."""
+        if self.transit_key:
+            return f"vault-transit:{self.transit_mount}/{self.transit_key}"
+        return str(self.private_key)
 
 
 @dataclass(frozen=True)
@@ -123,7 +136,7 @@ def parse_config(data: Mapping[str, Any], *, path: str = "", environ: Mapping[st
     exchange = _table(data, "exchange")
     _known(exchange, "exchange", {"url", "username", "password", "ca_cert"})
     signing = _table(data, "signing")
-    _known(signing, "signing", {"private_key", "key_name"})
+    _known(signing, "signing", {"private_key", "key_name", "transit_key", "transit_mount"})
     docker = data.get("docker", {})
     _known(docker, "docker", {"url"})
     registries = {alias: _registry(alias, table) for alias, table in _table(data, "registries").items()}
@@ -154,10 +167,7 @@ def parse_config(data: Mapping[str, Any], *, path: str = "", environ: Mapping[st
             password=_ref(exchange, "password", "exchange"),
             ca_cert=exchange.get("ca_cert"),
         ),
-        signing=SigningConfig(
-            private_key=_ref(signing, "private_key", "signing"),
-            key_name=signing.get("key_name", "edgebot.public.pem"),
-        ),
+        signing=_signing(signing, has_vault="vault" in data),
         registries=registries,
         services=services,
         settings=settings,
@@ -165,6 +175,30 @@ def parse_config(data: Mapping[str, Any], *, path: str = "", environ: Mapping[st
         path=path,
         extra={k: data[k] for k in ("vault", "access", "approvals", "rollout") if k in data},
     )
+
+
+def _signing(table: Mapping[str, Any], *, has_vault: bool) -> SigningConfig:
+    """``private_key`` (a reference) or ``transit_key`` (+ ``transit_mount``), never both."""
+    key_name = table.get("key_name", "edgebot.public.pem")
+    if not isinstance(key_name, str) or not key_name.strip():
+        raise ConfigError("signing.key_name must be a non-empty string, e.g. \"edgebot.public.pem\"")
+    if "transit_key" not in table:
+        if "transit_mount" in table:
+            raise ConfigError("signing.transit_mount is only used with signing.transit_key")
+        return SigningConfig(private_key=_ref(table, "private_key", "signing"), key_name=key_name)
+    if "private_key" in table:
+        raise ConfigError("[signing] has both private_key and transit_key: choose one. transit_key signs in Vault "
+                          "(the private key never leaves it); private_key reads a PEM key into the worker")
+    key, mount = table.get("transit_key"), table.get("transit_mount", "transit")
+    if not isinstance(key, str) or not _TRANSIT_NAME_RE.match(key):
+        raise ConfigError("signing.transit_key must be the name of a Transit key, e.g. \"edgebot-signing\" "
+                          "(letters, digits, '.', '_' and '-'; the mount goes in signing.transit_mount)")
+    if not isinstance(mount, str) or not mount.strip("/") or " " in mount:
+        raise ConfigError("signing.transit_mount must be the path the Transit engine is mounted at, e.g. \"transit\"")
+    if not has_vault:
+        raise ConfigError("signing.transit_key signs through Vault's Transit engine: add a [vault] table saying "
+                          "where Vault is and how the publish worker logs in")
+    return SigningConfig(key_name=key_name, transit_key=key, transit_mount=mount.strip("/"))
 
 
 def _registry(alias: str, table: Any) -> RegistryConfig:

@@ -40,8 +40,9 @@ def run_checks(config: Config, resolver: SecretResolver, *, timeout: float = 10.
         ("slack.bot_token", config.slack.bot_token),
         ("slack.signing_secret", config.slack.signing_secret),
         ("exchange.password", config.exchange.password),
-        ("signing.private_key", config.signing.private_key),
     ]
+    if config.signing.private_key is not None:
+        refs.append(("signing.private_key", config.signing.private_key))
     for alias, registry in config.registries.items():
         refs.append((f"registries.{alias}.push_password", registry.push_password))
         if registry.pull_password:
@@ -70,11 +71,13 @@ def run_checks(config: Config, resolver: SecretResolver, *, timeout: float = 10.
     yield check("slack", slack_probe)
 
     def signing_probe() -> str:
-        from workers.signing import PemSigner, public_key_fingerprint, sign_deployment
+        from workers.context import signer_for
+        from workers.signing import public_key_fingerprint, sign_deployment
 
-        signer = PemSigner(secret(config.signing.private_key).reveal().encode(), config.signing.key_name)
+        signer = signer_for(config, resolver)
         sign_deployment(signer, '{"services":{}}')
-        return f"signs and verifies; public key {public_key_fingerprint(signer.public_key_pem())[:23]}…"
+        return (f"signs and verifies ({config.signing.source}); public key "
+                f"{public_key_fingerprint(signer.public_key_pem())[:23]}…")
 
     yield check(f"signing key {config.signing.key_name}", signing_probe)
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from edgebot.config import Config, RegistryConfig, load_config
+from edgebot.errors import SecretUnavailable
 from edgebot.ratelimit import SlackRateLimiter
 from edgebot.secrets import Secret, SecretResolver
 from edgebot.store import ReleaseStore
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     import docker
 
     from workers.exchange import ExchangeClient
+    from workers.signing import Signer
 
 
 @dataclass
@@ -64,6 +66,13 @@ class WorkerContext:
         return ExchangeClient(ex.url, org, ex.username, password, timeout=self.config.settings.exchange_timeout,
                               verify=verify)
 
+    def signer(self) -> Signer:
+        """The configured signer: a Vault Transit key (signs in Vault) or a PEM private key read through its reference.
+
+        Raises :class:`~edgebot.errors.SecretUnavailable` (key or Vault unavailable) or
+        :class:`~workers.signing.SigningError` (a key agents would not accept)."""
+        return signer_for(self.config, self.resolver)
+
     def push_credentials(self, registry: RegistryConfig) -> tuple[str, Secret]:
         return registry.push_username, self.resolver.resolve(registry.push_password)
 
@@ -72,6 +81,23 @@ class WorkerContext:
         if creds is None:
             return None
         return creds[0], self.resolver.resolve(creds[1])
+
+
+def signer_for(config: Config, resolver: SecretResolver) -> Signer:
+    signing = config.signing
+    if signing.transit_key:
+        from workers.transit import TransitSigner
+        from workers.vault import VaultReader
+
+        reader = resolver.vault
+        if not isinstance(reader, VaultReader):
+            raise SecretUnavailable(f"{signing.source}: this process has no Vault access configured ([vault] in the "
+                                    "config)")
+        return TransitSigner(reader, signing.transit_key, signing.key_name, mount=signing.transit_mount)
+    from workers.signing import PemSigner
+
+    assert signing.private_key is not None  # parse_config requires one of the two
+    return PemSigner(resolver.resolve(signing.private_key).reveal().encode(), signing.key_name)
 
 
 _CONTEXT: WorkerContext | None = None

@@ -287,16 +287,9 @@ def sign(ctx: WorkerContext, release_id: str) -> None:
     set_stage(ctx, release_id, "sign", RUNNING)
     registry = ctx.config.registries[release.registry]
     with failures.translated("sign", release, registry, ctx=ctx):
-        from workers.signing import (
-            PemSigner,
-            fingerprint,
-            public_key_fingerprint,
-            sign_deployment,
-            verify_deployment,
-        )
+        from workers.signing import fingerprint, public_key_fingerprint, sign_deployment, verify_deployment
 
-        key_pem = ctx.resolver.resolve(ctx.config.signing.private_key).reveal().encode()
-        signer = PemSigner(key_pem, ctx.config.signing.key_name)
+        signer = ctx.signer()
         public_pem = signer.public_key_pem()
         signed: dict[str, tuple[str, str]] = {}
         for arch in release.arches:
@@ -350,10 +343,7 @@ def publish(ctx: WorkerContext, release_id: str) -> None:
                     existing = client.get_service(release.org, sid)
                     actions[arch] = (sid, "would create" if existing is None else "exists: would be checked")
             else:
-                from workers.signing import PemSigner
-
-                key_pem = ctx.resolver.resolve(ctx.config.signing.private_key).reveal().encode()
-                public_pem = PemSigner(key_pem, ctx.config.signing.key_name).public_key_pem()
+                public_pem = ctx.signer().public_key_pem()
                 node_creds = ctx.node_credentials(registry)
                 dockauths = [(registry.host, node_creds[0], node_creds[1].reveal())] if node_creds else []
                 from workers.signing import verify_deployment

@@ -31,7 +31,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import hvac
 import hvac.exceptions as hvac_errors
@@ -42,6 +42,7 @@ from edgebot.errors import ConfigError, SecretUnavailable
 from edgebot.secrets import Secret, SecretRef, SecretResolver
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 AUTH_METHODS = ("token", "approle", "kubernetes")
 DEFAULT_JWT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount/token"
@@ -244,22 +245,33 @@ class VaultReader:
     # -- reading --------------------------------------------------------------------------------------------------
 
     def _fetch(self, relative: str, ref: str, api_path: str) -> dict[str, Any]:
-        client = self._authenticated(ref)
-        try:
-            return self._read(client, relative)
-        except (hvac_errors.Forbidden, hvac_errors.Unauthorized):
-            if not self._token_is_dead(client, ref):
-                raise SecretUnavailable(f"{ref}: permission denied: the role may not read {api_path}") from None
-        except Exception as exc:
-            raise self._failure(ref, exc, api_path=api_path) from None
-        # Vault no longer accepts our token (revoked, expired early): log in again and retry once
-        log.info("Vault at %s no longer accepts this worker's token; logging in again", self.settings.url)
-        self._forget_token()
-        client = self._authenticated(ref)
-        try:
-            return self._read(client, relative)
-        except Exception as exc:
-            raise self._failure(ref, exc, api_path=api_path) from None
+        return self.call(ref, lambda client: self._read(client, relative), api_path=api_path)
+
+    def call(self, ref: str, operation: Callable[[hvac.Client], T], *, api_path: str, action: str = "read",
+             missing: str | None = None) -> T:
+        """Run ``operation`` with a logged-in client, the way every read does: log in lazily, renew a low token,
+        log in again and retry once when Vault no longer accepts the token. Failures become
+        :class:`SecretUnavailable` naming ``ref``; a policy refusal says the role may not ``action`` ``api_path``;
+        ``missing`` replaces the text for a 404 (e.g. "no Transit key …")."""
+        with self._lock:
+            client = self._authenticated(ref)
+            try:
+                return operation(client)
+            except (hvac_errors.Forbidden, hvac_errors.Unauthorized):
+                if not self._token_is_dead(client, ref):
+                    raise SecretUnavailable(f"{ref}: permission denied: the role may not {action} {api_path}") from None
+            except Exception as exc:
+                raise self._failure(ref, exc, api_path=api_path, missing=missing) from None
+            # Vault no longer accepts our token (revoked, expired early): log in again and retry once
+            log.info("Vault at %s no longer accepts this worker's token; logging in again", self.settings.url)
+            self._forget_token()
+            client = self._authenticated(ref)
+            try:
+                return operation(client)
+            except (hvac_errors.Forbidden, hvac_errors.Unauthorized):
+                raise SecretUnavailable(f"{ref}: permission denied: the role may not {action} {api_path}") from None
+            except Exception as exc:
+                raise self._failure(ref, exc, api_path=api_path, missing=missing) from None
 
     def _read(self, client: hvac.Client, relative: str) -> dict[str, Any]:
         response = client.secrets.kv.v2.read_secret_version(path=relative, mount_point=self.settings.mount,
@@ -397,9 +409,12 @@ class VaultReader:
 
     # -- errors ---------------------------------------------------------------------------------------------------
 
-    def _failure(self, ref: str, exc: BaseException, *, api_path: str = "", during: str = "read") -> SecretUnavailable:
+    def _failure(self, ref: str, exc: BaseException, *, api_path: str = "", during: str = "read",
+                 missing: str | None = None) -> SecretUnavailable:
         """One plain sentence per cause. Built from the exception's type and status only: hvac's own text may
         carry request details, so it is never copied into the message."""
+        if missing and isinstance(exc, hvac_errors.InvalidPath):
+            return SecretUnavailable(f"{ref}: {missing}")
         return SecretUnavailable(f"{ref}: {self._cause(exc, api_path=api_path, during=during)}")
 
     def _cause(self, exc: BaseException, *, api_path: str, during: str) -> str:
