@@ -6,17 +6,19 @@ are created per step from references resolved at run time, never from a job payl
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import redis
 
 from edgebot.config import Config, RegistryConfig, load_config
 from edgebot.errors import SecretUnavailable
 from edgebot.ratelimit import SlackRateLimiter
-from edgebot.secrets import Secret, SecretResolver
+from edgebot.secrets import Secret, SecretRef, SecretResolver
 from edgebot.store import ReleaseStore
 from edgebot.thread import ThreadReporter, slack_client
 
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
 
     from workers.exchange import ExchangeClient
     from workers.signing import Signer
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -63,8 +68,31 @@ class WorkerContext:
         ex = self.config.exchange
         password = self.resolver.resolve(ex.password).reveal()
         verify: bool | str = ex.ca_cert or True
+
+        def reread() -> str:  # the Exchange answered 401: the password may have been rotated
+            log.warning("the Exchange refused the credentials of %s; reading %s again and retrying once",
+                        ex.username, ex.password)
+            self.resolver.invalidate(ex.password)
+            return self.resolver.resolve(ex.password).reveal()
+
         return ExchangeClient(ex.url, org, ex.username, password, timeout=self.config.settings.exchange_timeout,
-                              verify=verify)
+                              verify=verify, refresh_password=reread)
+
+    def with_fresh_credentials(self, call: Callable[[], T], refs: Iterable[SecretRef | None], *,
+                               refused: Callable[[Exception], bool], what: str) -> T:
+        """Run ``call`` (which resolves the secrets it needs); when ``refused(exc)`` says the service refused the
+        credentials (401/403), forget the cached ``refs`` and run it once more with freshly read values, so a
+        credential rotated in Vault works without a restart. A second refusal is raised as is."""
+        refs = list(refs)
+        try:
+            return call()
+        except Exception as exc:
+            if not refused(exc):
+                raise
+        log.warning("%s refused the credentials from %s; reading them again and retrying once", what,
+                    ", ".join(str(r) for r in refs if r is not None))
+        self.resolver.invalidate(*refs)
+        return call()
 
     def signer(self) -> Signer:
         """The configured signer: a Vault Transit key (signs in Vault) or a PEM private key read through its reference.

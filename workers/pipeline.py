@@ -13,10 +13,12 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rq import Queue, Worker
 from rq.exceptions import DuplicateJobError
 
+from edgebot.config import RegistryConfig
 from edgebot.errors import ReleaseEnded, StepFailed
 from edgebot.ids import docker_image_base, image_repository
 from edgebot.release import (
@@ -36,6 +38,9 @@ from edgebot.rqjob import JOBS_MODULE, PUBLISH_QUEUE, SERIALIZER, EdgebotJob, bu
 from workers import failures
 from workers.context import WorkerContext
 from workers.definition import ServiceDefinition, deployment_string, pin_images, read_definition
+
+if TYPE_CHECKING:
+    import docker
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +204,7 @@ def build(ctx: WorkerContext, release_id: str, arch: str) -> None:
     result = release.result(arch)
     repository, _, tag = result.image_tag.rpartition(":")
     if not (result.digest or (release.dry_run and result.image_id)):
-        from workers.images import build_image, push_image
+        from workers.images import build_image
 
         client = ctx.docker()
         workdir = Path(ctx.config.settings.work_dir) / f"{release_id}-{arch}"
@@ -232,10 +237,8 @@ def build(ctx: WorkerContext, release_id: str, arch: str) -> None:
                 set_stage(ctx, release_id, "push", SKIPPED, arch=arch, note="dry run")
             else:
                 set_stage(ctx, release_id, "push", RUNNING, arch=arch)
-                username, password = ctx.push_credentials(registry)
                 with failures.translated("push", release, registry, arch=arch, ctx=ctx):
-                    digest = push_image(client, repository=repository, tag=tag, username=username,
-                                        password=password.reveal())
+                    digest = push_with_fresh_credentials(ctx, client, registry, repository, tag)
 
                 def pushed(r: Release) -> None:
                     res = r.result(arch)
@@ -247,6 +250,20 @@ def build(ctx: WorkerContext, release_id: str, arch: str) -> None:
             shutil.rmtree(workdir, ignore_errors=True)
             client.close()
     _arch_done(ctx, release_id)
+
+
+def push_with_fresh_credentials(ctx: WorkerContext, client: docker.DockerClient, registry: RegistryConfig,
+                                repository: str, tag: str) -> str:
+    """Push with the registry's push credential; when the registry refuses it (rotated since it was read), read it
+    again from its reference and push once more."""
+    from workers.images import credentials_refused, push_image
+
+    def push() -> str:
+        username, password = ctx.push_credentials(registry)
+        return push_image(client, repository=repository, tag=tag, username=username, password=password.reveal())
+
+    return ctx.with_fresh_credentials(push, [registry.push_password], refused=credentials_refused,
+                                      what=f"registry {registry.host}")
 
 
 def _arch_done(ctx: WorkerContext, release_id: str) -> None:
