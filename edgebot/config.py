@@ -22,6 +22,8 @@ from edgebot.settings import Settings
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 REGISTRY_KINDS = ("generic", "icr", "ocp")
+_ICR_HOST_RE = re.compile(r"^(private\.)?([a-z0-9-]+\.)?icr\.io$")
+ICR_USERNAME = "iamapikey"
 _TRANSIT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -215,20 +217,36 @@ def _registry(alias: str, table: Any) -> RegistryConfig:
     host = _str(table, f"{where}.host")
     if "://" in host or "/" in host:
         raise ConfigError(f"{where}.host is host[:port] only (no scheme, no path): got {host!r}")
-    pull_user, pull_pw = table.get("pull_username"), table.get("pull_password")
+    namespace = str(table.get("namespace", "")).strip("/")
+    push_user, pull_user, pull_pw = table.get("push_username"), table.get("pull_username"), table.get("pull_password")
+    if kind == "icr":
+        if not _ICR_HOST_RE.match(host):
+            raise ConfigError(f"{where}.host must be an IBM Cloud Container Registry host such as us.icr.io, "
+                              f"de.icr.io or icr.io (got {host!r}); use kind = \"generic\" for other registries")
+        push_user = push_user or ICR_USERNAME  # the password is an IBM Cloud API key
+        pull_user = pull_user or (ICR_USERNAME if pull_pw else None)
+    if kind in ("icr", "ocp") and not namespace:
+        what = "the ICR namespace" if kind == "icr" else "the OpenShift project the images live in"
+        raise ConfigError(f"{where}.namespace is required for kind = \"{kind}\": {what}")
+    if kind == "ocp" and not push_user:
+        raise ConfigError(f"{where}.push_username is required for kind = \"ocp\": the name of a service account of "
+                          f"project {namespace} with the edit role (its token is push_password)")
     if bool(pull_user) != bool(pull_pw):
         raise ConfigError(f"{where}: set both pull_username and pull_password, or neither")
+    ca = table.get("ca_cert")
+    if isinstance(ca, str) and ca.startswith("/"):  # a CA is not a secret: a plain path is a file reference
+        ca = f"file:{ca}"
     return RegistryConfig(
         alias=alias,
         kind=kind,
         host=host,
-        namespace=str(table.get("namespace", "")).strip("/"),
-        push_username=_str(table, f"{where}.push_username"),
+        namespace=namespace,
+        push_username=_str({"push_username": push_user}, f"{where}.push_username"),
         push_password=_ref(table, "push_password", where),
         pull_username=pull_user,
         pull_password=_ref(table, "pull_password", where) if pull_pw else None,
         reuse_push_credentials_for_nodes=bool(table.get("reuse_push_credentials_for_nodes", False)),
-        ca_cert=_ref(table, "ca_cert", where) if "ca_cert" in table else None,
+        ca_cert=_ref({"ca_cert": ca}, "ca_cert", where) if ca is not None else None,
     )
 
 

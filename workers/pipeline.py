@@ -238,12 +238,16 @@ def build(ctx: WorkerContext, release_id: str, arch: str) -> None:
             else:
                 set_stage(ctx, release_id, "push", RUNNING, arch=arch)
                 with failures.translated("push", release, registry, arch=arch, ctx=ctx):
+                    from workers.registries import before_push
+
+                    notes = before_push(ctx, registry)  # OpenShift: the route's CA trusted, token expiry
                     digest = push_with_fresh_credentials(ctx, client, registry, repository, tag)
 
                 def pushed(r: Release) -> None:
                     res = r.result(arch)
                     res.digest = res.digest or digest
                     res.pinned_image = res.pinned_image or f"{repository}@{res.digest}"
+                    r.notes.extend(n for n in notes if n not in r.notes)
 
                 set_stage(ctx, release_id, "push", DONE, arch=arch, note=digest[:19], extra=pushed)
         finally:
@@ -348,6 +352,7 @@ def publish(ctx: WorkerContext, release_id: str) -> None:
     set_stage(ctx, release_id, "publish", RUNNING)
     actions: dict[str, tuple[str, str]] = {}
     adopted: dict[str, str] = {}
+    token_notes: list[str] = []
     with failures.translated("publish", release, registry, ctx=ctx):
         from workers.exchange import publish_service, service_id
 
@@ -363,6 +368,9 @@ def publish(ctx: WorkerContext, release_id: str) -> None:
                 public_pem = ctx.signer().public_key_pem()
                 node_creds = ctx.node_credentials(registry)
                 dockauths = [(registry.host, node_creds[0], node_creds[1].reveal())] if node_creds else []
+                from workers.registries import node_token_notes
+
+                token_notes = node_token_notes(registry, node_creds, window=ctx.config.settings.token_expiry_warning)
                 from workers.signing import verify_deployment
 
                 for arch in release.arches:
@@ -392,6 +400,7 @@ def publish(ctx: WorkerContext, release_id: str) -> None:
         for arch, (sid, action) in actions.items():
             r.result(arch).service_id = sid
             r.result(arch).publish_action = {"unchanged": "already published"}.get(action, action)
+        r.notes.extend(n for n in token_notes if n not in r.notes)
         if registry.node_credentials() is None:
             r.notes.append(f"Registry `{registry.alias}` has no pull credential: no dockauth was stored, so nodes "
                            "pull anonymously. Set pull_username/pull_password if the registry is private.")
