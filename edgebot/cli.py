@@ -55,14 +55,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from edgebot.config import load_config
+
+    config = load_config(args.config)  # a bad file (a literal secret…) is refused here, before any server starts
     if args.socket_mode:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
         from bot.app import create_app
-        from edgebot.config import load_config
         from edgebot.secrets import SecretResolver
 
-        config = load_config(args.config)
         if config.slack.app_token is None:
             print("edgebot: --socket-mode needs slack.app_token (an xapp- token reference)", file=sys.stderr)
             return 2
