@@ -238,3 +238,38 @@ def test_ocp_route_ca_is_installed_for_the_docker_engine_and_the_push_works(dock
         untrust_registry_ca(address)
         client.close()
     assert not (CERTS_D / address).exists() and not netns.exists()
+
+
+def test_config_check_reports_the_route_ca_and_token_expiry(tmp_path: Path) -> None:
+    from workers.config_check import run_checks
+
+    ca = TestCA.create("cluster ingress CA (config check)")
+    ca_file = tmp_path / "ca.crt"
+    ca_file.write_bytes(ca.cert_pem)
+    certs = tmp_path / "certs.d"
+    table = {"kind": "ocp", "host": "route.invalid:443", "namespace": "edge", "push_username": "pusher",
+             "push_password": "env:PUSH_TOKEN", "pull_username": "puller", "pull_password": "env:PULL_TOKEN",
+             "ca_cert": str(ca_file)}
+    environ = {"PUSH_TOKEN": service_account_jwt(time.time() + 2 * DAY),
+               "PULL_TOKEN": service_account_jwt(time.time() - 60)}
+
+    def lines(install: bool) -> dict[str, Any]:
+        config = config_with(table, {"docker_certs_dir": str(certs), "install_registry_ca": install})
+        return {line.item: line for line in run_checks(config, SecretResolver(environ), timeout=2)}
+
+    first = lines(install=True)
+    assert first["registry reg route CA"].ok
+    assert first["registry reg route CA"].detail == (f"{certs}/route.invalid:443/ca.crt is not there yet: build "
+                                                    "workers install it before their first push")
+    push = first["registry reg push token (env:PUSH_TOKEN)"]
+    assert push.ok and "(in 2.0 days) — renew it soon" in push.detail
+    pull = first["registry reg pull token (env:PULL_TOKEN)"]
+    assert not pull.ok and pull.detail.startswith("the service-account token from env:PULL_TOKEN expired at ")
+    assert not any(v in str(line) for line in first.values() for v in environ.values())
+
+    refused = lines(install=False)["registry reg route CA"]
+    assert not refused.ok and f"as {certs}/route.invalid:443/ca.crt on the build host" in refused.detail
+    (certs / "route.invalid:443").mkdir(parents=True)
+    (certs / "route.invalid:443" / "ca.crt").write_bytes(ca.cert_pem)
+    assert lines(install=False)["registry reg route CA"].detail.endswith("trusts the route's CA")
+    assert not (certs / "route.invalid:443" / ".ca.crt.edgebot-tmp").exists()
