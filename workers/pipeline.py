@@ -379,6 +379,10 @@ def publish(ctx: WorkerContext, release_id: str) -> None:
                     res = release.result(arch)
                     definition = _definition(release, arch)
                     signature = res.signature
+                    if not verify_deployment(public_pem, res.deployment, signature):  # nodes would refuse it
+                        raise StepFailed(f"the signature of {arch} does not verify with the current public key "
+                                         f"({ctx.config.signing.source}): the signing key was rotated after this "
+                                         "release was signed. Nothing was published; publish again.")
                     live = client.get_service(release.org, service_id(definition.url, release.version, arch))
                     if (live and live.get("deployment") == res.deployment and live.get("deploymentSignature")
                             and verify_deployment(public_pem, res.deployment, live["deploymentSignature"])):
