@@ -168,6 +168,8 @@ def test_release_signed_by_vault_transit(vs: VaultStack, tmp_path: Path) -> None
     dockauths = stack.exchange.dockauths(ORG, "hello_1.0.0_amd64")
     assert [(d["username"], d["token"]) for d in dockauths] == [(PULL_USER, PULL_PASSWORD)]
     assert "refused the credentials" not in _log(vs, "build") + _log(vs, "publish")
+    for role in ("build", "publish"):  # the worker logged in once at start; its work horses use that token
+        assert _log(vs, role).count("logged in to Vault at") == 1, _log(vs, role)
 
 
 def test_exchange_password_rotated_mid_run_is_read_again(vs: VaultStack) -> None:
@@ -318,6 +320,8 @@ def test_redaction_nothing_a_release_leaves_contains_a_secret(vs: VaultStack) ->
             assert needle not in text, f"{label} leaked into {where}"
         assert not re.search(r"\b(?:hv)?[sbr]\.[A-Za-z0-9]{24,}\b", text), f"a Vault token leaked into {where}"
     assert "-----BEGIN RSA PRIVATE KEY-----" not in places["logs"] + places["redis"]
+    for role in ("build", "publish"):  # still one login per worker after every job of this module
+        assert _log(vs, role).count("logged in to Vault at") == 1
 
 
 def test_vault_stopped_mid_run_fails_the_release_cleanly(vs: VaultStack) -> None:

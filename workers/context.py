@@ -101,6 +101,12 @@ class WorkerContext:
         :class:`~workers.signing.SigningError` (a key agents would not accept)."""
         return signer_for(self.config, self.resolver)
 
+    def release_vault_login(self) -> None:
+        """At the end of a job: revoke the Vault token this process logged in for (see VaultReader.release)."""
+        release = getattr(self.resolver.vault, "release", None)
+        if release is not None:
+            release()
+
     def push_credentials(self, registry: RegistryConfig) -> tuple[str, Secret]:
         return registry.push_username, self.resolver.resolve(registry.push_password)
 

@@ -54,3 +54,4 @@ def _run(name: str, step: Callable[[context.WorkerContext, str], None], release_
     finally:
         if not ctx.reporter.flush():
             log.warning("release %s: thread updates still pending after %s", release_id, name)
+        ctx.release_vault_login()

@@ -24,6 +24,7 @@ temporarily unavailable) say "sealed", "unreachable" or "unavailable": the pipel
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -177,6 +178,7 @@ class VaultReader:
         self._lease = 0.0  # the token's full TTL, as granted at the last login or renewal
         self._renewable = False
         self._cache: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._login_pid: int | None = None  # the process that created the current token
 
     def __repr__(self) -> str:
         return f"VaultReader({self.settings.url}, auth={self.settings.auth})"
@@ -208,6 +210,28 @@ class VaultReader:
             what = "empty" if value == "" else f"not a string but a {type(value).__name__}"
             raise SecretUnavailable(f"{ref}: the value of key '{key}' at {api_path} is {what}")
         return value
+
+    def login(self) -> None:
+        """Log in now (normally lazy). ``edgebot worker`` does it once at start: RQ forks a work horse per job, and
+        horses that inherit a live token need no login of their own."""
+        with self._lock:
+            self._authenticated(f"vault login at {self.settings.url}")
+
+    def release(self) -> None:
+        """End of a job: revoke the token *this process* created by logging in (AppRole / Kubernetes), so a login per
+        job does not leave a live token per job behind. A token inherited from the parent process, or the
+        configured one of ``auth = "token"``, is left alone. Never raises."""
+        with self._lock:
+            if not self._logged_in or self.settings.auth == "token" or self._login_pid != os.getpid():
+                return
+            client = self._client
+            try:
+                if client is not None:
+                    client.auth.token.revoke_self()
+            except Exception as exc:  # it expires on its own anyway
+                log.info("could not revoke this job's Vault token (%s); it expires with its TTL", type(exc).__name__)
+            self._forget_token()
+            self._cache.clear()
 
     def invalidate(self, path: str | None = None) -> None:
         """Forget cached values: of one path (either spelling), or all of them. The next read goes to Vault."""
@@ -360,6 +384,7 @@ class VaultReader:
             client.token = ""
             raise self._failure(ref, exc, during="login") from None
         self._logged_in = True
+        self._login_pid = os.getpid()
         self._set_lease(ttl, lease, renewable)
         log.info("logged in to Vault at %s with %s auth (token TTL %s, renewable: %s)", settings.url, settings.auth,
                  f"{ttl:.0f} s" if ttl else "none", renewable)

@@ -16,6 +16,7 @@ import os
 from rq import Queue, Worker
 
 from edgebot.config import load_config
+from edgebot.errors import SecretUnavailable
 from edgebot.rqjob import PUBLISH_QUEUE, SERIALIZER, EdgebotJob, build_queue
 from workers.vault import build_resolver
 
@@ -62,4 +63,12 @@ def _preload(arches: list[str]) -> None:
 
     if arches:
         import workers.images  # noqa: F401
-    context.current()
+    ctx = context.current()
+    from workers.vault import VaultReader
+
+    reader = ctx.resolver.vault
+    if isinstance(reader, VaultReader):  # log in once here: the work horses inherit the token
+        try:
+            reader.login()
+        except SecretUnavailable as exc:
+            logging.getLogger(__name__).warning("cannot log in to Vault at start (%s); each job will try", exc)
