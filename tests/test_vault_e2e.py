@@ -262,6 +262,42 @@ def test_missing_key_in_a_secret_fails_naming_the_reference(vs: VaultStack) -> N
         vs.bao.put_secret("edgebot/build", {"push_password": vs.push_password})
 
 
+def test_transit_key_rotated_after_signing_publishes_nothing(vs: VaultStack) -> None:
+    """A release signed with Transit key version 1 reaches publish after the key was rotated: the uploaded public key
+    would be version 2's, which does not verify the signature, so agents would refuse the service. The publish step
+    (run in-process with the publish AppRole, as its job would) stops before its first Exchange write."""
+    from edgebot.config import load_config
+    from edgebot.errors import StepFailed
+    from workers import pipeline
+    from workers.context import WorkerContext
+    from workers.vault import build_resolver
+
+    stack = vs.stack
+    store = stack.store()
+    signed = next(r for r in (store.require(i) for i in stack.release_ids())
+                  if r.version == "1.0.1" and r.state == "succeeded")
+    data = signed.to_dict()
+    data.update(release_id=signed.release_id + "-rotated", state="publishing", key_name="edgebot.public.pem")
+    store.create(Release.from_dict(data))
+    vs.bao.rotate_transit_key(TRANSIT_KEY)
+
+    config = load_config(vs.config_path)
+    role_id, secret_id = vs.roles["publish"]
+    ctx = WorkerContext(config, build_resolver(config, environ={
+        "EDGEBOT_VAULT_ROLE_ID": role_id, "EDGEBOT_VAULT_SECRET_ID": secret_id, "EDGEBOT_SLACK_BOT_TOKEN": BOT_TOKEN}))
+    writes_before = [r for r in stack.exchange.requests() if r["method"] != "GET"]
+    with pytest.raises(StepFailed) as refused:
+        pipeline.publish(ctx, data["release_id"])
+    pipeline.fail(ctx, data["release_id"], str(refused.value))
+    ctx.reporter.flush()
+    ctx.release_vault_login()
+    assert str(refused.value) == (f"the signature of amd64 does not verify with the current public key "
+                                  f"(vault-transit:transit/{TRANSIT_KEY}): the signing key was rotated after this "
+                                  "release was signed. Nothing was published; publish again.")
+    assert [r for r in stack.exchange.requests() if r["method"] != "GET"] == writes_before
+    assert store.require(data["release_id"]).state == "failed"
+
+
 def _redis_text(conn: redis.Redis) -> str:
     """Every key and every value, read by type; RQ's zlib-compressed job payloads decompressed."""
     def text(value: Any) -> str:
