@@ -76,15 +76,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from edgebot.config import load_config
+
+    config = load_config(args.config)  # a bad file (a literal secret…) is refused here, before any server starts
     if args.socket_mode:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
         from bot.app import create_app
-        from edgebot.config import load_config
         from edgebot.logs import configure_from
         from edgebot.secrets import SecretResolver
 
-        config = load_config(args.config)
         configure_from(config.settings)
         if config.slack.app_token is None:
             print("edgebot: --socket-mode needs slack.app_token (an xapp- token reference)", file=sys.stderr)
@@ -95,12 +96,11 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
     from gunicorn.app.base import BaseApplication
 
-    from edgebot.config import load_config
     from edgebot.logs import configure_from, gunicorn_logconfig
 
     config_path = args.config
-    settings = load_config(config_path).settings
-    configure_from(settings)  # a bad config stops here, not in every gunicorn worker
+    settings = config.settings
+    configure_from(settings)
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:

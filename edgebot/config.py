@@ -23,6 +23,9 @@ from edgebot.settings import Settings
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 REGISTRY_KINDS = ("generic", "icr", "ocp")
+_ICR_HOST_RE = re.compile(r"^(private\.)?([a-z0-9-]+\.)?icr\.io$")
+ICR_USERNAME = "iamapikey"
+_TRANSIT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,20 @@ class ExchangeConfig:
 
 @dataclass(frozen=True)
 class SigningConfig:
-    private_key: SecretRef
+    """Exactly one signing backend: a PEM private key (a reference), or a Vault Transit key (the key stays in Vault)."""
+
+    private_key: SecretRef | None = None
     key_name: str = "edgebot.public.pem"
+    transit_key: str | None = None
+    """Name of an RSA key in Vault's Transit engine; signing goes through Vault (``[vault]`` is then required)."""
+    transit_mount: str = "transit"
+
+    @property
+    def source(self) -> str:
+        """Where the key lives, for messages: the reference or ``vault-transit:<mount>/<key>``."""
+        if self.transit_key:
+            return f"vault-transit:{self.transit_mount}/{self.transit_key}"
+        return str(self.private_key)
 
 
 @dataclass(frozen=True)
@@ -129,7 +144,7 @@ def parse_config(data: Mapping[str, Any], *, path: str = "", environ: Mapping[st
     exchange = _table(data, "exchange")
     _known(exchange, "exchange", {"url", "username", "password", "ca_cert"})
     signing = _table(data, "signing")
-    _known(signing, "signing", {"private_key", "key_name"})
+    _known(signing, "signing", {"private_key", "key_name", "transit_key", "transit_mount"})
     docker = data.get("docker", {})
     _known(docker, "docker", {"url"})
     registries = {alias: _registry(alias, table) for alias, table in _table(data, "registries").items()}
@@ -162,10 +177,7 @@ def parse_config(data: Mapping[str, Any], *, path: str = "", environ: Mapping[st
             password=_ref(exchange, "password", "exchange"),
             ca_cert=exchange.get("ca_cert"),
         ),
-        signing=SigningConfig(
-            private_key=_ref(signing, "private_key", "signing"),
-            key_name=signing.get("key_name", "edgebot.public.pem"),
-        ),
+        signing=_signing(signing, has_vault="vault" in data),
         registries=registries,
         services=services,
         settings=settings,
@@ -174,6 +186,30 @@ def parse_config(data: Mapping[str, Any], *, path: str = "", environ: Mapping[st
         extra={k: data[k] for k in ("vault", "access", "approvals", "rollout") if k in data},
         approvals=approval_rules,
     )
+
+
+def _signing(table: Mapping[str, Any], *, has_vault: bool) -> SigningConfig:
+    """``private_key`` (a reference) or ``transit_key`` (+ ``transit_mount``), never both."""
+    key_name = table.get("key_name", "edgebot.public.pem")
+    if not isinstance(key_name, str) or not key_name.strip():
+        raise ConfigError("signing.key_name must be a non-empty string, e.g. \"edgebot.public.pem\"")
+    if "transit_key" not in table:
+        if "transit_mount" in table:
+            raise ConfigError("signing.transit_mount is only used with signing.transit_key")
+        return SigningConfig(private_key=_ref(table, "private_key", "signing"), key_name=key_name)
+    if "private_key" in table:
+        raise ConfigError("[signing] has both private_key and transit_key: choose one. transit_key signs in Vault "
+                          "(the private key never leaves it); private_key reads a PEM key into the worker")
+    key, mount = table.get("transit_key"), table.get("transit_mount", "transit")
+    if not isinstance(key, str) or not _TRANSIT_NAME_RE.match(key):
+        raise ConfigError("signing.transit_key must be the name of a Transit key, e.g. \"edgebot-signing\" "
+                          "(letters, digits, '.', '_' and '-'; the mount goes in signing.transit_mount)")
+    if not isinstance(mount, str) or not mount.strip("/") or " " in mount:
+        raise ConfigError("signing.transit_mount must be the path the Transit engine is mounted at, e.g. \"transit\"")
+    if not has_vault:
+        raise ConfigError("signing.transit_key signs through Vault's Transit engine: add a [vault] table saying "
+                          "where Vault is and how the publish worker logs in")
+    return SigningConfig(key_name=key_name, transit_key=key, transit_mount=mount.strip("/"))
 
 
 def _registry(alias: str, table: Any) -> RegistryConfig:
@@ -190,20 +226,36 @@ def _registry(alias: str, table: Any) -> RegistryConfig:
     host = _str(table, f"{where}.host")
     if "://" in host or "/" in host:
         raise ConfigError(f"{where}.host is host[:port] only (no scheme, no path): got {host!r}")
-    pull_user, pull_pw = table.get("pull_username"), table.get("pull_password")
+    namespace = str(table.get("namespace", "")).strip("/")
+    push_user, pull_user, pull_pw = table.get("push_username"), table.get("pull_username"), table.get("pull_password")
+    if kind == "icr":
+        if not _ICR_HOST_RE.match(host):
+            raise ConfigError(f"{where}.host must be an IBM Cloud Container Registry host such as us.icr.io, "
+                              f"de.icr.io or icr.io (got {host!r}); use kind = \"generic\" for other registries")
+        push_user = push_user or ICR_USERNAME  # the password is an IBM Cloud API key
+        pull_user = pull_user or (ICR_USERNAME if pull_pw else None)
+    if kind in ("icr", "ocp") and not namespace:
+        what = "the ICR namespace" if kind == "icr" else "the OpenShift project the images live in"
+        raise ConfigError(f"{where}.namespace is required for kind = \"{kind}\": {what}")
+    if kind == "ocp" and not push_user:
+        raise ConfigError(f"{where}.push_username is required for kind = \"ocp\": the name of a service account of "
+                          f"project {namespace} with the edit role (its token is push_password)")
     if bool(pull_user) != bool(pull_pw):
         raise ConfigError(f"{where}: set both pull_username and pull_password, or neither")
+    ca = table.get("ca_cert")
+    if isinstance(ca, str) and ca.startswith("/"):  # a CA is not a secret: a plain path is a file reference
+        ca = f"file:{ca}"
     return RegistryConfig(
         alias=alias,
         kind=kind,
         host=host,
-        namespace=str(table.get("namespace", "")).strip("/"),
-        push_username=_str(table, f"{where}.push_username"),
+        namespace=namespace,
+        push_username=_str({"push_username": push_user}, f"{where}.push_username"),
         push_password=_ref(table, "push_password", where),
         pull_username=pull_user,
         pull_password=_ref(table, "pull_password", where) if pull_pw else None,
         reuse_push_credentials_for_nodes=bool(table.get("reuse_push_credentials_for_nodes", False)),
-        ca_cert=_ref(table, "ca_cert", where) if "ca_cert" in table else None,
+        ca_cert=_ref({"ca_cert": ca}, "ca_cert", where) if ca is not None else None,
     )
 
 

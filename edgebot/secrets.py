@@ -84,6 +84,22 @@ class SecretResolver:
         self._environ = os.environ if environ is None else environ
         self._vault = vault
 
+    @property
+    def vault(self) -> VaultReader | None:
+        """The Vault reader of this process (None when it has no Vault access), e.g. for Transit signing."""
+        return self._vault
+
+    def invalidate(self, *refs: SecretRef | None) -> None:
+        """Forget what is cached for these references, so the next :meth:`resolve` reads them afresh (after a
+        service refused them: rotated credentials). ``env:`` and ``file:`` are never cached; ``vault:`` values
+        are dropped from the reader's cache when it has one."""
+        forget = getattr(self._vault, "invalidate", None)
+        if forget is None:
+            return
+        for ref in refs:
+            if ref is not None and ref.scheme == "vault":
+                forget(ref.target.partition("#")[0])
+
     def resolve(self, ref: SecretRef) -> Secret:
         if ref.scheme == "env":
             value = self._environ.get(ref.target)

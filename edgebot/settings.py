@@ -59,6 +59,13 @@ class Settings:
     retry_backoff: float = 2.0
     """Base of the exponential backoff between transient-failure retries (seconds)."""
     exchange_timeout: float = 30.0
+    # -- registries ---------------------------------------------------------------------------------------------
+    docker_certs_dir: str = "/etc/docker/certs.d"
+    """Where the build worker's local Docker Engine looks for registry CAs (``<dir>/<host[:port]>/ca.crt``)."""
+    install_registry_ca: bool = True
+    """Let build workers install an OpenShift route's CA into ``docker_certs_dir`` when it is missing (needs root)."""
+    token_expiry_warning: int = 7 * 24 * 3600
+    """Seconds before a registry service-account token expires (its JWT ``exp``) from which the thread warns."""
 
     @classmethod
     def load(cls, table: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:

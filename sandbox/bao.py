@@ -199,6 +199,24 @@ class BaoServer(Managed):
         wait_ready(lambda: self.put_secret(".ready", {"ok": "1"}, namespace=name) > 0, timeout=15,
                    what=f"KV v2 in namespace {name}", log=self.log_path)
 
+    def enable_transit(self, *, mount: str = "transit") -> None:
+        """Mount the Transit secrets engine once (a second call is a no-op)."""
+        client = self.client()
+        if f"{mount}/" not in client.sys.list_mounted_secrets_engines()["data"]:
+            client.sys.enable_secrets_engine("transit", path=mount)
+
+    def transit_key(self, name: str, *, key_type: str = "rsa-4096", mount: str = "transit") -> str:
+        """Create a Transit key (not exportable: the private half never leaves the server); returns its public
+        key PEM (latest version) for tests to verify against."""
+        self.enable_transit(mount=mount)
+        client = self.client()
+        client.secrets.transit.create_key(name=name, key_type=key_type, mount_point=mount)
+        data = client.secrets.transit.read_key(name=name, mount_point=mount)["data"]
+        return str(data["keys"][str(data["latest_version"])].get("public_key", ""))
+
+    def rotate_transit_key(self, name: str, *, mount: str = "transit") -> None:
+        self.client().secrets.transit.rotate_key(name=name, mount_point=mount)
+
     def seal(self) -> None:
         self.client().sys.seal()
 

@@ -28,6 +28,7 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from typing import Any
@@ -164,6 +165,13 @@ class ExchangeStandIn:
             self.state.faults.append({"method": method.upper(), "re": re.compile(path_regex), "status": status,
                                       "count": count})
 
+    def before_next(self, method: str, path_regex: str, action: Callable[[], None]) -> None:
+        """Run ``action`` (in the request's thread) when the next request matching ``method`` and ``path_regex``
+        arrives, before it is authenticated: e.g. an admin rotating a password while a client is mid-run."""
+        with self.state.lock:
+            self.state.faults.append({"method": method.upper(), "re": re.compile(path_regex), "action": action,
+                                      "count": 1})
+
     # -- inspection (deep copies) ---------------------------------------------------------------------------------
     def service(self, org: str, service_id: str) -> dict[str, Any] | None:
         with self.state.lock:
@@ -293,6 +301,9 @@ class _Handler(BaseHTTPRequestHandler):
         for fault in self.owner.state.faults:
             if fault["count"] > 0 and fault["method"] in ("*", method) and fault["re"].search(path):
                 fault["count"] -= 1
+                if "action" in fault:
+                    fault["action"]()
+                    continue
                 status = fault["status"]
                 code = {502: "database-connection-error", 504: "database-timeout"}.get(status, "internal_error")
                 raise ApiError(status, code, "db.threw.exception", "org.postgresql.util.PSQLException (injected)")

@@ -232,6 +232,13 @@ auth:
         stop_process(self.proc)
         self.proc = None
 
+    def set_password(self, user: str, password: str) -> None:
+        """Rotate (or add) a user's password: rewrite the htpasswd file and restart the registry on the same
+        address with the same storage (distribution 2.8 reads htpasswd once, at start)."""
+        self.users[user] = password
+        self.stop()
+        self.start()
+
     def _http(self, user: str | None = None, *, auth: bool = True) -> httpx.Client:
         verify = ssl.create_default_context(cafile=str(self.ca_path))
         credentials: tuple[str, str] | None = None

@@ -52,6 +52,7 @@ class SlackStandIn:
         self.workspace = Workspace(team_id=team_id, bot_user_id=bot_user_id, team_domain=team_domain)
         self.limiter = RateLimiter(rate_limits)
         self._calls: list[dict[str, Any]] = []
+        self._exchanges: list[dict[str, Any]] = []  # every call's full arguments and answer, for redaction scans
         self._host, self._port = host, port
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -155,6 +156,12 @@ class SlackStandIn:
         with self.workspace.lock:
             return copy.deepcopy([c for c in self._calls if method is None or c["method"] == method])
 
+    def exchanges(self) -> list[dict[str, Any]]:
+        """Every Web API call and response_url post in full: ``{"method", "args", "response"}`` (the token that
+        authenticated the call is not part of ``args``)."""
+        with self.workspace.lock:
+            return copy.deepcopy(self._exchanges)
+
     # -- request handling (called by the HTTP handler) -------------------------------------------------------------
     def _record(self, method: str, status: int, body: dict[str, Any], args: dict[str, Any]) -> None:
         entry: dict[str, Any] = {"method": method, "ok": bool(body.get("ok")), "error": body.get("error"),
@@ -224,11 +231,15 @@ class SlackStandIn:
             log.exception("slack stand-in: %s failed", method)
             body = {"ok": False, "error": "fatal_error"}
         self._record(method, status, body, args)
+        with self.workspace.lock:
+            self._exchanges.append(copy.deepcopy({"method": method, "args": args, "response": body}))
         return status, body, headers
 
     def handle_response_url(self, key: str, body: dict[str, Any]) -> tuple[int, str]:
         status, text = self.workspace.respond(key, body)
         self._record("response_url", status, {"ok": status == 200, "error": None if status == 200 else text}, {})
+        with self.workspace.lock:
+            self._exchanges.append(copy.deepcopy({"method": "response_url", "args": body, "response": text}))
         return status, text
 
     def handle_control(self, verb: str, path: str, query: dict[str, str], body: dict[str, Any]) -> tuple[int, Any]:

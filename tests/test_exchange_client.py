@@ -269,3 +269,24 @@ def test_non_json_success_is_an_error_not_a_crash() -> None:
             pytest.raises(ExchangeError) as caught:
         c.get_service(ORG, SID)
     assert "not JSON" in str(caught.value) and not caught.value.transient
+
+
+def test_a_rotated_password_is_read_again_once_on_401(ex: ExchangeStandIn) -> None:
+    ex.add_user(ORG, "alice", "alice-rotated-pw")  # the password changed after the worker read it
+    reads: list[str] = []
+
+    def current() -> str:
+        reads.append("read")
+        return "alice-rotated-pw"
+
+    with ExchangeClient(ex.url, ORG, "alice", PASSWORD, timeout=30, refresh_password=current) as rotated:
+        assert rotated.get_service(ORG, SID) is None  # 401, re-read, retried: 404 → None
+        assert rotated.get_service(ORG, SID) is None
+    assert reads == ["read"]
+    statuses = [r["status"] for r in ex.requests() if r["path"].endswith(SID)]
+    assert statuses == [401, 404, 404]
+
+    wrong = ExchangeClient(ex.url, ORG, "alice", "still-wrong-1", timeout=30, refresh_password=lambda: "still-wrong-2")
+    with wrong, pytest.raises(ExchangeAuthError) as info:
+        wrong.get_service(ORG, SID)
+    assert "still-wrong" not in str(info.value) and "(401)" in str(info.value)

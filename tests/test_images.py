@@ -148,7 +148,8 @@ def test_steps_cached_for_another_arch_are_rebuilt_for_the_target(client: docker
     # ...and the engine's cache ignores the platform: a plain amd64 build of the same steps reuses them
     stream = client.api.build(path=str(context), tag="edgebot-test/cache:raw", platform=GO_ARCH_TO_PLATFORM["amd64"],
                               decode=True, rm=True, pull=False)
-    assert any("Using cache" in str(entry.get("stream")) for entry in stream)
+    entries = list(stream)  # read to the end: any() would stop early, before the image is tagged
+    assert any("Using cache" in str(entry.get("stream")) for entry in entries)
     assert client.api.inspect_image("edgebot-test/cache:raw")["Architecture"] == "arm64"
     # build_image notices, rebuilds without the cache, and gets a real amd64 image
     amd = build_image(client, context_dir=context, dockerfile="Dockerfile", tag="edgebot-test/cache:amd64",

@@ -395,3 +395,46 @@ def test_literal_token_in_config_refused_by_build_resolver() -> None:
     with pytest.raises(ConfigError, match="vault.token: a secret must be a reference") as info:
         build_resolver(config, environ={})
     assert "AbCdEf0123456789" not in str(info.value)
+
+
+def test_release_revokes_only_a_token_this_process_logged_in_for(bao: BaoServer) -> None:
+    """RQ forks a work horse per job: a horse revokes the token it logged in for at the end of its job, never the
+    one it inherited from the worker process, nor a configured token."""
+    import os
+
+    bao.put_secret("edgebot/release", {"password": "rel"})
+    bao.write_policy("release", bao.read_only_policy(["secret/data/edgebot/release"]))
+    role_id, secret_id = bao.approle("release", ["release"])
+    settings = parse_vault_settings({"url": bao.url, "auth": "approle", "role_id": "env:R", "secret_id": "env:S",
+                                     "cache_ttl": 0})
+    environ = {"R": role_id, "S": secret_id}
+
+    own = VaultReader(settings, environ=environ, clock=FakeClock())
+    tokens = len(bao.token_accessors())
+    assert own("edgebot/release", "password") == "rel"
+    assert len(bao.token_accessors()) == tokens + 1
+    own.release()
+    assert len(bao.token_accessors()) == tokens, "the token this process logged in for is revoked"
+    assert own("edgebot/release", "password") == "rel"  # the next job logs in again
+    assert len(bao.token_accessors()) == tokens + 1
+
+    parent = VaultReader(settings, environ=environ, clock=FakeClock())
+    parent.login()
+    with_parent = len(bao.token_accessors())
+    pid = os.fork()
+    if pid == 0:  # the work horse: reads with the inherited token, then ends its job
+        code = 0 if parent("edgebot/release", "password") == "rel" else 3
+        parent.release()
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert len(bao.token_accessors()) == with_parent, "the inherited token is neither revoked nor replaced"
+    assert parent("edgebot/release", "password") == "rel"
+    assert len(bao.token_accessors()) == with_parent
+
+    configured = bao.create_token(["release"])
+    static = token_reader(bao, configured, cache_ttl=0)
+    assert static("edgebot/release", "password") == "rel"
+    static.release()
+    assert bao.lookup_token(configured)["ttl"] > 0, "a configured token is never revoked"
+    own.release()

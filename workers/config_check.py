@@ -6,13 +6,16 @@ never printed, only its reference. The exit status is the number of failures (ca
 
 from __future__ import annotations
 
+import datetime as dt
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
-from edgebot.config import Config
+from edgebot.config import Config, RegistryConfig
 from edgebot.secrets import Secret, SecretRef, SecretResolver
 
 
@@ -40,8 +43,9 @@ def run_checks(config: Config, resolver: SecretResolver, *, timeout: float = 10.
         ("slack.bot_token", config.slack.bot_token),
         ("slack.signing_secret", config.slack.signing_secret),
         ("exchange.password", config.exchange.password),
-        ("signing.private_key", config.signing.private_key),
     ]
+    if config.signing.private_key is not None:
+        refs.append(("signing.private_key", config.signing.private_key))
     for alias, registry in config.registries.items():
         refs.append((f"registries.{alias}.push_password", registry.push_password))
         if registry.pull_password:
@@ -70,11 +74,13 @@ def run_checks(config: Config, resolver: SecretResolver, *, timeout: float = 10.
     yield check("slack", slack_probe)
 
     def signing_probe() -> str:
-        from workers.signing import PemSigner, public_key_fingerprint, sign_deployment
+        from workers.context import signer_for
+        from workers.signing import public_key_fingerprint, sign_deployment
 
-        signer = PemSigner(secret(config.signing.private_key).reveal().encode(), config.signing.key_name)
+        signer = signer_for(config, resolver)
         sign_deployment(signer, '{"services":{}}')
-        return f"signs and verifies; public key {public_key_fingerprint(signer.public_key_pem())[:23]}…"
+        return (f"signs and verifies ({config.signing.source}); public key "
+                f"{public_key_fingerprint(signer.public_key_pem())[:23]}…")
 
     yield check(f"signing key {config.signing.key_name}", signing_probe)
 
@@ -106,6 +112,45 @@ def run_checks(config: Config, resolver: SecretResolver, *, timeout: float = 10.
                 return _registry_login(host, username, secret(ref), timeout, secret(ca).reveal() if ca else None)
 
             yield check(f"registry {alias} {kind} ({registry.host})", login)
+
+        if registry.kind == "ocp":
+            yield from _ocp_checks(config, registry, secret, check)
+
+
+def _ocp_checks(config: Config, registry: RegistryConfig, secret: Callable[[SecretRef], Secret],
+                check: Callable[[str, Callable[[], str]], CheckLine]) -> Iterator[CheckLine]:
+    """OpenShift: the route's CA as the local Docker Engine sees it (never installed from here), token expiry."""
+    from workers.registries import certs_d_path, ensure_docker_trusts, jwt_expiry
+
+    settings = config.settings
+    if registry.ca_cert is not None:
+        ca_ref = registry.ca_cert
+
+        def trust() -> str:
+            target = certs_d_path(Path(settings.docker_certs_dir), registry.host)
+            if settings.install_registry_ca and not target.exists():
+                return f"{target} is not there yet: build workers install it before their first push"
+            return ensure_docker_trusts(registry, secret(ca_ref).reveal(), docker_url=config.docker_url,
+                                        certs_dir=Path(settings.docker_certs_dir), install=False)
+
+        yield check(f"registry {registry.alias} route CA", trust)
+    tokens = [("push", registry.push_password)]
+    if registry.pull_password is not None:
+        tokens.append(("pull", registry.pull_password))
+    for kind, ref in tokens:
+
+        def expiry(ref: SecretRef = ref) -> str:
+            exp = jwt_expiry(secret(ref).reveal())
+            if exp is None:
+                return "the token has no expiry (exp)"
+            left = exp - time.time()
+            when = dt.datetime.fromtimestamp(exp, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+            if left <= 0:
+                raise RuntimeError(f"the service-account token from {ref} expired at {when}")
+            soon = " — renew it soon" if left <= settings.token_expiry_warning else ""
+            return f"the token expires {when} (in {left / 86400:.1f} days){soon}"
+
+        yield check(f"registry {registry.alias} {kind} token ({ref})", expiry)
 
 
 def _registry_login(host: str, username: str, password: Secret, timeout: float, ca_pem: str | None) -> str:

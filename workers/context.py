@@ -6,16 +6,19 @@ are created per step from references resolved at run time, never from a job payl
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import redis
 
 from edgebot.config import Config, RegistryConfig, load_config
+from edgebot.errors import SecretUnavailable
 from edgebot.ratelimit import SlackRateLimiter
-from edgebot.secrets import Secret, SecretResolver
+from edgebot.secrets import Secret, SecretRef, SecretResolver
 from edgebot.store import ReleaseStore
 from edgebot.thread import ThreadReporter, slack_client
 
@@ -23,6 +26,10 @@ if TYPE_CHECKING:
     import docker
 
     from workers.exchange import ExchangeClient
+    from workers.signing import Signer
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -64,8 +71,44 @@ class WorkerContext:
         ex = self.config.exchange
         password = self.resolver.resolve(ex.password).reveal()
         verify: bool | str = ex.ca_cert or True
+
+        def reread() -> str:  # the Exchange answered 401: the password may have been rotated
+            log.warning("the Exchange refused the credentials of %s; reading %s again and retrying once",
+                        ex.username, ex.password)
+            self.resolver.invalidate(ex.password)
+            return self.resolver.resolve(ex.password).reveal()
+
         return ExchangeClient(ex.url, org, ex.username, password, timeout=self.config.settings.exchange_timeout,
-                              verify=verify)
+                              verify=verify, refresh_password=reread)
+
+    def with_fresh_credentials(self, call: Callable[[], T], refs: Iterable[SecretRef | None], *,
+                               refused: Callable[[Exception], bool], what: str) -> T:
+        """Run ``call`` (which resolves the secrets it needs); when ``refused(exc)`` says the service refused the
+        credentials (401/403), forget the cached ``refs`` and run it once more with freshly read values, so a
+        credential rotated in Vault works without a restart. A second refusal is raised as is."""
+        refs = list(refs)
+        try:
+            return call()
+        except Exception as exc:
+            if not refused(exc):
+                raise
+        log.warning("%s refused the credentials from %s; reading them again and retrying once", what,
+                    ", ".join(str(r) for r in refs if r is not None))
+        self.resolver.invalidate(*refs)
+        return call()
+
+    def signer(self) -> Signer:
+        """The configured signer: a Vault Transit key (signs in Vault) or a PEM private key read through its reference.
+
+        Raises :class:`~edgebot.errors.SecretUnavailable` (key or Vault unavailable) or
+        :class:`~workers.signing.SigningError` (a key agents would not accept)."""
+        return signer_for(self.config, self.resolver)
+
+    def release_vault_login(self) -> None:
+        """At the end of a job: revoke the Vault token this process logged in for (see VaultReader.release)."""
+        release = getattr(self.resolver.vault, "release", None)
+        if release is not None:
+            release()
 
     def push_credentials(self, registry: RegistryConfig) -> tuple[str, Secret]:
         return registry.push_username, self.resolver.resolve(registry.push_password)
@@ -75,6 +118,23 @@ class WorkerContext:
         if creds is None:
             return None
         return creds[0], self.resolver.resolve(creds[1])
+
+
+def signer_for(config: Config, resolver: SecretResolver) -> Signer:
+    signing = config.signing
+    if signing.transit_key:
+        from workers.transit import TransitSigner
+        from workers.vault import VaultReader
+
+        reader = resolver.vault
+        if not isinstance(reader, VaultReader):
+            raise SecretUnavailable(f"{signing.source}: this process has no Vault access configured ([vault] in the "
+                                    "config)")
+        return TransitSigner(reader, signing.transit_key, signing.key_name, mount=signing.transit_mount)
+    from workers.signing import PemSigner
+
+    assert signing.private_key is not None  # parse_config requires one of the two
+    return PemSigner(resolver.resolve(signing.private_key).reveal().encode(), signing.key_name)
 
 
 _CONTEXT: WorkerContext | None = None

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -81,8 +81,10 @@ class ExchangeClient:
     def __init__(
         self, base_url: str, org: str, username: str, password: str, *,
         transport: httpx.BaseTransport | None = None, timeout: float = 30.0,
-        verify: bool | str | ssl.SSLContext = True,
+        verify: bool | str | ssl.SSLContext = True, refresh_password: Callable[[], str] | None = None,
     ) -> None:
+        """``refresh_password``: called once, on the first 401, for the current password (re-read from where it
+        lives: it may have been rotated); the refused request is then sent again with it."""
         if not username:
             raise ValueError("the Exchange user name is empty")
         user = username if "/" in username else f"{org}/{username}"
@@ -90,9 +92,14 @@ class ExchangeClient:
             verify = ssl.create_default_context(cafile=verify)
         self._http = httpx.Client(base_url=base_url.rstrip("/") + "/", auth=(user, password), timeout=timeout,
                                   verify=verify, transport=transport, headers={"Accept": "application/json"})
-        basic = base64.b64encode(f"{user}:{password}".encode()).decode()
-        self._secrets = (password, basic)  # masked in any text the server echoes back
+        self._secrets: tuple[str, ...] = ()
+        self._remember(user, password)
+        self._refresh_password = refresh_password
         self.user = user
+
+    def _remember(self, user: str, password: str) -> None:
+        basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+        self._secrets = (*self._secrets, password, basic)  # masked in any text the server echoes back
 
     def __repr__(self) -> str:
         return f"ExchangeClient({self._http.base_url}, user={self.user})"
@@ -119,6 +126,12 @@ class ExchangeClient:
             raise ExchangeUnavailable(f"cannot reach the Exchange at {self._http.base_url} ({type(exc).__name__})",
                                       method=method, path=path) from None
         status = response.status_code
+        if status == 401 and self._refresh_password is not None:
+            refresh, self._refresh_password = self._refresh_password, None  # once per client
+            password = refresh()
+            self._remember(self.user, password)
+            self._http.auth = httpx.BasicAuth(self.user, password)
+            return self._call(method, path, ok=ok, missing_ok=missing_ok, secrets=secrets, **kwargs)
         if status in ok:
             return response
         if status == 404 and missing_ok:

@@ -225,6 +225,15 @@ def push_image(client: docker.DockerClient, *, repository: str, tag: str, userna
     return digest
 
 
+_REFUSED_RE = re.compile(r"unauthorized|authentication required|\bdenied\b|\b401\b|\b403\b|forbidden",
+                         re.IGNORECASE)
+
+
+def credentials_refused(exc: Exception) -> bool:
+    """Did the registry refuse the push credentials (401/403)? Then re-reading a rotated secret may cure it."""
+    return isinstance(exc, PushFailed) and not exc.transient and bool(_REFUSED_RE.search(exc.message))
+
+
 def pinned_reference(repository: str, digest: str) -> str:
     """``host[:port]/path@sha256:…``, what the signed deployment names; a tag or digest on ``repository`` is dropped."""
     if not _PINNABLE_DIGEST_RE.match(digest):

@@ -64,3 +64,4 @@ def _run(name: str, step: Callable[[context.WorkerContext, str], None], release_
         if not ctx.reporter.flush():
             log.warning("release %s: thread updates still pending after %s", release_id, name)
         logs.set_release(None)
+        ctx.release_vault_login()

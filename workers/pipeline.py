@@ -13,10 +13,12 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rq import Queue, Worker
 from rq.exceptions import DuplicateJobError
 
+from edgebot.config import RegistryConfig
 from edgebot.errors import ReleaseEnded, StepFailed
 from edgebot.ids import docker_image_base, image_repository
 from edgebot.release import (
@@ -36,6 +38,9 @@ from edgebot.rqjob import JOBS_MODULE, PUBLISH_QUEUE, SERIALIZER, EdgebotJob, bu
 from workers import failures
 from workers.context import WorkerContext
 from workers.definition import ServiceDefinition, deployment_string, pin_images, read_definition
+
+if TYPE_CHECKING:
+    import docker
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +204,7 @@ def build(ctx: WorkerContext, release_id: str, arch: str) -> None:
     result = release.result(arch)
     repository, _, tag = result.image_tag.rpartition(":")
     if not (result.digest or (release.dry_run and result.image_id)):
-        from workers.images import build_image, push_image
+        from workers.images import build_image
 
         client = ctx.docker()
         workdir = Path(ctx.config.settings.work_dir) / f"{release_id}-{arch}"
@@ -232,21 +237,37 @@ def build(ctx: WorkerContext, release_id: str, arch: str) -> None:
                 set_stage(ctx, release_id, "push", SKIPPED, arch=arch, note="dry run")
             else:
                 set_stage(ctx, release_id, "push", RUNNING, arch=arch)
-                username, password = ctx.push_credentials(registry)
                 with failures.translated("push", release, registry, arch=arch, ctx=ctx):
-                    digest = push_image(client, repository=repository, tag=tag, username=username,
-                                        password=password.reveal())
+                    from workers.registries import before_push
+
+                    notes = before_push(ctx, registry)  # OpenShift: the route's CA trusted, token expiry
+                    digest = push_with_fresh_credentials(ctx, client, registry, repository, tag)
 
                 def pushed(r: Release) -> None:
                     res = r.result(arch)
                     res.digest = res.digest or digest
                     res.pinned_image = res.pinned_image or f"{repository}@{res.digest}"
+                    r.notes.extend(n for n in notes if n not in r.notes)
 
                 set_stage(ctx, release_id, "push", DONE, arch=arch, note=digest[:19], extra=pushed)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
             client.close()
     _arch_done(ctx, release_id)
+
+
+def push_with_fresh_credentials(ctx: WorkerContext, client: docker.DockerClient, registry: RegistryConfig,
+                                repository: str, tag: str) -> str:
+    """Push with the registry's push credential; when the registry refuses it (rotated since it was read), read it
+    again from its reference and push once more."""
+    from workers.images import credentials_refused, push_image
+
+    def push() -> str:
+        username, password = ctx.push_credentials(registry)
+        return push_image(client, repository=repository, tag=tag, username=username, password=password.reveal())
+
+    return ctx.with_fresh_credentials(push, [registry.push_password], refused=credentials_refused,
+                                      what=f"registry {registry.host}")
 
 
 def _arch_done(ctx: WorkerContext, release_id: str) -> None:
@@ -287,16 +308,9 @@ def sign(ctx: WorkerContext, release_id: str) -> None:
     set_stage(ctx, release_id, "sign", RUNNING)
     registry = ctx.config.registries[release.registry]
     with failures.translated("sign", release, registry, ctx=ctx):
-        from workers.signing import (
-            PemSigner,
-            fingerprint,
-            public_key_fingerprint,
-            sign_deployment,
-            verify_deployment,
-        )
+        from workers.signing import fingerprint, public_key_fingerprint, sign_deployment, verify_deployment
 
-        key_pem = ctx.resolver.resolve(ctx.config.signing.private_key).reveal().encode()
-        signer = PemSigner(key_pem, ctx.config.signing.key_name)
+        signer = ctx.signer()
         public_pem = signer.public_key_pem()
         signed: dict[str, tuple[str, str]] = {}
         for arch in release.arches:
@@ -348,6 +362,7 @@ def publish(ctx: WorkerContext, release_id: str) -> None:
     set_stage(ctx, release_id, "publish", RUNNING)
     actions: dict[str, tuple[str, str]] = {}
     adopted: dict[str, str] = {}
+    token_notes: list[str] = []
     with failures.translated("publish", release, registry, ctx=ctx):
         from workers.exchange import publish_service, service_id
 
@@ -360,12 +375,12 @@ def publish(ctx: WorkerContext, release_id: str) -> None:
                     existing = client.get_service(release.org, sid)
                     actions[arch] = (sid, "would create" if existing is None else "exists: would be checked")
             else:
-                from workers.signing import PemSigner
-
-                key_pem = ctx.resolver.resolve(ctx.config.signing.private_key).reveal().encode()
-                public_pem = PemSigner(key_pem, ctx.config.signing.key_name).public_key_pem()
+                public_pem = ctx.signer().public_key_pem()
                 node_creds = ctx.node_credentials(registry)
                 dockauths = [(registry.host, node_creds[0], node_creds[1].reveal())] if node_creds else []
+                from workers.registries import node_token_notes
+
+                token_notes = node_token_notes(registry, node_creds, window=ctx.config.settings.token_expiry_warning)
                 from workers.signing import verify_deployment
 
                 for arch in release.arches:
@@ -374,6 +389,10 @@ def publish(ctx: WorkerContext, release_id: str) -> None:
                     res = release.result(arch)
                     definition = _definition(release, arch)
                     signature = res.signature
+                    if not verify_deployment(public_pem, res.deployment, signature):  # nodes would refuse it
+                        raise StepFailed(f"the signature of {arch} does not verify with the current public key "
+                                         f"({ctx.config.signing.source}): the signing key was rotated after this "
+                                         "release was signed. Nothing was published; publish again.")
                     live = client.get_service(release.org, service_id(definition.url, release.version, arch))
                     if (live and live.get("deployment") == res.deployment and live.get("deploymentSignature")
                             and verify_deployment(public_pem, res.deployment, live["deploymentSignature"])):
@@ -395,6 +414,7 @@ def publish(ctx: WorkerContext, release_id: str) -> None:
         for arch, (sid, action) in actions.items():
             r.result(arch).service_id = sid
             r.result(arch).publish_action = {"unchanged": "already published"}.get(action, action)
+        r.notes.extend(n for n in token_notes if n not in r.notes)
         if registry.node_credentials() is None:
             r.notes.append(f"Registry `{registry.alias}` has no pull credential: no dockauth was stored, so nodes "
                            "pull anonymously. Set pull_username/pull_password if the registry is private.")

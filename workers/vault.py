@@ -32,7 +32,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import hvac
 import hvac.exceptions as hvac_errors
@@ -43,6 +43,7 @@ from edgebot.errors import ConfigError, SecretUnavailable
 from edgebot.secrets import Secret, SecretRef, SecretResolver
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 AUTH_METHODS = ("token", "approle", "kubernetes")
 DEFAULT_JWT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount/token"
@@ -177,6 +178,7 @@ class VaultReader:
         self._lease = 0.0  # the token's full TTL, as granted at the last login or renewal
         self._renewable = False
         self._cache: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._login_pid: int | None = None  # the process that created the current token
 
     def __repr__(self) -> str:
         return f"VaultReader({self.settings.url}, auth={self.settings.auth})"
@@ -208,6 +210,28 @@ class VaultReader:
             what = "empty" if value == "" else f"not a string but a {type(value).__name__}"
             raise SecretUnavailable(f"{ref}: the value of key '{key}' at {api_path} is {what}")
         return value
+
+    def login(self) -> None:
+        """Log in now (normally lazy). ``edgebot worker`` does it once at start: RQ forks a work horse per job, and
+        horses that inherit a live token need no login of their own."""
+        with self._lock:
+            self._authenticated(f"vault login at {self.settings.url}")
+
+    def release(self) -> None:
+        """End of a job: revoke the token *this process* created by logging in (AppRole / Kubernetes), so a login per
+        job does not leave a live token per job behind. A token inherited from the parent process, or the
+        configured one of ``auth = "token"``, is left alone. Never raises."""
+        with self._lock:
+            if not self._logged_in or self.settings.auth == "token" or self._login_pid != os.getpid():
+                return
+            client = self._client
+            try:
+                if client is not None:
+                    client.auth.token.revoke_self()
+            except Exception as exc:  # it expires on its own anyway
+                log.info("could not revoke this job's Vault token (%s); it expires with its TTL", type(exc).__name__)
+            self._forget_token()
+            self._cache.clear()
 
     def invalidate(self, path: str | None = None) -> None:
         """Forget cached values: of one path (either spelling), or all of them. The next read goes to Vault."""
@@ -245,22 +269,33 @@ class VaultReader:
     # -- reading --------------------------------------------------------------------------------------------------
 
     def _fetch(self, relative: str, ref: str, api_path: str) -> dict[str, Any]:
-        client = self._authenticated(ref)
-        try:
-            return self._read(client, relative)
-        except (hvac_errors.Forbidden, hvac_errors.Unauthorized):
-            if not self._token_is_dead(client, ref):
-                raise SecretUnavailable(f"{ref}: permission denied: the role may not read {api_path}") from None
-        except Exception as exc:
-            raise self._failure(ref, exc, api_path=api_path) from None
-        # Vault no longer accepts our token (revoked, expired early): log in again and retry once
-        log.info("Vault at %s no longer accepts this worker's token; logging in again", self.settings.url)
-        self._forget_token()
-        client = self._authenticated(ref)
-        try:
-            return self._read(client, relative)
-        except Exception as exc:
-            raise self._failure(ref, exc, api_path=api_path) from None
+        return self.call(ref, lambda client: self._read(client, relative), api_path=api_path)
+
+    def call(self, ref: str, operation: Callable[[hvac.Client], T], *, api_path: str, action: str = "read",
+             missing: str | None = None) -> T:
+        """Run ``operation`` with a logged-in client, the way every read does: log in lazily, renew a low token,
+        log in again and retry once when Vault no longer accepts the token. Failures become
+        :class:`SecretUnavailable` naming ``ref``; a policy refusal says the role may not ``action`` ``api_path``;
+        ``missing`` replaces the text for a 404 (e.g. "no Transit key …")."""
+        with self._lock:
+            client = self._authenticated(ref)
+            try:
+                return operation(client)
+            except (hvac_errors.Forbidden, hvac_errors.Unauthorized):
+                if not self._token_is_dead(client, ref):
+                    raise SecretUnavailable(f"{ref}: permission denied: the role may not {action} {api_path}") from None
+            except Exception as exc:
+                raise self._failure(ref, exc, api_path=api_path, missing=missing) from None
+            # Vault no longer accepts our token (revoked, expired early): log in again and retry once
+            log.info("Vault at %s no longer accepts this worker's token; logging in again", self.settings.url)
+            self._forget_token()
+            client = self._authenticated(ref)
+            try:
+                return operation(client)
+            except (hvac_errors.Forbidden, hvac_errors.Unauthorized):
+                raise SecretUnavailable(f"{ref}: permission denied: the role may not {action} {api_path}") from None
+            except Exception as exc:
+                raise self._failure(ref, exc, api_path=api_path, missing=missing) from None
 
     def _read(self, client: hvac.Client, relative: str) -> dict[str, Any]:
         response = client.secrets.kv.v2.read_secret_version(path=relative, mount_point=self.settings.mount,
@@ -349,6 +384,7 @@ class VaultReader:
             client.token = ""
             raise self._failure(ref, exc, during="login") from None
         self._logged_in = True
+        self._login_pid = os.getpid()
         self._set_lease(ttl, lease, renewable)
         log.info("logged in to Vault at %s with %s auth (token TTL %s, renewable: %s)", settings.url, settings.auth,
                  f"{ttl:.0f} s" if ttl else "none", renewable)
@@ -398,9 +434,12 @@ class VaultReader:
 
     # -- errors ---------------------------------------------------------------------------------------------------
 
-    def _failure(self, ref: str, exc: BaseException, *, api_path: str = "", during: str = "read") -> SecretUnavailable:
+    def _failure(self, ref: str, exc: BaseException, *, api_path: str = "", during: str = "read",
+                 missing: str | None = None) -> SecretUnavailable:
         """One plain sentence per cause. Built from the exception's type and status only: hvac's own text may
         carry request details, so it is never copied into the message."""
+        if missing and isinstance(exc, hvac_errors.InvalidPath):
+            return SecretUnavailable(f"{ref}: {missing}")
         return SecretUnavailable(f"{ref}: {self._cause(exc, api_path=api_path, during=during)}")
 
     def _cause(self, exc: BaseException, *, api_path: str, during: str) -> str:

@@ -10,12 +10,14 @@ over at its next maintenance pass (``settings.maintenance_interval``).
 
 from __future__ import annotations
 
+import logging
 import os
 
 from rq import Queue, Worker
 
 from edgebot import logs, metrics
 from edgebot.config import load_config
+from edgebot.errors import SecretUnavailable
 from edgebot.rqjob import PUBLISH_QUEUE, SERIALIZER, EdgebotJob, build_queue
 from workers.health import start_health_server
 from workers.vault import build_resolver
@@ -67,4 +69,12 @@ def _preload(arches: list[str]) -> None:
 
     if arches:
         import workers.images  # noqa: F401
-    context.current()
+    ctx = context.current()
+    from workers.vault import VaultReader
+
+    reader = ctx.resolver.vault
+    if isinstance(reader, VaultReader):  # log in once here: the work horses inherit the token
+        try:
+            reader.login()
+        except SecretUnavailable as exc:
+            logging.getLogger(__name__).warning("cannot log in to Vault at start (%s); each job will try", exc)

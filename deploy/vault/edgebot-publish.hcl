@@ -3,3 +3,14 @@
 path "secret/data/edgebot/publish" {
   capabilities = ["read"]
 }
+
+# With [signing] transit_key = "edgebot-signing": sign with that Transit key (the private key never leaves Vault)
+# and read its public key (uploaded to the Exchange). No export, no rotation, no other key. Drop these two blocks
+# when signing with a PEM key from KV; rename the key if yours is called otherwise.
+path "transit/sign/edgebot-signing" {
+  capabilities = ["update"]
+}
+
+path "transit/keys/edgebot-signing" {
+  capabilities = ["read"]
+}
