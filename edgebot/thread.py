@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from edgebot import approval_messages, messages, metrics
@@ -30,6 +30,12 @@ from edgebot.release import Release
 from edgebot.store import ReleaseStore
 
 log = logging.getLogger(__name__)
+SLACK_FAILURES = (SlackClientError, OSError)
+"""What a Slack call can raise: an API error answer, or a network failure (refused, reset, timed out)."""
+
+
+def _why(exc: Exception) -> str:
+    return str(exc.response.get("error")) if isinstance(exc, SlackApiError) else type(exc).__name__
 
 
 class MeteredWebClient(WebClient):
@@ -124,8 +130,8 @@ class ThreadReporter:
             self._limit(release, "chat.postMessage")
             try:
                 response = self.client.chat_postMessage(channel=release.channel_id, **msg.as_kwargs())
-            except SlackApiError as exc:
-                log.warning("release %s: could not post the root message: %s", release_id, exc.response.get("error"))
+            except SLACK_FAILURES as exc:  # Slack being down never fails a release: the next report repaints
+                log.warning("release %s: could not post the root message: %s", release_id, _why(exc))
                 return ""
             ts = str(response["ts"])
 
@@ -218,8 +224,8 @@ class ThreadReporter:
             response = self.client.chat_postMessage(
                 channel=release.channel_id, thread_ts=release.message_ts, **msg.as_kwargs()
             )
-        except SlackApiError as exc:
-            log.warning("release %s: thread post failed: %s", release.release_id, exc.response.get("error"))
+        except SLACK_FAILURES as exc:
+            log.warning("release %s: thread post failed: %s", release.release_id, _why(exc))
             return ""
         return str(response["ts"])
 
@@ -227,5 +233,5 @@ class ThreadReporter:
         self._limit(release, "chat.update")
         try:
             self.client.chat_update(channel=release.channel_id, ts=ts, **msg.as_kwargs())
-        except SlackApiError as exc:
-            log.warning("release %s: chat.update failed: %s", release.release_id, exc.response.get("error"))
+        except SLACK_FAILURES as exc:
+            log.warning("release %s: chat.update failed: %s", release.release_id, _why(exc))
