@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import httpx
 
+from edgebot import metrics
 from edgebot.ids import exchange_service_id
 
 COMPARED_FIELDS = ("label", "description", "public", "documentation", "url", "version", "arch", "sharable",
@@ -116,7 +117,18 @@ class ExchangeClient:
     # -- transport ------------------------------------------------------------------------------------------------
     def _call(self, method: str, path: str, *, ok: tuple[int, ...], missing_ok: bool = False,
               secrets: Iterable[str] = (), **kwargs: Any) -> httpx.Response | None:
-        """One request; the answer if its status is in ``ok`` (None for a 404 when ``missing_ok``), else raise."""
+        """One request; the answer if its status is in ``ok`` (None for a 404 when ``missing_ok``), else raise.
+
+        Every failed call is counted (``edgebot_call_errors_total{system="exchange"}``), whichever step made it.
+        """
+        try:
+            return self._call_once(method, path, ok=ok, missing_ok=missing_ok, secrets=secrets, **kwargs)
+        except ExchangeError as exc:
+            metrics.call_error("exchange", metrics.exchange_route(method, path), str(exc.status or "unreachable"))
+            raise
+
+    def _call_once(self, method: str, path: str, *, ok: tuple[int, ...], missing_ok: bool,
+                   secrets: Iterable[str], **kwargs: Any) -> httpx.Response | None:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TimeoutException:
@@ -131,7 +143,7 @@ class ExchangeClient:
             password = refresh()
             self._remember(self.user, password)
             self._http.auth = httpx.BasicAuth(self.user, password)
-            return self._call(method, path, ok=ok, missing_ok=missing_ok, secrets=secrets, **kwargs)
+            return self._call_once(method, path, ok=ok, missing_ok=missing_ok, secrets=secrets, **kwargs)
         if status in ok:
             return response
         if status == 404 and missing_ok:

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from edgebot import metrics
 from edgebot.config import RegistryConfig
 from edgebot.errors import ReleaseEnded, SecretUnavailable, StepFailed
 from edgebot.release import Release
@@ -43,8 +42,6 @@ def _translate(stage: str, release: Release, registry: RegistryConfig, arch: str
     from workers import definition, exchange, images, signing, source
 
     where = f"{stage} ({arch})" if arch else stage
-    if isinstance(exc, exchange.ExchangeError) and not isinstance(exc, exchange.ServiceExistsDifferent):
-        metrics.call_error("exchange", metrics.exchange_route(exc.method, exc.path), str(exc.status or "unreachable"))
     if isinstance(exc, definition.DefinitionError):
         return StepFailed(f"the service definition is not publishable: {exc}")
     if isinstance(exc, source.SourceError):
