@@ -30,7 +30,7 @@ from typing import Any
 import hvac
 
 from sandbox.pki import TestCA
-from sandbox.proc_base import Managed, StartFailed, free_port, log_tail, spawn, stop_process, wait_ready
+from sandbox.proc_base import Managed, StartFailed, free_port, log_tail, spawn, stop_process, wait_ready, wait_until
 
 
 def bao_binary() -> str:
@@ -221,10 +221,15 @@ class BaoServer(Managed):
         self.client().sys.seal()
 
     def unseal(self) -> None:
-        """Unseal with the dev server's single key share (printed in its log at start)."""
-        match = re.search(r"Unseal Key: (\S+)", self.log_path.read_text(errors="replace"))
-        if not match:
-            raise StartFailed(f"no unseal key in the log of {self!r}:\n{log_tail(self.log_path)}")
+        """Unseal with the dev server's single key share (printed in its log at start, just after it is ready)."""
+
+        def printed() -> re.Match[str] | None:
+            return re.search(r"Unseal Key: (\S+)", self.log_path.read_text(errors="replace"))
+
+        try:
+            match = wait_until(printed, timeout=15, what="the unseal key in the dev server's log")
+        except TimeoutError:
+            raise StartFailed(f"no unseal key in the log of {self!r}:\n{log_tail(self.log_path)}") from None
         self.client().sys.submit_unseal_key(key=match.group(1))
         wait_ready(self._healthy, timeout=15, what="unsealed bao", log=self.log_path)
 
