@@ -295,6 +295,8 @@ def summary_message(release: Release) -> Message:
     if timings:
         total = (release.ended_at or time.time()) - release.created_at
         blocks.append(context(" · ".join(timings) + f" · total {duration(total)}"))
+    if release.rollout:
+        blocks.append(context("\n".join(rollout_summary_lines(release))))
     for note in release.notes:
         blocks.append(context(note))
     return Message(text=clip("\n".join(text_lines), 3900), blocks=_limit_blocks(blocks))
@@ -387,3 +389,69 @@ def cancelled_ack(release: Release, stopped_jobs: int, removed_jobs: int) -> Mes
         what.append(f"{stopped_jobs} running step(s) stopped")
     text = f"Cancelled `{release.release_id}` ({title(release)})" + (f": {', '.join(what)}." if what else ".")
     return Message(text=text)
+
+
+# -- rollout -----------------------------------------------------------------------------------------------------
+
+ROLLOUT_ICON = {
+    PENDING: ":white_circle:",
+    RUNNING: ":satellite_antenna:",
+    "healthy": ":white_check_mark:",
+    "failed": ":x:",
+    "timed_out": ":hourglass:",
+    "rolled_back": ":leftwards_arrow_with_hook:",
+}
+ROLLOUT_LABEL = {PENDING: "waiting", RUNNING: "rolling out", "healthy": "healthy", "failed": "failed",
+                 "timed_out": "timed out", "rolled_back": "rolled back"}
+
+
+def rollout_counts_line(counts: dict[str, int], version: str) -> str:
+    """``[████░░] 40%  4 of 10 online nodes run 1.1.0`` and the per-bucket counts, for thread and /edge rollout."""
+    from edgebot.fleet_summary import progress_bar
+
+    online = counts.get("total", 0) - counts.get("offline", 0)
+    bar = progress_bar(counts.get("new", 0), online)
+    return (f"`{bar}` {counts.get('new', 0)} of {online} online node(s) run {version}\n"
+            f"new {counts.get('new', 0)} · old {counts.get('old', 0)} · failing {counts.get('failing', 0)} · "
+            f"offline {counts.get('offline', 0)} · waiting {counts.get('waiting', 0)}")
+
+
+def rollout_stage_message(release: Release, index: int) -> Message:
+    """One rollout stage's progress message, edited in place at every poll."""
+    stage = release.rollout[index]
+    icon = ROLLOUT_ICON.get(stage.status, "")
+    label = ROLLOUT_LABEL.get(stage.status, stage.status)
+    heading = f"{icon} *Rollout · {stage.name}* ({index + 1}/{len(release.rollout)}) {label}"
+    if stage.elapsed is not None:
+        heading += f" · {duration(stage.elapsed)}"
+    lines = [heading]
+    if stage.counts:
+        lines.append(rollout_counts_line(stage.counts, release.version))
+    else:
+        lines.append("waiting for the first node report…" if stage.status == RUNNING else "not started")
+    for target in stage.targets:
+        fallback = ", ".join(sorted(set(target.get("previous", {}).values())))
+        lines.append(f"{target['kind']} `{target['name']}`" + (f" · previous {fallback}" if fallback else ""))
+    if stage.note:
+        lines.append(f"_{stage.note}_")
+    text = "\n".join(lines)
+    blocks = [section(text)]
+    if stage.problems:
+        blocks.append(section("*Failing nodes*\n" + clip("\n".join(f"• {p}" for p in stage.problems), 2900)))
+    plain = text.replace("*", "") + ("\n" + "\n".join(stage.problems) if stage.problems else "")
+    return Message(text=clip(plain, 3900), blocks=_limit_blocks(blocks))
+
+
+def rollout_summary_lines(release: Release) -> list[str]:
+    """One line per rollout stage for the final summary."""
+    lines = []
+    for stage in release.rollout:
+        counts = stage.counts
+        label = ROLLOUT_LABEL.get(stage.status, stage.status)
+        line = f"{ROLLOUT_ICON.get(stage.status, '')} rollout {stage.name}: {label}"
+        if counts:
+            online = counts.get("total", 0) - counts.get("offline", 0)
+            line += (f" · {counts.get('new', 0)}/{online} online node(s) on {release.version}, "
+                     f"{counts.get('failing', 0)} failing, {counts.get('offline', 0)} offline")
+        lines.append(line)
+    return lines

@@ -77,6 +77,31 @@ class ArchResult:
 
 
 @dataclass
+class RolloutStageState:
+    """One rollout stage of a release: what edgebot changed, and the last poll's node counts."""
+
+    name: str
+    status: str = PENDING
+    """pending → running → healthy, or failed / rolled_back / timed_out."""
+    started_at: float | None = None
+    ended_at: float | None = None
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    """{"kind","name","arch","constraints","previous": {arch: version}} for each policy/pattern moved."""
+    counts: dict[str, int] = field(default_factory=dict)
+    """total, new, old, failing, offline, waiting (see edgebot.fleet_summary)."""
+    problems: list[str] = field(default_factory=list)
+    """The failing nodes with their error, in the user's words (first N)."""
+    polls: int = 0
+    note: str = ""
+
+    @property
+    def elapsed(self) -> float | None:
+        if self.started_at is None:
+            return None
+        return (self.ended_at or time.time()) - self.started_at
+
+
+@dataclass
 class Release:
     release_id: str
     team_id: str
@@ -111,6 +136,8 @@ class Release:
     error_detail: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     """Things the thread should say besides progress (warnings such as credential reuse)."""
+    rollout: list[RolloutStageState] = field(default_factory=list)
+    """The rollout stages after publish (empty when the service has none, or for a dry run)."""
     events: list[dict[str, Any]] = field(default_factory=list)
     """Audit trail: {"at", "what", ...} appended by every transition."""
 
@@ -143,5 +170,6 @@ class Release:
             for stage, per_arch in data.get("arch_steps", {}).items()
         }
         data["results"] = {k: ArchResult(**v) for k, v in data.get("results", {}).items()}
+        data["rollout"] = [RolloutStageState(**v) for v in data.get("rollout", [])]
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})

@@ -16,7 +16,8 @@ from rq.serializers import JSONSerializer
 
 JOBS_MODULE = "workers.jobs"
 ALLOWED_FUNCTIONS = frozenset(
-    f"{JOBS_MODULE}.{name}" for name in ("prepare_release", "build_arch", "sign_release", "publish_release")
+    f"{JOBS_MODULE}.{name}" for name in ("prepare_release", "build_arch", "sign_release", "publish_release",
+                                           "start_rollout", "poll_rollout")
 )
 
 PUBLISH_QUEUE = "edgebot-publish"

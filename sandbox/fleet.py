@@ -289,7 +289,9 @@ class Fleet:
     def _apply(self, node: SimNode) -> None:
         desired = self._desired(node)  # the Exchange as it is now, not as it was when this was scheduled
         details = self.state.nodes[node.org][node.node_id]
-        services, errors, registered = [], [], []
+        services: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        registered: list[dict[str, Any]] = []
         for svc_org, url, versions in desired:
             running = None
             for version in versions:

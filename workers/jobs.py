@@ -12,7 +12,7 @@ from collections.abc import Callable
 from rq import get_current_job
 
 from edgebot.errors import LeaseLost, ReleaseEnded, StepFailed
-from workers import context, pipeline
+from workers import context, pipeline, rollout_watch
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,14 @@ def sign_release(release_id: str) -> None:
 
 def publish_release(release_id: str) -> None:
     _run("publish", pipeline.publish, release_id)
+
+
+def start_rollout(release_id: str) -> None:
+    _run("rollout", rollout_watch.start, release_id)
+
+
+def poll_rollout(release_id: str, stage: int, poll: int) -> None:
+    _run("rollout poll", lambda ctx, rid: rollout_watch.poll(ctx, rid, int(stage), int(poll)), release_id)
 
 
 def _run(name: str, step: Callable[[context.WorkerContext, str], None], release_id: str) -> None:
