@@ -152,7 +152,7 @@ def test_pattern_nodes_and_offline_nodes(ex: ExchangeStandIn, alice: httpx.Clien
     (["nonsense"], False),
 ])
 def test_constraints(constraints: list[str], expected: bool) -> None:
-    props = [{"name": "group", "value": "canary"}, {"name": "tier", "value": 1}]
+    props: list[dict[str, Any]] = [{"name": "group", "value": "canary"}, {"name": "tier", "value": 1}]
     assert constraints_match(constraints, props) is expected
 
 

@@ -224,9 +224,7 @@ def poll(ctx: WorkerContext, release_id: str, index: int, count: int) -> None:
         if outcome != fleet_summary.RUNNING:
             s.status = outcome
             s.ended_at = time.time()
-            if outcome == fleet_summary.HEALTHY and counts.total and not counts.online:
-                s.note = "every node of this stage is offline: nothing could be checked"
-            elif outcome == fleet_summary.HEALTHY and not counts.total:
+            if outcome == fleet_summary.HEALTHY and not counts.total:
                 s.note = "no node belongs to this stage"
             r.event("stage_" + outcome, stage=s.name, **counts.as_dict())
 

@@ -1,0 +1,213 @@
+"""End to end rollout: signed slash commands to the real bot, real RQ workers (with RQ's scheduler running the polls),
+real Redis, Docker and registry; the Exchange stand-in's simulated agents verify what was published and report in
+node-details. Stages: canary (policy hello-canary) then fleet (policy hello-fleet)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from edgebot.release import Release
+from sandbox.stack import CHANNEL_ID, EXCHANGE_PASSWORD, EXCHANGE_USER, ORG, Stack, wait_until
+
+pytestmark = pytest.mark.slow
+
+VERSIONS = ("1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4", "1.0.5")
+ROLLOUT = """
+[[services.hello.rollout]]
+stage = "canary"
+policies = ["hello-canary"]
+
+[[services.hello.rollout]]
+stage = "fleet"
+policies = ["hello-fleet"]
+"""
+CANARY = [f"{ORG}/canary-{i}" for i in (1, 2, 3)]
+FLEET = [f"{ORG}/fleet-{i}" for i in range(1, 9)]
+ASLEEP = f"{ORG}/fleet-asleep"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, docker_daemon: Any, registry: Any) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("rollout")
+    settings = {"rollout_poll_interval": 0.5, "rollout_offline_after": 4.0, "rollout_stage_timeout": 240.0,
+                "rollout_failure_threshold": 0, "rollout_report_nodes": 5}
+    with Stack(workdir, docker=docker_daemon, registry=registry, versions=VERSIONS, settings=settings,
+               extra_services={"hello-seed": ["amd64"]}, extra_toml=ROLLOUT) as running:
+        fleet = running.exchange.fleet
+        fleet.apply_delay, fleet.heartbeat_interval = 0.3, 0.5
+        running.wait_workers(2)
+        _seed(running)
+        yield running
+
+
+def _seed(stack: Stack) -> None:
+    """1.0.0 published by edgebot (a catalog entry without rollout), the two policies pinned to it, and the nodes."""
+    release = _publish(stack, "publish hello-seed 1.0.0 --registry local")
+    assert release.state == "succeeded", (release.error, stack.log_tail("worker-publish"))
+    with httpx.Client(base_url=stack.exchange.url + "/", auth=(f"{ORG}/{EXCHANGE_USER}", EXCHANGE_PASSWORD)) as c:
+        for name, group in (("hello-canary", "canary"), ("hello-fleet", "fleet")):
+            body = {"label": name, "description": "kept as is", "service": {
+                "name": "hello", "org": ORG, "arch": "*", "serviceVersions": [
+                    {"version": "1.0.0", "priority": {"priority_value": 1}, "upgradePolicy": {}}],
+                "nodeHealth": {"missing_heartbeat_interval": 600}},
+                "properties": [{"name": "owner", "value": "team-edge"}], "constraints": [f"group == {group}"]}
+            assert c.post(f"orgs/{ORG}/business/policies/{name}", json=body).status_code == 201
+    fleet = stack.exchange.fleet
+    for node_id in CANARY + FLEET + [ASLEEP]:
+        group = "canary" if "canary" in node_id else "fleet"
+        fleet.add_node(ORG, node_id.split("/")[1], "amd64", properties=[{"name": "group", "value": group}])
+    fleet.set_online(ASLEEP, False)
+    wait_until(lambda: all(fleet.running(n) == {"hello": "1.0.0"} for n in CANARY + FLEET), timeout=60,
+               what="every online node to run 1.0.0")
+
+
+def _publish(stack: Stack, text: str) -> Release:
+    release_id = _start(stack, text)
+    return _finish(stack, release_id)
+
+
+def _start(stack: Stack, text: str) -> str:
+    before = set(stack.release_ids())
+    response = stack.command(text)
+    assert response.status_code == 200, response.text
+    new = wait_until(lambda: set(stack.release_ids()) - before, timeout=10, what="a new release record")
+    return str(new.pop())
+
+
+def _finish(stack: Stack, release_id: str) -> Release:
+    stack.wait_final(release_id, timeout=300)
+    store = stack.store()
+    wait_until(lambda: store.require(release_id).summary_ts, timeout=30, what="the summary")
+    return store.require(release_id)
+
+
+def _policy_versions(stack: Stack, name: str) -> list[str]:
+    versions = stack.exchange.policies(ORG)[name]["service"]["serviceVersions"]
+    return [v["version"] for v in sorted(versions, key=lambda v: v["priority"]["priority_value"])]
+
+
+def _thread(stack: Stack, release: Release) -> str:
+    return json.dumps(stack.slack.thread(CHANNEL_ID, release.message_ts), ensure_ascii=False)
+
+
+def _wait_rolling(stack: Stack, release_id: str) -> Release:
+    store = stack.store()
+    return wait_until(  # type: ignore[no-any-return]
+        lambda: (r := store.require(release_id)).rollout and r.rollout[0].status == "running" and r,
+        timeout=300, what="the canary stage to start")
+
+
+def test_full_rollout_moves_every_stage_and_counts_offline_nodes(stack: Stack) -> None:
+    release = _publish(stack, "publish hello 1.0.1 --registry local")
+    assert release.state == "succeeded", (release.error, release.error_detail, stack.log_tail("worker-publish"))
+    fleet = stack.exchange.fleet
+    assert all(fleet.running(n) == {"hello": "1.0.1"} for n in CANARY + FLEET)
+    assert fleet.running(ASLEEP) == {}, "an offline node acts on nothing"
+    canary, rest = release.rollout
+    assert (canary.name, canary.status, rest.name, rest.status) == ("canary", "healthy", "fleet", "healthy")
+    assert canary.counts == {"total": 3, "new": 3, "old": 0, "failing": 0, "offline": 0, "waiting": 0}
+    assert rest.counts["new"] == 8 and rest.counts["offline"] == 1 and rest.counts["total"] == 9
+    assert canary.targets[0]["previous"] == {"*": "1.0.0"}
+    # healthy stages drop the fallback; the rest of each policy is as it was
+    for name in ("hello-canary", "hello-fleet"):
+        policy = stack.exchange.policies(ORG)[name]
+        assert _policy_versions(stack, name) == ["1.0.1"]
+        assert policy["description"] == "kept as is" and policy["service"]["nodeHealth"] == {
+            "missing_heartbeat_interval": 600} and policy["properties"] == [{"name": "owner", "value": "team-edge"}]
+    # one message per stage, edited in place, with the bar and the counts
+    thread = stack.slack.thread(CHANNEL_ID, release.message_ts)
+    for stage in ("canary", "fleet"):
+        ts = release.progress_ts[f"rollout:{stage}"]
+        message = next(m for m in thread if m["ts"] == ts)
+        assert f"Rollout · {stage}" in message["text"] and "█" in message["text"]
+    fleet_msg = next(m for m in thread if m["ts"] == release.progress_ts["rollout:fleet"])
+    assert "8 of 8 online node(s) run 1.0.1" in fleet_msg["text"] and "offline 1" in fleet_msg["text"]
+    assert len([m for m in thread if "Rollout ·" in m.get("text", "")]) == 2
+    # polls share one node-details GET per interval: never one request per node
+    details = [r for r in stack.exchange.requests() if r["path"].endswith("/node-details")]
+    node_paths = [r for r in stack.exchange.requests() if "/nodes/" in r["path"]]
+    assert details and not node_paths
+    assert len(details) <= canary.polls + rest.polls
+
+
+def test_failing_stage_rolls_back_and_nodes_return(stack: Stack) -> None:
+    fleet = stack.exchange.fleet
+    for node in CANARY[:2]:
+        fleet.set_failing(node, ["1.0.2"])
+    try:
+        release = _publish(stack, "publish hello 1.0.2 --registry local")
+    finally:
+        for node in CANARY[:2]:
+            fleet.set_failing(node, failing=False)
+    assert release.state == "rolled_back", (release.error, stack.log_tail("worker-publish"))
+    assert "2 node(s) failed on 1.0.2" in release.error
+    assert any("canary-1: the service's container does not stay up on 1.0.2" in line
+               for line in release.error_detail)
+    assert release.rollout[1].status == "pending", "the fleet stage never started"
+    assert _policy_versions(stack, "hello-canary") == ["1.0.1"]
+    assert _policy_versions(stack, "hello-fleet") == ["1.0.1"]
+    wait_until(lambda: all(fleet.running(n) == {"hello": "1.0.1"} and not fleet.errors(n) for n in CANARY),
+               timeout=60, what="the canaries back on 1.0.1")
+    assert "canary-1" in _thread(stack, release) and "rolled back" in _thread(stack, release)
+
+
+def _tamper_signature(stack: Stack, sid: str) -> None:
+    state = stack.exchange.state
+    with state.lock:
+        record = state.services[ORG][sid]
+        other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        signature = other.sign(record["deployment"].encode(), padding.PSS(mgf=padding.MGF1(hashes.SHA256()),
+                               salt_length=padding.PSS.MAX_LENGTH), hashes.SHA256())
+        record["deploymentSignature"] = base64.b64encode(signature).decode()
+
+
+def _drop_dockauth(stack: Stack, sid: str) -> None:
+    with stack.exchange.state.lock:
+        stack.exchange.state.dockauths.pop((ORG, sid), None)
+
+
+@pytest.mark.parametrize(("version", "sabotage", "words"), [
+    ("1.0.3", "signature", "signature not verified"),
+    ("1.0.4", "dockauth", "has no credentials for registry"),
+    ("1.0.5", "ca", "certificate signed by unknown authority — install the registry CA on the node"),
+])
+def test_nodes_refuse_and_say_why(stack: Stack, version: str, sabotage: str, words: str) -> None:
+    """The canaries go offline until edgebot has published and moved their policy; then the Exchange is tampered
+    with (or the node's CA trust removed), the canaries come back, refuse the new version and fall back."""
+    fleet = stack.exchange.fleet
+    for node in CANARY:
+        fleet.set_online(node, False)
+    try:
+        release_id = _start(stack, f"publish hello {version} --registry local")
+        _wait_rolling(stack, release_id)
+        sid = f"hello_{version}_amd64"
+        if sabotage == "signature":
+            _tamper_signature(stack, sid)
+        elif sabotage == "dockauth":
+            _drop_dockauth(stack, sid)
+        for node in CANARY:
+            if sabotage == "ca":
+                fleet.set_trusts_ca(node, False)
+            fleet.set_online(node, True)
+        release = _finish(stack, release_id)
+    finally:
+        for node in CANARY:
+            fleet.set_online(node, True)
+            fleet.set_trusts_ca(node, True)
+    assert release.state == "rolled_back", (release.error, stack.log_tail("worker-publish"))
+    assert release.error_detail and all(words in line for line in release.error_detail), release.error_detail
+    host = stack.registry.address  # type: ignore[union-attr]
+    if sabotage != "signature":
+        assert host in release.error_detail[0]
+    assert words in _thread(stack, release)
+    assert _policy_versions(stack, "hello-canary") == ["1.0.1"]
+    wait_until(lambda: all(fleet.running(n) == {"hello": "1.0.1"} for n in CANARY), timeout=60,
+               what="the canaries back on 1.0.1")
