@@ -182,12 +182,14 @@ def summarize(nodes: Iterable[dict[str, Any]], *, org: str, url: str, version: s
 
 def verdict(counts: StageCounts, *, healthy_share: float, failure_threshold: int, elapsed: float,
             timeout: float) -> str:
-    """healthy | failed | timed_out | running. Offline nodes are left out of the share (counted, not waited for);
+    """healthy | failed | timed_out | running. Offline nodes, and failing ones within the threshold, are left out of
+    the share (counted, not waited for);
     a stage whose nodes are all offline cannot be checked, so it waits (until the timeout). A stage without any
     node is healthy at once."""
     if counts.failing > failure_threshold:
         return FAILED
-    if counts.total == 0 or (counts.online > 0 and counts.new >= math.ceil(healthy_share * counts.online - 1e-9)):
+    judged = counts.online - counts.failing  # failures within the threshold are tolerated, not waited for
+    if counts.total == 0 or (judged > 0 and counts.new >= math.ceil(healthy_share * judged - 1e-9)):
         return HEALTHY
     return TIMED_OUT if elapsed > timeout else RUNNING
 

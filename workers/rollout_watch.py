@@ -57,7 +57,7 @@ def object_lock(ctx: WorkerContext, org: str, kind: str, name: str) -> Iterator[
             log.warning("the lock on %s %s had expired before release", kind, name)
 
 
-def _write(ctx: WorkerContext, client: Any, org: str, kind: str, name: str, url: str,
+def write_object(ctx: WorkerContext, client: Any, org: str, kind: str, name: str, url: str,
            change: Any) -> dict[str, str]:
     """Re-read → change → PUT → verify, under the object's lock. ``change(body)`` returns (new body, result, changed).
     Returns the result of ``change``."""
@@ -148,7 +148,7 @@ def begin_stage(ctx: WorkerContext, release_id: str, index: int) -> None:
                             "previous": result.previous}
                     return result.body, info, result.changed
 
-                moved.append(_write(ctx, client, release.org, target.kind, target.name, url, change))
+                moved.append(write_object(ctx, client, release.org, target.kind, target.name, url, change))
         except RolloutRefused as refused:
             raise StepFailed(f"rollout refused: {refused}") from None
         finally:
@@ -310,6 +310,6 @@ def _repoint(ctx: WorkerContext, release: Release, indexes: list[int], *, new: b
                         new_body, changed = keep_only(member, body, org=release.org, url=url, versions=versions)
                         return new_body, {}, changed
 
-                    _write(ctx, client, release.org, target["kind"], target["name"], url, change)
+                    write_object(ctx, client, release.org, target["kind"], target["name"], url, change)
         finally:
             client.close()
