@@ -211,3 +211,35 @@ def test_nodes_refuse_and_say_why(stack: Stack, version: str, sabotage: str, wor
     assert _policy_versions(stack, "hello-canary") == ["1.0.1"]
     wait_until(lambda: all(fleet.running(n) == {"hello": "1.0.1"} for n in CANARY), timeout=60,
                what="the canaries back on 1.0.1")
+
+
+def test_watch_holds_no_worker_and_survives_a_worker_restart(stack: Stack) -> None:
+    """While the canaries are offline the stage cannot end; meanwhile the next poll waits in RQ's scheduled registry
+    (no worker is busy with it), the publish worker is replaced, and the new one finishes the rollout."""
+    from rq import Queue
+    from rq.registry import ScheduledJobRegistry
+
+    from edgebot.rqjob import PUBLISH_QUEUE, SERIALIZER
+
+    fleet = stack.exchange.fleet
+    for node in CANARY:
+        fleet.set_online(node, False)
+    try:
+        release_id = _start(stack, "publish hello 1.0.5 --registry local --arch amd64")
+        _wait_rolling(stack, release_id)
+        scheduled = ScheduledJobRegistry(queue=Queue(PUBLISH_QUEUE, connection=stack.redis(), serializer=SERIALIZER))
+        wait_until(lambda: any(f"{release_id}-rollout-poll-" in j for j in scheduled.get_job_ids()), timeout=60,
+                   what="a poll waiting in the scheduled registry")
+        stack.stop_process("worker-publish")
+        before = stack.store().require(release_id).rollout[0].polls
+        stack.start_worker("publish-2", "--publish")
+        wait_until(lambda: stack.store().require(release_id).rollout[0].polls > before, timeout=120,
+                   what="the new worker to poll")
+        for node in CANARY:
+            fleet.set_online(node, True)
+        release = _finish(stack, release_id)
+    finally:
+        for node in CANARY:
+            fleet.set_online(node, True)
+    assert release.state == "succeeded", (release.error, stack.log_tail("worker-publish-2"))
+    assert all(fleet.running(n) == {"hello": "1.0.5"} for n in CANARY + FLEET)
