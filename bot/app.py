@@ -15,7 +15,7 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot import grammar
+from bot import grammar, rollout_view
 from bot.access import AccessCheck, mention, parse_access
 from bot.cancel import cancel_release
 from bot.intake import ChannelCheck, NotAllowed, NotInChannel, Requester, accept_publish
@@ -92,6 +92,13 @@ def handle_edge_command(ack: Ack, command: dict[str, Any], ctx: BotContext) -> N
             handle_cancel(ack, parsed, command, ctx)
         except Exception:
             log.exception("/edge cancel failed")
+            _reply(ack, messages.internal_error())
+        return
+    if isinstance(parsed, grammar.RolloutCommand):
+        try:
+            _reply(ack, rollout_view.answer(parsed.service, parsed.version, ctx.config, ctx.store))
+        except Exception:
+            log.exception("/edge rollout failed")
             _reply(ack, messages.internal_error())
         return
     if isinstance(parsed, grammar.StatusCommand | grammar.HistoryCommand):

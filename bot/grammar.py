@@ -4,6 +4,7 @@
     /edge status [RELEASE]
     /edge history SERVICE [--limit N]
     /edge cancel RELEASE
+    /edge rollout SERVICE [VERSION]
     /edge help [publish]
 
 Slack clients turn ``--`` into an em dash when "smart punctuation" is on, so ``—registry`` reads as ``--registry``.
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 from edgebot.errors import UsageError
 from edgebot.ids import GO_ARCHES, RELEASE_ID_RE, VERSION_RE
-from edgebot.messages import CANCEL_USAGE, HELP_USAGE, HISTORY_USAGE, PUBLISH_USAGE, STATUS_USAGE
+from edgebot.messages import CANCEL_USAGE, HELP_USAGE, HISTORY_USAGE, PUBLISH_USAGE, ROLLOUT_USAGE, STATUS_USAGE
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _ORG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -59,7 +60,13 @@ class HistoryCommand:
     limit: int = 10
 
 
-Command = PublishCommand | HelpCommand | StatusCommand | HistoryCommand | CancelCommand
+@dataclass(frozen=True)
+class RolloutCommand:
+    service: str
+    version: str | None = None
+
+
+Command = PublishCommand | HelpCommand | StatusCommand | HistoryCommand | CancelCommand | RolloutCommand
 MAX_HISTORY = 25
 
 
@@ -79,13 +86,16 @@ def parse(text: str) -> Command:
         return _parse_status(rest)
     if verb == "history":
         return _parse_history(rest)
+    if verb == "rollout":
+        return _parse_rollout(rest)
     if verb == "cancel":
         if not rest:
             raise UsageError("RELEASE missing: which release to cancel (`/edge status` lists them).", CANCEL_USAGE)
         status = _parse_status(rest)
         return CancelCommand(status.release_id or "")
     raise UsageError(
-        f"Unknown command {_quote(words[0])}. I know `publish`, `status`, `history`, `cancel` and `help`.",
+        f"Unknown command {_quote(words[0])}. I know `publish`, `status`, `history`, `rollout`, `cancel` and "
+        "`help`.",
         PUBLISH_USAGE,
     )
 
@@ -98,6 +108,18 @@ def _parse_status(words: list[str]) -> StatusCommand:
     if not RELEASE_ID_RE.match(words[0].lower()):
         raise UsageError(f"{_quote(words[0])} is not a release id (they look like `r-7f3a9c`).", STATUS_USAGE)
     return StatusCommand(words[0].lower())
+
+
+def _parse_rollout(words: list[str]) -> RolloutCommand:
+    if not words:
+        raise UsageError("SERVICE missing.", ROLLOUT_USAGE)
+    if len(words) > 2:
+        raise UsageError(f"Unexpected extra words: {' '.join(_quote(w) for w in words[2:])}.", ROLLOUT_USAGE)
+    if not _NAME_RE.match(words[0]):
+        raise UsageError(f"{_quote(words[0])} is not a service name.", ROLLOUT_USAGE)
+    if len(words) == 2 and not VERSION_RE.match(words[1]):
+        raise UsageError(f"{_quote(words[1])} is not a version (`1`, `1.2` or `1.2.3`).", ROLLOUT_USAGE)
+    return RolloutCommand(words[0], words[1] if len(words) == 2 else None)
 
 
 def _parse_history(words: list[str]) -> HistoryCommand:

@@ -42,6 +42,7 @@ HELP_USAGE = "/edge help [publish]"
 STATUS_USAGE = "/edge status [RELEASE]"
 HISTORY_USAGE = "/edge history SERVICE [--limit N]"
 CANCEL_USAGE = "/edge cancel RELEASE"
+ROLLOUT_USAGE = "/edge rollout SERVICE [VERSION]"
 
 STATE_LABEL = {
     QUEUED: "queued",
@@ -157,6 +158,7 @@ def help_message(topic: str = "") -> Message:
         "*edgebot* builds, pushes, signs and publishes edge services to the Horizon Exchange.\n"
         f"• `{PUBLISH_USAGE}`\n• `{STATUS_USAGE}`: active releases here, or one release in detail\n"
         f"• `{HISTORY_USAGE}`: past releases of a service\n• `{CANCEL_USAGE}`: stop a release before it publishes\n"
+        f"• `{ROLLOUT_USAGE}`: how far the fleet runs a version\n"
         f"• `{HELP_USAGE}`\n\n"
         "Everything about a release is reported in the thread of its message in this channel."
     )
@@ -455,3 +457,27 @@ def rollout_summary_lines(release: Release) -> list[str]:
                      f"{counts.get('failing', 0)} failing, {counts.get('offline', 0)} offline")
         lines.append(line)
     return lines
+
+
+def rollout_state_message(service: str, release: Release | None, version: str,
+                          stages: list[tuple[str, str, dict[str, int]]], *, live: bool) -> Message:
+    """`/edge rollout SERVICE [VERSION]`: per stage of the service's last rollout, how many nodes run ``version``.
+
+    ``stages`` holds (stage name, status, counts); ``live`` says the counts come from this poll interval's
+    node-details rather than from the release record's last poll.
+    """
+    if release is None:
+        text = (f"`{service}` has not been rolled out yet: its rollout stages start after the next "
+                f"`/edge publish {service} VERSION --registry ALIAS`.")
+        return Message(text=text, blocks=[section(text)])
+    head = (f"*{service} {version}* in org `{release.org}` · last rollout: release `{release.release_id}` "
+            f"({release.version}, {STATE_LABEL.get(release.state, release.state)})")
+    lines = [head]
+    for name, status, counts in stages:
+        line = f"{ROLLOUT_ICON.get(status, '')} *{name}* {ROLLOUT_LABEL.get(status, status)}"
+        lines.append(line + ("\n" + rollout_counts_line(counts, version) if counts else " · no node data"))
+    source = ("live: the node-details an active rollout read in this poll interval" if live else
+              f"as of the rollout's last poll ({_when(release.updated_at)})")
+    text = "\n".join(lines)
+    return Message(text=clip(text.replace("*", "") + "\n" + source, 3900),
+                   blocks=_limit_blocks([section(clip(text)), context(source)]))

@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.grammar import CancelCommand, HelpCommand, HistoryCommand, PublishCommand, StatusCommand, parse
+from bot.grammar import (
+    CancelCommand,
+    HelpCommand,
+    HistoryCommand,
+    PublishCommand,
+    RolloutCommand,
+    StatusCommand,
+    parse,
+)
 from edgebot.errors import UsageError
 from edgebot.messages import PUBLISH_USAGE
 
@@ -100,7 +108,7 @@ def test_user_input_is_echoed_bounded_and_without_backticks() -> None:
 _words = st.sampled_from(
     ["publish", "help", "hello", "1.2.3", "1", "--registry", "icr", "--arch", "amd64,arm64", "--org", "o",
      "--dry-run", "--overwrite", "—registry", "--registry=", "=", "--", "-", "`", "\u200b", "v1", "status",
-     "history", "--limit", "r-7f3a9c", "25", "0", "cancel"]
+     "history", "--limit", "r-7f3a9c", "25", "0", "cancel", "rollout"]
 )
 
 
@@ -112,4 +120,15 @@ def test_fuzz_every_input_is_a_command_or_a_usage_error(text: str) -> None:
     except UsageError as exc:
         assert exc.problem and "Traceback" not in exc.problem
     else:
-        assert isinstance(result, PublishCommand | HelpCommand | StatusCommand | HistoryCommand | CancelCommand)
+        assert isinstance(result, PublishCommand | HelpCommand | StatusCommand | HistoryCommand | CancelCommand
+                          | RolloutCommand)
+
+
+def test_rollout() -> None:
+    assert parse("rollout hello") == RolloutCommand("hello")
+    assert parse("rollout hello 1.2") == RolloutCommand("hello", "1.2")
+    for text, fragment in (("rollout", "SERVICE missing"), ("rollout hello 1.2.3-rc1", "is not a version"),
+                           ("rollout Hello!", "is not a service name"), ("rollout a 1 b", "Unexpected extra words")):
+        with pytest.raises(UsageError) as info:
+            parse(text)
+        assert fragment in info.value.problem and info.value.usage == "/edge rollout SERVICE [VERSION]"

@@ -102,6 +102,9 @@ CASES = {
     "rollout_stage_rolled_back": lambda: messages.rollout_stage_message(_rolled_out(failed=True), 0),
     "rollout_stage_pending": lambda: messages.rollout_stage_message(_rolled_out(failed=True), 1),
     "summary_rolled_out": lambda: messages.summary_message(_rolled_out()),
+    "rollout_state": lambda: messages.rollout_state_message(
+        "hello", _rolled_out(), "1.2.3", [(s.name, s.status, s.counts) for s in _rolled_out().rollout], live=False),
+    "rollout_state_none": lambda: messages.rollout_state_message("hello", None, "", [], live=False),
     "summary_rolled_back": lambda: messages.summary_message(_rolled_out(failed=True)),
     "help": lambda: messages.help_message(),
     "help_publish": lambda: messages.help_message("publish"),

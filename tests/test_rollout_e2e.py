@@ -243,3 +243,15 @@ def test_watch_holds_no_worker_and_survives_a_worker_restart(stack: Stack) -> No
             fleet.set_online(node, True)
     assert release.state == "succeeded", (release.error, stack.log_tail("worker-publish-2"))
     assert all(fleet.running(n) == {"hello": "1.0.5"} for n in CANARY + FLEET)
+
+
+def test_rollout_command_shows_the_fleet_state(stack: Stack) -> None:
+    last = stack.store().history(ORG, "hello", 1)[0]
+    body = stack.command("rollout hello").json()
+    assert body["response_type"] == "ephemeral", body
+    assert f"hello {last.version}" in body["text"] and last.release_id in body["text"]
+    assert f"{len(CANARY)} of {len(CANARY)} online node(s) run {last.version}" in body["text"]
+    assert "fleet" in body["text"] and "offline 1" in body["text"]
+    refused = stack.command("rollout hello-seed").json()
+    assert "has no rollout stages" in refused["text"] and "Usage:" in refused["text"]
+    assert "is not in edgebot's catalog" in stack.command("rollout nosuch").json()["text"]
