@@ -255,3 +255,17 @@ def test_rollout_command_shows_the_fleet_state(stack: Stack) -> None:
     refused = stack.command("rollout hello-seed").json()
     assert "has no rollout stages" in refused["text"] and "Usage:" in refused["text"]
     assert "is not in edgebot's catalog" in stack.command("rollout nosuch").json()["text"]
+
+
+def test_exchange_down_past_the_retries_rolls_back(stack: Stack) -> None:
+    current = _policy_versions(stack, "hello-canary")
+    stack.exchange.fail_next("GET", r"/node-details$", 502, count=1000)
+    try:
+        release = _publish(stack, "publish hello 1.0.2 --registry local")
+    finally:
+        with stack.exchange.state.lock:
+            stack.exchange.state.faults.clear()
+    assert release.state == "rolled_back", (release.error, stack.log_tail("worker-publish-2"))
+    assert "502" in release.error and "points to the previous version again" in release.error
+    assert _policy_versions(stack, "hello-canary") == current
+    assert release.rollout[0].status == "rolled_back" and release.rollout[1].status == "pending"

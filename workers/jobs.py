@@ -34,14 +34,19 @@ def publish_release(release_id: str) -> None:
 
 
 def start_rollout(release_id: str) -> None:
-    _run("rollout", rollout_watch.start, release_id)
+    _run("rollout", rollout_watch.start, release_id, fail=rollout_watch.abort)
 
 
 def poll_rollout(release_id: str, stage: int, poll: int) -> None:
-    _run("rollout poll", lambda ctx, rid: rollout_watch.poll(ctx, rid, int(stage), int(poll)), release_id)
+    _run("rollout poll", lambda ctx, rid: rollout_watch.poll(ctx, rid, int(stage), int(poll)), release_id,
+         fail=rollout_watch.abort)
 
 
-def _run(name: str, step: Callable[[context.WorkerContext, str], None], release_id: str) -> None:
+Fail = Callable[[context.WorkerContext, str, str, "list[str] | None"], None]
+
+
+def _run(name: str, step: Callable[[context.WorkerContext, str], None], release_id: str, *,
+         fail: Fail = pipeline.fail) -> None:
     ctx = context.current()
     try:
         step(ctx, release_id)
@@ -55,10 +60,10 @@ def _run(name: str, step: Callable[[context.WorkerContext, str], None], release_
             log.warning("release %s: %s failed transiently (%s); RQ will retry", release_id, name, exc)
             raise
         log.info("release %s: %s failed: %s", release_id, name, exc)
-        pipeline.fail(ctx, release_id, str(exc), exc.detail)
+        fail(ctx, release_id, str(exc), exc.detail)
     except Exception:
         log.exception("release %s: %s crashed", release_id, name)
-        pipeline.fail(ctx, release_id, f"{name} failed unexpectedly; the worker log has the details")
+        fail(ctx, release_id, f"{name} failed unexpectedly; the worker log has the details", None)
     finally:
         if not ctx.reporter.flush():
             log.warning("release %s: thread updates still pending after %s", release_id, name)

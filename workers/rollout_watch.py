@@ -28,7 +28,7 @@ from edgebot.config import RolloutStageConfig, ServiceConfig
 from edgebot.errors import ReleaseEnded, StepFailed
 from edgebot.release import FAILED, ROLLED_BACK, ROLLING_OUT, SUCCEEDED, Release, RolloutStageState
 from edgebot.rqjob import JOBS_MODULE, PUBLISH_QUEUE, SERIALIZER, EdgebotJob, job_id
-from workers import failures
+from workers import failures, pipeline
 from workers.context import WorkerContext
 from workers.rollout import RolloutRefused, keep_only, move, pinned, target_of
 
@@ -287,6 +287,38 @@ def _stage_failed(ctx: WorkerContext, release_id: str, index: int, outcome: str,
     ctx.store.update(release_id, end)
     for i in range(index + 1):
         ctx.reporter.rollout_stage(release_id, i)
+    ctx.reporter.summary(release_id)
+
+
+def abort(ctx: WorkerContext, release_id: str, message: str, detail: list[str] | None = None) -> None:
+    """A rollout job failed for good (Exchange down past its retries, a refusal, a bug): put back what was moved
+    (when automatic rollback is on), then end the release like any failed step."""
+    release = ctx.store.get(release_id)
+    moved = [i for i, s in enumerate(release.rollout) if s.targets] if release and not release.is_final else []
+    if not moved or not ctx.config.settings.rollout_auto_rollback:
+        pipeline.fail(ctx, release_id, message, detail)
+        return
+    assert release is not None
+    try:
+        _repoint(ctx, release, moved, new=False)
+    except (StepFailed, ReleaseEnded) as exc:
+        pipeline.fail(ctx, release_id, f"{message}; the rollback failed too: {exc}", detail)
+        return
+
+    def end(r: Release) -> None:
+        if r.is_final:
+            return
+        r.state, r.ended_at = ROLLED_BACK, time.time()
+        r.error, r.error_detail = f"{message}; every policy/pattern edgebot changed points to the previous version " \
+            "again", list(detail or [])
+        for s in r.rollout:
+            s.status = "rolled_back" if s.targets else s.status
+            s.ended_at = s.ended_at or (time.time() if s.targets else None)
+        r.event("rolled_back", error=message)
+
+    ctx.store.update(release_id, end)
+    for index in moved:
+        ctx.reporter.rollout_stage(release_id, index)
     ctx.reporter.summary(release_id)
 
 
