@@ -1,6 +1,6 @@
 """The `/edge` command grammar: text in, a command or a :class:`UsageError` out. Never anything else.
 
-    /edge publish SERVICE VERSION --registry ALIAS [--arch a,b] [--org ORG] [--dry-run] [--overwrite]
+    /edge publish SERVICE VERSION --registry ALIAS [--arch a,b] [--org ORG] [--policy NAME] [--dry-run] [--overwrite]
     /edge status [RELEASE]
     /edge history SERVICE [--limit N]
     /edge cancel RELEASE
@@ -24,7 +24,7 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _ORG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _DASHES = ("\u2014", "\u2013", "\u2012", "\u2015", "\u2212")  # em, en, figure dash, bar, minus
 _ARCH_HINTS = {"x86_64": "amd64", "aarch64": "arm64", "armhf": "arm", "armv7": "arm", "ppc64el": "ppc64le"}
-_VALUE_FLAGS = ("registry", "arch", "org")
+_VALUE_FLAGS = ("registry", "arch", "org", "policy")
 _BOOL_FLAGS = ("dry-run", "overwrite")
 
 
@@ -37,6 +37,8 @@ class PublishCommand:
     org: str | None = None
     dry_run: bool = False
     overwrite: bool = False
+    policies: tuple[str, ...] | None = None
+    """``--policy a,b``: roll out through only these of the service's catalog policies/patterns."""
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,12 @@ def _parse_publish(words: list[str]) -> PublishCommand:
     org = values.get("org")
     if org is not None and not _ORG_RE.match(org):
         raise UsageError(f"{_quote(org)} is not an Exchange org name.", PUBLISH_USAGE)
+    policies = None
+    if "policy" in values:
+        policies = tuple(dict.fromkeys(p.strip() for p in values["policy"].split(",")))
+        bad = [p for p in policies if not _NAME_RE.match(p)]
+        if bad:
+            raise UsageError(f"{_quote(bad[0])} is not a policy or pattern name.", PUBLISH_USAGE)
     return PublishCommand(
         service=service,
         version=version,
@@ -219,6 +227,7 @@ def _parse_publish(words: list[str]) -> PublishCommand:
         org=org,
         dry_run="dry-run" in flags,
         overwrite="overwrite" in flags,
+        policies=policies,
     )
 
 

@@ -36,7 +36,8 @@ MAX_BLOCKS = 50
 MAX_TEXT = 3000
 
 PUBLISH_USAGE = (
-    "/edge publish SERVICE VERSION --registry ALIAS [--arch amd64,arm64] [--org ORG] [--dry-run] [--overwrite]"
+    "/edge publish SERVICE VERSION --registry ALIAS [--arch amd64,arm64] [--org ORG] [--policy NAME] [--dry-run] "
+    "[--overwrite]"
 )
 HELP_USAGE = "/edge help [publish]"
 STATUS_USAGE = "/edge status [RELEASE]"

@@ -136,6 +136,8 @@ class Release:
     error_detail: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     """Things the thread should say besides progress (warnings such as credential reuse)."""
+    rollout_only: list[str] = field(default_factory=list)
+    """``--policy``: roll out through only these catalog policies/patterns (one stage, "override")."""
     rollout: list[RolloutStageState] = field(default_factory=list)
     """The rollout stages after publish (empty when the service has none, or for a dry run)."""
     events: list[dict[str, Any]] = field(default_factory=list)

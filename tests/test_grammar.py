@@ -132,3 +132,10 @@ def test_rollout() -> None:
         with pytest.raises(UsageError) as info:
             parse(text)
         assert fragment in info.value.problem and info.value.usage == "/edge rollout SERVICE [VERSION]"
+
+
+def test_publish_policy_option() -> None:
+    assert parse("publish hello 1.0 --registry icr --policy a,b,a").policies == ("a", "b")  # type: ignore[union-attr]
+    assert parse("publish hello 1.0 --registry icr").policies is None  # type: ignore[union-attr]
+    with pytest.raises(UsageError, match="not a policy or pattern name"):
+        parse("publish hello 1.0 --registry icr --policy acme/x")

@@ -269,3 +269,18 @@ def test_exchange_down_past_the_retries_rolls_back(stack: Stack) -> None:
     assert "502" in release.error and "points to the previous version again" in release.error
     assert _policy_versions(stack, "hello-canary") == current
     assert release.rollout[0].status == "rolled_back" and release.rollout[1].status == "pending"
+
+
+def test_policy_option_rolls_out_through_the_chosen_catalog_object_only(stack: Stack) -> None:
+    fleet_before = _policy_versions(stack, "hello-fleet")
+    refused = stack.command("publish hello 1.0.1 --registry local --policy some-other-policy").json()
+    assert "is not one of `hello`'s rollout policies or patterns" in refused["text"]
+    assert "`hello-canary`, `hello-fleet`" in refused["text"]
+    release = _publish(stack, "publish hello 1.0.1 --registry local --policy hello-canary")
+    assert release.state == "succeeded", (release.error, stack.log_tail("worker-publish-2"))
+    assert [s.name for s in release.rollout] == ["override"]
+    assert [t["name"] for t in release.rollout[0].targets] == ["hello-canary"]
+    assert _policy_versions(stack, "hello-canary") == ["1.0.1"]
+    assert _policy_versions(stack, "hello-fleet") == fleet_before
+    fleet = stack.exchange.fleet
+    assert all(fleet.running(n) == {"hello": "1.0.1"} for n in CANARY)

@@ -35,6 +35,14 @@ from workers.rollout import RolloutRefused, keep_only, move, pinned, target_of
 log = logging.getLogger(__name__)
 
 
+def stages_of(service: ServiceConfig, release: Release) -> tuple[RolloutStageConfig, ...]:
+    """The catalog's stages, or one stage "override" with only the objects ``--policy`` selected."""
+    if not release.rollout_only:
+        return service.rollout
+    chosen = tuple(t for stage in service.rollout for t in stage.targets if t.name in release.rollout_only)
+    return (RolloutStageConfig("override", chosen),)
+
+
 def _service_url(release: Release) -> str:
     first = release.results[release.arches[0]]
     return str(first.definition["url"])
@@ -95,7 +103,7 @@ def start(ctx: WorkerContext, release_id: str) -> None:
     with failures.translated("rollout", release, registry, ctx=ctx):
         client = ctx.exchange(release.org)
         try:
-            for stage in service.rollout:  # check everything before moving anything
+            for stage in stages_of(service, release):  # check everything before moving anything
                 for target in stage.targets:
                     body = client.get_deployment_object(target.kind, release.org, target.name)
                     if body is None:
@@ -111,8 +119,8 @@ def start(ctx: WorkerContext, release_id: str) -> None:
         if r.is_final:
             raise ReleaseEnded(f"release {release_id} is {r.state}")
         if not r.rollout:
-            r.rollout = [RolloutStageState(name=s.name) for s in service.rollout]
-            r.event("rollout", stages=[s.name for s in service.rollout])
+            r.rollout = [RolloutStageState(name=s.name) for s in stages_of(service, release)]
+            r.event("rollout", stages=[s.name for s in r.rollout])
 
     ctx.store.update(release_id, planned)
     begin_stage(ctx, release_id, 0)
@@ -133,7 +141,7 @@ def begin_stage(ctx: WorkerContext, release_id: str, index: int) -> None:
     if release.is_final:
         return
     service = ctx.config.services[release.service]
-    stage: RolloutStageConfig = service.rollout[index]
+    stage: RolloutStageConfig = stages_of(service, release)[index]
     registry = ctx.config.registries[release.registry]
     url = _service_url(release)
     moved: list[dict[str, Any]] = []
@@ -200,7 +208,7 @@ def poll(ctx: WorkerContext, release_id: str, index: int, count: int) -> None:
         return
     st = ctx.config.settings
     service = ctx.config.services[release.service]
-    stage_config = service.rollout[index]
+    stage_config = stages_of(service, release)[index]
     registry = ctx.config.registries[release.registry]
     with failures.translated("rollout", release, registry, ctx=ctx):
         nodes = shared_node_details(ctx, release.org)
