@@ -52,6 +52,15 @@ class StageCounts:
     def online(self) -> int:
         return self.total - self.offline
 
+    @classmethod
+    def from_dict(cls, counts: dict[str, int]) -> StageCounts:
+        """Counts as :meth:`as_dict` stored them (the problems are not part of them)."""
+        def get(name: str) -> int:
+            return int(counts.get(name, 0))
+
+        return cls(total=get("total"), new=get(NEW), old=get(OLD), failing=get(FAILING), offline=get(OFFLINE),
+                   waiting=get(WAITING))
+
     def as_dict(self) -> dict[str, int]:
         return {"total": self.total, NEW: self.new, OLD: self.old, FAILING: self.failing, OFFLINE: self.offline,
                 WAITING: self.waiting}

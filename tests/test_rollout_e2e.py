@@ -284,3 +284,20 @@ def test_policy_option_rolls_out_through_the_chosen_catalog_object_only(stack: S
     assert _policy_versions(stack, "hello-fleet") == fleet_before
     fleet = stack.exchange.fleet
     assert all(fleet.running(n) == {"hello": "1.0.1"} for n in CANARY)
+
+
+def test_failure_on_the_second_object_of_a_stage_puts_the_first_back(stack: Stack) -> None:
+    canary_before, fleet_before = _policy_versions(stack, "hello-canary"), _policy_versions(stack, "hello-fleet")
+    stack.exchange.fail_next("PUT", r"/business/policies/hello-fleet$", 502, count=1000)
+    try:
+        release = _publish(stack, "publish hello 1.0.4 --registry local --policy hello-canary,hello-fleet")
+    finally:
+        with stack.exchange.state.lock:
+            stack.exchange.state.faults.clear()
+    assert release.state == "rolled_back", (release.error, stack.log_tail("worker-publish-2"))
+    assert "hello-fleet" in release.error or "502" in release.error
+    assert [t["name"] for t in release.rollout[0].targets] == ["hello-canary"]
+    assert _policy_versions(stack, "hello-canary") == canary_before
+    assert _policy_versions(stack, "hello-fleet") == fleet_before
+    puts = [r for r in stack.exchange.requests() if r["method"] == "PUT" and r["path"].endswith("/hello-canary")]
+    assert len(puts) >= 2, "moved, then put back"

@@ -95,7 +95,13 @@ def _schedule_poll(ctx: WorkerContext, release_id: str, stage: int, poll: int) -
 # -- start --------------------------------------------------------------------------------------------------------
 def start(ctx: WorkerContext, release_id: str) -> None:
     release = ctx.store.require(release_id)
-    if release.is_final or release.rollout:
+    if release.is_final:
+        return
+    if release.rollout:  # a retry: resume where the first attempt stopped (moving objects again is a no-op)
+        if not any(s.status == "running" for s in release.rollout):
+            pending = [i for i, s in enumerate(release.rollout) if s.status == "pending"]
+            if pending:
+                begin_stage(ctx, release_id, pending[0])
         return
     service = ctx.config.services[release.service]
     registry = ctx.config.registries[release.registry]
@@ -156,7 +162,9 @@ def begin_stage(ctx: WorkerContext, release_id: str, index: int) -> None:
                             "previous": result.previous}
                     return result.body, info, result.changed
 
-                moved.append(write_object(ctx, client, release.org, target.kind, target.name, url, change))
+                info = write_object(ctx, client, release.org, target.kind, target.name, url, change)
+                moved.append(info)
+                _remember(ctx, release_id, index, info)  # at once: a failure on the next object rolls this one back
         except RolloutRefused as refused:
             raise StepFailed(f"rollout refused: {refused}") from None
         finally:
@@ -166,8 +174,6 @@ def begin_stage(ctx: WorkerContext, release_id: str, index: int) -> None:
         if r.is_final:
             raise ReleaseEnded(f"release {release_id} is {r.state}")
         state = r.rollout[index]
-        if not state.targets:
-            state.targets = moved
         if state.started_at is None:
             state.started_at = time.time()
         state.status = "running"
@@ -178,6 +184,17 @@ def begin_stage(ctx: WorkerContext, release_id: str, index: int) -> None:
     ctx.reporter.rollout_stage(release_id, index)
     ctx.reporter.refresh_root(release_id)
     _schedule_poll(ctx, release_id, index, 1)
+
+
+def _remember(ctx: WorkerContext, release_id: str, index: int, info: dict[str, Any]) -> None:
+    """Record one moved object (and the versions it pinned before) in the stage, once."""
+
+    def keep(r: Release) -> None:
+        targets = r.rollout[index].targets
+        if not any((t["kind"], t["name"]) == (info["kind"], info["name"]) for t in targets):
+            targets.append(info)
+
+    ctx.store.update(release_id, keep)
 
 
 # -- poll ---------------------------------------------------------------------------------------------------------
@@ -204,7 +221,17 @@ def shared_node_details(ctx: WorkerContext, org: str) -> list[dict[str, Any]]:
 
 def poll(ctx: WorkerContext, release_id: str, index: int, count: int) -> None:
     release = ctx.store.require(release_id)
-    if release.is_final or index >= len(release.rollout) or release.rollout[index].status != "running":
+    if release.is_final or index >= len(release.rollout):
+        return
+    status = release.rollout[index].status
+    if status == fleet_summary.HEALTHY:  # a retry of the poll that ended the stage: finish what it started
+        _stage_healthy(ctx, release_id, index)
+        return
+    if status in (fleet_summary.FAILED, fleet_summary.TIMED_OUT):
+        _stage_failed(ctx, release_id, index, status,
+                      fleet_summary.StageCounts.from_dict(release.rollout[index].counts))
+        return
+    if status != "running":
         return
     st = ctx.config.settings
     service = ctx.config.services[release.service]
@@ -251,7 +278,8 @@ def _stage_healthy(ctx: WorkerContext, release_id: str, index: int) -> None:
     if ctx.config.settings.rollout_drop_fallback:
         _repoint(ctx, release, [index], new=True)
     if index + 1 < len(release.rollout):
-        begin_stage(ctx, release_id, index + 1)
+        if release.rollout[index + 1].status == "pending":
+            begin_stage(ctx, release_id, index + 1)
         return
 
     def done(r: Release) -> None:
