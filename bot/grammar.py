@@ -5,6 +5,7 @@
     /edge history SERVICE [--limit N]
     /edge cancel RELEASE
     /edge rollout SERVICE [VERSION]
+    /edge rollback SERVICE
     /edge help [publish]
 
 Slack clients turn ``--`` into an em dash when "smart punctuation" is on, so ``—registry`` reads as ``--registry``.
@@ -18,7 +19,15 @@ from dataclasses import dataclass
 
 from edgebot.errors import UsageError
 from edgebot.ids import GO_ARCHES, RELEASE_ID_RE, VERSION_RE
-from edgebot.messages import CANCEL_USAGE, HELP_USAGE, HISTORY_USAGE, PUBLISH_USAGE, ROLLOUT_USAGE, STATUS_USAGE
+from edgebot.messages import (
+    CANCEL_USAGE,
+    HELP_USAGE,
+    HISTORY_USAGE,
+    PUBLISH_USAGE,
+    ROLLBACK_USAGE,
+    ROLLOUT_USAGE,
+    STATUS_USAGE,
+)
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _ORG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -68,7 +77,13 @@ class RolloutCommand:
     version: str | None = None
 
 
-Command = PublishCommand | HelpCommand | StatusCommand | HistoryCommand | CancelCommand | RolloutCommand
+@dataclass(frozen=True)
+class RollbackCommand:
+    service: str
+
+
+Command = (PublishCommand | HelpCommand | StatusCommand | HistoryCommand | CancelCommand | RolloutCommand
+           | RollbackCommand)
 MAX_HISTORY = 25
 
 
@@ -90,14 +105,21 @@ def parse(text: str) -> Command:
         return _parse_history(rest)
     if verb == "rollout":
         return _parse_rollout(rest)
+    if verb == "rollback":
+        if len(rest) != 1 or not _NAME_RE.match(rest[0]):
+            problem = "SERVICE missing." if not rest else (
+                f"Unexpected extra words: {' '.join(_quote(w) for w in rest[1:])}." if len(rest) > 1
+                else f"{_quote(rest[0])} is not a service name.")
+            raise UsageError(problem, ROLLBACK_USAGE)
+        return RollbackCommand(rest[0])
     if verb == "cancel":
         if not rest:
             raise UsageError("RELEASE missing: which release to cancel (`/edge status` lists them).", CANCEL_USAGE)
         status = _parse_status(rest)
         return CancelCommand(status.release_id or "")
     raise UsageError(
-        f"Unknown command {_quote(words[0])}. I know `publish`, `status`, `history`, `rollout`, `cancel` and "
-        "`help`.",
+        f"Unknown command {_quote(words[0])}. I know `publish`, `status`, `history`, `rollout`, `rollback`, "
+        "`cancel` and `help`.",
         PUBLISH_USAGE,
     )
 

@@ -44,6 +44,7 @@ STATUS_USAGE = "/edge status [RELEASE]"
 HISTORY_USAGE = "/edge history SERVICE [--limit N]"
 CANCEL_USAGE = "/edge cancel RELEASE"
 ROLLOUT_USAGE = "/edge rollout SERVICE [VERSION]"
+ROLLBACK_USAGE = "/edge rollback SERVICE"
 
 STATE_LABEL = {
     QUEUED: "queued",
@@ -160,6 +161,7 @@ def help_message(topic: str = "") -> Message:
         f"• `{PUBLISH_USAGE}`\n• `{STATUS_USAGE}`: active releases here, or one release in detail\n"
         f"• `{HISTORY_USAGE}`: past releases of a service\n• `{CANCEL_USAGE}`: stop a release before it publishes\n"
         f"• `{ROLLOUT_USAGE}`: how far the fleet runs a version\n"
+        f"• `{ROLLBACK_USAGE}`: put the policies/patterns of the last rollout back to the previous version\n"
         f"• `{HELP_USAGE}`\n\n"
         "Everything about a release is reported in the thread of its message in this channel."
     )
@@ -482,3 +484,13 @@ def rollout_state_message(service: str, release: Release | None, version: str,
     text = "\n".join(lines)
     return Message(text=clip(text.replace("*", "") + "\n" + source, 3900),
                    blocks=_limit_blocks([section(clip(text)), context(source)]))
+
+
+def rollback_ack(release: Release, queued: bool) -> Message:
+    moved = sorted({f"{t['kind']} `{t['name']}`" for s in release.rollout for t in s.targets})
+    if not queued:
+        text = f"A rollback of release `{release.release_id}` is already under way; its thread will show it."
+    else:
+        text = (f"Rolling back *{title(release)}* (release `{release.release_id}`): {', '.join(moved)} will pin the "
+                "versions they pinned before it. The release's thread shows the result.")
+    return Message(text=text.replace("*", ""), blocks=[section(text)])

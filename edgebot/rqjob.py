@@ -17,7 +17,7 @@ from rq.serializers import JSONSerializer
 JOBS_MODULE = "workers.jobs"
 ALLOWED_FUNCTIONS = frozenset(
     f"{JOBS_MODULE}.{name}" for name in ("prepare_release", "build_arch", "sign_release", "publish_release",
-                                           "start_rollout", "poll_rollout")
+                                           "start_rollout", "poll_rollout", "rollback_release")
 )
 
 PUBLISH_QUEUE = "edgebot-publish"

@@ -13,6 +13,7 @@ from bot.grammar import (
     HelpCommand,
     HistoryCommand,
     PublishCommand,
+    RollbackCommand,
     RolloutCommand,
     StatusCommand,
     parse,
@@ -108,7 +109,7 @@ def test_user_input_is_echoed_bounded_and_without_backticks() -> None:
 _words = st.sampled_from(
     ["publish", "help", "hello", "1.2.3", "1", "--registry", "icr", "--arch", "amd64,arm64", "--org", "o",
      "--dry-run", "--overwrite", "—registry", "--registry=", "=", "--", "-", "`", "\u200b", "v1", "status",
-     "history", "--limit", "r-7f3a9c", "25", "0", "cancel", "rollout"]
+     "history", "--limit", "r-7f3a9c", "25", "0", "cancel", "rollout", "rollback"]
 )
 
 
@@ -121,7 +122,7 @@ def test_fuzz_every_input_is_a_command_or_a_usage_error(text: str) -> None:
         assert exc.problem and "Traceback" not in exc.problem
     else:
         assert isinstance(result, PublishCommand | HelpCommand | StatusCommand | HistoryCommand | CancelCommand
-                          | RolloutCommand)
+                          | RolloutCommand | RollbackCommand)
 
 
 def test_rollout() -> None:
@@ -139,3 +140,11 @@ def test_publish_policy_option() -> None:
     assert parse("publish hello 1.0 --registry icr").policies is None  # type: ignore[union-attr]
     with pytest.raises(UsageError, match="not a policy or pattern name"):
         parse("publish hello 1.0 --registry icr --policy acme/x")
+
+
+def test_rollback() -> None:
+    assert parse("rollback hello") == RollbackCommand("hello")
+    for text, fragment in (("rollback", "SERVICE missing"), ("rollback a b", "Unexpected extra words"),
+                           ("rollback A!", "is not a service name")):
+        with pytest.raises(UsageError, match=fragment):
+            parse(text)

@@ -301,3 +301,22 @@ def test_failure_on_the_second_object_of_a_stage_puts_the_first_back(stack: Stac
     assert _policy_versions(stack, "hello-fleet") == fleet_before
     puts = [r for r in stack.exchange.requests() if r["method"] == "PUT" and r["path"].endswith("/hello-canary")]
     assert len(puts) >= 2, "moved, then put back"
+
+
+def test_rollback_command_puts_the_last_rollout_back(stack: Stack) -> None:
+    nothing = stack.command("rollback hello").json()
+    assert "has no rollout to roll back" in nothing["text"], "the last rollout was rolled back already"
+    release = _publish(stack, "publish hello 1.0.2 --registry local")
+    assert release.state == "succeeded", (release.error, stack.log_tail("worker-publish-2"))
+    previous = {t["name"]: t["previous"]["*"] for s in release.rollout for t in s.targets}
+    assert _policy_versions(stack, "hello-canary") == ["1.0.2"]
+    ack = stack.command("rollback hello").json()
+    assert ack["response_type"] == "ephemeral" and release.release_id in ack["text"], ack
+    store = stack.store()
+    wait_until(lambda: store.require(release.release_id).state == "rolled_back", timeout=60, what="the rollback")
+    wait_until(lambda: all(_policy_versions(stack, n) == [v] for n, v in previous.items()), timeout=60,
+               what="the policies to pin the previous versions")
+    fleet = stack.exchange.fleet
+    wait_until(lambda: all(fleet.running(n) == {"hello": previous["hello-canary"]} for n in CANARY), timeout=60,
+               what="the canaries on the previous version")
+    wait_until(lambda: "rolled back by" in _thread(stack, release), timeout=30, what="the thread to say it")

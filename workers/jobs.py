@@ -45,6 +45,11 @@ def poll_rollout(release_id: str, stage: int, poll: int) -> None:
 Fail = Callable[[context.WorkerContext, str, str, "list[str] | None"], None]
 
 
+def rollback_release(release_id: str, user_id: str) -> None:
+    _run("rollback", lambda ctx, rid: rollout_watch.rollback(ctx, rid, user_id), release_id,
+         fail=rollout_watch.rollback_failed)
+
+
 def _run(name: str, step: Callable[[context.WorkerContext, str], None], release_id: str, *,
          fail: Fail = pipeline.fail) -> None:
     ctx = context.current()

@@ -358,6 +358,45 @@ def abort(ctx: WorkerContext, release_id: str, message: str, detail: list[str] |
     ctx.reporter.summary(release_id)
 
 
+def rollback(ctx: WorkerContext, release_id: str, user_id: str) -> None:
+    """`/edge rollback`: every object the release moved pins its previous version again; the release (finished or
+    still rolling out) ends ``rolled_back``. A rollout still being watched stops at its next poll."""
+    release = ctx.store.require(release_id)
+    moved = [i for i, s in enumerate(release.rollout) if s.targets]
+    if not moved or release.state == ROLLED_BACK:
+        return
+
+    def stop(r: Release) -> None:  # first, so a poll running now cannot move the fleet on
+        r.state, r.ended_at = ROLLED_BACK, time.time()
+        r.error = f"rolled back by <@{user_id}>: every policy/pattern this release changed pins its previous version"
+        for s in r.rollout:
+            if s.targets:
+                s.status, s.note = "rolled_back", f"rolled back by <@{user_id}>"
+                s.ended_at = s.ended_at or time.time()
+        r.event("rolled_back", by=user_id)
+
+    ctx.store.update(release_id, stop)
+    _repoint(ctx, release, moved, new=False)
+    for index in moved:
+        ctx.reporter.rollout_stage(release_id, index)
+    ctx.reporter.refresh_root(release_id)
+
+
+def rollback_failed(ctx: WorkerContext, release_id: str, message: str, detail: list[str] | None = None) -> None:
+    """The rollback's Exchange writes failed for good: say so in the record (the thread shows it in the stages)."""
+
+    def note(r: Release) -> None:
+        r.error = f"{r.error}; the rollback did not complete: {message}"
+        for s in r.rollout:
+            if s.targets:
+                s.note = f"rollback did not complete: {message}"
+
+    ctx.store.update(release_id, note)
+    for index, s in enumerate(ctx.store.require(release_id).rollout):
+        if s.targets:
+            ctx.reporter.rollout_stage(release_id, index)
+
+
 def _repoint(ctx: WorkerContext, release: Release, indexes: list[int], *, new: bool) -> None:
     """Settle (``new``: only the new version) or roll back (only the previous one) the objects of ``indexes``."""
     url = _service_url(release)
