@@ -28,6 +28,10 @@ policies = ["hello-canary"]
 [[services.hello.rollout]]
 stage = "fleet"
 policies = ["hello-fleet"]
+
+[[services.hello-new.rollout]]
+stage = "fresh"
+policies = ["hello-fresh"]
 """
 CANARY = [f"{ORG}/canary-{i}" for i in (1, 2, 3)]
 FLEET = [f"{ORG}/fleet-{i}" for i in range(1, 9)]
@@ -40,7 +44,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, docker_daemon: Any, registry
     settings = {"rollout_poll_interval": 0.5, "rollout_offline_after": 4.0, "rollout_stage_timeout": 240.0,
                 "rollout_failure_threshold": 0, "rollout_report_nodes": 5}
     with Stack(workdir, docker=docker_daemon, registry=registry, versions=VERSIONS, settings=settings,
-               extra_services={"hello-seed": ["amd64"]}, extra_toml=ROLLOUT) as running:
+               extra_services={"hello-seed": ["amd64"], "hello-new": ["amd64"]}, extra_toml=ROLLOUT) as running:
         fleet = running.exchange.fleet
         fleet.apply_delay, fleet.heartbeat_interval = 0.3, 0.5
         running.wait_workers(2)
@@ -320,3 +324,33 @@ def test_rollback_command_puts_the_last_rollout_back(stack: Stack) -> None:
     wait_until(lambda: all(fleet.running(n) == {"hello": previous["hello-canary"]} for n in CANARY), timeout=60,
                what="the canaries on the previous version")
     wait_until(lambda: "rolled back by" in _thread(stack, release), timeout=30, what="the thread to say it")
+
+
+FRESH_POLICY = """/* created by edgebot when the Exchange does not have it yet */
+{
+    "label": "$SERVICE_NAME on fresh nodes",
+    "service": {"name": "$SERVICE_NAME", "org": "$HZN_ORG_ID", "arch": "*",
+                "serviceVersions": [{"version": "$SERVICE_VERSION", "priority": {"priority_value": 1}}]},
+    "constraints": ["group == fresh"]
+}
+"""
+
+
+def test_missing_policy_is_created_from_the_service_source(stack: Stack) -> None:
+    from sandbox.processes import add_commit
+
+    refused = _publish(stack, "publish hello-new 1.0.5 --registry local")
+    assert refused.state == "failed" and "deployment.policy.json is not in hello-new's source" in refused.error
+    assert "hello-fresh" not in stack.exchange.policies(ORG)
+    fleet = stack.exchange.fleet
+    fresh = [fleet.add_node(ORG, f"fresh-{i}", "amd64", properties=[{"name": "group", "value": "fresh"}])
+             for i in (1, 2)]
+    add_commit(stack.source_path, {"horizon/deployment.policy.json": FRESH_POLICY}, tag="v1.0.6")
+    release = _publish(stack, "publish hello-new 1.0.6 --registry local")
+    assert release.state == "succeeded", (release.error, stack.log_tail("worker-publish-2"))
+    policy = stack.exchange.policies(ORG)["hello-fresh"]
+    assert policy["label"] == "hello on fresh nodes" and policy["owner"] == f"{ORG}/{EXCHANGE_USER}"
+    assert _policy_versions(stack, "hello-fresh") == ["1.0.6"]
+    assert release.rollout[0].targets[0]["created"] is True
+    assert all(fleet.running(n) == {"hello": "1.0.6"} for n in fresh)
+    assert release.rollout[0].counts["new"] == 2

@@ -225,6 +225,13 @@ class ExchangeClient:
         """Replace the whole object (the Exchange has no ETags: serialize writers around re-read → PUT → verify)."""
         self._call("PUT", self._deployment_path(kind, org, name), ok=(201,), json=body)
 
+    def create_deployment_object(self, kind: str, org: str, name: str, body: dict[str, Any]) -> None:
+        self._call("POST", self._deployment_path(kind, org, name), ok=(201,), json=body)
+
+    def delete_deployment_object(self, kind: str, org: str, name: str) -> None:
+        """Remove the object (a 404 is fine: it is gone either way)."""
+        self._call("DELETE", self._deployment_path(kind, org, name), ok=(200, 204), missing_ok=True)
+
     def node_details_raw(self, org: str) -> bytes:
         """``GET orgs/{org}/node-details``: every node of the org with its status, in one call (JSON array bytes;
         ``[]`` when the org has no node)."""

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from rq import Queue
@@ -31,6 +32,7 @@ from edgebot.rqjob import JOBS_MODULE, PUBLISH_QUEUE, SERIALIZER, EdgebotJob, jo
 from workers import failures, pipeline
 from workers.context import WorkerContext
 from workers.rollout import RolloutRefused, keep_only, move, pinned, target_of
+from workers.rollout_create import body_from_source
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +68,23 @@ def object_lock(ctx: WorkerContext, org: str, kind: str, name: str) -> Iterator[
 
 
 def write_object(ctx: WorkerContext, client: Any, org: str, kind: str, name: str, url: str,
-           change: Any) -> dict[str, str]:
+                 change: Any, create: Any = None) -> dict[str, Any]:
     """Re-read → change → PUT → verify, under the object's lock. ``change(body)`` returns (new body, result, changed).
+    A missing object is created (POST) from ``create()`` passed through ``change`` when ``create`` is given.
     Returns the result of ``change``."""
     with object_lock(ctx, org, kind, name):
         body = client.get_deployment_object(kind, org, name)
-        if body is None:
+        if body is None and create is None:
             raise StepFailed(f"{kind} `{name}` does not exist in org {org}: create it (hzn exchange "
                              f"{'deployment addpolicy' if kind == 'policy' else 'pattern publish'}) and publish again")
-        new_body, result, changed = change(body)
-        if changed:
+        new_body, result, changed = change(body if body is not None else create())
+        if body is None:
+            client.create_deployment_object(kind, org, name, new_body)
+            result = {**result, "created": True, "previous": {}}
+            changed = True
+        elif changed:
             client.put_deployment_object(kind, org, name, new_body)
+        if changed:
             stored = client.get_deployment_object(kind, org, name) or {}
             if pinned(kind, stored, org, url) != pinned(kind, new_body, org, url):
                 raise StepFailed(f"{kind} `{name}` did not keep edgebot's change (someone else wrote it at the same "
@@ -112,9 +120,8 @@ def start(ctx: WorkerContext, release_id: str) -> None:
             for stage in stages_of(service, release):  # check everything before moving anything
                 for target in stage.targets:
                     body = client.get_deployment_object(target.kind, release.org, target.name)
-                    if body is None:
-                        raise StepFailed(f"{target.kind} `{target.name}` (stage {stage.name}) does not exist in org "
-                                         f"{release.org}: create it first; the service was published, no node moved")
+                    if body is None:  # can it be created from the service's horizon/ files? (when its stage begins)
+                        body = body_from_source(service, release, target, Path(ctx.config.settings.source_cache_dir))
                     _move(ctx, service, release, target.kind, target.name, body, url)
         except RolloutRefused as refused:
             raise StepFailed(f"rollout refused: {refused}") from None
@@ -162,7 +169,10 @@ def begin_stage(ctx: WorkerContext, release_id: str, index: int) -> None:
                             "previous": result.previous}
                     return result.body, info, result.changed
 
-                info = write_object(ctx, client, release.org, target.kind, target.name, url, change)
+                def create(target: Any = target) -> dict[str, Any]:
+                    return body_from_source(service, release, target, Path(ctx.config.settings.source_cache_dir))
+
+                info = write_object(ctx, client, release.org, target.kind, target.name, url, change, create)
                 moved.append(info)
                 _remember(ctx, release_id, index, info)  # at once: a failure on the next object rolls this one back
         except RolloutRefused as refused:
@@ -406,6 +416,10 @@ def _repoint(ctx: WorkerContext, release: Release, indexes: list[int], *, new: b
         try:
             for index in indexes:
                 for target in release.rollout[index].targets:
+                    if target.get("created") and not new:  # it did not exist before this release: remove it
+                        with object_lock(ctx, release.org, target["kind"], target["name"]):
+                            client.delete_deployment_object(target["kind"], release.org, target["name"])
+                        continue
                     previous: dict[str, str] = target.get("previous", {})
                     versions = {arch: release.version for arch in previous} if new else previous
                     if not versions:
