@@ -42,7 +42,7 @@ ASLEEP = f"{ORG}/fleet-asleep"
 def stack(tmp_path_factory: pytest.TempPathFactory, docker_daemon: Any, registry: Any) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("rollout")
     settings = {"rollout_poll_interval": 0.5, "rollout_offline_after": 4.0, "rollout_stage_timeout": 240.0,
-                "rollout_failure_threshold": 0, "rollout_report_nodes": 5}
+                "rollout_failure_threshold": 0, "rollout_report_nodes": 5, "duplicate_window": 1}
     with Stack(workdir, docker=docker_daemon, registry=registry, versions=VERSIONS, settings=settings,
                extra_services={"hello-seed": ["amd64"], "hello-new": ["amd64"]}, extra_toml=ROLLOUT) as running:
         fleet = running.exchange.fleet
@@ -354,3 +354,20 @@ def test_missing_policy_is_created_from_the_service_source(stack: Stack) -> None
     assert release.rollout[0].targets[0]["created"] is True
     assert all(fleet.running(n) == {"hello": "1.0.6"} for n in fresh)
     assert release.rollout[0].counts["new"] == 2
+
+
+def test_rollback_deletes_a_policy_the_release_created(stack: Stack) -> None:
+    with stack.exchange.state.lock:
+        del stack.exchange.state.policies[ORG]["hello-fresh"]
+    fleet = stack.exchange.fleet
+    fresh = [n for n in fleet.nodes if "/fresh-" in n]
+    for node in fresh:
+        fleet.set_failing(node, ["1.0.6"])
+    try:
+        release = _publish(stack, "publish hello-new 1.0.6 --registry local")
+    finally:
+        for node in fresh:
+            fleet.set_failing(node, failing=False)
+    assert release.state == "rolled_back", (release.error, stack.log_tail("worker-publish-2"))
+    assert "hello-fresh" not in stack.exchange.policies(ORG)
+    wait_until(lambda: all(fleet.running(n) == {} for n in fresh), timeout=60, what="the fresh nodes to stop it")
