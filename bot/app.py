@@ -15,11 +15,12 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot import grammar
+from bot import grammar, rollout_view
 from bot.access import AccessCheck, mention, parse_access
 from bot.approve import ApprovalDesk
 from bot.cancel import cancel_release
 from bot.intake import ChannelCheck, NotAllowed, NotInChannel, Requester, accept_publish
+from bot.rollback import RollbackRefused, request_rollback
 from edgebot import approval_messages, approvals, logs, messages
 from edgebot.config import Config
 from edgebot.errors import UsageError
@@ -126,6 +127,27 @@ def handle_edge_command(ack: Ack, command: dict[str, Any], ctx: BotContext) -> N
             handle_cancel(ack, parsed, command, ctx)
         except Exception:
             log.exception("/edge cancel failed")
+            _reply(ack, messages.internal_error())
+        return
+    if isinstance(parsed, grammar.RollbackCommand):
+        try:
+            outcome = request_rollback(parsed.service, command.get("user_id", ""), config=ctx.config, store=ctx.store,
+                                       access=ctx.access)
+            _reply(ack, messages.rollback_ack(outcome.release, outcome.queued))
+        except UsageError as exc:
+            _reply(ack, messages.usage_error(exc.problem, exc.usage))
+        except RollbackRefused as refused:
+            _reply(ack, messages.not_allowed(refused.permission, refused.service, refused.org,
+                                             [mention(h) for h in refused.holders]))
+        except Exception:
+            log.exception("/edge rollback failed")
+            _reply(ack, messages.internal_error())
+        return
+    if isinstance(parsed, grammar.RolloutCommand):
+        try:
+            _reply(ack, rollout_view.answer(parsed.service, parsed.version, ctx.config, ctx.store))
+        except Exception:
+            log.exception("/edge rollout failed")
             _reply(ack, messages.internal_error())
         return
     if isinstance(parsed, grammar.StatusCommand | grammar.HistoryCommand):

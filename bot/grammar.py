@@ -1,9 +1,11 @@
 """The `/edge` command grammar: text in, a command or a :class:`UsageError` out. Never anything else.
 
-    /edge publish SERVICE VERSION --registry ALIAS [--arch a,b] [--org ORG] [--dry-run] [--overwrite]
+    /edge publish SERVICE VERSION --registry ALIAS [--arch a,b] [--org ORG] [--policy NAME] [--dry-run] [--overwrite]
     /edge status [RELEASE]
     /edge history SERVICE [--limit N]
     /edge cancel RELEASE
+    /edge rollout SERVICE [VERSION]
+    /edge rollback SERVICE
     /edge help [publish]
 
 Slack clients turn ``--`` into an em dash when "smart punctuation" is on, so ``—registry`` reads as ``--registry``.
@@ -17,13 +19,21 @@ from dataclasses import dataclass
 
 from edgebot.errors import UsageError
 from edgebot.ids import GO_ARCHES, RELEASE_ID_RE, VERSION_RE
-from edgebot.messages import CANCEL_USAGE, HELP_USAGE, HISTORY_USAGE, PUBLISH_USAGE, STATUS_USAGE
+from edgebot.messages import (
+    CANCEL_USAGE,
+    HELP_USAGE,
+    HISTORY_USAGE,
+    PUBLISH_USAGE,
+    ROLLBACK_USAGE,
+    ROLLOUT_USAGE,
+    STATUS_USAGE,
+)
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _ORG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _DASHES = ("\u2014", "\u2013", "\u2012", "\u2015", "\u2212")  # em, en, figure dash, bar, minus
 _ARCH_HINTS = {"x86_64": "amd64", "aarch64": "arm64", "armhf": "arm", "armv7": "arm", "ppc64el": "ppc64le"}
-_VALUE_FLAGS = ("registry", "arch", "org")
+_VALUE_FLAGS = ("registry", "arch", "org", "policy")
 _BOOL_FLAGS = ("dry-run", "overwrite")
 
 
@@ -36,6 +46,8 @@ class PublishCommand:
     org: str | None = None
     dry_run: bool = False
     overwrite: bool = False
+    policies: tuple[str, ...] | None = None
+    """``--policy a,b``: roll out through only these of the service's catalog policies/patterns."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +71,19 @@ class HistoryCommand:
     limit: int = 10
 
 
-Command = PublishCommand | HelpCommand | StatusCommand | HistoryCommand | CancelCommand
+@dataclass(frozen=True)
+class RolloutCommand:
+    service: str
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class RollbackCommand:
+    service: str
+
+
+Command = (PublishCommand | HelpCommand | StatusCommand | HistoryCommand | CancelCommand | RolloutCommand
+           | RollbackCommand)
 MAX_HISTORY = 25
 
 
@@ -79,13 +103,23 @@ def parse(text: str) -> Command:
         return _parse_status(rest)
     if verb == "history":
         return _parse_history(rest)
+    if verb == "rollout":
+        return _parse_rollout(rest)
+    if verb == "rollback":
+        if len(rest) != 1 or not _NAME_RE.match(rest[0]):
+            problem = "SERVICE missing." if not rest else (
+                f"Unexpected extra words: {' '.join(_quote(w) for w in rest[1:])}." if len(rest) > 1
+                else f"{_quote(rest[0])} is not a service name.")
+            raise UsageError(problem, ROLLBACK_USAGE)
+        return RollbackCommand(rest[0])
     if verb == "cancel":
         if not rest:
             raise UsageError("RELEASE missing: which release to cancel (`/edge status` lists them).", CANCEL_USAGE)
         status = _parse_status(rest)
         return CancelCommand(status.release_id or "")
     raise UsageError(
-        f"Unknown command {_quote(words[0])}. I know `publish`, `status`, `history`, `cancel` and `help`.",
+        f"Unknown command {_quote(words[0])}. I know `publish`, `status`, `history`, `rollout`, `rollback`, "
+        "`cancel` and `help`.",
         PUBLISH_USAGE,
     )
 
@@ -98,6 +132,18 @@ def _parse_status(words: list[str]) -> StatusCommand:
     if not RELEASE_ID_RE.match(words[0].lower()):
         raise UsageError(f"{_quote(words[0])} is not a release id (they look like `r-7f3a9c`).", STATUS_USAGE)
     return StatusCommand(words[0].lower())
+
+
+def _parse_rollout(words: list[str]) -> RolloutCommand:
+    if not words:
+        raise UsageError("SERVICE missing.", ROLLOUT_USAGE)
+    if len(words) > 2:
+        raise UsageError(f"Unexpected extra words: {' '.join(_quote(w) for w in words[2:])}.", ROLLOUT_USAGE)
+    if not _NAME_RE.match(words[0]):
+        raise UsageError(f"{_quote(words[0])} is not a service name.", ROLLOUT_USAGE)
+    if len(words) == 2 and not VERSION_RE.match(words[1]):
+        raise UsageError(f"{_quote(words[1])} is not a version (`1`, `1.2` or `1.2.3`).", ROLLOUT_USAGE)
+    return RolloutCommand(words[0], words[1] if len(words) == 2 else None)
 
 
 def _parse_history(words: list[str]) -> HistoryCommand:
@@ -189,6 +235,12 @@ def _parse_publish(words: list[str]) -> PublishCommand:
     org = values.get("org")
     if org is not None and not _ORG_RE.match(org):
         raise UsageError(f"{_quote(org)} is not an Exchange org name.", PUBLISH_USAGE)
+    policies = None
+    if "policy" in values:
+        policies = tuple(dict.fromkeys(p.strip() for p in values["policy"].split(",")))
+        bad = [p for p in policies if not _NAME_RE.match(p)]
+        if bad:
+            raise UsageError(f"{_quote(bad[0])} is not a policy or pattern name.", PUBLISH_USAGE)
     return PublishCommand(
         service=service,
         version=version,
@@ -197,6 +249,7 @@ def _parse_publish(words: list[str]) -> PublishCommand:
         org=org,
         dry_run="dry-run" in flags,
         overwrite="overwrite" in flags,
+        policies=policies,
     )
 
 

@@ -66,6 +66,13 @@ def resolve(command: PublishCommand, config: Config) -> tuple[str, list[str]]:
             f"it builds {', '.join(f'`{a}`' for a in service.arches)}.",
             PUBLISH_USAGE,
         )
+    if command.policies:
+        configured = [t.name for stage in service.rollout for t in stage.targets]
+        unknown = [p for p in command.policies if p not in configured]
+        if unknown:
+            known = ", ".join(f"`{n}`" for n in configured) or "none"
+            raise UsageError(f"`--policy {unknown[0]}` is not one of `{command.service}`'s rollout policies or "
+                             f"patterns in the catalog ({known}).", PUBLISH_USAGE)
     return command.org or service.org, arches
 
 
@@ -124,6 +131,7 @@ def accept_publish(
         arches=arches,
         dry_run=command.dry_run,
         overwrite=command.overwrite,
+        rollout_only=list(command.policies or ()),
         command_text=" ".join(text.split()),
     )
     release.event("requested", by=requester.user_id, command=release.command_text)

@@ -85,6 +85,28 @@ class RegistryConfig:
 
 
 @dataclass(frozen=True)
+class RolloutTarget:
+    """One deployment policy or pattern that deploys a catalog service."""
+
+    kind: str  # "policy" | "pattern"
+    name: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.name}"
+
+
+@dataclass(frozen=True)
+class RolloutStageConfig:
+    """One stage of a service's rollout: the objects moved together, and (optionally) its own thresholds."""
+
+    name: str
+    targets: tuple[RolloutTarget, ...]
+    healthy_share: float | None = None
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     name: str
     source: str
@@ -95,6 +117,8 @@ class ServiceConfig:
     horizon_dir: str = "horizon"
     dockerfile: str = "Dockerfile.{arch}"
     context: str = "."
+    rollout: tuple[RolloutStageConfig, ...] = ()
+    """Ordered stages; empty: publishing does not move any node (see docs/configuration.md, "Rollout")."""
 
     def ref_for(self, version: str) -> str:
         return self.ref.replace("{version}", version)
@@ -266,7 +290,7 @@ def _service(name: str, table: Any) -> ServiceConfig:
     if not _NAME_RE.match(name):
         raise ConfigError(f"[{where}]: service names are lower-case letters, digits, '.', '_' and '-'")
     _known(table, where, {"source", "org", "arches", "image_base", "ref", "horizon_dir", "dockerfile", "context",
-                          "policies", "stages", "approval"})
+                          "policies", "patterns", "rollout"})
     arches = table.get("arches")
     if not isinstance(arches, list) or not arches or not all(isinstance(a, str) for a in arches):
         raise ConfigError(f"{where}.arches must be a non-empty list such as [\"amd64\", \"arm64\"]")
@@ -291,7 +315,50 @@ def _service(name: str, table: Any) -> ServiceConfig:
         horizon_dir=table.get("horizon_dir", "horizon"),
         dockerfile=dockerfile,
         context=table.get("context", "."),
+        rollout=_rollout(where, table),
     )
+
+
+def _rollout(where: str, table: Mapping[str, Any]) -> tuple[RolloutStageConfig, ...]:
+    """``policies``/``patterns`` on the service (one stage, "fleet"), or ``[[services.X.rollout]]`` stages."""
+    if "rollout" in table and ("policies" in table or "patterns" in table):
+        raise ConfigError(f"[{where}]: give either policies/patterns (one stage) or [[{where}.rollout]] stages")
+    stages_table = table.get("rollout")
+    if stages_table is None:
+        if "policies" not in table and "patterns" not in table:
+            return ()
+        stages_table = [{"stage": "fleet", **{k: table[k] for k in ("policies", "patterns") if k in table}}]
+    if not isinstance(stages_table, list) or not all(isinstance(s, Mapping) for s in stages_table):
+        raise ConfigError(f"{where}.rollout must be an array of tables: [[{where}.rollout]]")
+    stages: list[RolloutStageConfig] = []
+    seen: set[RolloutTarget] = set()
+    for index, stage in enumerate(stages_table, 1):
+        here = f"{where}.rollout[{index}]"
+        _known(stage, here, {"stage", "policies", "patterns", "healthy_share", "timeout"})
+        name = stage.get("stage", f"stage-{index}")
+        if not isinstance(name, str) or not _NAME_RE.match(name) or name in {s.name for s in stages}:
+            raise ConfigError(f"{here}.stage must be a unique lower-case name such as \"canary\"")
+        targets: list[RolloutTarget] = []
+        for key, kind in (("policies", "policy"), ("patterns", "pattern")):
+            names = stage.get(key, [])
+            if not isinstance(names, list) or not all(isinstance(n, str) and n and "/" not in n for n in names):
+                raise ConfigError(f"{here}.{key} must be a list of {kind} names (without the org)")
+            for target in (RolloutTarget(kind, n) for n in names):
+                if target in seen:
+                    raise ConfigError(f"{here}: {target.label} is already in an earlier stage")
+                seen.add(target)
+                targets.append(target)
+        if not targets:
+            raise ConfigError(f"{here} names no policies and no patterns")
+        share = stage.get("healthy_share")
+        if share is not None and (not isinstance(share, int | float) or not 0 < share <= 1):
+            raise ConfigError(f"{here}.healthy_share must be a number in (0, 1], e.g. 0.9")
+        timeout = stage.get("timeout")
+        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+            raise ConfigError(f"{here}.timeout must be a positive number of seconds")
+        stages.append(RolloutStageConfig(name, tuple(targets), None if share is None else float(share),
+                                         None if timeout is None else float(timeout)))
+    return tuple(stages)
 
 
 def _table(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:

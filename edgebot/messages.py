@@ -36,12 +36,15 @@ MAX_BLOCKS = 50
 MAX_TEXT = 3000
 
 PUBLISH_USAGE = (
-    "/edge publish SERVICE VERSION --registry ALIAS [--arch amd64,arm64] [--org ORG] [--dry-run] [--overwrite]"
+    "/edge publish SERVICE VERSION --registry ALIAS [--arch amd64,arm64] [--org ORG] [--policy NAME] [--dry-run] "
+    "[--overwrite]"
 )
 HELP_USAGE = "/edge help [publish]"
 STATUS_USAGE = "/edge status [RELEASE]"
 HISTORY_USAGE = "/edge history SERVICE [--limit N]"
 CANCEL_USAGE = "/edge cancel RELEASE"
+ROLLOUT_USAGE = "/edge rollout SERVICE [VERSION]"
+ROLLBACK_USAGE = "/edge rollback SERVICE"
 
 STATE_LABEL = {
     QUEUED: "queued",
@@ -159,6 +162,8 @@ def help_message(topic: str = "") -> Message:
         "*edgebot* builds, pushes, signs and publishes edge services to the Horizon Exchange.\n"
         f"• `{PUBLISH_USAGE}`\n• `{STATUS_USAGE}`: active releases here, or one release in detail\n"
         f"• `{HISTORY_USAGE}`: past releases of a service\n• `{CANCEL_USAGE}`: stop a release before it publishes\n"
+        f"• `{ROLLOUT_USAGE}`: how far the fleet runs a version\n"
+        f"• `{ROLLBACK_USAGE}`: put the policies/patterns of the last rollout back to the previous version\n"
         f"• `{HELP_USAGE}`\n\n"
         "Everything about a release is reported in the thread of its message in this channel."
     )
@@ -318,6 +323,8 @@ def summary_message(release: Release) -> Message:
     if timings:
         total = (release.ended_at or time.time()) - release.created_at
         blocks.append(context(" · ".join(timings) + f" · total {duration(total)}"))
+    if release.rollout:
+        blocks.append(context("\n".join(rollout_summary_lines(release))))
     for note in release.notes:
         blocks.append(context(note))
     return Message(text=clip("\n".join(text_lines), 3900), blocks=_limit_blocks(blocks))
@@ -410,3 +417,103 @@ def cancelled_ack(release: Release, stopped_jobs: int, removed_jobs: int) -> Mes
         what.append(f"{stopped_jobs} running step(s) stopped")
     text = f"Cancelled `{release.release_id}` ({title(release)})" + (f": {', '.join(what)}." if what else ".")
     return Message(text=text)
+
+
+# -- rollout -----------------------------------------------------------------------------------------------------
+
+ROLLOUT_ICON = {
+    PENDING: ":white_circle:",
+    RUNNING: ":satellite_antenna:",
+    "healthy": ":white_check_mark:",
+    "failed": ":x:",
+    "timed_out": ":hourglass:",
+    "rolled_back": ":leftwards_arrow_with_hook:",
+}
+ROLLOUT_LABEL = {PENDING: "waiting", RUNNING: "rolling out", "healthy": "healthy", "failed": "failed",
+                 "timed_out": "timed out", "rolled_back": "rolled back"}
+
+
+def rollout_counts_line(counts: dict[str, int], version: str) -> str:
+    """``[████░░] 40%  4 of 10 online nodes run 1.1.0`` and the per-bucket counts, for thread and /edge rollout."""
+    from edgebot.fleet_summary import progress_bar
+
+    online = counts.get("total", 0) - counts.get("offline", 0)
+    bar = progress_bar(counts.get("new", 0), online)
+    return (f"`{bar}` {counts.get('new', 0)} of {online} online node(s) run {version}\n"
+            f"new {counts.get('new', 0)} · old {counts.get('old', 0)} · failing {counts.get('failing', 0)} · "
+            f"offline {counts.get('offline', 0)} · waiting {counts.get('waiting', 0)}")
+
+
+def rollout_stage_message(release: Release, index: int) -> Message:
+    """One rollout stage's progress message, edited in place at every poll."""
+    stage = release.rollout[index]
+    icon = ROLLOUT_ICON.get(stage.status, "")
+    label = ROLLOUT_LABEL.get(stage.status, stage.status)
+    heading = f"{icon} *Rollout · {stage.name}* ({index + 1}/{len(release.rollout)}) {label}"
+    if stage.elapsed is not None:
+        heading += f" · {duration(stage.elapsed)}"
+    lines = [heading]
+    if stage.counts:
+        lines.append(rollout_counts_line(stage.counts, release.version))
+    else:
+        lines.append("waiting for the first node report…" if stage.status == RUNNING else "not started")
+    for target in stage.targets:
+        fallback = ", ".join(sorted(set(target.get("previous", {}).values())))
+        lines.append(f"{target['kind']} `{target['name']}`" + (f" · previous {fallback}" if fallback else ""))
+    if stage.note:
+        lines.append(f"_{stage.note}_")
+    text = "\n".join(lines)
+    blocks = [section(text)]
+    if stage.problems:
+        blocks.append(section("*Failing nodes*\n" + clip("\n".join(f"• {p}" for p in stage.problems), 2900)))
+    plain = text.replace("*", "") + ("\n" + "\n".join(stage.problems) if stage.problems else "")
+    return Message(text=clip(plain, 3900), blocks=_limit_blocks(blocks))
+
+
+def rollout_summary_lines(release: Release) -> list[str]:
+    """One line per rollout stage for the final summary."""
+    lines = []
+    for stage in release.rollout:
+        counts = stage.counts
+        label = ROLLOUT_LABEL.get(stage.status, stage.status)
+        line = f"{ROLLOUT_ICON.get(stage.status, '')} rollout {stage.name}: {label}"
+        if counts:
+            online = counts.get("total", 0) - counts.get("offline", 0)
+            line += (f" · {counts.get('new', 0)}/{online} online node(s) on {release.version}, "
+                     f"{counts.get('failing', 0)} failing, {counts.get('offline', 0)} offline")
+        lines.append(line)
+    return lines
+
+
+def rollout_state_message(service: str, release: Release | None, version: str,
+                          stages: list[tuple[str, str, dict[str, int]]], *, live: bool) -> Message:
+    """`/edge rollout SERVICE [VERSION]`: per stage of the service's last rollout, how many nodes run ``version``.
+
+    ``stages`` holds (stage name, status, counts); ``live`` says the counts come from this poll interval's
+    node-details rather than from the release record's last poll.
+    """
+    if release is None:
+        text = (f"`{service}` has not been rolled out yet: its rollout stages start after the next "
+                f"`/edge publish {service} VERSION --registry ALIAS`.")
+        return Message(text=text, blocks=[section(text)])
+    head = (f"*{service} {version}* in org `{release.org}` · last rollout: release `{release.release_id}` "
+            f"({release.version}, {STATE_LABEL.get(release.state, release.state)})")
+    lines = [head]
+    for name, status, counts in stages:
+        line = f"{ROLLOUT_ICON.get(status, '')} *{name}* {ROLLOUT_LABEL.get(status, status)}"
+        lines.append(line + ("\n" + rollout_counts_line(counts, version) if counts else " · no node data"))
+    source = ("live: the node-details an active rollout read in this poll interval" if live else
+              f"as of the rollout's last poll ({_when(release.updated_at)})")
+    text = "\n".join(lines)
+    return Message(text=clip(text.replace("*", "") + "\n" + source, 3900),
+                   blocks=_limit_blocks([section(clip(text)), context(source)]))
+
+
+def rollback_ack(release: Release, queued: bool) -> Message:
+    moved = sorted({f"{t['kind']} `{t['name']}`" for s in release.rollout for t in s.targets})
+    if not queued:
+        text = f"A rollback of release `{release.release_id}` is already under way; its thread will show it."
+    else:
+        text = (f"Rolling back *{title(release)}* (release `{release.release_id}`): {', '.join(moved)} will pin the "
+                "versions they pinned before it. The release's thread shows the result.")
+    return Message(text=text.replace("*", ""), blocks=[section(text)])

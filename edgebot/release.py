@@ -125,6 +125,31 @@ class Approval:
 
 
 @dataclass
+class RolloutStageState:
+    """One rollout stage of a release: what edgebot changed, and the last poll's node counts."""
+
+    name: str
+    status: str = PENDING
+    """pending → running → healthy, or failed / rolled_back / timed_out."""
+    started_at: float | None = None
+    ended_at: float | None = None
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    """{"kind","name","arch","constraints","previous": {arch: version}} for each policy/pattern moved."""
+    counts: dict[str, int] = field(default_factory=dict)
+    """total, new, old, failing, offline, waiting (see edgebot.fleet_summary)."""
+    problems: list[str] = field(default_factory=list)
+    """The failing nodes with their error, in the user's words (first N)."""
+    polls: int = 0
+    note: str = ""
+
+    @property
+    def elapsed(self) -> float | None:
+        if self.started_at is None:
+            return None
+        return (self.ended_at or time.time()) - self.started_at
+
+
+@dataclass
 class Release:
     release_id: str
     team_id: str
@@ -159,6 +184,10 @@ class Release:
     error_detail: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     """Things the thread should say besides progress (warnings such as credential reuse)."""
+    rollout_only: list[str] = field(default_factory=list)
+    """``--policy``: roll out through only these catalog policies/patterns (one stage, "override")."""
+    rollout: list[RolloutStageState] = field(default_factory=list)
+    """The rollout stages after publish (empty when the service has none, or for a dry run)."""
     events: list[dict[str, Any]] = field(default_factory=list)
     """Audit trail: {"at", "what", ...} appended by every transition."""
     approval: Approval | None = None
@@ -198,5 +227,6 @@ class Release:
         if data.get("approval"):
             data["approval"] = Approval.from_dict(data["approval"])
         data["approval_history"] = [Approval.from_dict(a) for a in data.get("approval_history", [])]
+        data["rollout"] = [RolloutStageState(**v) for v in data.get("rollout", [])]
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})

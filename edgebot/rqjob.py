@@ -19,8 +19,8 @@ from edgebot.settings import Settings
 
 JOBS_MODULE = "workers.jobs"
 ALLOWED_FUNCTIONS = frozenset(
-    f"{JOBS_MODULE}.{name}"
-    for name in ("prepare_release", "build_arch", "sign_release", "publish_release", "expire_approval")
+    f"{JOBS_MODULE}.{name}" for name in ("prepare_release", "build_arch", "sign_release", "publish_release",
+                                           "expire_approval", "start_rollout", "poll_rollout", "rollback_release")
 )
 
 PUBLISH_QUEUE = "edgebot-publish"

@@ -66,6 +66,29 @@ class Settings:
     """Let build workers install an OpenShift route's CA into ``docker_certs_dir`` when it is missing (needs root)."""
     token_expiry_warning: int = 7 * 24 * 3600
     """Seconds before a registry service-account token expires (its JWT ``exp``) from which the thread warns."""
+    # -- rollout (docs/configuration.md, "Rollout") ----------------------------------------------------------------
+    rollout_poll_interval: float = 15.0
+    """Seconds between two polls of a rollout; one ``GET orgs/{org}/node-details`` per org per interval."""
+    rollout_offline_after: float = 600.0
+    """A node whose last heartbeat is older than this many seconds counts as offline (counted, not waited for)."""
+    rollout_healthy_share: float = 1.0
+    """Share of a stage's online nodes that must run the new version for the stage to end healthy (0..1)."""
+    rollout_failure_threshold: int = 0
+    """A stage fails when more than this many of its nodes fail on the new version."""
+    rollout_stage_timeout: float = 1800.0
+    """Seconds a stage may take to become healthy before it fails."""
+    rollout_auto_rollback: bool = True
+    """On a failed stage, re-point every policy/pattern edgebot changed to the previous version."""
+    rollout_drop_fallback: bool = True
+    """Once a stage is healthy, drop the previous version (the priority-2 fallback) from its policies/patterns."""
+    rollout_fallback_retries: int = 2
+    """``retries`` of the priority-1 version before an agent falls back to priority 2."""
+    rollout_fallback_retry_durations: int = 3600
+    """``retry_durations`` (seconds) in which those retries are counted."""
+    rollout_report_nodes: int = 10
+    """Failing nodes listed by name, with their error, when a stage fails."""
+    rollout_lock_timeout: float = 30.0
+    """Seconds the per-policy/pattern write lock is held at most (re-read → PUT → verify)."""
 
     @classmethod
     def load(cls, table: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:

@@ -170,6 +170,28 @@ class ThreadReporter:
 
                 self.store.update(release_id, keep)
 
+    def rollout_stage(self, release_id: str, index: int) -> None:
+        """Post or repaint the progress message of rollout stage ``index`` (one message per stage)."""
+        self._submit(("rollout", release_id, str(index)), lambda: self._rollout_stage(release_id, index))
+
+    def _rollout_stage(self, release_id: str, index: int) -> None:
+        with self._locked(release_id) as release:
+            if not release.message_ts or index >= len(release.rollout):
+                return
+            key = f"rollout:{release.rollout[index].name}"
+            msg = messages.rollout_stage_message(release, index)
+            ts = release.progress_ts.get(key)
+            if ts:
+                self._update(release, ts, msg)
+                return
+            posted = self._post_in_thread(release, msg)
+            if posted:
+
+                def keep(r: Release) -> None:
+                    r.progress_ts.setdefault(key, posted)
+
+                self.store.update(release_id, keep)
+
     def summary(self, release_id: str) -> None:
         """Post the final summary once, then repaint the root so the channel shows the outcome."""
         self._submit(("summary", release_id), lambda: self._summary(release_id))

@@ -33,13 +33,14 @@ import httpx
 from sandbox import render
 from sandbox.identities import PEOPLE, Person, add_people, display_names, find_person, sandbox_stack
 from sandbox.proc_base import StartFailed, wait_until
+from sandbox.seed import seed_fleet
 from sandbox.slack import SlackStandIn
 from sandbox.slack_client import SlackPlatform
 from sandbox.stack import CHANNEL_ID, CHANNEL_NAME, Stack
 from sandbox.watch import Button, ChannelView, format_change, render_view, view_inputs
 
 HELP = """\
-  /edge TEXT            send the slash command as the current user, e.g. /edge publish hello 1.0.0 --registry local
+  /edge TEXT            send the slash command as the current user, e.g. /edge publish hello 1.1.0 --registry local
   /as NAME              become another user: {people}
   click N               press button N of a message (numbers are shown as [N: label])
   approve [RELEASE]     press the newest Approve button (of RELEASE's thread)
@@ -306,7 +307,7 @@ class Console:
             "running locally",
             f"  bot {stack.bot_url} · secrets from {vault} · config {stack.config_path}",
             self.help_text(),
-            f"You are @{self.person.name}. Try: /edge publish hello 1.0.0 --registry local",
+            f"You are @{self.person.name}. Try: /edge publish hello 1.1.0 --registry local",
         ])
 
     def run(self, stdin: TextIO) -> None:
@@ -380,6 +381,9 @@ def main(argv: list[str] | None = None) -> int:
         stack.start()
         add_people(stack.slack)
         stack.wait_workers(1 + len(arches))
+        print("» seeding a fleet: hello 1.0.0 on 27 simulated nodes through policies hello-canary, hello-fleet…",
+              flush=True)
+        seed_fleet(stack)
         console = Console(stack.slack, stack.platform(), sys.stdout, poll_interval=args.poll_interval)
         print(console.banner(stack), flush=True)
         console.start_polling()

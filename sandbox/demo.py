@@ -3,12 +3,14 @@
 It starts the sandbox stack (Redis, OpenBao holding every worker secret, a private Docker Engine, a TLS registry with
 auth, the Exchange and Slack stand-ins, the bot behind gunicorn, real RQ workers), then, as a Slack client would:
 
-1. ``/edge publish hello 1.0.0 --registry local`` from @requester, a signed slash command;
+0. seeds a fleet (``sandbox/seed.py``): hello 1.0.0 published, two deployment policies pinning it (the canary and
+   fleet stages of hello's rollout) and 27 simulated agent nodes of both arches, one offline;
+1. ``/edge publish hello 1.1.0 --registry local`` from @requester, a signed slash command;
 2. when the release waits for approval (a message in its thread carries a button whose action_id starts with
    ``approve``), @approver1 presses it: a signed ``block_actions`` interaction, as Slack sends it. Without an approval
    gate the release simply goes on;
-3. every message of #releases is printed when it is posted or edited in place (progress, approval card, rollout counts
-   as the thread reports them), and at the end the whole thread, final summary included.
+3. every message of #releases is printed when it is posted or edited in place (progress, approval card, the rollout
+   canary → fleet with live node counts), and at the end the whole thread, final summary included.
 
 Everything it started is stopped at the end, also on Ctrl-C.
 """
@@ -29,13 +31,14 @@ from edgebot import messages
 from edgebot.release import Release
 from sandbox.identities import Person, add_people, display_names, find_person, sandbox_stack
 from sandbox.proc_base import StartFailed
+from sandbox.seed import seed_fleet
 from sandbox.stack import CHANNEL_ID, CHANNEL_NAME, Stack, wait_until
 from sandbox.watch import ChannelView, format_change
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--command", default="publish hello 1.0.0 --registry local")
+    parser.add_argument("--command", default="publish hello 1.1.0 --registry local")
     parser.add_argument("--approver", default="approver1", help="who approves (a sandbox user, see `users`)")
     parser.add_argument("--timeout", type=float, default=300)
     args = parser.parse_args(argv)
@@ -59,13 +62,18 @@ def main(argv: list[str] | None = None) -> int:
         assert stack.vault is not None
         say(f"secrets in OpenBao at {stack.vault.url}: workers log in with the AppRoles of deploy/vault/ "
             f"(edgebot-build, edgebot-publish); config {stack.config_path} holds only references")
+        say("seeding: hello 1.0.0 on 27 simulated nodes (amd64 and arm64) through policies hello-canary, hello-fleet…")
+        seed_fleet(stack)
         view = ChannelView(stack.slack, CHANNEL_ID, CHANNEL_NAME, display_names())
+        view.poll()  # the seed release's messages are set-up, not the demo
+        seeded = set(stack.release_ids())
         say(f"as @requester in #{CHANNEL_NAME}: /edge {args.command}")
         response = stack.command(args.command)
         answer = response.json() if response.content else {}
         say(f"bot acked in {response.elapsed.total_seconds() * 1000:.0f} ms, only @requester sees: "
             f"{answer.get('text', '')}")
-        release_id = wait_until(stack.release_ids, timeout=10, what="the release record")[0]
+        release_id = wait_until(lambda: sorted(set(stack.release_ids()) - seeded), timeout=10,
+                                what="the release record")[0]
         release = follow(stack, view, release_id, approver, args.timeout)
         if release is None:
             keep = True  # the log of every process, for what went wrong

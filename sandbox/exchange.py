@@ -36,6 +36,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from sandbox.exchange_routes import Call, ExchangeState, Identity, Reply, match, now
 from sandbox.exchange_rules import ApiError, api_type, form_id, translate
+from sandbox.fleet import Fleet
 
 __all__ = ["ExchangeStandIn", "form_id", "main"]
 
@@ -54,6 +55,8 @@ class ExchangeStandIn:
         self.host, self.port, self.language = host, port, language
         self.base_path = "/" + base_path.strip("/") if base_path.strip("/") else ""
         self.state = ExchangeState()
+        self.fleet = Fleet(self.state)
+        """Simulated agent nodes (``sandbox/fleet.py``); its timer thread runs while the stand-in runs."""
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
@@ -82,6 +85,7 @@ class ExchangeStandIn:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="exchange-standin", daemon=True)
         self._thread.start()
+        self.fleet.start()
         return self
 
     def stop(self) -> None:
@@ -89,6 +93,7 @@ class ExchangeStandIn:
         server, self._server = self._server, None
         if server is None:
             return
+        self.fleet.stop()
         server.shutdown()
         server.server_close()
         with self._conn_lock:
@@ -264,6 +269,8 @@ class _Handler(BaseHTTPRequestHandler):
             call = Call(method, params, dict(parse_qsl(split.query)), body, self.headers.get("Content-Type", ""), who)
             with state.lock:
                 reply = handlers[method](state, call)
+                if method != "GET" and reply.status < 300:
+                    state.generation += 1
         except ApiError as exc:
             reply = Reply(exc.status, {"code": api_type(standin.language, exc.code),
                                        "msg": translate(standin.language, exc.key, *exc.args_)})

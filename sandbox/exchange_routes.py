@@ -100,6 +100,8 @@ class ExchangeState:
     nodes: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # org -> "org/node" -> details
     requests: list[dict[str, Any]] = field(default_factory=list)
     faults: list[dict[str, Any]] = field(default_factory=list)
+    generation: int = 0
+    """Bumped by every successful write, so the simulated agents (``sandbox/fleet.py``) notice changes."""
 
     def service_rows(self) -> Iterator[ServiceRow]:
         for org, table in self.services.items():

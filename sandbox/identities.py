@@ -76,5 +76,10 @@ def find_person(text: str) -> Person | None:
 
 def sandbox_stack(workdir: Path, arches: tuple[str, ...]) -> Stack:
     """The stack ``make demo`` and ``edgebot sandbox`` run (one place for both): secrets in OpenBao, the sandbox's
-    ``[access]`` and ``[approvals]`` tables. Call :func:`add_people` once it is started."""
-    return Stack(workdir, arches=arches, vault=True, extra_toml=SANDBOX_TOML)
+    ``[access]`` and ``[approvals]`` tables, ``hello``'s rollout stages. Call :func:`add_people` once it is started,
+    then :func:`sandbox.seed.seed_fleet` for a fleet to roll out to."""
+    from sandbox import seed
+
+    return Stack(workdir, arches=arches, vault=True, versions=seed.VERSIONS,
+                 extra_services={seed.SEED_SERVICE: list(arches)}, extra_toml=SANDBOX_TOML + seed.ROLLOUT_TOML,
+                 settings=dict(seed.SETTINGS))

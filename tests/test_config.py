@@ -109,3 +109,34 @@ def test_the_documented_example_config_loads() -> None:
     config = load_config(Path(__file__).parent.parent / "examples" / "edgebot.toml")
     assert set(config.registries) == {"icr", "ocp"}
     assert config.services["hello"].arches == ("amd64", "arm64")
+
+
+def test_rollout_stages_and_the_one_stage_shorthand() -> None:
+    from edgebot.config import RolloutTarget
+
+    assert parse_config(BASE).services["hello"].rollout == ()
+    staged = parse_config(_with("services.hello.rollout", [
+        {"stage": "canary", "policies": ["hello-canary"], "healthy_share": 1, "timeout": 600},
+        {"stage": "fleet", "policies": ["hello-fleet"], "patterns": ["gateway"], "healthy_share": 0.95},
+    ])).services["hello"].rollout
+    assert [(s.name, s.targets, s.healthy_share, s.timeout) for s in staged] == [
+        ("canary", (RolloutTarget("policy", "hello-canary"),), 1.0, 600.0),
+        ("fleet", (RolloutTarget("policy", "hello-fleet"), RolloutTarget("pattern", "gateway")), 0.95, None)]
+    short = parse_config(_with("services.hello.patterns", ["gateway"])).services["hello"].rollout
+    assert [(s.name, s.targets) for s in short] == [("fleet", (RolloutTarget("pattern", "gateway"),))]
+
+
+@pytest.mark.parametrize(("stages", "fragment"), [
+    ([{"stage": "canary"}], "names no policies and no patterns"),
+    ([{"stage": "a", "policies": ["p"]}, {"stage": "a", "policies": ["q"]}], "unique lower-case name"),
+    ([{"stage": "a", "policies": ["p"]}, {"stage": "b", "policies": ["p"]}], "policy p is already in an earlier"),
+    ([{"stage": "a", "policies": ["acme/p"]}], "without the org"),
+    ([{"stage": "a", "policies": ["p"], "healthy_share": 1.5}], "healthy_share must be a number in (0, 1]"),
+    ([{"stage": "a", "policies": ["p"], "timeout": 0}], "timeout must be a positive number"),
+    ([{"stage": "a", "policies": ["p"], "policy": ["q"]}], "unknown key(s) policy"),
+    ({"stage": "a"}, "must be an array of tables"),
+])
+def test_rollout_mistakes_are_named(stages: Any, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(_with("services.hello.rollout", stages))
+    assert fragment in str(info.value)

@@ -8,7 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.grammar import CancelCommand, HelpCommand, HistoryCommand, PublishCommand, StatusCommand, parse
+from bot.grammar import (
+    CancelCommand,
+    HelpCommand,
+    HistoryCommand,
+    PublishCommand,
+    RollbackCommand,
+    RolloutCommand,
+    StatusCommand,
+    parse,
+)
 from edgebot.errors import UsageError
 from edgebot.messages import PUBLISH_USAGE
 
@@ -100,7 +109,7 @@ def test_user_input_is_echoed_bounded_and_without_backticks() -> None:
 _words = st.sampled_from(
     ["publish", "help", "hello", "1.2.3", "1", "--registry", "icr", "--arch", "amd64,arm64", "--org", "o",
      "--dry-run", "--overwrite", "—registry", "--registry=", "=", "--", "-", "`", "\u200b", "v1", "status",
-     "history", "--limit", "r-7f3a9c", "25", "0", "cancel"]
+     "history", "--limit", "r-7f3a9c", "25", "0", "cancel", "rollout", "rollback"]
 )
 
 
@@ -112,4 +121,30 @@ def test_fuzz_every_input_is_a_command_or_a_usage_error(text: str) -> None:
     except UsageError as exc:
         assert exc.problem and "Traceback" not in exc.problem
     else:
-        assert isinstance(result, PublishCommand | HelpCommand | StatusCommand | HistoryCommand | CancelCommand)
+        assert isinstance(result, PublishCommand | HelpCommand | StatusCommand | HistoryCommand | CancelCommand
+                          | RolloutCommand | RollbackCommand)
+
+
+def test_rollout() -> None:
+    assert parse("rollout hello") == RolloutCommand("hello")
+    assert parse("rollout hello 1.2") == RolloutCommand("hello", "1.2")
+    for text, fragment in (("rollout", "SERVICE missing"), ("rollout hello 1.2.3-rc1", "is not a version"),
+                           ("rollout Hello!", "is not a service name"), ("rollout a 1 b", "Unexpected extra words")):
+        with pytest.raises(UsageError) as info:
+            parse(text)
+        assert fragment in info.value.problem and info.value.usage == "/edge rollout SERVICE [VERSION]"
+
+
+def test_publish_policy_option() -> None:
+    assert parse("publish hello 1.0 --registry icr --policy a,b,a").policies == ("a", "b")  # type: ignore[union-attr]
+    assert parse("publish hello 1.0 --registry icr").policies is None  # type: ignore[union-attr]
+    with pytest.raises(UsageError, match="not a policy or pattern name"):
+        parse("publish hello 1.0 --registry icr --policy acme/x")
+
+
+def test_rollback() -> None:
+    assert parse("rollback hello") == RollbackCommand("hello")
+    for text, fragment in (("rollback", "SERVICE missing"), ("rollback a b", "Unexpected extra words"),
+                           ("rollback A!", "is not a service name")):
+        with pytest.raises(UsageError, match=fragment):
+            parse(text)

@@ -10,7 +10,17 @@ from pathlib import Path
 import pytest
 
 from edgebot import messages
-from edgebot.release import DONE, FAILED, FAILED_STEP, SUCCEEDED, ArchResult, Release, StepState
+from edgebot.release import (
+    DONE,
+    FAILED,
+    FAILED_STEP,
+    ROLLED_BACK,
+    SUCCEEDED,
+    ArchResult,
+    Release,
+    RolloutStageState,
+    StepState,
+)
 from tests.snapshot import check_snapshot
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -64,7 +74,37 @@ def _failed_build() -> Release:
     return release
 
 
+def _rolled_out(failed: bool = False) -> Release:
+    policy = {"kind": "policy", "name": "hello-canary", "arch": "*", "constraints": ["group == canary"],
+              "previous": {"*": "1.2.2"}}
+    canary = RolloutStageState("canary", "rolled_back" if failed else "healthy", T0 + 96, T0 + 140, [policy],
+                               {"total": 4, "new": 1 if failed else 3, "old": 0, "failing": 2 if failed else 0,
+                                "offline": 1, "waiting": 0}, polls=9)
+    fleet = RolloutStageState("fleet", "pending" if failed else "healthy")
+    if failed:
+        canary.problems = [
+            "node-17 cannot pull from us.icr.io: certificate signed by unknown authority — install the registry CA "
+            "on the node (/etc/docker/certs.d/us.icr.io/ca.crt)",
+            "node-18 has no credentials for registry us.icr.io — publish with a registry that has a pull credential "
+            "(the service's dockauth), or give the node one",
+        ]
+        return _release(state=ROLLED_BACK, rollout=[canary, fleet], error_detail=canary.problems,
+                        error="rollout stage canary: 2 node(s) failed on 1.2.3 (more than the 0 allowed); every "
+                              "policy/pattern edgebot changed points to the previous version again")
+    fleet.started_at, fleet.ended_at, fleet.targets = T0 + 140, T0 + 300, [{**policy, "name": "hello-fleet"}]
+    fleet.counts = {"total": 120, "new": 118, "old": 0, "failing": 0, "offline": 2, "waiting": 0}
+    return _release(rollout=[canary, fleet])
+
+
 CASES = {
+    "rollout_stage_healthy": lambda: messages.rollout_stage_message(_rolled_out(), 1),
+    "rollout_stage_rolled_back": lambda: messages.rollout_stage_message(_rolled_out(failed=True), 0),
+    "rollout_stage_pending": lambda: messages.rollout_stage_message(_rolled_out(failed=True), 1),
+    "summary_rolled_out": lambda: messages.summary_message(_rolled_out()),
+    "rollout_state": lambda: messages.rollout_state_message(
+        "hello", _rolled_out(), "1.2.3", [(s.name, s.status, s.counts) for s in _rolled_out().rollout], live=False),
+    "rollout_state_none": lambda: messages.rollout_state_message("hello", None, "", [], live=False),
+    "summary_rolled_back": lambda: messages.summary_message(_rolled_out(failed=True)),
     "help": lambda: messages.help_message(),
     "help_publish": lambda: messages.help_message("publish"),
     "usage_error": lambda: messages.usage_error("Unknown registry alias `dockerhub`.", messages.PUBLISH_USAGE),

@@ -226,6 +226,44 @@ class ExchangeClient:
         self._call("POST", self._svc(org, service_id) + "/dockauths", ok=(201,), secrets=(token,),
                    json={"registry": registry, "username": username, "token": token})
 
+    # -- deployment policies and patterns (rollout) -------------------------------------------------------------
+    @staticmethod
+    def _deployment_path(kind: str, org: str, name: str) -> str:
+        collection = {"policy": "business/policies", "pattern": "patterns"}[kind]
+        return f"orgs/{quote(org, safe='')}/{collection}/{quote(name, safe='')}"
+
+    def get_deployment_object(self, kind: str, org: str, name: str) -> dict[str, Any] | None:
+        """A deployment policy (``kind="policy"``) or pattern as stored, or None when it does not exist."""
+        path = self._deployment_path(kind, org, name)
+        response = self._call("GET", path, ok=(200,), missing_ok=True)
+        if response is None:
+            return None
+        body = self._json(response, "GET", path)
+        envelope = body.get("businessPolicy" if kind == "policy" else "patterns") if isinstance(body, dict) else None
+        found = envelope.get(f"{org}/{name}") if isinstance(envelope, dict) else None
+        if not isinstance(found, dict):
+            raise ExchangeError(f"the Exchange answered GET {path} without {org}/{name}", status=200, method="GET",
+                                path=path)
+        return dict(found)
+
+    def put_deployment_object(self, kind: str, org: str, name: str, body: dict[str, Any]) -> None:
+        """Replace the whole object (the Exchange has no ETags: serialize writers around re-read → PUT → verify)."""
+        self._call("PUT", self._deployment_path(kind, org, name), ok=(201,), json=body)
+
+    def create_deployment_object(self, kind: str, org: str, name: str, body: dict[str, Any]) -> None:
+        self._call("POST", self._deployment_path(kind, org, name), ok=(201,), json=body)
+
+    def delete_deployment_object(self, kind: str, org: str, name: str) -> None:
+        """Remove the object (a 404 is fine: it is gone either way)."""
+        self._call("DELETE", self._deployment_path(kind, org, name), ok=(200, 204), missing_ok=True)
+
+    def node_details_raw(self, org: str) -> bytes:
+        """``GET orgs/{org}/node-details``: every node of the org with its status, in one call (JSON array bytes;
+        ``[]`` when the org has no node)."""
+        path = f"orgs/{quote(org, safe='')}/node-details"
+        response = self._call("GET", path, ok=(200,), missing_ok=True)
+        return b"[]" if response is None else response.content
+
 
 def _server_message(response: httpx.Response) -> str:
     """The ``msg`` of an error body, for people; never used to decide anything (it is translated)."""

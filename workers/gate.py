@@ -29,15 +29,11 @@ EARLY_TOLERANCE = 1.0
 
 
 def targets(ctx: WorkerContext, release: Release) -> list[str]:
-    """The deployment policies and patterns the release will move (``kind:name``), from the catalog."""
+    """The deployment policies and patterns the release will move (``policy:name``), from the catalog or --policy."""
+    from workers.rollout_watch import stages_of
+
     service = ctx.config.services[release.service]
-    found: list[str] = []
-    for stage in getattr(service, "rollout", None) or ():
-        for name in getattr(stage, "policies", ()):
-            found.append(f"policy:{name}")
-        for name in getattr(stage, "patterns", ()):
-            found.append(f"pattern:{name}")
-    return found
+    return [f"{t.kind}:{t.name}" for stage in stages_of(service, release) for t in stage.targets]
 
 
 def exchange_changes(ctx: WorkerContext, release: Release) -> dict[str, str]:

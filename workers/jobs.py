@@ -13,7 +13,7 @@ from rq import get_current_job
 
 from edgebot import logs
 from edgebot.errors import LeaseLost, ReleaseEnded, StepFailed
-from workers import context, pipeline
+from workers import context, pipeline, rollout_watch
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,25 @@ def expire_approval(release_id: str) -> None:
     _run("approval expiry", gate.expire, release_id)
 
 
-def _run(name: str, step: Callable[[context.WorkerContext, str], None], release_id: str) -> None:
+def start_rollout(release_id: str) -> None:
+    _run("rollout", rollout_watch.start, release_id, fail=rollout_watch.abort)
+
+
+def poll_rollout(release_id: str, stage: int, poll: int) -> None:
+    _run("rollout poll", lambda ctx, rid: rollout_watch.poll(ctx, rid, int(stage), int(poll)), release_id,
+         fail=rollout_watch.abort)
+
+
+Fail = Callable[[context.WorkerContext, str, str, "list[str] | None"], None]
+
+
+def rollback_release(release_id: str, user_id: str) -> None:
+    _run("rollback", lambda ctx, rid: rollout_watch.rollback(ctx, rid, user_id), release_id,
+         fail=rollout_watch.rollback_failed)
+
+
+def _run(name: str, step: Callable[[context.WorkerContext, str], None], release_id: str, *,
+         fail: Fail = pipeline.fail) -> None:
     ctx = context.current()
     logs.set_release(release_id)  # every log line of this job carries the release id
     try:
@@ -56,10 +74,10 @@ def _run(name: str, step: Callable[[context.WorkerContext, str], None], release_
             log.warning("release %s: %s failed transiently (%s); RQ will retry", release_id, name, exc)
             raise
         log.info("release %s: %s failed: %s", release_id, name, exc)
-        pipeline.fail(ctx, release_id, str(exc), exc.detail)
+        fail(ctx, release_id, str(exc), exc.detail)
     except Exception:
         log.exception("release %s: %s crashed", release_id, name)
-        pipeline.fail(ctx, release_id, f"{name} failed unexpectedly; the worker log has the details")
+        fail(ctx, release_id, f"{name} failed unexpectedly; the worker log has the details", None)
     finally:
         if not ctx.reporter.flush():
             log.warning("release %s: thread updates still pending after %s", release_id, name)

@@ -27,6 +27,7 @@ from edgebot.release import (
     FAILED,
     FAILED_STEP,
     PUBLISHING,
+    ROLLING_OUT,
     RUNNING,
     SKIPPED,
     STAGES,
@@ -421,11 +422,16 @@ def publish(ctx: WorkerContext, release_id: str) -> None:
         elif registry.reuse_push_credentials_for_nodes and not registry.pull_username:
             r.notes.append(f":warning: nodes got the *push* credential of `{registry.alias}` as their dockauth "
                            "(reuse_push_credentials_for_nodes = true): any user of the org can read it back.")
-        r.state = SUCCEEDED
+        r.state = ROLLING_OUT if rolls_out else SUCCEEDED
         r.event("published", services=[sid for sid, _ in actions.values()])
 
+    rolls_out = bool(ctx.config.services[release.service].rollout) and not release.dry_run
     set_stage(ctx, release_id, "publish", DONE, note=", ".join(sorted({a for _, a in actions.values()})), extra=record)
-    ctx.reporter.summary(release_id)
+    if rolls_out:  # the rollout watch posts the summary when the fleet has moved (or rolled back)
+        ctx.reporter.refresh_root(release_id)
+        enqueue(ctx, PUBLISH_QUEUE, "start_rollout", release_id)
+    else:
+        ctx.reporter.summary(release_id)
 
 
 def _definition(release: Release, arch: str) -> ServiceDefinition:

@@ -1,0 +1,178 @@
+"""Rollout watch at fleet scale: one poll's summary for 10,000 simulated nodes.
+
+    python -m bench.rollout_scale            10,000 nodes; replaces the rollout section of docs/BENCHMARKS.md
+    python -m bench.rollout_scale --smoke    500 nodes; prints only (bench.run --smoke runs it too)
+
+Set-up: the Exchange stand-in with simulated agents (signed service 1.0.0 and 1.1.0, a policy pinning 1.1.0 with 1.0.0
+as fallback; 2 % of the nodes fail 1.1.0 and fall back, 1 % are offline), real Redis, and several concurrent rollouts
+of the same org polling through the production code (``workers.rollout_watch.shared_node_details`` +
+``edgebot.fleet_summary.summarize``).
+
+Measured per poll round: Exchange requests (all rollouts of the org together), and CPU time of one rollout's poll
+(decode the shared node-details answer + summarize it) against a baseline measured in the same run on the same
+payload: ``json.loads`` of it alone. Ratio = poll / baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+ORG, PW = "acme", "bench-pw"
+SECTION = "## Rollout watch at scale"
+
+
+def _publish(client: httpx.Client, signer: Any, version: str) -> None:
+    from workers.signing import sign_deployment
+
+    deployment = json.dumps({"services": {"hello": {"image": f"reg.example:5000/edge/hello_amd64@sha256:{'b' * 64}",
+                                                    "env": [f"V={version}"]}}}, sort_keys=True, separators=(",", ":"))
+    body = {"label": "hello", "public": False, "url": "hello", "version": version, "arch": "amd64",
+            "sharable": "multiple", "deployment": deployment,
+            "deploymentSignature": sign_deployment(signer, deployment)}
+    sid = f"hello_{version}_amd64"
+    client.post(f"orgs/{ORG}/services", json=body).raise_for_status()
+    client.put(f"orgs/{ORG}/services/{sid}/keys/k.pem", content=signer.public_key_pem(),
+               headers={"Content-Type": "text/plain"}).raise_for_status()
+    client.post(f"orgs/{ORG}/services/{sid}/dockauths",
+                json={"registry": "reg.example:5000", "username": "u", "token": "t"}).raise_for_status()
+
+
+def run(*, nodes: int, rollouts: int = 3, rounds: int = 5) -> dict[str, Any]:
+    from edgebot.config import parse_config
+    from edgebot.fleet_summary import Target, summarize
+    from edgebot.secrets import SecretResolver
+    from sandbox.exchange import ExchangeStandIn
+    from sandbox.proc_base import wait_until
+    from sandbox.processes import RedisServer
+    from workers.context import WorkerContext
+    from workers.rollout_watch import shared_node_details
+    from workers.signing import PemSigner, generate_private_key_pem
+
+    poll_interval = 1.0
+    with tempfile.TemporaryDirectory(prefix="edgebot-rollout-bench-") as tmp:
+        redis_server = RedisServer(Path(tmp) / "redis")
+        redis_server.start()
+        standin = ExchangeStandIn()
+        standin.fleet.apply_delay, standin.fleet.heartbeat_interval = 0.0, 0.25
+        standin.start()
+        try:
+            standin.add_user(ORG, "edgebot", PW)
+            signer = PemSigner(generate_private_key_pem(2048), "k.pem")
+            with httpx.Client(base_url=standin.url + "/", auth=(f"{ORG}/edgebot", PW), timeout=60) as client:
+                for version in ("1.0.0", "1.1.0"):
+                    _publish(client, signer, version)
+                for i in range(1, nodes + 1):
+                    node_id = standin.fleet.add_node(ORG, f"node-{i}", "amd64",
+                                                     properties=[{"name": "group", "value": "fleet"}])
+                    if i % 50 == 25:
+                        standin.fleet.set_failing(node_id, ["1.1.0"])
+                policy = {"label": "fleet", "service": {"name": "hello", "org": ORG, "arch": "*", "serviceVersions": [
+                    {"version": "1.1.0", "priority": {"priority_value": 1, "retries": 1, "retry_durations": 60}},
+                    {"version": "1.0.0", "priority": {"priority_value": 2, "retries": 1, "retry_durations": 60}}]},
+                    "constraints": ["group == fleet"]}
+                client.post(f"orgs/{ORG}/business/policies/fleet", json=policy).raise_for_status()
+            wait_until(lambda: all(standin.fleet.running(n) for n in list(standin.fleet.nodes)), timeout=600,
+                       interval=1.0, what="every simulated node to run the service")
+            for i in range(100, nodes + 1, 100):
+                standin.fleet.set_online(f"{ORG}/node-{i}", False)
+            config = parse_config({
+                "slack": {"bot_token": "env:B", "signing_secret": "env:S"}, "redis": {"url": redis_server.url},
+                "exchange": {"url": standin.url, "username": f"{ORG}/edgebot", "password": "env:EXCHANGE_PW"},
+                "signing": {"private_key": "file:/nonexistent"},
+                "registries": {"r": {"host": "reg.example:5000", "push_username": "u", "push_password": "env:P"}},
+                "services": {"hello": {"source": "/x", "org": ORG, "arches": ["amd64"]}},
+                "settings": {"rollout_poll_interval": poll_interval, "rollout_offline_after": 2.0},
+            }, environ={})
+            ctx = WorkerContext(config, SecretResolver(environ={"EXCHANGE_PW": PW}))
+            time.sleep(2.5)  # let the offline nodes' heartbeats age past rollout_offline_after
+            target = [Target("policy", "fleet", "*", ("group == fleet",))]
+            before = len([r for r in standin.requests() if r["path"].endswith("/node-details")])
+            poll_cpu: list[float] = []
+            decode_cpu: list[float] = []
+            fetch_wall: list[float] = []
+            counts: dict[str, int] = {}
+            payload = b""
+            for _ in range(rounds):
+                for rollout in range(rollouts):
+                    started, cpu = time.perf_counter(), time.process_time()
+                    found = shared_node_details(ctx, ORG)
+                    summary = summarize(found, org=ORG, url="hello", version="1.1.0", targets=target,
+                                        offline_after=2.0, now=time.time())
+                    if rollout == 0:
+                        fetch_wall.append(time.perf_counter() - started)
+                    else:
+                        poll_cpu.append(time.process_time() - cpu)
+                    counts = summary.as_dict()
+                payload = ctx.redis.get(f"{config.settings.key_prefix}:rollout:node-details:{ORG}") or payload
+                cpu = time.process_time()
+                json.loads(payload)
+                decode_cpu.append(time.process_time() - cpu)
+                time.sleep(poll_interval * 1.05)  # the next round: the shared answer has expired
+            after = len([r for r in standin.requests() if r["path"].endswith("/node-details")])
+        finally:
+            standin.stop()
+            redis_server.stop()
+    poll, base = statistics.median(poll_cpu), statistics.median(decode_cpu)
+    return {"nodes": nodes, "rollouts": rollouts, "rounds": rounds, "payload_mb": round(len(payload) / 1e6, 1),
+            "exchange_requests_per_round": round((after - before) / rounds, 2),
+            "poll_cpu_ms": round(poll * 1000, 1), "baseline_decode_cpu_ms": round(base * 1000, 1),
+            "ratio": round(poll / base, 2) if base else None,
+            "first_poll_wall_ms": round(statistics.median(fetch_wall) * 1000, 1), "counts": counts}
+
+
+def report_section(r: dict[str, Any]) -> str:
+    c = r["counts"]
+    return f"""{SECTION}
+
+`python -m bench.rollout_scale`: {r['nodes']:,} simulated nodes in one org (2 % fail the new version and fall back,
+1 % offline), {r['rollouts']} rollouts of that org polling at the same time, {r['rounds']} poll rounds. Each poll reads
+the org's `node-details` through the shared Redis cache (one Exchange GET per org per poll interval) and summarizes
+the stage. Baseline, same run and same payload ({r['payload_mb']} MB): `json.loads` of the answer alone.
+
+| | per poll round |
+|---|---|
+| Exchange requests ({r['rollouts']} rollouts together) | {r['exchange_requests_per_round']} |
+| CPU of one poll (decode + summarize) | {r['poll_cpu_ms']} ms |
+| baseline: decode only | {r['baseline_decode_cpu_ms']} ms |
+| ratio | {r['ratio']}× |
+| wall time of the poll that fetches (GET + cache write + summary) | {r['first_poll_wall_ms']} ms |
+
+Counts of the last poll: new {c.get('new')}, old {c.get('old')}, failing {c.get('failing')}, offline
+{c.get('offline')}, waiting {c.get('waiting')} of {c.get('total')}. The number of Exchange requests does not grow with
+the fleet or with the number of rollouts: it is one per org per interval.
+"""
+
+
+def write_section(text: str, path: Path = ROOT / "docs" / "BENCHMARKS.md") -> None:
+    """Replace (or append) the rollout section of BENCHMARKS.md, leaving the other sections as they are."""
+    current = path.read_text() if path.exists() else "# Benchmarks\n"
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    updated = pattern.sub(lambda _: text + "\n", current) if pattern.search(current) else \
+        current.rstrip("\n") + "\n\n" + text
+    path.write_text(updated.rstrip("\n") + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.rollout_scale")
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--nodes", type=int, default=10_000)
+    args = parser.parse_args(argv)
+    results = run(nodes=500 if args.smoke else args.nodes, rounds=2 if args.smoke else 5)
+    print(json.dumps(results, indent=2))
+    if not args.smoke:
+        write_section(report_section(results))
+    return 0 if results["exchange_requests_per_round"] <= 1 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,197 @@
+"""Pure rollout logic: the node-details summary per stage and the policy/pattern bodies."""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import pytest
+
+from edgebot.fleet_summary import (
+    FAILED,
+    HEALTHY,
+    RUNNING,
+    TIMED_OUT,
+    StageCounts,
+    Target,
+    compile_constraints,
+    explain,
+    heartbeat_age,
+    progress_bar,
+    summarize,
+    verdict,
+)
+from workers.rollout import RolloutRefused, keep_only, move, pinned, put_body
+
+ORG = "acme"
+NOW = time.time()
+
+
+def stamp(age: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(NOW - age)) + ".000000Z[UTC]"
+
+
+def node(name: str, *, version: str | None = None, state: str = "running", age: float = 1.0, pattern: str = "",
+         group: str = "canary", arch: str = "amd64", errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    services = [] if version is None else [{
+        "agreementId": "a", "orgid": ORG, "serviceUrl": "hello", "version": version, "arch": arch,
+        "containerStatus": [{"name": "hello", "image": "x", "created": 1, "state": state}], "configState": "active"}]
+    return {"id": f"{ORG}/{name}", "name": name, "arch": arch, "pattern": pattern, "lastHeartbeat": stamp(age),
+            "services": services, "errors": errors or [], "properties": [{"name": "group", "value": group}]}
+
+
+def agent_error(message: str, version: str = "2.0.0") -> dict[str, Any]:
+    return {"record_id": "1", "message": message, "event_code": "error_image_load", "hidden": False,
+            "workload": {"url": "hello", "org": ORG, "version": version, "arch": "amd64"}, "timestamp": stamp(1)}
+
+
+CANARY = Target("policy", "hello-canary", "*", ("group == canary",))
+
+
+def test_summary_counts_each_bucket_once() -> None:
+    nodes = [
+        node("new-1", version="2.0.0"),
+        node("new-2", version="2.0.0"),
+        node("old", version="1.0.0"),
+        node("crashed", version="2.0.0", state="exited"),
+        node("fell-back", version="1.0.0", errors=[agent_error(
+            'Error pulling image: Get "https://reg.example:5000/v2/": x509: certificate signed by unknown authority')]),
+        node("asleep", version="1.0.0", age=3600),
+        node("fresh"),
+        node("other-group", version="1.0.0", group="fleet"),
+        node("pattern-node", version="1.0.0", pattern=f"{ORG}/web"),
+        node("arm", version="1.0.0", arch="arm64"),
+    ]
+    counts = summarize(nodes, org=ORG, url="hello", version="2.0.0", targets=[CANARY], offline_after=600, now=NOW)
+    assert counts.as_dict() == {"total": 8, "new": 2, "old": 2, "failing": 2, "offline": 1, "waiting": 1}
+    assert counts.online == 7
+    assert counts.problems == [
+        "crashed: the service's container does not stay up on 2.0.0: container hello is exited",
+        "fell-back cannot pull from reg.example:5000: certificate signed by unknown authority — install the "
+        "registry CA on the node (/etc/docker/certs.d/reg.example:5000/ca.crt)",
+    ]
+    arm_only = Target("policy", "hello-arm", "arm64", ())
+    web = Target("pattern", "web")
+    both = summarize(nodes, org=ORG, url="hello", version="2.0.0", targets=[arm_only, web], offline_after=600,
+                     now=NOW)
+    assert both.total == 2 and both.old == 2
+
+
+def test_errors_about_another_service_or_version_do_not_count() -> None:
+    other = agent_error("boom", version="1.0.0")
+    nodes = [node("n", version="1.0.0", errors=[other, {**agent_error("hidden"), "hidden": True}])]
+    counts = summarize(nodes, org=ORG, url="hello", version="2.0.0", targets=[CANARY], offline_after=600, now=NOW)
+    assert (counts.old, counts.failing) == (1, 0)
+
+
+@pytest.mark.parametrize(("message", "words"), [
+    ('Get "https://r.example/v2/": x509: certificate signed by unknown authority',
+     "n1 cannot pull from r.example: certificate signed by unknown authority — install the registry CA"),
+    ('Head "https://r.example/v2/edge/hello/manifests/sha256:1": no basic auth credentials',
+     "n1 has no credentials for registry r.example"),
+    ("There is no public key available to verify the deployment signature", "n1: signature not verified"),
+    ("something else", "n1: something else"),
+])
+def test_agent_errors_in_the_users_words(message: str, words: str) -> None:
+    assert explain("n1", message, "2.0.0").startswith(words)
+
+
+def test_verdict() -> None:
+    def counts(**values: int) -> StageCounts:
+        return StageCounts(**values)
+
+    ok = {"healthy_share": 1.0, "failure_threshold": 0, "elapsed": 1.0, "timeout": 60.0}
+    assert verdict(counts(total=4, new=3, offline=1), **ok) == HEALTHY  # offline nodes are not waited for
+    assert verdict(counts(total=4, new=3, old=1), **ok) == RUNNING
+    assert verdict(counts(total=4, new=3, failing=1), **ok) == FAILED
+    assert verdict(counts(total=4, new=3, failing=1), **{**ok, "failure_threshold": 1}) == HEALTHY
+    assert verdict(counts(total=10, new=9, old=1), **{**ok, "healthy_share": 0.9}) == HEALTHY
+    assert verdict(counts(total=4, new=3, old=1), **{**ok, "elapsed": 61.0}) == TIMED_OUT
+    assert verdict(counts(total=2, offline=2), **ok) == RUNNING, "nothing online: nothing could be checked"
+    assert verdict(counts(), **ok) == HEALTHY
+
+
+def test_constraints_and_heartbeats_and_bar() -> None:
+    match = compile_constraints(['group == "canary" && tier >= 2', "zone in eu,us || zone == test"])
+    assert match({"group": "canary", "tier": "3", "zone": "eu"})
+    assert not match({"group": "canary", "tier": "1", "zone": "eu"})
+    assert not match({"group": "canary", "tier": "x", "zone": "eu"})
+    assert heartbeat_age(stamp(30), NOW) == pytest.approx(30, abs=1)
+    assert heartbeat_age("garbage", NOW) == float("inf")
+    assert progress_bar(1, 4, width=8) == "[██░░░░░░] 25%"
+    assert progress_bar(0, 0, width=4) == "[████] 100%"
+
+
+# -- bodies -----------------------------------------------------------------------------------------------------------
+def policy(*versions: tuple[str, int], arch: str = "*") -> dict[str, Any]:
+    return {"label": "p", "description": "keep me", "owner": f"{ORG}/alice", "created": "t", "lastUpdated": "t",
+            "service": {"name": "hello", "org": ORG, "arch": arch, "nodeHealth": {"missing_heartbeat_interval": 600},
+                        "serviceVersions": [{"version": v, "priority": {"priority_value": p},
+                                             "upgradePolicy": {"lifecycle": "immediate"}} for v, p in versions]},
+            "properties": [{"name": "x", "value": 1}], "constraints": ["group == canary"]}
+
+
+def pattern() -> dict[str, Any]:
+    def entry(url: str, arch: str, version: str) -> dict[str, Any]:
+        return {"serviceUrl": url, "serviceOrgid": ORG, "serviceArch": arch, "agreementLess": False,
+                "serviceVersions": [{"version": version, "priority": {}, "upgradePolicy": {}}]}
+
+    return {"label": "web", "public": False, "services": [entry("hello", "amd64", "1.0.0"),
+                                                          entry("hello", "arm64", "1.0.0"),
+                                                          entry("other", "amd64", "3.0.0")],
+            "agreementProtocols": [{"name": "Basic"}]}
+
+
+MOVE = {"org": ORG, "url": "hello", "version": "2.0.0", "published_arches": ["amd64", "arm64"],
+        "catalog_arches": ["amd64", "arm64"], "retries": 2, "retry_durations": 3600}
+
+
+def test_move_policy_puts_new_first_and_keeps_the_old_as_fallback() -> None:
+    before = policy(("1.0.0", 1), ("0.9.0", 2))
+    original = copy.deepcopy(before)
+    moved = move(Target("policy", "p"), before, **MOVE)
+    assert before == original, "the input is not modified"
+    assert moved.changed and moved.previous == {"*": "1.0.0"}
+    versions = moved.body["service"]["serviceVersions"]
+    assert versions == [
+        {"version": "2.0.0", "priority": {"priority_value": 1, "retries": 2, "retry_durations": 3600},
+         "upgradePolicy": {"lifecycle": "immediate"}},
+        {"version": "1.0.0", "priority": {"priority_value": 2, "retries": 2, "retry_durations": 3600},
+         "upgradePolicy": {"lifecycle": "immediate"}},
+    ]
+    assert {k: v for k, v in moved.body.items() if k != "service"} == {
+        k: v for k, v in put_body(before).items() if k != "service"}
+    assert "owner" not in moved.body and moved.body["description"] == "keep me"
+    again = move(Target("policy", "p"), moved.body, **MOVE)
+    assert not again.changed and again.previous == {"*": "1.0.0"}, "moving twice is a no-op"
+
+
+def test_move_refuses_an_arch_that_was_not_published() -> None:
+    with pytest.raises(RolloutRefused, match="deploys hello on arm64, but 2.0.0 was not published for arm64"):
+        move(Target("policy", "p"), policy(("1.0.0", 1)), **{**MOVE, "published_arches": ["amd64"]})
+    moved = move(Target("policy", "p"), policy(("1.0.0", 1), arch="amd64"), **{**MOVE, "published_arches": ["amd64"]})
+    assert moved.changed
+    with pytest.raises(RolloutRefused, match="does not deploy acme/other"):
+        move(Target("policy", "p"), policy(("1.0.0", 1)), **{**MOVE, "url": "other"})
+
+
+def test_move_pattern_changes_only_the_service_entries() -> None:
+    before = pattern()
+    moved = move(Target("pattern", "web"), before, **MOVE)
+    assert pinned("pattern", moved.body, ORG, "hello") == {"amd64": ["2.0.0", "1.0.0"], "arm64": ["2.0.0", "1.0.0"]}
+    assert moved.body["services"][2] == before["services"][2]
+    assert moved.previous == {"amd64": "1.0.0", "arm64": "1.0.0"}
+    with pytest.raises(RolloutRefused, match="arm64"):
+        move(Target("pattern", "web"), before, **{**MOVE, "published_arches": ["amd64"]})
+
+
+def test_keep_only_settles_and_rolls_back() -> None:
+    moved = move(Target("policy", "p"), policy(("1.0.0", 1)), **MOVE).body
+    settled, changed = keep_only(Target("policy", "p"), moved, org=ORG, url="hello", versions={"*": "2.0.0"})
+    assert changed and pinned("policy", settled, ORG, "hello") == {"*": ["2.0.0"]}
+    assert settled["service"]["serviceVersions"][0]["priority"]["priority_value"] == 1
+    back, changed = keep_only(Target("policy", "p"), settled, org=ORG, url="hello", versions={"*": "1.0.0"})
+    assert changed and pinned("policy", back, ORG, "hello") == {"*": ["1.0.0"]}
+    same, changed = keep_only(Target("policy", "p"), back, org=ORG, url="hello", versions={"*": "1.0.0"})
+    assert not changed and same == put_body(back)

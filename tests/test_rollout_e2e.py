@@ -1,0 +1,373 @@
+"""End to end rollout: signed slash commands to the real bot, real RQ workers (with RQ's scheduler running the polls),
+real Redis, Docker and registry; the Exchange stand-in's simulated agents verify what was published and report in
+node-details. Stages: canary (policy hello-canary) then fleet (policy hello-fleet)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from edgebot.release import Release
+from sandbox.stack import CHANNEL_ID, EXCHANGE_PASSWORD, EXCHANGE_USER, ORG, Stack, wait_until
+
+pytestmark = pytest.mark.slow
+
+VERSIONS = ("1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4", "1.0.5")
+ROLLOUT = """
+[[services.hello.rollout]]
+stage = "canary"
+policies = ["hello-canary"]
+
+[[services.hello.rollout]]
+stage = "fleet"
+policies = ["hello-fleet"]
+
+[[services.hello-new.rollout]]
+stage = "fresh"
+policies = ["hello-fresh"]
+"""
+CANARY = [f"{ORG}/canary-{i}" for i in (1, 2, 3)]
+FLEET = [f"{ORG}/fleet-{i}" for i in range(1, 9)]
+ASLEEP = f"{ORG}/fleet-asleep"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, docker_daemon: Any, registry: Any) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("rollout")
+    settings = {"rollout_poll_interval": 0.5, "rollout_offline_after": 4.0, "rollout_stage_timeout": 240.0,
+                "rollout_failure_threshold": 0, "rollout_report_nodes": 5, "duplicate_window": 1}
+    with Stack(workdir, docker=docker_daemon, registry=registry, versions=VERSIONS, settings=settings,
+               extra_services={"hello-seed": ["amd64"], "hello-new": ["amd64"]}, extra_toml=ROLLOUT) as running:
+        fleet = running.exchange.fleet
+        fleet.apply_delay, fleet.heartbeat_interval = 0.3, 0.5
+        running.wait_workers(2)
+        _seed(running)
+        yield running
+
+
+def _seed(stack: Stack) -> None:
+    """1.0.0 published by edgebot (a catalog entry without rollout), the two policies pinned to it, and the nodes."""
+    release = _publish(stack, "publish hello-seed 1.0.0 --registry local")
+    assert release.state == "succeeded", (release.error, stack.log_tail("worker-publish"))
+    with httpx.Client(base_url=stack.exchange.url + "/", auth=(f"{ORG}/{EXCHANGE_USER}", EXCHANGE_PASSWORD)) as c:
+        for name, group in (("hello-canary", "canary"), ("hello-fleet", "fleet")):
+            body = {"label": name, "description": "kept as is", "service": {
+                "name": "hello", "org": ORG, "arch": "*", "serviceVersions": [
+                    {"version": "1.0.0", "priority": {"priority_value": 1}, "upgradePolicy": {}}],
+                "nodeHealth": {"missing_heartbeat_interval": 600}},
+                "properties": [{"name": "owner", "value": "team-edge"}], "constraints": [f"group == {group}"]}
+            assert c.post(f"orgs/{ORG}/business/policies/{name}", json=body).status_code == 201
+    fleet = stack.exchange.fleet
+    for node_id in CANARY + FLEET + [ASLEEP]:
+        group = "canary" if "canary" in node_id else "fleet"
+        fleet.add_node(ORG, node_id.split("/")[1], "amd64", properties=[{"name": "group", "value": group}])
+    fleet.set_online(ASLEEP, False)
+    wait_until(lambda: all(fleet.running(n) == {"hello": "1.0.0"} for n in CANARY + FLEET), timeout=60,
+               what="every online node to run 1.0.0")
+
+
+def _publish(stack: Stack, text: str) -> Release:
+    release_id = _start(stack, text)
+    return _finish(stack, release_id)
+
+
+def _start(stack: Stack, text: str) -> str:
+    before = set(stack.release_ids())
+    response = stack.command(text)
+    assert response.status_code == 200, response.text
+    new = wait_until(lambda: set(stack.release_ids()) - before, timeout=10, what="a new release record")
+    return str(new.pop())
+
+
+def _finish(stack: Stack, release_id: str) -> Release:
+    stack.wait_final(release_id, timeout=300)
+    store = stack.store()
+    wait_until(lambda: store.require(release_id).summary_ts, timeout=30, what="the summary")
+    return store.require(release_id)
+
+
+def _policy_versions(stack: Stack, name: str) -> list[str]:
+    versions = stack.exchange.policies(ORG)[name]["service"]["serviceVersions"]
+    return [v["version"] for v in sorted(versions, key=lambda v: v["priority"]["priority_value"])]
+
+
+def _thread(stack: Stack, release: Release) -> str:
+    return json.dumps(stack.slack.thread(CHANNEL_ID, release.message_ts), ensure_ascii=False)
+
+
+def _wait_rolling(stack: Stack, release_id: str) -> Release:
+    store = stack.store()
+    return wait_until(  # type: ignore[no-any-return]
+        lambda: (r := store.require(release_id)).rollout and r.rollout[0].status == "running" and r,
+        timeout=300, what="the canary stage to start")
+
+
+def test_full_rollout_moves_every_stage_and_counts_offline_nodes(stack: Stack) -> None:
+    release = _publish(stack, "publish hello 1.0.1 --registry local")
+    assert release.state == "succeeded", (release.error, release.error_detail, stack.log_tail("worker-publish"))
+    fleet = stack.exchange.fleet
+    assert all(fleet.running(n) == {"hello": "1.0.1"} for n in CANARY + FLEET)
+    assert fleet.running(ASLEEP) == {}, "an offline node acts on nothing"
+    canary, rest = release.rollout
+    assert (canary.name, canary.status, rest.name, rest.status) == ("canary", "healthy", "fleet", "healthy")
+    assert canary.counts == {"total": 3, "new": 3, "old": 0, "failing": 0, "offline": 0, "waiting": 0}
+    assert rest.counts["new"] == 8 and rest.counts["offline"] == 1 and rest.counts["total"] == 9
+    assert canary.targets[0]["previous"] == {"*": "1.0.0"}
+    # healthy stages drop the fallback; the rest of each policy is as it was
+    for name in ("hello-canary", "hello-fleet"):
+        policy = stack.exchange.policies(ORG)[name]
+        assert _policy_versions(stack, name) == ["1.0.1"]
+        assert policy["description"] == "kept as is" and policy["service"]["nodeHealth"] == {
+            "missing_heartbeat_interval": 600} and policy["properties"] == [{"name": "owner", "value": "team-edge"}]
+    # one message per stage, edited in place, with the bar and the counts
+    thread = stack.slack.thread(CHANNEL_ID, release.message_ts)
+    for stage in ("canary", "fleet"):
+        ts = release.progress_ts[f"rollout:{stage}"]
+        message = next(m for m in thread if m["ts"] == ts)
+        assert f"Rollout · {stage}" in message["text"] and "█" in message["text"]
+    fleet_msg = next(m for m in thread if m["ts"] == release.progress_ts["rollout:fleet"])
+    assert "8 of 8 online node(s) run 1.0.1" in fleet_msg["text"] and "offline 1" in fleet_msg["text"]
+    assert len([m for m in thread if "Rollout ·" in m.get("text", "")]) == 2
+    # polls share one node-details GET per interval: never one request per node
+    details = [r for r in stack.exchange.requests() if r["path"].endswith("/node-details")]
+    node_paths = [r for r in stack.exchange.requests() if "/nodes/" in r["path"]]
+    assert details and not node_paths
+    assert len(details) <= canary.polls + rest.polls
+
+
+def test_failing_stage_rolls_back_and_nodes_return(stack: Stack) -> None:
+    fleet = stack.exchange.fleet
+    for node in CANARY[:2]:
+        fleet.set_failing(node, ["1.0.2"])
+    try:
+        release = _publish(stack, "publish hello 1.0.2 --registry local")
+    finally:
+        for node in CANARY[:2]:
+            fleet.set_failing(node, failing=False)
+    assert release.state == "rolled_back", (release.error, stack.log_tail("worker-publish"))
+    assert "2 node(s) failed on 1.0.2" in release.error
+    assert any("canary-1: the service's container does not stay up on 1.0.2" in line
+               for line in release.error_detail)
+    assert release.rollout[1].status == "pending", "the fleet stage never started"
+    assert _policy_versions(stack, "hello-canary") == ["1.0.1"]
+    assert _policy_versions(stack, "hello-fleet") == ["1.0.1"]
+    wait_until(lambda: all(fleet.running(n) == {"hello": "1.0.1"} and not fleet.errors(n) for n in CANARY),
+               timeout=60, what="the canaries back on 1.0.1")
+    assert "canary-1" in _thread(stack, release) and "rolled back" in _thread(stack, release)
+
+
+def _tamper_signature(stack: Stack, sid: str) -> None:
+    state = stack.exchange.state
+    with state.lock:
+        record = state.services[ORG][sid]
+        other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        signature = other.sign(record["deployment"].encode(), padding.PSS(mgf=padding.MGF1(hashes.SHA256()),
+                               salt_length=padding.PSS.MAX_LENGTH), hashes.SHA256())
+        record["deploymentSignature"] = base64.b64encode(signature).decode()
+
+
+def _drop_dockauth(stack: Stack, sid: str) -> None:
+    with stack.exchange.state.lock:
+        stack.exchange.state.dockauths.pop((ORG, sid), None)
+
+
+@pytest.mark.parametrize(("version", "sabotage", "words"), [
+    ("1.0.3", "signature", "signature not verified"),
+    ("1.0.4", "dockauth", "has no credentials for registry"),
+    ("1.0.5", "ca", "certificate signed by unknown authority — install the registry CA on the node"),
+])
+def test_nodes_refuse_and_say_why(stack: Stack, version: str, sabotage: str, words: str) -> None:
+    """The canaries go offline until edgebot has published and moved their policy; then the Exchange is tampered
+    with (or the node's CA trust removed), the canaries come back, refuse the new version and fall back."""
+    fleet = stack.exchange.fleet
+    for node in CANARY:
+        fleet.set_online(node, False)
+    try:
+        release_id = _start(stack, f"publish hello {version} --registry local")
+        _wait_rolling(stack, release_id)
+        sid = f"hello_{version}_amd64"
+        if sabotage == "signature":
+            _tamper_signature(stack, sid)
+        elif sabotage == "dockauth":
+            _drop_dockauth(stack, sid)
+        for node in CANARY:
+            if sabotage == "ca":
+                fleet.set_trusts_ca(node, False)
+            fleet.set_online(node, True)
+        release = _finish(stack, release_id)
+    finally:
+        for node in CANARY:
+            fleet.set_online(node, True)
+            fleet.set_trusts_ca(node, True)
+    assert release.state == "rolled_back", (release.error, stack.log_tail("worker-publish"))
+    assert release.error_detail and all(words in line for line in release.error_detail), release.error_detail
+    host = stack.registry.address  # type: ignore[union-attr]
+    if sabotage != "signature":
+        assert host in release.error_detail[0]
+    assert words in _thread(stack, release)
+    assert _policy_versions(stack, "hello-canary") == ["1.0.1"]
+    wait_until(lambda: all(fleet.running(n) == {"hello": "1.0.1"} for n in CANARY), timeout=60,
+               what="the canaries back on 1.0.1")
+
+
+def test_watch_holds_no_worker_and_survives_a_worker_restart(stack: Stack) -> None:
+    """While the canaries are offline the stage cannot end; meanwhile the next poll waits in RQ's scheduled registry
+    (no worker is busy with it), the publish worker is replaced, and the new one finishes the rollout."""
+    from rq import Queue
+    from rq.registry import ScheduledJobRegistry
+
+    from edgebot.rqjob import PUBLISH_QUEUE, SERIALIZER
+
+    fleet = stack.exchange.fleet
+    for node in CANARY:
+        fleet.set_online(node, False)
+    try:
+        release_id = _start(stack, "publish hello 1.0.5 --registry local --arch amd64")
+        _wait_rolling(stack, release_id)
+        scheduled = ScheduledJobRegistry(queue=Queue(PUBLISH_QUEUE, connection=stack.redis(), serializer=SERIALIZER))
+        wait_until(lambda: any(f"{release_id}-rollout-poll-" in j for j in scheduled.get_job_ids()), timeout=60,
+                   what="a poll waiting in the scheduled registry")
+        stack.stop_process("worker-publish")
+        before = stack.store().require(release_id).rollout[0].polls
+        stack.start_worker("publish-2", "--publish")
+        wait_until(lambda: stack.store().require(release_id).rollout[0].polls > before, timeout=120,
+                   what="the new worker to poll")
+        for node in CANARY:
+            fleet.set_online(node, True)
+        release = _finish(stack, release_id)
+    finally:
+        for node in CANARY:
+            fleet.set_online(node, True)
+    assert release.state == "succeeded", (release.error, stack.log_tail("worker-publish-2"))
+    assert all(fleet.running(n) == {"hello": "1.0.5"} for n in CANARY + FLEET)
+
+
+def test_rollout_command_shows_the_fleet_state(stack: Stack) -> None:
+    last = stack.store().history(ORG, "hello", 1)[0]
+    body = stack.command("rollout hello").json()
+    assert body["response_type"] == "ephemeral", body
+    assert f"hello {last.version}" in body["text"] and last.release_id in body["text"]
+    assert f"{len(CANARY)} of {len(CANARY)} online node(s) run {last.version}" in body["text"]
+    assert "fleet" in body["text"] and "offline 1" in body["text"]
+    refused = stack.command("rollout hello-seed").json()
+    assert "has no rollout stages" in refused["text"] and "Usage:" in refused["text"]
+    assert "is not in edgebot's catalog" in stack.command("rollout nosuch").json()["text"]
+
+
+def test_exchange_down_past_the_retries_rolls_back(stack: Stack) -> None:
+    current = _policy_versions(stack, "hello-canary")
+    stack.exchange.fail_next("GET", r"/node-details$", 502, count=1000)
+    try:
+        release = _publish(stack, "publish hello 1.0.2 --registry local")
+    finally:
+        with stack.exchange.state.lock:
+            stack.exchange.state.faults.clear()
+    assert release.state == "rolled_back", (release.error, stack.log_tail("worker-publish-2"))
+    assert "502" in release.error and "points to the previous version again" in release.error
+    assert _policy_versions(stack, "hello-canary") == current
+    assert release.rollout[0].status == "rolled_back" and release.rollout[1].status == "pending"
+
+
+def test_policy_option_rolls_out_through_the_chosen_catalog_object_only(stack: Stack) -> None:
+    fleet_before = _policy_versions(stack, "hello-fleet")
+    refused = stack.command("publish hello 1.0.1 --registry local --policy some-other-policy").json()
+    assert "is not one of `hello`'s rollout policies or patterns" in refused["text"]
+    assert "`hello-canary`, `hello-fleet`" in refused["text"]
+    release = _publish(stack, "publish hello 1.0.1 --registry local --policy hello-canary")
+    assert release.state == "succeeded", (release.error, stack.log_tail("worker-publish-2"))
+    assert [s.name for s in release.rollout] == ["override"]
+    assert [t["name"] for t in release.rollout[0].targets] == ["hello-canary"]
+    assert _policy_versions(stack, "hello-canary") == ["1.0.1"]
+    assert _policy_versions(stack, "hello-fleet") == fleet_before
+    fleet = stack.exchange.fleet
+    assert all(fleet.running(n) == {"hello": "1.0.1"} for n in CANARY)
+
+
+def test_failure_on_the_second_object_of_a_stage_puts_the_first_back(stack: Stack) -> None:
+    canary_before, fleet_before = _policy_versions(stack, "hello-canary"), _policy_versions(stack, "hello-fleet")
+    stack.exchange.fail_next("PUT", r"/business/policies/hello-fleet$", 502, count=1000)
+    try:
+        release = _publish(stack, "publish hello 1.0.4 --registry local --policy hello-canary,hello-fleet")
+    finally:
+        with stack.exchange.state.lock:
+            stack.exchange.state.faults.clear()
+    assert release.state == "rolled_back", (release.error, stack.log_tail("worker-publish-2"))
+    assert "hello-fleet" in release.error or "502" in release.error
+    assert [t["name"] for t in release.rollout[0].targets] == ["hello-canary"]
+    assert _policy_versions(stack, "hello-canary") == canary_before
+    assert _policy_versions(stack, "hello-fleet") == fleet_before
+    puts = [r for r in stack.exchange.requests() if r["method"] == "PUT" and r["path"].endswith("/hello-canary")]
+    assert len(puts) >= 2, "moved, then put back"
+
+
+def test_rollback_command_puts_the_last_rollout_back(stack: Stack) -> None:
+    nothing = stack.command("rollback hello").json()
+    assert "has no rollout to roll back" in nothing["text"], "the last rollout was rolled back already"
+    release = _publish(stack, "publish hello 1.0.2 --registry local")
+    assert release.state == "succeeded", (release.error, stack.log_tail("worker-publish-2"))
+    previous = {t["name"]: t["previous"]["*"] for s in release.rollout for t in s.targets}
+    assert _policy_versions(stack, "hello-canary") == ["1.0.2"]
+    ack = stack.command("rollback hello").json()
+    assert ack["response_type"] == "ephemeral" and release.release_id in ack["text"], ack
+    store = stack.store()
+    wait_until(lambda: store.require(release.release_id).state == "rolled_back", timeout=60, what="the rollback")
+    wait_until(lambda: all(_policy_versions(stack, n) == [v] for n, v in previous.items()), timeout=60,
+               what="the policies to pin the previous versions")
+    fleet = stack.exchange.fleet
+    wait_until(lambda: all(fleet.running(n) == {"hello": previous["hello-canary"]} for n in CANARY), timeout=60,
+               what="the canaries on the previous version")
+    wait_until(lambda: "rolled back by" in _thread(stack, release), timeout=30, what="the thread to say it")
+
+
+FRESH_POLICY = """/* created by edgebot when the Exchange does not have it yet */
+{
+    "label": "$SERVICE_NAME on fresh nodes",
+    "service": {"name": "$SERVICE_NAME", "org": "$HZN_ORG_ID", "arch": "*",
+                "serviceVersions": [{"version": "$SERVICE_VERSION", "priority": {"priority_value": 1}}]},
+    "constraints": ["group == fresh"]
+}
+"""
+
+
+def test_missing_policy_is_created_from_the_service_source(stack: Stack) -> None:
+    from sandbox.processes import add_commit
+
+    refused = _publish(stack, "publish hello-new 1.0.5 --registry local")
+    assert refused.state == "failed" and "deployment.policy.json is not in hello-new's source" in refused.error
+    assert "hello-fresh" not in stack.exchange.policies(ORG)
+    fleet = stack.exchange.fleet
+    fresh = [fleet.add_node(ORG, f"fresh-{i}", "amd64", properties=[{"name": "group", "value": "fresh"}])
+             for i in (1, 2)]
+    add_commit(stack.source_path, {"horizon/deployment.policy.json": FRESH_POLICY}, tag="v1.0.6")
+    release = _publish(stack, "publish hello-new 1.0.6 --registry local")
+    assert release.state == "succeeded", (release.error, stack.log_tail("worker-publish-2"))
+    policy = stack.exchange.policies(ORG)["hello-fresh"]
+    assert policy["label"] == "hello on fresh nodes" and policy["owner"] == f"{ORG}/{EXCHANGE_USER}"
+    assert _policy_versions(stack, "hello-fresh") == ["1.0.6"]
+    assert release.rollout[0].targets[0]["created"] is True
+    assert all(fleet.running(n) == {"hello": "1.0.6"} for n in fresh)
+    assert release.rollout[0].counts["new"] == 2
+
+
+def test_rollback_deletes_a_policy_the_release_created(stack: Stack) -> None:
+    with stack.exchange.state.lock:
+        del stack.exchange.state.policies[ORG]["hello-fresh"]
+    fleet = stack.exchange.fleet
+    fresh = [n for n in fleet.nodes if "/fresh-" in n]
+    for node in fresh:
+        fleet.set_failing(node, ["1.0.6"])
+    try:
+        release = _publish(stack, "publish hello-new 1.0.6 --registry local")
+    finally:
+        for node in fresh:
+            fleet.set_failing(node, failing=False)
+    assert release.state == "rolled_back", (release.error, stack.log_tail("worker-publish-2"))
+    assert "hello-fresh" not in stack.exchange.policies(ORG)
+    wait_until(lambda: all(fleet.running(n) == {} for n in fresh), timeout=60, what="the fresh nodes to stop it")

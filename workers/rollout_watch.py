@@ -1,0 +1,436 @@
+"""The rollout watch: move each stage's policies/patterns to the new version, poll node-details, settle or roll back.
+
+- ``start``: every object of every stage is read and checked first (exists, deploys the service, every covered arch
+  published), so a refusal moves nothing; then stage 1 begins.
+- a stage begins by moving its objects (per object: Redis lock → re-read → PUT → verify), then schedules a poll.
+- ``poll`` is a short job: it reads the org's node-details (one GET per org per poll interval, shared through Redis
+  by every rollout of that org), stores the stage's counts, repaints the stage's thread message and either
+  schedules itself again with ``enqueue_in`` (no worker is held between polls) or ends the stage:
+  healthy → drop the fallback (if configured) and begin the next stage, or end the release ``succeeded``;
+  failed / timed out → re-point every object edgebot changed to its previous version (``rolled_back``), or end
+  ``failed`` when automatic rollback is off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from rq import Queue
+
+from edgebot import fleet_summary
+from edgebot.config import RolloutStageConfig, ServiceConfig
+from edgebot.errors import ReleaseEnded, StepFailed
+from edgebot.release import FAILED, ROLLED_BACK, ROLLING_OUT, SUCCEEDED, Release, RolloutStageState
+from edgebot.rqjob import JOBS_MODULE, PUBLISH_QUEUE, SERIALIZER, EdgebotJob, job_id, retry_policy
+from workers import failures, pipeline
+from workers.context import WorkerContext
+from workers.rollout import RolloutRefused, keep_only, move, pinned, target_of
+from workers.rollout_create import body_from_source
+
+log = logging.getLogger(__name__)
+
+
+def stages_of(service: ServiceConfig, release: Release) -> tuple[RolloutStageConfig, ...]:
+    """The catalog's stages, or one stage "override" with only the objects ``--policy`` selected."""
+    if not release.rollout_only:
+        return service.rollout
+    chosen = tuple(t for stage in service.rollout for t in stage.targets if t.name in release.rollout_only)
+    return (RolloutStageConfig("override", chosen),)
+
+
+def _service_url(release: Release) -> str:
+    first = release.results[release.arches[0]]
+    return str(first.definition["url"])
+
+
+@contextmanager
+def object_lock(ctx: WorkerContext, org: str, kind: str, name: str) -> Iterator[None]:
+    """One writer per policy/pattern across every worker (the Exchange has no ETags)."""
+    timeout = ctx.config.settings.rollout_lock_timeout
+    lock = ctx.redis.lock(f"{ctx.config.settings.key_prefix}:lock:exchange:{org}:{kind}:{name}", timeout=timeout,
+                          blocking_timeout=timeout)
+    if not lock.acquire():
+        raise StepFailed(f"{kind} {name} is being changed by another release; try again", transient=True)
+    try:
+        yield
+    finally:
+        try:
+            lock.release()
+        except Exception:  # expired: nothing to release
+            log.warning("the lock on %s %s had expired before release", kind, name)
+
+
+def write_object(ctx: WorkerContext, client: Any, org: str, kind: str, name: str, url: str,
+                 change: Any, create: Any = None) -> dict[str, Any]:
+    """Re-read → change → PUT → verify, under the object's lock. ``change(body)`` returns (new body, result, changed).
+    A missing object is created (POST) from ``create()`` passed through ``change`` when ``create`` is given.
+    Returns the result of ``change``."""
+    with object_lock(ctx, org, kind, name):
+        body = client.get_deployment_object(kind, org, name)
+        if body is None and create is None:
+            raise StepFailed(f"{kind} `{name}` does not exist in org {org}: create it (hzn exchange "
+                             f"{'deployment addpolicy' if kind == 'policy' else 'pattern publish'}) and publish again")
+        new_body, result, changed = change(body if body is not None else create())
+        if body is None:
+            client.create_deployment_object(kind, org, name, new_body)
+            result = {**result, "created": True, "previous": {}}
+            changed = True
+        elif changed:
+            client.put_deployment_object(kind, org, name, new_body)
+        if changed:
+            stored = client.get_deployment_object(kind, org, name) or {}
+            if pinned(kind, stored, org, url) != pinned(kind, new_body, org, url):
+                raise StepFailed(f"{kind} `{name}` did not keep edgebot's change (someone else wrote it at the same "
+                                 "time); the rollout stopped", transient=True)
+    return result  # type: ignore[no-any-return]
+
+
+def _schedule_poll(ctx: WorkerContext, release_id: str, stage: int, poll: int) -> None:
+    queue = Queue(PUBLISH_QUEUE, connection=ctx.redis, job_class=EdgebotJob, serializer=SERIALIZER)
+    queue.enqueue_in(timedelta(seconds=ctx.config.settings.rollout_poll_interval), f"{JOBS_MODULE}.poll_rollout",
+                     args=(release_id, stage, poll), job_id=job_id(release_id, f"rollout-poll-{stage}-{poll}"),
+                     job_timeout=ctx.config.settings.job_timeout, result_ttl=ctx.config.settings.job_result_ttl,
+                     retry=retry_policy(ctx.config.settings))
+
+
+# -- start --------------------------------------------------------------------------------------------------------
+def start(ctx: WorkerContext, release_id: str) -> None:
+    release = ctx.store.require(release_id)
+    if release.is_final:
+        return
+    if release.rollout:  # a retry: resume where the first attempt stopped (moving objects again is a no-op)
+        if not any(s.status == "running" for s in release.rollout):
+            pending = [i for i, s in enumerate(release.rollout) if s.status == "pending"]
+            if pending:
+                begin_stage(ctx, release_id, pending[0])
+        return
+    service = ctx.config.services[release.service]
+    registry = ctx.config.registries[release.registry]
+    url = _service_url(release)
+    with failures.translated("rollout", release, registry, ctx=ctx):
+        client = ctx.exchange(release.org)
+        try:
+            for stage in stages_of(service, release):  # check everything before moving anything
+                for target in stage.targets:
+                    body = client.get_deployment_object(target.kind, release.org, target.name)
+                    if body is None:  # can it be created from the service's horizon/ files? (when its stage begins)
+                        body = body_from_source(service, release, target, Path(ctx.config.settings.source_cache_dir))
+                    _move(ctx, service, release, target.kind, target.name, body, url)
+        except RolloutRefused as refused:
+            raise StepFailed(f"rollout refused: {refused}") from None
+        finally:
+            client.close()
+
+    def planned(r: Release) -> None:
+        if r.is_final:
+            raise ReleaseEnded(f"release {release_id} is {r.state}")
+        if not r.rollout:
+            r.rollout = [RolloutStageState(name=s.name) for s in stages_of(service, release)]
+            r.event("rollout", stages=[s.name for s in r.rollout])
+
+    ctx.store.update(release_id, planned)
+    begin_stage(ctx, release_id, 0)
+
+
+def _move(ctx: WorkerContext, service: ServiceConfig, release: Release, kind: str, name: str, body: dict[str, Any],
+          url: str) -> Any:
+    st = ctx.config.settings
+    from edgebot.fleet_summary import Target
+
+    return move(Target(kind, name), body, org=release.org, url=url, version=release.version,
+                published_arches=release.arches, catalog_arches=service.arches, retries=st.rollout_fallback_retries,
+                retry_durations=st.rollout_fallback_retry_durations)
+
+
+def begin_stage(ctx: WorkerContext, release_id: str, index: int) -> None:
+    release = ctx.store.require(release_id)
+    if release.is_final:
+        return
+    service = ctx.config.services[release.service]
+    stage: RolloutStageConfig = stages_of(service, release)[index]
+    registry = ctx.config.registries[release.registry]
+    url = _service_url(release)
+    moved: list[dict[str, Any]] = []
+    with failures.translated("rollout", release, registry, ctx=ctx):
+        client = ctx.exchange(release.org)
+        try:
+            for target in stage.targets:
+                def change(body: dict[str, Any], kind: str = target.kind, name: str = target.name) -> Any:
+                    result = _move(ctx, service, release, kind, name, body, url)
+                    member = target_of(kind, name, body, release.org, url)
+                    info = {"kind": kind, "name": name, "arch": member.arch, "constraints": list(member.constraints),
+                            "previous": result.previous}
+                    return result.body, info, result.changed
+
+                def create(target: Any = target) -> dict[str, Any]:
+                    return body_from_source(service, release, target, Path(ctx.config.settings.source_cache_dir))
+
+                info = write_object(ctx, client, release.org, target.kind, target.name, url, change, create)
+                moved.append(info)
+                _remember(ctx, release_id, index, info)  # at once: a failure on the next object rolls this one back
+        except RolloutRefused as refused:
+            raise StepFailed(f"rollout refused: {refused}") from None
+        finally:
+            client.close()
+
+    def running(r: Release) -> None:
+        if r.is_final:
+            raise ReleaseEnded(f"release {release_id} is {r.state}")
+        state = r.rollout[index]
+        if state.started_at is None:
+            state.started_at = time.time()
+        state.status = "running"
+        r.state = ROLLING_OUT
+        r.event("stage_started", stage=state.name, objects=[f"{m['kind']} {m['name']}" for m in moved])
+
+    ctx.store.update(release_id, running)
+    ctx.reporter.rollout_stage(release_id, index)
+    ctx.reporter.refresh_root(release_id)
+    _schedule_poll(ctx, release_id, index, 1)
+
+
+def _remember(ctx: WorkerContext, release_id: str, index: int, info: dict[str, Any]) -> None:
+    """Record one moved object (and the versions it pinned before) in the stage, once."""
+
+    def keep(r: Release) -> None:
+        targets = r.rollout[index].targets
+        if not any((t["kind"], t["name"]) == (info["kind"], info["name"]) for t in targets):
+            targets.append(info)
+
+    ctx.store.update(release_id, keep)
+
+
+# -- poll ---------------------------------------------------------------------------------------------------------
+def shared_node_details(ctx: WorkerContext, org: str) -> list[dict[str, Any]]:
+    """The org's node-details, fetched at most once per poll interval by all rollouts of all workers."""
+    st = ctx.config.settings
+    key = f"{st.key_prefix}:rollout:node-details:{org}"
+    cached = ctx.redis.get(key)
+    if cached is None:
+        lock = ctx.redis.lock(f"{key}:fetch", timeout=st.exchange_timeout + 5,
+                              blocking_timeout=st.exchange_timeout + 5)
+        with lock:
+            cached = ctx.redis.get(key)
+            if cached is None:
+                client = ctx.exchange(org)
+                try:
+                    cached = client.node_details_raw(org)
+                finally:
+                    client.close()
+                ctx.redis.set(key, cached, px=max(1, int(st.rollout_poll_interval * 1000)))
+    nodes = json.loads(cached)
+    return nodes if isinstance(nodes, list) else []
+
+
+def poll(ctx: WorkerContext, release_id: str, index: int, count: int) -> None:
+    release = ctx.store.require(release_id)
+    if release.is_final or index >= len(release.rollout):
+        return
+    status = release.rollout[index].status
+    if status == fleet_summary.HEALTHY:  # a retry of the poll that ended the stage: finish what it started
+        _stage_healthy(ctx, release_id, index)
+        return
+    if status in (fleet_summary.FAILED, fleet_summary.TIMED_OUT):
+        _stage_failed(ctx, release_id, index, status,
+                      fleet_summary.StageCounts.from_dict(release.rollout[index].counts))
+        return
+    if status != "running":
+        return
+    st = ctx.config.settings
+    service = ctx.config.services[release.service]
+    stage_config = stages_of(service, release)[index]
+    registry = ctx.config.registries[release.registry]
+    with failures.translated("rollout", release, registry, ctx=ctx):
+        nodes = shared_node_details(ctx, release.org)
+    state = release.rollout[index]
+    targets = [fleet_summary.Target(t["kind"], t["name"], t.get("arch", "*"), tuple(t.get("constraints", ())))
+               for t in state.targets]
+    counts = fleet_summary.summarize(nodes, org=release.org, url=_service_url(release), version=release.version,
+                                     targets=targets, offline_after=st.rollout_offline_after, now=time.time())
+    share = stage_config.healthy_share if stage_config.healthy_share is not None else st.rollout_healthy_share
+    timeout = stage_config.timeout if stage_config.timeout is not None else st.rollout_stage_timeout
+    outcome = fleet_summary.verdict(counts, healthy_share=share, failure_threshold=st.rollout_failure_threshold,
+                                    elapsed=time.time() - (state.started_at or time.time()), timeout=timeout)
+
+    def record(r: Release) -> None:
+        if r.is_final:
+            raise ReleaseEnded(f"release {release_id} is {r.state}")
+        s = r.rollout[index]
+        s.counts = counts.as_dict()
+        s.problems = counts.problems[: st.rollout_report_nodes]
+        s.polls = max(s.polls, count)
+        if outcome != fleet_summary.RUNNING:
+            s.status = outcome
+            s.ended_at = time.time()
+            if outcome == fleet_summary.HEALTHY and not counts.total:
+                s.note = "no node belongs to this stage"
+            r.event("stage_" + outcome, stage=s.name, **counts.as_dict())
+
+    ctx.store.update(release_id, record)
+    ctx.reporter.rollout_stage(release_id, index)
+    if outcome == fleet_summary.RUNNING:
+        _schedule_poll(ctx, release_id, index, count + 1)
+    elif outcome == fleet_summary.HEALTHY:
+        _stage_healthy(ctx, release_id, index)
+    else:
+        _stage_failed(ctx, release_id, index, outcome, counts)
+
+
+def _stage_healthy(ctx: WorkerContext, release_id: str, index: int) -> None:
+    release = ctx.store.require(release_id)
+    if ctx.config.settings.rollout_drop_fallback:
+        _repoint(ctx, release, [index], new=True)
+    if index + 1 < len(release.rollout):
+        if release.rollout[index + 1].status == "pending":
+            begin_stage(ctx, release_id, index + 1)
+        return
+
+    def done(r: Release) -> None:
+        if r.is_final:
+            raise ReleaseEnded(f"release {release_id} is {r.state}")
+        r.state = SUCCEEDED
+        r.ended_at = time.time()
+        r.event("rolled_out", stages=[s.name for s in r.rollout])
+
+    ctx.store.update(release_id, done)
+    ctx.reporter.summary(release_id)
+
+
+def _stage_failed(ctx: WorkerContext, release_id: str, index: int, outcome: str,
+                  counts: fleet_summary.StageCounts) -> None:
+    release = ctx.store.require(release_id)
+    st = ctx.config.settings
+    stage = release.rollout[index]
+    why = (f"{counts.failing} node(s) failed on {release.version} (more than the {st.rollout_failure_threshold} "
+           "allowed)" if outcome == fleet_summary.FAILED else
+           f"only {counts.new} of {counts.online} online node(s) ran {release.version} when the stage timed out")
+    rolled_back = False
+    if st.rollout_auto_rollback:
+        _repoint(ctx, release, list(range(index + 1)), new=False)
+        rolled_back = True
+
+    def end(r: Release) -> None:
+        if r.is_final:
+            return
+        r.state = ROLLED_BACK if rolled_back else FAILED
+        r.ended_at = time.time()
+        r.error = (f"rollout stage {stage.name}: {why}; "
+                   + ("every policy/pattern edgebot changed points to the previous version again" if rolled_back
+                      else "automatic rollback is off: the nodes keep what they run now"))
+        r.error_detail = list(r.rollout[index].problems)
+        if rolled_back:
+            for s in r.rollout[: index + 1]:
+                s.status = "rolled_back" if s.status in ("healthy", "running") else s.status
+        r.event("rolled_back" if rolled_back else "failed", error=r.error)
+
+    ctx.store.update(release_id, end)
+    for i in range(index + 1):
+        ctx.reporter.rollout_stage(release_id, i)
+    ctx.reporter.summary(release_id)
+
+
+def abort(ctx: WorkerContext, release_id: str, message: str, detail: list[str] | None = None) -> None:
+    """A rollout job failed for good (Exchange down past its retries, a refusal, a bug): put back what was moved
+    (when automatic rollback is on), then end the release like any failed step."""
+    release = ctx.store.get(release_id)
+    moved = [i for i, s in enumerate(release.rollout) if s.targets] if release and not release.is_final else []
+    if not moved or not ctx.config.settings.rollout_auto_rollback:
+        pipeline.fail(ctx, release_id, message, detail)
+        return
+    assert release is not None
+    try:
+        _repoint(ctx, release, moved, new=False)
+    except (StepFailed, ReleaseEnded) as exc:
+        pipeline.fail(ctx, release_id, f"{message}; the rollback failed too: {exc}", detail)
+        return
+
+    def end(r: Release) -> None:
+        if r.is_final:
+            return
+        r.state, r.ended_at = ROLLED_BACK, time.time()
+        r.error, r.error_detail = f"{message}; every policy/pattern edgebot changed points to the previous version " \
+            "again", list(detail or [])
+        for s in r.rollout:
+            s.status = "rolled_back" if s.targets else s.status
+            s.ended_at = s.ended_at or (time.time() if s.targets else None)
+        r.event("rolled_back", error=message)
+
+    ctx.store.update(release_id, end)
+    for index in moved:
+        ctx.reporter.rollout_stage(release_id, index)
+    ctx.reporter.summary(release_id)
+
+
+def rollback(ctx: WorkerContext, release_id: str, user_id: str) -> None:
+    """`/edge rollback`: every object the release moved pins its previous version again; the release (finished or
+    still rolling out) ends ``rolled_back``. A rollout still being watched stops at its next poll."""
+    release = ctx.store.require(release_id)
+    moved = [i for i, s in enumerate(release.rollout) if s.targets]
+    if not moved or release.state == ROLLED_BACK:
+        return
+
+    def stop(r: Release) -> None:  # first, so a poll running now cannot move the fleet on
+        r.state, r.ended_at = ROLLED_BACK, time.time()
+        r.error = f"rolled back by <@{user_id}>: every policy/pattern this release changed pins its previous version"
+        for s in r.rollout:
+            if s.targets:
+                s.status, s.note = "rolled_back", f"rolled back by <@{user_id}>"
+                s.ended_at = s.ended_at or time.time()
+        r.event("rolled_back", by=user_id)
+
+    ctx.store.update(release_id, stop)
+    _repoint(ctx, release, moved, new=False)
+    for index in moved:
+        ctx.reporter.rollout_stage(release_id, index)
+    ctx.reporter.refresh_root(release_id)
+
+
+def rollback_failed(ctx: WorkerContext, release_id: str, message: str, detail: list[str] | None = None) -> None:
+    """The rollback's Exchange writes failed for good: say so in the record (the thread shows it in the stages)."""
+
+    def note(r: Release) -> None:
+        r.error = f"{r.error}; the rollback did not complete: {message}"
+        for s in r.rollout:
+            if s.targets:
+                s.note = f"rollback did not complete: {message}"
+
+    ctx.store.update(release_id, note)
+    for index, s in enumerate(ctx.store.require(release_id).rollout):
+        if s.targets:
+            ctx.reporter.rollout_stage(release_id, index)
+
+
+def _repoint(ctx: WorkerContext, release: Release, indexes: list[int], *, new: bool) -> None:
+    """Settle (``new``: only the new version) or roll back (only the previous one) the objects of ``indexes``."""
+    url = _service_url(release)
+    registry = ctx.config.registries[release.registry]
+    with failures.translated("rollout", release, registry, ctx=ctx):
+        client = ctx.exchange(release.org)
+        try:
+            for index in indexes:
+                for target in release.rollout[index].targets:
+                    if target.get("created") and not new:  # it did not exist before this release: remove it
+                        with object_lock(ctx, release.org, target["kind"], target["name"]):
+                            client.delete_deployment_object(target["kind"], release.org, target["name"])
+                        continue
+                    previous: dict[str, str] = target.get("previous", {})
+                    versions = {arch: release.version for arch in previous} if new else previous
+                    if not versions:
+                        continue
+                    member = fleet_summary.Target(target["kind"], target["name"])
+
+                    def change(body: dict[str, Any], member: fleet_summary.Target = member,
+                               versions: dict[str, str] = versions) -> Any:
+                        new_body, changed = keep_only(member, body, org=release.org, url=url, versions=versions)
+                        return new_body, {}, changed
+
+                    write_object(ctx, client, release.org, target["kind"], target["name"], url, change)
+        finally:
+            client.close()
