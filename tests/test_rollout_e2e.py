@@ -19,7 +19,7 @@ from sandbox.stack import CHANNEL_ID, EXCHANGE_PASSWORD, EXCHANGE_USER, ORG, Sta
 
 pytestmark = pytest.mark.slow
 
-VERSIONS = ("1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4", "1.0.5")
+VERSIONS = ("3.0.0", "3.0.1", "3.0.2", "3.0.3", "3.0.4", "3.0.5")
 ROLLOUT = """
 [[services.hello.rollout]]
 stage = "canary"
@@ -53,14 +53,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory, docker_daemon: Any, registry
 
 
 def _seed(stack: Stack) -> None:
-    """1.0.0 published by edgebot (a catalog entry without rollout), the two policies pinned to it, and the nodes."""
-    release = _publish(stack, "publish hello-seed 1.0.0 --registry local")
+    """3.0.0 published by edgebot (a catalog entry without rollout), the two policies pinned to it, and the nodes."""
+    release = _publish(stack, "publish hello-seed 3.0.0 --registry local")
     assert release.state == "succeeded", (release.error, stack.log_tail("worker-publish"))
     with httpx.Client(base_url=stack.exchange.url + "/", auth=(f"{ORG}/{EXCHANGE_USER}", EXCHANGE_PASSWORD)) as c:
         for name, group in (("hello-canary", "canary"), ("hello-fleet", "fleet")):
             body = {"label": name, "description": "kept as is", "service": {
                 "name": "hello", "org": ORG, "arch": "*", "serviceVersions": [
-                    {"version": "1.0.0", "priority": {"priority_value": 1}, "upgradePolicy": {}}],
+                    {"version": "3.0.0", "priority": {"priority_value": 1}, "upgradePolicy": {}}],
                 "nodeHealth": {"missing_heartbeat_interval": 600}},
                 "properties": [{"name": "owner", "value": "team-edge"}], "constraints": [f"group == {group}"]}
             assert c.post(f"orgs/{ORG}/business/policies/{name}", json=body).status_code == 201
@@ -69,8 +69,8 @@ def _seed(stack: Stack) -> None:
         group = "canary" if "canary" in node_id else "fleet"
         fleet.add_node(ORG, node_id.split("/")[1], "amd64", properties=[{"name": "group", "value": group}])
     fleet.set_online(ASLEEP, False)
-    wait_until(lambda: all(fleet.running(n) == {"hello": "1.0.0"} for n in CANARY + FLEET), timeout=60,
-               what="every online node to run 1.0.0")
+    wait_until(lambda: all(fleet.running(n) == {"hello": "3.0.0"} for n in CANARY + FLEET), timeout=60,
+               what="every online node to run 3.0.0")
 
 
 def _publish(stack: Stack, text: str) -> Release:
@@ -110,20 +110,20 @@ def _wait_rolling(stack: Stack, release_id: str) -> Release:
 
 
 def test_full_rollout_moves_every_stage_and_counts_offline_nodes(stack: Stack) -> None:
-    release = _publish(stack, "publish hello 1.0.1 --registry local")
+    release = _publish(stack, "publish hello 3.0.1 --registry local")
     assert release.state == "succeeded", (release.error, release.error_detail, stack.log_tail("worker-publish"))
     fleet = stack.exchange.fleet
-    assert all(fleet.running(n) == {"hello": "1.0.1"} for n in CANARY + FLEET)
+    assert all(fleet.running(n) == {"hello": "3.0.1"} for n in CANARY + FLEET)
     assert fleet.running(ASLEEP) == {}, "an offline node acts on nothing"
     canary, rest = release.rollout
     assert (canary.name, canary.status, rest.name, rest.status) == ("canary", "healthy", "fleet", "healthy")
     assert canary.counts == {"total": 3, "new": 3, "old": 0, "failing": 0, "offline": 0, "waiting": 0}
     assert rest.counts["new"] == 8 and rest.counts["offline"] == 1 and rest.counts["total"] == 9
-    assert canary.targets[0]["previous"] == {"*": "1.0.0"}
+    assert canary.targets[0]["previous"] == {"*": "3.0.0"}
     # healthy stages drop the fallback; the rest of each policy is as it was
     for name in ("hello-canary", "hello-fleet"):
         policy = stack.exchange.policies(ORG)[name]
-        assert _policy_versions(stack, name) == ["1.0.1"]
+        assert _policy_versions(stack, name) == ["3.0.1"]
         assert policy["description"] == "kept as is" and policy["service"]["nodeHealth"] == {
             "missing_heartbeat_interval": 600} and policy["properties"] == [{"name": "owner", "value": "team-edge"}]
     # one message per stage, edited in place, with the bar and the counts
@@ -133,7 +133,7 @@ def test_full_rollout_moves_every_stage_and_counts_offline_nodes(stack: Stack) -
         message = next(m for m in thread if m["ts"] == ts)
         assert f"Rollout · {stage}" in message["text"] and "█" in message["text"]
     fleet_msg = next(m for m in thread if m["ts"] == release.progress_ts["rollout:fleet"])
-    assert "8 of 8 online node(s) run 1.0.1" in fleet_msg["text"] and "offline 1" in fleet_msg["text"]
+    assert "8 of 8 online node(s) run 3.0.1" in fleet_msg["text"] and "offline 1" in fleet_msg["text"]
     assert len([m for m in thread if "Rollout ·" in m.get("text", "")]) == 2
     # polls share one node-details GET per interval: never one request per node
     details = [r for r in stack.exchange.requests() if r["path"].endswith("/node-details")]
@@ -145,21 +145,21 @@ def test_full_rollout_moves_every_stage_and_counts_offline_nodes(stack: Stack) -
 def test_failing_stage_rolls_back_and_nodes_return(stack: Stack) -> None:
     fleet = stack.exchange.fleet
     for node in CANARY[:2]:
-        fleet.set_failing(node, ["1.0.2"])
+        fleet.set_failing(node, ["3.0.2"])
     try:
-        release = _publish(stack, "publish hello 1.0.2 --registry local")
+        release = _publish(stack, "publish hello 3.0.2 --registry local")
     finally:
         for node in CANARY[:2]:
             fleet.set_failing(node, failing=False)
     assert release.state == "rolled_back", (release.error, stack.log_tail("worker-publish"))
-    assert "2 node(s) failed on 1.0.2" in release.error
-    assert any("canary-1: the service's container does not stay up on 1.0.2" in line
+    assert "2 node(s) failed on 3.0.2" in release.error
+    assert any("canary-1: the service's container does not stay up on 3.0.2" in line
                for line in release.error_detail)
     assert release.rollout[1].status == "pending", "the fleet stage never started"
-    assert _policy_versions(stack, "hello-canary") == ["1.0.1"]
-    assert _policy_versions(stack, "hello-fleet") == ["1.0.1"]
-    wait_until(lambda: all(fleet.running(n) == {"hello": "1.0.1"} and not fleet.errors(n) for n in CANARY),
-               timeout=60, what="the canaries back on 1.0.1")
+    assert _policy_versions(stack, "hello-canary") == ["3.0.1"]
+    assert _policy_versions(stack, "hello-fleet") == ["3.0.1"]
+    wait_until(lambda: all(fleet.running(n) == {"hello": "3.0.1"} and not fleet.errors(n) for n in CANARY),
+               timeout=60, what="the canaries back on 3.0.1")
     assert "canary-1" in _thread(stack, release) and "rolled back" in _thread(stack, release)
 
 
@@ -179,9 +179,9 @@ def _drop_dockauth(stack: Stack, sid: str) -> None:
 
 
 @pytest.mark.parametrize(("version", "sabotage", "words"), [
-    ("1.0.3", "signature", "signature not verified"),
-    ("1.0.4", "dockauth", "has no credentials for registry"),
-    ("1.0.5", "ca", "certificate signed by unknown authority — install the registry CA on the node"),
+    ("3.0.3", "signature", "signature not verified"),
+    ("3.0.4", "dockauth", "has no credentials for registry"),
+    ("3.0.5", "ca", "certificate signed by unknown authority — install the registry CA on the node"),
 ])
 def test_nodes_refuse_and_say_why(stack: Stack, version: str, sabotage: str, words: str) -> None:
     """The canaries go offline until edgebot has published and moved their policy; then the Exchange is tampered
@@ -212,9 +212,9 @@ def test_nodes_refuse_and_say_why(stack: Stack, version: str, sabotage: str, wor
     if sabotage != "signature":
         assert host in release.error_detail[0]
     assert words in _thread(stack, release)
-    assert _policy_versions(stack, "hello-canary") == ["1.0.1"]
-    wait_until(lambda: all(fleet.running(n) == {"hello": "1.0.1"} for n in CANARY), timeout=60,
-               what="the canaries back on 1.0.1")
+    assert _policy_versions(stack, "hello-canary") == ["3.0.1"]
+    wait_until(lambda: all(fleet.running(n) == {"hello": "3.0.1"} for n in CANARY), timeout=60,
+               what="the canaries back on 3.0.1")
 
 
 def test_watch_holds_no_worker_and_survives_a_worker_restart(stack: Stack) -> None:
@@ -229,7 +229,7 @@ def test_watch_holds_no_worker_and_survives_a_worker_restart(stack: Stack) -> No
     for node in CANARY:
         fleet.set_online(node, False)
     try:
-        release_id = _start(stack, "publish hello 1.0.5 --registry local --arch amd64")
+        release_id = _start(stack, "publish hello 3.0.5 --registry local --arch amd64")
         _wait_rolling(stack, release_id)
         scheduled = ScheduledJobRegistry(queue=Queue(PUBLISH_QUEUE, connection=stack.redis(), serializer=SERIALIZER))
         wait_until(lambda: any(f"{release_id}-rollout-poll-" in j for j in scheduled.get_job_ids()), timeout=60,
@@ -246,7 +246,7 @@ def test_watch_holds_no_worker_and_survives_a_worker_restart(stack: Stack) -> No
         for node in CANARY:
             fleet.set_online(node, True)
     assert release.state == "succeeded", (release.error, stack.log_tail("worker-publish-2"))
-    assert all(fleet.running(n) == {"hello": "1.0.5"} for n in CANARY + FLEET)
+    assert all(fleet.running(n) == {"hello": "3.0.5"} for n in CANARY + FLEET)
 
 
 def test_rollout_command_shows_the_fleet_state(stack: Stack) -> None:
@@ -265,7 +265,7 @@ def test_exchange_down_past_the_retries_rolls_back(stack: Stack) -> None:
     current = _policy_versions(stack, "hello-canary")
     stack.exchange.fail_next("GET", r"/node-details$", 502, count=1000)
     try:
-        release = _publish(stack, "publish hello 1.0.2 --registry local")
+        release = _publish(stack, "publish hello 3.0.2 --registry local")
     finally:
         with stack.exchange.state.lock:
             stack.exchange.state.faults.clear()
@@ -277,24 +277,24 @@ def test_exchange_down_past_the_retries_rolls_back(stack: Stack) -> None:
 
 def test_policy_option_rolls_out_through_the_chosen_catalog_object_only(stack: Stack) -> None:
     fleet_before = _policy_versions(stack, "hello-fleet")
-    refused = stack.command("publish hello 1.0.1 --registry local --policy some-other-policy").json()
+    refused = stack.command("publish hello 3.0.1 --registry local --policy some-other-policy").json()
     assert "is not one of `hello`'s rollout policies or patterns" in refused["text"]
     assert "`hello-canary`, `hello-fleet`" in refused["text"]
-    release = _publish(stack, "publish hello 1.0.1 --registry local --policy hello-canary")
+    release = _publish(stack, "publish hello 3.0.1 --registry local --policy hello-canary")
     assert release.state == "succeeded", (release.error, stack.log_tail("worker-publish-2"))
     assert [s.name for s in release.rollout] == ["override"]
     assert [t["name"] for t in release.rollout[0].targets] == ["hello-canary"]
-    assert _policy_versions(stack, "hello-canary") == ["1.0.1"]
+    assert _policy_versions(stack, "hello-canary") == ["3.0.1"]
     assert _policy_versions(stack, "hello-fleet") == fleet_before
     fleet = stack.exchange.fleet
-    assert all(fleet.running(n) == {"hello": "1.0.1"} for n in CANARY)
+    assert all(fleet.running(n) == {"hello": "3.0.1"} for n in CANARY)
 
 
 def test_failure_on_the_second_object_of_a_stage_puts_the_first_back(stack: Stack) -> None:
     canary_before, fleet_before = _policy_versions(stack, "hello-canary"), _policy_versions(stack, "hello-fleet")
     stack.exchange.fail_next("PUT", r"/business/policies/hello-fleet$", 502, count=1000)
     try:
-        release = _publish(stack, "publish hello 1.0.4 --registry local --policy hello-canary,hello-fleet")
+        release = _publish(stack, "publish hello 3.0.4 --registry local --policy hello-canary,hello-fleet")
     finally:
         with stack.exchange.state.lock:
             stack.exchange.state.faults.clear()
@@ -310,10 +310,10 @@ def test_failure_on_the_second_object_of_a_stage_puts_the_first_back(stack: Stac
 def test_rollback_command_puts_the_last_rollout_back(stack: Stack) -> None:
     nothing = stack.command("rollback hello").json()
     assert "has no rollout to roll back" in nothing["text"], "the last rollout was rolled back already"
-    release = _publish(stack, "publish hello 1.0.2 --registry local")
+    release = _publish(stack, "publish hello 3.0.2 --registry local")
     assert release.state == "succeeded", (release.error, stack.log_tail("worker-publish-2"))
     previous = {t["name"]: t["previous"]["*"] for s in release.rollout for t in s.targets}
-    assert _policy_versions(stack, "hello-canary") == ["1.0.2"]
+    assert _policy_versions(stack, "hello-canary") == ["3.0.2"]
     ack = stack.command("rollback hello").json()
     assert ack["response_type"] == "ephemeral" and release.release_id in ack["text"], ack
     store = stack.store()
@@ -339,20 +339,20 @@ FRESH_POLICY = """/* created by edgebot when the Exchange does not have it yet *
 def test_missing_policy_is_created_from_the_service_source(stack: Stack) -> None:
     from sandbox.processes import add_commit
 
-    refused = _publish(stack, "publish hello-new 1.0.5 --registry local")
+    refused = _publish(stack, "publish hello-new 3.0.5 --registry local")
     assert refused.state == "failed" and "deployment.policy.json is not in hello-new's source" in refused.error
     assert "hello-fresh" not in stack.exchange.policies(ORG)
     fleet = stack.exchange.fleet
     fresh = [fleet.add_node(ORG, f"fresh-{i}", "amd64", properties=[{"name": "group", "value": "fresh"}])
              for i in (1, 2)]
-    add_commit(stack.source_path, {"horizon/deployment.policy.json": FRESH_POLICY}, tag="v1.0.6")
-    release = _publish(stack, "publish hello-new 1.0.6 --registry local")
+    add_commit(stack.source_path, {"horizon/deployment.policy.json": FRESH_POLICY}, tag="v3.0.6")
+    release = _publish(stack, "publish hello-new 3.0.6 --registry local")
     assert release.state == "succeeded", (release.error, stack.log_tail("worker-publish-2"))
     policy = stack.exchange.policies(ORG)["hello-fresh"]
     assert policy["label"] == "hello on fresh nodes" and policy["owner"] == f"{ORG}/{EXCHANGE_USER}"
-    assert _policy_versions(stack, "hello-fresh") == ["1.0.6"]
+    assert _policy_versions(stack, "hello-fresh") == ["3.0.6"]
     assert release.rollout[0].targets[0]["created"] is True
-    assert all(fleet.running(n) == {"hello": "1.0.6"} for n in fresh)
+    assert all(fleet.running(n) == {"hello": "3.0.6"} for n in fresh)
     assert release.rollout[0].counts["new"] == 2
 
 
@@ -362,9 +362,9 @@ def test_rollback_deletes_a_policy_the_release_created(stack: Stack) -> None:
     fleet = stack.exchange.fleet
     fresh = [n for n in fleet.nodes if "/fresh-" in n]
     for node in fresh:
-        fleet.set_failing(node, ["1.0.6"])
+        fleet.set_failing(node, ["3.0.6"])
     try:
-        release = _publish(stack, "publish hello-new 1.0.6 --registry local")
+        release = _publish(stack, "publish hello-new 3.0.6 --registry local")
     finally:
         for node in fresh:
             fleet.set_failing(node, failing=False)
