@@ -22,6 +22,7 @@ from edgebot.thread import ThreadReporter, slack_client
 if TYPE_CHECKING:
     import docker
 
+    from edgebot.lease import Lease
     from workers.exchange import ExchangeClient
 
 
@@ -29,6 +30,13 @@ if TYPE_CHECKING:
 class WorkerContext:
     config: Config
     resolver: SecretResolver = field(default_factory=SecretResolver)
+    lease: Lease | None = None
+    """The lease of the step this process is running (set by workers.jobs); fences writes and side effects."""
+
+    def check_lease(self, what: str) -> None:
+        """Raise LeaseLost unless this process still holds its step's lease (no-op outside a step)."""
+        if self.lease is not None:
+            self.lease.check(what)
 
     @cached_property
     def redis(self) -> redis.Redis:
@@ -62,7 +70,7 @@ class WorkerContext:
         password = self.resolver.resolve(ex.password).reveal()
         verify: bool | str = ex.ca_cert or True
         return ExchangeClient(ex.url, org, ex.username, password, timeout=self.config.settings.exchange_timeout,
-                              verify=verify)
+                              verify=verify, before_write=self.check_lease)
 
     def push_credentials(self, registry: RegistryConfig) -> tuple[str, Secret]:
         return registry.push_username, self.resolver.resolve(registry.push_password)

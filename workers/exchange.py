@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -81,15 +81,25 @@ class ExchangeClient:
     def __init__(
         self, base_url: str, org: str, username: str, password: str, *,
         transport: httpx.BaseTransport | None = None, timeout: float = 30.0,
-        verify: bool | str | ssl.SSLContext = True,
+        verify: bool | str | ssl.SSLContext = True, before_write: Callable[[str], None] | None = None,
     ) -> None:
+        """``before_write(what)`` runs before every request that changes something (the step's lease check); it
+        raises to stop the request from being sent."""
         if not username:
             raise ValueError("the Exchange user name is empty")
         user = username if "/" in username else f"{org}/{username}"
         if isinstance(verify, str):  # a CA bundle path (httpx wants a context for it)
             verify = ssl.create_default_context(cafile=verify)
+        hooks: dict[str, list[Callable[[httpx.Request], None]]] = {}
+        if before_write is not None:
+            def fence(request: httpx.Request) -> None:
+                if request.method not in ("GET", "HEAD", "OPTIONS"):
+                    before_write(f"{request.method} {request.url.path}")
+
+            hooks["request"] = [fence]
         self._http = httpx.Client(base_url=base_url.rstrip("/") + "/", auth=(user, password), timeout=timeout,
-                                  verify=verify, transport=transport, headers={"Accept": "application/json"})
+                                  verify=verify, transport=transport, headers={"Accept": "application/json"},
+                                  event_hooks=hooks)
         basic = base64.b64encode(f"{user}:{password}".encode()).decode()
         self._secrets = (password, basic)  # masked in any text the server echoes back
         self.user = user

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from rq import Retry
 
 from edgebot.config import RegistryConfig
-from edgebot.errors import ReleaseEnded, SecretUnavailable, StepFailed
+from edgebot.errors import LeaseLost, ReleaseEnded, SecretUnavailable, StepFailed
 from edgebot.release import Release
 from edgebot.settings import Settings
 
@@ -40,7 +40,7 @@ def translated(stage: str, release: Release, registry: RegistryConfig, *, arch: 
     """Run a step's client calls; re-raise anything they throw as a :class:`StepFailed` a user can act on."""
     try:
         yield
-    except (StepFailed, ReleaseEnded):
+    except (StepFailed, ReleaseEnded, LeaseLost):
         raise
     except SecretUnavailable as exc:
         raise StepFailed(f"{stage}: a secret could not be read: {exc}", transient=_vault_down(exc)) from None

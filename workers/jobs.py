@@ -1,17 +1,27 @@
 """RQ entry points: the only functions a worker will run (see edgebot.rqjob.ALLOWED_FUNCTIONS).
 
-Arguments are ids only. Each wrapper loads the worker context, runs one pipeline step and turns its failure into a
-failed release — except a transient failure with retries left, which is re-raised so RQ retries the job.
+Arguments are ids only. Each wrapper claims its step in the step ledger (edgebot.steps), which grants the step's
+lease (edgebot.lease) atomically; a keeper thread renews the lease while the step runs, and every record write and
+external side effect of the step is fenced by it. A job that cannot claim its step — another live process holds the
+lease, a newer attempt superseded it, or it already finished — does nothing. A step that returns is marked done in
+the ledger; one that fails turns into a failed release, except a transient failure with retries left, which is
+re-raised so RQ retries the job (the ledger entry stays running, so the same job id claims it again).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Callable
 
 from rq import get_current_job
 
+from edgebot import messages
 from edgebot.errors import LeaseLost, ReleaseEnded, StepFailed
+from edgebot.lease import LeaseKeeper
+from edgebot.release import Release
+from edgebot.steps import StepLedger
 from workers import context, pipeline
 
 log = logging.getLogger(__name__)
@@ -22,7 +32,7 @@ def prepare_release(release_id: str) -> None:
 
 
 def build_arch(release_id: str, arch: str) -> None:
-    _run(f"build {arch}", lambda ctx, rid: pipeline.build(ctx, rid, arch), release_id)
+    _run(f"build-{arch}", lambda ctx, rid: pipeline.build(ctx, rid, arch), release_id)
 
 
 def sign_release(release_id: str) -> None:
@@ -35,22 +45,64 @@ def publish_release(release_id: str) -> None:
 
 def _run(name: str, step: Callable[[context.WorkerContext, str], None], release_id: str) -> None:
     ctx = context.current()
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError(f"{name} of {release_id} must run as an RQ job (it claims its step by job id)")
+    ledger = StepLedger(ctx.redis, ctx.config.settings)
+    claim = ledger.claim(release_id, name, job_id=job.id, function=job.func_name or "", args=[str(a) for a in job.args],
+                         queue=job.origin, holder=f"{socket.gethostname()}:{os.getpid()}:{job.id}")
+    if claim.lease is None:
+        log.info("release %s: %s not run by job %s: %s (job %s, attempt %s)", release_id, name, job.id,
+                 claim.outcome, claim.entry.job_id, claim.entry.attempt)
+        return
+    settings = ctx.config.settings
+    finished = False
+    with LeaseKeeper(claim.lease, settings.lease_renew_interval) as lease:
+        ctx.lease = lease
+        try:
+            if claim.entry.attempt > 1:
+                _say_resumed(ctx, release_id, name, claim.entry.attempt)
+            step(ctx, release_id)
+            finished = True
+        except LeaseLost as lost:
+            log.warning("release %s: %s lost its lease; stopping without writing (%s)", release_id, name, lost)
+        except ReleaseEnded as ended:
+            log.info("release %s: %s stopped: %s", release_id, name, ended)
+            finished = True
+        except StepFailed as exc:
+            if exc.transient and (job.retries_left or 0) > 0:
+                log.warning("release %s: %s failed transiently (%s); RQ will retry", release_id, name, exc)
+                raise
+            log.info("release %s: %s failed: %s", release_id, name, exc)
+            finished = _fail(ctx, release_id, str(exc), exc.detail)
+        except Exception:
+            log.exception("release %s: %s crashed", release_id, name)
+            finished = _fail(ctx, release_id, f"{name} failed unexpectedly; the worker log has the details")
+        finally:
+            if finished and not ledger.complete(release_id, name, lease):
+                log.warning("release %s: %s finished after its lease was lost", release_id, name)
+            ctx.lease = None
+            if not ctx.reporter.flush():
+                log.warning("release %s: thread updates still pending after %s", release_id, name)
+            lease.release()
+
+
+def _fail(ctx: context.WorkerContext, release_id: str, message: str, detail: list[str] | None = None) -> bool:
     try:
-        step(ctx, release_id)
+        pipeline.fail(ctx, release_id, message, detail)
     except LeaseLost:
-        log.warning("release %s: %s lost its lease; stopping without writing", release_id, name)
-    except ReleaseEnded as ended:
-        log.info("release %s: %s stopped: %s", release_id, name, ended)
-    except StepFailed as exc:
-        job = get_current_job()
-        if exc.transient and job is not None and (job.retries_left or 0) > 0:
-            log.warning("release %s: %s failed transiently (%s); RQ will retry", release_id, name, exc)
-            raise
-        log.info("release %s: %s failed: %s", release_id, name, exc)
-        pipeline.fail(ctx, release_id, str(exc), exc.detail)
-    except Exception:
-        log.exception("release %s: %s crashed", release_id, name)
-        pipeline.fail(ctx, release_id, f"{name} failed unexpectedly; the worker log has the details")
-    finally:
-        if not ctx.reporter.flush():
-            log.warning("release %s: thread updates still pending after %s", release_id, name)
+        log.warning("release %s: lost the lease before recording the failure (%s)", release_id, message)
+        return False
+    return True
+
+
+def _say_resumed(ctx: context.WorkerContext, release_id: str, step: str, attempt: int) -> None:
+    release: Release = ctx.store.require(release_id)
+    reused = []
+    if release.commit_sha:
+        reused.append(f"commit `{release.commit_sha[:12]}`")
+    reused += [f"{arch} digest `{res.digest[:19]}`" for arch, res in sorted(release.results.items()) if res.digest]
+    signed = sorted(arch for arch, res in release.results.items() if res.signature)
+    if signed:
+        reused.append("the signature of " + ", ".join(signed))
+    ctx.reporter.note(release_id, messages.resumed_message(step, attempt, reused))

@@ -25,6 +25,7 @@ from edgebot.release import (
     FAILED,
     FAILED_STEP,
     PUBLISHING,
+    QUEUED,
     RUNNING,
     SKIPPED,
     STAGES,
@@ -63,7 +64,7 @@ def set_stage(ctx: WorkerContext, release_id: str, stage: str, status: str, *, a
         if extra is not None:
             extra(r)
 
-    release = ctx.store.update(release_id, mutate)
+    release = ctx.store.update(release_id, mutate, fence=ctx.lease)
     ctx.reporter.stage(release_id, stage)
     return release
 
@@ -90,7 +91,7 @@ def fail(ctx: WorkerContext, release_id: str, message: str, detail: list[str] | 
                     if name not in failed_stages:
                         failed_stages.append(name)
 
-    ctx.store.update(release_id, mutate)
+    ctx.store.update(release_id, mutate, fence=ctx.lease)
     for stage in failed_stages:
         ctx.reporter.stage(release_id, stage)
     ctx.reporter.summary(release_id)
@@ -136,7 +137,8 @@ def prepare(ctx: WorkerContext, release_id: str) -> None:
     ref = service.ref_for(release.version)
 
     def starting(r: Release) -> None:
-        r.state = BUILDING
+        if r.state == QUEUED:  # a resumed prepare must not move a release that got further back to building
+            r.state = BUILDING
         r.source_ref = ref
         for stage in STAGES:
             r.stage(stage)
@@ -233,6 +235,7 @@ def build(ctx: WorkerContext, release_id: str, arch: str) -> None:
             else:
                 set_stage(ctx, release_id, "push", RUNNING, arch=arch)
                 username, password = ctx.push_credentials(registry)
+                ctx.check_lease(f"the push of {arch}")
                 with failures.translated("push", release, registry, arch=arch, ctx=ctx):
                     digest = push_image(client, repository=repository, tag=tag, username=username,
                                         password=password.reveal())
@@ -267,7 +270,7 @@ def _arch_done(ctx: WorkerContext, release_id: str) -> None:
             _mark(r.stage("push"), SKIPPED if r.dry_run else DONE)
             completed.append(True)
 
-    ctx.store.update(release_id, mutate)
+    ctx.store.update(release_id, mutate, fence=ctx.lease)
     if completed:
         ctx.reporter.stage(release_id, "build")
         ctx.reporter.stage(release_id, "push")

@@ -5,18 +5,22 @@
     edgebot worker --publish --arch amd64  both, for small installs and the sandbox
 
 Every worker runs RQ's scheduler (``--with-scheduler``): when the one holding the scheduler lock dies, another takes
-over at its next maintenance pass (``settings.maintenance_interval``).
+over at its next maintenance pass (``settings.maintenance_interval``), as soon as the dead one's heartbeat is
+``settings.scheduler_stale_after`` old (workers.reaper), not after RQ's fixed 61-second lock TTL. Every worker also
+runs edgebot's reaper every ``settings.reaper_interval`` seconds: steps whose lease expired are resumed.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 
 from rq import Queue, Worker
 
 from edgebot.config import load_config
 from edgebot.rqjob import PUBLISH_QUEUE, SERIALIZER, EdgebotJob, build_queue
+from edgebot.settings import Settings
 from workers.vault import build_resolver
 
 
@@ -42,8 +46,9 @@ def run_worker(
         raise SystemExit("edgebot worker: give --publish and/or --arch ARCH (which queues to serve)")
     _preload(arches)
     queues = [Queue(n, connection=connection, job_class=EdgebotJob, serializer=SERIALIZER) for n in names]
-    worker = Worker(
+    worker = EdgebotWorker(
         queues,
+        settings=config.settings,
         connection=connection,
         job_class=EdgebotJob,
         serializer=SERIALIZER,
@@ -52,6 +57,51 @@ def run_worker(
         name=name,
     )
     return worker.work(with_scheduler=True, burst=burst)
+
+
+class EdgebotWorker(Worker):
+    """RQ's worker plus edgebot's recovery checks in its loop (see workers.reaper).
+
+    RQ checks ``should_run_maintenance_tasks`` before every dequeue and after every ``dequeue_timeout`` of waiting;
+    the timeout is capped at the reaper interval so an idle worker reaps on time.
+    """
+
+    def __init__(self, *args: object, settings: Settings, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.edgebot_settings = settings
+        self._last_reaped = 0.0
+
+    @property
+    def dequeue_timeout(self) -> int:
+        return max(1, min(super().dequeue_timeout, int(self.edgebot_settings.reaper_interval)))
+
+    @property
+    def _reaper_due(self) -> bool:
+        return time.monotonic() - self._last_reaped >= self.edgebot_settings.reaper_interval
+
+    @property
+    def should_run_maintenance_tasks(self) -> bool:
+        return bool(super().should_run_maintenance_tasks) or self._reaper_due
+
+    def run_maintenance_tasks(self) -> None:
+        if super().should_run_maintenance_tasks:
+            if self.scheduler is not None:
+                from workers.reaper import break_dead_scheduler_locks
+
+                try:
+                    break_dead_scheduler_locks(self.connection, self.queue_names(),
+                                               self.edgebot_settings.scheduler_stale_after)
+                except Exception:
+                    self.log.exception("checking the scheduler locks failed")
+            super().run_maintenance_tasks()
+        if self._reaper_due:
+            self._last_reaped = time.monotonic()
+            from workers.reaper import reap
+
+            try:
+                reap(self.connection, self.edgebot_settings)
+            except Exception:  # a reaper bug must never stop the worker; the next pass retries
+                self.log.exception("the reaper failed")
 
 
 def _preload(arches: list[str]) -> None:
