@@ -59,6 +59,8 @@ class Settings:
     """Seconds between a worker's checks for steps whose lease expired (they are re-enqueued as a new attempt)."""
     publish_lock_ttl: int = 24 * 3600
     """Seconds the one-publish-per-service lock outlives the last update of an abandoned release."""
+    redis_reconnect_for: float = 60.0
+    """Seconds a worker keeps retrying Redis commands through a connection loss (a Redis restart) before failing."""
     scheduler_stale_after: float = 15.0
     """Seconds without a heartbeat after which a worker takes the RQ scheduler lock from a dead scheduler."""
 

@@ -100,6 +100,7 @@ class ExchangeState:
     nodes: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # org -> "org/node" -> details
     requests: list[dict[str, Any]] = field(default_factory=list)
     faults: list[dict[str, Any]] = field(default_factory=list)
+    delays: list[dict[str, Any]] = field(default_factory=list)
 
     def service_rows(self) -> Iterator[ServiceRow]:
         for org, table in self.services.items():

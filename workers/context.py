@@ -41,7 +41,7 @@ class WorkerContext:
     @cached_property
     def redis(self) -> redis.Redis:
         password = self.resolver.resolve(self.config.redis_password).reveal() if self.config.redis_password else None
-        return redis.Redis.from_url(self.config.redis_url, password=password, socket_timeout=30)
+        return resilient_redis(self.config, password, socket_timeout=30)
 
     @cached_property
     def store(self) -> ReleaseStore:
@@ -80,6 +80,19 @@ class WorkerContext:
         if creds is None:
             return None
         return creds[0], self.resolver.resolve(creds[1])
+
+
+def resilient_redis(config: Config, password: str | None, socket_timeout: float | None = None) -> redis.Redis:
+    """A connection that rides out a Redis restart: connection errors are retried with capped exponential backoff
+    for ``settings.redis_reconnect_for`` seconds (AOF keeps the data; workers and steps just wait for it)."""
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    cap = 1.0
+    attempts = max(1, int(config.settings.redis_reconnect_for / cap) + 4)
+    return redis.Redis.from_url(config.redis_url, password=password, socket_timeout=socket_timeout,
+                                retry=Retry(ExponentialBackoff(cap=cap, base=0.05), attempts),
+                                retry_on_error=[redis.ConnectionError, redis.TimeoutError])
 
 
 _CONTEXT: WorkerContext | None = None

@@ -37,10 +37,10 @@ def run_worker(
     config = load_config(config_path)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     resolver = build_resolver(config)
-    import redis
+    from workers.context import resilient_redis
 
     password = resolver.resolve(config.redis_password).reveal() if config.redis_password else None
-    connection = redis.Redis.from_url(config.redis_url, password=password)
+    connection = resilient_redis(config, password)
     names = queue_names(arches, publish)
     if not names:
         raise SystemExit("edgebot worker: give --publish and/or --arch ARCH (which queues to serve)")
