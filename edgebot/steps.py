@@ -52,6 +52,7 @@ local token = redis.call('INCR', KEYS[3])
 redis.call('EXPIRE', KEYS[3], ARGV[6])
 redis.call('SET', KEYS[2], token .. ':' .. ARGV[4], 'PX', ARGV[5])
 entry['status'] = 'running'
+entry['released_at'] = 0
 entry['claimed_at'] = tonumber(ARGV[8])
 entry['token'] = token
 local encoded = cjson.encode(entry)
@@ -67,6 +68,16 @@ if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
 local entry = cjson.decode(redis.call('HGET', KEYS[1], ARGV[1]))
 entry['status'] = 'done'
 entry['done_at'] = tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(entry))
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+# KEYS[1] steps hash, KEYS[2] lease; ARGV[1] step, ARGV[2] lease value, ARGV[3] now -> 1 released, 0 lease lost
+RELEASE_FOR_RETRY = """
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+local entry = cjson.decode(redis.call('HGET', KEYS[1], ARGV[1]))
+entry['released_at'] = tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(entry))
 redis.call('DEL', KEYS[2])
 return 1
@@ -98,6 +109,8 @@ class StepEntry:
     token: int = 0
     claimed_at: float = 0.0
     done_at: float = 0.0
+    released_at: float = 0.0
+    """When the step gave its lease back for an RQ retry (a transient failure); 0 while a holder has it."""
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> StepEntry:
@@ -154,6 +167,12 @@ class StepLedger:
     def complete(self, release_id: str, step: str, lease: Lease) -> bool:
         """Mark the step done and free its lease, if the lease is still ours (False: it was lost meanwhile)."""
         return bool(self.redis.eval(COMPLETE, 2, self.steps_key(release_id), lease.key, step, lease.value,
+                                    time.time()))
+
+    def release_for_retry(self, release_id: str, step: str, lease: Lease) -> bool:
+        """Give the lease back so RQ's retry of the same job id can claim it; the entry stays running, and the reaper
+        leaves it alone for ``lease_ttl`` (RQ marks the job scheduled right after the wrapper returns)."""
+        return bool(self.redis.eval(RELEASE_FOR_RETRY, 2, self.steps_key(release_id), lease.key, step, lease.value,
                                     time.time()))
 
     def entries(self, release_id: str) -> dict[str, StepEntry]:

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -108,6 +110,15 @@ class BaoServer(Managed):
     def stop(self) -> None:
         stop_process(self._proc)
         self._proc = None
+
+    def pause(self) -> None:
+        """SIGSTOP: the server accepts connections but never answers (a hung Vault) until :meth:`resume`."""
+        assert self._proc is not None
+        os.kill(self._proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        os.kill(self._proc.pid, signal.SIGCONT)
 
     @property
     def running(self) -> bool:

@@ -171,7 +171,12 @@ class ExchangeStandIn:
         although its caller never saw the answer."""
         with self.state.lock:
             self.state.delays.append({"method": method.upper(), "re": re.compile(path_regex), "seconds": seconds,
-                                      "count": count})
+                                      "count": count, "taken": 0})
+
+    def delayed_requests(self) -> int:
+        """How many requests have been held back by :meth:`delay_next` so far (answered or still waiting)."""
+        with self.state.lock:
+            return sum(d["taken"] for d in self.state.delays)
 
     # -- inspection (deep copies) ---------------------------------------------------------------------------------
     def service(self, org: str, service_id: str) -> dict[str, Any] | None:
@@ -306,6 +311,7 @@ class _Handler(BaseHTTPRequestHandler):
         for delay in self.owner.state.delays:
             if delay["count"] > 0 and delay["method"] in ("*", method) and delay["re"].search(path):
                 delay["count"] -= 1
+                delay["taken"] += 1
                 return float(delay["seconds"])
         return 0.0
 

@@ -56,7 +56,7 @@ def _run(name: str, step: Callable[[context.WorkerContext, str], None], release_
                  claim.outcome, claim.entry.job_id, claim.entry.attempt)
         return
     settings = ctx.config.settings
-    finished = False
+    finished = retrying = False
     with LeaseKeeper(claim.lease, settings.lease_renew_interval) as lease:
         ctx.lease = lease
         try:
@@ -72,6 +72,7 @@ def _run(name: str, step: Callable[[context.WorkerContext, str], None], release_
         except StepFailed as exc:
             if exc.transient and (job.retries_left or 0) > 0:
                 log.warning("release %s: %s failed transiently (%s); RQ will retry", release_id, name, exc)
+                retrying = True
                 raise
             log.info("release %s: %s failed: %s", release_id, name, exc)
             finished = _fail(ctx, release_id, str(exc), exc.detail)
@@ -84,7 +85,10 @@ def _run(name: str, step: Callable[[context.WorkerContext, str], None], release_
             ctx.lease = None
             if not ctx.reporter.flush():
                 log.warning("release %s: thread updates still pending after %s", release_id, name)
-            lease.release()
+            if retrying:
+                ledger.release_for_retry(release_id, name, lease)
+            else:
+                lease.release()
 
 
 def _fail(ctx: context.WorkerContext, release_id: str, message: str, detail: list[str] | None = None) -> bool:

@@ -66,6 +66,8 @@ def reap(connection: redis.Redis, settings: Settings) -> list[str]:
         for entry in entries.values():
             if entry.status != RUNNING or ledger.lease_holder(release_id, entry.step) is not None:
                 continue
+            if entry.released_at and time.time() - entry.released_at < settings.lease_ttl:
+                continue  # handed back for an RQ retry a moment ago: RQ is scheduling it
             if _waiting_in_queue(connection, entry.job_id):
                 continue
             new_id = _resume(connection, ledger, settings, release_id, entry)
