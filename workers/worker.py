@@ -67,9 +67,9 @@ class EdgebotWorker(Worker):
     """
 
     def __init__(self, *args: object, settings: Settings, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.edgebot_settings = settings
+        self.edgebot_settings = settings  # before RQ's __init__, which reads dequeue_timeout
         self._last_reaped = 0.0
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     @property
     def dequeue_timeout(self) -> int:
