@@ -187,3 +187,20 @@ def test_a_dead_schedulers_lock_is_freed_a_live_ones_kept(redis_conn: redis.Redi
     freed = break_dead_scheduler_locks(redis_conn, ["q-live", "q-dead", "q-none"], stale_after=5)
     assert freed == ["q-dead"]
     assert redis_conn.get("rq:scheduler-lock:q-live") == b"live" and not redis_conn.exists("rq:scheduler-lock:q-dead")
+
+
+def test_reaper_trusts_a_pending_status_only_where_the_job_really_waits(redis_conn: redis.Redis) -> None:
+    """RQ 3.0's Job.retry writes SCHEDULED at once and the registry entry in a pipeline: a worker killed in between
+    leaves a job that says scheduled and never runs. The reaper resumes it; a job really in its queue it leaves."""
+    store = ReleaseStore(redis_conn, SETTINGS)
+    ledger = StepLedger(redis_conn, SETTINGS)
+    store.create(_release())
+    queue = Queue("edgebot-publish", connection=redis_conn, job_class=EdgebotJob, serializer=SERIALIZER)
+    job = queue.enqueue_call("workers.jobs.sign_release", args=("r-000001",), job_id="r-000001-sign-release")
+    claim = ledger.claim("r-000001", "sign", job_id=job.id, function="workers.jobs.sign_release", args=["r-000001"],
+                         queue=queue.name, holder="retry-in-flight")
+    assert claim.lease is not None and claim.lease.release()
+    assert reap(redis_conn, SETTINGS) == [], "queued for real: RQ will run it"
+    queue.remove(job.id)
+    job.set_status(JobStatus.SCHEDULED)  # status written, registry entry lost with the worker
+    assert reap(redis_conn, SETTINGS) == ["r-000001-sign-release-a2"]

@@ -132,9 +132,28 @@ def _alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def _diagnose(stack: Stack, release_id: str) -> str:
+    """What the ledger, the leases and RQ know about a release that did not end (for the failure message)."""
+    from rq.exceptions import NoSuchJobError
+
+    lines = []
+    for step, entry in StepLedger(stack.redis(), stack.store().settings).entries(release_id).items():
+        try:
+            job = Job.fetch(entry.job_id, connection=stack.redis(), serializer=SERIALIZER)
+            status = f"{job.get_status()} retries_left={job.retries_left}"
+        except NoSuchJobError:
+            status = "no such job"
+        lease = stack.redis().get(f"edgebot:lease:{release_id}:{step}")
+        lines.append(f"{step}: {entry} job={status} lease={lease!r}")
+    return "\n".join(lines)
+
+
 def _finish(stack: Stack, release_id: str) -> Release:
     _restore_workers(stack)
-    release = stack.wait_final(release_id, timeout=240)
+    try:
+        release = stack.wait_final(release_id, timeout=240)
+    except TimeoutError as exc:
+        raise AssertionError(_diagnose(stack, release_id)) from exc
     assert release.state == "succeeded", (release.error, release.error_detail)
     store = stack.store()
     wait_until(lambda: store.require(release_id).summary_ts, timeout=30, what="the summary")

@@ -28,6 +28,7 @@ import redis
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import JobStatus
+from rq.registry import DeferredJobRegistry, ScheduledJobRegistry
 from rq.scheduler import SCHEDULER_KEY_TEMPLATE, SCHEDULER_LOCKING_KEY_TEMPLATE
 from rq.utils import utcparse
 
@@ -39,8 +40,6 @@ from edgebot.store import ReleaseNotFound, ReleaseStore
 from workers import failures
 
 log = logging.getLogger(__name__)
-
-PENDING_STATUSES = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
 
 # KEYS[1] scheduler lock; ARGV[1] the stale holder -> 1 deleted
 BREAK_LOCK = """
@@ -81,11 +80,25 @@ def reap(connection: redis.Redis, settings: Settings) -> list[str]:
 
 
 def _waiting_in_queue(connection: redis.Redis, job_id: str) -> bool:
+    """Is the job really waiting to run — its status *and* its place (queue, scheduled or deferred registry)?
+
+    RQ 3.0's ``Job.retry`` writes the SCHEDULED status at once but adds the job to the ScheduledJobRegistry in the
+    caller's pipeline: a worker SIGKILLed between the two leaves a job that says "scheduled" and that no scheduler
+    will ever run. Trusting the status alone would leave such a step stuck for good.
+    """
     try:
         job = EdgebotJob.fetch(job_id, connection=connection, serializer=SERIALIZER)
     except NoSuchJobError:
         return False
-    return job.get_status(refresh=False) in PENDING_STATUSES
+    status = job.get_status(refresh=False)
+    queue = Queue(job.origin, connection=connection, job_class=EdgebotJob, serializer=SERIALIZER)
+    if status == JobStatus.QUEUED:
+        return any(connection.lpos(key, job_id) is not None for key in (queue.key, queue.intermediate_queue_key))
+    if status == JobStatus.SCHEDULED:
+        return job_id in ScheduledJobRegistry(queue=queue)
+    if status == JobStatus.DEFERRED:
+        return job_id in DeferredJobRegistry(queue=queue)
+    return False
 
 
 def _resume(connection: redis.Redis, ledger: StepLedger, settings: Settings, release_id: str,
