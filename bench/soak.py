@@ -278,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if checks["ok"] else 1
 
 
+def _row(summary: dict[str, Any]) -> str:
+    return " | ".join([str(summary.get("count", 0))] + [f"{summary.get(k, '–')} s" for k in ("p50_s", "max_s", "mean_s")])
+
+
 def write_report(results: dict[str, Any]) -> None:
     path = ROOT / "docs" / "BENCHMARKS.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
@@ -296,8 +300,8 @@ def write_report(results: dict[str, Any]) -> None:
 
 | | count | p50 | max | mean |
 |---|---|---|---|---|
-| SIGKILL → step re-enqueued by the reaper | {res.get('count', 0)} | {res.get('p50_s', '–')} s | {res.get('max_s', '–')} s | {res.get('mean_s', '–')} s |
-| SIGKILL → new attempt running on a worker | {run.get('count', 0)} | {run.get('p50_s', '–')} s | {run.get('max_s', '–')} s | {run.get('mean_s', '–')} s |
+| SIGKILL → step re-enqueued by the reaper | {_row(res)} |
+| SIGKILL → new attempt running on a worker | {_row(run)} |
 
 The bound is `lease_ttl` (from the last renewal) + `reaper_interval` + a free worker; RQ alone would notice after its
 90 s execution TTL at a 10-minute maintenance pass.
