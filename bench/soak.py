@@ -279,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _row(summary: dict[str, Any]) -> str:
-    return " | ".join([str(summary.get("count", 0))] + [f"{summary.get(k, '–')} s" for k in ("p50_s", "max_s", "mean_s")])
+    cells = [f"{summary.get(k, '–')} s" for k in ("p50_s", "max_s", "mean_s")]
+    return " | ".join([str(summary.get("count", 0)), *cells])
 
 
 def write_report(results: dict[str, Any]) -> None:
