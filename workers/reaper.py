@@ -126,6 +126,7 @@ def _resume(connection: redis.Redis, ledger: StepLedger, settings: Settings, rel
                 result_ttl=settings.job_result_ttl,
                 retry=failures.retry_policy(settings),
                 description=f"{entry.step} {release_id} (attempt {nxt.attempt})",
+                at_front=True,  # it was already running: it goes before steps that have not started yet
                 pipeline=pipe,
             )
             pipe.execute()
