@@ -302,9 +302,10 @@ def write_report(results: dict[str, Any]) -> None:
 | SIGKILL → new attempt running on a worker | {_row(run)} |
 
 The bound is `lease_ttl` (from the last renewal) + `reaper_interval` + a free worker (resumed steps go to the front of
-their queue); RQ alone would notice after its 90 s execution TTL at a 10-minute maintenance pass. Interrupted steps
-not counted here were retried by RQ itself (the worker saw its horse die in the instant before it was killed) or
-picked up by the reaper only after a restarted worker had taken a job.
+their queue); RQ alone would notice after its 90 s execution TTL at a 10-minute maintenance pass. A kill counts
+as interrupting a step when the worker had a work horse at that moment; that horse may already have been past its
+step (sending thread updates), or the worker may have seen its horse die first and let RQ retry the job itself, so
+not every such kill leads to a resume.
 
 | {results['releases']} releases at once | wall time | mean release duration |
 |---|---|---|
