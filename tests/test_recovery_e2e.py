@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,9 +115,13 @@ def _thread(stack: Stack, release: Release) -> str:
 
 def _worker_running(stack: Stack, job_id: str) -> str:
     """The Stack process name of the worker that runs ``job_id``."""
+    from rq.exceptions import NoSuchJobError
+
     def name() -> str | None:
-        worker = Job.fetch(job_id, connection=stack.redis(), serializer=SERIALIZER).worker_name
-        return worker or None
+        try:
+            return Job.fetch(job_id, connection=stack.redis(), serializer=SERIALIZER).worker_name or None
+        except NoSuchJobError:  # not enqueued yet
+            return None
 
     worker = wait_until(name, timeout=30, what=f"a worker to take {job_id}")
     return next(n for n in stack.processes if n.startswith("worker-") and str(worker).startswith(n[len("worker-"):]
@@ -248,6 +253,33 @@ def test_killed_mid_publish_resumes_with_the_stored_signature_and_writes_once(st
     assert service is not None
     assert service["deploymentSignature"] == signed.results["amd64"].signature == release.results["amd64"].signature
     assert service["deployment"] == signed.results["amd64"].deployment
+    assert "Resumed *publish* (attempt 2)" in _thread(stack, release)
+
+
+def test_frozen_horse_loses_its_lease_and_cannot_write_late(stack: Stack) -> None:
+    """A work horse paused (SIGSTOP: a GC pause, a frozen VM) in the middle of publish outlives its lease; another
+    worker resumes the step and finishes the release; woken up, the old horse stops at its next write."""
+    _version(stack, "2.0.9", _sleepy(0))
+    mark = len(stack.exchange.requests())
+    delayed = stack.exchange.delayed_requests()
+    stack.exchange.delay_next("POST", rf"/orgs/{ORG}/services$", 1.5)
+    release_id = _command(stack, "publish hello 2.0.9 --registry local", "U0FROZEN")
+    publisher = _worker_running(stack, f"{release_id}-publish-release")
+    wait_until(lambda: stack.exchange.delayed_requests() > delayed, timeout=60, interval=0.02,
+               what="the POST to be in flight")
+    (horse,) = stack.horse_pids(publisher)
+    os.kill(horse, signal.SIGSTOP)
+    try:
+        release = _finish(stack, release_id)  # resumed by the other publish worker while this horse is frozen
+    finally:
+        os.kill(horse, signal.SIGCONT)
+    wait_until(lambda: not _alive(horse), timeout=60, what="the woken horse to end its job")
+    wait_until(lambda: "lost its lease" in stack.log_tail(publisher, 200), timeout=30,
+               what="the woken horse to find its lease lost")
+    _assert_published_once(stack, mark, "2.0.9")
+    key_puts = [w for w in _writes(stack, mark) if w[0] == "PUT" and "/keys/" in w[1]]
+    assert len(key_puts) == 1, f"the woken horse sent nothing after its POST: {key_puts}"
+    assert stack.store().require(release_id).updated_at == release.updated_at, "nor wrote to the record"
     assert "Resumed *publish* (attempt 2)" in _thread(stack, release)
 
 
