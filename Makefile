@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo setup system-deps venv lint typecheck unit bench fuzz clean
+.PHONY: test demo setup system-deps venv lint typecheck unit bench soak fuzz clean
 
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -44,6 +44,10 @@ unit: venv
 ## full benchmarks; results written to docs/BENCHMARKS.md
 bench: setup
 	$(PY) -m bench.run
+
+## soak: 50 releases over 2 workers under random SIGKILLs; results written to docs/BENCHMARKS.md (not in make test)
+soak: setup
+	$(PY) -m bench.soak
 
 ## the command grammar fuzzed with thousands of examples (make test runs a few hundred)
 fuzz: venv

@@ -26,7 +26,7 @@ from edgebot.config import Config
 from edgebot.errors import UsageError
 from edgebot.ratelimit import SlackRateLimiter
 from edgebot.secrets import SecretResolver
-from edgebot.store import ReleaseStore
+from edgebot.store import PublishLocked, ReleaseStore
 from edgebot.thread import ThreadReporter, slack_client
 
 log = logging.getLogger(__name__)
@@ -173,6 +173,9 @@ def handle_edge_command(ack: Ack, command: dict[str, Any], ctx: BotContext) -> N
     except NotAllowed as refused:
         _reply(ack, messages.not_allowed(refused.permission, refused.service, refused.org,
                                          [mention(h) for h in refused.holders]))
+        return
+    except PublishLocked as locked:
+        _reply(ack, messages.publish_locked(locked.holder))
         return
     except Exception:
         log.exception("could not accept /edge %s", parsed.__class__.__name__)

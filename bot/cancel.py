@@ -18,6 +18,7 @@ from rq.job import Job, JobStatus
 
 from edgebot.release import CANCELLED, PENDING, RUNNING, SKIPPED, Release
 from edgebot.rqjob import SERIALIZER, job_id
+from edgebot.steps import StepLedger
 from edgebot.store import ReleaseStore
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,8 @@ def cancel_release(store: ReleaseStore, release_id: str, user_id: str) -> Cancel
     if ended_before[-1]:
         return CancelOutcome(release, cancelled=False)
     removed = stopped = 0
-    for jid in release_job_ids(release):
+    attempts = [e.job_id for e in StepLedger(store.redis, store.settings).entries(release_id).values()]
+    for jid in dict.fromkeys([*release_job_ids(release), *attempts]):  # resumed attempts have their own ids
         try:
             job = Job.fetch(jid, connection=store.redis, serializer=SERIALIZER)
         except NoSuchJobError:

@@ -1,7 +1,8 @@
 """From a parsed `/edge publish` to a recorded, queued release — or a refusal, with nothing queued.
 
 Order matters: every check that can refuse runs first (catalog, registry alias, arches, channel membership), then
-the release record and its first job are written in one Redis MULTI, and only then does the listener ack. A crash
+the release record, its service's publish lock and its first job are written in one Redis MULTI (or refused with
+``PublishLocked`` naming the release that holds the lock), and only then does the listener ack. A crash
 after the ack cannot lose the release; a crash before it leaves nothing behind.
 """
 
@@ -21,7 +22,7 @@ from edgebot.ids import new_release_id
 from edgebot.messages import PUBLISH_USAGE
 from edgebot.release import Release
 from edgebot.rqjob import enqueue_in_transaction
-from edgebot.store import ReleaseStore
+from edgebot.store import PublishLocked, ReleaseStore
 
 
 class NotInChannel(Exception):
@@ -146,5 +147,9 @@ def accept_publish(
         enqueue_in_transaction(store.redis, pipe, config.settings, "prepare_release", release.release_id, "prepare",
                                description=f"prepare {release.release_id}")
 
-    store.create(release, then=enqueue_first_job)
+    try:
+        store.create(release, then=enqueue_first_job)
+    except PublishLocked:
+        store.release_duplicate_claim(dedupe, release.release_id)  # the next try must not be told "just sent"
+        raise
     return Accepted(release)

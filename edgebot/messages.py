@@ -517,3 +517,36 @@ def rollback_ack(release: Release, queued: bool) -> Message:
         text = (f"Rolling back *{title(release)}* (release `{release.release_id}`): {', '.join(moved)} will pin the "
                 "versions they pinned before it. The release's thread shows the result.")
     return Message(text=text.replace("*", ""), blocks=[section(text)])
+
+
+# -- locks and crash recovery ------------------------------------------------------------------------------------
+
+def _step_label(step: str) -> str:
+    """``build-amd64`` → ``build (amd64)``; other step names as they are."""
+    stage, _, arch = step.partition("-")
+    return f"{stage} ({arch})" if arch else stage
+
+
+def publish_locked(holder: Release) -> Message:
+    text = (
+        f":lock: `{holder.service}` in org `{holder.org}` is being published by <@{holder.user_id}>: release "
+        f"`{holder.release_id}` ({holder.version}, {STATE_LABEL.get(holder.state, holder.state)}) since "
+        f"{_when(holder.created_at)}. Only one release of a service publishes at a time, so nothing was queued. "
+        f"Send the command again when it has ended (`/edge status {holder.release_id}`), or cancel it with "
+        f"`/edge cancel {holder.release_id}`."
+    )
+    return Message(text=text, blocks=[section(text)])
+
+
+def resumed_note(step: str, attempt: int) -> str:
+    return f":repeat: {_step_label(step)} resumed (attempt {attempt}) after the worker running it stopped."
+
+
+def resumed_message(step: str, attempt: int, reused: list[str]) -> Message:
+    kept = ("; reusing " + ", ".join(reused)) if reused else ""
+    text = (
+        f":repeat: Resumed *{_step_label(step)}* (attempt {attempt}): the worker running it stopped responding, so "
+        f"another worker continues from the last completed step{kept}."
+    )
+    return Message(text=text, blocks=[section(text)])
+

@@ -89,6 +89,19 @@ class Settings:
     """Failing nodes listed by name, with their error, when a stage fails."""
     rollout_lock_timeout: float = 30.0
     """Seconds the per-policy/pattern write lock is held at most (re-read → PUT → verify)."""
+    # -- leases, locks, crash recovery (see docs/recovery.md) ------------------------------------------------------
+    lease_ttl: float = 30.0
+    """Seconds a step's lease lives without renewal: a dead holder's step is resumed this long after it died."""
+    lease_renew_interval: float = 10.0
+    """Seconds between renewals of a running step's lease (keep it well under ``lease_ttl``)."""
+    reaper_interval: float = 10.0
+    """Seconds between a worker's checks for steps whose lease expired (they are re-enqueued as a new attempt)."""
+    publish_lock_ttl: int = 24 * 3600
+    """Seconds the one-publish-per-service lock outlives the last update of an abandoned release."""
+    redis_reconnect_for: float = 60.0
+    """Seconds a worker keeps retrying Redis commands through a connection loss (a Redis restart) before failing."""
+    scheduler_stale_after: float = 15.0
+    """Seconds without a heartbeat after which a worker takes the RQ scheduler lock from a dead scheduler."""
 
     @classmethod
     def load(cls, table: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:

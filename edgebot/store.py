@@ -6,6 +6,8 @@ Keys (prefix from settings, default ``edgebot``)::
     edgebot:dedupe:<sha256>                 release id of a recent identical command (expires after the window)
     edgebot:active:<team_id>:<channel_id>   set of active release ids in a channel
     edgebot:history:<org>:<service>         sorted set of release ids by creation time
+    edgebot:publish-lock:<org>:<service>    id of the one release allowed to publish the service now (expires
+                                            ``publish_lock_ttl`` after the release's last update; freed when it ends)
 
 No key or value ever holds a secret: records carry ids, refs, digests and signatures only.
 """
@@ -16,7 +18,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -24,11 +26,22 @@ from edgebot import metrics
 from edgebot.release import FINAL_STATES, Release
 from edgebot.settings import Settings
 
+if TYPE_CHECKING:
+    from edgebot.lease import Lease
+
 Mutation = Callable[[Release], None]
 
 
 class ReleaseNotFound(KeyError):
     pass
+
+
+class PublishLocked(Exception):
+    """Another active release holds the service's publish lock; ``holder`` is that release."""
+
+    def __init__(self, holder: Release) -> None:
+        super().__init__(holder.release_id)
+        self.holder = holder
 
 
 class ReleaseStore:
@@ -46,6 +59,9 @@ class ReleaseStore:
 
     def history_key(self, org: str, service: str) -> str:
         return f"{self.prefix}:history:{org}:{service}"
+
+    def publish_lock_key(self, org: str, service: str) -> str:
+        return f"{self.prefix}:publish-lock:{org}:{service}"
 
     def dedupe_key(self, *parts: str) -> str:
         digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
@@ -65,16 +81,45 @@ class ReleaseStore:
         holder_id = holder.decode() if isinstance(holder, bytes) else str(holder)
         return holder_id if holder_id != release_id else None
 
+    def release_duplicate_claim(self, dedupe_key: str, release_id: str) -> None:
+        """Undo :meth:`claim_duplicate` for a release that was refused after all (only if it still holds it)."""
+        self.redis.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
+                        "return 0", 1, dedupe_key, release_id)
+
     def create(self, release: Release, then: Callable[[Any], None] | None = None) -> None:
-        """Write a new record and its indexes in one MULTI; ``then(pipeline)`` adds more (the first job) to it."""
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.multi()
-            pipe.set(self.key(release.release_id), _dumps(release), nx=True)
-            pipe.sadd(self.active_key(release.team_id, release.channel_id), release.release_id)
-            pipe.zadd(self.history_key(release.org, release.service), {release.release_id: release.created_at})
-            if then is not None:
-                then(pipe)
-            pipe.execute()
+        """Write a new record and its indexes in one MULTI; ``then(pipeline)`` adds more (the first job) to it.
+
+        A release that publishes (not a dry run) takes its service's publish lock in the same transaction, or raises
+        :class:`PublishLocked` naming the active release that holds it, and nothing is written.
+        """
+        lock_key = None if release.dry_run else self.publish_lock_key(release.org, release.service)
+        while True:
+            with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    if lock_key is not None:
+                        pipe.watch(lock_key)
+                        raw = pipe.get(lock_key)
+                        holder_id = raw.decode() if isinstance(raw, bytes) else str(raw or "")
+                        if holder_id and holder_id != release.release_id:
+                            holder = self.get(holder_id)
+                            if holder is not None and not holder.is_final:
+                                raise PublishLocked(holder)
+                    pipe.multi()
+                    if lock_key is not None:
+                        pipe.set(lock_key, release.release_id, ex=max(1, self.settings.publish_lock_ttl))
+                    pipe.set(self.key(release.release_id), _dumps(release), nx=True)
+                    pipe.sadd(self.active_key(release.team_id, release.channel_id), release.release_id)
+                    pipe.zadd(self.history_key(release.org, release.service), {release.release_id: release.created_at})
+                    if then is not None:
+                        then(pipe)
+                    pipe.execute()
+                    return
+                except redis.WatchError:
+                    continue
+
+    def publish_lock_holder(self, org: str, service: str) -> str | None:
+        raw = self.redis.get(self.publish_lock_key(org, service))
+        return raw.decode() if isinstance(raw, bytes) else raw  # type: ignore[return-value]
 
     # -- read ---------------------------------------------------------------------------------------------------
     def get(self, release_id: str) -> Release | None:
@@ -98,24 +143,35 @@ class ReleaseStore:
         return [r for r in found if r is not None]
 
     # -- update -------------------------------------------------------------------------------------------------
-    def update(self, release_id: str, mutate: Mutation,
+    def update(self, release_id: str, mutate: Mutation, *, fence: Lease | None = None,
                then: Callable[[Release, Any], None] | None = None) -> Release:
         """Atomically apply ``mutate`` to the stored record (optimistic WATCH/MULTI, retried on conflict).
 
         ``mutate`` may raise to abort without writing. It can run more than once under contention, so it must only
-        change the record it is given. ``then(release, pipeline)`` may add commands (an RQ enqueue) to the same
-        MULTI, so they happen exactly when this write does.
+        change the record it is given. With ``fence``, the write happens only while that lease is still held (its key
+        is watched and compared in the same transaction); otherwise LeaseLost is raised and nothing is written.
+        ``then(release, pipeline)`` may add commands (an RQ enqueue) to the same MULTI, so they happen exactly when
+        this write does.
+
+        The release's publish lock is refreshed by every update of an active release and deleted in the same MULTI
+        as the update that makes the release final.
         """
         key = self.key(release_id)
         while True:
             with self.redis.pipeline(transaction=True) as pipe:
                 try:
                     pipe.watch(key)
+                    if fence is not None:
+                        fence.verify_watched(pipe)
                     raw = pipe.get(key)
                     if raw is None:
                         raise ReleaseNotFound(release_id)
                     release = Release.from_dict(json.loads(raw))  # type: ignore[arg-type]
                     was_final = release.is_final
+                    lock_key = self.publish_lock_key(release.org, release.service)
+                    pipe.watch(lock_key)
+                    lock_holder = pipe.get(lock_key)
+                    holds_lock = (lock_holder.decode() if isinstance(lock_holder, bytes) else lock_holder) == release_id
                     mutate(release)
                     release.updated_at = time.time()
                     pipe.multi()
@@ -126,6 +182,10 @@ class ReleaseStore:
                         pipe.srem(self.active_key(release.team_id, release.channel_id), release.release_id)
                         pipe.expire(key, self.settings.release_ttl)
                         metrics.record_final(pipe, release, self.prefix)  # outcome counter, stage durations
+                        if holds_lock:
+                            pipe.delete(lock_key)
+                    elif holds_lock and not release.is_final:
+                        pipe.expire(lock_key, max(1, self.settings.publish_lock_ttl))
                     if then is not None:
                         then(release, pipe)
                     pipe.execute()
@@ -138,4 +198,4 @@ def _dumps(release: Release) -> str:
     return json.dumps(release.to_dict(), separators=(",", ":"), sort_keys=True)
 
 
-__all__ = ["FINAL_STATES", "ReleaseNotFound", "ReleaseStore"]
+__all__ = ["FINAL_STATES", "PublishLocked", "ReleaseNotFound", "ReleaseStore"]

@@ -236,6 +236,15 @@ class ThreadReporter:
 
                 self.store.update(release_id, keep)
 
+    def note(self, release_id: str, msg: messages.Message) -> None:
+        """Post a one-off message in the thread (e.g. that a step resumed after its worker died)."""
+        self._submit(("note", release_id, msg.text), lambda: self._note(release_id, msg))
+
+    def _note(self, release_id: str, msg: messages.Message) -> None:
+        with self._locked(release_id) as release:
+            if release.message_ts:
+                self._post_in_thread(release, msg)
+
     def _limit(self, release: Release, method: str) -> None:
         if self.limiter is not None:
             self.limiter.acquire(release.team_id, method)

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -92,6 +94,10 @@ class BaoServer(Managed):
         }
         self._proc = spawn(args, self.log_path, env=env)
         wait_ready(self._healthy, timeout=30, what="bao server -dev", log=self.log_path, proc=self._proc)
+        # the dev banner with the unseal key is printed a moment *after* the server answers healthy: a test that seals
+        # the server at once must still find the key in the log
+        wait_ready(lambda: "Unseal Key:" in self.log_path.read_text(errors="replace"), timeout=30,
+                   what="bao's dev banner (unseal key)", log=self.log_path, proc=self._proc)
 
     def _healthy(self) -> bool:
         """``/v1/sys/health`` answers 200 only when the server is initialized, unsealed and active."""
@@ -108,6 +114,15 @@ class BaoServer(Managed):
     def stop(self) -> None:
         stop_process(self._proc)
         self._proc = None
+
+    def pause(self) -> None:
+        """SIGSTOP: the server accepts connections but never answers (a hung Vault) until :meth:`resume`."""
+        assert self._proc is not None
+        os.kill(self._proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        os.kill(self._proc.pid, signal.SIGCONT)
 
     @property
     def running(self) -> bool:

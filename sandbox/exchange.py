@@ -28,6 +28,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
@@ -177,6 +178,19 @@ class ExchangeStandIn:
             self.state.faults.append({"method": method.upper(), "re": re.compile(path_regex), "action": action,
                                       "count": 1})
 
+    def delay_next(self, method: str, path_regex: str, seconds: float, count: int = 1) -> None:
+        """The next ``count`` matching requests wait ``seconds`` before being processed (outside the state lock),
+        then are processed normally: a slow Exchange, or — if the client dies meanwhile — a write that happened
+        although its caller never saw the answer."""
+        with self.state.lock:
+            self.state.delays.append({"method": method.upper(), "re": re.compile(path_regex), "seconds": seconds,
+                                      "count": count, "taken": 0})
+
+    def delayed_requests(self) -> int:
+        """How many requests have been held back by :meth:`delay_next` so far (answered or still waiting)."""
+        with self.state.lock:
+            return sum(d["taken"] for d in self.state.delays)
+
     # -- inspection (deep copies) ---------------------------------------------------------------------------------
     def service(self, org: str, service_id: str) -> dict[str, Any] | None:
         with self.state.lock:
@@ -253,6 +267,10 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = self._body()
             with state.lock:
+                delay = self._take_delay(method, path)
+            if delay:
+                time.sleep(delay)
+            with state.lock:
                 self._inject_fault(method, path)
             prefix = standin.base_path + "/"
             if not path.startswith(prefix):
@@ -303,6 +321,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise ApiError(413, "invalid-input", "invalid.input.message", "the body is too large")
         return self.rfile.read(length) if length > 0 else b""
+
+    def _take_delay(self, method: str, path: str) -> float:
+        for delay in self.owner.state.delays:
+            if delay["count"] > 0 and delay["method"] in ("*", method) and delay["re"].search(path):
+                delay["count"] -= 1
+                delay["taken"] += 1
+                return float(delay["seconds"])
+        return 0.0
 
     def _inject_fault(self, method: str, path: str) -> None:
         for fault in self.owner.state.faults:

@@ -102,6 +102,7 @@ class ExchangeState:
     faults: list[dict[str, Any]] = field(default_factory=list)
     generation: int = 0
     """Bumped by every successful write, so the simulated agents (``sandbox/fleet.py``) notice changes."""
+    delays: list[dict[str, Any]] = field(default_factory=list)
 
     def service_rows(self) -> Iterator[ServiceRow]:
         for org, table in self.services.items():

@@ -335,6 +335,34 @@ class Stack:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
 
+    def horse_pids(self, name: str) -> list[int]:
+        """The RQ work horses of worker ``name``: its children that run in a process group of their own (RQ's
+        ``os.setpgrp()``), unlike its scheduler process, which stays in the worker's group."""
+        proc = self.processes[name]
+        horses = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            ppid, pgid = int(fields[1]), int(fields[2])
+            if ppid == proc.pid and pgid == int(entry.name):
+                horses.append(int(entry.name))
+        return horses
+
+    def kill_worker(self, name: str, *, horse: bool) -> list[int]:
+        """SIGKILL worker ``name`` (its process group: the worker and its scheduler) and, with ``horse``, its work
+        horses too. Returns the horses' pids (alive unless ``horse``). The worker is forgotten: start a new one."""
+        horses = self.horse_pids(name)
+        if horse:
+            for pid in horses:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        self.stop_process(name, signal.SIGKILL)
+        return horses
+
     def stop(self) -> None:
         for name in list(self.processes):
             self.stop_process(name)

@@ -125,6 +125,10 @@ CASES = {
     "status_list": lambda: messages.status_list("C0RELEASES", [_release(state="building", ended_at=None)]),
     "status_detail": lambda: messages.status_detail(_release()),
     "history": lambda: messages.history_message("hello", "acme", [_release(), _failed_build()]),
+    "publish_locked": lambda: messages.publish_locked(_release(state="building", ended_at=None)),
+    "resumed": lambda: messages.resumed_message("build-amd64", 2, ["commit `0123456789ab`",
+                                                                  "amd64 digest `sha256:abababababab`"]),
+    "summary_resumed": lambda: messages.summary_message(_release(notes=[messages.resumed_note("sign", 2)])),
 }
 
 

@@ -25,6 +25,7 @@ from edgebot.thread import ThreadReporter, slack_client
 if TYPE_CHECKING:
     import docker
 
+    from edgebot.lease import Lease
     from workers.exchange import ExchangeClient
     from workers.signing import Signer
 
@@ -36,11 +37,18 @@ T = TypeVar("T")
 class WorkerContext:
     config: Config
     resolver: SecretResolver = field(default_factory=SecretResolver)
+    lease: Lease | None = None
+    """The lease of the step this process is running (set by workers.jobs); fences writes and side effects."""
+
+    def check_lease(self, what: str) -> None:
+        """Raise LeaseLost unless this process still holds its step's lease (no-op outside a step)."""
+        if self.lease is not None:
+            self.lease.check(what)
 
     @cached_property
     def redis(self) -> redis.Redis:
         password = self.resolver.resolve(self.config.redis_password).reveal() if self.config.redis_password else None
-        return redis.Redis.from_url(self.config.redis_url, password=password, socket_timeout=30)
+        return resilient_redis(self.config, password, socket_timeout=30)
 
     @cached_property
     def store(self) -> ReleaseStore:
@@ -79,7 +87,7 @@ class WorkerContext:
             return self.resolver.resolve(ex.password).reveal()
 
         return ExchangeClient(ex.url, org, ex.username, password, timeout=self.config.settings.exchange_timeout,
-                              verify=verify, refresh_password=reread)
+                              verify=verify, refresh_password=reread, before_write=self.check_lease)
 
     def with_fresh_credentials(self, call: Callable[[], T], refs: Iterable[SecretRef | None], *,
                                refused: Callable[[Exception], bool], what: str) -> T:
@@ -135,6 +143,19 @@ def signer_for(config: Config, resolver: SecretResolver) -> Signer:
 
     assert signing.private_key is not None  # parse_config requires one of the two
     return PemSigner(resolver.resolve(signing.private_key).reveal().encode(), signing.key_name)
+
+
+def resilient_redis(config: Config, password: str | None, socket_timeout: float | None = None) -> redis.Redis:
+    """A connection that rides out a Redis restart: connection errors are retried with capped exponential backoff
+    for ``settings.redis_reconnect_for`` seconds (AOF keeps the data; workers and steps just wait for it)."""
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    cap = 1.0
+    attempts = max(1, int(config.settings.redis_reconnect_for / cap) + 4)
+    return redis.Redis.from_url(config.redis_url, password=password, socket_timeout=socket_timeout,
+                                retry=Retry(ExponentialBackoff(cap=cap, base=0.05), attempts),
+                                retry_on_error=[redis.ConnectionError, redis.TimeoutError])
 
 
 _CONTEXT: WorkerContext | None = None

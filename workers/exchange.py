@@ -83,16 +83,27 @@ class ExchangeClient:
         self, base_url: str, org: str, username: str, password: str, *,
         transport: httpx.BaseTransport | None = None, timeout: float = 30.0,
         verify: bool | str | ssl.SSLContext = True, refresh_password: Callable[[], str] | None = None,
+        before_write: Callable[[str], None] | None = None,
     ) -> None:
         """``refresh_password``: called once, on the first 401, for the current password (re-read from where it
-        lives: it may have been rotated); the refused request is then sent again with it."""
+        lives: it may have been rotated); the refused request is then sent again with it. ``before_write(what)``
+        runs before every request that changes something (the step's lease check); it raises to stop the request
+        from being sent."""
         if not username:
             raise ValueError("the Exchange user name is empty")
         user = username if "/" in username else f"{org}/{username}"
         if isinstance(verify, str):  # a CA bundle path (httpx wants a context for it)
             verify = ssl.create_default_context(cafile=verify)
+        hooks: dict[str, list[Callable[[httpx.Request], None]]] = {}
+        if before_write is not None:
+            def fence(request: httpx.Request) -> None:
+                if request.method not in ("GET", "HEAD", "OPTIONS"):
+                    before_write(f"{request.method} {request.url.path}")
+
+            hooks["request"] = [fence]
         self._http = httpx.Client(base_url=base_url.rstrip("/") + "/", auth=(user, password), timeout=timeout,
-                                  verify=verify, transport=transport, headers={"Accept": "application/json"})
+                                  verify=verify, transport=transport, headers={"Accept": "application/json"},
+                                  event_hooks=hooks)
         self._secrets: tuple[str, ...] = ()
         self._remember(user, password)
         self._refresh_password = refresh_password

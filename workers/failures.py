@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from edgebot.config import RegistryConfig
-from edgebot.errors import ReleaseEnded, SecretUnavailable, StepFailed
+from edgebot.errors import LeaseLost, ReleaseEnded, SecretUnavailable, StepFailed
 from edgebot.release import Release
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ def translated(stage: str, release: Release, registry: RegistryConfig, *, arch: 
     """Run a step's client calls; re-raise anything they throw as a :class:`StepFailed` a user can act on."""
     try:
         yield
-    except (StepFailed, ReleaseEnded):
+    except (StepFailed, ReleaseEnded, LeaseLost):
         raise
     except SecretUnavailable as exc:
         raise StepFailed(f"{stage}: a secret could not be read: {exc}", transient=_vault_down(exc)) from None

@@ -1,18 +1,28 @@
 """RQ entry points: the only functions a worker will run (see edgebot.rqjob.ALLOWED_FUNCTIONS).
 
-Arguments are ids only. Each wrapper loads the worker context, runs one pipeline step and turns its failure into a
-failed release — except a transient failure with retries left, which is re-raised so RQ retries the job.
+Arguments are ids only. Each wrapper claims its step in the step ledger (edgebot.steps), which grants the step's
+lease (edgebot.lease) atomically; a keeper thread renews the lease while the step runs, and every record write and
+external side effect of the step is fenced by it. A job that cannot claim its step — another live process holds the
+lease, a newer attempt superseded it, or it already finished — does nothing. A step that returns is marked done in
+the ledger; one that fails turns into a failed release, except a transient failure with retries left, which is
+re-raised so RQ retries the job (the ledger entry stays running, so the same job id claims it again).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
+import socket
 from collections.abc import Callable
 
 from rq import get_current_job
 
-from edgebot import logs
+from edgebot import logs, messages
 from edgebot.errors import LeaseLost, ReleaseEnded, StepFailed
+from edgebot.lease import LeaseKeeper
+from edgebot.release import Release
+from edgebot.steps import StepLedger
 from workers import context, pipeline, rollout_watch
 
 log = logging.getLogger(__name__)
@@ -23,7 +33,7 @@ def prepare_release(release_id: str) -> None:
 
 
 def build_arch(release_id: str, arch: str) -> None:
-    _run(f"build {arch}", lambda ctx, rid: pipeline.build(ctx, rid, arch), release_id)
+    _run(f"build-{arch}", lambda ctx, rid: pipeline.build(ctx, rid, arch), release_id)
 
 
 def sign_release(release_id: str) -> None:
@@ -38,7 +48,7 @@ def expire_approval(release_id: str) -> None:
     """Scheduled when an approval is requested: ends the release if nobody approved it in time."""
     from workers import gate
 
-    _run("approval expiry", gate.expire, release_id)
+    _run("expire", gate.expire, release_id, per_job=True)
 
 
 def start_rollout(release_id: str) -> None:
@@ -46,40 +56,91 @@ def start_rollout(release_id: str) -> None:
 
 
 def poll_rollout(release_id: str, stage: int, poll: int) -> None:
-    _run("rollout poll", lambda ctx, rid: rollout_watch.poll(ctx, rid, int(stage), int(poll)), release_id,
-         fail=rollout_watch.abort)
+    _run(f"rollout-poll-{stage}-{poll}", lambda ctx, rid: rollout_watch.poll(ctx, rid, int(stage), int(poll)),
+         release_id, fail=rollout_watch.abort)
+
+
+def rollback_release(release_id: str, user_id: str) -> None:
+    _run("rollback", lambda ctx, rid: rollout_watch.rollback(ctx, rid, user_id), release_id,
+         fail=rollout_watch.rollback_failed, per_job=True)
 
 
 Fail = Callable[[context.WorkerContext, str, str, "list[str] | None"], None]
 
 
-def rollback_release(release_id: str, user_id: str) -> None:
-    _run("rollback", lambda ctx, rid: rollout_watch.rollback(ctx, rid, user_id), release_id,
-         fail=rollout_watch.rollback_failed)
-
-
 def _run(name: str, step: Callable[[context.WorkerContext, str], None], release_id: str, *,
-         fail: Fail = pipeline.fail) -> None:
+         fail: Fail = pipeline.fail, per_job: bool = False) -> None:
+    """Claim step ``name`` of the release and run it under its lease. ``per_job``: every job of this kind is a step
+    of its own (an expiry per approval round, a rollback each time one is asked), named after the job id."""
     ctx = context.current()
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError(f"{name} of {release_id} must run as an RQ job (it claims its step by job id)")
+    if per_job:  # named after the job's base id: a resumed attempt (…-a2) continues the same step
+        name = f"{name}-{re.sub(r'-a[0-9]+$', '', job.id).removeprefix(release_id + '-')}"
     logs.set_release(release_id)  # every log line of this job carries the release id
+    ledger = StepLedger(ctx.redis, ctx.config.settings)
+    claim = ledger.claim(release_id, name, job_id=job.id, function=job.func_name or "", args=[str(a) for a in job.args],
+                         queue=job.origin, holder=f"{socket.gethostname()}:{os.getpid()}:{job.id}")
+    if claim.lease is None:
+        log.info("release %s: %s not run by job %s: %s (job %s, attempt %s)", release_id, name, job.id,
+                 claim.outcome, claim.entry.job_id, claim.entry.attempt)
+        return
+    settings = ctx.config.settings
+    finished = retrying = False
+    with LeaseKeeper(claim.lease, settings.lease_renew_interval) as lease:
+        ctx.lease = lease
+        try:
+            if claim.entry.attempt > 1:
+                _say_resumed(ctx, release_id, name, claim.entry.attempt)
+            step(ctx, release_id)
+            finished = True
+        except LeaseLost as lost:
+            log.warning("release %s: %s lost its lease; stopping without writing (%s)", release_id, name, lost)
+        except ReleaseEnded as ended:
+            log.info("release %s: %s stopped: %s", release_id, name, ended)
+            finished = True
+        except StepFailed as exc:
+            if exc.transient and (job.retries_left or 0) > 0:
+                log.warning("release %s: %s failed transiently (%s); RQ will retry", release_id, name, exc)
+                retrying = True
+                raise
+            log.info("release %s: %s failed: %s", release_id, name, exc)
+            finished = _fail(ctx, fail, release_id, str(exc), exc.detail)
+        except Exception:
+            log.exception("release %s: %s crashed", release_id, name)
+            finished = _fail(ctx, fail, release_id, f"{name} failed unexpectedly; the worker log has the details")
+        finally:
+            if finished and not ledger.complete(release_id, name, lease):
+                log.warning("release %s: %s finished after its lease was lost", release_id, name)
+            ctx.lease = None
+            if not ctx.reporter.flush():
+                log.warning("release %s: thread updates still pending after %s", release_id, name)
+            if retrying:
+                ledger.release_for_retry(release_id, name, lease)
+            else:
+                lease.release()
+            logs.set_release(None)
+            ctx.release_vault_login()
+
+
+def _fail(ctx: context.WorkerContext, fail: Fail, release_id: str, message: str,
+          detail: list[str] | None = None) -> bool:
     try:
-        step(ctx, release_id)
+        fail(ctx, release_id, message, detail)
     except LeaseLost:
-        log.warning("release %s: %s lost its lease; stopping without writing", release_id, name)
-    except ReleaseEnded as ended:
-        log.info("release %s: %s stopped: %s", release_id, name, ended)
-    except StepFailed as exc:
-        job = get_current_job()
-        if exc.transient and job is not None and (job.retries_left or 0) > 0:
-            log.warning("release %s: %s failed transiently (%s); RQ will retry", release_id, name, exc)
-            raise
-        log.info("release %s: %s failed: %s", release_id, name, exc)
-        fail(ctx, release_id, str(exc), exc.detail)
-    except Exception:
-        log.exception("release %s: %s crashed", release_id, name)
-        fail(ctx, release_id, f"{name} failed unexpectedly; the worker log has the details", None)
-    finally:
-        if not ctx.reporter.flush():
-            log.warning("release %s: thread updates still pending after %s", release_id, name)
-        logs.set_release(None)
-        ctx.release_vault_login()
+        log.warning("release %s: lost the lease before recording the failure (%s)", release_id, message)
+        return False
+    return True
+
+
+def _say_resumed(ctx: context.WorkerContext, release_id: str, step: str, attempt: int) -> None:
+    release: Release = ctx.store.require(release_id)
+    reused = []
+    if release.commit_sha:
+        reused.append(f"commit `{release.commit_sha[:12]}`")
+    reused += [f"{arch} digest `{res.digest[:19]}`" for arch, res in sorted(release.results.items()) if res.digest]
+    signed = sorted(arch for arch, res in release.results.items() if res.signature)
+    if signed:
+        reused.append("the signature of " + ", ".join(signed))
+    ctx.reporter.note(release_id, messages.resumed_message(step, attempt, reused))

@@ -27,6 +27,7 @@ from edgebot.release import (
     FAILED,
     FAILED_STEP,
     PUBLISHING,
+    QUEUED,
     ROLLING_OUT,
     RUNNING,
     SKIPPED,
@@ -69,7 +70,7 @@ def set_stage(ctx: WorkerContext, release_id: str, stage: str, status: str, *, a
         if extra is not None:
             extra(r)
 
-    release = ctx.store.update(release_id, mutate)
+    release = ctx.store.update(release_id, mutate, fence=ctx.lease)
     ctx.reporter.stage(release_id, stage)
     return release
 
@@ -96,7 +97,7 @@ def fail(ctx: WorkerContext, release_id: str, message: str, detail: list[str] | 
                     if name not in failed_stages:
                         failed_stages.append(name)
 
-    ctx.store.update(release_id, mutate)
+    ctx.store.update(release_id, mutate, fence=ctx.lease)
     for stage in failed_stages:
         ctx.reporter.stage(release_id, stage)
     ctx.reporter.summary(release_id)
@@ -142,7 +143,8 @@ def prepare(ctx: WorkerContext, release_id: str) -> None:
     ref = service.ref_for(release.version)
 
     def starting(r: Release) -> None:
-        r.state = BUILDING
+        if r.state == QUEUED:  # a resumed prepare must not move a release that got further back to building
+            r.state = BUILDING
         r.source_ref = ref
         for stage in STAGES:
             r.stage(stage)
@@ -265,6 +267,7 @@ def push_with_fresh_credentials(ctx: WorkerContext, client: docker.DockerClient,
 
     def push() -> str:
         username, password = ctx.push_credentials(registry)
+        ctx.check_lease(f"the push to {repository}")  # a step that lost its lease pushes nothing
         return push_image(client, repository=repository, tag=tag, username=username, password=password.reveal())
 
     return ctx.with_fresh_credentials(push, [registry.push_password], refused=credentials_refused,
@@ -289,7 +292,7 @@ def _arch_done(ctx: WorkerContext, release_id: str) -> None:
             _mark(r.stage("push"), SKIPPED if r.dry_run else DONE)
             completed.append(True)
 
-    ctx.store.update(release_id, mutate)
+    ctx.store.update(release_id, mutate, fence=ctx.lease)
     if completed:
         ctx.reporter.stage(release_id, "build")
         ctx.reporter.stage(release_id, "push")
@@ -333,7 +336,8 @@ def sign(ctx: WorkerContext, release_id: str) -> None:
                 res.signature_fingerprint = fingerprint(base64.b64decode(signature))
         r.key_name = signer.key_name
         r.public_key_fingerprint = public_key_fingerprint(public_pem)
-        r.state = PUBLISHING
+        if r.state == BUILDING:  # a re-run sign (resumed) never moves a release back from approval or publish
+            r.state = PUBLISHING
         r.event("signed", key=signer.key_name)
 
     set_stage(ctx, release_id, "sign", DONE, note=f"key {signer.key_name}", extra=record)

@@ -5,13 +5,16 @@
     edgebot worker --publish --arch amd64  both, for small installs and the sandbox
 
 Every worker runs RQ's scheduler (``--with-scheduler``): when the one holding the scheduler lock dies, another takes
-over at its next maintenance pass (``settings.maintenance_interval``).
+over at its next maintenance pass (``settings.maintenance_interval``), as soon as the dead one's heartbeat is
+``settings.scheduler_stale_after`` old (workers.reaper), not after RQ's fixed 61-second lock TTL. Every worker also
+runs edgebot's reaper every ``settings.reaper_interval`` seconds: steps whose lease expired are resumed.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 
 from rq import Queue, Worker
 
@@ -19,6 +22,7 @@ from edgebot import logs, metrics
 from edgebot.config import load_config
 from edgebot.errors import SecretUnavailable
 from edgebot.rqjob import PUBLISH_QUEUE, SERIALIZER, EdgebotJob, build_queue
+from edgebot.settings import Settings
 from workers.health import start_health_server
 from workers.vault import build_resolver
 
@@ -36,18 +40,19 @@ def run_worker(
     config = load_config(config_path)
     logs.configure_from(config.settings)
     resolver = build_resolver(config)
-    import redis
+    from workers.context import resilient_redis
 
     password = resolver.resolve(config.redis_password).reveal() if config.redis_password else None
-    connection = redis.Redis.from_url(config.redis_url, password=password)
+    connection = resilient_redis(config, password)
     metrics.install(connection, config.settings.key_prefix)
     names = queue_names(arches, publish)
     if not names:
         raise SystemExit("edgebot worker: give --publish and/or --arch ARCH (which queues to serve)")
     _preload(arches)
     queues = [Queue(n, connection=connection, job_class=EdgebotJob, serializer=SERIALIZER) for n in names]
-    worker = Worker(
+    worker = EdgebotWorker(
         queues,
+        settings=config.settings,
         connection=connection,
         job_class=EdgebotJob,
         serializer=SERIALIZER,
@@ -59,6 +64,51 @@ def run_worker(
     if server is not None:
         server.health.worker_key = worker.key
     return worker.work(with_scheduler=True, burst=burst)
+
+
+class EdgebotWorker(Worker):
+    """RQ's worker plus edgebot's recovery checks in its loop (see workers.reaper).
+
+    RQ checks ``should_run_maintenance_tasks`` before every dequeue and after every ``dequeue_timeout`` of waiting;
+    the timeout is capped at the reaper interval so an idle worker reaps on time.
+    """
+
+    def __init__(self, *args: object, settings: Settings, **kwargs: object) -> None:
+        self.edgebot_settings = settings  # before RQ's __init__, which reads dequeue_timeout
+        self._last_reaped = 0.0
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def dequeue_timeout(self) -> int:
+        return max(1, min(super().dequeue_timeout, int(self.edgebot_settings.reaper_interval)))
+
+    @property
+    def _reaper_due(self) -> bool:
+        return time.monotonic() - self._last_reaped >= self.edgebot_settings.reaper_interval
+
+    @property
+    def should_run_maintenance_tasks(self) -> bool:
+        return bool(super().should_run_maintenance_tasks) or self._reaper_due
+
+    def run_maintenance_tasks(self) -> None:
+        if super().should_run_maintenance_tasks:
+            if self.scheduler is not None:
+                from workers.reaper import break_dead_scheduler_locks
+
+                try:
+                    break_dead_scheduler_locks(self.connection, self.queue_names(),
+                                               self.edgebot_settings.scheduler_stale_after)
+                except Exception:
+                    self.log.exception("checking the scheduler locks failed")
+            super().run_maintenance_tasks()
+        if self._reaper_due:
+            self._last_reaped = time.monotonic()
+            from workers.reaper import reap
+
+            try:
+                reap(self.connection, self.edgebot_settings)
+            except Exception:  # a reaper bug must never stop the worker; the next pass retries
+                self.log.exception("the reaper failed")
 
 
 def _preload(arches: list[str]) -> None:

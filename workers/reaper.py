@@ -1,0 +1,183 @@
+"""Crash recovery that does not wait for RQ: resume steps whose holder died, take over a dead scheduler.
+
+RQ 3.0 on its own notices a dead worker's job only when the job's execution heartbeat expires (the worker's
+``job_monitoring_interval`` + 60 s, i.e. 90 s by default) and some worker's maintenance pass (every 10 minutes by
+default) runs ``StartedJobRegistry.cleanup``, which then fails the job with AbandonedJobError or retries it under the
+*same* id. A dead scheduler's lock lives ``interval + 60`` s and is only re-acquired at a maintenance pass.
+
+edgebot's reaper runs in every worker's loop, every ``settings.reaper_interval`` seconds (workers.worker):
+
+* :func:`reap`: for each release in the step ledger's in-flight set, every step still ``running`` whose lease has
+  expired (its holder died: work horse and worker SIGKILLed, host gone) and whose job is not waiting in a queue
+  (queued, scheduled for a retry, deferred) is re-enqueued as a new attempt, atomically with the ledger entry
+  naming the new job id (WATCH on the entry and the lease). Several workers may reap at once; one wins, the others'
+  transactions abort. The old job, if RQ ever re-runs it, finds itself superseded and does nothing.
+* :func:`break_dead_scheduler_locks`: a scheduler lock whose holder has not heartbeat for
+  ``settings.scheduler_stale_after`` seconds is deleted (compare-and-delete), so this worker's scheduler can take it
+  at once instead of after RQ's 61-second lock TTL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+
+import redis
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import JobStatus
+from rq.registry import DeferredJobRegistry, ScheduledJobRegistry
+from rq.scheduler import SCHEDULER_KEY_TEMPLATE, SCHEDULER_LOCKING_KEY_TEMPLATE
+from rq.utils import utcparse
+
+from edgebot.lease import lease_key
+from edgebot.rqjob import SERIALIZER, EdgebotJob, retry_policy
+from edgebot.settings import Settings
+from edgebot.steps import RUNNING, StepEntry, StepLedger
+from edgebot.store import ReleaseNotFound, ReleaseStore
+
+log = logging.getLogger(__name__)
+
+# KEYS[1] scheduler lock; ARGV[1] the stale holder -> 1 deleted
+BREAK_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def reap(connection: redis.Redis, settings: Settings) -> list[str]:
+    """Resume every step whose holder died; return the new job ids."""
+    store = ReleaseStore(connection, settings)
+    ledger = StepLedger(connection, settings)
+    resumed: list[str] = []
+    for release_id in ledger.inflight():
+        release = store.get(release_id)
+        if release is None or release.is_final:
+            ledger.forget_if_idle(release_id, release_final=True)
+            continue
+        entries = ledger.entries(release_id)
+        if not any(e.status == RUNNING for e in entries.values()):
+            ledger.forget_if_idle(release_id, release_final=False)
+            continue
+        for entry in entries.values():
+            if entry.status != RUNNING or ledger.lease_holder(release_id, entry.step) is not None:
+                continue
+            if entry.released_at and time.time() - entry.released_at < settings.lease_ttl:
+                continue  # handed back for an RQ retry a moment ago: RQ is scheduling it
+            if _waiting_in_queue(connection, entry.job_id):
+                continue
+            new_id = _resume(connection, ledger, settings, release_id, entry)
+            if new_id is None:
+                continue
+            resumed.append(new_id)
+            log.warning("release %s: %s lost its holder (job %s); resumed as %s", release_id, entry.step,
+                        entry.job_id, new_id)
+            _record_resume(store, release_id, entry)
+    return resumed
+
+
+def _waiting_in_queue(connection: redis.Redis, job_id: str) -> bool:
+    """Is the job really waiting to run — its status *and* its place (queue, scheduled or deferred registry)?
+
+    RQ 3.0's ``Job.retry`` writes the SCHEDULED status at once but adds the job to the ScheduledJobRegistry in the
+    caller's pipeline: a worker SIGKILLed between the two leaves a job that says "scheduled" and that no scheduler
+    will ever run. Trusting the status alone would leave such a step stuck for good.
+    """
+    try:
+        job = EdgebotJob.fetch(job_id, connection=connection, serializer=SERIALIZER)
+    except NoSuchJobError:
+        return False
+    status = job.get_status(refresh=False)
+    queue = Queue(job.origin, connection=connection, job_class=EdgebotJob, serializer=SERIALIZER)
+    if status == JobStatus.QUEUED:
+        return any(connection.lpos(key, job_id) is not None for key in (queue.key, queue.intermediate_queue_key))
+    if status == JobStatus.SCHEDULED:
+        return job_id in ScheduledJobRegistry(queue=queue)
+    if status == JobStatus.DEFERRED:
+        return job_id in DeferredJobRegistry(queue=queue)
+    return False
+
+
+def _resume(connection: redis.Redis, ledger: StepLedger, settings: Settings, release_id: str,
+            entry: StepEntry) -> str | None:
+    steps_key = ledger.steps_key(release_id)
+    lease = lease_key(settings.key_prefix, release_id, entry.step)
+    queue = Queue(entry.queue, connection=connection, job_class=EdgebotJob, serializer=SERIALIZER)
+    with connection.pipeline(transaction=True) as pipe:
+        try:
+            pipe.watch(steps_key, lease)
+            raw = pipe.hget(steps_key, entry.step)
+            if raw is None or pipe.exists(lease):
+                return None
+            current = StepEntry.from_json(raw)  # type: ignore[arg-type]
+            if current.status != RUNNING or current.job_id != entry.job_id:
+                return None
+            nxt = dataclasses.replace(current, job_id=current.next_attempt_id(), attempt=current.attempt + 1)
+            pipe.multi()
+            pipe.hset(steps_key, entry.step, nxt.to_json())
+            queue.enqueue_call(
+                nxt.function,
+                args=tuple(nxt.args),
+                job_id=nxt.job_id,
+                timeout=settings.job_timeout,
+                result_ttl=settings.job_result_ttl,
+                retry=retry_policy(settings),
+                description=f"{entry.step} {release_id} (attempt {nxt.attempt})",
+                at_front=True,  # it was already running: it goes before steps that have not started yet
+                pipeline=pipe,
+            )
+            pipe.execute()
+            return nxt.job_id
+        except redis.WatchError:
+            return None
+
+
+def _record_resume(store: ReleaseStore, release_id: str, entry: StepEntry) -> None:
+    from edgebot import messages
+
+    def note(r: object) -> None:
+        from edgebot.release import Release
+
+        assert isinstance(r, Release)
+        r.event("resumed", step=entry.step, attempt=entry.attempt + 1, after_job=entry.job_id)
+        r.notes.append(messages.resumed_note(entry.step, entry.attempt + 1))
+
+    with contextlib.suppress(ReleaseNotFound):
+        store.update(release_id, note)
+
+
+def break_dead_scheduler_locks(connection: redis.Redis, queue_names: list[str], stale_after: float) -> list[str]:
+    """Delete the scheduler locks of ``queue_names`` whose holder stopped heart-beating; return the queues freed."""
+    freed: list[str] = []
+    now = time.time()
+    for name in queue_names:
+        lock = SCHEDULER_LOCKING_KEY_TEMPLATE % name
+        raw = connection.get(lock)
+        if raw is None:
+            continue
+        holder = raw.decode() if isinstance(raw, bytes) else str(raw)
+        beat = connection.hget(SCHEDULER_KEY_TEMPLATE % holder, "last_heartbeat")
+        last = _parse_utc(beat) if beat is not None else None
+        if last is not None and now - last < stale_after:
+            continue
+        if beat is None and _lock_age(connection, lock) < stale_after:
+            continue  # a scheduler that has just taken the lock registers its heartbeat a moment later
+        if connection.eval(BREAK_LOCK, 1, lock, holder):
+            log.warning("scheduler %s stopped heart-beating; freed its lock on %s", holder, name)
+            freed.append(name)
+    return freed
+
+
+def _parse_utc(value: bytes | str) -> float | None:
+    try:
+        return utcparse(value.decode() if isinstance(value, bytes) else value).timestamp()
+    except ValueError:
+        return None
+
+
+def _lock_age(connection: redis.Redis, lock: str) -> float:
+    """Seconds since the lock was (re)set, from its remaining TTL (RQ sets it for ``interval + 60`` = 61 s)."""
+    ttl = connection.ttl(lock)
+    return 61.0 - float(ttl) if isinstance(ttl, int) and ttl >= 0 else 0.0
