@@ -115,12 +115,12 @@ def test_publish_approve_switch_user_and_ctrl_c(terminal: Terminal) -> None:
     assert "vault:secret/data/edgebot/publish#signing_key" in config and "env:EDGEBOT_" not in config.replace(
         "env:EDGEBOT_VAULT_", "")
 
-    terminal.type("/edge publish hello 1.0.0 --registry local")
+    terminal.type("/edge publish hello 1.1.0 --registry local")
     queued = terminal.wait_for(r"\(only visible to you\)\n\s+Queued release `(r-[0-9a-f]{6})`", timeout=60)
     release_id = queued.group(1)
     # the root message appears, then is edited in place as the release moves on
-    terminal.wait_for(r"\+ #releases\s+\S+ hello 1\.0\.0 → local, requested by @requester", timeout=120)
-    summary = r"✔ @requester hello 1\.0\.0 → local is published to org `acme`\."
+    terminal.wait_for(r"\+ #releases\s+\S+ hello 1\.1\.0 → local, requested by @requester", timeout=120)
+    summary = r"✔ @requester hello 1\.1\.0 → local is published to org `acme`\."
     approval = r"\[(\d+): Approve[^\]]*\]"
     outcome = terminal.wait_for(f"{summary}|{approval}", timeout=300, after=queued.end())
     if outcome.group(0).startswith("["):  # approvals are in: a second person approves the card
@@ -130,22 +130,22 @@ def test_publish_approve_switch_user_and_ctrl_c(terminal: Terminal) -> None:
         terminal.wait_for(r"» @approver1 clicks \[Approve", timeout=30)
         outcome = terminal.wait_for(summary, timeout=300, after=outcome.end())
     screen = terminal.screen
-    assert re.search(rf"~ #releases\s+✔ hello 1\.0\.0 → local, requested by @requester \(edited\)\n\s+published · "
+    assert re.search(rf"~ #releases\s+✔ hello 1\.1\.0 → local, requested by @requester \(edited\)\n\s+published · "
                      rf"release `{release_id}`", screen[queued.end():]), "the root was redrawn when it changed"
-    assert re.search(rf"{release_id} ├\s+✔ @requester hello 1\.0\.0 → local is published", screen)
-    assert "service `acme/hello_1.0.0_amd64` (created)" in screen[outcome.start():]
+    assert re.search(rf"{release_id} ├\s+✔ @requester hello 1\.1\.0 → local is published", screen)
+    assert "service `acme/hello_1.1.0_amd64` (created)" in screen[outcome.start():]
 
     # another person: the prompt and the signed user change, the bot refuses a visitor by name
     terminal.type("/as visitor")
     terminal.wait_for(r"you are now @visitor \(U0VISITOR", timeout=30)
     mark = len(terminal.screen)
-    terminal.type("/edge publish hello 1.0.0 --registry local")
-    refused = terminal.wait_for(r"» @visitor in #releases: /edge publish hello 1\.0\.0 --registry local\n"
+    terminal.type("/edge publish hello 1.1.0 --registry local")
+    refused = terminal.wait_for(r"» @visitor in #releases: /edge publish hello 1\.1\.0 --registry local\n"
                                 r"\(only visible to you\)\n\s+⛔ You don't have the `publish` permission for `hello`",
                                 timeout=60, after=mark)
     assert "@requester, @release-approvers" in terminal.screen[refused.end():]
     terminal.type("thread")
-    terminal.wait_for(rf"#releases · thread {release_id}\n✔ hello 1\.0\.0 → local", timeout=30, after=refused.end())
+    terminal.wait_for(rf"#releases · thread {release_id}\n✔ hello 1\.1\.0 → local", timeout=30, after=refused.end())
     terminal.type("click 99")
     terminal.wait_for(r"there is no button 99", timeout=30)
 
@@ -180,10 +180,10 @@ def test_make_demo_ends_with_the_final_summary_and_leaves_nothing(tmp_path: Path
     assert demo.returncode == 0, out[-4000:]
     assert re.search(r"secrets in OpenBao at http://127\.0\.0\.1:\d+: .* config \S+ holds only references", out)
     thread = out[out.rindex("#releases · thread r-"):]
-    assert re.search(r"✔ hello 1\.0\.0 → local, requested by @requester \(edited\)\n\s+published · release", thread)
-    assert "✔ @requester hello 1.0.0 → local is published to org `acme`." in thread
+    assert re.search(r"✔ hello 1\.1\.0 → local, requested by @requester \(edited\)\n\s+published · release", thread)
+    assert "✔ @requester hello 1.1.0 → local is published to org `acme`." in thread
     for arch in ("amd64", "arm64"):
-        assert f"service `acme/hello_1.0.0_{arch}` (created)" in thread
+        assert f"service `acme/hello_1.1.0_{arch}` (created)" in thread
     if "the approval card is in the thread" in out:  # approvals are in: the second person's click went through
         assert "@approver1 presses [Approve" in out
     assert out.rstrip().endswith("ended: succeeded")
