@@ -64,7 +64,7 @@ ENV = {"SLACK_BOT_TOKEN": "xoxb-1-test-token", "SLACK_SIGNING_SECRET": "signing-
 
 
 def _release(release_id: str, state: str = BUILDING, **fields: object) -> Release:
-    release = Release(release_id=release_id, team_id="T1", channel_id="C1", user_id="U1", service="hello",
+    release = Release(release_id=release_id, team_id="T1", channel_id="C1", user_id="U1", service=f"hello-{release_id}",
                       version="1.0.0", org="acme", registry="local", arches=["amd64"], state=state)
     for name, value in fields.items():
         setattr(release, name, value)

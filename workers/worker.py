@@ -16,6 +16,7 @@ import logging
 import os
 import time
 
+import redis
 from rq import Queue, Worker
 
 from edgebot import logs, metrics
@@ -60,7 +61,9 @@ def run_worker(
         maintenance_interval=config.settings.maintenance_interval,
         name=name,
     )
-    server = start_health_server(connection, config, port=config.settings.metrics_port)
+    # its own connection, without the reconnect retries: /healthz and a scrape must answer "Redis is down" at once
+    probe = redis.Redis.from_url(config.redis_url, password=password, socket_timeout=2, socket_connect_timeout=2)
+    server = start_health_server(probe, config, port=config.settings.metrics_port)
     if server is not None:
         server.health.worker_key = worker.key
     return worker.work(with_scheduler=True, burst=burst)
