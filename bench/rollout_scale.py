@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import tempfile
 import time
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from bench.report import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 ORG, PW = "acme", "bench-pw"
@@ -151,15 +152,6 @@ Counts of the last poll: new {c.get('new')}, old {c.get('old')}, failing {c.get(
 {c.get('offline')}, waiting {c.get('waiting')} of {c.get('total')}. The number of Exchange requests does not grow with
 the fleet or with the number of rollouts: it is one per org per interval.
 """
-
-
-def write_section(text: str, path: Path = ROOT / "docs" / "BENCHMARKS.md") -> None:
-    """Replace (or append) the rollout section of BENCHMARKS.md, leaving the other sections as they are."""
-    current = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    updated = pattern.sub(lambda _: text + "\n", current) if pattern.search(current) else \
-        current.rstrip("\n") + "\n\n" + text
-    path.write_text(updated.rstrip("\n") + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -212,12 +212,7 @@ def write_report(results: dict[str, Any]) -> None:
     ack, over, heavy = results["ack_latency"], results["pipeline_overhead"]["sample"], \
         results["pipeline_overhead"]["heavy"]
     pub, base, button = ack["publish"], ack["baseline_healthz"], ack["button"]
-    text = f"""# Benchmarks
-
-Measured by `make bench` (`python -m bench.run`) on {results['machine']}, {time.strftime('%Y-%m-%d')}.
-Shared, noisy machines: read the ratios, not the absolute numbers. `make test` runs a smoke version only.
-
-## Slash-command ack latency
+    ack_text = f"""## Slash-command ack latency
 
 A burst of {pub['count']} signed `/edge publish` commands ({pub['count']} distinct releases) against `edgebot serve`
 (gunicorn, 2 processes × 8 threads), through the real Bolt app: parse, catalog checks, channel check (cached),
@@ -234,8 +229,8 @@ Redis MULTI (record + first job), ack. Baseline: the same burst against the bot'
 Slack allows 3 s; the target is p99 under 100 ms. Button clicks (a burst of {button['count']} signed `block_actions`
 on the Status button of the queued releases) are acked first and answered through the response_url after; p99 ratio
 to the baseline: {ack['button_ratio_p99']}×.
-
-## Pipeline overhead (one arch)
+"""
+    overhead_text = f"""## Pipeline overhead (one arch)
 
 Slash command → summary in the thread through edgebot (real RQ workers, Redis, Docker Engine, TLS registry,
 Exchange stand-in, every thread update) vs. the same source checkout, docker build, push, signing and Exchange calls
@@ -258,8 +253,11 @@ for builds and pushes of several seconds, which is what real edge images take. B
 (RQ job timestamps): prepare 40 ms, build + push 400 ms (of which docker ~350 ms), sign 65 ms, publish 130 ms.
 """
     from bench import rollout_scale
+    from bench.report import write_section
 
-    (ROOT / "docs" / "BENCHMARKS.md").write_text(text + "\n" + rollout_scale.report_section(results["rollout_scale"]))
+    stamp = f"\n\nMeasured by `make bench` on {results['machine']}, {time.strftime('%Y-%m-%d')}.\n"
+    for section in (ack_text, overhead_text, rollout_scale.report_section(results["rollout_scale"])):
+        write_section(section.rstrip("\n") + stamp)
 
 
 if __name__ == "__main__":

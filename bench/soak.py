@@ -281,14 +281,11 @@ def _row(summary: dict[str, Any]) -> str:
 
 
 def write_report(results: dict[str, Any]) -> None:
-    path = ROOT / "docs" / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    marker = "\n## Soak: random SIGKILLs of workers and work horses"
-    text = text.split(marker)[0].rstrip("\n") + "\n"
+    marker = "## Soak: random SIGKILLs of workers and work horses"
     k, inv, b = results["kills"], results["invariants"], results["batch"]
     res, run = results["kill_to_resumed"], results["kill_to_running_again"]
     st = results["settings"]
-    text += f"""{marker}
+    text = f"""{marker}
 
 `make soak` (`python -m bench.soak`), {results['machine']}: {results['releases']} releases (one service each) over
 {results['workers']} workers that serve every queue, while a killer SIGKILLs a random worker every 4–9 s — the
@@ -317,7 +314,9 @@ Invariants: final states {inv['states']}; services created {inv['services_create
 {inv['services_published']} published releases; published twice: {'yes' if inv['published_twice'] else 'none'};
 left behind: {sum(len(v) for v in inv['leftovers'].values())} leases/locks/ledger entries. All held: {inv['ok']}.
 """
-    path.write_text(text)
+    from bench.report import write_section
+
+    write_section(text)
 
 
 if __name__ == "__main__":
