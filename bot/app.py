@@ -17,11 +17,12 @@ from slack_sdk.errors import SlackApiError
 
 from bot import grammar, rollout_view
 from bot.access import AccessCheck, mention, parse_access
+from bot.approval_handlers import Gate, handle_approve, handle_reject_click, handle_reject_submission, respond_ephemeral
 from bot.approve import ApprovalDesk
 from bot.cancel import cancel_release
 from bot.intake import ChannelCheck, NotAllowed, NotInChannel, Requester, accept_publish
-from bot.rollback import RollbackRefused, request_rollback
-from edgebot import approval_messages, approvals, logs, messages
+from bot.rollback import RollbackDesk, RollbackRefused, request_rollback
+from edgebot import approval_messages, logs, messages
 from edgebot.config import Config
 from edgebot.errors import UsageError
 from edgebot.ratelimit import SlackRateLimiter
@@ -83,16 +84,44 @@ def register(app: App, ctx: BotContext) -> None:
         with logs.release_context():  # log lines name the release once it is known; reset for the next request
             handle_edge_command(ack, command, ctx)
 
-    def on_approve(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        ack()
-        _guarded(respond, "approve", lambda: handle_approve(body, respond, ctx))
+    def publish_repaint(release_id: str) -> None:
+        ctx.reporter.approval_card(release_id)
+        ctx.reporter.refresh_root(release_id)  # the state shown at the top of the thread follows the card
 
-    def on_reject(ack: Ack, body: dict[str, Any], respond: Respond, client: WebClient) -> None:
-        ack()
-        _guarded(respond, "reject", lambda: handle_reject_click(body, respond, client, ctx))
+    def publish_ended(release_id: str) -> None:
+        ctx.reporter.summary(release_id)  # rejected or expired: the summary mentions the requester, root repainted
 
-    def on_reject_submit(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
-        handle_reject_submission(ack, body, view, ctx)
+    rollback_desk = RollbackDesk(ctx.approvals)
+    gates = {
+        "publish": Gate(approve=ctx.approvals.approve, check_reject=ctx.approvals.check_reject,
+                        reject=ctx.approvals.reject, request_of=lambda r: r.approval,
+                        repaint=publish_repaint,
+                        ended=publish_ended, counted=approval_messages.approval_counted),
+        "rollback": Gate(approve=rollback_desk.approve, check_reject=rollback_desk.check_reject,
+                         reject=rollback_desk.reject, request_of=lambda r: r.rollback_request,
+                         repaint=ctx.reporter.rollback_card, ended=lambda rid: None,
+                         counted=approval_messages.rollback_counted, rollback=True),
+    }
+
+    def approve_listener(gate: Gate) -> Any:
+        def on_approve(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+            ack()
+            with logs.release_context():
+                _guarded(respond, "approve", lambda: handle_approve(gate, body, respond))
+        return on_approve
+
+    def reject_listener(gate: Gate) -> Any:
+        def on_reject(ack: Ack, body: dict[str, Any], respond: Respond, client: WebClient) -> None:
+            ack()
+            with logs.release_context():
+                _guarded(respond, "reject", lambda: handle_reject_click(gate, body, respond, client))
+        return on_reject
+
+    def submit_listener(gate: Gate) -> Any:
+        def on_reject_submit(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+            with logs.release_context():
+                handle_reject_submission(gate, ack, body, view)
+        return on_reject_submit
 
     def on_status_button(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
         ack()
@@ -105,9 +134,15 @@ def register(app: App, ctx: BotContext) -> None:
         _guarded(respond, "cancel", lambda: _respond(respond, cancel_as(release_id, user_id, ctx)))
 
     app.command("/edge")(on_edge)
-    app.action(approval_messages.APPROVE_ACTION)(on_approve)
-    app.action(approval_messages.REJECT_ACTION)(on_reject)
-    app.view(approval_messages.REJECT_CALLBACK)(on_reject_submit)
+    for gate, (approve_id, reject_id, callback_id) in (
+        (gates["publish"], (approval_messages.APPROVE_ACTION, approval_messages.REJECT_ACTION,
+                            approval_messages.REJECT_CALLBACK)),
+        (gates["rollback"], (approval_messages.APPROVE_ROLLBACK_ACTION, approval_messages.REJECT_ROLLBACK_ACTION,
+                             approval_messages.REJECT_ROLLBACK_CALLBACK)),
+    ):
+        app.action(approve_id)(approve_listener(gate))
+        app.action(reject_id)(reject_listener(gate))
+        app.view(callback_id)(submit_listener(gate))
     app.action(messages.STATUS_ACTION)(on_status_button)
     app.action(messages.CANCEL_ACTION)(on_cancel_button)
 
@@ -133,7 +168,11 @@ def handle_edge_command(ack: Ack, command: dict[str, Any], ctx: BotContext) -> N
         try:
             outcome = request_rollback(parsed.service, command.get("user_id", ""), config=ctx.config, store=ctx.store,
                                        access=ctx.access)
-            _reply(ack, messages.rollback_ack(outcome.release, outcome.queued))
+            if outcome.needs_approval:
+                _reply(ack, approval_messages.rollback_requested(outcome.release))
+                ctx.reporter.rollback_card(outcome.release.release_id)  # posted once, repainted if asked again
+            else:
+                _reply(ack, messages.rollback_ack(outcome.release, outcome.queued))
         except UsageError as exc:
             _reply(ack, messages.usage_error(exc.problem, exc.usage))
         except RollbackRefused as refused:
@@ -217,72 +256,6 @@ def cancel_as(release_id: str, user_id: str, ctx: BotContext) -> messages.Messag
     return messages.cancelled_ack(outcome.release, outcome.stopped_jobs, outcome.removed_jobs)
 
 
-# -- approvals ---------------------------------------------------------------------------------------------------
-
-def _clicked(body: dict[str, Any]) -> tuple[str, str, str]:
-    """(release_id, card digest, user_id) of a click on an approval button."""
-    action = (body.get("actions") or [{}])[0]
-    release_id, digest = approvals.parse_button_value(str(action.get("value", "")))
-    return release_id, digest, str((body.get("user") or {}).get("id", ""))
-
-
-def handle_approve(body: dict[str, Any], respond: Respond, ctx: BotContext) -> None:
-    release_id, digest, user_id = _clicked(body)
-    outcome = ctx.approvals.approve(release_id, digest, user_id)
-    release = outcome.release
-    if outcome.refused is not None:
-        approvers = release.approval.approvers if release and release.approval else []
-        _respond(respond, approval_messages.click_refused(outcome.refused, release, release_id, approvers=approvers))
-        if release is not None and release.is_final and outcome.refused == approvals.EXPIRED_CLICK:
-            ctx.reporter.approval_card(release_id)
-            ctx.reporter.summary(release_id)
-        return
-    assert release is not None
-    ctx.reporter.approval_card(release_id)  # "1 of 2: @approver", in place
-    if outcome.quorum:
-        ctx.reporter.refresh_root(release_id)
-    _respond(respond, approval_messages.approval_counted(release, outcome.quorum))
-
-
-def handle_reject_click(body: dict[str, Any], respond: Respond, client: WebClient, ctx: BotContext) -> None:
-    release_id, digest, user_id = _clicked(body)
-    outcome = ctx.approvals.check_reject(release_id, digest, user_id)
-    release = outcome.release
-    if outcome.refused is not None or release is None:
-        approvers = release.approval.approvers if release and release.approval else []
-        _respond(respond, approval_messages.click_refused(outcome.refused or approvals.UNKNOWN, release, release_id,
-                                                          approvers=approvers))
-        return
-    value = (body.get("actions") or [{}])[0].get("value", "")
-    client.views_open(trigger_id=body.get("trigger_id", ""), view=approval_messages.reject_modal(release, value))
-
-
-def handle_reject_submission(ack: Ack, body: dict[str, Any], view: dict[str, Any], ctx: BotContext) -> None:
-    values = (view.get("state") or {}).get("values") or {}
-    field = (values.get(approval_messages.REASON_BLOCK) or {}).get(approval_messages.REASON_ACTION) or {}
-    reason = " ".join(str(field.get("value") or "").split())
-    if len(reason) < 3:
-        ack(response_action="errors", errors={approval_messages.REASON_BLOCK: "Say why, in a few words."})
-        return
-    release_id, digest = approvals.parse_button_value(str(view.get("private_metadata", "")))
-    user_id = str((body.get("user") or {}).get("id", ""))
-    try:
-        outcome = ctx.approvals.reject(release_id, digest, user_id, reason[:500])
-    except Exception:
-        log.exception("could not record the rejection of %s", release_id)
-        ack(response_action="errors", errors={approval_messages.REASON_BLOCK: messages.internal_error().text})
-        return
-    if outcome.refused is not None:
-        release = outcome.release
-        approvers = release.approval.approvers if release and release.approval else []
-        why = approval_messages.click_refused(outcome.refused, release, release_id, approvers=approvers).text
-        ack(response_action="errors", errors={approval_messages.REASON_BLOCK: why[:150]})
-        return
-    ack()
-    ctx.reporter.approval_card(release_id)  # buttons removed, "Rejected: … — reason"
-    ctx.reporter.summary(release_id)  # mentions the requester
-
-
 def _status_of(body: dict[str, Any], ctx: BotContext) -> messages.Message:
     release_id = str((body.get("actions") or [{}])[0].get("value", ""))
     release = ctx.store.get(release_id)
@@ -298,8 +271,7 @@ def _guarded(respond: Respond, what: str, work: Any) -> None:
         _respond(respond, messages.internal_error())
 
 
-def _respond(respond: Respond, msg: messages.Message) -> None:
-    respond(text=msg.text, blocks=msg.blocks or None, response_type="ephemeral", replace_original=False)
+_respond = respond_ephemeral
 
 
 def _read_only(parsed: grammar.StatusCommand | grammar.HistoryCommand, command: dict[str, Any],

@@ -37,7 +37,7 @@ class ApprovalDesk:
         self.store = store
         self._members_of = members_of
         self.settings = settings
-        self._clock = clock
+        self.clock = clock
 
     def is_approver(self, user_id: str, approvers: list[str]) -> bool:
         """Users by id; user groups resolved now (not cached), so a membership change in Slack applies at once."""
@@ -56,17 +56,17 @@ class ApprovalDesk:
 
         def mutate(r: Release) -> None:
             reached[0] = False
-            refused[0] = approvals.refusal(r, user_id, card_digest, self._clock(), is_approver=member)
+            refused[0] = approvals.refusal(r, user_id, card_digest, self.clock(), is_approver=member)
             if refused[0] is not None:
                 r.event("approval_refused", by=user_id, reason=refused[0])
                 _expire_in_place(r, refused[0])
                 return
             assert r.approval is not None
-            r.approval.decisions.append(Decision(user_id=user_id, outcome="approved", at=self._clock(),
+            r.approval.decisions.append(Decision(user_id=user_id, outcome="approved", at=self.clock(),
                                                  covers_digest=r.approval.covers_digest))
             r.event("approved", by=user_id, covers=r.approval.covers_digest, round=r.approval.round)
             if len(r.approval.approvals()) >= r.approval.required:
-                r.approval.quorum_at = self._clock()
+                r.approval.quorum_at = self.clock()
                 r.state = PUBLISHING
                 r.event("quorum", approvers=[d.user_id for d in r.approval.approvals()])
                 reached[0] = True
@@ -84,7 +84,7 @@ class ApprovalDesk:
     def check_reject(self, release_id: str, card_digest: str, user_id: str) -> ClickOutcome:
         """Whether ``user_id`` may reject (the Reject button opens the modal only if so); writes nothing."""
         release = self.store.get(release_id)
-        reason = approvals.refusal(release, user_id, card_digest, self._clock(),
+        reason = approvals.refusal(release, user_id, card_digest, self.clock(),
                                    is_approver=self._membership(release, user_id), approving=False)
         return ClickOutcome(release, reason)
 
@@ -94,14 +94,14 @@ class ApprovalDesk:
         refused: list[str | None] = [None]
 
         def mutate(r: Release) -> None:
-            refused[0] = approvals.refusal(r, user_id, card_digest, self._clock(), is_approver=member,
+            refused[0] = approvals.refusal(r, user_id, card_digest, self.clock(), is_approver=member,
                                            approving=False)
             if refused[0] is not None:
                 r.event("rejection_refused", by=user_id, reason=refused[0])
                 _expire_in_place(r, refused[0])
                 return
             assert r.approval is not None
-            r.approval.decisions.append(Decision(user_id=user_id, outcome="rejected", at=self._clock(),
+            r.approval.decisions.append(Decision(user_id=user_id, outcome="rejected", at=self.clock(),
                                                  covers_digest=r.approval.covers_digest, reason=reason))
             r.state = REJECTED
             r.error = f"rejected by <@{user_id}>: {reason}. The images stay in the registry; nothing was published"

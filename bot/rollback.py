@@ -1,22 +1,34 @@
 """`/edge rollback SERVICE`: re-point the policies/patterns of the service's last rollout to the versions they pinned
-before it. Needs the ``publish`` permission of the service (``[access]``). The bot only checks and queues: the job
-(``workers.jobs.rollback_release``) does the Exchange writes under the same per-object locks as a rollout.
+before it. Needs the ``rollback`` permission of the service (``[access]``; where no rule names ``rollback``, the
+``publish`` rule applies). The bot only checks and queues: the job (``workers.jobs.rollback_release``) does the
+Exchange writes under the same per-object locks as a rollout.
+
+Under the same approval policy as a publish (``[approvals]`` for the release's org, registry and service): when it
+asks for approvals, the rollback is a *request* recorded in the release (``rollback_request``) with a card in its
+thread; the approval that completes the quorum enqueues the rollback job in the same MULTI (exactly once), a Reject
+or the request's expiry (a scheduled job) closes it, and the fleet stays where it is.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 from rq import Queue
 from rq.exceptions import DuplicateJobError
 
 from bot.access import AccessCheck
+from bot.approve import ApprovalDesk, ClickOutcome
+from edgebot import approvals
+from edgebot.approvals import ApprovalPolicy
 from edgebot.config import Config
 from edgebot.errors import UsageError
 from edgebot.messages import ROLLBACK_USAGE
-from edgebot.release import ROLLED_BACK, Release
-from edgebot.rqjob import JOBS_MODULE, PUBLISH_QUEUE, SERIALIZER, EdgebotJob, job_id
-from edgebot.store import ReleaseStore
+from edgebot.release import ROLLED_BACK, Approval, Decision, Release
+from edgebot.rqjob import JOBS_MODULE, PUBLISH_QUEUE, SERIALIZER, EdgebotJob, enqueue_in_transaction, job_id
+from edgebot.store import ReleaseNotFound, ReleaseStore
 
 HISTORY_DEPTH = 25
 
@@ -25,7 +37,9 @@ HISTORY_DEPTH = 25
 class RollbackOutcome:
     release: Release
     queued: bool
-    """False when a rollback of this release is already queued or running."""
+    """False when a rollback of this release is already queued or running (or already requested)."""
+    needs_approval: bool = False
+    """True: a rollback request with its card; nothing moves before the quorum."""
 
 
 class RollbackRefused(Exception):
@@ -48,13 +62,18 @@ def request_rollback(service_name: str, user_id: str, *, config: Config, store: 
     if service is None:
         known = ", ".join(f"`{s}`" for s in sorted(config.services))
         raise UsageError(f"`{service_name}` is not in edgebot's catalog. Known services: {known}.", ROLLBACK_USAGE)
-    allowed, holders = access.allowed("publish", user_id, org=service.org, service=service_name)
+    permission = "rollback" if access.policy.principals("rollback", org=service.org, service=service_name) is not None \
+        else "publish"
+    allowed, holders = access.allowed(permission, user_id, org=service.org, service=service_name)
     if not allowed:
-        raise RollbackRefused("publish", service.org, service_name, holders)
+        raise RollbackRefused(permission, service.org, service_name, holders)
     release = last_rollout(store, service.org, service_name)
     if release is None:
         raise UsageError(f"`{service_name}` has no rollout to roll back (the last one was rolled back already, or "
                          "none moved a policy or pattern).", ROLLBACK_USAGE)
+    policy = config.approval_policy(org=release.org, service=release.service, registry=release.registry)
+    if policy.needed:
+        return request_approval(store, config, release.release_id, user_id, policy)
     queue = Queue(PUBLISH_QUEUE, connection=store.redis, job_class=EdgebotJob, serializer=SERIALIZER)
     try:
         queue.enqueue_call(f"{JOBS_MODULE}.rollback_release", args=(release.release_id, user_id),
@@ -63,3 +82,114 @@ def request_rollback(service_name: str, user_id: str, *, config: Config, store: 
     except DuplicateJobError:
         return RollbackOutcome(release, queued=False)
     return RollbackOutcome(release, queued=True)
+
+
+def request_approval(store: ReleaseStore, config: Config, release_id: str, user_id: str,
+                     policy: ApprovalPolicy) -> RollbackOutcome:
+    """Record a rollback request (unless one is open) and schedule its expiry; the caller posts the card."""
+    now = time.time()
+    opened: list[bool] = []
+
+    def ask(r: Release) -> None:
+        opened.clear()
+        current = r.rollback_request
+        if current is not None and current.status == "open" and now < current.expires_at:
+            return  # asked twice: the open request stands
+        covered = approvals.rollback_covers(r)
+        r.rollback_request = Approval(
+            required=policy.required, approvers=list(policy.approvers), allow_requester=policy.allow_requester,
+            requested_at=now, expires_at=now + policy.timeout_seconds, covers=covered,
+            covers_digest=approvals.covers_digest(covered), kind="rollback", requested_by=user_id)
+        r.event("rollback_requested", by=user_id, required=policy.required, covers=r.rollback_request.covers_digest)
+        opened.append(True)
+
+    release = store.update(release_id, ask)
+    if opened:
+        queue = Queue(PUBLISH_QUEUE, connection=store.redis, job_class=EdgebotJob, serializer=SERIALIZER)
+        queue.enqueue_in(timedelta(seconds=policy.timeout_seconds), f"{JOBS_MODULE}.expire_rollback_request",
+                         args=(release_id,), job_id=job_id(release_id, f"expire-rollback-{int(now)}"),
+                         result_ttl=config.settings.job_result_ttl, job_timeout=60)
+    return RollbackOutcome(release, queued=bool(opened), needs_approval=True)
+
+
+class RollbackDesk:
+    """Counts clicks on a rollback card, like :class:`bot.approve.ApprovalDesk` does for a publish."""
+
+    def __init__(self, desk: ApprovalDesk) -> None:
+        self.desk = desk
+
+    def _member(self, release: Release | None, user_id: str) -> bool:
+        request = release.rollback_request if release else None
+        return bool(request and self.desk.is_approver(user_id, request.approvers))
+
+    def approve(self, release_id: str, card_digest: str, user_id: str) -> ClickOutcome:
+        store, clock = self.desk.store, self.desk.clock
+        member = self._member(store.get(release_id), user_id)
+        refused: list[str | None] = [None]
+        reached: list[bool] = [False]
+
+        def mutate(r: Release) -> None:
+            reached[0] = False
+            refused[0] = approvals.rollback_refusal(r, user_id, card_digest, clock(), is_approver=member)
+            if refused[0] is not None:
+                r.event("rollback_approval_refused", by=user_id, reason=refused[0])
+                _close_if_expired(r, refused[0])
+                return
+            request = r.rollback_request
+            assert request is not None
+            request.decisions.append(Decision(user_id=user_id, outcome="approved", at=clock(),
+                                              covers_digest=request.covers_digest))
+            r.event("rollback_approved", by=user_id, covers=request.covers_digest)
+            if len(request.approvals()) >= request.required:
+                request.quorum_at, request.status = clock(), "approved"
+                reached[0] = True
+
+        def then(r: Release, pipe: Any) -> None:
+            if reached[0]:
+                assert r.rollback_request is not None
+                enqueue_in_transaction(store.redis, pipe, self.desk.settings, "rollback_release", r.release_id,
+                                       "rollback", description=f"rollback {r.release_id} (approved)",
+                                       extra_args=(r.rollback_request.requested_by,))
+
+        try:
+            updated = store.update(release_id, mutate, then=then)
+        except ReleaseNotFound:
+            return ClickOutcome(None, approvals.UNKNOWN)
+        return ClickOutcome(updated, refused[0], quorum=reached[0])
+
+    def check_reject(self, release_id: str, card_digest: str, user_id: str) -> ClickOutcome:
+        release = self.desk.store.get(release_id)
+        reason = approvals.rollback_refusal(release, user_id, card_digest, self.desk.clock(),
+                                            is_approver=self._member(release, user_id), approving=False)
+        return ClickOutcome(release, reason)
+
+    def reject(self, release_id: str, card_digest: str, user_id: str, reason: str) -> ClickOutcome:
+        store, clock = self.desk.store, self.desk.clock
+        member = self._member(store.get(release_id), user_id)
+        refused: list[str | None] = [None]
+
+        def mutate(r: Release) -> None:
+            refused[0] = approvals.rollback_refusal(r, user_id, card_digest, clock(), is_approver=member,
+                                                    approving=False)
+            if refused[0] is not None:
+                r.event("rollback_rejection_refused", by=user_id, reason=refused[0])
+                _close_if_expired(r, refused[0])
+                return
+            request = r.rollback_request
+            assert request is not None
+            request.decisions.append(Decision(user_id=user_id, outcome="rejected", at=clock(),
+                                              covers_digest=request.covers_digest, reason=reason))
+            request.status = "rejected"
+            r.event("rollback_rejected", by=user_id, reason=reason)
+
+        try:
+            updated = store.update(release_id, mutate)
+        except ReleaseNotFound:
+            return ClickOutcome(None, approvals.UNKNOWN)
+        return ClickOutcome(updated, refused[0])
+
+
+def _close_if_expired(release: Release, refused: str) -> None:
+    if refused == approvals.EXPIRED_CLICK and release.rollback_request is not None:
+        release.rollback_request.status = "expired"
+        release.event("rollback_request_expired")

@@ -20,11 +20,24 @@ from edgebot.messages import (
     short,
     title,
 )
-from edgebot.release import AWAITING_APPROVAL, EXPIRED, PUBLISHING, REJECTED, ROLLING_OUT, SUCCEEDED, Release
+from edgebot.release import (
+    AWAITING_APPROVAL,
+    EXPIRED,
+    PUBLISHING,
+    REJECTED,
+    ROLLED_BACK,
+    ROLLING_OUT,
+    SUCCEEDED,
+    Approval,
+    Release,
+)
 
 APPROVE_ACTION = "approve_release"
 REJECT_ACTION = "reject_release"
 REJECT_CALLBACK = "reject_release_modal"
+APPROVE_ROLLBACK_ACTION = "approve_rollback"
+REJECT_ROLLBACK_ACTION = "reject_rollback"
+REJECT_ROLLBACK_CALLBACK = "reject_rollback_modal"
 REASON_BLOCK = "reason"
 REASON_ACTION = "reason_input"
 
@@ -38,11 +51,12 @@ def when(ts: float) -> str:
     return f"<!date^{int(ts)}^{{date_short_pretty}} {{time}}|{fallback}>"
 
 
-def _tally(release: Release) -> str:
-    assert release.approval is not None
-    given = release.approval.approvals()
+def _tally(release: Release, request: Approval | None = None) -> str:
+    request = request or release.approval
+    assert request is not None
+    given = request.approvals()
     who = ", ".join(f"<@{d.user_id}>" for d in given)
-    return f"{len(given)} of {release.approval.required}" + (f": {who}" if who else "")
+    return f"{len(given)} of {request.required}" + (f": {who}" if who else "")
 
 
 def approval_card(release: Release) -> Message:
@@ -127,6 +141,10 @@ def click_refused(reason: str, release: Release | None, release_id: str, *, appr
         assert release is not None
         text = (f"{name} already has its approvals ({_tally(release)}) and is being published; "
                 "your click was not needed.")
+    elif reason == approvals.ROLLBACK_CLOSED:
+        assert release is not None and release.rollback_request is not None
+        text = (f"The rollback request for {name} was {release.rollback_request.status}; your click did not count. "
+                "Ask again with /edge rollback.")
     elif reason == approvals.EXPIRED_CLICK:
         text = (f"The approval request for {name} expired; your click did not count. The requester can publish "
                 "again to ask for a new approval.")
@@ -160,18 +178,25 @@ def rejection_recorded(release: Release) -> Message:
     return Message(text=f"You rejected {title(release)}; the requester has been told in the thread.")
 
 
-def reject_modal(release: Release, value: str) -> dict[str, Any]:
-    """The modal that asks for a reason before a release is rejected (``private_metadata`` carries the card)."""
+def reject_modal(release: Release, value: str, *, rollback: bool = False) -> dict[str, Any]:
+    """The modal that asks for a reason before a release (or a rollback) is rejected; ``private_metadata`` carries
+    the card's button value."""
+    if rollback:
+        assert release.rollback_request is not None
+        question = (f"Reject the rollback of *{title(release)}* (release `{release.release_id}`) requested by "
+                    f"<@{release.rollback_request.requested_by}>? The fleet stays on {release.version}.")
+    else:
+        question = (f"Reject *{title(release)}* (release `{release.release_id}`) requested by <@{release.user_id}>? "
+                    "The images stay in the registry, nothing is published.")
     return {
         "type": "modal",
-        "callback_id": REJECT_CALLBACK,
+        "callback_id": REJECT_ROLLBACK_CALLBACK if rollback else REJECT_CALLBACK,
         "private_metadata": value,
-        "title": {"type": "plain_text", "text": "Reject release"},
+        "title": {"type": "plain_text", "text": "Reject rollback" if rollback else "Reject release"},
         "submit": {"type": "plain_text", "text": "Reject"},
         "close": {"type": "plain_text", "text": "Cancel"},
         "blocks": [
-            section(f"Reject *{title(release)}* (release `{release.release_id}`) requested by <@{release.user_id}>? "
-                    "The images stay in the registry, nothing is published."),
+            section(question),
             {
                 "type": "input",
                 "block_id": REASON_BLOCK,
@@ -181,3 +206,59 @@ def reject_modal(release: Release, value: str) -> dict[str, Any]:
             },
         ],
     }
+
+
+# -- rollback requests ---------------------------------------------------------------------------------------------
+
+def rollback_card(release: Release) -> Message:
+    """The card of a `/edge rollback` that needs approval: what goes back to which version, who must approve."""
+    request = release.rollback_request
+    assert request is not None, "rollback_card needs a rollback request"
+    approvers = " ".join(mention(p) for p in request.approvers)
+    open_ = request.status == "open" and release.state != ROLLED_BACK
+    if open_:
+        head = (f":leftwards_arrow_with_hook: *Rollback needs approval:* {title(release)} — {request.required} "
+                f"approval(s) from {approvers}" + ("" if request.allow_requester else " (not the requester)"))
+    elif request.status == "approved" or release.state == ROLLED_BACK:
+        head = f":white_check_mark: *Rollback approved:* {title(release)} ({_tally(release, request)})"
+    else:
+        head = f":no_entry: *Rollback {request.status}:* {title(release)}"
+    lines = [f"requested by <@{request.requested_by}> · release `{release.release_id}` (requested by "
+             f"<@{release.user_id}>)"]
+    for target in request.covers.get("targets", []):
+        kind, name, versions = (str(target).split(":", 2) + ["", ""])[:3]
+        pairs = [p.partition("=") for p in versions.split(",") if p]
+        back = ", ".join(f"`{v}`" if a == "*" else f"`{v}` ({a})" for a, _, v in pairs)
+        lines.append(f"{kind} `{name}` goes back to {back or 'what it pinned before'}")
+    blocks: list[dict[str, Any]] = [section(head), section("\n".join(lines))]
+    decided = [d for d in request.decisions if d.outcome == "rejected"]
+    if decided:
+        blocks.append(context(f"rejected by <@{decided[-1].user_id}>: {decided[-1].reason}"))
+    if open_:
+        blocks.append(context(f"approvals {_tally(release, request)} · open until {when(request.expires_at)}"))
+        value = approvals.rollback_button_value(release)
+        blocks.append({"type": "actions", "block_id": "rollback_approval", "elements": [
+            {"type": "button", "action_id": APPROVE_ROLLBACK_ACTION, "style": "primary", "value": value,
+             "text": {"type": "plain_text", "text": "Approve rollback"}},
+            {"type": "button", "action_id": REJECT_ROLLBACK_ACTION, "style": "danger", "value": value,
+             "text": {"type": "plain_text", "text": "Reject"}},
+        ]})
+    else:
+        blocks.append(context(f"approvals {_tally(release, request)}"))
+    text = clip(f"{head}\n" + "\n".join(lines), 3900).replace("*", "")
+    return Message(text=text, blocks=_limit_blocks(blocks))
+
+
+def rollback_requested(release: Release) -> Message:
+    assert release.rollback_request is not None
+    text = (f"The rollback of {title(release)} (release `{release.release_id}`) needs "
+            f"{release.rollback_request.required} approval(s): the card is in the release's thread.")
+    return Message(text=text)
+
+
+def rollback_counted(release: Release, reached: bool) -> Message:
+    assert release.rollback_request is not None
+    tally = _tally(release, release.rollback_request)
+    if reached:
+        return Message(text=f"Rollback approved ({tally}): {title(release)} is being rolled back now.")
+    return Message(text=f"Your approval of the rollback of {title(release)} counts: {tally}.")

@@ -160,6 +160,7 @@ def parse_button_value(value: str) -> tuple[str, str]:
 UNKNOWN, ENDED, NOT_WAITING, EXPIRED_CLICK, OUTDATED, REQUESTER, NOT_APPROVER, ALREADY = (
     "unknown", "ended", "not_waiting", "expired", "outdated", "requester", "not_approver", "already")
 QUORUM_REACHED = "quorum_reached"
+ROLLBACK_CLOSED = "rollback_closed"
 
 
 def refusal(release: Release | None, user_id: str, card_digest: str, now: float, *, is_approver: bool,
@@ -199,3 +200,49 @@ def mark_expired(release: Release) -> None:
     release.error = (f"nobody approved it within {minutes} minute(s) ({len(approval.approvals())} of "
                      f"{approval.required} approvals); the images stay in the registry, nothing was published")
     release.event("expired", approvals=len(approval.approvals()), required=approval.required)
+
+
+# -- rollback requests ---------------------------------------------------------------------------------------------
+
+def rollback_covers(release: Release) -> dict[str, Any]:
+    """What approving a rollback covers: which release, and every object it moved with the versions it gets back."""
+    return {
+        "rollback_of": release.release_id,
+        "version": release.version,
+        "targets": sorted(f"{t['kind']}:{t['name']}:" + ",".join(f"{a}={v}" for a, v in sorted(
+            (t.get("previous") or {}).items())) for s in release.rollout for t in s.targets),
+    }
+
+
+def rollback_button_value(release: Release) -> str:
+    digest = release.rollback_request.covers_digest if release.rollback_request else ""
+    return f"{release.release_id}:{digest[:32]}"
+
+
+def rollback_refusal(release: Release | None, user_id: str, card_digest: str, now: float, *, is_approver: bool,
+                     approving: bool = True) -> str | None:
+    """Why a click on a rollback card does not count, or None (the same rules as a publish's approval)."""
+    from edgebot.release import ROLLED_BACK
+
+    if release is None:
+        return UNKNOWN
+    request = release.rollback_request
+    if request is None or not request.card_ts:
+        return NOT_WAITING
+    if release.state == ROLLED_BACK:
+        return ENDED
+    if request.status == "approved":
+        return QUORUM_REACHED
+    if request.status != "open":
+        return ROLLBACK_CLOSED
+    if now >= request.expires_at:
+        return EXPIRED_CLICK
+    if not card_digest or not request.covers_digest.startswith(card_digest):
+        return OUTDATED
+    if user_id == request.requested_by and not request.allow_requester:
+        return REQUESTER
+    if not is_approver:
+        return NOT_APPROVER
+    if approving and request.approved_by(user_id):
+        return ALREADY
+    return None

@@ -109,6 +109,12 @@ class Approval:
     decisions: list[Decision] = field(default_factory=list)
     quorum_at: float | None = None
     superseded_cards: list[str] = field(default_factory=list)
+    kind: str = "publish"
+    """publish (the gate before publish) | rollback (`/edge rollback` of a release that rolled out)."""
+    requested_by: str = ""
+    """Who asked (a rollback's requester, for four-eyes); the release's requester for a publish."""
+    status: str = "open"
+    """A rollback request's outcome: open | approved | rejected | expired (a publish's is the release state)."""
 
     def approvals(self) -> list[Decision]:
         return [d for d in self.decisions if d.outcome == "approved" and d.covers_digest == self.covers_digest]
@@ -194,6 +200,8 @@ class Release:
     """Set once every arch is signed, when the release's approval policy asks for approvals."""
     approval_history: list[Approval] = field(default_factory=list)
     """Earlier rounds of approval (publish found the release changed since they were given)."""
+    rollback_request: Approval | None = None
+    """`/edge rollback` under an approval policy: the request, its card and its decisions."""
 
     @property
     def is_final(self) -> bool:
@@ -227,6 +235,8 @@ class Release:
         if data.get("approval"):
             data["approval"] = Approval.from_dict(data["approval"])
         data["approval_history"] = [Approval.from_dict(a) for a in data.get("approval_history", [])]
+        if data.get("rollback_request"):
+            data["rollback_request"] = Approval.from_dict(data["rollback_request"])
         data["rollout"] = [RolloutStageState(**v) for v in data.get("rollout", [])]
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})

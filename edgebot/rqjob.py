@@ -20,7 +20,8 @@ from edgebot.settings import Settings
 JOBS_MODULE = "workers.jobs"
 ALLOWED_FUNCTIONS = frozenset(
     f"{JOBS_MODULE}.{name}" for name in ("prepare_release", "build_arch", "sign_release", "publish_release",
-                                           "expire_approval", "start_rollout", "poll_rollout", "rollback_release")
+                                           "expire_approval", "start_rollout", "poll_rollout", "rollback_release",
+                                           "expire_rollback_request")
 )
 
 PUBLISH_QUEUE = "edgebot-publish"
@@ -80,8 +81,8 @@ def retry_policy(settings: Settings) -> Retry | None:
 
 
 def enqueue_in_transaction(connection: Any, pipe: Any, settings: Settings, function: str, release_id: str, step: str,
-                           *, description: str, retry: bool = False) -> None:
-    """Add the job ``workers.jobs.<function>(release_id)`` on the publish queue to ``pipe``'s MULTI.
+                           *, description: str, retry: bool = False, extra_args: tuple[str, ...] = ()) -> None:
+    """Add the job ``workers.jobs.<function>(release_id, *extra_args)`` on the publish queue to ``pipe``'s MULTI.
 
     Used by the bot where a record write and the job it starts must happen together or not at all (a new release and
     its first step; the approval that completes the quorum and the publish step).
@@ -91,7 +92,7 @@ def enqueue_in_transaction(connection: Any, pipe: Any, settings: Settings, funct
     queue = Queue(PUBLISH_QUEUE, connection=connection, job_class=EdgebotJob, serializer=SERIALIZER)
     queue.enqueue_call(
         f"{JOBS_MODULE}.{function}",
-        args=(release_id,),
+        args=(release_id, *extra_args),
         job_id=job_id(release_id, step),
         timeout=settings.job_timeout,
         result_ttl=settings.job_result_ttl,

@@ -236,6 +236,29 @@ class ThreadReporter:
 
                 self.store.update(release_id, keep)
 
+    def rollback_card(self, release_id: str) -> None:
+        """Post the card of a rollback request once, or repaint it (tally, outcome, buttons removed)."""
+        self._submit(("rollback_card", release_id), lambda: self._rollback_card(release_id))
+
+    def _rollback_card(self, release_id: str) -> None:
+        with self._locked(release_id) as release:
+            request = release.rollback_request
+            if not release.message_ts or request is None:
+                return
+            msg = approval_messages.rollback_card(release)
+            if request.card_ts:
+                self._update(release, request.card_ts, msg)
+                return
+            posted = self._post_in_thread(release, msg)
+            if posted:
+                asked_at = request.requested_at
+
+                def keep(r: Release) -> None:
+                    if r.rollback_request is not None and r.rollback_request.requested_at == asked_at:
+                        r.rollback_request.card_ts = r.rollback_request.card_ts or posted
+
+                self.store.update(release_id, keep)
+
     def note(self, release_id: str, msg: messages.Message) -> None:
         """Post a one-off message in the thread (e.g. that a step resumed after its worker died)."""
         self._submit(("note", release_id, msg.text), lambda: self._note(release_id, msg))

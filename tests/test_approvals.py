@@ -23,6 +23,7 @@ from edgebot.release import (
     Approval,
     Decision,
     Release,
+    RolloutStageState,
 )
 from sandbox.slack_api import _view_problems
 from tests.snapshot import check_snapshot
@@ -209,6 +210,21 @@ def _with_changes() -> Release:
     return release
 
 
+def _rollback_request(status: str = "open") -> Release:
+    release = _approved()
+    release.state = "succeeded"
+    release.rollout = [RolloutStageState(name="canary", status="healthy", targets=[
+        {"kind": "policy", "name": "hello-canary", "previous": {"*": "1.2.2"}}])]
+    covered = approvals.rollback_covers(release)
+    release.rollback_request = Approval(
+        required=1, approvers=["S0LEADS"], allow_requester=False, requested_at=T0 + 600, expires_at=T0 + 2400,
+        covers=covered, covers_digest=approvals.covers_digest(covered), card_ts="1800000600.000100", kind="rollback",
+        requested_by="U0ONCALL", status=status)
+    if status == "rejected":
+        release.rollback_request.decisions.append(Decision("U0ALICE", "rejected", T0 + 700, "", "the canary is fine"))
+    return release
+
+
 CASES = {
     "approval_card_open": lambda: approval_messages.approval_card(_with_changes()),
     "approval_card_approved": lambda: approval_messages.approval_card(_approved()),
@@ -221,6 +237,11 @@ CASES = {
         reason, _waiting(), "r-7f3a9c", approvers=["U0ALICE", "S0LEADS"]))
        for reason in (approvals.ENDED, approvals.NOT_WAITING, approvals.QUORUM_REACHED, approvals.EXPIRED_CLICK,
                       approvals.OUTDATED, approvals.REQUESTER, approvals.NOT_APPROVER, approvals.ALREADY)},
+    "rollback_card_open": lambda: approval_messages.rollback_card(_rollback_request()),
+    "rollback_card_rejected": lambda: approval_messages.rollback_card(_rollback_request("rejected")),
+    "rollback_card_approved": lambda: approval_messages.rollback_card(_rollback_request("approved")),
+    "click_refused_rollback_closed": lambda: approval_messages.click_refused(
+        approvals.ROLLBACK_CLOSED, _rollback_request("expired"), "r-7f3a9c"),
     "click_refused_unknown": lambda: approval_messages.click_refused(approvals.UNKNOWN, None, "r-gone00"),
     "approval_counted": lambda: approval_messages.approval_counted(_with_changes(), False),
     "approval_quorum": lambda: approval_messages.approval_counted(_approved(), True),
@@ -247,3 +268,24 @@ def test_reject_modal_is_a_valid_slack_view() -> None:
     view = approval_messages.reject_modal(_waiting(), "r-7f3a9c:abc")
     assert _view_problems(view) == []
     assert view["private_metadata"] == "r-7f3a9c:abc" and view["callback_id"] == approval_messages.REJECT_CALLBACK
+
+
+def test_rollback_refusals_follow_the_same_rules_as_a_publish() -> None:
+    release = _rollback_request()
+    request = release.rollback_request
+    assert request is not None
+    digest, now = request.covers_digest[:32], T0 + 900
+    assert approvals.rollback_refusal(release, "U0ALICE", digest, now, is_approver=True) is None
+    assert approvals.rollback_refusal(release, "U0ONCALL", digest, now, is_approver=True) == approvals.REQUESTER
+    assert approvals.rollback_refusal(release, "U0EVE", digest, now, is_approver=False) == approvals.NOT_APPROVER
+    assert approvals.rollback_refusal(release, "U0ALICE", "0" * 32, now, is_approver=True) == approvals.OUTDATED
+    assert approvals.rollback_refusal(release, "U0ALICE", digest, T0 + 2400, is_approver=True) == \
+        approvals.EXPIRED_CLICK
+    assert approvals.rollback_refusal(_rollback_request("rejected"), "U0ALICE", digest, now, is_approver=True) == \
+        approvals.ROLLBACK_CLOSED
+    assert approvals.rollback_refusal(_rollback_request("approved"), "U0ALICE", digest, now, is_approver=True) == \
+        approvals.QUORUM_REACHED
+    rolled_back = _rollback_request()
+    rolled_back.state = "rolled_back"
+    assert approvals.rollback_refusal(rolled_back, "U0ALICE", digest, now, is_approver=True) == approvals.ENDED
+    assert approvals.rollback_covers(release)["targets"] == ["policy:hello-canary:*=1.2.2"]

@@ -32,6 +32,16 @@ policies = ["hello-fleet"]
 [[services.hello-new.rollout]]
 stage = "fresh"
 policies = ["hello-fresh"]
+
+[[services.hello-gated.rollout]]
+stage = "gated"
+policies = ["hello-gated-fleet"]
+
+[approvals]                   # only hello-gated asks for approval (of its publish and of its rollback)
+approvers = ["U0APPROVER"]
+required = 0
+[approvals.services.hello-gated]
+required = 1
 """
 CANARY = [f"{ORG}/canary-{i}" for i in (1, 2, 3)]
 FLEET = [f"{ORG}/fleet-{i}" for i in range(1, 9)]
@@ -44,7 +54,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, docker_daemon: Any, registry
     settings = {"rollout_poll_interval": 0.5, "rollout_offline_after": 4.0, "rollout_stage_timeout": 240.0,
                 "rollout_failure_threshold": 0, "rollout_report_nodes": 5, "duplicate_window": 1}
     with Stack(workdir, docker=docker_daemon, registry=registry, versions=VERSIONS, settings=settings,
-               extra_services={"hello-seed": ["amd64"], "hello-new": ["amd64"]}, extra_toml=ROLLOUT) as running:
+               extra_services={"hello-seed": ["amd64"], "hello-new": ["amd64"], "hello-gated": ["amd64"]},
+               extra_toml=ROLLOUT) as running:
         fleet = running.exchange.fleet
         fleet.apply_delay, fleet.heartbeat_interval = 0.3, 0.5
         running.wait_workers(2)
@@ -371,3 +382,63 @@ def test_rollback_deletes_a_policy_the_release_created(stack: Stack) -> None:
     assert release.state == "rolled_back", (release.error, stack.log_tail("worker-publish-2"))
     assert "hello-fresh" not in stack.exchange.policies(ORG)
     wait_until(lambda: all(fleet.running(n) == {} for n in fresh), timeout=60, what="the fresh nodes to stop it")
+
+
+def _click(stack: Stack, message_ts: str, action_id: str, user_id: str) -> str:
+    """Click ``action_id`` on the message as ``user_id``; the ephemeral answer the click got."""
+    message = stack.slack.api_message(CHANNEL_ID, message_ts)
+    assert message is not None
+    value = next(e["value"] for b in message.get("blocks", []) if b["type"] == "actions" for e in b["elements"]
+                 if e["action_id"] == action_id)
+    seen = len(stack.slack.ephemerals(CHANNEL_ID))
+    stack.platform().block_action(action_id=action_id, value=value, user_id=user_id, channel_id=CHANNEL_ID,
+                                  message_ts=message_ts)
+    answers = wait_until(lambda: stack.slack.ephemerals(CHANNEL_ID)[seen:], timeout=20, what="the click's answer")
+    return str(answers[0]["text"])
+
+
+def test_rollback_under_the_approval_policy_needs_a_second_person(stack: Stack) -> None:
+    from sandbox.processes import add_commit
+    from sandbox.stack import APPROVER, REQUESTER
+
+    with httpx.Client(base_url=stack.exchange.url + "/", auth=(f"{ORG}/{EXCHANGE_USER}", EXCHANGE_PASSWORD)) as c:
+        body = {"label": "gated", "service": {"name": "hello", "org": ORG, "arch": "*", "serviceVersions": [
+            {"version": "3.0.0", "priority": {"priority_value": 1}}]}, "constraints": ["group == gated"]}
+        assert c.post(f"orgs/{ORG}/business/policies/hello-gated-fleet", json=body).status_code == 201
+    fleet = stack.exchange.fleet
+    gated = [fleet.add_node(ORG, f"gated-{i}", "amd64", properties=[{"name": "group", "value": "gated"}])
+             for i in (1, 2)]
+    add_commit(stack.source_path, {"index.html": "gated 3.0.7\n"}, tag="v3.0.7")
+    store = stack.store()
+
+    release_id = _start(stack, "publish hello-gated 3.0.7 --registry local")  # the publish asks for approval too
+    card = wait_until(lambda: (r := store.require(release_id)).approval and r.approval.card_ts, timeout=240,
+                      what="the publish's approval card")
+    assert "being published now" in _click(stack, card, "approve_release", APPROVER)
+    release = _finish(stack, release_id)
+    assert release.state == "succeeded", (release.error, stack.log_tail("worker-publish"))
+    assert _policy_versions(stack, "hello-gated-fleet") == ["3.0.7"]
+
+    asked = stack.command("rollback hello-gated").json()
+    assert "needs 1 approval(s)" in asked["text"], asked
+    request_card = wait_until(lambda: (r := store.require(release_id)).rollback_request and
+                              r.rollback_request.card_ts, timeout=30, what="the rollback card")
+    again = stack.command("rollback hello-gated").json()  # asked twice: still one request, one card
+    assert "needs 1 approval(s)" in again["text"]
+    assert store.require(release_id).rollback_request.card_ts == request_card  # type: ignore[union-attr]
+    assert store.require(release_id).state == "succeeded", "nothing moves before the approval"
+    assert _policy_versions(stack, "hello-gated-fleet") == ["3.0.7"]
+
+    assert "you requested" in _click(stack, request_card, "approve_rollback", REQUESTER).lower()  # four-eyes
+    assert "being rolled back now" in _click(stack, request_card, "approve_rollback", APPROVER)
+    wait_until(lambda: store.require(release_id).state == "rolled_back", timeout=60, what="the rollback")
+    wait_until(lambda: _policy_versions(stack, "hello-gated-fleet") == ["3.0.0"], timeout=60,
+               what="the policy to pin 3.0.0 again")
+    wait_until(lambda: all(fleet.running(n) == {"hello": "3.0.0"} for n in gated), timeout=60,
+               what="the gated nodes back on 3.0.0")
+    final = store.require(release_id)
+    assert final.rollback_request is not None and final.rollback_request.status == "approved"
+    assert [(d.user_id, d.outcome) for d in final.rollback_request.decisions] == [(APPROVER, "approved")]
+    wait_until(lambda: not any(b["type"] == "actions" for b in
+                               (stack.slack.find_message(CHANNEL_ID, request_card) or {}).get("blocks", [])),
+               timeout=30, what="the rollback card to lose its buttons")

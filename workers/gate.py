@@ -162,3 +162,23 @@ def expire(ctx: WorkerContext, release_id: str) -> None:
     if ended:
         ctx.reporter.approval_card(release_id)
         ctx.reporter.summary(release_id)
+
+
+def expire_rollback(ctx: WorkerContext, release_id: str) -> None:
+    """Close a rollback request nobody approved in time (scheduled by the bot when it recorded the request)."""
+    closed: list[bool] = []
+
+    def mutate(r: Release) -> None:
+        closed.clear()
+        request = r.rollback_request
+        if request is None or request.status != "open" or time.time() < request.expires_at - EARLY_TOLERANCE:
+            return
+        request.status = "expired"
+        r.event("rollback_request_expired", approvals=len(request.approvals()), required=request.required)
+        closed.append(True)
+
+    if ctx.store.get(release_id) is None:
+        return
+    ctx.store.update(release_id, mutate)
+    if closed:
+        ctx.reporter.rollback_card(release_id)

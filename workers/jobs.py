@@ -51,6 +51,13 @@ def expire_approval(release_id: str) -> None:
     _run("expire", gate.expire, release_id, per_job=True)
 
 
+def expire_rollback_request(release_id: str) -> None:
+    """Scheduled by the bot with a rollback request that needs approval: closes it if nobody approved in time."""
+    from workers import gate
+
+    _run("expire-rollback", gate.expire_rollback, release_id, per_job=True, fail=_keep_release)
+
+
 def start_rollout(release_id: str) -> None:
     _run("rollout", rollout_watch.start, release_id, fail=rollout_watch.abort)
 
@@ -66,6 +73,11 @@ def rollback_release(release_id: str, user_id: str) -> None:
 
 
 Fail = Callable[[context.WorkerContext, str, str, "list[str] | None"], None]
+
+
+def _keep_release(ctx: context.WorkerContext, release_id: str, message: str, detail: list[str] | None) -> None:
+    """For jobs whose failure must not end the release (it already shipped): the log has it, nothing else."""
+    log.error("release %s: %s", release_id, message)
 
 
 def _run(name: str, step: Callable[[context.WorkerContext, str], None], release_id: str, *,
