@@ -26,9 +26,10 @@ from edgebot import approval_messages, logs, messages
 from edgebot.config import Config
 from edgebot.errors import UsageError
 from edgebot.ratelimit import SlackRateLimiter
+from edgebot.release import Release
 from edgebot.secrets import SecretResolver
 from edgebot.store import PublishLocked, ReleaseStore
-from edgebot.thread import ThreadReporter, slack_client
+from edgebot.thread import SLACK_FAILURES, ThreadReporter, slack_client
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +260,21 @@ def cancel_as(release_id: str, user_id: str, ctx: BotContext) -> messages.Messag
 def _status_of(body: dict[str, Any], ctx: BotContext) -> messages.Message:
     release_id = str((body.get("actions") or [{}])[0].get("value", ""))
     release = ctx.store.get(release_id)
-    return messages.status_detail(release) if release else messages.unknown_release(release_id)
+    if release is None:
+        return messages.unknown_release(release_id)
+    return messages.status_detail(release, _permalink(ctx, release))
+
+
+def _permalink(ctx: BotContext, release: Release) -> str:
+    """The thread's link, from Slack (``chat.getPermalink``); "" when there is no thread yet or Slack is down."""
+    if not release.message_ts:
+        return ""
+    try:
+        answer = ctx.reporter.client.chat_getPermalink(channel=release.channel_id, message_ts=release.message_ts)
+    except SLACK_FAILURES as exc:
+        log.info("no permalink for %s: %s", release.release_id, exc)
+        return ""
+    return str(answer.get("permalink") or "")
 
 
 def _guarded(respond: Respond, what: str, work: Any) -> None:
@@ -287,7 +302,8 @@ def _read_only(parsed: grammar.StatusCommand | grammar.HistoryCommand, command: 
                                         ctx.store.history(service.org, parsed.service, parsed.limit))
     if parsed.release_id:
         release = ctx.store.get(parsed.release_id)
-        return messages.status_detail(release) if release else messages.unknown_release(parsed.release_id)
+        return (messages.status_detail(release, _permalink(ctx, release)) if release
+                else messages.unknown_release(parsed.release_id))
     channel_id = command.get("channel_id", "")
     return messages.status_list(channel_id, ctx.store.active_in_channel(command.get("team_id", ""), channel_id))
 

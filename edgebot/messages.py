@@ -357,7 +357,13 @@ def status_list(channel_id: str, releases: list[Release]) -> Message:
     return Message(text=clip(text.replace("*", ""), 3900), blocks=[section(text)])
 
 
-def status_detail(release: Release) -> Message:
+def _approved_by(release: Release) -> str:
+    given = release.approval.approvals() if release.approval else []
+    return ", ".join(f"<@{d.user_id}>" for d in given)
+
+
+def status_detail(release: Release, permalink: str = "") -> Message:
+    """One release in detail; ``permalink``: the thread's link (``chat.getPermalink`` of the root), if known."""
     label = state_label(release)
     stage = _current_stage(release)
     lines = [
@@ -374,8 +380,22 @@ def status_detail(release: Release) -> Message:
         if result and (result.pinned_image or result.image_tag):
             lines.append(f"`{arch}`: `{result.pinned_image or result.image_tag}`"
                          + (f" → `{release.org}/{result.service_id}`" if result.service_id else ""))
+    approval = release.approval
+    if approval is not None:
+        given = len(approval.approvals())
+        rejected = [d for d in approval.decisions if d.outcome == "rejected"]
+        lines.append(f"approvals {given} of {approval.required}"
+                     + (f": {_approved_by(release)}" if given else "")
+                     + (f" · rejected by <@{rejected[-1].user_id}>: {rejected[-1].reason}" if rejected else ""))
+    for step in release.rollout:
+        counts = step.counts
+        lines.append(f"rollout {step.name}: {ROLLOUT_LABEL.get(step.status, step.status)}" + (
+            f" · new {counts.get('new', 0)} · old {counts.get('old', 0)} · failing {counts.get('failing', 0)} · "
+            f"offline {counts.get('offline', 0)}" if counts else ""))
+    if permalink:
+        lines.append(f"<{permalink}|thread>")
     text = "\n".join(lines)
-    return Message(text=clip(text.replace("*", ""), 3900), blocks=[section(text)])
+    return Message(text=clip(text.replace("*", ""), 3900), blocks=[section(clip(text))])
 
 
 def history_message(service: str, org: str, releases: list[Release]) -> Message:
@@ -388,9 +408,11 @@ def history_message(service: str, org: str, releases: list[Release]) -> Message:
         digests = ", ".join(
             f"{arch} `{res.digest[7:19]}`" for arch, res in sorted(r.results.items()) if res.digest
         )
+        approved = _approved_by(r)
         lines.append(
             f"{STATE_ICON.get(r.state, '')} `{r.version}` · `{r.release_id}` · {state_label(r)}"
-            f" · <@{r.user_id}> · {_when(r.created_at)} · {took}" + (f" · {digests}" if digests else "")
+            f" · <@{r.user_id}>" + (f", approved by {approved}" if approved else "")
+            + f" · {_when(r.created_at)} · {took}" + (f" · {digests}" if digests else "")
         )
     text = "\n".join(lines)
     return Message(text=clip(text.replace("*", ""), 3900), blocks=[section(text)])

@@ -40,7 +40,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, docker_daemon: Any, registry
     one = ["amd64"]
     with Stack(workdir, docker=docker_daemon, registry=registry, versions=VERSIONS, arches=("amd64",),
                extra_services={"hello-one": one, "hello-quick": one, "hello-dev": one},
-               extra_toml=APPROVALS) as running:
+               extra_toml=APPROVALS, settings={"scheduler_stale_after": 3}) as running:
         running.slack.add_user(APPROVER2, "approver2")
         running.slack.add_user(LEAD, "lead")
         running.slack.add_user(OUTSIDER, "mallory")
@@ -155,6 +155,11 @@ def test_two_of_m_with_four_eyes_a_user_group_and_double_clicks(stack: Stack) ->
     wait_until(lambda: not _has_buttons(_card(stack, final)), timeout=20, what="the card to lose its buttons")
     assert "Approved" in _card(stack, final)["text"]
     assert "already ended" in _click_answer(stack, final, APPROVER2)  # after the release ended
+    status = stack.command(f"status {release_id}").json()["text"]
+    assert f"approvals 2 of 2: <@{APPROVER}>, <@{LEAD}>" in status
+    assert f"slack.com/archives/{CHANNEL_ID}/p{final.message_ts.replace('.', '')}" in status, "a link to the thread"
+    history = stack.command("history hello").json()["text"]
+    assert f"approved by <@{APPROVER}>, <@{LEAD}>" in history
 
 
 def test_concurrent_clicks_publish_exactly_once(stack: Stack) -> None:
@@ -285,3 +290,15 @@ def test_root_message_status_and_cancel_buttons(stack: Stack) -> None:
     wait_until(lambda: not _has_buttons(_card(stack, final)), timeout=20, what="the card to lose its buttons")
     wait_until(lambda: not _has_buttons(stack.slack.api_message(CHANNEL_ID, final.message_ts) or {}), timeout=20,
                what="the root to lose its buttons")
+
+
+def test_expiry_still_runs_when_the_worker_holding_the_scheduler_is_killed(stack: Stack) -> None:
+    import signal
+
+    release_id = _request(stack, "publish hello-quick 2.0.8 --registry local")
+    _waiting(stack, release_id)  # the expiry job now waits in RQ's scheduled registry
+    stack.stop_process("worker-publish", signal.SIGKILL)  # the only publish worker: it held the scheduler lock
+    stack.start_worker("publish", "--publish")
+    final = stack.wait_final(release_id, timeout=180)
+    assert final.state == "expired", (final.state, final.error, stack.log_tail("worker-publish"))
+    assert [e["what"] for e in final.events].count("expired") == 1

@@ -96,6 +96,19 @@ def _rolled_out(failed: bool = False) -> Release:
     return _release(rollout=[canary, fleet])
 
 
+def _approved_and_rolled_out() -> Release:
+    from edgebot.release import Approval, Decision
+
+    release = _release()
+    release.approval = Approval(required=1, approvers=["S0LEADS"], allow_requester=False, requested_at=T0 + 21,
+                                expires_at=T0 + 1821, covers={}, covers_digest="d" * 64, card_ts="1800000021.000100",
+                                decisions=[Decision("U0ALICE", "approved", T0 + 30, "d" * 64)], quorum_at=T0 + 30)
+    release.rollout = [RolloutStageState(name="canary", status="healthy", counts={"total": 3, "new": 3}),
+                       RolloutStageState(name="fleet", status="healthy",
+                                         counts={"total": 24, "new": 23, "offline": 1})]
+    return release
+
+
 CASES = {
     "rollout_stage_healthy": lambda: messages.rollout_stage_message(_rolled_out(), 1),
     "rollout_stage_rolled_back": lambda: messages.rollout_stage_message(_rolled_out(failed=True), 0),
@@ -124,6 +137,9 @@ CASES = {
     "status_none": lambda: messages.status_list("C0RELEASES", []),
     "status_list": lambda: messages.status_list("C0RELEASES", [_release(state="building", ended_at=None)]),
     "status_detail": lambda: messages.status_detail(_release()),
+    "status_detail_approved_rolled_out": lambda: messages.status_detail(
+        _approved_and_rolled_out(), "https://edge-sandbox.slack.com/archives/C0RELEASES/p1800000000000100"),
+    "history_with_approver": lambda: messages.history_message("hello", "acme", [_approved_and_rolled_out()]),
     "history": lambda: messages.history_message("hello", "acme", [_release(), _failed_build()]),
     "publish_locked": lambda: messages.publish_locked(_release(state="building", ended_at=None)),
     "resumed": lambda: messages.resumed_message("build-amd64", 2, ["commit `0123456789ab`",
