@@ -331,10 +331,22 @@ def test_killed_mid_sign_resumes_the_sign_and_reuses_the_digest(stack: Stack, tm
 def test_killed_scheduler_is_replaced_and_a_scheduled_retry_still_runs(stack: Stack) -> None:
     connection = stack.redis()
     lock = "rq:scheduler-lock:edgebot-publish"
-    holder = wait_until(lambda: connection.get(lock), timeout=60, what="a scheduler for the publish queue")
-    scheduler_pid = int(connection.hget(f"rq:scheduler:{holder.decode()}", "pid") or 0)  # type: ignore[union-attr]
-    parent = int(Path(f"/proc/{scheduler_pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    owner = next(n for n, p in stack.processes.items() if p.pid == parent)
+
+    def live_holder() -> tuple[bytes, str] | None:
+        """The lock's holder once it is a live scheduler of one of our workers (an earlier test's killed worker may
+        still hold the lock, or its scheduler may not have written its pid yet)."""
+        holder = connection.get(lock)
+        if not holder:
+            return None
+        pid = int(connection.hget(f"rq:scheduler:{holder.decode()}", "pid") or 0)  # type: ignore[union-attr]
+        try:
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) if pid else 0
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+        owner = next((n for n, p in stack.processes.items() if p.pid in (parent, pid)), None)
+        return (holder, owner) if owner else None
+
+    holder, owner = wait_until(live_holder, timeout=120, what="a live scheduler for the publish queue")
     stack.kill_worker(owner, horse=True)
 
     _version(stack, "2.0.7", _sleepy(0))
