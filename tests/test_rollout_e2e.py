@@ -37,6 +37,10 @@ policies = ["hello-fresh"]
 stage = "gated"
 policies = ["hello-gated-fleet"]
 
+[[services.hello-pat.rollout]]  # deployed by a pattern, not a policy
+stage = "pattern"
+patterns = ["hello-pattern"]
+
 [approvals]                   # only hello-gated asks for approval (of its publish and of its rollback)
 approvers = ["U0APPROVER"]
 required = 0
@@ -54,7 +58,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, docker_daemon: Any, registry
     settings = {"rollout_poll_interval": 0.5, "rollout_offline_after": 4.0, "rollout_stage_timeout": 240.0,
                 "rollout_failure_threshold": 0, "rollout_report_nodes": 5, "duplicate_window": 1}
     with Stack(workdir, docker=docker_daemon, registry=registry, versions=VERSIONS, settings=settings,
-               extra_services={"hello-seed": ["amd64"], "hello-new": ["amd64"], "hello-gated": ["amd64"]},
+               extra_services={"hello-seed": ["amd64"], "hello-new": ["amd64"], "hello-gated": ["amd64"],
+                               "hello-pat": ["amd64"]},
                extra_toml=ROLLOUT) as running:
         fleet = running.exchange.fleet
         fleet.apply_delay, fleet.heartbeat_interval = 0.3, 0.5
@@ -442,3 +447,30 @@ def test_rollback_under_the_approval_policy_needs_a_second_person(stack: Stack) 
     wait_until(lambda: not any(b["type"] == "actions" for b in
                                (stack.slack.find_message(CHANNEL_ID, request_card) or {}).get("blocks", [])),
                timeout=30, what="the rollback card to lose its buttons")
+
+
+def test_pattern_rollout_end_to_end(stack: Stack) -> None:
+    """A service deployed by a pattern: the pattern's serviceVersions move, pattern nodes follow, other services of
+    the pattern and the rest of its body stay as they were."""
+    from sandbox.processes import add_commit
+
+    with httpx.Client(base_url=stack.exchange.url + "/", auth=(f"{ORG}/{EXCHANGE_USER}", EXCHANGE_PASSWORD)) as c:
+        body = {"label": "hello by pattern", "description": "kept as is", "public": False, "services": [
+            {"serviceUrl": "hello", "serviceOrgid": ORG, "serviceArch": "amd64",
+             "serviceVersions": [{"version": "3.0.0", "priority": {"priority_value": 1}}]}]}
+        assert c.post(f"orgs/{ORG}/patterns/hello-pattern", json=body).status_code == 201
+    fleet = stack.exchange.fleet
+    nodes = [fleet.add_node(ORG, f"pat-{i}", "amd64", pattern=f"{ORG}/hello-pattern") for i in (1, 2, 3)]
+    wait_until(lambda: all(fleet.running(n) == {"hello": "3.0.0"} for n in nodes), timeout=60,
+               what="the pattern's nodes on 3.0.0")
+    add_commit(stack.source_path, {"index.html": "pattern 3.0.9\n"}, tag="v3.0.9")
+
+    release = _publish(stack, "publish hello-pat 3.0.9 --registry local")
+    assert release.state == "succeeded", (release.error, stack.log_tail("worker-publish"))
+    assert [(t["kind"], t["name"]) for s in release.rollout for t in s.targets] == [("pattern", "hello-pattern")]
+    assert release.rollout[0].status == "healthy" and release.rollout[0].counts.get("new") == 3
+    assert all(fleet.running(n) == {"hello": "3.0.9"} for n in nodes)
+    pattern = stack.exchange.patterns(ORG)["hello-pattern"]
+    assert [v["version"] for v in pattern["services"][0]["serviceVersions"]] == ["3.0.9"], "fallback dropped"
+    assert pattern["description"] == "kept as is"
+    assert "Rollout · pattern" in _thread(stack, release)
