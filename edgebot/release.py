@@ -36,20 +36,26 @@ STAGES = ("source", "build", "push", "sign", "publish")
 PENDING, RUNNING, DONE, FAILED_STEP, SKIPPED = "pending", "running", "done", "failed", "skipped"
 
 
+class _Timed:
+    started_at: float | None
+    ended_at: float | None
+
+    @property
+    def elapsed(self) -> float | None:
+        """Seconds from start to end (to now while running); None before it started."""
+        if self.started_at is None:
+            return None
+        return (self.ended_at or time.time()) - self.started_at
+
+
 @dataclass
-class StepState:
+class StepState(_Timed):
     """One stage, or one arch of a per-arch stage (build, push)."""
 
     status: str = PENDING
     started_at: float | None = None
     ended_at: float | None = None
     note: str = ""
-
-    @property
-    def elapsed(self) -> float | None:
-        if self.started_at is None:
-            return None
-        return (self.ended_at or time.time()) - self.started_at
 
 
 @dataclass
@@ -131,7 +137,7 @@ class Approval:
 
 
 @dataclass
-class RolloutStageState:
+class RolloutStageState(_Timed):
     """One rollout stage of a release: what edgebot changed, and the last poll's node counts."""
 
     name: str
@@ -147,12 +153,6 @@ class RolloutStageState:
     """The failing nodes with their error, in the user's words (first N)."""
     polls: int = 0
     note: str = ""
-
-    @property
-    def elapsed(self) -> float | None:
-        if self.started_at is None:
-            return None
-        return (self.ended_at or time.time()) - self.started_at
 
 
 @dataclass

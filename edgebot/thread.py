@@ -154,32 +154,25 @@ class ThreadReporter:
         self._submit(("stage", release_id, stage), lambda: self._stage(release_id, stage))
 
     def _stage(self, release_id: str, stage: str) -> None:
-        with self._locked(release_id) as release:
-            if not release.message_ts:
-                return
-            msg = messages.stage_message(release, stage)
-            ts = release.progress_ts.get(stage)
-            if ts:
-                self._update(release, ts, msg)
-                return
-            posted = self._post_in_thread(release, msg)
-            if posted:
-
-                def keep(r: Release) -> None:
-                    r.progress_ts.setdefault(stage, posted)
-
-                self.store.update(release_id, keep)
+        self._progress(release_id, stage, lambda release: messages.stage_message(release, stage))
 
     def rollout_stage(self, release_id: str, index: int) -> None:
         """Post or repaint the progress message of rollout stage ``index`` (one message per stage)."""
         self._submit(("rollout", release_id, str(index)), lambda: self._rollout_stage(release_id, index))
 
     def _rollout_stage(self, release_id: str, index: int) -> None:
+        release = self.store.require(release_id)
+        if index >= len(release.rollout):
+            return
+        self._progress(release_id, f"rollout:{release.rollout[index].name}",
+                       lambda current: messages.rollout_stage_message(current, index))
+
+    def _progress(self, release_id: str, key: str, render: Callable[[Release], messages.Message]) -> None:
+        """The progress message ``key`` of the thread: posted once (its ts kept in the record), then edited."""
         with self._locked(release_id) as release:
-            if not release.message_ts or index >= len(release.rollout):
+            if not release.message_ts:
                 return
-            key = f"rollout:{release.rollout[index].name}"
-            msg = messages.rollout_stage_message(release, index)
+            msg = render(release)
             ts = release.progress_ts.get(key)
             if ts:
                 self._update(release, ts, msg)
