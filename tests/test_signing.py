@@ -265,3 +265,24 @@ def test_fingerprints_are_stable_and_over_the_spki_der(pem_2048):
     expected = "sha256:" + hashlib.sha256(der).hexdigest()
     assert public_key_fingerprint(public) == expected
     assert public_key_fingerprint(PemSigner(pem_2048, "again").public_key_pem()) == expected
+
+
+def test_key_parameters_are_checked_once_per_key_and_a_broken_key_is_still_refused() -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from workers import signing
+
+    good = signing.generate_private_key_pem(2048)
+    signing.PemSigner(good, "k.pem")
+    assert len(signing._VALIDATED) >= 1
+    again = signing.PemSigner(good, "k.pem")  # same bytes: OpenSSL's RSA check is not repeated
+    assert again.public_key_pem() == signing.PemSigner(good, "k.pem").public_key_pem()
+
+    numbers = serialization.load_pem_private_key(good, None).private_numbers()  # type: ignore[union-attr]
+    broken_numbers = rsa.RSAPrivateNumbers(p=numbers.p, q=numbers.q, d=numbers.d + 2, dmp1=numbers.dmp1,
+                                           dmq1=numbers.dmq1, iqmp=numbers.iqmp,
+                                           public_numbers=numbers.public_numbers)
+    broken = broken_numbers.private_key(unsafe_skip_rsa_key_validation=True).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    with pytest.raises(signing.SigningError, match="could not be read"):
+        signing.PemSigner(broken, "k.pem")  # new bytes: checked, and refused

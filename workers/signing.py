@@ -49,6 +49,12 @@ class Signer(Protocol):
         ...
 
 
+_VALIDATED: set[bytes] = set()
+"""sha256 of PEM keys whose RSA parameters OpenSSL already checked in this process (or in the worker it was forked
+from: the worker warms it at start). The check costs ~25 ms for a 2048-bit key and ~190 ms for a 4096-bit one, and
+sign and publish load the key in every job; byte-identical keys need it once. A new or rotated key is checked."""
+
+
 class PemSigner:
     """An RSA private key from PEM: PKCS#1 (``RSA PRIVATE KEY``, what hzn writes) or PKCS#8, optionally encrypted."""
 
@@ -57,8 +63,10 @@ class PemSigner:
     def __init__(self, private_key_pem: bytes, key_name: str, password: bytes | None = None) -> None:
         if not key_name:
             raise SigningError("the signing key needs a name (it is the key name stored with the service)")
+        digest = hashlib.sha256(private_key_pem + b"\0" + (password or b"")).digest()
         try:
-            key = serialization.load_pem_private_key(private_key_pem, password=password)
+            key = serialization.load_pem_private_key(private_key_pem, password=password,
+                                                     unsafe_skip_rsa_key_validation=digest in _VALIDATED)
         except TypeError:
             problem = "it is encrypted: give its password" if password is None else "it is not encrypted: no password"
             raise SigningError(f"signing key {key_name}: {problem}") from None
@@ -73,6 +81,7 @@ class PemSigner:
                 f"use an RSA key of at least {MIN_KEY_BITS} bits (`hzn key create` makes 4096-bit ones)"
             )
         _check_size(key.key_size, f"signing key {key_name}")
+        _VALIDATED.add(digest)
         self._key = key
         self.key_name = key_name
 

@@ -49,7 +49,7 @@ def run_worker(
     names = queue_names(arches, publish)
     if not names:
         raise SystemExit("edgebot worker: give --publish and/or --arch ARCH (which queues to serve)")
-    _preload(arches)
+    _preload(arches, publish)
     queues = [Queue(n, connection=connection, job_class=EdgebotJob, serializer=SERIALIZER) for n in names]
     worker = EdgebotWorker(
         queues,
@@ -114,7 +114,7 @@ class EdgebotWorker(Worker):
                 self.log.exception("the reaper failed")
 
 
-def _preload(arches: list[str]) -> None:
+def _preload(arches: list[str], publish: bool = False) -> None:
     """Import the step code and build the context in the parent: RQ forks a work horse per job, and each fork then
     starts warm (no re-import of docker/httpx, no config re-read) instead of paying that on every step."""
     import workers.pipeline  # noqa: F401
@@ -131,3 +131,9 @@ def _preload(arches: list[str]) -> None:
             reader.login()
         except SecretUnavailable as exc:
             logging.getLogger(__name__).warning("cannot log in to Vault at start (%s); each job will try", exc)
+    if publish and not ctx.config.signing.transit_key:
+        try:  # OpenSSL checks the key's RSA parameters once here, not in every sign and publish job
+            ctx.signer()
+        except Exception as exc:  # the jobs report it, with the reference, where a user sees it
+            logging.getLogger(__name__).warning("the signing key could not be loaded at start: %s",
+                                                type(exc).__name__)
