@@ -24,7 +24,7 @@ from bot.intake import ChannelCheck, NotAllowed, NotInChannel, Requester, accept
 from bot.rollback import RollbackDesk, RollbackRefused, request_rollback
 from edgebot import approval_messages, logs, messages
 from edgebot.config import Config
-from edgebot.errors import UsageError
+from edgebot.errors import ConfigError, UsageError
 from edgebot.ratelimit import SlackRateLimiter
 from edgebot.release import Release
 from edgebot.secrets import SecretResolver
@@ -47,6 +47,7 @@ class BotContext:
 def create_app(config: Config, *, resolver: SecretResolver | None = None,
                connection: redis.Redis | None = None) -> App:
     """Build the Bolt app. The bot resolves only the Slack secrets (least privilege)."""
+    check_slack_references(config)
     resolver = resolver or SecretResolver()
     token = resolver.resolve(config.slack.bot_token).reveal()
     signing_secret = resolver.resolve(config.slack.signing_secret).reveal()
@@ -63,6 +64,18 @@ def create_app(config: Config, *, resolver: SecretResolver | None = None,
     register(app, BotContext(config, store, ChannelCheck(client, connection, config), access,
                              ThreadReporter(client, store, limiter=limiter), desk))
     return app
+
+
+def check_slack_references(config: Config) -> None:
+    """The bot holds no Vault client (only workers talk to Vault): refuse a vault: reference under [slack] with what
+    to do instead, at start-up rather than when the first request arrives."""
+    for name, ref in (("bot_token", config.slack.bot_token), ("signing_secret", config.slack.signing_secret),
+                      ("app_token", config.slack.app_token)):
+        if ref is not None and ref.scheme == "vault":
+            raise ConfigError(
+                f"slack.{name} is a vault: reference, but the bot holds no Vault client (only workers talk to Vault): "
+                "give it as a file: reference to a file that Vault Agent, the Vault CSI provider or a Kubernetes "
+                "Secret keeps up to date, or as an env: reference (docs/production.md, section 2)")
 
 
 def _group_members(client: WebClient, usergroup: str) -> set[str]:

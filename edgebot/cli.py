@@ -79,6 +79,9 @@ def _serve(args: argparse.Namespace) -> int:
     from edgebot.config import load_config
 
     config = load_config(args.config)  # a bad file (a literal secret…) is refused here, before any server starts
+    from bot.app import check_slack_references
+
+    check_slack_references(config)
     if args.socket_mode:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
