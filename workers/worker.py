@@ -137,3 +137,5 @@ def _preload(arches: list[str], publish: bool = False) -> None:
         except Exception as exc:  # the jobs report it, with the reference, where a user sees it
             logging.getLogger(__name__).warning("the signing key could not be loaded at start: %s",
                                                 type(exc).__name__)
+        finally:  # keep only the key's digest (workers.signing): each job reads the key itself, as before
+            ctx.resolver.invalidate(ctx.config.signing.private_key)
