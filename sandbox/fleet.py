@@ -66,7 +66,8 @@ class SimNode:
     fail_versions: set[str] | None = None
     """Versions whose containers exit at start (an empty set: every version); None: the node does not fail."""
     online: bool = True
-    applied: Desired = ()
+    applied: Desired | None = ()
+    """What the node's agent last acted on; None: act again even when nothing is wanted (a knob changed)."""
     scheduled: Desired | None = None
 
 
@@ -212,7 +213,7 @@ class Fleet:
             node = self.nodes[node_id]
             for name, value in values.items():
                 setattr(node, name, value)
-            node.applied = ()  # the agent retries what it should run with its new setting
+            node.applied = None  # the agent acts again on what it should run, with its new setting
             node.scheduled = None
             self._seen_generation = -1
         self._wake.set()

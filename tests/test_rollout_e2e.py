@@ -379,6 +379,8 @@ def test_rollback_deletes_a_policy_the_release_created(stack: Stack) -> None:
     fresh = [n for n in fleet.nodes if "/fresh-" in n]
     for node in fresh:
         fleet.set_failing(node, ["3.0.6"])
+    # without its policy the node stops 3.0.6; only then does the rollout start from a known state
+    wait_until(lambda: all(fleet.running(n) == {} for n in fresh), timeout=30, what="the fresh nodes to stop 3.0.6")
     try:
         release = _publish(stack, "publish hello-new 3.0.6 --registry local")
     finally:
