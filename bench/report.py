@@ -10,9 +10,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PATH = ROOT / "docs" / "BENCHMARKS.md"
 HEADER = """# Benchmarks
 
-Each section is written by its own benchmark (`make bench`: ack latency, pipeline overhead, rollout scale;
-`make soak`: the soak run), with the machine and date it ran on. Shared, noisy machines: read the ratios against the
-baseline measured in the same run, not the absolute numbers. `make test` runs a smoke version only.
+Each section is written by its own benchmark (`make bench`: ack latency, pipeline overhead, rollout scale, Slack
+burst; `make soak`: the soak run), with the machine and date it ran on. Shared, noisy machines: read the ratios
+against the baseline measured in the same run, not the absolute numbers. `make test` runs a smoke version only.
 """
 
 

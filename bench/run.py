@@ -9,6 +9,8 @@ pipeline        a one-arch publish through edgebot (slash command → summary in
                 build + push + Exchange calls made directly with the same clients. Ratio = edgebot / direct.
 rollout scale   one rollout poll's summary for 10,000 simulated nodes: Exchange requests per poll round and CPU per
                 poll vs. json-decoding the same payload (bench/rollout_scale.py).
+slack burst     50 releases at once over three workers against a Slack workspace limit: 429s, lost updates and wall
+                time with the shared Redis bucket vs. the same burst without it (bench/slack_burst.py).
 """
 
 from __future__ import annotations
@@ -221,8 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     from bench import rollout_scale
 
     rollout = rollout_scale.run(nodes=500 if args.smoke else 10_000, rounds=2 if args.smoke else 5)
+    from bench import slack_burst
+
+    burst = slack_burst.run(4 if args.smoke else 50)
     results = {"mode": "smoke" if args.smoke else "full", "machine": f"{platform.machine()} {platform.system()}",
-               "ack_latency": ack, "pipeline_overhead": overhead, "rollout_scale": rollout}
+               "ack_latency": ack, "pipeline_overhead": overhead, "rollout_scale": rollout, "slack_burst": burst}
     out = ROOT / "bench" / "out"
     out.mkdir(exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -230,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.smoke:
         write_report(results)
     errors = ack["publish"]["errors"] + ack["baseline_healthz"]["errors"] + ack["button"]["errors"]
-    return 1 if errors or rollout["exchange_requests_per_round"] > 1 else 0
+    burst_failed = burst["with_bucket"]["lost_updates"] or burst["with_bucket"]["limited_429"] > slack_burst.ALLOWED_429
+    return 1 if errors or rollout["exchange_requests_per_round"] > 1 or burst_failed else 0
 
 
 def write_report(results: dict[str, Any]) -> None:
@@ -285,7 +291,10 @@ release (medians of the RQ jobs' own timestamps, this run): {steps}.
     from bench.report import write_section
 
     stamp = f"\n\nMeasured by `make bench` on {results['machine']}, {time.strftime('%Y-%m-%d')}.\n"
-    for section in (ack_text, overhead_text, rollout_scale.report_section(results["rollout_scale"])):
+    from bench import slack_burst
+
+    for section in (ack_text, overhead_text, rollout_scale.report_section(results["rollout_scale"]),
+                    slack_burst.report_section(results["slack_burst"])):
         write_section(section.rstrip("\n") + stamp)
 
 

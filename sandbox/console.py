@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import json
 import shutil
 import signal
@@ -371,6 +372,10 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
+    # Ctrl-C stops everything even when started from something that ignores SIGINT (a background job of a script:
+    # Python then leaves SIGINT ignored, and the children inherit that)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: where every thread is, on stderr
     workdir = Path(tempfile.mkdtemp(prefix="edgebot-sandbox-"))
     stack = sandbox_stack(workdir, arches)
     console: Console | None = None

@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupted)
+    # Ctrl-C stops everything even when started from something that ignores SIGINT (a background job of a script:
+    # Python then leaves SIGINT ignored, and the children inherit that)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     workdir = Path(tempfile.mkdtemp(prefix="edgebot-demo-"))
     stack = sandbox_stack(workdir, ("amd64", "arm64"))
     keep = bool(os.environ.get("EDGEBOT_DEMO_KEEP"))

@@ -60,10 +60,19 @@ def test_concurrent_releases_share_the_limit_without_a_429_storm_or_a_lost_updat
     limited = [c for c in calls if c["status"] == 429]
     assert len(calls) > RELEASES * 8, "the workspace really was busy"
     assert len(limited) <= 3, f"{len(limited)} of {len(calls)} Slack calls were refused with 429"
-    for release_id in ids:  # no lost update: every progress message and every root shows its final state
-        release = store.require(release_id)
-        thread = stack.slack.thread(CHANNEL_ID, release.message_ts)
-        assert "dry run passed" in thread[0]["text"], release_id
-        for stage, ts in release.progress_ts.items():
-            message = next(m for m in thread if m["ts"] == ts)
-            assert ":hourglass_flowing_sand:" not in json.dumps(message["blocks"]), (release_id, stage)
+
+    def stale() -> list[str]:  # a repaint queued behind a Retry-After may land after the summary: wait for it
+        found = []
+        for release_id in ids:
+            release = store.require(release_id)
+            thread = stack.slack.thread(CHANNEL_ID, release.message_ts)
+            if "dry run passed" not in thread[0]["text"]:
+                found.append(f"{release_id} root")
+            for stage, ts in release.progress_ts.items():
+                message = next(m for m in thread if m["ts"] == ts)
+                if ":hourglass_flowing_sand:" in json.dumps(message["blocks"]):
+                    found.append(f"{release_id} {stage}")
+        return found
+
+    # no lost update: every progress message and every root ends showing its final state
+    wait_until(lambda: not stale(), timeout=60, what="every root and progress message to show its final state")
