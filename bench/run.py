@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="edgebot-bench-") as tmp:
         stack = Stack(Path(tmp), settings={"duplicate_window": 1})
         try:
-            stack.start(workers=False)
+            stack.start(workers=False, bot=False)
             stack.start_bot(workers=2)
             ack = ack_latency(stack, count, concurrency)
             stack.redis().flushdb()

@@ -269,6 +269,9 @@ class Stack:
 
     def _spawn(self, name: str, args: list[str], *, config: Path | None = None,
                env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        running = self.processes.get(name)
+        if running is not None and running.poll() is None:  # it would be forgotten, and outlive the stack
+            raise RuntimeError(f"{name} is already running (pid {running.pid}): stop it first")
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen([sys.executable, "-m", "edgebot", "--config", str(config or self.config_path), *args],
                                 stdout=log, stderr=subprocess.STDOUT, env=env or self.env(), start_new_session=True)
