@@ -3,8 +3,11 @@ it) and leaves the others as the last run of their benchmark left them."""
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PATH = ROOT / "docs" / "BENCHMARKS.md"
@@ -26,3 +29,16 @@ def write_section(text: str, path: Path = PATH) -> None:
     body = text.rstrip("\n") + "\n\n"
     updated = pattern.sub(lambda _: body, current) if pattern.search(current) else current.rstrip("\n") + "\n\n" + body
     path.write_text(updated.rstrip("\n") + "\n")
+
+
+def save_results(name: str, results: dict[str, Any]) -> None:
+    """``bench/out/<name>.json`` (all a smoke run leaves behind), and the same JSON on stdout."""
+    out = ROOT / "bench" / "out"
+    out.mkdir(exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+def write_measured(text: str, command: str, machine: str) -> None:
+    """Write section ``text`` stamped with the command that measured it, the machine and today's date."""
+    write_section(text.rstrip("\n") + f"\n\nMeasured by `{command}` on {machine}, {time.strftime('%Y-%m-%d')}.\n")

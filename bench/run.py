@@ -16,7 +16,6 @@ slack burst     50 releases at once over three workers against a Slack workspace
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import tempfile
@@ -24,6 +23,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from bench.report import save_results, write_measured
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -228,10 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     burst = slack_burst.run(4 if args.smoke else 50)
     results = {"mode": "smoke" if args.smoke else "full", "machine": f"{platform.machine()} {platform.system()}",
                "ack_latency": ack, "pipeline_overhead": overhead, "rollout_scale": rollout, "slack_burst": burst}
-    out = ROOT / "bench" / "out"
-    out.mkdir(exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    save_results("results", results)
     if not args.smoke:
         write_report(results)
     errors = ack["publish"]["errors"] + ack["baseline_healthz"]["errors"] + ack["button"]["errors"]
@@ -287,15 +285,11 @@ check runs once per worker, not per job (it cost sign and publish ~25 ms each wi
 a 4096-bit one). Where the time goes in a sample
 release (medians of the RQ jobs' own timestamps, this run): {steps}.
 """
-    from bench import rollout_scale
-    from bench.report import write_section
-
-    stamp = f"\n\nMeasured by `make bench` on {results['machine']}, {time.strftime('%Y-%m-%d')}.\n"
-    from bench import slack_burst
+    from bench import rollout_scale, slack_burst
 
     for section in (ack_text, overhead_text, rollout_scale.report_section(results["rollout_scale"]),
                     slack_burst.report_section(results["slack_burst"])):
-        write_section(section.rstrip("\n") + stamp)
+        write_measured(section, "make bench", results["machine"])
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.run import ROOT
+from bench.report import save_results, write_measured
 
 PER_MINUTE = 180.0  # what edgebot allows itself per method: 3 calls a second …
 STANDIN_LIMIT = 5  # … against a workspace that allows 5 a second (scaled up from Slack's tiers to keep runs short)
@@ -172,16 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = run(4 if args.smoke else args.releases)
     results["machine"] = f"{platform.machine()} {platform.system()}"
-    out = ROOT / "bench" / "out"
-    out.mkdir(exist_ok=True)
-    (out / "slack_burst.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    save_results("slack_burst", results)
     if not args.smoke:
-        from bench.report import write_section
-
-        stamp = (f"\n\nMeasured by `python -m bench.slack_burst` on {results['machine']}, "
-                 f"{time.strftime('%Y-%m-%d')}.\n")
-        write_section(report_section(results).rstrip("\n") + stamp)
+        write_measured(report_section(results), "python -m bench.slack_burst", results["machine"])
     bucket = results["with_bucket"]
     return 1 if bucket["lost_updates"] or bucket["limited_429"] > ALLOWED_429 else 0
 

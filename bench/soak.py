@@ -22,7 +22,6 @@ wall times of the two batches.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import random
 import statistics
@@ -32,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.report import save_results
 from bench.run import ROOT, percentile
 
 SETTINGS = {
@@ -266,10 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                   "soak_mean_release_s": round(statistics.fmean(durations), 2)},
         "invariants": checks,
     }
-    out = ROOT / "bench" / "out"
-    out.mkdir(exist_ok=True)
-    (out / "soak.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    save_results("soak", results)
     if not args.smoke:
         write_report(results)
     return 0 if checks["ok"] else 1

@@ -23,6 +23,7 @@ from edgebot.settings import Settings
 from edgebot.store import ReleaseStore
 from sandbox.proc_base import free_port, spawn, stop_process
 from sandbox.processes import RedisServer
+from tests.minimal_config import minimal_config
 
 SECRET_VALUE = "s3cr3t-value-that-must-not-leak"
 
@@ -120,32 +121,11 @@ def test_worker_logs_json_with_the_release_id_on_every_line_of_a_job(tmp_path: P
            "EXCHANGE_PASSWORD": SECRET_VALUE, "SIGNING_KEY": SECRET_VALUE, "PUSH_PASSWORD": SECRET_VALUE}
     with RedisServer(tmp_path / "redis") as server:
         config = tmp_path / "edgebot.toml"
-        config.write_text(f"""
-[slack]
-bot_token = "env:SLACK_BOT_TOKEN"
-signing_secret = "env:SLACK_SIGNING_SECRET"
-api_url = "http://127.0.0.1:{free_port()}/api/"
-[redis]
-url = "{server.url}"
-[exchange]
-url = "http://127.0.0.1:{free_port()}/edge-exchange/v1"
-username = "acme/edgebot"
-password = "env:EXCHANGE_PASSWORD"
-[signing]
-private_key = "env:SIGNING_KEY"
-[registries.local]
-host = "127.0.0.1:5000"
-push_username = "pusher"
-push_password = "env:PUSH_PASSWORD"
-[services.hello]
-source = "{tmp_path / 'no-such-repo.git'}"
-org = "acme"
-arches = ["amd64"]
-[settings]
+        config.write_text(minimal_config(server.url, source=str(tmp_path / "no-such-repo.git"), settings=f"""\
 source_cache_dir = "{tmp_path / 'cache'}"
 work_dir = "{tmp_path / 'work'}"
 step_retries = 0
-""")
+"""))
         connection = redis.Redis.from_url(server.url)
         store = ReleaseStore(connection)
         release = Release(release_id="r-logs1", team_id="T1", channel_id="C1", user_id="U1", service="hello",
@@ -183,28 +163,7 @@ def test_bot_under_gunicorn_writes_only_json_lines(tmp_path: Path) -> None:
     env = {**os.environ, "SLACK_BOT_TOKEN": "xoxb-9-" + SECRET_VALUE, "SLACK_SIGNING_SECRET": SECRET_VALUE}
     with RedisServer(tmp_path / "redis") as server:
         config = tmp_path / "edgebot.toml"
-        config.write_text(f"""
-[slack]
-bot_token = "env:SLACK_BOT_TOKEN"
-signing_secret = "env:SLACK_SIGNING_SECRET"
-api_url = "http://127.0.0.1:{free_port()}/api/"
-[redis]
-url = "{server.url}"
-[exchange]
-url = "http://127.0.0.1:{free_port()}/edge-exchange/v1"
-username = "acme/edgebot"
-password = "env:EXCHANGE_PASSWORD"
-[signing]
-private_key = "env:SIGNING_KEY"
-[registries.local]
-host = "127.0.0.1:5000"
-push_username = "pusher"
-push_password = "env:PUSH_PASSWORD"
-[services.hello]
-source = "/nowhere.git"
-org = "acme"
-arches = ["amd64"]
-""")
+        config.write_text(minimal_config(server.url, source="/nowhere.git"))
         port = free_port()
         log_path = tmp_path / "bot.log"
         proc = spawn([sys.executable, "-m", "edgebot.cli", "--config", str(config), "serve", "--bind",

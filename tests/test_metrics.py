@@ -25,38 +25,14 @@ from edgebot.store import ReleaseStore
 from edgebot.thread import slack_client
 from sandbox.proc_base import free_port, spawn, stop_process, wait_until
 from sandbox.processes import RedisServer
+from tests.minimal_config import minimal_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _config_text(redis_url: str, *, metrics_port: int = 0, extra_settings: str = "") -> str:
-    return f"""
-[slack]
-bot_token = "env:SLACK_BOT_TOKEN"
-signing_secret = "env:SLACK_SIGNING_SECRET"
-api_url = "http://127.0.0.1:{free_port()}/api/"
-[redis]
-url = "{redis_url}"
-[exchange]
-url = "http://127.0.0.1:{free_port()}/edge-exchange/v1"
-username = "acme/edgebot"
-password = "env:EXCHANGE_PASSWORD"
-[signing]
-private_key = "env:SIGNING_KEY"
-[registries.local]
-host = "127.0.0.1:5000"
-namespace = "edge"
-push_username = "pusher"
-push_password = "env:PUSH_PASSWORD"
-[services.hello]
-source = "/nonexistent/hello.git"
-org = "acme"
-arches = ["amd64", "arm64"]
-[settings]
-metrics_port = {metrics_port}
-worker_ttl = 10
-{extra_settings}
-"""
+    return minimal_config(redis_url, source="/nonexistent/hello.git", arches=("amd64", "arm64"), namespace="edge",
+                          settings=f"metrics_port = {metrics_port}\nworker_ttl = 10\n{extra_settings}\n")
 
 
 ENV = {"SLACK_BOT_TOKEN": "xoxb-1-test-token", "SLACK_SIGNING_SECRET": "signing-secret-for-tests",
