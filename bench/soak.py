@@ -33,16 +33,9 @@ from typing import Any
 
 from bench.report import save_results
 from bench.run import ROOT, percentile
+from sandbox.stack import FAST_RECOVERY
 
-SETTINGS = {
-    "lease_ttl": 4.0,
-    "lease_renew_interval": 0.5,
-    "reaper_interval": 1.0,
-    "maintenance_interval": 2,
-    "scheduler_stale_after": 3.0,
-    "duplicate_window": 1,
-    "redis_reconnect_for": 60.0,
-}
+SETTINGS = {**FAST_RECOVERY, "duplicate_window": 1}
 DOCKERFILE = """FROM amd64/busybox:1.36
 COPY index.html /www/index.html
 RUN ["/bin/busybox", "sleep", "2"]

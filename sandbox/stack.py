@@ -43,6 +43,15 @@ APP_TOKEN = "xapp-sandbox-app-token"
 EXCHANGE_PASSWORD = "sandbox-exchange-pw"
 PUSH_USER, PUSH_PASSWORD = "pusher", "push-secret-1"
 PULL_USER, PULL_PASSWORD = "puller", "pull-secret-1"
+FAST_RECOVERY = {
+    "lease_ttl": 4.0,
+    "lease_renew_interval": 0.5,
+    "reaper_interval": 1.0,
+    "maintenance_interval": 2,
+    "scheduler_stale_after": 3.0,
+    "redis_reconnect_for": 60.0,
+}
+"""Every lease, TTL and interval of crash recovery in seconds, for runs that kill workers (tests, the soak)."""
 HELLO_DIR = Path(__file__).resolve().parent.parent / "examples" / "hello"
 ENV_REFS = {
     "bot_token": "env:EDGEBOT_SLACK_BOT_TOKEN",

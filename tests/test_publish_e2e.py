@@ -5,7 +5,6 @@ verified by openssl, not by edgebot's code."""
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import subprocess
@@ -30,6 +29,7 @@ from sandbox.stack import (
     Stack,
     wait_until,
 )
+from tests.openssl_check import openssl_verify
 
 pytestmark = pytest.mark.slow
 
@@ -120,14 +120,7 @@ def test_publish_end_to_end(stack: Stack, tmp_path: Path) -> None:
     assert [(d["registry"], d["username"], d["token"]) for d in dockauths] == [(host, PULL_USER, PULL_PASSWORD)]
 
     # openssl, not edgebot, verifies the signature over the exact uploaded string with the uploaded key
-    (tmp_path / "pub.pem").write_text(key)
-    (tmp_path / "deployment").write_bytes(service["deployment"].encode())
-    (tmp_path / "sig").write_bytes(base64.b64decode(service["deploymentSignature"]))
-    verify = subprocess.run(
-        ["openssl", "dgst", "-sha256", "-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:auto",
-         "-verify", str(tmp_path / "pub.pem"), "-signature", str(tmp_path / "sig"), str(tmp_path / "deployment")],
-        capture_output=True, text=True,
-    )
+    verify = openssl_verify(tmp_path, key, service["deployment"], service["deploymentSignature"])
     assert verify.stdout.strip() == "Verified OK", verify.stderr
 
 

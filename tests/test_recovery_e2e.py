@@ -24,19 +24,11 @@ from edgebot.release import Release
 from edgebot.rqjob import SERIALIZER
 from edgebot.steps import StepLedger
 from sandbox.processes import RedisServer, add_commit
-from sandbox.stack import CHANNEL_ID, ORG, Stack, wait_until
+from sandbox.stack import CHANNEL_ID, FAST_RECOVERY, ORG, Stack, wait_until
 
 pytestmark = pytest.mark.slow
 
-SETTINGS = {
-    "lease_ttl": 4.0,
-    "lease_renew_interval": 0.5,
-    "reaper_interval": 1.0,
-    "maintenance_interval": 2,
-    "scheduler_stale_after": 3.0,
-    "duplicate_window": 3,
-    "redis_reconnect_for": 60.0,
-}
+SETTINGS = {**FAST_RECOVERY, "duplicate_window": 3}
 HERE = Path(__file__).resolve().parent.parent
 DEFINITION = (HERE / "examples/hello/horizon/service.definition.json").read_text()
 PUBLISH_WORKERS = ("publish-a", "publish-b")

@@ -7,8 +7,6 @@ import base64
 import datetime as dt
 import hashlib
 import pickle
-import subprocess
-from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -17,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
+from tests.openssl_check import openssl_verify
 from workers.signing import (
     PemSigner,
     SigningError,
@@ -86,17 +85,6 @@ def _cert_pem(key: rsa.RSAPrivateKey, *, ca: bool = False, days: int = 1461, usa
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
 
-def _openssl_verify(tmp_path: Path, public_pem: bytes, data: str, signature_b64: str) -> subprocess.CompletedProcess:
-    (tmp_path / "pub.pem").write_bytes(public_pem)
-    (tmp_path / "sig.bin").write_bytes(base64.b64decode(signature_b64))
-    (tmp_path / "data").write_bytes(data.encode("utf-8"))
-    return subprocess.run(
-        ["openssl", "dgst", "-sha256", "-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:auto",
-         "-verify", "pub.pem", "-signature", "sig.bin", "data"],
-        cwd=tmp_path, capture_output=True, text=True, check=False,
-    )
-
-
 # -- round trips -------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("fixture", "bits"), [("pem_2048", 2048), ("pem_4096", 4096)])
@@ -155,9 +143,9 @@ def test_public_key_is_pkix_pem(pem_2048):
 def test_openssl_verifies_the_signature_and_rejects_a_tampered_deployment(request, tmp_path, fixture):
     signer = PemSigner(request.getfixturevalue(fixture), "k")
     signature = sign_deployment(signer, DEPLOYMENT)
-    ok = _openssl_verify(tmp_path, signer.public_key_pem(), DEPLOYMENT, signature)
+    ok = openssl_verify(tmp_path, signer.public_key_pem(), DEPLOYMENT, signature)
     assert ok.returncode == 0 and "Verified OK" in ok.stdout, ok.stderr
-    tampered = _openssl_verify(tmp_path, signer.public_key_pem(), DEPLOYMENT.replace("wörld", "world"), signature)
+    tampered = openssl_verify(tmp_path, signer.public_key_pem(), DEPLOYMENT.replace("wörld", "world"), signature)
     assert tampered.returncode != 0 and "Verified OK" not in tampered.stdout
 
 

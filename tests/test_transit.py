@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from edgebot.config import parse_config
 from edgebot.errors import ConfigError, SecretUnavailable
 from edgebot.secrets import SecretRef
 from sandbox.bao import BaoServer
+from tests.openssl_check import openssl_says
 from workers.config_check import run_checks
 from workers.context import signer_for
 from workers.signing import SigningError, public_key_fingerprint, sign_deployment, verify_deployment
@@ -46,17 +46,6 @@ def publisher(bao: BaoServer) -> VaultReader:
     return reader_for(bao, bao.create_token(["edgebot-publish"]))
 
 
-def openssl_verify(tmp_path: Path, public_pem: bytes, data: str, signature_b64: str, saltlen: str) -> str:
-    (tmp_path / "pub.pem").write_bytes(public_pem)
-    (tmp_path / "data").write_bytes(data.encode())
-    (tmp_path / "sig").write_bytes(base64.b64decode(signature_b64, validate=True))
-    done = subprocess.run(
-        ["openssl", "dgst", "-sha256", "-sigopt", "rsa_padding_mode:pss", "-sigopt", f"rsa_pss_saltlen:{saltlen}",
-         "-sigopt", "rsa_mgf1_md:sha256", "-verify", str(tmp_path / "pub.pem"), "-signature", str(tmp_path / "sig"),
-         str(tmp_path / "data")], capture_output=True, text=True)
-    return (done.stdout + done.stderr).strip()
-
-
 def test_transit_signature_is_what_agents_and_openssl_accept(bao: BaoServer, tmp_path: Path) -> None:
     signer = TransitSigner(publisher(bao), KEY, "edgebot.public.pem")
     public = signer.public_key_pem()
@@ -71,11 +60,11 @@ def test_transit_signature_is_what_agents_and_openssl_accept(bao: BaoServer, tmp
     assert verify_deployment(public, DEPLOYMENT, signature)
     assert not verify_deployment(public, DEPLOYMENT + " ", signature)
     # openssl as the agent verifies (salt auto-detected) …
-    assert openssl_verify(tmp_path, public, DEPLOYMENT, signature, "auto") == "Verified OK"
+    assert openssl_says(tmp_path, public, DEPLOYMENT, signature, "auto") == "Verified OK"
     # … and OpenBao's PSS salt is the maximum length, exactly like hzn's (Go's PSSSaltLengthAuto when signing)
-    assert openssl_verify(tmp_path, public, DEPLOYMENT, signature, "max") == "Verified OK"
-    assert "Verification failure" in openssl_verify(tmp_path, public, DEPLOYMENT, signature, "32")
-    assert "Verification failure" in openssl_verify(tmp_path, public, DEPLOYMENT + "x", signature, "auto")
+    assert openssl_says(tmp_path, public, DEPLOYMENT, signature, "max") == "Verified OK"
+    assert "Verification failure" in openssl_says(tmp_path, public, DEPLOYMENT, signature, "32")
+    assert "Verification failure" in openssl_says(tmp_path, public, DEPLOYMENT + "x", signature, "auto")
     assert KEY in repr(signer) and "PRIVATE" not in repr(signer)
 
 

@@ -15,7 +15,6 @@ import json
 import logging
 import re
 import secrets
-import subprocess
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +41,7 @@ from sandbox.stack import (
     Stack,
     wait_until,
 )
+from tests.openssl_check import openssl_says
 
 pytestmark = pytest.mark.slow
 
@@ -139,17 +139,6 @@ def _thread(stack: Stack, release: Release) -> str:
     return json.dumps(stack.slack.thread(CHANNEL_ID, release.message_ts))
 
 
-def _openssl(tmp_path: Path, key: str, deployment: str, signature: str, saltlen: str) -> str:
-    (tmp_path / "pub.pem").write_text(key)
-    (tmp_path / "deployment").write_bytes(deployment.encode())
-    (tmp_path / "sig").write_bytes(base64.b64decode(signature, validate=True))
-    done = subprocess.run(
-        ["openssl", "dgst", "-sha256", "-sigopt", "rsa_padding_mode:pss", "-sigopt", f"rsa_pss_saltlen:{saltlen}",
-         "-verify", str(tmp_path / "pub.pem"), "-signature", str(tmp_path / "sig"), str(tmp_path / "deployment")],
-        capture_output=True, text=True)
-    return done.stdout.strip()
-
-
 def test_release_signed_by_vault_transit(vs: VaultStack, tmp_path: Path) -> None:
     stack = vs.stack
     release = _publish(stack, "publish hello 1.0.0 --registry local", "U0TRANSIT")
@@ -163,8 +152,8 @@ def test_release_signed_by_vault_transit(vs: VaultStack, tmp_path: Path) -> None
     assert not transit["exportable"]
     assert not service["deploymentSignature"].startswith("vault:")
     # the agent's check, by openssl: salt auto-detected; and the salt is the maximum, like hzn's
-    assert _openssl(tmp_path, key, service["deployment"], service["deploymentSignature"], "auto") == "Verified OK"
-    assert _openssl(tmp_path, key, service["deployment"], service["deploymentSignature"], "max") == "Verified OK"
+    assert openssl_says(tmp_path, key, service["deployment"], service["deploymentSignature"], "auto") == "Verified OK"
+    assert openssl_says(tmp_path, key, service["deployment"], service["deploymentSignature"], "max") == "Verified OK"
     dockauths = stack.exchange.dockauths(ORG, "hello_1.0.0_amd64")
     assert [(d["username"], d["token"]) for d in dockauths] == [(PULL_USER, PULL_PASSWORD)]
     assert "refused the credentials" not in _log(vs, "build") + _log(vs, "publish")
