@@ -190,10 +190,15 @@ def test_publish_approve_switch_user_and_ctrl_c(terminal: Terminal) -> None:
         assert secret not in screen
 
 
-def _demo(tmp_path: Path) -> subprocess.Popen[str]:
+def _demo(tmp_path: Path, *, sigint_ignored: bool = False) -> subprocess.Popen[str]:
+    """``sigint_ignored``: started the way a script's background job starts it, with SIGINT ignored (inherited)."""
+    def ignore_sigint() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     return subprocess.Popen([sys.executable, "-m", "sandbox.demo"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            env={**os.environ, "TMPDIR": str(tmp_path)})
+                            env={**os.environ, "TMPDIR": str(tmp_path)},
+                            preexec_fn=ignore_sigint if sigint_ignored else None)
 
 
 def test_make_demo_ends_with_the_final_summary_and_leaves_nothing(tmp_path: Path) -> None:
@@ -220,7 +225,7 @@ def test_make_demo_ends_with_the_final_summary_and_leaves_nothing(tmp_path: Path
 
 
 def test_make_demo_interrupted_stops_everything(tmp_path: Path) -> None:
-    demo = _demo(tmp_path)
+    demo = _demo(tmp_path, sigint_ignored=True)  # Ctrl-C works even then: the demo installs its own handler
     assert demo.stdout is not None
     seen: list[str] = []
     try:

@@ -236,3 +236,20 @@ def test_busybox_is_the_static_one() -> None:
     assert path.read_bytes()[:4] == b"\x7fELF"
     out = subprocess.run(["file", "-L", str(path)], capture_output=True, text=True).stdout
     assert "statically linked" in out or "static-pie" in out
+
+
+def test_stack_refuses_a_second_process_under_a_running_ones_name(tmp_path: Path) -> None:
+    """Started twice under one name, the first process would be forgotten and outlive the stack (the bench once
+    left a bot running that way): the stack refuses and names it."""
+    from sandbox.stack import Stack
+
+    stack = Stack(tmp_path)
+    sleeper = subprocess.Popen(["sleep", "60"])
+    stack.processes["bot"] = sleeper
+    try:
+        with pytest.raises(RuntimeError, match=rf"bot is already running \(pid {sleeper.pid}\): stop it first"):
+            stack.start_bot()
+        assert stack.processes["bot"] is sleeper
+    finally:
+        sleeper.kill()
+        sleeper.wait()
