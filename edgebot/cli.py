@@ -1,144 +1,158 @@
-"""`edgebot` command line: serve (the bot), worker, config check, sandbox (the local try-out console).
+"""`edgebot` command line: the global options and a dispatcher over the sides that are installed.
 
-Imports stay inside the subcommands so `edgebot worker` never loads slack_bolt and `edgebot serve` never loads
-docker.
+Each side brings its own commands in its ``cli`` module: ``bot.cli`` (serve), ``workers.cli`` (worker, config
+check), ``sandbox.cli`` (sandbox, the local try-out console). A side module exposes
+``add_commands(subparsers: Subparsers) -> None``; every parser it adds sets the default ``handler`` (a
+:data:`Handler`), and may set ``own_options=True`` when the command parses the rest of the command line itself
+(the global ``--config`` then does not apply to it).
+
+A side is offered only when its package is installed: :func:`installed_sides` asks
+:func:`importlib.util.find_spec`, which imports at most the side's empty package ``__init__``. The shipped image
+(deploy/Dockerfile) has no ``sandbox/``, so there ``edgebot --help`` does not list ``sandbox`` and ``edgebot
+sandbox`` is a usage error (exit 2) that says the sandbox is not part of the installation.
+
+Importing this module loads no side at all; :func:`main` imports the side ``cli`` modules, which keep their heavy
+imports (slack_bolt, docker, gunicorn, rq, the stand-ins) inside their handlers, so ``edgebot worker`` never loads
+slack_bolt and ``edgebot serve`` never loads docker.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import os
 import sys
-from typing import Any
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgebot.errors import EdgebotError
 
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+
+Handler = Callable[[argparse.Namespace], int]
+"""What a command runs: the parsed arguments in, the exit status out. A command with ``own_options`` finds the
+arguments it did not declare in ``args.rest``."""
+
+DEFAULT_CONFIG = "/etc/edgebot/edgebot.toml"
+USAGE_ERROR = 2  # argparse's status for a bad command line; also a config file that cannot be loaded
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of edgebot that brings commands: its package and the commands its ``cli`` module adds.
+
+    The command names are listed here as well so that a command of a side that is not installed can be named in
+    the error instead of argparse's bare "invalid choice"."""
+
+    package: str
+    commands: tuple[str, ...]
+    what: str
+
+    @property
+    def cli_module(self) -> str:
+        return f"{self.package}.cli"
+
+
+SIDES: tuple[Side, ...] = (
+    Side("bot", ("serve",), "the Slack app"),
+    Side("workers", ("worker", "config"), "the RQ workers"),
+    Side("sandbox", ("sandbox",), "the local stand-ins, which ship with the source tree only"),
+)
+
+
+def is_installed(side: Side) -> bool:
+    """True when the side's package and its ``cli`` module can be imported; imports nothing but the (empty)
+    package ``__init__`` and only once the package is known to exist."""
+    if importlib.util.find_spec(side.package) is None:
+        return False
+    return importlib.util.find_spec(side.cli_module) is not None
+
+
+def installed_sides(sides: Sequence[Side] = SIDES) -> list[Side]:
+    """The sides whose commands this installation offers, in :data:`SIDES` order."""
+    return [side for side in sides if is_installed(side)]
+
+
+def edgebot_version() -> str:
+    """The installed distribution's version; from pyproject.toml next to the package when edgebot runs from a
+    source tree that was never installed; ``unknown`` when neither exists."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("edgebot")
+    except PackageNotFoundError:
+        pass
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    try:
+        return str(tomllib.loads(pyproject.read_text())["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "unknown"
+
+
+def build_parser(sides: Sequence[Side]) -> argparse.ArgumentParser:
+    """The top-level parser: global options, and the commands of the given (installed) sides."""
+    parser = argparse.ArgumentParser(prog="edgebot", description="Chat-ops releases for Open Horizon edge fleets",
+                                     epilog="Exit status 2: a usage error, or a config file that cannot be loaded. "
+                                            "`edgebot COMMAND --help`: a command's options and exit statuses.")
+    parser.add_argument("--config", default=os.environ.get("EDGEBOT_CONFIG", DEFAULT_CONFIG),
+                        help=f"config file (default: $EDGEBOT_CONFIG or {DEFAULT_CONFIG})")
+    parser.add_argument("--version", action="version", version=f"edgebot {edgebot_version()}")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for side in sides:
+        add_commands: Callable[[Subparsers], None] = importlib.import_module(side.cli_module).add_commands
+        add_commands(subparsers)
+    return parser
+
+
+def _requested_command(argv: Sequence[str]) -> str | None:
+    """The first word that is neither a global option nor its value: the command argparse would dispatch on."""
+    probe = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    probe.add_argument("--config")
+    probe.add_argument("command", nargs="?")
+    try:
+        known, _ = probe.parse_known_args(list(argv))
+    except argparse.ArgumentError:  # e.g. --config without a value: the real parser says so
+        return None
+    command: str | None = known.command
+    return command
+
+
+def _refuse_missing_side(parser: argparse.ArgumentParser, argv: Sequence[str], offered: Sequence[Side]) -> None:
+    """Exit 2 with a plain sentence when the command belongs to a side that is not installed."""
+    command = _requested_command(argv)
+    for side in SIDES:
+        if side not in offered and command in side.commands:
+            parser.error(f"'{command}' is not available in this installation: the {side.package} package "
+                         f"({side.what}) is not installed")
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edgebot", description="Chat-ops releases for Open Horizon edge fleets")
-    parser.add_argument("--config", default=os.environ.get("EDGEBOT_CONFIG", "/etc/edgebot/edgebot.toml"),
-                        help="config file (default: $EDGEBOT_CONFIG or /etc/edgebot/edgebot.toml)")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    serve = sub.add_parser("serve", help="run the Slack app (HTTP behind gunicorn, or Socket Mode)")
-    serve.add_argument("--bind", default="0.0.0.0:3000")
-    serve.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
-    serve.add_argument("--threads", type=int, default=8, help="threads per gunicorn worker")
-    serve.add_argument("--socket-mode", action="store_true", help="connect out to Slack instead (needs app_token)")
-    serve.add_argument("--log-format", choices=["text", "json"], default=None,
-                       help="text lines or one JSON object per line (default: settings.log_format)")
-
-    worker = sub.add_parser("worker", help="run an RQ worker on edgebot's queues")
-    worker.add_argument("--arch", action="append", default=[], help="build images for this arch (repeatable)")
-    worker.add_argument("--publish", action="store_true", help="serve the source/sign/publish queue")
-    worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
-    worker.add_argument("--name", default=None)
-    worker.add_argument("--log-format", choices=["text", "json"], default=None,
-                        help="text lines or one JSON object per line (default: settings.log_format)")
-    worker.add_argument("--metrics-port", type=int, default=None,
-                        help="serve /metrics and /healthz on this port (default: settings.metrics_port; 0: off)")
-
-    config = sub.add_parser("config", help="configuration tools")
-    config.add_argument("action", choices=["check"])
-
-    sub.add_parser("sandbox", add_help=False,
-                   help="try edgebot locally: a terminal that plays Slack in front of a local stack "
-                        "(`edgebot sandbox --help`)")
-
+    """Parse the command line, run the chosen command and return its exit status (2: usage error, or a config that
+    cannot be loaded)."""
+    argv = sys.argv[1:] if argv is None else argv
+    sides = installed_sides()
+    parser = build_parser(sides)
+    _refuse_missing_side(parser, argv, sides)
     args, rest = parser.parse_known_args(argv)
-    if args.command == "sandbox":  # its own options; the sandbox writes its own config
-        from sandbox.console import main as sandbox_main
-
-        return sandbox_main(rest)
-    if rest:
+    own_options = bool(getattr(args, "own_options", False))
+    if rest and not own_options:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    os.environ["EDGEBOT_CONFIG"] = os.path.abspath(args.config)
-    # Flags become the settings' env overrides, so gunicorn's worker processes and RQ's work horses see them too.
-    if getattr(args, "log_format", None):
-        os.environ["EDGEBOT_LOG_FORMAT"] = args.log_format
-    if getattr(args, "metrics_port", None) is not None:
-        os.environ["EDGEBOT_METRICS_PORT"] = str(args.metrics_port)
+    args.rest = rest
+    if not own_options:  # gunicorn's worker processes and RQ's work horses read the path from here
+        os.environ["EDGEBOT_CONFIG"] = os.path.abspath(args.config)
+    handler: Handler = args.handler
     try:
-        if args.command == "serve":
-            return _serve(args)
-        if args.command == "worker":
-            from workers.worker import run_worker
-
-            arches = [a for value in args.arch for a in value.split(",") if a]
-            run_worker(args.config, arches=arches, publish=args.publish, burst=args.burst, name=args.name)
-            return 0
-        if args.command == "config":
-            return _config_check(args.config)
+        return handler(args)
     except EdgebotError as exc:
         print(f"edgebot: {exc}", file=sys.stderr)
-        return 2
-    return 1
-
-
-def _serve(args: argparse.Namespace) -> int:
-    from edgebot.config import load_config
-
-    config = load_config(args.config)  # a bad file (a literal secret…) is refused here, before any server starts
-    from bot.app import check_slack_references
-
-    check_slack_references(config)
-    if args.socket_mode:
-        from slack_bolt.adapter.socket_mode import SocketModeHandler
-
-        from bot.app import create_app
-        from edgebot.logs import configure_from
-        from edgebot.secrets import SecretResolver
-
-        configure_from(config.settings)
-        if config.slack.app_token is None:
-            print("edgebot: --socket-mode needs slack.app_token (an xapp- token reference)", file=sys.stderr)
-            return 2
-        resolver = SecretResolver()
-        app_token = resolver.resolve(config.slack.app_token).reveal()
-        SocketModeHandler(create_app(config, resolver=resolver), app_token).start()
-        return 0
-    from gunicorn.app.base import BaseApplication
-
-    from edgebot.logs import configure_from, gunicorn_logconfig
-
-    config_path = args.config
-    settings = config.settings
-    configure_from(settings)
-
-    class Server(BaseApplication):  # type: ignore[misc]
-        def load_config(self) -> None:
-            self.cfg.set("bind", args.bind)
-            self.cfg.set("workers", args.workers)
-            self.cfg.set("threads", args.threads)
-            self.cfg.set("worker_class", "gthread")
-            self.cfg.set("accesslog", None)
-            self.cfg.set("logconfig_dict", gunicorn_logconfig(settings.log_format, settings.log_level))
-            self.cfg.set("graceful_timeout", 10)
-            self.cfg.set("control_socket_disable", True)  # one shared ~/.gunicorn/gunicorn.ctl per host otherwise
-
-        def load(self) -> Any:
-            from bot.wsgi import create
-
-            return create(config_path)
-
-    Server().run()
-    return 0
-
-
-def _config_check(path: str) -> int:
-    """Resolve every reference and test every connection; one line per item (see workers/config_check.py)."""
-    from edgebot.config import load_config
-    from workers.config_check import run_checks
-    from workers.vault import build_resolver
-
-    config = load_config(path)
-    print(f"OK   config {path}: {len(config.services)} service(s), {len(config.registries)} registry alias(es)")
-    failures = 0
-    for line in run_checks(config, build_resolver(config)):
-        print(line, flush=True)
-        failures += not line.ok
-    print(f"{failures} problem(s)" if failures else "all checks passed")
-    return min(failures, 100)
+        return USAGE_ERROR
 
 
 if __name__ == "__main__":

@@ -34,5 +34,23 @@ def test_workers_do_not_import(forbidden: str) -> None:
 
 
 def test_cli_imports_neither_side() -> None:
+    """Importing the dispatcher loads no side at all (discovery runs in main(), through find_spec)."""
     loaded = _loaded(["edgebot.cli"])
-    assert not any(m.split(".")[0] in {"docker", "slack_bolt", "bot", "workers"} for m in loaded)
+    assert "edgebot.cli" in loaded  # the check itself works
+    assert not any(m.split(".")[0] in {"docker", "slack_bolt", "bot", "workers", "sandbox"} for m in loaded)
+
+
+CLI_HEAVY = ["docker", "slack_bolt", "slack_sdk", "gunicorn", "rq", "hvac", "httpx", "redis", "bot.app", "bot.wsgi",
+             "workers.worker", "workers.config_check", "sandbox.console", "sandbox.stack"]
+
+
+def test_cli_parser_loads_only_the_side_cli_modules() -> None:
+    """Building every side's commands (what `edgebot --help` does) imports each side's small cli module and none of
+    what its handlers need."""
+    code = ("import contextlib, io, sys\nfrom edgebot.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n    main(['--help'])\n"
+            "print('\\n'.join(sorted(sys.modules)))")
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=True).stdout.split())
+    assert {"bot.cli", "workers.cli", "sandbox.cli"} <= loaded  # the check itself works
+    assert not any(m == heavy or m.startswith(heavy + ".") for m in loaded for heavy in CLI_HEAVY)

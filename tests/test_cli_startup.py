@@ -107,3 +107,162 @@ def test_the_bot_refuses_a_vault_reference_for_a_slack_secret() -> None:
     }, environ={})
     with pytest.raises(ConfigError, match="slack.bot_token is a vault: reference, but the bot holds no Vault client"):
         create_app(config)
+
+
+# --- the dispatcher: --version, config check's exit status, sides offered only when installed --------------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_edgebot(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None,
+                python: tuple[str, ...] = (sys.executable,)) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("EDGEBOT_")} if env is None else env
+    return subprocess.run([*python, "-m", "edgebot.cli", *args], capture_output=True, text=True, env=clean,
+                          timeout=120, cwd=cwd)
+
+
+def test_version_prints_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    done = run_edgebot("--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"edgebot {version('edgebot')}\n"
+
+
+def test_version_falls_back_to_pyproject(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+    import tomllib
+
+    from edgebot.cli import edgebot_version
+
+    def not_installed(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    assert edgebot_version() == tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+
+
+def test_each_side_registers_the_commands_the_dispatcher_names() -> None:
+    import argparse
+    import importlib
+
+    from edgebot.cli import SIDES
+
+    for side in SIDES:
+        parser = argparse.ArgumentParser()
+        subparsers = parser.add_subparsers()
+        importlib.import_module(side.cli_module).add_commands(subparsers)
+        assert tuple(subparsers.choices) == side.commands, side
+        assert all(callable(sub.get_default("handler")) for sub in subparsers.choices.values()), side
+
+
+def test_config_check_exits_0_when_every_check_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """All green needs every service answering (tests/test_publish_e2e.py runs that against the whole stack); here
+    the checks themselves are replaced, to pin what the CLI makes of an all-OK run."""
+    import workers.config_check
+    from edgebot.cli import main
+
+    config = tmp_path / "edgebot.toml"
+    config.write_text(CONFIG.format(exchange_password="env:EXCHANGE_PASSWORD", extra=""))
+    monkeypatch.delenv("EDGEBOT_CONFIG", raising=False)  # main() exports the path; restored afterwards
+    monkeypatch.setattr(workers.config_check, "run_checks",
+                        lambda config, resolver: iter([workers.config_check.CheckLine(True, "redis", "answers")]))
+    assert main(["--config", str(config), "config", "check"]) == 0
+
+
+def test_config_check_exits_1_when_checks_fail(tmp_path: Path) -> None:
+    """Several failures (Redis on a closed port, nobody behind Slack, the Exchange or the registry) are still 1, not
+    their count: 2 would read as a usage error."""
+    from sandbox.proc_base import free_port
+    from tests.minimal_config import minimal_config
+
+    config = tmp_path / "edgebot.toml"
+    config.write_text(minimal_config(f"redis://127.0.0.1:{free_port()}/0", source="https://git.example/hello.git")
+                      .replace("127.0.0.1:5000", f"127.0.0.1:{free_port()}"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEBOT_")}
+    env.update(SLACK_BOT_TOKEN="xoxb-test", SLACK_SIGNING_SECRET="s", EXCHANGE_PASSWORD="p", SIGNING_KEY="k",
+               PUSH_PASSWORD="p")
+    done = run_edgebot("--config", str(config), "config", "check", env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "FAIL redis:" in done.stdout, done.stdout
+    failures = done.stdout.count("\nFAIL ")
+    assert failures >= 2 and f"{failures} problem(s)" in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize("contents", [None, "[slack\n", 'bogus = "x"\n'], ids=["missing", "not-toml", "unknown-key"])
+def test_config_check_exits_2_when_the_config_cannot_be_loaded(tmp_path: Path, contents: str | None) -> None:
+    config = tmp_path / "edgebot.toml"
+    if contents is not None:
+        config.write_text(contents)
+    done = run_edgebot("--config", str(config), "config", "check")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith("edgebot: ") and "Traceback" not in done.stderr
+    assert "problem(s)" not in done.stdout
+
+
+@pytest.mark.parametrize("args", [["config"], ["config", "frobnicate"], ["config", "check", "--bogus"]])
+def test_config_check_usage_errors_exit_2(args: list[str]) -> None:
+    done = run_edgebot(*args)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "usage: edgebot" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_config_help_documents_the_exit_status() -> None:
+    done = run_edgebot("config", "--help")
+    assert done.returncode == 0, done.stderr
+    assert "0  all checks passed" in done.stdout and "1  at least one check failed" in done.stdout
+    assert "2  usage error, or a config that cannot be loaded" in done.stdout
+
+
+@pytest.fixture
+def image_like_install(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """edgebot/, bot/ and workers/ copied without sandbox/ (what deploy/Dockerfile copies), and an environment whose
+    Python sees that copy and the third-party packages only: run with -S, so the editable install's .pth hook (which
+    maps edgebot, bot, workers and sandbox to this checkout) never runs, and site-packages comes from PYTHONPATH."""
+    import shutil
+    import sysconfig
+
+    root = tmp_path / "install"
+    for package in ("edgebot", "bot", "workers"):
+        shutil.copytree(REPO / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGEBOT_", "PYTHON"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(root), sysconfig.get_paths()["purelib"]])
+    return root, env
+
+
+def test_the_copy_without_sandbox_is_what_runs(image_like_install: tuple[Path, dict[str, str]]) -> None:
+    import ast
+
+    root, env = image_like_install
+    code = ("import importlib.util, sys, edgebot.cli\n"
+            "print(edgebot.cli.__file__)\nprint(importlib.util.find_spec('sandbox'))\nprint(sys.path)")
+    done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, env=env, cwd=root,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    cli_file, sandbox_spec, path = done.stdout.splitlines()
+    assert Path(cli_file).is_relative_to(root) and sandbox_spec == "None", done.stdout
+    assert str(REPO) not in ast.literal_eval(path), path  # the checkout itself is not importable
+
+
+def test_without_sandbox_help_does_not_offer_it(image_like_install: tuple[Path, dict[str, str]]) -> None:
+    root, env = image_like_install
+    done = run_edgebot("--help", cwd=root, env=env, python=(sys.executable, "-S"))
+    assert done.returncode == 0, done.stderr
+    assert "{serve,worker,config}" in done.stdout and "sandbox" not in done.stdout
+
+
+@pytest.mark.parametrize("args", [["sandbox"], ["--config", "x.toml", "sandbox", "--arch", "amd64"]])
+def test_without_sandbox_the_command_is_a_usage_error(image_like_install: tuple[Path, dict[str, str]],
+                                                      args: list[str]) -> None:
+    root, env = image_like_install
+    done = run_edgebot(*args, cwd=root, env=env, python=(sys.executable, "-S"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "'sandbox' is not available in this installation: the sandbox package" in done.stderr
+    assert "usage: edgebot" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_without_sandbox_the_other_commands_still_parse(image_like_install: tuple[Path, dict[str, str]]) -> None:
+    root, env = image_like_install
+    for args in (["serve", "--help"], ["worker", "--help"], ["config", "--help"], ["--version"]):
+        done = run_edgebot(*args, cwd=root, env=env, python=(sys.executable, "-S"))
+        assert done.returncode == 0 and "Traceback" not in done.stderr, (args, done.stderr)

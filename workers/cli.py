@@ -1,0 +1,79 @@
+"""The workers' commands: `edgebot worker` runs an RQ worker, `edgebot config check` tests a config.
+
+Registered by the dispatcher in ``edgebot.cli`` through :func:`add_commands`. Importing this module loads neither
+docker nor rq nor the rest of ``workers``: the handlers import them when they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgebot.cli import Subparsers
+
+CHECKS_PASSED = 0
+CHECK_FAILED = 1
+
+CONFIG_EPILOG = """\
+exit status:
+  0  all checks passed
+  1  at least one check failed (each failure is a FAIL line)
+  2  usage error, or a config that cannot be loaded (the message says why)"""
+
+
+def add_commands(subparsers: Subparsers) -> None:
+    """Add `worker` (handler :func:`worker`) and `config check` (handler :func:`config_check`)."""
+    worker_parser = subparsers.add_parser("worker", help="run an RQ worker on edgebot's queues")
+    worker_parser.add_argument("--arch", action="append", default=[],
+                               help="build images for this arch (repeatable)")
+    worker_parser.add_argument("--publish", action="store_true", help="serve the source/sign/publish queue")
+    worker_parser.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    worker_parser.add_argument("--name", default=None)
+    worker_parser.add_argument("--log-format", choices=["text", "json"], default=None,
+                               help="text lines or one JSON object per line (default: settings.log_format)")
+    worker_parser.add_argument("--metrics-port", type=int, default=None,
+                               help="serve /metrics and /healthz on this port (default: settings.metrics_port; 0: off)")
+    worker_parser.set_defaults(handler=worker)
+
+    config_parser = subparsers.add_parser(
+        "config", help="configuration tools: `config check` resolves every reference and tests every connection",
+        description="check: resolve every secret reference and test every connection,\none OK/FAIL line per item",
+        epilog=CONFIG_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    config_parser.add_argument("action", choices=["check"])
+    config_parser.set_defaults(handler=config_check)
+
+
+def worker(args: argparse.Namespace) -> int:
+    """Run the worker until it stops (or, with ``--burst``, until the queues are empty). ``--log-format`` and
+    ``--metrics-port`` become ``EDGEBOT_LOG_FORMAT`` / ``EDGEBOT_METRICS_PORT`` so RQ's work horses see them too."""
+    if args.log_format:
+        os.environ["EDGEBOT_LOG_FORMAT"] = args.log_format
+    if args.metrics_port is not None:
+        os.environ["EDGEBOT_METRICS_PORT"] = str(args.metrics_port)
+    from workers.worker import run_worker
+
+    arches = [a for value in args.arch for a in value.split(",") if a]
+    run_worker(args.config, arches=arches, publish=args.publish, burst=args.burst, name=args.name)
+    return 0
+
+
+def config_check(args: argparse.Namespace) -> int:
+    """Resolve every reference and test every connection, one line per item (see workers/config_check.py).
+
+    Returns 0 when every check passed and 1 when at least one failed; a config that cannot be loaded raises
+    :class:`~edgebot.errors.EdgebotError`, which the dispatcher turns into 2."""
+    from edgebot.config import load_config
+    from workers.config_check import run_checks
+    from workers.vault import build_resolver
+
+    path: str = args.config
+    config = load_config(path)
+    print(f"OK   config {path}: {len(config.services)} service(s), {len(config.registries)} registry alias(es)")
+    failures = 0
+    for line in run_checks(config, build_resolver(config)):
+        print(line, flush=True)
+        failures += not line.ok
+    print(f"{failures} problem(s)" if failures else "all checks passed")
+    return CHECK_FAILED if failures else CHECKS_PASSED
