@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgebot import approvals
+from edgebot.jobs import Step, enqueue_step, publish_args
 from edgebot.release import AWAITING_APPROVAL, PUBLISHING, REJECTED, Decision, Release
-from edgebot.rqjob import enqueue_in_transaction
 from edgebot.settings import Settings
 from edgebot.store import ReleaseNotFound, ReleaseStore
 
@@ -51,16 +51,14 @@ class ApprovalDesk:
     def approve(self, release_id: str, card_digest: str, user_id: str) -> ClickOutcome:
         release = self.store.get(release_id)
         member = self._membership(release, user_id)
-        refused: list[str | None] = [None]
-        reached: list[bool] = [False]
 
-        def mutate(r: Release) -> None:
-            reached[0] = False
-            refused[0] = approvals.refusal(r, user_id, card_digest, self.clock(), is_approver=member)
-            if refused[0] is not None:
-                r.event("approval_refused", by=user_id, reason=refused[0])
-                _expire_in_place(r, refused[0])
-                return
+        def mutate(r: Release) -> tuple[str | None, bool]:
+            """(why the click does not count, or None; whether it completed the quorum)"""
+            refused = approvals.refusal(r, user_id, card_digest, self.clock(), is_approver=member)
+            if refused is not None:
+                r.event("approval_refused", by=user_id, reason=refused)
+                _expire_in_place(r, refused)
+                return refused, False
             assert r.approval is not None
             r.approval.decisions.append(Decision(user_id=user_id, outcome="approved", at=self.clock(),
                                                  covers_digest=r.approval.covers_digest))
@@ -69,17 +67,21 @@ class ApprovalDesk:
                 r.approval.quorum_at = self.clock()
                 r.state = PUBLISHING
                 r.event("quorum", approvers=[d.user_id for d in r.approval.approvals()])
-                reached[0] = True
+                return None, True
+            return None, False
 
-        def then(r: Release, pipe: Any) -> None:
-            if reached[0]:
-                self._enqueue_publish(r, pipe)
+        def then(r: Release, decided: tuple[str | None, bool], pipe: Any) -> None:
+            if decided[1]:  # this round's publish, exactly once: in the MULTI of the click that completed the quorum
+                assert r.approval is not None
+                enqueue_step(self.store.redis, self.settings, Step.PUBLISH, r.release_id,
+                             *publish_args(r.approval.round), pipe=pipe)
 
         try:
             updated = self.store.update(release_id, mutate, then=then)
         except ReleaseNotFound:
             return ClickOutcome(None, approvals.UNKNOWN)
-        return ClickOutcome(updated, refused[0], quorum=reached[0])
+        refused, quorum = updated.decided
+        return ClickOutcome(updated.release, refused, quorum=quorum)
 
     def check_reject(self, release_id: str, card_digest: str, user_id: str) -> ClickOutcome:
         """Whether ``user_id`` may reject (the Reject button opens the modal only if so); writes nothing."""
@@ -91,31 +93,26 @@ class ApprovalDesk:
     def reject(self, release_id: str, card_digest: str, user_id: str, reason: str) -> ClickOutcome:
         release = self.store.get(release_id)
         member = self._membership(release, user_id)
-        refused: list[str | None] = [None]
 
-        def mutate(r: Release) -> None:
-            refused[0] = approvals.refusal(r, user_id, card_digest, self.clock(), is_approver=member,
-                                           approving=False)
-            if refused[0] is not None:
-                r.event("rejection_refused", by=user_id, reason=refused[0])
-                _expire_in_place(r, refused[0])
-                return
+        def mutate(r: Release) -> str | None:
+            refused = approvals.refusal(r, user_id, card_digest, self.clock(), is_approver=member, approving=False)
+            if refused is not None:
+                r.event("rejection_refused", by=user_id, reason=refused)
+                _expire_in_place(r, refused)
+                return refused
             assert r.approval is not None
             r.approval.decisions.append(Decision(user_id=user_id, outcome="rejected", at=self.clock(),
                                                  covers_digest=r.approval.covers_digest, reason=reason))
             r.state = REJECTED
             r.error = f"rejected by <@{user_id}>: {reason}. The images stay in the registry; nothing was published"
             r.event("rejected", by=user_id, reason=reason, covers=r.approval.covers_digest)
+            return None
 
         try:
             updated = self.store.update(release_id, mutate)
         except ReleaseNotFound:
             return ClickOutcome(None, approvals.UNKNOWN)
-        return ClickOutcome(updated, refused[0])
-
-    def _enqueue_publish(self, release: Release, pipe: Any) -> None:
-        enqueue_in_transaction(self.store.redis, pipe, self.settings, "publish_release", release.release_id,
-                               "publish-release", description=f"publish {release.release_id} (approved)", retry=True)
+        return ClickOutcome(updated.release, updated.decided)
 
 
 def _expire_in_place(release: Release, refused: str) -> None:

@@ -16,8 +16,8 @@ from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 
+from edgebot.jobs import SERIALIZER, Step, publish_args
 from edgebot.release import CANCELLED, PENDING, RUNNING, SKIPPED, Release
-from edgebot.rqjob import SERIALIZER, job_id
 from edgebot.steps import StepLedger
 from edgebot.store import ReleaseStore
 
@@ -33,18 +33,20 @@ class CancelOutcome:
 
 
 def release_job_ids(release: Release) -> list[str]:
-    steps = ["prepare", *(f"build-arch-{arch}" for arch in release.arches), "sign-release", "publish-release"]
-    return [job_id(release.release_id, step) for step in steps]
+    """The jobs of every step up to publish (the rollout's jobs end themselves once the release is final)."""
+    rid = release.release_id
+    rounds = release.approval.round if release.approval is not None else 1
+    return [Step.PREPARE.job_id(rid), *(Step.BUILD.job_id(rid, arch) for arch in release.arches),
+            Step.SIGN.job_id(rid), *(Step.PUBLISH.job_id(rid, *publish_args(n)) for n in range(1, rounds + 1))]
 
 
 def cancel_release(store: ReleaseStore, release_id: str, user_id: str) -> CancelOutcome | None:
     """None if there is no such release; ``cancelled=False`` (and the release) if it had already ended."""
-    ended_before: list[bool] = []
 
-    def mutate(r: Release) -> None:
-        ended_before.append(r.is_final)
+    def mutate(r: Release) -> bool:
+        """Whether the release had already ended (nothing changes then)."""
         if r.is_final:
-            return
+            return True
         r.state = CANCELLED
         r.error = f"cancelled by <@{user_id}>"
         r.event("cancelled", by=user_id)
@@ -53,12 +55,14 @@ def cancel_release(store: ReleaseStore, release_id: str, user_id: str) -> Cancel
             if step.status in (RUNNING, PENDING):
                 step.status, step.note = SKIPPED, "cancelled"
                 step.ended_at = now if step.started_at else None
+        return False
 
     release = store.get(release_id)
     if release is None:
         return None
-    release = store.update(release_id, mutate)
-    if ended_before[-1]:
+    updated = store.update(release_id, mutate)
+    release = updated.release
+    if updated.decided:
         return CancelOutcome(release, cancelled=False)
     removed = stopped = 0
     attempts = [e.job_id for e in StepLedger(store.redis, store.settings).entries(release_id).values()]

@@ -19,9 +19,9 @@ from bot.grammar import PublishCommand
 from edgebot.config import Config
 from edgebot.errors import UsageError
 from edgebot.ids import new_release_id
+from edgebot.jobs import Step, enqueue_step
 from edgebot.messages import PUBLISH_USAGE
 from edgebot.release import Release
-from edgebot.rqjob import enqueue_in_transaction
 from edgebot.store import PublishLocked, ReleaseStore
 
 
@@ -144,8 +144,7 @@ def accept_publish(
             return Accepted(existing, duplicate_of=holder)
 
     def enqueue_first_job(pipe: redis.client.Pipeline) -> None:
-        enqueue_in_transaction(store.redis, pipe, config.settings, "prepare_release", release.release_id, "prepare",
-                               description=f"prepare {release.release_id}")
+        enqueue_step(store.redis, config.settings, Step.PREPARE, release.release_id, pipe=pipe)
 
     try:
         store.create(release, then=enqueue_first_job)

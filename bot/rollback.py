@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
-from rq import Queue
 from rq.exceptions import DuplicateJobError
 
 from bot.access import AccessCheck
@@ -25,9 +23,9 @@ from edgebot import approvals
 from edgebot.approvals import ApprovalPolicy
 from edgebot.config import Config
 from edgebot.errors import UsageError
+from edgebot.jobs import Step, enqueue_step
 from edgebot.messages import ROLLBACK_USAGE
 from edgebot.release import ROLLED_BACK, Approval, Decision, Release
-from edgebot.rqjob import JOBS_MODULE, PUBLISH_QUEUE, SERIALIZER, EdgebotJob, enqueue_in_transaction, job_id
 from edgebot.store import ReleaseNotFound, ReleaseStore
 
 HISTORY_DEPTH = 25
@@ -74,11 +72,8 @@ def request_rollback(service_name: str, user_id: str, *, config: Config, store: 
     policy = config.approval_policy(org=release.org, service=release.service, registry=release.registry)
     if policy.needed:
         return request_approval(store, config, release.release_id, user_id, policy)
-    queue = Queue(PUBLISH_QUEUE, connection=store.redis, job_class=EdgebotJob, serializer=SERIALIZER)
-    try:
-        queue.enqueue_call(f"{JOBS_MODULE}.rollback_release", args=(release.release_id, user_id),
-                           job_id=job_id(release.release_id, "rollback"), timeout=config.settings.job_timeout,
-                           result_ttl=config.settings.job_result_ttl, unique=True)
+    try:  # no record write decides this one: the job id's uniqueness makes a second /edge rollback a no-op
+        enqueue_step(store.redis, config.settings, Step.ROLLBACK, release.release_id, user_id, unique=True)
     except DuplicateJobError:
         return RollbackOutcome(release, queued=False)
     return RollbackOutcome(release, queued=True)
@@ -88,28 +83,26 @@ def request_approval(store: ReleaseStore, config: Config, release_id: str, user_
                      policy: ApprovalPolicy) -> RollbackOutcome:
     """Record a rollback request (unless one is open) and schedule its expiry; the caller posts the card."""
     now = time.time()
-    opened: list[bool] = []
 
-    def ask(r: Release) -> None:
-        opened.clear()
+    def ask(r: Release) -> bool:
         current = r.rollback_request
         if current is not None and current.status == "open" and now < current.expires_at:
-            return  # asked twice: the open request stands
+            return False  # asked twice: the open request stands
         covered = approvals.rollback_covers(r)
         r.rollback_request = Approval(
             required=policy.required, approvers=list(policy.approvers), allow_requester=policy.allow_requester,
             requested_at=now, expires_at=now + policy.timeout_seconds, covers=covered,
             covers_digest=approvals.covers_digest(covered), kind="rollback", requested_by=user_id)
         r.event("rollback_requested", by=user_id, required=policy.required, covers=r.rollback_request.covers_digest)
-        opened.append(True)
+        return True
 
-    release = store.update(release_id, ask)
-    if opened:
-        queue = Queue(PUBLISH_QUEUE, connection=store.redis, job_class=EdgebotJob, serializer=SERIALIZER)
-        queue.enqueue_in(timedelta(seconds=policy.timeout_seconds), f"{JOBS_MODULE}.expire_rollback_request",
-                         args=(release_id,), job_id=job_id(release_id, f"expire-rollback-{int(now)}"),
-                         result_ttl=config.settings.job_result_ttl, job_timeout=60)
-    return RollbackOutcome(release, queued=bool(opened), needs_approval=True)
+    def schedule_expiry(r: Release, opened: bool, pipe: Any) -> None:
+        if opened:
+            enqueue_step(store.redis, config.settings, Step.EXPIRE_ROLLBACK, release_id, pipe=pipe,
+                         delay=policy.timeout_seconds, tag=str(int(now)))
+
+    updated = store.update(release_id, ask, then=schedule_expiry)
+    return RollbackOutcome(updated.release, queued=updated.decided, needs_approval=True)
 
 
 class RollbackDesk:
@@ -125,16 +118,13 @@ class RollbackDesk:
     def approve(self, release_id: str, card_digest: str, user_id: str) -> ClickOutcome:
         store, clock = self.desk.store, self.desk.clock
         member = self._member(store.get(release_id), user_id)
-        refused: list[str | None] = [None]
-        reached: list[bool] = [False]
 
-        def mutate(r: Release) -> None:
-            reached[0] = False
-            refused[0] = approvals.rollback_refusal(r, user_id, card_digest, clock(), is_approver=member)
-            if refused[0] is not None:
-                r.event("rollback_approval_refused", by=user_id, reason=refused[0])
-                _close_if_expired(r, refused[0])
-                return
+        def mutate(r: Release) -> tuple[str | None, bool]:
+            refused = approvals.rollback_refusal(r, user_id, card_digest, clock(), is_approver=member)
+            if refused is not None:
+                r.event("rollback_approval_refused", by=user_id, reason=refused)
+                _close_if_expired(r, refused)
+                return refused, False
             request = r.rollback_request
             assert request is not None
             request.decisions.append(Decision(user_id=user_id, outcome="approved", at=clock(),
@@ -142,20 +132,21 @@ class RollbackDesk:
             r.event("rollback_approved", by=user_id, covers=request.covers_digest)
             if len(request.approvals()) >= request.required:
                 request.quorum_at, request.status = clock(), "approved"
-                reached[0] = True
+                return None, True
+            return None, False
 
-        def then(r: Release, pipe: Any) -> None:
-            if reached[0]:
+        def then(r: Release, decided: tuple[str | None, bool], pipe: Any) -> None:
+            if decided[1]:
                 assert r.rollback_request is not None
-                enqueue_in_transaction(store.redis, pipe, self.desk.settings, "rollback_release", r.release_id,
-                                       "rollback", description=f"rollback {r.release_id} (approved)",
-                                       extra_args=(r.rollback_request.requested_by,))
+                enqueue_step(store.redis, self.desk.settings, Step.ROLLBACK, r.release_id,
+                             r.rollback_request.requested_by, pipe=pipe)
 
         try:
             updated = store.update(release_id, mutate, then=then)
         except ReleaseNotFound:
             return ClickOutcome(None, approvals.UNKNOWN)
-        return ClickOutcome(updated, refused[0], quorum=reached[0])
+        refused, quorum = updated.decided
+        return ClickOutcome(updated.release, refused, quorum=quorum)
 
     def check_reject(self, release_id: str, card_digest: str, user_id: str) -> ClickOutcome:
         release = self.desk.store.get(release_id)
@@ -166,27 +157,27 @@ class RollbackDesk:
     def reject(self, release_id: str, card_digest: str, user_id: str, reason: str) -> ClickOutcome:
         store, clock = self.desk.store, self.desk.clock
         member = self._member(store.get(release_id), user_id)
-        refused: list[str | None] = [None]
 
-        def mutate(r: Release) -> None:
-            refused[0] = approvals.rollback_refusal(r, user_id, card_digest, clock(), is_approver=member,
-                                                    approving=False)
-            if refused[0] is not None:
-                r.event("rollback_rejection_refused", by=user_id, reason=refused[0])
-                _close_if_expired(r, refused[0])
-                return
+        def mutate(r: Release) -> str | None:
+            refused = approvals.rollback_refusal(r, user_id, card_digest, clock(), is_approver=member,
+                                                 approving=False)
+            if refused is not None:
+                r.event("rollback_rejection_refused", by=user_id, reason=refused)
+                _close_if_expired(r, refused)
+                return refused
             request = r.rollback_request
             assert request is not None
             request.decisions.append(Decision(user_id=user_id, outcome="rejected", at=clock(),
                                               covers_digest=request.covers_digest, reason=reason))
             request.status = "rejected"
             r.event("rollback_rejected", by=user_id, reason=reason)
+            return None
 
         try:
             updated = store.update(release_id, mutate)
         except ReleaseNotFound:
             return ClickOutcome(None, approvals.UNKNOWN)
-        return ClickOutcome(updated, refused[0])
+        return ClickOutcome(updated.release, updated.decided)
 
 
 def _close_if_expired(release: Release, refused: str) -> None:

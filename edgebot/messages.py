@@ -544,8 +544,10 @@ def rollback_ack(release: Release, queued: bool) -> Message:
 # -- locks and crash recovery ------------------------------------------------------------------------------------
 
 def _step_label(step: str) -> str:
-    """``build-amd64`` → ``build (amd64)``; other step names as they are."""
+    """``build-amd64`` → ``build (amd64)``, ``publish-round-2`` → ``publish (round 2)``; others as they are."""
     stage, _, arch = step.partition("-")
+    if arch.startswith("round-"):
+        return f"{stage} (round {arch.removeprefix('round-')})"
     return f"{stage} ({arch})" if arch else stage
 
 

@@ -57,6 +57,18 @@ class StepState(_Timed):
     ended_at: float | None = None
     note: str = ""
 
+    def mark(self, status: str, note: str | None = None) -> None:
+        """Move to ``status``: the start time is set when it first runs, the end time when it settles."""
+        now = time.time()
+        if status == RUNNING and self.started_at is None:
+            self.started_at = now
+        if status in (DONE, FAILED_STEP, SKIPPED):
+            self.started_at = self.started_at or now
+            self.ended_at = now
+        self.status = status
+        if note is not None:
+            self.note = note
+
 
 @dataclass
 class ArchResult:

@@ -23,6 +23,11 @@ class Settings:
     job_timeout: int = 1800
     """Seconds one RQ job (a build, say) may run before RQ kills it."""
     job_result_ttl: int = 3600
+    short_job_timeout: int = 60
+    """Seconds a bookkeeping job (an approval or rollback request's expiry) may run."""
+    scheduler_early_tolerance: float = 1.0
+    """Seconds early a delayed job may run: RQ's scheduler enqueues it when its second is due, possibly a fraction
+    before the exact time (an expiry that finds itself early re-schedules itself)."""
     worker_ttl: int = 60
     """RQ worker heartbeat TTL: a worker silent this long counts as dead."""
     maintenance_interval: int = 60

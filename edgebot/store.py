@@ -18,18 +18,28 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import redis
 
 from edgebot import metrics
+from edgebot.errors import ReleaseEnded
 from edgebot.release import FINAL_STATES, Release
 from edgebot.settings import Settings
 
 if TYPE_CHECKING:
     from edgebot.lease import Lease
 
-Mutation = Callable[[Release], None]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Updated(Generic[T]):
+    """What :meth:`ReleaseStore.update` wrote, and what the mutation decided (its return value)."""
+
+    release: Release
+    decided: T
 
 
 class ReleaseNotFound(KeyError):
@@ -143,15 +153,17 @@ class ReleaseStore:
         return [r for r in found if r is not None]
 
     # -- update -------------------------------------------------------------------------------------------------
-    def update(self, release_id: str, mutate: Mutation, *, fence: Lease | None = None,
-               then: Callable[[Release, Any], None] | None = None) -> Release:
+    def update(self, release_id: str, mutate: Callable[[Release], T], *, fence: Lease | None = None,
+               active: bool = False, then: Callable[[Release, T, Any], None] | None = None) -> Updated[T]:
         """Atomically apply ``mutate`` to the stored record (optimistic WATCH/MULTI, retried on conflict).
 
-        ``mutate`` may raise to abort without writing. It can run more than once under contention, so it must only
-        change the record it is given. With ``fence``, the write happens only while that lease is still held (its key
-        is watched and compared in the same transaction); otherwise LeaseLost is raised and nothing is written.
-        ``then(release, pipeline)`` may add commands (an RQ enqueue) to the same MULTI, so they happen exactly when
-        this write does.
+        ``mutate`` returns what it decided (``Updated.decided``; None for a plain change) and may raise to abort
+        without writing. It can run more than once under contention, so it must only change the record it is given.
+        ``active``: raise :class:`ReleaseEnded` (writing nothing) when the release has already ended. With ``fence``,
+        the write happens only while that lease is still held (its key is watched and compared in the same
+        transaction); otherwise LeaseLost is raised and nothing is written. ``then(release, decided, pipeline)`` may
+        add commands (an RQ enqueue, see edgebot.jobs.enqueue_step) to the same MULTI, so they happen exactly when
+        this write does: the outbox.
 
         The release's publish lock is refreshed by every update of an active release and deleted in the same MULTI
         as the update that makes the release final.
@@ -168,14 +180,15 @@ class ReleaseStore:
                         raise ReleaseNotFound(release_id)
                     release = Release.from_dict(json.loads(raw))  # type: ignore[arg-type]
                     was_final = release.is_final
+                    if active and was_final:
+                        raise ReleaseEnded(f"release {release_id} is {release.state}")
                     lock_key = self.publish_lock_key(release.org, release.service)
                     pipe.watch(lock_key)
                     lock_holder = pipe.get(lock_key)
                     holds_lock = (lock_holder.decode() if isinstance(lock_holder, bytes) else lock_holder) == release_id
-                    mutate(release)
+                    decided = mutate(release)
                     release.updated_at = time.time()
                     pipe.multi()
-                    pipe.set(key, _dumps(release))
                     if release.is_final and not was_final:
                         release.ended_at = release.ended_at or release.updated_at
                         pipe.set(key, _dumps(release))
@@ -184,12 +197,14 @@ class ReleaseStore:
                         metrics.record_final(pipe, release, self.prefix)  # outcome counter, stage durations
                         if holds_lock:
                             pipe.delete(lock_key)
-                    elif holds_lock and not release.is_final:
-                        pipe.expire(lock_key, max(1, self.settings.publish_lock_ttl))
+                    else:
+                        pipe.set(key, _dumps(release), keepttl=True)
+                        if holds_lock and not release.is_final:
+                            pipe.expire(lock_key, max(1, self.settings.publish_lock_ttl))
                     if then is not None:
-                        then(release, pipe)
+                        then(release, decided, pipe)
                     pipe.execute()
-                    return release
+                    return Updated(release, decided)
                 except redis.WatchError:
                     continue
 
@@ -198,4 +213,4 @@ def _dumps(release: Release) -> str:
     return json.dumps(release.to_dict(), separators=(",", ":"), sort_keys=True)
 
 
-__all__ = ["FINAL_STATES", "PublishLocked", "ReleaseNotFound", "ReleaseStore"]
+__all__ = ["FINAL_STATES", "PublishLocked", "ReleaseNotFound", "ReleaseStore", "Updated"]

@@ -138,7 +138,7 @@ class ThreadReporter:
             def keep(r: Release) -> None:
                 r.message_ts = r.message_ts or ts
 
-            return self.store.update(release_id, keep).message_ts
+            return self.store.update(release_id, keep).release.message_ts
 
     def refresh_root(self, release_id: str) -> None:
         self._submit(("root", release_id), lambda: self._refresh_root(release_id))
@@ -198,7 +198,7 @@ class ThreadReporter:
                     def keep(r: Release) -> None:
                         r.summary_ts = r.summary_ts or posted
 
-                    release = self.store.update(release_id, keep)
+                    release = self.store.update(release_id, keep).release
             if release.message_ts:
                 self._update(release, release.message_ts, messages.root_message(release))
 

@@ -46,7 +46,7 @@ def test_final_state_leaves_active_set_and_expires(redis_conn: redis.Redis) -> N
         r.state = FAILED
 
     store.create(_release())
-    released = store.update("r-000001", finish)
+    released = store.update("r-000001", finish).release
     assert released.ended_at is not None
     assert store.active_in_channel("T1", "C1") == []
     assert 0 < redis_conn.ttl(store.key("r-000001")) <= 1000

@@ -1,7 +1,8 @@
 """`edgebot config check`: resolve every reference and test every connection, one line per item.
 
 A user runs it first on a new install. Each line is ``OK`` or ``FAIL`` with the exact reason; a secret's value is
-never printed, only its reference. The exit status is the number of failures (capped), 0 when all is well.
+never printed, only its reference. Exit status of `edgebot config check`: 0 all checks passed, 1 some failed, 2 a
+usage error or a config that cannot be loaded.
 """
 
 from __future__ import annotations

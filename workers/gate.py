@@ -1,10 +1,11 @@
 """The approval gate between sign and publish (the worker's side; the bot counts the clicks, see bot/approve.py).
 
-- :func:`request` runs when every arch is signed: if the release's approval policy needs approvals, it records what
-  the approval covers (deployment hashes, digests, fingerprints, target policies), what publishing will do in the
-  Exchange, posts the card in the thread and schedules the expiry; otherwise it enqueues publish at once.
+- :func:`request` runs when every arch is signed and the release's approval policy needs approvals: it records what
+  the approval covers (deployment hashes, digests, fingerprints, target policies) and what publishing will do in the
+  Exchange, schedules the expiry in the same MULTI, and posts the card in the thread.
 - :func:`recheck` runs first thing in publish: the quorum must be there and cover exactly what the record now holds;
-  if anything differs, nothing is published and a new round of approval is asked for.
+  if anything differs, nothing is published and the next round of approval is asked for, in one write (the note,
+  the new round, its expiry). That round's quorum enqueues that round's publish (bot/approve.py).
 - :func:`expire` is the scheduled job that ends a request nobody answered in time (no incoming request needed; any
   worker running the RQ scheduler runs it).
 """
@@ -13,33 +14,27 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
-
-from rq import Queue
+from typing import Any
 
 from edgebot import approval_messages, approvals
-from edgebot.errors import ReleaseEnded, StepFailed
+from edgebot.errors import StepFailed
+from edgebot.jobs import Step, enqueue_step
 from edgebot.release import AWAITING_APPROVAL, Approval, Release
-from edgebot.rqjob import JOBS_MODULE, PUBLISH_QUEUE, SERIALIZER, EdgebotJob, job_id
 from workers.context import WorkerContext
+from workers.exchange import service_id
+from workers.rollout import stages_of
 
 log = logging.getLogger(__name__)
-EARLY_TOLERANCE = 1.0
-"""Seconds: RQ's scheduler enqueues a delayed job when its second is due, possibly a fraction early."""
 
 
 def targets(ctx: WorkerContext, release: Release) -> list[str]:
     """The deployment policies and patterns the release will move (``policy:name``), from the catalog or --policy."""
-    from workers.rollout_watch import stages_of
-
     service = ctx.config.services[release.service]
     return [f"{t.kind}:{t.name}" for stage in stages_of(service, release) for t in stage.targets]
 
 
 def exchange_changes(ctx: WorkerContext, release: Release) -> dict[str, str]:
     """Per arch, what publishing will do in the Exchange. Refuses early what publish would refuse anyway."""
-    from workers.exchange import service_id
-
     changes: dict[str, str] = {}
     client = ctx.exchange(release.org)
     try:
@@ -62,21 +57,25 @@ def exchange_changes(ctx: WorkerContext, release: Release) -> dict[str, str]:
     return changes
 
 
-def request(ctx: WorkerContext, release_id: str) -> bool:
-    """Ask for approval if the policy needs it (True), else leave the release to be published now (False)."""
+def request(ctx: WorkerContext, release_id: str, *, invalidated: str = "") -> None:
+    """Ask for approval under the release's policy: record the request (a new round when one existed), schedule its
+    expiry in the same MULTI, post the card. Asked again with the same coverage (a re-run sign), it changes nothing.
+
+    ``invalidated``: the digest of the approval that publish found outdated (noted in the same write).
+    """
     release = ctx.store.require(release_id)
     policy = ctx.config.approval_policy(org=release.org, service=release.service, registry=release.registry)
-    if release.dry_run or not policy.needed:
-        return False
     changes = exchange_changes(ctx, release)
     covered = approvals.covers(release, targets(ctx, release))
+    digest = approvals.covers_digest(covered)
     now = time.time()
 
-    def ask(r: Release) -> None:
-        if r.is_final:
-            raise ReleaseEnded(f"release {release_id} is {r.state}")
-        if r.approval is not None and r.approval.covers_digest == approvals.covers_digest(covered):
-            return  # a retried sign step: the request (and its card) already exist
+    def ask(r: Release) -> Approval | None:
+        if r.approval is not None and r.approval.covers_digest == digest:
+            return None  # a retried sign step: the request (and its expiry) already exist
+        if invalidated:
+            r.notes.append(approval_messages.asked_again(r))
+            r.event("approval_invalidated", covers=invalidated, now=digest)
         round_ = 1
         superseded: list[str] = []
         if r.approval is not None:
@@ -85,39 +84,33 @@ def request(ctx: WorkerContext, release_id: str) -> bool:
             superseded = [*r.approval.superseded_cards, *([r.approval.card_ts] if r.approval.card_ts else [])]
         r.approval = Approval(required=policy.required, approvers=list(policy.approvers),
                               allow_requester=policy.allow_requester, requested_at=now,
-                              expires_at=now + policy.timeout_seconds, covers=covered,
-                              covers_digest=approvals.covers_digest(covered), exchange_changes=changes,
-                              round=round_, superseded_cards=superseded)
+                              expires_at=now + policy.timeout_seconds, covers=covered, covers_digest=digest,
+                              exchange_changes=changes, round=round_, superseded_cards=superseded)
         r.state = AWAITING_APPROVAL
         r.event("approval_requested", round=round_, required=policy.required, approvers=list(policy.approvers),
-                covers=r.approval.covers_digest, expires_at=r.approval.expires_at)
+                covers=digest, expires_at=r.approval.expires_at)
+        return r.approval
 
-    release = ctx.store.update(release_id, ask)
-    assert release.approval is not None
+    def schedule(r: Release, asked: Approval | None, pipe: Any) -> None:
+        if asked is not None:
+            schedule_expiry(ctx, release_id, asked, pipe=pipe)
+
+    ctx.store.update(release_id, ask, active=True, then=schedule)
     ctx.reporter.refresh_root(release_id)
     ctx.reporter.approval_card(release_id)
-    schedule_expiry(ctx, release_id, release.approval)
-    return True
 
 
-def schedule_expiry(ctx: WorkerContext, release_id: str, approval: Approval, attempt: int = 0) -> None:
+def schedule_expiry(ctx: WorkerContext, release_id: str, approval: Approval, *, attempt: int = 0,
+                    pipe: Any = None) -> None:
     """One delayed job per round (and per re-check), run by whichever worker runs the RQ scheduler."""
-    queue = Queue(PUBLISH_QUEUE, connection=ctx.redis, job_class=EdgebotJob, serializer=SERIALIZER)
-    delay = max(0.0, approval.expires_at - time.time())
-    queue.enqueue_in(
-        timedelta(seconds=delay),
-        f"{JOBS_MODULE}.expire_approval",
-        args=(release_id,),
-        job_id=job_id(release_id, f"expire-approval-{approval.round}-{attempt}"),
-        result_ttl=ctx.config.settings.job_result_ttl,
-        job_timeout=60,
-    )
+    enqueue_step(ctx.redis, ctx.config.settings, Step.EXPIRE_APPROVAL, release_id, pipe=pipe,
+                 delay=approval.expires_at - time.time(), tag=f"{approval.round}-{attempt}")
 
 
 def recheck(ctx: WorkerContext, release: Release) -> bool:
     """Before publishing: True when the quorum covers exactly what the record holds now.
 
-    False when something changed since the approval: a new round was asked for and nothing may be published.
+    False when something changed since the approval: the next round was asked for and nothing may be published.
     """
     policy = ctx.config.approval_policy(org=release.org, service=release.service, registry=release.registry)
     if release.dry_run or (not policy.needed and release.approval is None):
@@ -130,13 +123,7 @@ def recheck(ctx: WorkerContext, release: Release) -> bool:
     if approvals.covers_digest(now_covered) == approval.covers_digest:
         return True
     log.warning("release %s changed since it was approved; asking again", release.release_id)
-
-    def note(r: Release) -> None:
-        r.notes.append(approval_messages.asked_again(r))
-        r.event("approval_invalidated", covers=approval.covers_digest, now=approvals.covers_digest(now_covered))
-
-    ctx.store.update(release.release_id, note)
-    request(ctx, release.release_id)
+    request(ctx, release.release_id, invalidated=approval.covers_digest)
     return False
 
 
@@ -145,40 +132,36 @@ def expire(ctx: WorkerContext, release_id: str) -> None:
     release = ctx.store.get(release_id)
     if release is None or release.is_final or release.state != AWAITING_APPROVAL or release.approval is None:
         return
-    if time.time() < release.approval.expires_at - EARLY_TOLERANCE:  # the scheduler ran it a little early
+    early = ctx.config.settings.scheduler_early_tolerance
+    if time.time() < release.approval.expires_at - early:  # the scheduler ran it a little early
         schedule_expiry(ctx, release_id, release.approval, attempt=int(time.time()))
         return
-    ended: list[bool] = []
 
-    def mutate(r: Release) -> None:
-        ended.clear()
+    def mutate(r: Release) -> bool:
         if (r.is_final or r.state != AWAITING_APPROVAL or r.approval is None
-                or time.time() < r.approval.expires_at - EARLY_TOLERANCE):
-            return
+                or time.time() < r.approval.expires_at - early):
+            return False
         approvals.mark_expired(r)
-        ended.append(True)
+        return True
 
-    ctx.store.update(release_id, mutate)
-    if ended:
+    if ctx.store.update(release_id, mutate).decided:
         ctx.reporter.approval_card(release_id)
         ctx.reporter.summary(release_id)
 
 
 def expire_rollback(ctx: WorkerContext, release_id: str) -> None:
     """Close a rollback request nobody approved in time (scheduled by the bot when it recorded the request)."""
-    closed: list[bool] = []
+    early = ctx.config.settings.scheduler_early_tolerance
 
-    def mutate(r: Release) -> None:
-        closed.clear()
+    def mutate(r: Release) -> bool:
         request = r.rollback_request
-        if request is None or request.status != "open" or time.time() < request.expires_at - EARLY_TOLERANCE:
-            return
+        if request is None or request.status != "open" or time.time() < request.expires_at - early:
+            return False
         request.status = "expired"
         r.event("rollback_request_expired", approvals=len(request.approvals()), required=request.required)
-        closed.append(True)
+        return True
 
     if ctx.store.get(release_id) is None:
         return
-    ctx.store.update(release_id, mutate)
-    if closed:
+    if ctx.store.update(release_id, mutate).decided:
         ctx.reporter.rollback_card(release_id)

@@ -1,4 +1,4 @@
-"""RQ entry points: the only functions a worker will run (see edgebot.rqjob.ALLOWED_FUNCTIONS).
+"""RQ entry points: the only functions a worker will run, one per step of edgebot.jobs.Step.
 
 Arguments are ids only. Each wrapper claims its step in the step ledger (edgebot.steps), which grants the step's
 lease (edgebot.lease) atomically; a keeper thread renews the lease while the step runs, and every record write and
@@ -23,7 +23,7 @@ from edgebot.errors import LeaseLost, ReleaseEnded, StepFailed
 from edgebot.lease import LeaseKeeper
 from edgebot.release import Release
 from edgebot.steps import StepLedger
-from workers import context, pipeline, rollout_watch
+from workers import context, gate, pipeline, progress, rollout_watch
 
 log = logging.getLogger(__name__)
 
@@ -40,21 +40,24 @@ def sign_release(release_id: str) -> None:
     _run("sign", pipeline.sign, release_id)
 
 
-def publish_release(release_id: str) -> None:
-    _run("publish", pipeline.publish, release_id)
+def publish_release(release_id: str, round_: str = "1") -> None:
+    """Each approval round's publish is a step of its own (``publish``, ``publish-round-2`` …): a round that found the
+    release changed ends, and the next round's quorum enqueues the next round's publish."""
+    number = int(round_)
+    _run(_publish_step(number), lambda ctx, rid: pipeline.publish(ctx, rid, number), release_id)
+
+
+def _publish_step(round_: int) -> str:
+    return "publish" if round_ <= 1 else f"publish-round-{round_}"
 
 
 def expire_approval(release_id: str) -> None:
     """Scheduled when an approval is requested: ends the release if nobody approved it in time."""
-    from workers import gate
-
     _run("expire", gate.expire, release_id, per_job=True)
 
 
 def expire_rollback_request(release_id: str) -> None:
     """Scheduled by the bot with a rollback request that needs approval: closes it if nobody approved in time."""
-    from workers import gate
-
     _run("expire-rollback", gate.expire_rollback, release_id, per_job=True, fail=_keep_release)
 
 
@@ -81,7 +84,7 @@ def _keep_release(ctx: context.WorkerContext, release_id: str, message: str, det
 
 
 def _run(name: str, step: Callable[[context.WorkerContext, str], None], release_id: str, *,
-         fail: Fail = pipeline.fail, per_job: bool = False) -> None:
+         fail: Fail = progress.fail, per_job: bool = False) -> None:
     """Claim step ``name`` of the release and run it under its lease. ``per_job``: every job of this kind is a step
     of its own (an expiry per approval round, a rollback each time one is asked), named after the job id."""
     ctx = context.current()

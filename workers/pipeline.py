@@ -1,8 +1,9 @@
 """The publish pipeline: prepare (source + definition checks) → build/push per arch → sign → publish.
 
 Each step reads the release record, does its work, writes its output to the record *once* (a retry reuses what an
-earlier attempt stored: commit SHA, digest, deployment string, signature), reports to the thread, and enqueues the
-next step with a deterministic job id so a step can never be queued twice.
+earlier attempt stored: commit SHA, digest, deployment string, signature) and reports to the thread. The write that
+decides to move on enqueues the next step in the same MULTI (``then=``): a step killed at any point has either not
+moved on, and is resumed to decide again, or has moved on, and its resumed attempt finds that in the record.
 """
 
 from __future__ import annotations
@@ -11,21 +12,19 @@ import base64
 import logging
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rq import Queue, Worker
-from rq.exceptions import DuplicateJobError
 
 from edgebot.config import RegistryConfig
 from edgebot.errors import ReleaseEnded, StepFailed
 from edgebot.ids import docker_image_base, image_repository
+from edgebot.jobs import SERIALIZER, Step, build_queue, enqueue_step
 from edgebot.release import (
     BUILDING,
     DONE,
-    FAILED,
-    FAILED_STEP,
+    PENDING,
     PUBLISHING,
     QUEUED,
     ROLLING_OUT,
@@ -34,12 +33,16 @@ from edgebot.release import (
     STAGES,
     SUCCEEDED,
     Release,
-    StepState,
 )
-from edgebot.rqjob import JOBS_MODULE, PUBLISH_QUEUE, SERIALIZER, EdgebotJob, build_queue, job_id, retry_policy
-from workers import failures
+from workers import failures, gate
 from workers.context import WorkerContext
 from workers.definition import ServiceDefinition, deployment_string, pin_images, read_definition
+from workers.exchange import publish_service, service_id
+from workers.images import build_image, credentials_refused, push_image
+from workers.progress import set_stage
+from workers.registries import before_push, node_token_notes
+from workers.signing import fingerprint, public_key_fingerprint, sign_deployment, verify_deployment
+from workers.source import checkout, read_file_at, resolve_ref
 
 if TYPE_CHECKING:
     import docker
@@ -47,77 +50,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-# -- record helpers ----------------------------------------------------------------------------------------------
+def _enqueue(ctx: WorkerContext, step: Step, release_id: str, *args: str) -> Any:
+    """A ``then`` for :func:`set_stage`: enqueue ``step`` in the same MULTI when the write decided to move on."""
 
-def _mark(step: StepState, status: str, note: str | None = None) -> None:
-    now = time.time()
-    if status == RUNNING and step.started_at is None:
-        step.started_at = now
-    if status in (DONE, FAILED_STEP, SKIPPED):
-        step.started_at = step.started_at or now
-        step.ended_at = now
-    step.status = status
-    if note is not None:
-        step.note = note
+    def then(release: Release, move_on: bool | None, pipe: Any) -> None:
+        if move_on:
+            enqueue_step(ctx.redis, ctx.config.settings, step, release_id, *args, pipe=pipe)
 
-
-def set_stage(ctx: WorkerContext, release_id: str, stage: str, status: str, *, arch: str = "",
-              note: str | None = None, extra: Callable[[Release], None] | None = None) -> Release:
-    def mutate(r: Release) -> None:
-        if r.is_final:  # cancelled (or failed by another arch) while this step ran: stop, write nothing more
-            raise ReleaseEnded(f"release {release_id} is {r.state}")
-        _mark(r.arch_step(stage, arch) if arch else r.stage(stage), status, note)
-        if extra is not None:
-            extra(r)
-
-    release = ctx.store.update(release_id, mutate, fence=ctx.lease)
-    ctx.reporter.stage(release_id, stage)
-    return release
-
-
-def fail(ctx: WorkerContext, release_id: str, message: str, detail: list[str] | None = None) -> None:
-    """End the release as failed: the running stage (and arch) marked failed, the summary posted once."""
-    failed_stages: list[str] = []
-
-    def mutate(r: Release) -> None:
-        if r.is_final:
-            return
-        r.state = FAILED
-        r.error = message
-        r.error_detail = list(detail or [])
-        r.event("failed", error=message)
-        for name, step in r.stages.items():
-            if step.status == RUNNING:
-                _mark(step, FAILED_STEP)
-                failed_stages.append(name)
-        for name, per_arch in r.arch_steps.items():
-            for step in per_arch.values():
-                if step.status == RUNNING:
-                    _mark(step, FAILED_STEP)
-                    if name not in failed_stages:
-                        failed_stages.append(name)
-
-    ctx.store.update(release_id, mutate, fence=ctx.lease)
-    for stage in failed_stages:
-        ctx.reporter.stage(release_id, stage)
-    ctx.reporter.summary(release_id)
-
-
-def enqueue(ctx: WorkerContext, queue_name: str, function: str, release_id: str, *args: str) -> None:
-    queue = Queue(queue_name, connection=ctx.redis, job_class=EdgebotJob, serializer=SERIALIZER)
-    step = function if not args else f"{function}-{args[0]}"
-    try:
-        queue.enqueue_call(
-            f"{JOBS_MODULE}.{function}",
-            args=(release_id, *args),
-            job_id=job_id(release_id, step.replace("_", "-")),
-            timeout=ctx.config.settings.job_timeout,
-            result_ttl=ctx.config.settings.job_result_ttl,
-            retry=retry_policy(ctx.config.settings),
-            unique=True,
-        )
-    except DuplicateJobError:
-        log.info("release %s: %s already queued", release_id, step)
+    return then
 
 
 def live_build_workers(ctx: WorkerContext, arch: str) -> int:
@@ -135,7 +75,7 @@ def live_build_workers(ctx: WorkerContext, arch: str) -> int:
 
 def prepare(ctx: WorkerContext, release_id: str) -> None:
     release = ctx.store.require(release_id)
-    if release.is_final:
+    if release.is_final or release.stage("source").status == DONE:  # resumed after it moved on: nothing left
         return
     ctx.reporter.ensure_root(release_id)
     service = ctx.config.services[release.service]
@@ -153,8 +93,6 @@ def prepare(ctx: WorkerContext, release_id: str) -> None:
     ctx.reporter.refresh_root(release_id)
     cache = Path(ctx.config.settings.source_cache_dir)
     with failures.translated("source", release, registry):
-        from workers.source import read_file_at, resolve_ref
-
         sha = release.commit_sha or resolve_ref(service.source, ref, cache)
         definitions: dict[str, ServiceDefinition] = {}
         base = docker_image_base(registry.host, registry.namespace, service.image_base)
@@ -175,7 +113,7 @@ def prepare(ctx: WorkerContext, release_id: str) -> None:
             + " and ".join(f"`edgebot worker --arch {a}`" for a in missing) + ", then publish again"
         )
 
-    def record(r: Release) -> None:
+    def record(r: Release) -> bool:
         r.commit_sha = r.commit_sha or sha
         for arch, definition in definitions.items():
             result = r.result(arch)
@@ -188,12 +126,18 @@ def prepare(ctx: WorkerContext, release_id: str) -> None:
             r.arch_step("build", arch)
             r.arch_step("push", arch)
         r.event("source", commit=r.commit_sha, ref=ref)
+        starts = r.stage("build").status == PENDING
+        r.stage("build").mark(RUNNING)
+        return starts
 
-    set_stage(ctx, release_id, "source", DONE, note=f"{len(release.arches)} definition(s) checked", extra=record)
+    def start_builds(r: Release, starts: bool | None, pipe: Any) -> None:
+        for arch in r.arches if starts else ():
+            enqueue_step(ctx.redis, ctx.config.settings, Step.BUILD, release_id, arch, pipe=pipe)
+
+    set_stage(ctx, release_id, "source", DONE, note=f"{len(release.arches)} definition(s) checked", extra=record,
+              then=start_builds)
+    ctx.reporter.stage(release_id, "build")
     ctx.reporter.refresh_root(release_id)
-    set_stage(ctx, release_id, "build", RUNNING)
-    for arch in release.arches:
-        enqueue(ctx, build_queue(arch), "build_arch", release_id, arch)
 
 
 # -- step 2: build and push one arch ----------------------------------------------------------------------------------
@@ -207,16 +151,12 @@ def build(ctx: WorkerContext, release_id: str, arch: str) -> None:
     result = release.result(arch)
     repository, _, tag = result.image_tag.rpartition(":")
     if not (result.digest or (release.dry_run and result.image_id)):
-        from workers.images import build_image
-
         client = ctx.docker()
         workdir = Path(ctx.config.settings.work_dir) / f"{release_id}-{arch}"
         try:
             if not result.image_id:
                 set_stage(ctx, release_id, "build", RUNNING, arch=arch)
                 with failures.translated("build", release, registry, arch=arch, ctx=ctx):
-                    from workers.source import checkout
-
                     shutil.rmtree(workdir, ignore_errors=True)
                     tree = checkout(service.source, release.commit_sha, workdir,
                                     Path(ctx.config.settings.source_cache_dir))
@@ -241,8 +181,6 @@ def build(ctx: WorkerContext, release_id: str, arch: str) -> None:
             else:
                 set_stage(ctx, release_id, "push", RUNNING, arch=arch)
                 with failures.translated("push", release, registry, arch=arch, ctx=ctx):
-                    from workers.registries import before_push
-
                     notes = before_push(ctx, registry)  # OpenShift: the route's CA trusted, token expiry
                     digest = push_with_fresh_credentials(ctx, client, registry, repository, tag)
 
@@ -263,8 +201,6 @@ def push_with_fresh_credentials(ctx: WorkerContext, client: docker.DockerClient,
                                 repository: str, tag: str) -> str:
     """Push with the registry's push credential; when the registry refuses it (rotated since it was read), read it
     again from its reference and push once more."""
-    from workers.images import credentials_refused, push_image
-
     def push() -> str:
         username, password = ctx.push_credentials(registry)
         ctx.check_lease(f"the push to {repository}")  # a step that lost its lease pushes nothing
@@ -275,45 +211,65 @@ def push_with_fresh_credentials(ctx: WorkerContext, client: docker.DockerClient,
 
 
 def _arch_done(ctx: WorkerContext, release_id: str) -> None:
-    """Fan-in: the build that completes the set of arches (exactly one, thanks to WATCH) starts signing."""
-    completed: list[bool] = []
+    """Fan-in: the build that completes the set of arches (exactly one, thanks to WATCH) marks build and push done
+    and enqueues sign in the same MULTI, so a build resumed after any crash either finds sign queued or decides now."""
 
-    def mutate(r: Release) -> None:
-        completed.clear()
+    def mutate(r: Release) -> bool:
         def finished(arch: str) -> bool:
             res = r.results.get(arch)
             return bool(res and (res.digest or (r.dry_run and res.image_id)))
 
-        everything = all(finished(a) for a in r.arches)
-        if everything and r.stage("build").status == RUNNING and not r.is_final:
-            _mark(r.stage("build"), DONE)
-            pushes = [s.started_at for s in r.arch_steps.get("push", {}).values() if s.started_at]
-            r.stage("push").started_at = min(pushes, default=None)
-            _mark(r.stage("push"), SKIPPED if r.dry_run else DONE)
-            completed.append(True)
+        if not (all(finished(a) for a in r.arches) and r.stage("build").status == RUNNING):
+            return False
+        r.stage("build").mark(DONE)
+        pushes = [s.started_at for s in r.arch_steps.get("push", {}).values() if s.started_at]
+        r.stage("push").started_at = min(pushes, default=None)
+        r.stage("push").mark(SKIPPED if r.dry_run else DONE)
+        return True
 
-    ctx.store.update(release_id, mutate, fence=ctx.lease)
+    completed = ctx.store.update(release_id, mutate, fence=ctx.lease, active=True,
+                                 then=_enqueue(ctx, Step.SIGN, release_id)).decided
     if completed:
         ctx.reporter.stage(release_id, "build")
         ctx.reporter.stage(release_id, "push")
-        enqueue(ctx, PUBLISH_QUEUE, "sign_release", release_id)
 
 
 # -- step 3: sign -----------------------------------------------------------------------------------------------------
 
 def sign(ctx: WorkerContext, release_id: str) -> None:
+    """Sign every arch's deployment, then ask for approval when the release's policy needs it. Without approval, the
+    write that records the signatures enqueues publish; with it, the approval that completes the quorum does."""
     release = ctx.store.require(release_id)
     if release.is_final:
         return
+    policy = ctx.config.approval_policy(org=release.org, service=release.service, registry=release.registry)
+    needs_approval = policy.needed and not release.dry_run
+    if release.stage("sign").status not in (DONE, SKIPPED):
+        _sign_all(ctx, release, go_on=not needs_approval)
+    if needs_approval:
+        registry = ctx.config.registries[release.registry]
+        with failures.translated("approval", release, registry, ctx=ctx):  # reads the Exchange for the card
+            gate.request(ctx, release_id)
+
+
+def _to_publishing(r: Release) -> bool:
+    """Move a release that has just built or signed on to publishing (True); a re-run never moves it back."""
+    if r.state != BUILDING:
+        return False
+    r.state = PUBLISHING
+    return True
+
+
+def _sign_all(ctx: WorkerContext, release: Release, *, go_on: bool) -> None:
+    release_id = release.release_id
+    then = _enqueue(ctx, Step.PUBLISH, release_id)
     if release.dry_run:
-        set_stage(ctx, release_id, "sign", SKIPPED, note="dry run: nothing pushed, nothing to sign")
-        enqueue(ctx, PUBLISH_QUEUE, "publish_release", release_id)
+        set_stage(ctx, release_id, "sign", SKIPPED, note="dry run: nothing pushed, nothing to sign",
+                  extra=_to_publishing, then=then)
         return
     set_stage(ctx, release_id, "sign", RUNNING)
     registry = ctx.config.registries[release.registry]
     with failures.translated("sign", release, registry, ctx=ctx):
-        from workers.signing import fingerprint, public_key_fingerprint, sign_deployment, verify_deployment
-
         signer = ctx.signer()
         public_pem = signer.public_key_pem()
         signed: dict[str, tuple[str, str]] = {}
@@ -328,7 +284,7 @@ def sign(ctx: WorkerContext, release_id: str) -> None:
             deployment = res.deployment or deployment_string(pin_images(res.definition["deployment"], pins))
             signed[arch] = (deployment, sign_deployment(signer, deployment))
 
-    def record(r: Release) -> None:
+    def record(r: Release) -> bool:
         for arch, (deployment, signature) in signed.items():
             res = r.result(arch)
             if not res.signature:  # written once: a concurrent attempt that got here first wins
@@ -336,31 +292,30 @@ def sign(ctx: WorkerContext, release_id: str) -> None:
                 res.signature_fingerprint = fingerprint(base64.b64decode(signature))
         r.key_name = signer.key_name
         r.public_key_fingerprint = public_key_fingerprint(public_pem)
-        if r.state == BUILDING:  # a re-run sign (resumed) never moves a release back from approval or publish
-            r.state = PUBLISHING
         r.event("signed", key=signer.key_name)
+        return go_on and _to_publishing(r)
 
-    set_stage(ctx, release_id, "sign", DONE, note=f"key {signer.key_name}", extra=record)
+    set_stage(ctx, release_id, "sign", DONE, note=f"key {signer.key_name}", extra=record, then=then)
     ctx.reporter.refresh_root(release_id)
-    from workers import gate
-
-    with failures.translated("approval", release, registry, ctx=ctx):  # reads the Exchange for the card
-        waiting = gate.request(ctx, release_id)
-    if not waiting:
-        enqueue(ctx, PUBLISH_QUEUE, "publish_release", release_id)
 
 
 # -- step 4: publish --------------------------------------------------------------------------------------------------
 
-def publish(ctx: WorkerContext, release_id: str) -> None:
-    from workers.signing import fingerprint
+def publish(ctx: WorkerContext, release_id: str, round_: int = 1) -> None:
+    """Publish every arch to the Exchange, for approval round ``round_`` (1 when no approval is needed).
 
+    A publish job of an earlier round than the release's current approval does nothing (that round was superseded);
+    one that finds the release changed since its round was approved asks for the next round and ends: that round's
+    quorum enqueues the next round's publish, a step of its own.
+    """
     release = ctx.store.require(release_id)
-    if release.is_final:
+    if release.is_final or release.stage("publish").status == DONE:  # resumed after it moved on: nothing left
+        return
+    if release.approval is not None and release.approval.round > round_:
+        log.info("release %s: publish of approval round %s superseded by round %s", release_id, round_,
+                 release.approval.round)
         return
     registry = ctx.config.registries[release.registry]
-    from workers import gate
-
     with failures.translated("approval", release, registry, ctx=ctx):
         if not gate.recheck(ctx, release):  # changed since it was approved: asked again, nothing published
             return
@@ -369,8 +324,6 @@ def publish(ctx: WorkerContext, release_id: str) -> None:
     adopted: dict[str, str] = {}
     token_notes: list[str] = []
     with failures.translated("publish", release, registry, ctx=ctx):
-        from workers.exchange import publish_service, service_id
-
         client = ctx.exchange(release.org)
         try:
             if release.dry_run:
@@ -383,11 +336,7 @@ def publish(ctx: WorkerContext, release_id: str) -> None:
                 public_pem = ctx.signer().public_key_pem()
                 node_creds = ctx.node_credentials(registry)
                 dockauths = [(registry.host, node_creds[0], node_creds[1].reveal())] if node_creds else []
-                from workers.registries import node_token_notes
-
                 token_notes = node_token_notes(registry, node_creds, window=ctx.config.settings.token_expiry_warning)
-                from workers.signing import verify_deployment
-
                 for arch in release.arches:
                     if ctx.store.require(release_id).is_final:  # cancelled between two arches' writes
                         raise ReleaseEnded(f"release {release_id} ended during publish")
@@ -412,7 +361,7 @@ def publish(ctx: WorkerContext, release_id: str) -> None:
         finally:
             client.close()
 
-    def record(r: Release) -> None:
+    def record(r: Release) -> bool:
         for arch, signature in adopted.items():
             r.result(arch).signature = signature
             r.result(arch).signature_fingerprint = fingerprint(base64.b64decode(signature))
@@ -428,12 +377,13 @@ def publish(ctx: WorkerContext, release_id: str) -> None:
                            "(reuse_push_credentials_for_nodes = true): any user of the org can read it back.")
         r.state = ROLLING_OUT if rolls_out else SUCCEEDED
         r.event("published", services=[sid for sid, _ in actions.values()])
+        return rolls_out
 
     rolls_out = bool(ctx.config.services[release.service].rollout) and not release.dry_run
-    set_stage(ctx, release_id, "publish", DONE, note=", ".join(sorted({a for _, a in actions.values()})), extra=record)
+    set_stage(ctx, release_id, "publish", DONE, note=", ".join(sorted({a for _, a in actions.values()})), extra=record,
+              then=_enqueue(ctx, Step.START_ROLLOUT, release_id))
     if rolls_out:  # the rollout watch posts the summary when the fleet has moved (or rolled back)
         ctx.reporter.refresh_root(release_id)
-        enqueue(ctx, PUBLISH_QUEUE, "start_rollout", release_id)
     else:
         ctx.reporter.summary(release_id)
 

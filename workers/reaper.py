@@ -32,8 +32,8 @@ from rq.registry import DeferredJobRegistry, ScheduledJobRegistry
 from rq.scheduler import SCHEDULER_KEY_TEMPLATE, SCHEDULER_LOCKING_KEY_TEMPLATE
 from rq.utils import utcparse
 
+from edgebot.jobs import SERIALIZER, EdgebotJob, Step, enqueue_step
 from edgebot.lease import lease_key
-from edgebot.rqjob import SERIALIZER, EdgebotJob, retry_policy
 from edgebot.settings import Settings
 from edgebot.steps import RUNNING, StepEntry, StepLedger
 from edgebot.store import ReleaseNotFound, ReleaseStore
@@ -104,7 +104,11 @@ def _resume(connection: redis.Redis, ledger: StepLedger, settings: Settings, rel
             entry: StepEntry) -> str | None:
     steps_key = ledger.steps_key(release_id)
     lease = lease_key(settings.key_prefix, release_id, entry.step)
-    queue = Queue(entry.queue, connection=connection, job_class=EdgebotJob, serializer=SERIALIZER)
+    step = next((s for s in Step if s.function == entry.function), None)
+    if step is None or not entry.args or entry.args[0] != release_id:
+        log.error("release %s: step %s names job function %r with args %r, which is no edgebot step; not resumed",
+                  release_id, entry.step, entry.function, entry.args)
+        return None
     with connection.pipeline(transaction=True) as pipe:
         try:
             pipe.watch(steps_key, lease)
@@ -117,17 +121,9 @@ def _resume(connection: redis.Redis, ledger: StepLedger, settings: Settings, rel
             nxt = dataclasses.replace(current, job_id=current.next_attempt_id(), attempt=current.attempt + 1)
             pipe.multi()
             pipe.hset(steps_key, entry.step, nxt.to_json())
-            queue.enqueue_call(
-                nxt.function,
-                args=tuple(nxt.args),
-                job_id=nxt.job_id,
-                timeout=settings.job_timeout,
-                result_ttl=settings.job_result_ttl,
-                retry=retry_policy(settings),
-                description=f"{entry.step} {release_id} (attempt {nxt.attempt})",
-                at_front=True,  # it was already running: it goes before steps that have not started yet
-                pipeline=pipe,
-            )
+            # at the front: it was already running, so it goes before steps that have not started yet
+            enqueue_step(connection, settings, step, release_id, *nxt.args[1:], pipe=pipe, job_id=nxt.job_id,
+                         at_front=True)
             pipe.execute()
             return nxt.job_id
         except redis.WatchError:

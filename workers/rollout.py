@@ -18,7 +18,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from edgebot.config import RolloutStageConfig, ServiceConfig
 from edgebot.fleet_summary import Target
+from edgebot.release import Release
 
 READ_ONLY_FIELDS = ("owner", "created", "lastUpdated")
 """Fields the Exchange adds to what it stores; not part of a PUT body."""
@@ -142,3 +144,11 @@ def target_of(kind: str, name: str, body: dict[str, Any], org: str, url: str) ->
         service = body.get("service") or {}
         return Target(kind, name, str(service.get("arch") or "*"), tuple(body.get("constraints") or ()))
     return Target(kind, name)
+
+
+def stages_of(service: ServiceConfig, release: Release) -> tuple[RolloutStageConfig, ...]:
+    """The catalog's stages, or one stage "override" with only the objects ``--policy`` selected."""
+    if not release.rollout_only:
+        return service.rollout
+    chosen = tuple(t for stage in service.rollout for t in stage.targets if t.name in release.rollout_only)
+    return (RolloutStageConfig("override", chosen),)

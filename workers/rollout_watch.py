@@ -18,31 +18,21 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
-
-from rq import Queue
 
 from edgebot import fleet_summary
 from edgebot.config import RolloutStageConfig, ServiceConfig
 from edgebot.errors import ReleaseEnded, StepFailed
+from edgebot.jobs import Step, enqueue_step
 from edgebot.release import FAILED, ROLLED_BACK, ROLLING_OUT, SUCCEEDED, Release, RolloutStageState
-from edgebot.rqjob import JOBS_MODULE, PUBLISH_QUEUE, SERIALIZER, EdgebotJob, job_id, retry_policy
-from workers import failures, pipeline
+from workers import failures
 from workers.context import WorkerContext
-from workers.rollout import RolloutRefused, keep_only, move, pinned, target_of
+from workers.progress import fail
+from workers.rollout import RolloutRefused, keep_only, move, pinned, stages_of, target_of
 from workers.rollout_create import body_from_source
 
 log = logging.getLogger(__name__)
-
-
-def stages_of(service: ServiceConfig, release: Release) -> tuple[RolloutStageConfig, ...]:
-    """The catalog's stages, or one stage "override" with only the objects ``--policy`` selected."""
-    if not release.rollout_only:
-        return service.rollout
-    chosen = tuple(t for stage in service.rollout for t in stage.targets if t.name in release.rollout_only)
-    return (RolloutStageConfig("override", chosen),)
 
 
 def _service_url(release: Release) -> str:
@@ -92,12 +82,10 @@ def write_object(ctx: WorkerContext, client: Any, org: str, kind: str, name: str
     return result  # type: ignore[no-any-return]
 
 
-def _schedule_poll(ctx: WorkerContext, release_id: str, stage: int, poll: int) -> None:
-    queue = Queue(PUBLISH_QUEUE, connection=ctx.redis, job_class=EdgebotJob, serializer=SERIALIZER)
-    queue.enqueue_in(timedelta(seconds=ctx.config.settings.rollout_poll_interval), f"{JOBS_MODULE}.poll_rollout",
-                     args=(release_id, stage, poll), job_id=job_id(release_id, f"rollout-poll-{stage}-{poll}"),
-                     job_timeout=ctx.config.settings.job_timeout, result_ttl=ctx.config.settings.job_result_ttl,
-                     retry=retry_policy(ctx.config.settings))
+def _schedule_poll(ctx: WorkerContext, release_id: str, stage: int, poll: int, pipe: Any) -> None:
+    """Poll ``poll`` of stage ``stage`` in one poll interval, in the MULTI of the write that decided it."""
+    enqueue_step(ctx.redis, ctx.config.settings, Step.POLL_ROLLOUT, release_id, str(stage), str(poll), pipe=pipe,
+                 delay=ctx.config.settings.rollout_poll_interval)
 
 
 # -- start --------------------------------------------------------------------------------------------------------
@@ -129,13 +117,11 @@ def start(ctx: WorkerContext, release_id: str) -> None:
             client.close()
 
     def planned(r: Release) -> None:
-        if r.is_final:
-            raise ReleaseEnded(f"release {release_id} is {r.state}")
         if not r.rollout:
             r.rollout = [RolloutStageState(name=s.name) for s in stages_of(service, release)]
             r.event("rollout", stages=[s.name for s in r.rollout])
 
-    ctx.store.update(release_id, planned)
+    ctx.store.update(release_id, planned, active=True)
     begin_stage(ctx, release_id, 0)
 
 
@@ -180,20 +166,24 @@ def begin_stage(ctx: WorkerContext, release_id: str, index: int) -> None:
         finally:
             client.close()
 
-    def running(r: Release) -> None:
-        if r.is_final:
-            raise ReleaseEnded(f"release {release_id} is {r.state}")
+    def running(r: Release) -> bool:
         state = r.rollout[index]
+        starts = state.status == "pending"
         if state.started_at is None:
             state.started_at = time.time()
         state.status = "running"
         r.state = ROLLING_OUT
-        r.event("stage_started", stage=state.name, objects=[f"{m['kind']} {m['name']}" for m in moved])
+        if starts:
+            r.event("stage_started", stage=state.name, objects=[f"{m['kind']} {m['name']}" for m in moved])
+        return starts
 
-    ctx.store.update(release_id, running)
+    def first_poll(r: Release, starts: bool, pipe: Any) -> None:
+        if starts:
+            _schedule_poll(ctx, release_id, index, 1, pipe)
+
+    ctx.store.update(release_id, running, active=True, then=first_poll)
     ctx.reporter.rollout_stage(release_id, index)
     ctx.reporter.refresh_root(release_id)
-    _schedule_poll(ctx, release_id, index, 1)
 
 
 def _remember(ctx: WorkerContext, release_id: str, index: int, info: dict[str, Any]) -> None:
@@ -259,10 +249,9 @@ def poll(ctx: WorkerContext, release_id: str, index: int, count: int) -> None:
     outcome = fleet_summary.verdict(counts, healthy_share=share, failure_threshold=st.rollout_failure_threshold,
                                     elapsed=time.time() - (state.started_at or time.time()), timeout=timeout)
 
-    def record(r: Release) -> None:
-        if r.is_final:
-            raise ReleaseEnded(f"release {release_id} is {r.state}")
+    def record(r: Release) -> bool:
         s = r.rollout[index]
+        first = s.polls < count  # a re-run of a poll that was already recorded schedules nothing more
         s.counts = counts.as_dict()
         s.problems = counts.problems[: st.rollout_report_nodes]
         s.polls = max(s.polls, count)
@@ -272,12 +261,17 @@ def poll(ctx: WorkerContext, release_id: str, index: int, count: int) -> None:
             if outcome == fleet_summary.HEALTHY and not counts.total:
                 s.note = "no node belongs to this stage"
             r.event("stage_" + outcome, stage=s.name, **counts.as_dict())
+        return first
 
-    ctx.store.update(release_id, record)
+    def next_poll(r: Release, first: bool, pipe: Any) -> None:
+        if first and outcome == fleet_summary.RUNNING:
+            _schedule_poll(ctx, release_id, index, count + 1, pipe)
+
+    ctx.store.update(release_id, record, active=True, then=next_poll)
     ctx.reporter.rollout_stage(release_id, index)
     if outcome == fleet_summary.RUNNING:
-        _schedule_poll(ctx, release_id, index, count + 1)
-    elif outcome == fleet_summary.HEALTHY:
+        return
+    if outcome == fleet_summary.HEALTHY:
         _stage_healthy(ctx, release_id, index)
     else:
         _stage_failed(ctx, release_id, index, outcome, counts)
@@ -293,13 +287,11 @@ def _stage_healthy(ctx: WorkerContext, release_id: str, index: int) -> None:
         return
 
     def done(r: Release) -> None:
-        if r.is_final:
-            raise ReleaseEnded(f"release {release_id} is {r.state}")
         r.state = SUCCEEDED
         r.ended_at = time.time()
         r.event("rolled_out", stages=[s.name for s in r.rollout])
 
-    ctx.store.update(release_id, done)
+    ctx.store.update(release_id, done, active=True)
     ctx.reporter.summary(release_id)
 
 
@@ -342,13 +334,13 @@ def abort(ctx: WorkerContext, release_id: str, message: str, detail: list[str] |
     release = ctx.store.get(release_id)
     moved = [i for i, s in enumerate(release.rollout) if s.targets] if release and not release.is_final else []
     if not moved or not ctx.config.settings.rollout_auto_rollback:
-        pipeline.fail(ctx, release_id, message, detail)
+        fail(ctx, release_id, message, detail)
         return
     assert release is not None
     try:
         _repoint(ctx, release, moved, new=False)
     except (StepFailed, ReleaseEnded) as exc:
-        pipeline.fail(ctx, release_id, f"{message}; the rollback failed too: {exc}", detail)
+        fail(ctx, release_id, f"{message}; the rollback failed too: {exc}", detail)
         return
 
     def end(r: Release) -> None:
