@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from edgebot.release import RolloutStatus
+
 OFFLINE, NEW, FAILING, OLD, WAITING = "offline", "new", "failing", "old", "waiting"
 BUCKETS = (NEW, OLD, FAILING, OFFLINE, WAITING)
-HEALTHY, FAILED, TIMED_OUT, RUNNING = "healthy", "failed", "timed_out", "running"
 
 _CLAUSE_RE = re.compile(r'^\s*([A-Za-z0-9_.\-/]+)\s*(==|=|!=|>=|<=|>|<|in)\s*(.*?)\s*$')
 _HOST_RE = re.compile(r'https://([^/"\s]+)/')
@@ -190,17 +191,17 @@ def summarize(nodes: Iterable[dict[str, Any]], *, org: str, url: str, version: s
 
 
 def verdict(counts: StageCounts, *, healthy_share: float, failure_threshold: int, elapsed: float,
-            timeout: float) -> str:
+            timeout: float) -> RolloutStatus:
     """healthy | failed | timed_out | running. Offline nodes, and failing ones within the threshold, are left out of
     the share (counted, not waited for);
     a stage whose nodes are all offline cannot be checked, so it waits (until the timeout). A stage without any
     node is healthy at once."""
     if counts.failing > failure_threshold:
-        return FAILED
+        return RolloutStatus.FAILED
     judged = counts.online - counts.failing  # failures within the threshold are tolerated, not waited for
     if counts.total == 0 or (judged > 0 and counts.new >= math.ceil(healthy_share * judged - 1e-9)):
-        return HEALTHY
-    return TIMED_OUT if elapsed > timeout else RUNNING
+        return RolloutStatus.HEALTHY
+    return RolloutStatus.TIMED_OUT if elapsed > timeout else RolloutStatus.RUNNING
 
 
 def progress_bar(done: int, total: int, width: int = 20) -> str:

@@ -29,7 +29,8 @@ from edgebot.release import (
     STAGES,
     SUCCEEDED,
     Release,
-    StepState,
+    RolloutStatus,
+    StageState,
 )
 
 MAX_BLOCKS = 50
@@ -243,7 +244,7 @@ def root_buttons(release: Release) -> dict[str, Any]:
     }
 
 
-def _step_line(name: str, step: StepState) -> str:
+def _step_line(name: str, step: StageState) -> str:
     bits = f"{STEP_ICON.get(step.status, '')} {name}"
     if step.status in (RUNNING, DONE, FAILED_STEP):
         bits += f" · {duration(step.elapsed)}"
@@ -443,16 +444,17 @@ def cancelled_ack(release: Release, stopped_jobs: int, removed_jobs: int) -> Mes
 
 # -- rollout -----------------------------------------------------------------------------------------------------
 
-ROLLOUT_ICON = {
-    PENDING: ":white_circle:",
-    RUNNING: ":satellite_antenna:",
-    "healthy": ":white_check_mark:",
-    "failed": ":x:",
-    "timed_out": ":hourglass:",
-    "rolled_back": ":leftwards_arrow_with_hook:",
+ROLLOUT_ICON: dict[str, str] = {
+    RolloutStatus.PENDING: ":white_circle:",
+    RolloutStatus.RUNNING: ":satellite_antenna:",
+    RolloutStatus.HEALTHY: ":white_check_mark:",
+    RolloutStatus.FAILED: ":x:",
+    RolloutStatus.TIMED_OUT: ":hourglass:",
+    RolloutStatus.ROLLED_BACK: ":leftwards_arrow_with_hook:",
 }
-ROLLOUT_LABEL = {PENDING: "waiting", RUNNING: "rolling out", "healthy": "healthy", "failed": "failed",
-                 "timed_out": "timed out", "rolled_back": "rolled back"}
+ROLLOUT_LABEL: dict[str, str] = {RolloutStatus.PENDING: "waiting", RolloutStatus.RUNNING: "rolling out",
+                 RolloutStatus.HEALTHY: "healthy", RolloutStatus.FAILED: "failed", RolloutStatus.TIMED_OUT: "timed out",
+                 RolloutStatus.ROLLED_BACK: "rolled back"}
 
 
 def rollout_counts_line(counts: dict[str, int], version: str) -> str:
@@ -478,7 +480,7 @@ def rollout_stage_message(release: Release, index: int) -> Message:
     if stage.counts:
         lines.append(rollout_counts_line(stage.counts, release.version))
     else:
-        lines.append("waiting for the first node report…" if stage.status == RUNNING else "not started")
+        lines.append("waiting for the first node report…" if stage.status == RolloutStatus.RUNNING else "not started")
     for target in stage.targets:
         fallback = ", ".join(sorted(set(target.get("previous", {}).values())))
         lines.append(f"{target['kind']} `{target['name']}`" + (f" · previous {fallback}" if fallback else ""))

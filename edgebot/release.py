@@ -13,27 +13,72 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
-QUEUED = "queued"
-BUILDING = "building"
-AWAITING_APPROVAL = "awaiting_approval"
-PUBLISHING = "publishing"
-ROLLING_OUT = "rolling_out"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-REJECTED = "rejected"
-EXPIRED = "expired"
-CANCELLED = "cancelled"
-ROLLED_BACK = "rolled_back"
 
+class ReleaseState(StrEnum):
+    """Where the whole release is (the root message's status line)."""
+
+    QUEUED = "queued"
+    BUILDING = "building"
+    AWAITING_APPROVAL = "awaiting_approval"
+    PUBLISHING = "publishing"
+    ROLLING_OUT = "rolling_out"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    ROLLED_BACK = "rolled_back"
+
+
+class StageStatus(StrEnum):
+    """One pipeline stage (source, build, push, sign, publish), or one arch of a per-arch stage."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class RolloutStatus(StrEnum):
+    """One rollout stage; the first four are also a poll's verdict (edgebot.fleet_summary.verdict)."""
+
+    RUNNING = "running"
+    HEALTHY = "healthy"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    PENDING = "pending"
+    ROLLED_BACK = "rolled_back"
+
+
+class RequestStatus(StrEnum):
+    """A rollback request's outcome (a publish approval's outcome is the release state)."""
+
+    OPEN = "open"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+# The release states by name, as every module spells them.
+QUEUED, BUILDING, AWAITING_APPROVAL, PUBLISHING, ROLLING_OUT = (
+    ReleaseState.QUEUED, ReleaseState.BUILDING, ReleaseState.AWAITING_APPROVAL, ReleaseState.PUBLISHING,
+    ReleaseState.ROLLING_OUT)
+SUCCEEDED, FAILED, REJECTED, EXPIRED, CANCELLED, ROLLED_BACK = (
+    ReleaseState.SUCCEEDED, ReleaseState.FAILED, ReleaseState.REJECTED, ReleaseState.EXPIRED, ReleaseState.CANCELLED,
+    ReleaseState.ROLLED_BACK)
 ACTIVE_STATES = frozenset({QUEUED, BUILDING, AWAITING_APPROVAL, PUBLISHING, ROLLING_OUT})
 FINAL_STATES = frozenset({SUCCEEDED, FAILED, REJECTED, EXPIRED, CANCELLED, ROLLED_BACK})
 
 STAGES = ("source", "build", "push", "sign", "publish")
 """Pipeline stages, in order; each gets one progress message in the thread, edited in place."""
 
-PENDING, RUNNING, DONE, FAILED_STEP, SKIPPED = "pending", "running", "done", "failed", "skipped"
+# The stage statuses by name (FAILED_STEP: FAILED is the release state).
+PENDING, RUNNING, DONE, FAILED_STEP, SKIPPED = (
+    StageStatus.PENDING, StageStatus.RUNNING, StageStatus.DONE, StageStatus.FAILED, StageStatus.SKIPPED)
 
 
 class _Timed:
@@ -49,15 +94,15 @@ class _Timed:
 
 
 @dataclass
-class StepState(_Timed):
+class StageState(_Timed):
     """One stage, or one arch of a per-arch stage (build, push)."""
 
-    status: str = PENDING
+    status: StageStatus = PENDING
     started_at: float | None = None
     ended_at: float | None = None
     note: str = ""
 
-    def mark(self, status: str, note: str | None = None) -> None:
+    def mark(self, status: StageStatus, note: str | None = None) -> None:
         """Move to ``status``: the start time is set when it first runs, the end time when it settles."""
         now = time.time()
         if status == RUNNING and self.started_at is None:
@@ -68,6 +113,10 @@ class StepState(_Timed):
         self.status = status
         if note is not None:
             self.note = note
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StageState:
+        return cls(**{**data, "status": StageStatus(data.get("status", PENDING))})
 
 
 @dataclass
@@ -131,8 +180,8 @@ class Approval:
     """publish (the gate before publish) | rollback (`/edge rollback` of a release that rolled out)."""
     requested_by: str = ""
     """Who asked (a rollback's requester, for four-eyes); the release's requester for a publish."""
-    status: str = "open"
-    """A rollback request's outcome: open | approved | rejected | expired (a publish's is the release state)."""
+    status: RequestStatus = RequestStatus.OPEN
+    """A rollback request's outcome (a publish's is the release state)."""
 
     def approvals(self) -> list[Decision]:
         return [d for d in self.decisions if d.outcome == "approved" and d.covers_digest == self.covers_digest]
@@ -144,6 +193,7 @@ class Approval:
     def from_dict(cls, data: dict[str, Any]) -> Approval:
         data = dict(data)
         data["decisions"] = [Decision(**d) for d in data.get("decisions", [])]
+        data["status"] = RequestStatus(data.get("status", RequestStatus.OPEN))
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -153,8 +203,8 @@ class RolloutStageState(_Timed):
     """One rollout stage of a release: what edgebot changed, and the last poll's node counts."""
 
     name: str
-    status: str = PENDING
-    """pending → running → healthy, or failed / rolled_back / timed_out."""
+    status: RolloutStatus = RolloutStatus.PENDING
+    """pending → running → healthy, or failed / timed_out / rolled_back."""
     started_at: float | None = None
     ended_at: float | None = None
     targets: list[dict[str, Any]] = field(default_factory=list)
@@ -181,7 +231,7 @@ class Release:
     dry_run: bool = False
     overwrite: bool = False
     command_text: str = ""
-    state: str = QUEUED
+    state: ReleaseState = QUEUED
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
     ended_at: float | None = None
@@ -194,8 +244,8 @@ class Release:
     source_ref: str = ""
     key_name: str = ""
     public_key_fingerprint: str = ""
-    stages: dict[str, StepState] = field(default_factory=dict)
-    arch_steps: dict[str, dict[str, StepState]] = field(default_factory=dict)
+    stages: dict[str, StageState] = field(default_factory=dict)
+    arch_steps: dict[str, dict[str, StageState]] = field(default_factory=dict)
     """stage -> arch -> state, for the per-arch stages (build, push, sign, publish)."""
     results: dict[str, ArchResult] = field(default_factory=dict)
     error: str = ""
@@ -219,11 +269,11 @@ class Release:
     def is_final(self) -> bool:
         return self.state in FINAL_STATES
 
-    def stage(self, name: str) -> StepState:
-        return self.stages.setdefault(name, StepState())
+    def stage(self, name: str) -> StageState:
+        return self.stages.setdefault(name, StageState())
 
-    def arch_step(self, stage: str, arch: str) -> StepState:
-        return self.arch_steps.setdefault(stage, {}).setdefault(arch, StepState())
+    def arch_step(self, stage: str, arch: str) -> StageState:
+        return self.arch_steps.setdefault(stage, {}).setdefault(arch, StageState())
 
     def result(self, arch: str) -> ArchResult:
         return self.results.setdefault(arch, ArchResult())
@@ -238,9 +288,10 @@ class Release:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Release:
         data = dict(data)
-        data["stages"] = {k: StepState(**v) for k, v in data.get("stages", {}).items()}
+        data["state"] = ReleaseState(data.get("state", QUEUED))
+        data["stages"] = {k: StageState.from_dict(v) for k, v in data.get("stages", {}).items()}
         data["arch_steps"] = {
-            stage: {arch: StepState(**v) for arch, v in per_arch.items()}
+            stage: {arch: StageState.from_dict(v) for arch, v in per_arch.items()}
             for stage, per_arch in data.get("arch_steps", {}).items()
         }
         data["results"] = {k: ArchResult(**v) for k, v in data.get("results", {}).items()}
@@ -249,6 +300,7 @@ class Release:
         data["approval_history"] = [Approval.from_dict(a) for a in data.get("approval_history", [])]
         if data.get("rollback_request"):
             data["rollback_request"] = Approval.from_dict(data["rollback_request"])
-        data["rollout"] = [RolloutStageState(**v) for v in data.get("rollout", [])]
+        data["rollout"] = [RolloutStageState(**{**v, "status": RolloutStatus(v.get("status", RolloutStatus.PENDING))})
+                           for v in data.get("rollout", [])]
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})

@@ -52,11 +52,19 @@ class Settings:
     """chat.postMessage calls per minute per workspace, shared by every worker."""
     slack_burst: int = 5
     """Calls a bucket may make at once before the per-minute rate applies."""
+    slack_timeout: int = 15
+    """Seconds one Slack Web API call may take (bot and workers)."""
+    slack_ratelimited_retries: int = 30
+    """How many 429 answers one Slack call rides out, waiting each Retry-After, before it gives up."""
     build_log_lines: int = 25
     """Lines of build log shown in the thread when a build fails."""
+    bot_redis_timeout: float = 5.0
+    """Seconds the bot waits for Redis to accept a connection, and for each command's answer, before the request
+    fails (the user gets an apology, not silence)."""
+    access_group_cache_ttl: float = 60.0
+    """Seconds each bot process caches the members of a user group named in ``[access]`` (approvers' groups are
+    read again at every click)."""
     # -- pipeline -----------------------------------------------------------------------------------------------
-    arch_worker_wait: int = 0
-    """Seconds to wait for a live worker of an arch before failing the release (0: fail at once)."""
     source_cache_dir: str = "/var/cache/edgebot/sources"
     work_dir: str = "/var/lib/edgebot/work"
     step_retries: int = 3
@@ -64,6 +72,17 @@ class Settings:
     retry_backoff: float = 2.0
     """Base of the exponential backoff between transient-failure retries (seconds)."""
     exchange_timeout: float = 30.0
+    """Seconds one Exchange HTTP call may take."""
+    docker_timeout: float = 600.0
+    """Seconds one Docker Engine API call (a build, a push) may take before the worker gives up on it."""
+    worker_redis_timeout: float = 30.0
+    """Socket timeout of a worker's Redis connection (a command that gets no answer this long is retried)."""
+    redis_backoff_cap: float = 1.0
+    """Longest pause, in seconds, between two reconnection attempts while Redis is down (see redis_reconnect_for)."""
+    thread_lock_timeout: float = 30.0
+    """Seconds the per-release lock around a thread repaint (re-read → render → Slack call) is held at most."""
+    report_flush_timeout: float = 120.0
+    """Seconds a job waits, when its step ends, for its queued thread repaints to reach Slack."""
     # -- registries ---------------------------------------------------------------------------------------------
     docker_certs_dir: str = "/etc/docker/certs.d"
     """Where the build worker's local Docker Engine looks for registry CAs (``<dir>/<host[:port]>/ca.crt``)."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from typing import Any
 
 import redis
@@ -31,7 +32,13 @@ import redis
 from edgebot.lease import Lease, fence_key, lease_key
 from edgebot.settings import Settings
 
-RUNNING, DONE = "running", "done"
+
+class LedgerStatus(StrEnum):
+    """A step in the ledger: in flight (claimed, or waiting to be resumed) or finished."""
+
+    RUNNING = "running"
+    DONE = "done"
+
 
 # KEYS[1] steps hash, KEYS[2] lease, KEYS[3] fence counter, KEYS[4] inflight zset
 # ARGV[1] step, ARGV[2] job id, ARGV[3] entry json (used when absent), ARGV[4] holder, ARGV[5] ttl ms,
@@ -105,7 +112,7 @@ class StepEntry:
     args: list[str]
     queue: str
     attempt: int = 1
-    status: str = RUNNING
+    status: LedgerStatus = LedgerStatus.RUNNING
     token: int = 0
     claimed_at: float = 0.0
     done_at: float = 0.0
@@ -116,7 +123,9 @@ class StepEntry:
     def from_json(cls, raw: str | bytes) -> StepEntry:
         data = json.loads(raw)
         known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        entry = cls(**{k: v for k, v in data.items() if k in known})
+        entry.status = LedgerStatus(entry.status)
+        return entry
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)

@@ -27,6 +27,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from edgebot import approval_messages, messages, metrics
 from edgebot.ratelimit import SlackRateLimiter
 from edgebot.release import Release
+from edgebot.settings import Settings
 from edgebot.store import ReleaseStore
 
 log = logging.getLogger(__name__)
@@ -53,20 +54,21 @@ class MeteredWebClient(WebClient):
             raise
 
 
-def slack_client(token: str, api_url: str) -> WebClient:
+def slack_client(token: str, api_url: str, settings: Settings | None = None) -> WebClient:
     """A WebClient that honours 429 Retry-After (Slack rate-limits chat.update per workspace)."""
-    client = MeteredWebClient(token=token, base_url=api_url, timeout=15)
-    client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=30))
+    settings = settings or Settings()
+    client = MeteredWebClient(token=token, base_url=api_url, timeout=settings.slack_timeout)
+    client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=settings.slack_ratelimited_retries))
     return client
 
 
 class ThreadReporter:
-    def __init__(self, client: WebClient, store: ReleaseStore, *, lock_timeout: float = 30.0,
-                 background: bool = False, limiter: SlackRateLimiter | None = None) -> None:
+    def __init__(self, client: WebClient, store: ReleaseStore, *, background: bool = False,
+                 limiter: SlackRateLimiter | None = None) -> None:
         self.client = client
         self.limiter = limiter
         self.store = store
-        self.lock_timeout = lock_timeout
+        self.lock_timeout = store.settings.thread_lock_timeout
         self.background = background
         self._cv = threading.Condition()
         self._pending: dict[tuple[str, ...], Callable[[], None]] = {}
@@ -101,10 +103,11 @@ class ThreadReporter:
             except Exception:
                 log.exception("thread report %s failed", key)
 
-    def flush(self, timeout: float = 120.0) -> bool:
+    def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued repaint has been sent (a job calls this before it returns)."""
         with self._cv:
-            return self._cv.wait_for(lambda: not self._pending and not self._busy, timeout=timeout)
+            return self._cv.wait_for(lambda: not self._pending and not self._busy,
+                                     timeout=self.store.settings.report_flush_timeout if timeout is None else timeout)
 
     @contextmanager
     def _locked(self, release_id: str) -> Iterator[Release]:

@@ -19,7 +19,7 @@ from edgebot.release import (
     ArchResult,
     Release,
     RolloutStageState,
-    StepState,
+    StageState,
 )
 from tests.snapshot import check_snapshot
 
@@ -36,14 +36,14 @@ def _release(**overrides: object) -> Release:
     release.commit_sha = "0123456789abcdef0123456789abcdef01234567"
     release.source_ref = "v1.2.3"
     release.stages = {
-        "source": StepState(DONE, T0, T0 + 1.5, "2 definition(s) checked"),
-        "build": StepState(DONE, T0 + 2, T0 + 14.25),
-        "push": StepState(DONE, T0 + 2, T0 + 20),
-        "sign": StepState(DONE, T0 + 20, T0 + 21, "key edgebot.public.pem"),
-        "publish": StepState(DONE, T0 + 21, T0 + 95, "created"),
+        "source": StageState(DONE, T0, T0 + 1.5, "2 definition(s) checked"),
+        "build": StageState(DONE, T0 + 2, T0 + 14.25),
+        "push": StageState(DONE, T0 + 2, T0 + 20),
+        "sign": StageState(DONE, T0 + 20, T0 + 21, "key edgebot.public.pem"),
+        "publish": StageState(DONE, T0 + 21, T0 + 95, "created"),
     }
     release.arch_steps = {
-        "build": {"amd64": StepState(DONE, T0 + 2, T0 + 9), "arm64": StepState(DONE, T0 + 2, T0 + 14)}
+        "build": {"amd64": StageState(DONE, T0 + 2, T0 + 9), "arm64": StageState(DONE, T0 + 2, T0 + 14)}
     }
     for arch in release.arches:
         release.results[arch] = ArchResult(
@@ -66,7 +66,7 @@ def _release(**overrides: object) -> Release:
 
 def _failed_build() -> Release:
     release = _release(state=FAILED, error="build of arm64 failed: The command '/bin/sh -c make' returned 2")
-    release.arch_steps["build"]["arm64"] = StepState(FAILED_STEP, T0 + 2, T0 + 5)
+    release.arch_steps["build"]["arm64"] = StageState(FAILED_STEP, T0 + 2, T0 + 5)
     release.results["arm64"].log_tail = [f"step {i}: compiling module_{i}.c" for i in range(25)]
     release.results["arm64"].pinned_image = ""
     release.results["arm64"].signature = ""

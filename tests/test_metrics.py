@@ -19,7 +19,7 @@ from rq import Queue
 
 from edgebot import metrics
 from edgebot.config import parse_config
-from edgebot.release import AWAITING_APPROVAL, BUILDING, ROLLING_OUT, SUCCEEDED, Release, StepState
+from edgebot.release import AWAITING_APPROVAL, BUILDING, ROLLING_OUT, SUCCEEDED, Release, StageState
 from edgebot.rqjob import PUBLISH_QUEUE, SERIALIZER, EdgebotJob, build_queue, job_id
 from edgebot.store import ReleaseStore
 from edgebot.thread import slack_client
@@ -106,9 +106,9 @@ def bot(redis_server: RedisServer, tmp_path: Path, edgebot_env: dict[str, str]) 
 
 def test_a_release_is_counted_once_when_it_becomes_final_with_its_stage_durations(redis_conn: redis.Redis) -> None:
     store = ReleaseStore(redis_conn)
-    store.create(_release("r-1", stages={"source": StepState("done", 100.0, 103.0),
-                                         "build": StepState("done", 103.0, 190.0),
-                                         "sign": StepState("running", 190.0, None)}))
+    store.create(_release("r-1", stages={"source": StageState("done", 100.0, 103.0),
+                                         "build": StageState("done", 103.0, 190.0),
+                                         "sign": StageState("running", 190.0, None)}))
 
     def succeed(release: Release) -> None:
         release.state = SUCCEEDED

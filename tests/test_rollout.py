@@ -9,10 +9,6 @@ from typing import Any
 import pytest
 
 from edgebot.fleet_summary import (
-    FAILED,
-    HEALTHY,
-    RUNNING,
-    TIMED_OUT,
     StageCounts,
     Target,
     compile_constraints,
@@ -22,7 +18,11 @@ from edgebot.fleet_summary import (
     summarize,
     verdict,
 )
+from edgebot.release import RolloutStatus
 from workers.rollout import RolloutRefused, keep_only, move, pinned, put_body
+
+FAILED, HEALTHY, RUNNING, TIMED_OUT = (RolloutStatus.FAILED, RolloutStatus.HEALTHY, RolloutStatus.RUNNING,
+                                       RolloutStatus.TIMED_OUT)
 
 ORG = "acme"
 NOW = time.time()

@@ -48,7 +48,7 @@ class WorkerContext:
     @cached_property
     def redis(self) -> redis.Redis:
         password = self.resolver.resolve(self.config.redis_password).reveal() if self.config.redis_password else None
-        return resilient_redis(self.config, password, socket_timeout=30)
+        return resilient_redis(self.config, password, socket_timeout=self.config.settings.worker_redis_timeout)
 
     @cached_property
     def store(self) -> ReleaseStore:
@@ -60,17 +60,17 @@ class WorkerContext:
         st = self.config.settings
         limiter = SlackRateLimiter(self.redis, burst=st.slack_burst, prefix=st.key_prefix, per_minute={
             "chat.update": st.slack_update_per_minute, "chat.postMessage": st.slack_post_per_minute})
-        return ThreadReporter(slack_client(token, self.config.slack.api_url), self.store, background=True,
+        return ThreadReporter(slack_client(token, self.config.slack.api_url, st), self.store, background=True,
                               limiter=limiter)
 
     def docker(self) -> docker.DockerClient:
         import docker
 
         if self.config.docker_url:
-            return docker.DockerClient(base_url=self.config.docker_url, timeout=600)
+            return docker.DockerClient(base_url=self.config.docker_url, timeout=self.config.settings.docker_timeout)
         # DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, as the docker CLI reads them (a remote engine over TLS);
         # the local socket when DOCKER_HOST is unset.
-        return docker.from_env(timeout=600)
+        return docker.from_env(timeout=self.config.settings.docker_timeout)
 
     def exchange(self, org: str) -> ExchangeClient:
         """Exchange client; ``exchange.username`` is ``org/user`` (or ``org/apikey``), or a bare user of ``org``."""
@@ -151,7 +151,7 @@ def resilient_redis(config: Config, password: str | None, socket_timeout: float 
     from redis.backoff import ExponentialBackoff
     from redis.retry import Retry
 
-    cap = 1.0
+    cap = config.settings.redis_backoff_cap
     attempts = max(1, int(config.settings.redis_reconnect_for / cap) + 4)
     return redis.Redis.from_url(config.redis_url, password=password, socket_timeout=socket_timeout,
                                 retry=Retry(ExponentialBackoff(cap=cap, base=0.05), attempts),

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from edgebot.config import RegistryConfig
 from edgebot.errors import LeaseLost, ReleaseEnded, SecretUnavailable, StepFailed
 from edgebot.release import Release
+from edgebot.settings import Settings
 
 if TYPE_CHECKING:
     from workers.context import WorkerContext
@@ -30,7 +31,8 @@ def translated(stage: str, release: Release, registry: RegistryConfig, *, arch: 
     except SecretUnavailable as exc:
         raise StepFailed(f"{stage}: a secret could not be read: {exc}", transient=_vault_down(exc)) from None
     except Exception as exc:  # mapped by type below; anything unknown is reported without internals
-        raise _translate(stage, release, registry, arch, exc) from None
+        certs_dir = (ctx.config.settings if ctx is not None else Settings()).docker_certs_dir
+        raise _translate(stage, release, registry, arch, exc, certs_dir) from None
 
 
 def _vault_down(exc: Exception) -> bool:
@@ -38,7 +40,8 @@ def _vault_down(exc: Exception) -> bool:
     return "sealed" in text or "unreachable" in text or "unavailable" in text
 
 
-def _translate(stage: str, release: Release, registry: RegistryConfig, arch: str, exc: Exception) -> StepFailed:
+def _translate(stage: str, release: Release, registry: RegistryConfig, arch: str, exc: Exception,
+               certs_dir: str) -> StepFailed:
     from workers import definition, exchange, images, signing, source
 
     where = f"{stage} ({arch})" if arch else stage
@@ -55,7 +58,7 @@ def _translate(stage: str, release: Release, registry: RegistryConfig, arch: str
             f"worker of that arch (`edgebot worker --arch {arch}`)."
         )
     if isinstance(exc, images.PushFailed):
-        return _push_failure(registry, arch, exc)
+        return _push_failure(registry, arch, exc, certs_dir)
     if isinstance(exc, images.ImageError):
         return StepFailed(f"{where}: {exc}")
     if isinstance(exc, exchange.ServiceExistsDifferent):
@@ -79,7 +82,7 @@ def _translate(stage: str, release: Release, registry: RegistryConfig, arch: str
     return StepFailed(f"{where} failed unexpectedly ({type(exc).__name__}); the worker log has the details")
 
 
-def _push_failure(registry: RegistryConfig, arch: str, exc: Exception) -> StepFailed:
+def _push_failure(registry: RegistryConfig, arch: str, exc: Exception, certs_dir: str) -> StepFailed:
     text = str(exc)
     lowered = text.lower()
     host = registry.host
@@ -87,7 +90,8 @@ def _push_failure(registry: RegistryConfig, arch: str, exc: Exception) -> StepFa
         return StepFailed(
             f"push of {arch} to {host} failed: this worker's Docker Engine does not trust the registry's "
             f"certificate (x509: certificate signed by unknown authority). Install the registry's CA as "
-            f"/etc/docker/certs.d/{host}/ca.crt on the build host — every edge node that pulls needs it too."
+            f"{certs_dir.rstrip('/')}/{host}/ca.crt on the build host (settings.docker_certs_dir) — every edge node "
+            f"that pulls needs it too, as /etc/docker/certs.d/{host}/ca.crt."
         )
     if any(word in lowered for word in ("unauthorized", "authentication required", "denied", "401")):
         return StepFailed(

@@ -19,7 +19,7 @@ from typing import Any
 from edgebot import approval_messages, approvals
 from edgebot.errors import StepFailed
 from edgebot.jobs import Step, enqueue_step
-from edgebot.release import AWAITING_APPROVAL, Approval, Release
+from edgebot.release import AWAITING_APPROVAL, Approval, Release, RequestStatus
 from workers.context import WorkerContext
 from workers.exchange import service_id
 from workers.rollout import stages_of
@@ -155,9 +155,9 @@ def expire_rollback(ctx: WorkerContext, release_id: str) -> None:
 
     def mutate(r: Release) -> bool:
         request = r.rollback_request
-        if request is None or request.status != "open" or time.time() < request.expires_at - early:
+        if request is None or request.status != RequestStatus.OPEN or time.time() < request.expires_at - early:
             return False
-        request.status = "expired"
+        request.status = RequestStatus.EXPIRED
         r.event("rollback_request_expired", approvals=len(request.approvals()), required=request.required)
         return True
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from edgebot.release import FAILED, FAILED_STEP, RUNNING, Release
+from edgebot.release import FAILED, FAILED_STEP, RUNNING, Release, StageStatus
 from edgebot.store import Updated
 from workers.context import WorkerContext
 
 T = TypeVar("T")
 
 
-def set_stage(ctx: WorkerContext, release_id: str, stage: str, status: str, *, arch: str = "",
+def set_stage(ctx: WorkerContext, release_id: str, stage: str, status: StageStatus, *, arch: str = "",
               note: str | None = None, extra: Callable[[Release], T] | None = None,
               then: Callable[[Release, T | None, Any], None] | None = None) -> Updated[T | None]:
     """Mark ``stage`` (of ``arch``) ``status`` and apply ``extra`` in the same write; repaint the stage's message.

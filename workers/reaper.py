@@ -35,7 +35,7 @@ from rq.utils import utcparse
 from edgebot.jobs import SERIALIZER, EdgebotJob, Step, enqueue_step
 from edgebot.lease import lease_key
 from edgebot.settings import Settings
-from edgebot.steps import RUNNING, StepEntry, StepLedger
+from edgebot.steps import LedgerStatus, StepEntry, StepLedger
 from edgebot.store import ReleaseNotFound, ReleaseStore
 
 log = logging.getLogger(__name__)
@@ -58,11 +58,11 @@ def reap(connection: redis.Redis, settings: Settings) -> list[str]:
             ledger.forget_if_idle(release_id, release_final=True)
             continue
         entries = ledger.entries(release_id)
-        if not any(e.status == RUNNING for e in entries.values()):
+        if not any(e.status == LedgerStatus.RUNNING for e in entries.values()):
             ledger.forget_if_idle(release_id, release_final=False)
             continue
         for entry in entries.values():
-            if entry.status != RUNNING or ledger.lease_holder(release_id, entry.step) is not None:
+            if entry.status != LedgerStatus.RUNNING or ledger.lease_holder(release_id, entry.step) is not None:
                 continue
             if entry.released_at and time.time() - entry.released_at < settings.lease_ttl:
                 continue  # handed back for an RQ retry a moment ago: RQ is scheduling it
@@ -116,7 +116,7 @@ def _resume(connection: redis.Redis, ledger: StepLedger, settings: Settings, rel
             if raw is None or pipe.exists(lease):
                 return None
             current = StepEntry.from_json(raw)  # type: ignore[arg-type]
-            if current.status != RUNNING or current.job_id != entry.job_id:
+            if current.status != LedgerStatus.RUNNING or current.job_id != entry.job_id:
                 return None
             nxt = dataclasses.replace(current, job_id=current.next_attempt_id(), attempt=current.attempt + 1)
             pipe.multi()

@@ -25,7 +25,7 @@ from edgebot import fleet_summary
 from edgebot.config import RolloutStageConfig, ServiceConfig
 from edgebot.errors import ReleaseEnded, StepFailed
 from edgebot.jobs import Step, enqueue_step
-from edgebot.release import FAILED, ROLLED_BACK, ROLLING_OUT, SUCCEEDED, Release, RolloutStageState
+from edgebot.release import FAILED, ROLLED_BACK, ROLLING_OUT, SUCCEEDED, Release, RolloutStageState, RolloutStatus
 from workers import failures
 from workers.context import WorkerContext
 from workers.progress import fail
@@ -94,8 +94,8 @@ def start(ctx: WorkerContext, release_id: str) -> None:
     if release.is_final:
         return
     if release.rollout:  # a retry: resume where the first attempt stopped (moving objects again is a no-op)
-        if not any(s.status == "running" for s in release.rollout):
-            pending = [i for i, s in enumerate(release.rollout) if s.status == "pending"]
+        if not any(s.status == RolloutStatus.RUNNING for s in release.rollout):
+            pending = [i for i, s in enumerate(release.rollout) if s.status == RolloutStatus.PENDING]
             if pending:
                 begin_stage(ctx, release_id, pending[0])
         return
@@ -168,10 +168,10 @@ def begin_stage(ctx: WorkerContext, release_id: str, index: int) -> None:
 
     def running(r: Release) -> bool:
         state = r.rollout[index]
-        starts = state.status == "pending"
+        starts = state.status == RolloutStatus.PENDING
         if state.started_at is None:
             state.started_at = time.time()
-        state.status = "running"
+        state.status = RolloutStatus.RUNNING
         r.state = ROLLING_OUT
         if starts:
             r.event("stage_started", stage=state.name, objects=[f"{m['kind']} {m['name']}" for m in moved])
@@ -224,14 +224,14 @@ def poll(ctx: WorkerContext, release_id: str, index: int, count: int) -> None:
     if release.is_final or index >= len(release.rollout):
         return
     status = release.rollout[index].status
-    if status == fleet_summary.HEALTHY:  # a retry of the poll that ended the stage: finish what it started
+    if status == RolloutStatus.HEALTHY:  # a retry of the poll that ended the stage: finish what it started
         _stage_healthy(ctx, release_id, index)
         return
-    if status in (fleet_summary.FAILED, fleet_summary.TIMED_OUT):
+    if status in (RolloutStatus.FAILED, RolloutStatus.TIMED_OUT):
         _stage_failed(ctx, release_id, index, status,
                       fleet_summary.StageCounts.from_dict(release.rollout[index].counts))
         return
-    if status != "running":
+    if status != RolloutStatus.RUNNING:
         return
     st = ctx.config.settings
     service = ctx.config.services[release.service]
@@ -255,23 +255,23 @@ def poll(ctx: WorkerContext, release_id: str, index: int, count: int) -> None:
         s.counts = counts.as_dict()
         s.problems = counts.problems[: st.rollout_report_nodes]
         s.polls = max(s.polls, count)
-        if outcome != fleet_summary.RUNNING:
+        if outcome != RolloutStatus.RUNNING:
             s.status = outcome
             s.ended_at = time.time()
-            if outcome == fleet_summary.HEALTHY and not counts.total:
+            if outcome == RolloutStatus.HEALTHY and not counts.total:
                 s.note = "no node belongs to this stage"
             r.event("stage_" + outcome, stage=s.name, **counts.as_dict())
         return first
 
     def next_poll(r: Release, first: bool, pipe: Any) -> None:
-        if first and outcome == fleet_summary.RUNNING:
+        if first and outcome == RolloutStatus.RUNNING:
             _schedule_poll(ctx, release_id, index, count + 1, pipe)
 
     ctx.store.update(release_id, record, active=True, then=next_poll)
     ctx.reporter.rollout_stage(release_id, index)
-    if outcome == fleet_summary.RUNNING:
+    if outcome == RolloutStatus.RUNNING:
         return
-    if outcome == fleet_summary.HEALTHY:
+    if outcome == RolloutStatus.HEALTHY:
         _stage_healthy(ctx, release_id, index)
     else:
         _stage_failed(ctx, release_id, index, outcome, counts)
@@ -282,7 +282,7 @@ def _stage_healthy(ctx: WorkerContext, release_id: str, index: int) -> None:
     if ctx.config.settings.rollout_drop_fallback:
         _repoint(ctx, release, [index], new=True)
     if index + 1 < len(release.rollout):
-        if release.rollout[index + 1].status == "pending":
+        if release.rollout[index + 1].status == RolloutStatus.PENDING:
             begin_stage(ctx, release_id, index + 1)
         return
 
@@ -295,13 +295,13 @@ def _stage_healthy(ctx: WorkerContext, release_id: str, index: int) -> None:
     ctx.reporter.summary(release_id)
 
 
-def _stage_failed(ctx: WorkerContext, release_id: str, index: int, outcome: str,
+def _stage_failed(ctx: WorkerContext, release_id: str, index: int, outcome: RolloutStatus,
                   counts: fleet_summary.StageCounts) -> None:
     release = ctx.store.require(release_id)
     st = ctx.config.settings
     stage = release.rollout[index]
     why = (f"{counts.failing} node(s) failed on {release.version} (more than the {st.rollout_failure_threshold} "
-           "allowed)" if outcome == fleet_summary.FAILED else
+           "allowed)" if outcome == RolloutStatus.FAILED else
            f"only {counts.new} of {counts.online} online node(s) ran {release.version} when the stage timed out")
     rolled_back = False
     if st.rollout_auto_rollback:
@@ -319,7 +319,8 @@ def _stage_failed(ctx: WorkerContext, release_id: str, index: int, outcome: str,
         r.error_detail = list(r.rollout[index].problems)
         if rolled_back:
             for s in r.rollout[: index + 1]:
-                s.status = "rolled_back" if s.status in ("healthy", "running") else s.status
+                s.status = (RolloutStatus.ROLLED_BACK if s.status in (RolloutStatus.HEALTHY, RolloutStatus.RUNNING)
+                            else s.status)
         r.event("rolled_back" if rolled_back else "failed", error=r.error)
 
     ctx.store.update(release_id, end)
@@ -350,7 +351,7 @@ def abort(ctx: WorkerContext, release_id: str, message: str, detail: list[str] |
         r.error, r.error_detail = f"{message}; every policy/pattern edgebot changed points to the previous version " \
             "again", list(detail or [])
         for s in r.rollout:
-            s.status = "rolled_back" if s.targets else s.status
+            s.status = RolloutStatus.ROLLED_BACK if s.targets else s.status
             s.ended_at = s.ended_at or (time.time() if s.targets else None)
         r.event("rolled_back", error=message)
 
@@ -373,7 +374,7 @@ def rollback(ctx: WorkerContext, release_id: str, user_id: str) -> None:
         r.error = f"rolled back by <@{user_id}>: every policy/pattern this release changed pins its previous version"
         for s in r.rollout:
             if s.targets:
-                s.status, s.note = "rolled_back", f"rolled back by <@{user_id}>"
+                s.status, s.note = RolloutStatus.ROLLED_BACK, f"rolled back by <@{user_id}>"
                 s.ended_at = s.ended_at or time.time()
         r.event("rolled_back", by=user_id)
 
