@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from edgebot import approvals
+from edgebot.approvals import Kind, Refusal
 from edgebot.messages import (
     STATE_ICON,
     STATE_LABEL,
@@ -40,6 +41,9 @@ REJECT_ROLLBACK_ACTION = "reject_rollback"
 REJECT_ROLLBACK_CALLBACK = "reject_rollback_modal"
 REASON_BLOCK = "reason"
 REASON_ACTION = "reason_input"
+REASON_MIN_LENGTH, REASON_MAX_LENGTH = 3, 500
+"""A rejection's reason, in characters (the modal asks for it; the bot checks it again on submission)."""
+REASON_TOO_SHORT = "Say why, in a few words."
 
 
 def mention(principal: str) -> str:
@@ -125,40 +129,42 @@ def asked_again(release: Release) -> str:
             "target policies differ from what the approvers saw). Nothing was published; please approve again.")
 
 
-def click_refused(reason: str, release: Release | None, release_id: str, *, approvers: list[str] | None = None,
-                  ) -> Message:
-    """The ephemeral answer to a click that did not count: exactly why."""
+def click_refused(reason: Refusal, release: Release | None, release_id: str, *, approvers: list[str] | None = None,
+                  kind: Kind = Kind.PUBLISH) -> Message:
+    """The ephemeral answer to a click on a ``kind`` card that did not count: exactly why."""
     name = title(release) if release else release_id
-    if reason == approvals.UNKNOWN:
+    if reason == Refusal.UNKNOWN:
         text = f"There is no release `{release_id}` any more, so this click did nothing."
-    elif reason == approvals.ENDED:
+    elif reason == Refusal.ENDED and kind is Kind.ROLLBACK and release is not None \
+            and release.rollback_request is not None and release.state != ROLLED_BACK:
+        # a rollback request closes (rejected, expired) while its release stays as it was; a publish's request ends
+        # with its release
+        text = (f"The rollback request for {name} was {release.rollback_request.status}; your click did not count. "
+                "Ask again with /edge rollback.")
+    elif reason == Refusal.ENDED:
         assert release is not None
         text = (f"{name} already ended ({STATE_LABEL.get(release.state, release.state)}); "
                 "your click did not count.")
-    elif reason == approvals.NOT_WAITING:
+    elif reason == Refusal.NOT_WAITING:
         text = f"{name} is not waiting for approval (there is no open approval card), so nothing was approved."
-    elif reason == approvals.QUORUM_REACHED:
+    elif reason == Refusal.QUORUM_REACHED:
         assert release is not None
         text = (f"{name} already has its approvals ({_tally(release)}) and is being published; "
                 "your click was not needed.")
-    elif reason == approvals.ROLLBACK_CLOSED:
-        assert release is not None and release.rollback_request is not None
-        text = (f"The rollback request for {name} was {release.rollback_request.status}; your click did not count. "
-                "Ask again with /edge rollback.")
-    elif reason == approvals.EXPIRED_CLICK:
+    elif reason == Refusal.EXPIRED:
         text = (f"The approval request for {name} expired; your click did not count. The requester can publish "
                 "again to ask for a new approval.")
-    elif reason == approvals.OUTDATED:
+    elif reason == Refusal.OUTDATED:
         text = (f"This card for {name} is outdated: what would ship changed since it was posted. "
                 "Use the newest approval card in the thread.")
-    elif reason == approvals.REQUESTER:
+    elif reason == Refusal.REQUESTER:
         text = (f"You requested {name}, so your approval does not count (four-eyes): "
                 "someone else among the approvers must approve it.")
-    elif reason == approvals.NOT_APPROVER:
+    elif reason == Refusal.NOT_APPROVER:
         who = ", ".join(mention(p) for p in approvers or [])
         text = f"You are not an approver for {name}, so your click did not count." + (
             f" Approvers: {who}." if who else "")
-    elif reason == approvals.ALREADY:
+    elif reason == Refusal.ALREADY:
         assert release is not None
         text = f"You already approved {name} ({_tally(release)}); a second click does not count twice."
     else:
@@ -178,9 +184,10 @@ def rejection_recorded(release: Release) -> Message:
     return Message(text=f"You rejected {title(release)}; the requester has been told in the thread.")
 
 
-def reject_modal(release: Release, value: str, *, rollback: bool = False) -> dict[str, Any]:
+def reject_modal(release: Release, value: str, *, kind: Kind = Kind.PUBLISH) -> dict[str, Any]:
     """The modal that asks for a reason before a release (or a rollback) is rejected; ``private_metadata`` carries
     the card's button value."""
+    rollback = kind is Kind.ROLLBACK
     if rollback:
         assert release.rollback_request is not None
         question = (f"Reject the rollback of *{title(release)}* (release `{release.release_id}`) requested by "
@@ -202,7 +209,7 @@ def reject_modal(release: Release, value: str, *, rollback: bool = False) -> dic
                 "block_id": REASON_BLOCK,
                 "label": {"type": "plain_text", "text": "Reason (shown in the thread)"},
                 "element": {"type": "plain_text_input", "action_id": REASON_ACTION, "multiline": True,
-                            "min_length": 3, "max_length": 500},
+                            "min_length": REASON_MIN_LENGTH, "max_length": REASON_MAX_LENGTH},
             },
         ],
     }

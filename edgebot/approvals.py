@@ -1,4 +1,5 @@
-"""Approval policy and what an approval covers: shared by the workers (who ask) and the bot (who counts the clicks).
+"""Approval policy, what an approval covers, the kinds of approval and why a click does not count: shared by the
+workers (who ask) and the bot (whose desk, ``bot.approve``, counts the clicks).
 
     [approvals]                         # defaults for every org; no [approvals] table: nothing needs approval
     approvers = ["S0RELEASE"]           # Slack user ids (U…/W…) and user group ids (S…)
@@ -28,10 +29,11 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from edgebot.errors import ConfigError
-from edgebot.release import AWAITING_APPROVAL, EXPIRED, Release
+from edgebot.release import EXPIRED, Release, RequestStatus
 
 _PRINCIPAL_RE = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 _FIELDS = {"approvers", "required", "allow_requester", "timeout_minutes"}
@@ -154,41 +156,39 @@ def parse_button_value(value: str) -> tuple[str, str]:
     return release_id, digest
 
 
-# -- counting a click -------------------------------------------------------------------------------------------
+# -- kinds of approval, and why a click does not count ----------------------------------------------------------
 
-# why a click did not count
-UNKNOWN, ENDED, NOT_WAITING, EXPIRED_CLICK, OUTDATED, REQUESTER, NOT_APPROVER, ALREADY = (
-    "unknown", "ended", "not_waiting", "expired", "outdated", "requester", "not_approver", "already")
-QUORUM_REACHED = "quorum_reached"
-ROLLBACK_CLOSED = "rollback_closed"
+class Kind(StrEnum):
+    """What an approval card approves (the value is ``Approval.kind``). The bot's desk keys everything that differs
+    between kinds by it (``bot.approve.KINDS``): a new kind is one more member here and one more entry there."""
+
+    PUBLISH = "publish"
+    """The gate before publish: ``release.approval``, asked by the workers once every arch is signed."""
+    ROLLBACK = "rollback"
+    """`/edge rollback` under an approval policy: ``release.rollback_request``, asked by the bot."""
 
 
-def refusal(release: Release | None, user_id: str, card_digest: str, now: float, *, is_approver: bool,
-            approving: bool = True) -> str | None:
-    """Why a click does not count (one of the constants above), or None when it does.
+class Refusal(StrEnum):
+    """Why a click on an approval card (of any kind) did not count; its author is told exactly this
+    (``edgebot.approval_messages.click_refused``) and the audit trail records it."""
 
-    ``is_approver`` is the caller's membership check (user groups resolved at click time).
-    """
-    if release is None:
-        return UNKNOWN
-    if release.is_final:
-        return ENDED
-    approval = release.approval
-    if approval is not None and approval.quorum_at is not None and release.state != AWAITING_APPROVAL:
-        return QUORUM_REACHED
-    if release.state != AWAITING_APPROVAL or approval is None or not approval.card_ts:
-        return NOT_WAITING
-    if now >= approval.expires_at:
-        return EXPIRED_CLICK
-    if not card_digest or not approval.covers_digest.startswith(card_digest):
-        return OUTDATED
-    if user_id == release.user_id and not approval.allow_requester:
-        return REQUESTER
-    if not is_approver:
-        return NOT_APPROVER
-    if approving and approval.approved_by(user_id):
-        return ALREADY
-    return None
+    UNKNOWN = "unknown"
+    """There is no such release (any more)."""
+    ENDED = "ended"
+    """The request is over without this click: the release ended, or the request was rejected or expired."""
+    NOT_WAITING = "not_waiting"
+    """No open request with a card."""
+    QUORUM_REACHED = "quorum_reached"
+    """The request already has its approvals; what it approved is under way."""
+    EXPIRED = "expired"
+    """The click came after the deadline (it closes the request at once, before the scheduled expiry runs)."""
+    OUTDATED = "outdated"
+    """The card shows something else than what the request covers now."""
+    REQUESTER = "requester"
+    """Four-eyes: who asked may not approve (unless the policy allows it)."""
+    NOT_APPROVER = "not_approver"
+    ALREADY = "already"
+    """A second approval by the same person does not count twice."""
 
 
 def mark_expired(release: Release) -> None:
@@ -200,6 +200,15 @@ def mark_expired(release: Release) -> None:
     release.error = (f"nobody approved it within {minutes} minute(s) ({len(approval.approvals())} of "
                      f"{approval.required} approvals); the images stay in the registry, nothing was published")
     release.event("expired", approvals=len(approval.approvals()), required=approval.required)
+
+
+def mark_rollback_expired(release: Release) -> None:
+    """Close a rollback request that ran out (a click after the deadline; ``workers.gate.expire_rollback`` does the
+    same for the scheduled expiry). The fleet stays where it is."""
+    request = release.rollback_request
+    assert request is not None
+    request.status = RequestStatus.EXPIRED
+    release.event("rollback_request_expired", approvals=len(request.approvals()), required=request.required)
 
 
 # -- rollback requests ---------------------------------------------------------------------------------------------
@@ -217,32 +226,3 @@ def rollback_covers(release: Release) -> dict[str, Any]:
 def rollback_button_value(release: Release) -> str:
     digest = release.rollback_request.covers_digest if release.rollback_request else ""
     return f"{release.release_id}:{digest[:32]}"
-
-
-def rollback_refusal(release: Release | None, user_id: str, card_digest: str, now: float, *, is_approver: bool,
-                     approving: bool = True) -> str | None:
-    """Why a click on a rollback card does not count, or None (the same rules as a publish's approval)."""
-    from edgebot.release import ROLLED_BACK
-
-    if release is None:
-        return UNKNOWN
-    request = release.rollback_request
-    if request is None or not request.card_ts:
-        return NOT_WAITING
-    if release.state == ROLLED_BACK:
-        return ENDED
-    if request.status == "approved":
-        return QUORUM_REACHED
-    if request.status != "open":
-        return ROLLBACK_CLOSED
-    if now >= request.expires_at:
-        return EXPIRED_CLICK
-    if not card_digest or not request.covers_digest.startswith(card_digest):
-        return OUTDATED
-    if user_id == request.requested_by and not request.allow_requester:
-        return REQUESTER
-    if not is_approver:
-        return NOT_APPROVER
-    if approving and request.approved_by(user_id):
-        return ALREADY
-    return None

@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
+from bot.approve import refusal
 from edgebot import approval_messages, approvals
+from edgebot.approvals import Kind, Refusal
 from edgebot.config import parse_config
 from edgebot.errors import ConfigError
 from edgebot.release import (
@@ -138,23 +140,23 @@ def test_refusals_say_exactly_why_a_click_does_not_count() -> None:
     release = _waiting()
     digest = release.approval.covers_digest[:32]  # type: ignore[union-attr]
     now = T0 + 60
-    assert approvals.refusal(None, "U0ALICE", digest, now, is_approver=True) == approvals.UNKNOWN
-    assert approvals.refusal(release, "U0ALICE", digest, now, is_approver=True) is None
-    assert approvals.refusal(release, "U0MALLORY", digest, now, is_approver=False) == approvals.NOT_APPROVER
-    assert approvals.refusal(release, "U0REQUESTER", digest, now, is_approver=True) == approvals.REQUESTER
-    assert approvals.refusal(_waiting(allow_requester=True), "U0REQUESTER", digest, now, is_approver=True) is None
-    assert approvals.refusal(release, "U0ALICE", "0" * 32, now, is_approver=True) == approvals.OUTDATED
-    assert approvals.refusal(release, "U0ALICE", digest, T0 + 1800, is_approver=True) == approvals.EXPIRED_CLICK
+    assert refusal(Kind.PUBLISH, None, "U0ALICE", digest, now, is_approver=True) == Refusal.UNKNOWN
+    assert refusal(Kind.PUBLISH, release, "U0ALICE", digest, now, is_approver=True) is None
+    assert refusal(Kind.PUBLISH, release, "U0MALLORY", digest, now, is_approver=False) == Refusal.NOT_APPROVER
+    assert refusal(Kind.PUBLISH, release, "U0REQUESTER", digest, now, is_approver=True) == Refusal.REQUESTER
+    assert refusal(Kind.PUBLISH, _waiting(allow_requester=True), "U0REQUESTER", digest, now, is_approver=True) is None
+    assert refusal(Kind.PUBLISH, release, "U0ALICE", "0" * 32, now, is_approver=True) == Refusal.OUTDATED
+    assert refusal(Kind.PUBLISH, release, "U0ALICE", digest, T0 + 1800, is_approver=True) == Refusal.EXPIRED
     twice = _waiting(decisions=[Decision("U0ALICE", "approved", T0 + 10, release.approval.covers_digest)])  # type: ignore[union-attr]
-    assert approvals.refusal(twice, "U0ALICE", digest, now, is_approver=True) == approvals.ALREADY
-    assert approvals.refusal(twice, "U0ALICE", digest, now, is_approver=True, approving=False) is None
+    assert refusal(Kind.PUBLISH, twice, "U0ALICE", digest, now, is_approver=True) == Refusal.ALREADY
+    assert refusal(Kind.PUBLISH, twice, "U0ALICE", digest, now, is_approver=True, approving=False) is None
     no_card = _waiting()
     no_card.approval.card_ts = ""  # type: ignore[union-attr]
-    assert approvals.refusal(no_card, "U0ALICE", digest, now, is_approver=True) == approvals.NOT_WAITING
-    assert approvals.refusal(_approved(), "U0CAROL", digest, now, is_approver=True) == approvals.QUORUM_REACHED
+    assert refusal(Kind.PUBLISH, no_card, "U0ALICE", digest, now, is_approver=True) == Refusal.NOT_WAITING
+    assert refusal(Kind.PUBLISH, _approved(), "U0CAROL", digest, now, is_approver=True) == Refusal.QUORUM_REACHED
     ended = _waiting()
     ended.state = CANCELLED
-    assert approvals.refusal(ended, "U0ALICE", digest, now, is_approver=True) == approvals.ENDED
+    assert refusal(Kind.PUBLISH, ended, "U0ALICE", digest, now, is_approver=True) == Refusal.ENDED
 
 
 def test_an_approval_of_an_older_round_does_not_count_towards_the_new_one() -> None:
@@ -235,14 +237,14 @@ CASES = {
     "approval_superseded": lambda: approval_messages.superseded_card(_waiting()),
     **{f"click_refused_{reason}": (lambda reason=reason: approval_messages.click_refused(
         reason, _waiting(), "r-7f3a9c", approvers=["U0ALICE", "S0LEADS"]))
-       for reason in (approvals.ENDED, approvals.NOT_WAITING, approvals.QUORUM_REACHED, approvals.EXPIRED_CLICK,
-                      approvals.OUTDATED, approvals.REQUESTER, approvals.NOT_APPROVER, approvals.ALREADY)},
+       for reason in (Refusal.ENDED, Refusal.NOT_WAITING, Refusal.QUORUM_REACHED, Refusal.EXPIRED,
+                      Refusal.OUTDATED, Refusal.REQUESTER, Refusal.NOT_APPROVER, Refusal.ALREADY)},
     "rollback_card_open": lambda: approval_messages.rollback_card(_rollback_request()),
     "rollback_card_rejected": lambda: approval_messages.rollback_card(_rollback_request("rejected")),
     "rollback_card_approved": lambda: approval_messages.rollback_card(_rollback_request("approved")),
     "click_refused_rollback_closed": lambda: approval_messages.click_refused(
-        approvals.ROLLBACK_CLOSED, _rollback_request("expired"), "r-7f3a9c"),
-    "click_refused_unknown": lambda: approval_messages.click_refused(approvals.UNKNOWN, None, "r-gone00"),
+        Refusal.ENDED, _rollback_request("expired"), "r-7f3a9c", kind=Kind.ROLLBACK),
+    "click_refused_unknown": lambda: approval_messages.click_refused(Refusal.UNKNOWN, None, "r-gone00"),
     "approval_counted": lambda: approval_messages.approval_counted(_with_changes(), False),
     "approval_quorum": lambda: approval_messages.approval_counted(_approved(), True),
 }
@@ -275,17 +277,36 @@ def test_rollback_refusals_follow_the_same_rules_as_a_publish() -> None:
     request = release.rollback_request
     assert request is not None
     digest, now = request.covers_digest[:32], T0 + 900
-    assert approvals.rollback_refusal(release, "U0ALICE", digest, now, is_approver=True) is None
-    assert approvals.rollback_refusal(release, "U0ONCALL", digest, now, is_approver=True) == approvals.REQUESTER
-    assert approvals.rollback_refusal(release, "U0EVE", digest, now, is_approver=False) == approvals.NOT_APPROVER
-    assert approvals.rollback_refusal(release, "U0ALICE", "0" * 32, now, is_approver=True) == approvals.OUTDATED
-    assert approvals.rollback_refusal(release, "U0ALICE", digest, T0 + 2400, is_approver=True) == \
-        approvals.EXPIRED_CLICK
-    assert approvals.rollback_refusal(_rollback_request("rejected"), "U0ALICE", digest, now, is_approver=True) == \
-        approvals.ROLLBACK_CLOSED
-    assert approvals.rollback_refusal(_rollback_request("approved"), "U0ALICE", digest, now, is_approver=True) == \
-        approvals.QUORUM_REACHED
+    assert refusal(Kind.ROLLBACK, release, "U0ALICE", digest, now, is_approver=True) is None
+    assert refusal(Kind.ROLLBACK, release, "U0ONCALL", digest, now, is_approver=True) == Refusal.REQUESTER
+    assert refusal(Kind.ROLLBACK, release, "U0EVE", digest, now, is_approver=False) == Refusal.NOT_APPROVER
+    assert refusal(Kind.ROLLBACK, release, "U0ALICE", "0" * 32, now, is_approver=True) == Refusal.OUTDATED
+    assert refusal(Kind.ROLLBACK, release, "U0ALICE", digest, T0 + 2400, is_approver=True) == \
+        Refusal.EXPIRED
+    assert refusal(Kind.ROLLBACK, _rollback_request("rejected"), "U0ALICE", digest, now, is_approver=True) == \
+        Refusal.ENDED
+    assert refusal(Kind.ROLLBACK, _rollback_request("approved"), "U0ALICE", digest, now, is_approver=True) == \
+        Refusal.QUORUM_REACHED
     rolled_back = _rollback_request()
     rolled_back.state = "rolled_back"
-    assert approvals.rollback_refusal(rolled_back, "U0ALICE", digest, now, is_approver=True) == approvals.ENDED
+    assert refusal(Kind.ROLLBACK, rolled_back, "U0ALICE", digest, now, is_approver=True) == Refusal.ENDED
     assert approvals.rollback_covers(release)["targets"] == ["policy:hello-canary:*=1.2.2"]
+
+
+def test_ended_says_whether_the_request_closed_or_the_release_ended() -> None:
+    """One refusal (ENDED) for every kind: a rollback request that closed says how and what to do; a request whose
+    release ended names the release's state."""
+    closed = approval_messages.click_refused(Refusal.ENDED, _rollback_request("rejected"), "r-7f3a9c",
+                                             kind=Kind.ROLLBACK).text
+    assert "The rollback request for" in closed and "was rejected" in closed and "/edge rollback" in closed
+    rolled_back = _rollback_request("approved")
+    rolled_back.state = "rolled_back"
+    ended = approval_messages.click_refused(Refusal.ENDED, rolled_back, "r-7f3a9c", kind=Kind.ROLLBACK).text
+    assert "already ended (rolled back)" in ended
+    assert ended == approval_messages.click_refused(Refusal.ENDED, rolled_back, "r-7f3a9c").text
+
+
+def test_the_rollback_reject_modal_is_a_valid_slack_view() -> None:
+    view = approval_messages.reject_modal(_rollback_request(), "r-7f3a9c:abc", kind=Kind.ROLLBACK)
+    assert _view_problems(view) == []
+    assert view["callback_id"] == approval_messages.REJECT_ROLLBACK_CALLBACK

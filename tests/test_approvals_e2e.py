@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from edgebot import approval_messages, approvals
+from edgebot.approvals import Refusal
 from edgebot.release import Release
 from sandbox.stack import APPROVER, CHANNEL_ID, ORG, REQUESTER, Stack, wait_until
 
@@ -150,7 +151,7 @@ def test_two_of_m_with_four_eyes_a_user_group_and_double_clicks(stack: Stack) ->
     assert [(d.user_id, d.outcome) for d in final.approval.decisions] == [(APPROVER, "approved"), (LEAD, "approved")]
     assert all(d.covers_digest == final.approval.covers_digest for d in final.approval.decisions)
     refused = [e["reason"] for e in final.events if e["what"] == "approval_refused"]
-    assert refused == [approvals.REQUESTER, approvals.NOT_APPROVER, approvals.ALREADY]
+    assert refused == [Refusal.REQUESTER, Refusal.NOT_APPROVER, Refusal.ALREADY]
     assert len(_service_writes(stack, "hello_2.0.0_amd64", since)) == 1
     wait_until(lambda: not _has_buttons(_card(stack, final)), timeout=20, what="the card to lose its buttons")
     assert "Approved" in _card(stack, final)["text"]
