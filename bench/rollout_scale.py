@@ -67,7 +67,7 @@ def run(*, nodes: int, rollouts: int = 3, rounds: int = 5) -> dict[str, Any]:
         standin.fleet.apply_delay, standin.fleet.heartbeat_interval = 0.0, 0.25
         standin.start()
         try:
-            standin.add_user(ORG, "edgebot", PW)
+            standin.add_user(ORG, "edgebot", PW, admin=True)  # sees every node of the org
             signer = PemSigner(generate_private_key_pem(2048), "k.pem")
             with httpx.Client(base_url=standin.url + "/", auth=(f"{ORG}/edgebot", PW), timeout=60) as client:
                 for version in ("1.0.0", "1.1.0"):

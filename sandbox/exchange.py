@@ -133,13 +133,15 @@ class ExchangeStandIn:
             self.state.apikeys[(org, key)] = f"{org}/{owner}"
 
     def add_node(self, org: str, node_id: str, arch: str, *, pattern: str = "",
-                 properties: list[dict[str, Any]] | None = None) -> None:
-        """A node as ``GET orgs/{org}/node-details`` shows it (minimal: registered, no agreements, nothing running)."""
+                 properties: list[dict[str, Any]] | None = None, owner: str = "") -> None:
+        """A node as ``GET orgs/{org}/node-details`` shows it (minimal: registered, no agreements, nothing running).
+        ``owner`` (``org/user``) is the user that registered it: only that user, an org admin or the node itself sees
+        it in node-details."""
         self.add_org(org)
         with self.state.lock:
             self.state.nodes.setdefault(org, {})[f"{org}/{node_id}"] = {
                 "id": f"{org}/{node_id}", "orgid": org, "arch": arch, "name": node_id, "nodeType": "device",
-                "owner": "", "pattern": pattern, "lastHeartbeat": now(), "lastUpdated": now(),
+                "owner": owner, "pattern": pattern, "lastHeartbeat": now(), "lastUpdated": now(),
                 "registeredServices": [], "runningServices": "", "services": [], "connectivity": {}, "errors": [],
                 "properties": copy.deepcopy(properties or []), "constraints": [], "softwareVersions": {},
                 "heartbeatIntervals": {"minInterval": 10, "maxInterval": 120, "intervalAdjustment": 10},

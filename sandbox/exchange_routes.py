@@ -316,6 +316,9 @@ def dockauth_delete(state: ExchangeState, c: Call) -> Reply:
 @dataclass(frozen=True)
 class _Kind:
     table: str  # ExchangeState attribute
+    patchable: tuple[str, ...]
+    """Attributes a PATCH may carry, in the order the real server looks for them (exchange-api
+    ``PatchBusinessPolicyRequest`` / ``PatchPatternRequest``: the first one given is applied, the rest ignored)."""
     envelope: str  # key of the GET answer
     validate: Callable[[dict[str, Any], Callable[[], Iterator[ServiceRow]]], dict[str, Any]]
     created: str
@@ -325,9 +328,12 @@ class _Kind:
     deleted: str
 
 
-POLICY = _Kind("policies", "businessPolicy", validate_policy, "buspol.created", "buspol.already.exists",
+POLICY = _Kind("policies", ("label", "description", "properties", "constraints", "userInput", "secretBinding",
+                            "service"), "businessPolicy", validate_policy, "buspol.created", "buspol.already.exists",
                "buspol.updated", "business.policy.not.found", "business.policy.deleted")
-PATTERN = _Kind("patterns", "patterns", validate_pattern, "pattern.created", "pattern.already.exists",
+PATTERN = _Kind("patterns", ("label", "description", "public", "services", "userInput", "secretBinding",
+                             "agreementProtocols"), "patterns", validate_pattern,
+                "pattern.created", "pattern.already.exists",
                 "pattern.updated", "pattern.id.not.found", "pattern.deleted")
 
 
@@ -336,7 +342,7 @@ def objects_handler(kind: _Kind) -> Callable[[ExchangeState, Call], Reply]:
 
     def handle(state: ExchangeState, c: Call) -> Reply:
         org, name = c.params["org"], c.params.get("name")
-        verb = {"GET": "READ", "POST": "CREATE", "PUT": "UPDATE", "DELETE": "DELETE"}[c.method]
+        verb = {"GET": "READ", "POST": "CREATE", "PUT": "UPDATE", "PATCH": "UPDATE", "DELETE": "DELETE"}[c.method]
         _org_access(state, c.who, org, f"{verb} {kind.table} in {org}")
         table: dict[str, dict[str, Any]] = getattr(state, kind.table).setdefault(org, {})
         if name is None:  # the collection: GET only
@@ -362,19 +368,74 @@ def objects_handler(kind: _Kind) -> Callable[[ExchangeState, Call], Reply]:
             table[name] = {**copy.deepcopy(body), "owner": current["owner"], "created": current["created"],
                            "lastUpdated": now()}
             return ok(201, kind.updated)
+        if c.method == "PATCH":
+            return _patch(state, c, kind, table, name, current)
         del table[name]
         return Reply(204)
 
     return handle
 
 
+def _patch(state: ExchangeState, c: Call, kind: _Kind, table: dict[str, dict[str, Any]], name: str,
+           current: dict[str, Any]) -> Reply:
+    """One attribute, the others untouched (exchange-api ``PatchBusinessPolicyRequest.scala``,
+    ``PatchPatternRequest.scala``): what ``hzn exchange deployment updatepolicy`` sends. The changed object is
+    validated as a whole, like a PUT (service references must exist)."""
+    body = c.json()
+    attribute = next((a for a in kind.patchable if body.get(a) is not None), None)
+    if attribute is None:
+        raise bad_input("invalid.input.message", f"specify one of: {', '.join(kind.patchable)}")
+    merged = {k: copy.deepcopy(v) for k, v in current.items() if k not in ("owner", "created", "lastUpdated")}
+    merged[attribute] = copy.deepcopy(body[attribute])
+    kind.validate(merged, state.service_rows)
+    current[attribute] = merged[attribute]
+    current["lastUpdated"] = now()
+    return ok(201, kind.updated)
+
+
+# -- users --------------------------------------------------------------------------------------------------------
+def user_get(state: ExchangeState, c: Call) -> Reply:
+    """``GET orgs/{org}/users/{user}``: the user itself, an admin of its org or a hub admin (exchange-api
+    ``route/user``); the password is never returned."""
+    org, name = c.params["org"], c.params["user"]
+    who = f"{org}/{name}"
+    if c.who.user != who and not (c.who.admin and c.who.org == org) and not c.who.hub_admin:
+        raise _denied(c.who, f"READ user {who}")
+    record = state.users.get(who)
+    if record is None:
+        raise not_found("user.not.found", who)
+    hub_admin = org == "root" and bool(record["admin"])
+    return Reply(200, {"users": {who: {"password": "********", "admin": bool(record["admin"]),
+                                       "hubAdmin": hub_admin, "email": "", "lastUpdated": now(),
+                                       "updatedBy": who}}, "lastIndex": 0})
+
+
 # -- nodes --------------------------------------------------------------------------------------------------------
 def node_details(state: ExchangeState, c: Call) -> Reply:
+    """Who sees what, as exchange-api ``route/node/Details.scala`` filters (its ``filterIf`` chain): a hub admin
+    sees no node; an org admin the org's nodes; a standard user only the nodes it owns. Query filters ``arch``,
+    ``id``, ``name`` (SQL ``like``, ``%`` a wildcard), ``type`` and ``owner`` (``like`` only when it holds ``%``);
+    the ``node`` filter the OpenAPI document names is not read by the server. Nothing visible: 404."""
     org = c.params["org"]
     _org_access(state, c.who, org, f"READ nodes in {org}")
-    nodes = [n for n in state.nodes.get(org, {}).values()
-             if ("arch" not in c.query or _wildcard(c.query["arch"], n["arch"]))
-             and ("node" not in c.query or _wildcard(c.query["node"], n["id"].split("/", 1)[1]))]
+    q = c.query
+
+    def visible(n: dict[str, Any]) -> bool:
+        if c.who.hub_admin:
+            return False
+        return c.who.admin or n.get("owner") == c.who.user
+
+    def wanted(n: dict[str, Any]) -> bool:
+        owner = q.get("owner")
+        node_type = (q.get("type") or "").lower()
+        return (("arch" not in q or _wildcard(q["arch"], n["arch"]))
+                and ("id" not in q or _wildcard(q["id"], n["id"]))
+                and ("name" not in q or _wildcard(q["name"], n["name"]))
+                and (not node_type or n.get("nodeType") in (node_type, node_type.replace("device", "")))
+                and (owner is None or (_wildcard(owner, n.get("owner") or "") if "%" in owner
+                                       else owner == n.get("owner"))))
+
+    nodes = [n for n in state.nodes.get(org, {}).values() if visible(n) and wanted(n)]
     if not nodes:
         raise not_found()
     return Reply(200, copy.deepcopy(sorted(nodes, key=lambda n: n["id"])))
@@ -398,6 +459,7 @@ def nodes_search_service(state: ExchangeState, c: Call) -> Reply:
 Handler = Callable[[ExchangeState, Call], Reply]
 _policy, _pattern = objects_handler(POLICY), objects_handler(PATTERN)
 _SVC = ("orgs", "{org}", "services", "{service}")
+_OBJECT_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 ROUTES: list[tuple[tuple[str, ...], dict[str, Handler]]] = [
     (("orgs", "{org}", "services"), {"GET": services_list, "POST": service_post}),
     (_SVC, {"GET": service_get, "PUT": service_put, "DELETE": service_delete}),
@@ -407,13 +469,14 @@ ROUTES: list[tuple[tuple[str, ...], dict[str, Handler]]] = [
     ((*_SVC, "dockauths", "{dockauth}"), {"GET": dockauth_get, "DELETE": dockauth_delete}),
     (("orgs", "{org}", "business", "policies"), {"GET": _policy}),
     (("orgs", "{org}", "deployment", "policies"), {"GET": _policy}),
-    (("orgs", "{org}", "business", "policies", "{name}"), dict.fromkeys(("GET", "POST", "PUT", "DELETE"), _policy)),
-    (("orgs", "{org}", "deployment", "policies", "{name}"), dict.fromkeys(("GET", "POST", "PUT", "DELETE"), _policy)),
+    (("orgs", "{org}", "business", "policies", "{name}"), dict.fromkeys(_OBJECT_METHODS, _policy)),
+    (("orgs", "{org}", "deployment", "policies", "{name}"), dict.fromkeys(_OBJECT_METHODS, _policy)),
     (("orgs", "{org}", "patterns"), {"GET": _pattern}),
     (("orgs", "{org}", "deployment", "patterns"), {"GET": _pattern}),
-    (("orgs", "{org}", "patterns", "{name}"), dict.fromkeys(("GET", "POST", "PUT", "DELETE"), _pattern)),
-    (("orgs", "{org}", "deployment", "patterns", "{name}"), dict.fromkeys(("GET", "POST", "PUT", "DELETE"), _pattern)),
+    (("orgs", "{org}", "patterns", "{name}"), dict.fromkeys(_OBJECT_METHODS, _pattern)),
+    (("orgs", "{org}", "deployment", "patterns", "{name}"), dict.fromkeys(_OBJECT_METHODS, _pattern)),
     (("orgs", "{org}", "node-details"), {"GET": node_details}),
+    (("orgs", "{org}", "users", "{user}"), {"GET": user_get}),
     (("orgs", "{org}", "search", "nodes", "service"), {"POST": nodes_search_service}),
 ]
 

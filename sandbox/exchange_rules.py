@@ -47,6 +47,7 @@ MESSAGES: dict[str, tuple[str, str]] = {  # key -> (en, de); {0}… are position
                                  "Fehler beim Parsen des Hauptteils der Eingabe-JSON: {0}"),
     "invalid.input.message": ("invalid input: {0}", "Ungültige Eingabe: {0}"),
     "not.found": ("not found", "Nicht gefunden"),
+    "user.not.found": ("user '{0}' not found", "Benutzer '{0}' nicht gefunden"),
     "org.not.found": ("org '{0}' not found", "Die Organisation (org) '{0}' wurde nicht gefunden"),
     "db.threw.exception": ("DB access threw exception: {0}", "Der Datenbankzugriff hat die folgende Ausnahmebedingung "
                                                              "ausgelöst: {0}"),
@@ -361,3 +362,24 @@ def validate_pattern(body: dict[str, Any], existing: Callable[[], Iterable[Servi
                 raise bad_input("pattern.definition.not.signed")
         _must_exist(str(svc_org), str(url), versions, str(arch), existing)
     return body
+
+
+def agbot_priority_problem(versions: Iterable[dict[str, Any]]) -> str:
+    """Why the agreement bot would refuse these ``serviceVersions`` ("" when it accepts them): anax
+    ``businesspolicy/business_policy.go`` ``ServiceRef.Validate``. A non-zero ``priority_value`` needs non-zero
+    ``retries`` and ``retry_durations``; a zero or absent one needs ``retries``, ``retry_durations`` and
+    ``verified_durations`` all zero. The Exchange stores such a policy without complaint; the agbot drops it."""
+    for entry in versions:
+        priority = entry.get("priority") or {}
+        if not isinstance(priority, dict):
+            return f"version {entry.get('version')}: priority must be an object"
+        value = priority.get("priority_value") or 0
+        retries, durations = priority.get("retries") or 0, priority.get("retry_durations") or 0
+        verified = priority.get("verified_durations") or 0
+        if value != 0 and (retries == 0 or durations == 0):
+            return (f"version {entry.get('version')}: priority_value {value} needs non-zero retries and "
+                    "retry_durations")
+        if value == 0 and (retries or durations or verified):
+            return (f"version {entry.get('version')}: without a priority_value, retries, retry_durations and "
+                    "verified_durations must be zero")
+    return ""

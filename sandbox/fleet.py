@@ -46,12 +46,23 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from sandbox.exchange_routes import ExchangeState, now
-from sandbox.exchange_rules import form_id
+from sandbox.exchange_rules import agbot_priority_problem, form_id
 
 _PSS_AUTO = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.AUTO)
 _CLAUSE_RE = re.compile(r'^\s*([A-Za-z0-9_.\-/]+)\s*(==|=|!=)\s*"?([^"]*?)"?\s*$')
 
 Desired = tuple[tuple[str, str, tuple[str, ...]], ...]
+
+EC_IMAGE_LOAD, EC_DEPLOYMENT_CONFIG, EC_START_CONTAINER = (
+    "error_image_load", "error_in_deployment_config", "error_start_container")
+SURFACED = (EC_IMAGE_LOAD, EC_DEPLOYMENT_CONFIG, EC_START_CONTAINER)
+"""anax ``persistence/surface_errors.go`` ``getErrorTypeList``: the only event types an agent reports as node errors."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str  # a SURFACED event code, "silent" (logged and declined only) or "" (none)
+    message: str
 """What a node should run: ``((service org, service url, versions by priority), …)``."""
 
 
@@ -66,6 +77,13 @@ class SimNode:
     fail_versions: set[str] | None = None
     """Versions whose containers exit at start (an empty set: every version); None: the node does not fail."""
     online: bool = True
+    pull_time: float | None = None
+    """Seconds a newly started version stays ``"not started"`` (pulling) here; None: the fleet's ``pull_time``."""
+    owner: str = ""
+    restarts: int = 0
+    """Times a pattern change cancelled and restarted this node's agreements."""
+    pattern_seen: str = ""
+    """Digest of the pattern's ``services`` the node's agreements were made under."""
     applied: Desired | None = ()
     """What the node's agent last acted on; None: act again even when nothing is wanted (a knob changed)."""
     scheduled: Desired | None = None
@@ -147,9 +165,12 @@ class Fleet:
     """The simulated nodes of one Exchange stand-in, driven by one timer thread."""
 
     def __init__(self, state: ExchangeState, *, apply_delay: float = 0.5, heartbeat_interval: float = 1.0,
-                 tick: float = 0.05) -> None:
+                 tick: float = 0.05, pull_time: float = 0.0) -> None:
         self.state = state
         self.apply_delay = apply_delay
+        self.pull_time = pull_time
+        """Seconds a newly started version's containers report ``"not started"`` (the image pull) before running."""
+        self._pulls: list[tuple[float, int, str, str]] = []  # (due, seq, node id, agreement id)
         self.heartbeat_interval = heartbeat_interval
         self.tick = tick
         self.nodes: dict[str, SimNode] = {}  # "org/name" -> node
@@ -179,14 +200,19 @@ class Fleet:
     # -- set-up and knobs ---------------------------------------------------------------------------------------
     def add_node(self, org: str, name: str, arch: str, *, pattern: str = "",
                  properties: list[dict[str, Any]] | None = None, trusts_ca: bool = True,
-                 credentials: Iterable[str] = (), online: bool = True) -> str:
-        """A registered node; ``pattern`` is ``org/name`` (empty: a policy node). Returns its id ``org/name``."""
+                 credentials: Iterable[str] = (), online: bool = True, owner: str = "") -> str:
+        """A registered node; ``pattern`` is ``org/name`` (empty: a policy node); ``owner`` the user that registered
+        it (default ``{org}/nodeowner``: a standard user other than the node's owner does not see it in
+        node-details). Returns its id ``org/name``."""
         node_id = f"{org}/{name}"
+        owner = owner or f"{org}/nodeowner"
         with self.state.lock:
             self.state.orgs.add(org)
-            self.state.nodes.setdefault(org, {})[node_id] = _node_details(org, node_id, arch, pattern, properties)
+            details = _node_details(org, node_id, arch, pattern, properties)
+            details["owner"] = owner
+            self.state.nodes.setdefault(org, {})[node_id] = details
             self.nodes[node_id] = SimNode(org, node_id, arch, trusts_ca=trusts_ca, credentials=set(credentials),
-                                          online=online)
+                                          online=online, owner=owner)
             self._seen_generation = -1  # re-plan: the new node may have something to run already
         self._wake.set()
         return node_id
@@ -207,6 +233,25 @@ class Fleet:
 
     def set_credentials(self, node_id: str, registries: Iterable[str]) -> None:
         self._knob(node_id, credentials=set(registries))
+
+    def set_pull_time(self, node_id: str, seconds: float | None) -> None:
+        """How long this node's new containers stay ``"not started"`` (None: the fleet's ``pull_time``). Takes effect
+        at the node's next agreement; it does not restart anything."""
+        with self.state.lock:
+            self.nodes[node_id].pull_time = seconds
+
+    def restarts(self, node_id: str) -> int:
+        """How many times a pattern change restarted this node's agreements."""
+        with self.state.lock:
+            return self.nodes[node_id].restarts
+
+    def container_states(self, node_id: str) -> dict[str, list[str]]:
+        """Service url -> the states of its containers as the node reports them now."""
+        with self.state.lock:
+            org = node_id.split("/", 1)[0]
+            details = self.state.nodes[org][node_id]
+            return {s["serviceUrl"]: [c.get("state") for c in s.get("containerStatus") or []]
+                    for s in details["services"]}
 
     def _knob(self, node_id: str, **values: Any) -> None:
         with self.state.lock:
@@ -245,10 +290,14 @@ class Fleet:
                     node = self.nodes.get(node_id)
                     if node is not None and node.online and node.scheduled is not None:
                         self._apply(node)
+                while self._pulls and self._pulls[0][0] <= clock:
+                    _, _, node_id, agreement = heapq.heappop(self._pulls)
+                    self._pulled(node_id, agreement)
                 if clock >= next_beat:
                     self._heartbeat()
                     next_beat = clock + self.heartbeat_interval
-            wait = min(self.tick, max(0.0, (self._due[0][0] - time.monotonic()) if self._due else self.tick))
+            due = min([d[0] for d in self._due[:1]] + [p[0] for p in self._pulls[:1]], default=None)
+            wait = min(self.tick, max(0.0, (due - time.monotonic()) if due is not None else self.tick))
             self._wake.wait(wait)
             self._wake.clear()
 
@@ -257,9 +306,34 @@ class Fleet:
             if not node.online:
                 continue
             desired = self._desired(node)
-            if desired != node.applied and desired != node.scheduled:
+            restart = bool(node.applied) and self._pattern_digest(node) != node.pattern_seen
+            if node.scheduled is not None and node.scheduled == desired:
+                continue  # already due
+            if desired != node.applied or restart:
                 node.scheduled = desired
                 heapq.heappush(self._due, (clock + self.apply_delay, next(self._seq), node.node_id))
+
+    def _pattern_digest(self, node: SimNode) -> str:
+        """A pattern node's agreements are made under its pattern as it is now (empty for a policy node)."""
+        pattern_id = self.state.nodes[node.org][node.node_id]["pattern"]
+        if not pattern_id:
+            return ""
+        pattern_org, _, name = pattern_id.partition("/")
+        pattern = self.state.patterns.get(pattern_org, {}).get(name) or {}
+        return hashlib.sha256(json.dumps(pattern.get("services") or [], sort_keys=True).encode()).hexdigest()
+
+    def _pulled(self, node_id: str, agreement: str) -> None:
+        """The pull of a version's images ended: its containers exist now and run (anax ``GetContainerStatus``)."""
+        node = self.nodes.get(node_id)
+        if node is None or not node.online:
+            return
+        details = self.state.nodes[node.org][node_id]
+        for entry in details["services"]:
+            if entry.get("agreementId") == agreement:
+                for container in entry.get("containerStatus") or []:
+                    if container.get("state") == "not started":
+                        container["state"], container["created"] = "running", int(time.time())
+                details["lastUpdated"] = now()
 
     def _heartbeat(self) -> None:
         stamp = now()
@@ -278,30 +352,62 @@ class Fleet:
                     wanted.append((entry["serviceOrgid"], entry["serviceUrl"],
                                    _ordered_versions(entry.get("serviceVersions") or [])))
         else:
+            kept = {(o, u): v for o, u, v in node.applied or ()}
             for _, policy in sorted(self.state.policies.get(node.org, {}).items()):
                 service = policy.get("service") or {}
                 if service.get("arch") in (node.arch, "*", "") and constraints_match(
                         policy.get("constraints") or [], details["properties"]):
-                    wanted.append((service["org"], service["name"],
-                                   _ordered_versions(service.get("serviceVersions") or [])))
+                    key = (service["org"], service["name"])
+                    if agbot_priority_problem(service.get("serviceVersions") or []):
+                        # the agbot refuses the policy (anax ServiceRef.Validate): no new agreement, the node keeps
+                        # what it was running under the policy before
+                        if key in kept:
+                            wanted.append((*key, kept[key]))
+                        continue
+                    wanted.append((*key, _ordered_versions(service.get("serviceVersions") or [])))
         return tuple(sorted(wanted))
 
     # -- what the agent does --------------------------------------------------------------------------------------
     def _apply(self, node: SimNode) -> None:
         desired = self._desired(node)  # the Exchange as it is now, not as it was when this was scheduled
         details = self.state.nodes[node.org][node.node_id]
+        digest = self._pattern_digest(node)
+        restart = bool(details["services"]) and digest != node.pattern_seen
+        if restart:
+            # a pattern change cancels every agreement made under the pattern (anax
+            # agreementbot/consumer_protocol_handler.go, pattern change): every service restarts, even unchanged ones
+            node.restarts += 1
+        before = {(s["orgid"], s["serviceUrl"]): s for s in details["services"]}
         services: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
         registered: list[dict[str, Any]] = []
         for svc_org, url, versions in desired:
-            running = None
+            running: dict[str, Any] | None = None
+            old = before.get((svc_org, url))
+            exited: dict[str, Any] | None = None
             for version in versions:
-                entry, problem = self._attempt(node, svc_org, url, version)
-                if entry is not None:
-                    running = entry
+                if old is not None and old["version"] == version and not restart and not _exited(old):
+                    running = old  # the agreement stands: nothing restarts
                     break
-                errors.append(_surface_error(problem, svc_org, url, version, node.arch))
+                attempt, problem = self._attempt(node, svc_org, url, version)
+                if attempt is not None:
+                    running = attempt
+                    break
+                if problem.kind == "silent":
+                    continue  # the agent logs it and declines the agreement; nothing reaches the Exchange
+                errors.append(_surface_error(problem.kind, problem.message, svc_org, url, version, node.arch))
+                if problem.kind == EC_START_CONTAINER and exited is None:
+                    exited = self._entry(node, svc_org, url, version, state="exited")
+            if running is None and exited is None and old is not None and not any(
+                    e["workload"]["url"] == url for e in errors):
+                running = old  # declined silently: the node stays on what it ran
+            if running is None:
+                running = exited
             if running is not None:
+                renewed = restart or running is not old
+                if renewed:
+                    running = {**running, "agreementId": _agreement(node, url, str(running["version"]))}
+                    self._start_pull(node, running)
                 services.append(running)
             registered.append({"url": f"{svc_org}/{url}", "numAgreements": 1 if running else 0,
                                "configState": "active", "policy": "", "properties": []})
@@ -313,45 +419,71 @@ class Fleet:
         details["registeredServices"] = registered
         details["errors"] = errors
         details["lastUpdated"] = details["lastHeartbeat"] = stamp
-        node.applied, node.scheduled = desired, None
+        node.applied, node.scheduled, node.pattern_seen = desired, None, digest
 
-    def _attempt(self, node: SimNode, svc_org: str, url: str, version: str) -> tuple[dict[str, Any] | None, str]:
+    def _start_pull(self, node: SimNode, entry: dict[str, Any]) -> None:
+        """A new agreement's containers are ``"not started"`` until their images are pulled (anax
+        ``governance/status.go`` ``GetContainerStatus``); then they run."""
+        pull = self.pull_time if node.pull_time is None else node.pull_time
+        containers = [dict(c) for c in entry.get("containerStatus") or []]
+        entry["containerStatus"] = containers
+        if pull <= 0 or not any(c.get("state") == "running" for c in containers):
+            return
+        for container in containers:
+            if container.get("state") == "running":
+                container["state"], container["created"] = "not started", 0
+        heapq.heappush(self._pulls, (time.monotonic() + pull, next(self._seq), node.node_id, entry["agreementId"]))
+
+    def _entry(self, node: SimNode, svc_org: str, url: str, version: str, *, state: str) -> dict[str, Any]:
+        record = self.state.services.get(svc_org, {}).get(form_id(url, version, node.arch)) or {}
+        try:
+            deployment = json.loads(record.get("deployment") or "{}")
+        except ValueError:
+            deployment = {}
+        containers = [{"name": name, "image": str(c.get("image", "")), "created": int(time.time()), "state": state}
+                      for name, c in sorted((deployment.get("services") or {}).items())] or [
+            {"name": url, "image": "", "created": int(time.time()), "state": state}]
+        return {"agreementId": "", "orgid": svc_org, "serviceUrl": url, "version": version, "arch": node.arch,
+                "containerStatus": containers, "operatorStatus": None, "configState": "active"}
+
+    def _attempt(self, node: SimNode, svc_org: str, url: str, version: str) -> tuple[dict[str, Any] | None, Problem]:
+        """What the agent does for one proposed version. Signature, key and missing-service problems are declined
+        without a surfaced error (not an event type of anax ``persistence/surface_errors.go``
+        ``getErrorTypeList``); pull and container failures are surfaced with their workload."""
         sid = form_id(url, version, node.arch)
         record = self.state.services.get(svc_org, {}).get(sid)
         if record is None:
-            return None, f"Unable to find service {svc_org}/{url} version {version} arch {node.arch} in the exchange"
+            return None, Problem("silent", f"Unable to find service {svc_org}/{url} {version} {node.arch}")
         keys = self.state.keys.get((svc_org, sid), {})
         if not self._verify(sid, record, keys):
-            return None, (f"Deployment signature of service {svc_org}/{url} {version} could not be verified with any "
-                          f"of the {len(keys)} public key(s) of the service: There is no public key available to "
-                          "verify the deployment signature")
+            return None, Problem("silent", f"Deployment signature of {svc_org}/{url} {version} not verified")
         try:
             deployment = json.loads(record["deployment"] or "{}")
         except ValueError:
-            return None, f"Unable to parse the deployment of service {svc_org}/{url} {version}"
+            return None, Problem(EC_DEPLOYMENT_CONFIG,
+                                 f"Unable to parse the deployment of service {svc_org}/{url} {version}")
         auths = {a["registry"] for a in self.state.dockauths.get((svc_org, sid), [])}
-        containers = []
-        for name, container in sorted((deployment.get("services") or {}).items()):
+        for container in (deployment.get("services") or {}).values():
             image = str(container.get("image", ""))
             host = registry_host(image)
             repo, _, reference = image[len(host) + 1:].partition("@")
             if host != "docker.io" and not node.trusts_ca:
-                return None, (f"Error pulling image {image} for service {svc_org}/{url} {version}: Error response "
-                              f"from daemon: Get \"https://{host}/v2/\": tls: failed to verify certificate: "
-                              "x509: certificate signed by unknown authority")
+                return None, Problem(EC_IMAGE_LOAD, (
+                    f"Error pulling image {image} for service {svc_org}/{url} {version}: Error response from "
+                    f"daemon: Get \"https://{host}/v2/\": tls: failed to verify certificate: x509: certificate "
+                    "signed by unknown authority"))
             if host != "docker.io" and host not in auths and host not in node.credentials:
-                return None, (f"Error pulling image {image} for service {svc_org}/{url} {version}: Error response "
-                              f"from daemon: Head \"https://{host}/v2/{repo}/manifests/{reference or 'latest'}\": "
-                              "no basic auth credentials")
-            containers.append({"name": name, "image": image, "created": int(time.time()), "state": "running"})
+                # anax container/imagepull.go: a dockauth is used only when its registry equals host[:port]
+                return None, Problem(EC_IMAGE_LOAD, (
+                    f"Error pulling image {image} for service {svc_org}/{url} {version}: Error response from "
+                    f"daemon: Head \"https://{host}/v2/{repo}/manifests/{reference or 'latest'}\": no basic auth "
+                    "credentials"))
         if node.fail_versions is not None and (not node.fail_versions or version in node.fail_versions):
-            first = containers[0]["name"] if containers else url
-            return None, (f"Execution of service {svc_org}/{url} {version} failed: container {first} exited with "
-                          "status 1 (restart count exceeded)")
-        agreement = hashlib.sha256(f"{node.node_id}|{sid}|{time.time()}".encode()).hexdigest()
-        return {"agreementId": agreement, "orgid": svc_org, "serviceUrl": url, "version": version,
-                "arch": node.arch, "containerStatus": containers, "operatorStatus": None,
-                "configState": "active"}, ""
+            first = next(iter(sorted(deployment.get("services") or {})), url)
+            return None, Problem(EC_START_CONTAINER, (
+                f"Execution of service {svc_org}/{url} {version} failed: container {first} exited with status 1 "
+                "(restart count exceeded)"))
+        return self._entry(node, svc_org, url, version, state="running"), Problem("", "")
 
     def _verify(self, sid: str, record: dict[str, Any], keys: dict[str, str]) -> bool:
         """Cached per service and key set, as the agent caches a service's keys."""
@@ -379,10 +511,18 @@ def _node_details(org: str, node_id: str, arch: str, pattern: str,
     }
 
 
-def _surface_error(message: str, svc_org: str, url: str, version: str, arch: str) -> dict[str, Any]:
-    """An ``eventlog.SurfaceError`` as the agent PUTs it to ``orgs/{org}/nodes/{node}/errors``."""
-    code = "error_image_load" if "pulling image" in message else (
-        "error_start_container" if "Execution" in message else "error_in_agreement")
+def _exited(entry: dict[str, Any]) -> bool:
+    return any(c.get("state") == "exited" for c in entry.get("containerStatus") or [])
+
+
+def _agreement(node: SimNode, url: str, version: str) -> str:
+    return hashlib.sha256(f"{node.node_id}|{url}|{version}|{time.time()}".encode()).hexdigest()
+
+
+def _surface_error(code: str, message: str, svc_org: str, url: str, version: str, arch: str) -> dict[str, Any]:
+    """An ``eventlog.SurfaceError`` as the agent PUTs it to ``orgs/{org}/nodes/{node}/errors`` (anax
+    ``persistence/surface_errors.go``): only the surfaced event types, each with its ``workload``."""
+    assert code in SURFACED, code
     return {"record_id": hashlib.sha1(f"{url}{version}{message}".encode()).hexdigest()[:12], "message": message,
             "event_code": code, "hidden": False,
             "workload": {"url": url, "org": svc_org, "version": version, "arch": arch}, "timestamp": now()}

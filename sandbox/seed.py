@@ -26,11 +26,16 @@ policies = ["hello-fleet"]
 required = 0
 """
 """``hello`` rolls out canary → fleet; the seed service publishes without approval (set-up, not a release)."""
+PRIORITY = {"priority_value": 1, "retries": 2, "retry_durations": 3600}
+"""A priority the agbot accepts (anax ServiceRef.Validate: a priority_value needs retries and retry_durations)."""
 SETTINGS = {"rollout_poll_interval": 1.0, "rollout_offline_after": 10.0}
 
 
 def seed_fleet(stack: Stack, *, canaries: int = 3, nodes: int = 24) -> None:
     """1.0.0 live on every node of both arches, through two policies, before the demo's own command."""
+    # edgebot's Exchange identity must see every node of the org (node-details shows a standard user only the nodes
+    # it owns), so a rollout refuses anything less than an org admin: the demo's user is one
+    stack.exchange.add_user(ORG, EXCHANGE_USER, EXCHANGE_PASSWORD, admin=True)
     before = set(stack.release_ids())
     stack.command(f"publish {SEED_SERVICE} 1.0.0 --registry local")
     release_id = wait_until(lambda: set(stack.release_ids()) - before, timeout=10, what="the seed release").pop()
@@ -40,7 +45,7 @@ def seed_fleet(stack: Stack, *, canaries: int = 3, nodes: int = 24) -> None:
     with httpx.Client(base_url=stack.exchange.url + "/", auth=(f"{ORG}/{EXCHANGE_USER}", EXCHANGE_PASSWORD)) as c:
         for name, group in (("hello-canary", "canary"), ("hello-fleet", "fleet")):
             body = {"label": name, "service": {"name": "hello", "org": ORG, "arch": "*", "serviceVersions": [
-                {"version": "1.0.0", "priority": {"priority_value": 1}}]}, "constraints": [f"group == {group}"]}
+                {"version": "1.0.0", "priority": PRIORITY}]}, "constraints": [f"group == {group}"]}
             c.post(f"orgs/{ORG}/business/policies/{name}", json=body).raise_for_status()
     fleet = stack.exchange.fleet
     fleet.apply_delay, fleet.heartbeat_interval = 1.5, 1.0

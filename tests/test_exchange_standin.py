@@ -444,8 +444,8 @@ def test_node_details_and_service_search(ex: ExchangeStandIn, alice: httpx.Clien
     query = {"orgid": ORG, "serviceURL": "hello", "serviceVersion": "1.0.0", "serviceArch": "amd64"}
     none = alice.post(f"orgs/{ORG}/search/nodes/service", json=query)
     assert none.status_code == 404 and none.json() == {"nodes": []}
-    ex.add_node(ORG, "n1", "amd64", properties=[{"name": "purpose", "value": "edge"}])
-    ex.add_node(ORG, "n2", "arm64")
+    ex.add_node(ORG, "n1", "amd64", properties=[{"name": "purpose", "value": "edge"}], owner=f"{ORG}/alice")
+    ex.add_node(ORG, "n2", "arm64", owner=f"{ORG}/alice")
     details = alice.get(f"orgs/{ORG}/node-details")
     assert details.status_code == 200
     assert [(n["id"], n["arch"], n["properties"]) for n in details.json()] == [
@@ -460,6 +460,59 @@ def test_node_details_and_service_search(ex: ExchangeStandIn, alice: httpx.Clien
     other_version = alice.post(f"orgs/{ORG}/search/nodes/service", json={**query, "serviceVersion": "1.0.1"})
     assert other_version.status_code == 404
     error(alice.post(f"orgs/{ORG}/search/nodes/service", json={"orgid": ORG}), 400, "invalid-input")
+
+
+def test_node_details_visibility_by_role_and_filters(ex: ExchangeStandIn, client: Client) -> None:
+    """exchange-api route/node/Details.scala: a hub admin sees no node, an org admin every node of the org, a
+    standard user only the nodes it owns. Filters arch, id, name (like), type, owner."""
+    ex.add_user("root", "hubadmin", "hub-pw", admin=True)
+    ex.add_node(ORG, "mine", "amd64", owner=f"{ORG}/alice")
+    ex.add_node(ORG, "bobs-1", "arm64", owner=f"{ORG}/bob")
+    ex.add_node(ORG, "bobs-2", "amd64", owner=f"{ORG}/bob")
+    alice, bob = client(), client(f"{ORG}/bob", BOB_PW)
+    boss, hub = client(f"{ORG}/boss", ADMIN_PW), client("root/hubadmin", "hub-pw")
+    assert [n["id"] for n in alice.get(f"orgs/{ORG}/node-details").json()] == [f"{ORG}/mine"]
+    assert [n["id"] for n in bob.get(f"orgs/{ORG}/node-details").json()] == [f"{ORG}/bobs-1", f"{ORG}/bobs-2"]
+    everyone = [f"{ORG}/bobs-1", f"{ORG}/bobs-2", f"{ORG}/mine"]
+    assert [n["id"] for n in boss.get(f"orgs/{ORG}/node-details").json()] == everyone
+    error(hub.get(f"orgs/{ORG}/node-details"), 404, "not-found")
+
+    def ids(**query: str) -> list[str]:
+        return [n["id"] for n in boss.get(f"orgs/{ORG}/node-details", params=query).json()]
+
+    assert ids(arch="arm%") == [f"{ORG}/bobs-1"]
+    assert ids(id=f"{ORG}/bobs%") == [f"{ORG}/bobs-1", f"{ORG}/bobs-2"]
+    assert ids(name="mine") == [f"{ORG}/mine"]
+    assert ids(owner=f"{ORG}/bob") == [f"{ORG}/bobs-1", f"{ORG}/bobs-2"]
+    assert ids(type="device") == everyone
+    assert ids(node="mine") == everyone, "the server reads no `node` filter, whatever the OpenAPI document says"
+    error(boss.get(f"orgs/{ORG}/node-details", params={"type": "cluster"}), 404)
+    # the user's own record says whether it is an org admin (what edgebot checks before a rollout)
+    me = alice.get(f"orgs/{ORG}/users/alice").json()["users"][f"{ORG}/alice"]
+    assert me["admin"] is False and me["hubAdmin"] is False and "alice" not in me["password"]
+    assert boss.get(f"orgs/{ORG}/users/boss").json()["users"][f"{ORG}/boss"]["admin"] is True
+    error(alice.get(f"orgs/{ORG}/users/bob"), 403)
+    assert boss.get(f"orgs/{ORG}/users/bob").status_code == 200
+
+
+def test_patch_changes_one_attribute_and_keeps_the_others(ex: ExchangeStandIn, alice: httpx.Client) -> None:
+    """exchange-api PatchBusinessPolicyRequest / PatchPatternRequest: a PATCH of ``service`` (``services``) leaves
+    constraints and everything else as they are."""
+    create(alice)
+    create(alice, version="1.0.1")
+    assert alice.post(f"orgs/{ORG}/business/policies/p", json=policy(constraints=["a == 1"])).status_code == 201
+    moved = {"name": "hello", "org": ORG, "arch": "amd64", "serviceVersions": [{"version": "1.0.1"}]}
+    assert alice.patch(f"orgs/{ORG}/business/policies/p", json={"service": moved}).status_code == 201
+    stored = ex.policies(ORG)["p"]
+    assert stored["service"] == moved and stored["constraints"] == ["a == 1"] and stored["label"] == "hello everywhere"
+    missing = {**moved, "serviceVersions": [{"version": "9.9.9"}]}
+    error(alice.patch(f"orgs/{ORG}/business/policies/p", json={"service": missing}), 400, "invalid-input")
+    error(alice.patch(f"orgs/{ORG}/business/policies/p", json={"nothing": 1}), 400, "invalid-input")
+    error(alice.patch(f"orgs/{ORG}/business/policies/nope", json={"service": moved}), 404)
+    assert alice.post(f"orgs/{ORG}/patterns/w", json=pattern()).status_code == 201
+    services = [{**pattern()["services"][0], "serviceVersions": [{"version": "1.0.1"}]}]
+    assert alice.patch(f"orgs/{ORG}/patterns/w", json={"services": services}).status_code == 201
+    assert ex.patterns(ORG)["w"]["services"] == services and ex.patterns(ORG)["w"]["label"] == pattern()["label"]
 
 
 # -- routing, faults, language ----------------------------------------------------------------------------------------

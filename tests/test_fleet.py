@@ -1,9 +1,13 @@
 """The simulated agents of the Exchange stand-in, driven over real HTTP: they follow their pattern or matching policy,
-verify the deployment signature like the agent, need a dockauth and a trusted CA, and fall back to priority 2."""
+verify the deployment signature like the agent (and decline silently when it fails), need a dockauth and a trusted
+CA, report "not started" while they pull, fall back to priority 2, ignore a policy the agbot would refuse, and restart
+every agreement of a pattern when the pattern changes. ``alice`` is an org admin (node-details shows her every node
+of the org; a standard user sees only its own nodes)."""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,7 +34,7 @@ def ex() -> Iterator[ExchangeStandIn]:
     standin.fleet.apply_delay = 0.1
     standin.fleet.heartbeat_interval = 0.2
     with standin:
-        standin.add_user(ORG, "alice", PW)
+        standin.add_user(ORG, "alice", PW, admin=True)
         yield standin
 
 
@@ -94,7 +98,8 @@ def test_policy_nodes_follow_their_policy_and_fall_back(ex: ExchangeStandIn, ali
     details = {n["id"]: n for n in alice.get(f"orgs/{ORG}/node-details").json()}
     assert details[good]["runningServices"] == f"|{ORG}/hello_1.1.0_amd64|"
     assert details[good]["services"][0]["containerStatus"][0]["state"] == "running"
-    assert details[bad]["errors"][0]["workload"]["version"] == "1.1.0"
+    assert details[bad]["errors"][0]["workload"] == {"url": "hello", "org": ORG, "version": "1.1.0", "arch": "amd64"}
+    assert details[bad]["errors"][0]["event_code"] == "error_start_container"
     assert details[bad]["registeredServices"] == [{"url": f"{ORG}/hello", "numAgreements": 1,
                                                    "configState": "active", "policy": "", "properties": []}]
 
@@ -106,15 +111,21 @@ def test_agent_refusals_name_the_cause(ex: ExchangeStandIn, alice: httpx.Client,
     untrusting = canary(ex, "no-ca", trusts_ca=False)
     plain = canary(ex, "plain")
     local_creds = canary(ex, "local-creds", credentials=[REGISTRY])
-    put_policy(alice, "hello-canary", versions(("2.0.0", 1)), method="post")
-    wait_until(lambda: ex.fleet.errors(plain), timeout=20, what="the signature refusal")
-    assert "no public key available to verify the deployment signature" in ex.fleet.errors(plain)[0]
-    assert ex.fleet.running(plain) == {}
+    put_policy(alice, "hello-canary", versions(("1.0.0", 1)), method="post")
+    wait_until(lambda: ex.fleet.running(plain) == {"hello": "1.0.0"}, timeout=20, what="plain on 1.0.0")
+    put_policy(alice, "hello-canary", versions(("2.0.0", 1)))
+    # a signature the agent cannot verify is logged and the agreement declined: no error, the node stays on 1.0.0
+    wait_until(lambda: ex.fleet.running(local_creds) == {"hello": "1.0.0"} and ex.nodes(ORG)[plain]["lastUpdated"]
+               != ex.nodes(ORG)[plain]["lastHeartbeat"], timeout=20, what="a heartbeat after the refusal")
+    time.sleep(0.5)
+    assert ex.fleet.running(plain) == {"hello": "1.0.0"} and ex.fleet.errors(plain) == []
     put_policy(alice, "hello-canary", versions(("3.0.0", 1), ("1.0.0", 2)))
-    wait_until(lambda: ex.fleet.running(plain) == {"hello": "1.0.0"}, timeout=20, what="plain to fall back")
+    wait_until(lambda: ex.fleet.errors(plain), timeout=20, what="plain to fall back")
+    assert ex.fleet.running(plain) == {"hello": "1.0.0"}
     assert "no basic auth credentials" in ex.fleet.errors(plain)[0] and REGISTRY in ex.fleet.errors(plain)[0]
     wait_until(lambda: ex.fleet.running(local_creds) == {"hello": "3.0.0"}, timeout=20, what="local creds to pull")
     wait_until(lambda: len(ex.fleet.errors(untrusting)) == 2, timeout=20, what="both versions refused")
+    assert {e["event_code"] for e in ex.nodes(ORG)[untrusting]["errors"]} == {"error_image_load"}
     assert all("x509: certificate signed by unknown authority" in e for e in ex.fleet.errors(untrusting))
     assert ex.fleet.running(untrusting) == {}
     ex.fleet.set_trusts_ca(untrusting, True)
@@ -129,7 +140,7 @@ def test_pattern_nodes_and_offline_nodes(ex: ExchangeStandIn, alice: httpx.Clien
     asleep = ex.fleet.add_node(ORG, "p3", "amd64", pattern=f"{ORG}/web")
     ex.fleet.set_online(asleep, False)
     beat = ex.nodes(ORG)[asleep]["lastHeartbeat"]
-    body = {"label": "web", "public": False, "services": [
+    body: dict[str, Any] = {"label": "web", "public": False, "services": [
         {"serviceUrl": "hello", "serviceOrgid": ORG, "serviceArch": arch, "serviceVersions": versions(("1.0.0", 1))}
         for arch in ("amd64", "arm64")]}
     assert alice.post(f"orgs/{ORG}/patterns/web", json=body).status_code == 201
@@ -160,3 +171,57 @@ def test_registry_host() -> None:
     assert registry_host("registry.example:5000/edge/x@sha256:ab") == "registry.example:5000"
     assert registry_host("library/busybox") == "docker.io"
     assert registry_host("localhost/x") == "localhost"
+
+
+def test_new_containers_are_not_started_while_they_pull(ex: ExchangeStandIn, alice: httpx.Client,
+                                                        signer: PemSigner) -> None:
+    publish(alice, signer, "1.0.0")
+    slow = canary(ex, "slow")
+    ex.fleet.set_pull_time(slow, 1.5)
+    put_policy(alice, "hello-canary", versions(("1.0.0", 1)), method="post")
+    wait_until(lambda: ex.fleet.container_states(slow) == {"hello": ["not started"]}, timeout=20,
+               what="the pull to start")
+    beat = ex.nodes(ORG)[slow]["lastHeartbeat"]
+    wait_until(lambda: ex.nodes(ORG)[slow]["lastHeartbeat"] != beat, timeout=5, what="a heartbeat while pulling")
+    assert ex.fleet.container_states(slow) == {"hello": ["not started"]}
+    wait_until(lambda: ex.fleet.container_states(slow) == {"hello": ["running"]}, timeout=20, what="the pull")
+
+
+def test_a_policy_the_agbot_refuses_moves_nothing(ex: ExchangeStandIn, alice: httpx.Client,
+                                                  signer: PemSigner) -> None:
+    publish(alice, signer, "1.0.0")
+    publish(alice, signer, "1.1.0")
+    node = canary(ex, "n1")
+    put_policy(alice, "hello-canary", versions(("1.0.0", 1)), method="post")
+    wait_until(lambda: ex.fleet.running(node) == {"hello": "1.0.0"}, timeout=20, what="n1 on 1.0.0")
+    # priority_value 1 without retries: the Exchange stores it, the agbot (ServiceRef.Validate) drops the policy
+    put_policy(alice, "hello-canary", [{"version": "1.1.0", "priority": {"priority_value": 1}}])
+    assert ex.policies(ORG)["hello-canary"]["service"]["serviceVersions"][0]["version"] == "1.1.0"
+    time.sleep(1.0)
+    assert ex.fleet.running(node) == {"hello": "1.0.0"} and ex.fleet.errors(node) == []
+    put_policy(alice, "hello-canary", [{"version": "1.1.0"}])  # no priority at all is valid
+    wait_until(lambda: ex.fleet.running(node) == {"hello": "1.1.0"}, timeout=20, what="n1 on 1.1.0")
+
+
+def test_a_pattern_change_restarts_every_node_of_the_pattern_once(ex: ExchangeStandIn, alice: httpx.Client,
+                                                                  signer: PemSigner) -> None:
+    publish(alice, signer, "1.0.0")
+    publish(alice, signer, "1.1.0")
+    nodes = [ex.fleet.add_node(ORG, f"p{i}", "amd64", pattern=f"{ORG}/web") for i in (1, 2)]
+    body: dict[str, Any] = {"label": "web", "public": False, "services": [
+        {"serviceUrl": "hello", "serviceOrgid": ORG, "serviceArch": "amd64",
+         "serviceVersions": versions(("1.0.0", 1))}]}
+    assert alice.post(f"orgs/{ORG}/patterns/web", json=body).status_code == 201
+    wait_until(lambda: all(ex.fleet.running(n) == {"hello": "1.0.0"} for n in nodes), timeout=20, what="1.0.0")
+    agreements = {n: ex.nodes(ORG)[n]["services"][0]["agreementId"] for n in nodes}
+    # a change that leaves the version alone (a label) is no agreement change; PATCH of services is
+    assert alice.patch(f"orgs/{ORG}/patterns/web", json={"label": "web 2"}).status_code == 201
+    time.sleep(0.5)
+    assert all(ex.fleet.restarts(n) == 0 for n in nodes)
+    services = [{**body["services"][0], "serviceVersions": versions(("1.0.0", 1), ("1.1.0", 2))}]
+    assert alice.patch(f"orgs/{ORG}/patterns/web", json={"services": services}).status_code == 201
+    wait_until(lambda: all(ex.fleet.restarts(n) == 1 for n in nodes), timeout=20, what="every node to restart")
+    assert all(ex.fleet.running(n) == {"hello": "1.0.0"} for n in nodes), "same version, restarted"
+    assert all(ex.nodes(ORG)[n]["services"][0]["agreementId"] != agreements[n] for n in nodes)
+    time.sleep(0.5)
+    assert all(ex.fleet.restarts(n) == 1 for n in nodes), "once per change"
