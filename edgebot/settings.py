@@ -67,6 +67,23 @@ class Settings:
     # -- pipeline -----------------------------------------------------------------------------------------------
     source_cache_dir: str = "/var/cache/edgebot/sources"
     work_dir: str = "/var/lib/edgebot/work"
+    source_file_max_bytes: int = 1024 * 1024
+    """Largest file read from a service's repository (service.definition.json, hzn.json, policy and pattern
+    templates): a larger one fails the release, naming the file, before it is read."""
+    build_file_max_bytes: int = 1024 * 1024
+    """Largest Dockerfile or .dockerignore a build accepts (each must be a regular file inside the checkout)."""
+    build_memory: int = 2 * 1024**3
+    """Bytes of memory each build container (a ``RUN`` step) may use; 0: no limit."""
+    build_memory_swap: int = 2 * 1024**3
+    """Bytes of memory + swap each build container may use (equal to ``build_memory``: no swap); 0: Docker's default
+    (twice ``build_memory``), -1: unlimited swap."""
+    build_cpu_shares: int = 512
+    """CPU weight of build containers (Docker's default is 1024): builds yield to the worker itself; 0: default."""
+    build_cpuset_cpus: str = ""
+    """CPUs build containers may run on (``0-1``, ``0,2``); empty: all. (No CFS quota: see docs/configuration.md.)"""
+    build_network_mode: str = "none"
+    """Network of build containers: ``none`` (no network, the default), ``default``/``bridge``, ``host`` or a
+    network's name (one network for every service this worker builds)."""
     step_retries: int = 3
     """Attempts of a step that failed transiently (registry or Exchange 5xx, timeouts), with backoff."""
     retry_backoff: float = 2.0
@@ -120,6 +137,9 @@ class Settings:
     """Seconds between renewals of a running step's lease (keep it well under ``lease_ttl``)."""
     reaper_interval: float = 10.0
     """Seconds between a worker's checks for steps whose lease expired (they are re-enqueued as a new attempt)."""
+    step_max_attempts: int = 3
+    """Attempts a step gets when its holder keeps dying (a build killed by the OOM killer, a host lost): the reaper
+    fails the release, naming the step and the attempts, instead of resuming it once more."""
     publish_lock_ttl: int = 24 * 3600
     """Seconds the one-publish-per-service lock outlives the last update of an abandoned release."""
     redis_reconnect_for: float = 60.0

@@ -16,7 +16,10 @@ Outcomes of a claim:
 
 A step that finishes marks its entry done with :meth:`complete` (fenced by its lease). The reaper
 (workers.reaper) re-enqueues every entry that is still running while nobody holds its lease and its job is not
-waiting in a queue: a new job id with an attempt suffix (``r-7f3a9c-build-arch-amd64-a2``).
+waiting in a queue: a new job id with an attempt suffix (``r-7f3a9c-build-arch-amd64-a2``), up to
+``settings.step_max_attempts`` attempts; when the last one dies too, the reaper fails the release and marks the entry
+done in the same MULTI, so a step that kills its worker every time (a build that exhausts memory) ends instead of
+being resumed for ever.
 """
 
 from __future__ import annotations

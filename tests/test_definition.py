@@ -311,3 +311,33 @@ def test_deployment_string_is_compact_sorted_and_utf8():
     assert text == '{"services":{"a":{"image":"y","z":1},"b":{"environment":["É=<&>"],"image":"x"}}}'
     assert json.loads(text) == dep
     assert deployment_string(json.loads(text)) == text  # stable through a JSON round trip
+
+
+# -- hostile repositories: size caps (issue 12) -----------------------------------------------------------------------
+
+def test_an_oversized_definition_is_refused_before_it_is_parsed() -> None:
+    import tracemalloc
+
+    big = mutate(description="x" * (20 * 1024 * 1024))  # a 20 MB definition: ~900 MB of worker memory to parse
+    tracemalloc.start()
+    try:
+        with pytest.raises(DefinitionError) as refused:
+            read(big)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert str(refused.value) == (f"horizon/service.definition.json is {len(big.encode())} bytes, over the "
+                                  "1048576-byte cap (setting source_file_max_bytes): shrink the file")
+    assert peak < 64 * 1024 * 1024, peak  # one UTF-8 copy to measure it, nothing parsed
+    with pytest.raises(DefinitionError, match=r"horizon/hzn.json is \d+ bytes, over the 1000-byte cap"):
+        read(HELLO_DEFINITION, HELLO_HZN_JSON + " " * 1000, max_bytes=1000)
+    assert read(HELLO_DEFINITION, max_bytes=2 * len(HELLO_DEFINITION.encode())).arch == "amd64"
+
+
+def test_a_small_definition_that_expands_past_the_cap_is_refused() -> None:
+    # 100 KB of hzn.json value, referenced 10,000 times: 1 GB once expanded, from two files under the cap
+    hzn = json.dumps({"MetadataVars": {"BLOB": "y" * 100_000}})
+    definition = mutate(description="$BLOB" * 10_000)
+    with pytest.raises(DefinitionError, match=r"expanding its \$VARs \(from horizon/hzn.json\) would make it longer "
+                                              r"than the 1048576-character cap"):
+        read(definition, hzn)

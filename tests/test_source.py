@@ -176,3 +176,39 @@ def test_concurrent_resolves_and_reads_from_processes(origin, cache):
                               [cache] * 4))
     assert shas == [expected] * 6
     assert texts == ["FROM scratch\n"] * 4
+
+
+# -- hostile repositories: every file read from git is size-capped before it is read (issue 12) --------------------
+
+def test_an_oversized_file_is_refused_by_its_blob_size_before_it_is_read(origin, cache):
+    import tracemalloc
+
+    big = "{" + '"pad": "' + "x" * (20 * 1024 * 1024) + '"}\n'  # a 20 MB service.definition.json
+    sha = origin.commit({"horizon/service.definition.json": big, "horizon/deployment.policy.json": big}, "huge")
+    origin.push()
+    tracemalloc.start()
+    try:
+        with pytest.raises(SourceError) as refused:
+            read_file_at(str(origin.bare), sha, "horizon/service.definition.json", cache)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    size = len(big.encode())
+    assert str(refused.value) == (
+        f"horizon/service.definition.json at commit {sha[:12]} is {size} bytes, over the 1048576-byte cap for files "
+        "edgebot reads from the repository (setting source_file_max_bytes): shrink the file")
+    assert refused.value.transient is False
+    assert peak < 2 * 1024 * 1024, peak  # the blob itself was never read into the worker
+    # the cap is the caller's to set (prepare passes settings.source_file_max_bytes); the policy template path
+    # (workers.rollout_create) goes through the same function and its default cap
+    assert read_file_at(str(origin.bare), sha, "horizon/service.definition.json", cache, max_bytes=size) == big
+    with pytest.raises(SourceError, match=r"horizon/deployment.policy.json at commit .* over the 1000-byte cap"):
+        read_file_at(str(origin.bare), sha, "horizon/deployment.policy.json", cache, max_bytes=1000)
+
+
+def test_a_file_at_exactly_the_cap_is_read(origin, cache):
+    sha = origin.commit({"horizon/hzn.json": "x" * 99 + "\n"}, "at the cap")
+    origin.push()
+    assert read_file_at(str(origin.bare), sha, "horizon/hzn.json", cache, max_bytes=100) == "x" * 99 + "\n"
+    with pytest.raises(SourceError, match=r"is 100 bytes, over the 99-byte cap"):
+        read_file_at(str(origin.bare), sha, "horizon/hzn.json", cache, max_bytes=99)

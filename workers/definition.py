@@ -24,6 +24,11 @@ from typing import Any
 DEFINITION_FILE = "horizon/service.definition.json"
 HZN_JSON_FILE = "horizon/hzn.json"
 
+#: Largest definition (and hzn.json) read_definition accepts, before and after ``$VAR`` expansion: the same default as
+#: ``settings.source_file_max_bytes``, which caps the files when they are read from git. Expansion is capped too, or a
+#: small file that repeats a long hzn.json value would blow up in memory.
+DEFINITION_MAX_BYTES = 1024 * 1024
+
 #: The variables edgebot sets itself, overriding horizon/hzn.json.
 EDGEBOT_VARS = ("HZN_ORG_ID", "SERVICE_VERSION", "ARCH", "DOCKER_IMAGE_BASE")
 
@@ -317,15 +322,35 @@ def _user_inputs(value: Any) -> list[dict[str, str]] | None:
 
 def read_definition(definition_text: str, hzn_json_text: str | None, *, org: str, version: str, arch: str,
                     image_base: str, definition_name: str = DEFINITION_FILE,
-                    hzn_json_name: str = HZN_JSON_FILE) -> ServiceDefinition:
-    """Read, expand and check one definition for one arch; raise :class:`DefinitionError` with what to fix."""
+                    hzn_json_name: str = HZN_JSON_FILE, max_bytes: int = DEFINITION_MAX_BYTES) -> ServiceDefinition:
+    """Read, expand and check one definition for one arch; raise :class:`DefinitionError` with what to fix.
+
+    A definition or hzn.json over ``max_bytes`` bytes is refused before it is parsed, and so is a definition whose
+    ``$VAR`` expansion would grow past ``max_bytes`` characters.
+    """
     if not (org and version and arch and image_base):
         raise ValueError("read_definition needs org, version, arch and image_base")
+    for name, content in ((definition_name, definition_text), (hzn_json_name, hzn_json_text)):
+        size = len(content.encode("utf-8")) if content is not None else 0
+        if size > max_bytes:
+            raise DefinitionError(f"{name} is {size} bytes, over the {max_bytes}-byte cap (setting "
+                                  "source_file_max_bytes): shrink the file")
     env = hzn_json_vars(hzn_json_text, file_name=hzn_json_name) if hzn_json_text is not None else {}
     env.update({"HZN_ORG_ID": org, "SERVICE_VERSION": version, "ARCH": arch, "DOCKER_IMAGE_BASE": image_base})
 
     stripped, strip_origin = _strip_with_origin(definition_text)
-    lookup, undefined = _recording_lookup(env)
+    recording, undefined = _recording_lookup(env)
+    expanded = [len(stripped)]
+
+    def lookup(name: str) -> str:
+        value = recording(name)
+        expanded[0] += len(value)
+        if expanded[0] > max_bytes:
+            raise DefinitionError(f"{definition_name}: expanding its $VARs (from {hzn_json_name}) would make it longer "
+                                  f"than the {max_bytes}-character cap (setting source_file_max_bytes): use fewer or "
+                                  "shorter variables")
+        return value
+
     pieces = _expand(stripped, lookup)
     text = "".join(p for p, _, _ in pieces)
     f = definition_name

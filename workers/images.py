@@ -21,20 +21,41 @@ So :func:`build_image` compares the image's ``Architecture`` with the target; wh
 cached steps, it rebuilds once with ``nocache`` (that fixes the first kind), and if the arch is still wrong (the
 base image's arch) it raises :class:`WrongArchitecture`. Per-arch base images (``FROM amd64/…`` / ``FROM arm64v8/…``)
 keep the arches' caches apart from the start, which is what the sample service does.
+
+The repository is hostile until proven otherwise (docs/troubleshooting.md, "Refused build contexts"). The build
+context is a tar that :func:`build_context` writes itself, not docker-py's: the context directory, the Dockerfile and
+``.dockerignore`` must resolve inside the checkout (a symlink out of it is refused, naming the path), the Dockerfile
+and ``.dockerignore`` must be regular files no larger than a cap (a ``.dockerignore`` symlinked to ``/dev/zero`` made
+docker-py read forever), symlinks inside the context travel as symlinks and are never followed, and anything that is
+not a regular file, directory or symlink (a FIFO, a device) is refused. Every ``RUN`` step then runs under
+:class:`BuildLimits`: memory, memory+swap, CPU shares and CPU set, and the network mode (``none`` by default).
+The legacy builder's API has no pids limit (``/build`` takes none, and an ``nproc`` ulimit does not bind root); and
+CFS quota (``cpuperiod``/``cpuquota``), which the Engine API takes, is refused by docker-py's ``container_limits``.
+Both can be had for the whole build daemon with ``dockerd --cgroup-parent`` (docs/configuration.md).
 """
 
 from __future__ import annotations
 
+import io
+import os
 import re
+import stat
+import tarfile
+import tempfile
 from collections import deque
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 import docker
 import docker.errors
 import requests.exceptions
+from docker.utils.build import exclude_paths
+
+if TYPE_CHECKING:
+    from edgebot.settings import Settings
 
 GO_ARCH_TO_PLATFORM = {
     "amd64": "linux/amd64",
@@ -95,6 +116,40 @@ class PushFailed(ImageError):
 
 
 @dataclass(frozen=True)
+class BuildLimits:
+    """What one build may use (``settings.build_*``): applied by the Engine to every container of the build."""
+
+    memory: int = 2 * 1024**3
+    memory_swap: int = 2 * 1024**3
+    cpu_shares: int = 512
+    cpuset_cpus: str = ""
+    network_mode: str = "none"
+    max_file_bytes: int = 1024 * 1024
+    """Largest Dockerfile or .dockerignore accepted."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings, network_mode: str | None = None) -> BuildLimits:
+        """The settings' limits; ``network_mode`` (a catalog service's ``build_network``) overrides the setting's."""
+        return cls(memory=settings.build_memory, memory_swap=settings.build_memory_swap,
+                   cpu_shares=settings.build_cpu_shares, cpuset_cpus=settings.build_cpuset_cpus,
+                   network_mode=network_mode or settings.build_network_mode,
+                   max_file_bytes=settings.build_file_max_bytes)
+
+    def container_limits(self) -> dict[str, int | str]:
+        """docker-py's ``container_limits`` (its only keys: memory, memswap, cpushares, cpusetcpus); 0/"" left out."""
+        limits: dict[str, int | str] = {}
+        if self.memory > 0:
+            limits["memory"] = self.memory
+        if self.memory_swap != 0:
+            limits["memswap"] = self.memory_swap
+        if self.cpu_shares > 0:
+            limits["cpushares"] = self.cpu_shares
+        if self.cpuset_cpus:
+            limits["cpusetcpus"] = self.cpuset_cpus
+        return limits
+
+
+@dataclass(frozen=True)
 class BuiltImage:
     image_id: str
     tag: str
@@ -120,31 +175,142 @@ def _error_text(entry: dict[str, Any]) -> str | None:
 
 
 def build_image(client: docker.DockerClient, *, context_dir: Path, dockerfile: str, tag: str, arch: str,
-                labels: dict[str, str] | None = None, log_lines: int = 40) -> BuiltImage:
+                labels: dict[str, str] | None = None, log_lines: int = 40, root: Path | None = None,
+                limits: BuildLimits | None = None) -> BuiltImage:
     """Build ``dockerfile`` in ``context_dir`` for ``arch`` (a Go arch name) as ``tag``; check the result's arch.
 
-    Raises :class:`BuildFailed` (with the log tail) or :class:`WrongArchitecture`.
+    ``root``: the checkout the context must stay inside (default: ``context_dir`` itself). ``limits``: what the
+    build's containers may use (default: :class:`BuildLimits`' defaults, no network).
+    Raises :class:`BuildFailed` (with the log tail; also for a context refused by :func:`build_context`) or
+    :class:`WrongArchitecture`.
     """
     platform = GO_ARCH_TO_PLATFORM.get(arch)
     if platform is None:
         raise BuildFailed(f"unknown arch {arch!r}; known: {', '.join(GO_ARCH_TO_PLATFORM)}")
-    if not (Path(context_dir) / dockerfile).is_file():
-        raise BuildFailed(f"{dockerfile} not found in the build context")
+    limits = limits or BuildLimits()
     all_labels = {**(labels or {}), ARCH_LABEL: arch}
     tail: deque[str] = deque(maxlen=max(1, log_lines))
-    image_id, used_cache = _build(client, tail, path=str(context_dir), dockerfile=dockerfile, tag=tag,
-                                  platform=platform, labels=all_labels, nocache=False)
-    actual = _architecture(client, tag)
-    if actual != arch and used_cache:
-        # the cache ignores the platform: steps built for another arch were reused. Build them afresh once.
-        tail.append(f"[edgebot] image came out {actual or 'without an arch'} from cached steps; rebuilding "
-                    f"for {arch} without the cache")
-        image_id, _ = _build(client, tail, path=str(context_dir), dockerfile=dockerfile, tag=tag,
-                             platform=platform, labels=all_labels, nocache=True)
+    with build_context(Path(root or context_dir), Path(context_dir), dockerfile,
+                       max_file_bytes=limits.max_file_bytes) as context:
+        options: dict[str, Any] = {
+            "fileobj": context, "custom_context": True, "dockerfile": dockerfile, "tag": tag, "platform": platform,
+            "labels": all_labels, "container_limits": limits.container_limits(),
+            "network_mode": limits.network_mode or None,
+        }
+        image_id, used_cache = _build(client, tail, nocache=False, **options)
         actual = _architecture(client, tag)
+        if actual != arch and used_cache:
+            # the cache ignores the platform: steps built for another arch were reused. Build them afresh once.
+            tail.append(f"[edgebot] image came out {actual or 'without an arch'} from cached steps; rebuilding "
+                        f"for {arch} without the cache")
+            context.seek(0)
+            image_id, _ = _build(client, tail, nocache=True, **options)
+            actual = _architecture(client, tag)
     if actual != arch:
         raise WrongArchitecture(expected=arch, actual=actual)
     return BuiltImage(image_id=image_id or _image_id(client, tag), tag=tag, architecture=actual, log_tail=list(tail))
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "directory"),
+                       (stat.S_ISLNK, "symlink")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def _inside(path: Path, top: Path) -> bool:
+    return path == top or top in path.parents
+
+
+def _control_file(context: Path, checkout: Path, name: str, shown: str, cap: int) -> bytes:
+    """The bytes of the Dockerfile or .dockerignore ``name`` (relative to ``context``), checked before it is opened:
+    it must resolve inside ``checkout`` and be a regular file of at most ``cap`` bytes."""
+    path = context / name
+    real = Path(os.path.realpath(path))
+    if not _inside(real, checkout):
+        raise BuildFailed(f"{shown} is a symlink to {real}, outside the checkout: edgebot reads only files of the "
+                          "repository; commit the file itself")
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        raise BuildFailed(f"{shown} not found in the build context") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise BuildFailed(f"{shown} is a {_kind(st.st_mode)}, not a regular file: commit a regular file")
+    if st.st_size > cap:
+        raise BuildFailed(f"{shown} is {st.st_size} bytes, over the {cap}-byte cap (setting build_file_max_bytes): "
+                          "shrink the file")
+    fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(cap + 1)
+    if len(data) > cap:
+        raise BuildFailed(f"{shown} grew past the {cap}-byte cap while it was read")
+    return data
+
+
+@contextmanager
+def build_context(checkout: Path, context_dir: Path, dockerfile: str, *,
+                  max_file_bytes: int = 1024 * 1024) -> Iterator[IO[bytes]]:
+    """The build context of ``context_dir`` as a tar in a temporary file, made without following a symlink.
+
+    Refused (:class:`BuildFailed`, naming the path): a context directory that resolves outside ``checkout`` or is not
+    a directory; a Dockerfile or ``.dockerignore`` that resolves outside ``checkout``, is not a regular file or is over
+    ``max_file_bytes``; any entry of the context that is not a regular file, directory or symlink. ``.dockerignore``
+    patterns are applied as docker-py applies them. The Dockerfile and ``.dockerignore`` go into the tar as the regular
+    files just read; every other symlink goes in as a symlink, so what it points to never reaches the Engine.
+    """
+    top = Path(os.path.realpath(checkout))
+    given = Path(context_dir)
+    shown = given.relative_to(checkout).as_posix() if _inside(given, Path(checkout)) else str(given)
+    real = Path(os.path.realpath(given))
+    if not _inside(real, top):
+        raise BuildFailed(f"the build context {shown} resolves to {real}, outside the checkout: a context directory "
+                          "must be a directory of the repository, not a symlink out of it")
+    if not real.is_dir():
+        kind = _kind(os.stat(real).st_mode) if real.exists() else "missing path"
+        raise BuildFailed(f"the build context {shown} is a {kind}, not a directory of the repository")
+    prefix = "" if shown in ("", ".") else shown + "/"
+    dockerfile_bytes = _control_file(real, top, dockerfile, prefix + dockerfile, max_file_bytes)
+    ignore_path = real / ".dockerignore"
+    ignore_bytes: bytes | None = None
+    patterns: list[str] = []
+    if os.path.lexists(ignore_path):
+        ignore_bytes = _control_file(real, top, ".dockerignore", prefix + ".dockerignore", max_file_bytes)
+        for line in ignore_bytes.decode("utf-8", "replace").splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                patterns.append(line)
+    dockerfile_name = Path(dockerfile).as_posix().removeprefix("./")
+    replaced = {dockerfile_name: dockerfile_bytes, ".dockerignore": ignore_bytes}
+    with tempfile.TemporaryFile() as handle:  # on disk, like docker-py's: a context can be large
+        with tarfile.open(mode="w", fileobj=handle, format=tarfile.PAX_FORMAT) as tar:
+            for name in sorted(exclude_paths(str(real), patterns, dockerfile=dockerfile_name)):
+                full = os.path.join(real, name)
+                st = os.lstat(full)
+                if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+                    raise BuildFailed(f"{prefix}{name} is a {_kind(st.st_mode)}: a build context holds only regular "
+                                      "files, directories and symlinks")
+                info = tar.gettarinfo(full, arcname=name)  # lstat: a symlink stays a symlink
+                if name in replaced:
+                    content = replaced.pop(name)
+                    if content is None:
+                        continue
+                    info.type, info.linkname, info.size = tarfile.REGTYPE, "", len(content)
+                    tar.addfile(info, io.BytesIO(content))
+                elif info.isreg():
+                    fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW)
+                    with os.fdopen(fd, "rb") as source:
+                        tar.addfile(info, source)
+                else:
+                    tar.addfile(info)
+            for name, content in replaced.items():  # e.g. a Dockerfile in a directory .dockerignore excluded
+                if content is not None:
+                    info = tarfile.TarInfo(name)
+                    info.size, info.mode = len(content), 0o644
+                    tar.addfile(info, io.BytesIO(content))
+        handle.seek(0)
+        yield handle
 
 
 def _build(client: docker.DockerClient, tail: deque[str], **options: Any) -> tuple[str, bool]:

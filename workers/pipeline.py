@@ -38,7 +38,7 @@ from workers import failures, gate
 from workers.context import WorkerContext
 from workers.definition import ServiceDefinition, deployment_string, pin_images, read_definition
 from workers.exchange import publish_service, service_id
-from workers.images import build_image, credentials_refused, push_image
+from workers.images import BuildLimits, build_image, credentials_refused, push_image
 from workers.progress import set_stage
 from workers.registries import before_push, node_token_notes
 from workers.signing import fingerprint, public_key_fingerprint, sign_deployment, verify_deployment
@@ -98,13 +98,15 @@ def prepare(ctx: WorkerContext, release_id: str) -> None:
         base = docker_image_base(registry.host, registry.namespace, service.image_base)
         horizon = service.horizon_dir.strip("/")
         definition_path = f"{horizon}/service.definition.json"
-        definition_text = read_file_at(service.source, sha, definition_path, cache)
+        cap = ctx.config.settings.source_file_max_bytes
+        definition_text = read_file_at(service.source, sha, definition_path, cache, max_bytes=cap)
         if definition_text is None:
             raise StepFailed(f"{definition_path} is missing at commit {sha[:12]} of {service.name}'s source")
-        hzn_json = read_file_at(service.source, sha, f"{horizon}/hzn.json", cache)
+        hzn_json = read_file_at(service.source, sha, f"{horizon}/hzn.json", cache, max_bytes=cap)
         for arch in release.arches:
             definitions[arch] = read_definition(
-                definition_text, hzn_json, org=release.org, version=release.version, arch=arch, image_base=base
+                definition_text, hzn_json, org=release.org, version=release.version, arch=arch, image_base=base,
+                max_bytes=cap,
             )
     missing = [a for a in release.arches if live_build_workers(ctx, a) == 0]
     if missing:
@@ -170,6 +172,8 @@ def build(ctx: WorkerContext, release_id: str, arch: str) -> None:
                         # yields the same digest, so republishing a version is a no-op rather than a conflict
                         labels={"org.opencontainers.image.revision": release.commit_sha},
                         log_lines=ctx.config.settings.build_log_lines,
+                        root=tree,  # context, Dockerfile and .dockerignore must resolve inside the checkout
+                        limits=BuildLimits.from_settings(ctx.config.settings),
                     )
 
                 def built_ok(r: Release) -> None:

@@ -12,6 +12,10 @@ edgebot's reaper runs in every worker's loop, every ``settings.reaper_interval``
   (queued, scheduled for a retry, deferred) is re-enqueued as a new attempt, atomically with the ledger entry
   naming the new job id (WATCH on the entry and the lease). Several workers may reap at once; one wins, the others'
   transactions abort. The old job, if RQ ever re-runs it, finds itself superseded and does nothing.
+* A step that keeps dying is not resumed for ever: once its attempt ``settings.step_max_attempts`` has lost its holder
+  too, the reaper fails the release with a message naming the step and the attempts ("the build of amd64 was
+  interrupted 3 times: …") and marks the ledger entry done, in the same MULTI as the release write (WATCH on the
+  record, the entry and the lease), then repaints the thread when this process can reach Slack.
 * :func:`break_dead_scheduler_locks`: a scheduler lock whose holder has not heartbeat for
   ``settings.scheduler_stale_after`` seconds is deleted (compare-and-delete), so this worker's scheduler can take it
   at once instead of after RQ's 61-second lock TTL.
@@ -23,6 +27,8 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 import redis
 from rq import Queue
@@ -32,8 +38,10 @@ from rq.registry import DeferredJobRegistry, ScheduledJobRegistry
 from rq.scheduler import SCHEDULER_KEY_TEMPLATE, SCHEDULER_LOCKING_KEY_TEMPLATE
 from rq.utils import utcparse
 
+from edgebot.errors import LeaseLost
 from edgebot.jobs import SERIALIZER, EdgebotJob, Step, enqueue_step
-from edgebot.lease import lease_key
+from edgebot.lease import Lease, lease_key
+from edgebot.release import FAILED, FAILED_STEP, RUNNING, Release
 from edgebot.settings import Settings
 from edgebot.steps import LedgerStatus, StepEntry, StepLedger
 from edgebot.store import ReleaseNotFound, ReleaseStore
@@ -47,8 +55,14 @@ return 0
 """
 
 
-def reap(connection: redis.Redis, settings: Settings) -> list[str]:
-    """Resume every step whose holder died; return the new job ids."""
+Report = Callable[[str, list[str]], None]
+"""``report(release_id, failed_stages)``: repaint the thread of a release the reaper failed."""
+
+
+def reap(connection: redis.Redis, settings: Settings, report: Report | None = None) -> list[str]:
+    """Resume every step whose holder died; return the new job ids. A step whose last allowed attempt
+    (``settings.step_max_attempts``) died too fails its release instead, and ``report`` (default: this worker's thread
+    reporter, when it has one) repaints the thread."""
     store = ReleaseStore(connection, settings)
     ledger = StepLedger(connection, settings)
     resumed: list[str] = []
@@ -67,6 +81,12 @@ def reap(connection: redis.Redis, settings: Settings) -> list[str]:
             if entry.released_at and time.time() - entry.released_at < settings.lease_ttl:
                 continue  # handed back for an RQ retry a moment ago: RQ is scheduling it
             if _waiting_in_queue(connection, entry.job_id):
+                continue
+            if entry.attempt >= settings.step_max_attempts:
+                failed = _give_up(store, ledger, release_id, entry)
+                if failed is not None:
+                    log.error("release %s: %s", release_id, give_up_message(entry.step, entry.attempt))
+                    (report or _report_with_worker_context)(release_id, failed)
                 continue
             new_id = _resume(connection, ledger, settings, release_id, entry)
             if new_id is None:
@@ -128,6 +148,103 @@ def _resume(connection: redis.Redis, ledger: StepLedger, settings: Settings, rel
             return nxt.job_id
         except redis.WatchError:
             return None
+
+
+def step_words(step: str) -> str:
+    """A ledger step name as the thread says it: ``build-amd64`` → "the build of amd64"."""
+    kind, _, rest = step.partition("-")
+    if kind == "build" and rest:
+        return f"the build of {rest}"
+    if step == "prepare":
+        return "the source step"
+    if step == "sign":
+        return "signing"
+    if kind == "publish":
+        return "the publish" + (f" of approval round {step.rsplit('-', 1)[-1]}" if rest else "")
+    if step == "rollout":
+        return "the start of the rollout"
+    if step.startswith("rollout-poll"):
+        return "the rollout watch"
+    return f"the {kind} step"
+
+
+def give_up_message(step: str, attempts: int) -> str:
+    return (f"{step_words(step)} was interrupted {attempts} times: each attempt's worker stopped before it finished "
+            "(killed, out of memory, or its host lost), so edgebot stopped resuming it (setting step_max_attempts). "
+            "Check that worker's log and its limits (build_memory for a build), then publish again.")
+
+
+class _EntryUnchanged(Lease):
+    """A fence for ``ReleaseStore.update``: holds while the ledger entry is still the one the reaper judged (running,
+    under the same job id) and nobody holds its lease; the entry and the lease are watched in the update's
+    transaction, so a holder or another reaper that moves first makes this write retry and then give up."""
+
+    def __init__(self, ledger: StepLedger, release_id: str, entry: StepEntry) -> None:
+        super().__init__(ledger.redis, lease_key(ledger.prefix, release_id, entry.step), 0, "reaper", 0.0)
+        self.steps_key = ledger.steps_key(release_id)
+        self.entry = entry
+        self.current: StepEntry | None = None
+
+    def verify_watched(self, pipe: Any) -> None:
+        pipe.watch(self.steps_key, self.key)
+        raw = pipe.hget(self.steps_key, self.entry.step)
+        current = StepEntry.from_json(raw) if raw is not None else None
+        if (current is None or pipe.exists(self.key) or current.status != LedgerStatus.RUNNING
+                or current.job_id != self.entry.job_id):
+            raise LeaseLost(f"{self.entry.step} of {self.steps_key} moved on before the reaper gave up on it")
+        self.current = current
+
+
+def _give_up(store: ReleaseStore, ledger: StepLedger, release_id: str, entry: StepEntry) -> list[str] | None:
+    """Fail the release for good and mark the entry done, in one MULTI; the stages marked failed (None: nothing
+    written, because the entry moved on or the release had already ended)."""
+    guard = _EntryUnchanged(ledger, release_id, entry)
+    message = give_up_message(entry.step, entry.attempt)
+
+    def mutate(r: Release) -> list[str] | None:
+        if r.is_final:
+            return None
+        r.state = FAILED
+        r.error = message
+        r.error_detail = []
+        r.event("failed", error=message, step=entry.step, attempts=entry.attempt, job=entry.job_id)
+        failed: list[str] = []
+        for name, state in r.stages.items():
+            if state.status == RUNNING:
+                state.mark(FAILED_STEP)
+                failed.append(name)
+        for name, per_arch in r.arch_steps.items():
+            for state in per_arch.values():
+                if state.status == RUNNING:
+                    state.mark(FAILED_STEP)
+                    if name not in failed:
+                        failed.append(name)
+        return failed
+
+    def then(r: Release, failed: list[str] | None, pipe: Any) -> None:
+        if failed is not None and guard.current is not None:
+            done = dataclasses.replace(guard.current, status=LedgerStatus.DONE, done_at=time.time())
+            pipe.hset(guard.steps_key, entry.step, done.to_json())
+
+    try:
+        return store.update(release_id, mutate, fence=guard, then=then).decided
+    except (LeaseLost, ReleaseNotFound):
+        return None
+
+
+def _report_with_worker_context(release_id: str, failed: list[str]) -> None:
+    """Repaint the failed stages and post the summary through this worker's thread reporter (best effort: a worker
+    without Slack access leaves the thread to the next process that has it; the record is failed either way)."""
+    try:
+        from workers import context
+
+        reporter = context.current().reporter
+        for stage in failed:
+            reporter.stage(release_id, stage)
+        reporter.summary(release_id)
+        reporter.flush()
+    except Exception as exc:  # never let the thread stop the reaper
+        log.warning("release %s: failed by the reaper, but the thread could not be updated: %s", release_id, exc)
 
 
 def _record_resume(store: ReleaseStore, release_id: str, entry: StepEntry) -> None:

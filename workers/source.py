@@ -27,6 +27,9 @@ from pathlib import Path
 
 #: Seconds one git command may take (a clone or fetch of a large repository included).
 GIT_TIMEOUT = 600.0
+#: Largest file :func:`read_file_at` reads by default (``settings.source_file_max_bytes``' default): a definition,
+#: hzn.json or policy/pattern template is a few KiB; a hostile 20 MB one would cost the worker ~900 MB to parse.
+SOURCE_FILE_MAX_BYTES = 1024 * 1024
 
 _REF = re.compile(r"[A-Za-z0-9._/+-]+\Z")
 _SHA = re.compile(r"(?:[0-9a-f]{40}|[0-9a-f]{64})\Z")
@@ -222,8 +225,13 @@ def checkout(source: str, sha: str, dest: Path, cache_dir: Path) -> Path:
     return dest
 
 
-def read_file_at(source: str, sha: str, path: str, cache_dir: Path) -> str | None:
-    """The text of ``path`` at commit ``sha`` (``git show sha:path``), or None when no such file exists there."""
+def read_file_at(source: str, sha: str, path: str, cache_dir: Path,
+                 max_bytes: int = SOURCE_FILE_MAX_BYTES) -> str | None:
+    """The text of ``path`` at commit ``sha`` (``git show sha:path``), or None when no such file exists there.
+
+    The blob's size is read first (``git cat-file -s``): a file larger than ``max_bytes`` is refused with a
+    :class:`SourceError` naming it, its size and the cap, before a byte of it is read.
+    """
     _require_sha(sha)
     clean = path.strip().removeprefix("./")
     parts = clean.split("/")
@@ -237,6 +245,11 @@ def read_file_at(source: str, sha: str, path: str, cache_dir: Path) -> str | Non
         kind = _git(["--git-dir", str(mirror), "cat-file", "-t", spec], check=False)
         if kind.returncode != 0 or kind.stdout.strip() != b"blob":
             return None
+        size = int(_git(["--git-dir", str(mirror), "cat-file", "-s", spec], what=f"sizing {clean}").stdout)
+        if size > max_bytes:
+            raise SourceError(f"{clean} at commit {sha[:12]} is {size} bytes, over the {max_bytes}-byte cap for "
+                              "files edgebot reads from the repository (setting source_file_max_bytes): "
+                              "shrink the file")
         data = _git(["--git-dir", str(mirror), "cat-file", "blob", spec], what=f"reading {clean}").stdout
     try:
         return data.decode("utf-8")
