@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from edgebot import constraints as constraints_language
 from edgebot.release import RolloutStatus
 
 OFFLINE, NEW, FAILING, OLD, WAITING = "offline", "new", "failing", "old", "waiting"
 BUCKETS = (NEW, OLD, FAILING, OFFLINE, WAITING)
 
-_CLAUSE_RE = re.compile(r'^\s*([A-Za-z0-9_.\-/]+)\s*(==|=|!=|>=|<=|>|<|in)\s*(.*?)\s*$')
 _HOST_RE = re.compile(r'https://([^/"\s]+)/')
 
 
@@ -72,36 +72,11 @@ Predicate = Callable[[dict[str, str]], bool]
 
 
 def compile_constraints(constraints: Iterable[str]) -> Predicate:
-    """The agbot's constraint language, for what deployment policies commonly use: ``name == value`` (also ``=``,
-    ``!=``, ``<``, ``<=``, ``>``, ``>=`` on numbers, ``in "a,b"``), ``AND``/``&&`` inside ``OR``/``||``; every
-    constraint string must hold. A clause that cannot be read matches nothing."""
-    compiled = [[[_compile_clause(c) for c in re.split(r"\s+AND\s+|\s*&&\s*", alt)]
-                 for alt in re.split(r"\s+OR\s+|\s*\|\|\s*", text)] for text in constraints]
-    return lambda props: all(any(all(c(props) for c in alt) for alt in alts) for alts in compiled)
-
-
-def _compile_clause(text: str) -> Predicate:
-    found = _CLAUSE_RE.match(text)
-    if found is None:
-        return lambda props: False
-    name, op, raw = found.groups()
-    value = raw.strip().strip('"')
-    if op in ("=", "=="):
-        return lambda props: props.get(name) == value
-    if op == "!=":
-        return lambda props: name in props and props[name] != value
-    if op == "in":
-        options = {v.strip() for v in value.split(",")}
-        return lambda props: props.get(name) in options
-
-    def compare(props: dict[str, str]) -> bool:
-        try:
-            have, want = float(props[name]), float(value)
-        except (KeyError, ValueError):
-            return False
-        return {">": have > want, "<": have < want, ">=": have >= want, "<=": have <= want}[op]
-
-    return compare
+    """A policy's constraints in Open Horizon's constraint language, read once as the agbot reads them
+    (:mod:`edgebot.constraints`: AND/OR, ``&&``/``||``, parentheses, quoted strings, ``in`` lists, version ranges,
+    every comparison; there is no NOT in it); every constraint string must hold. An expression the agbot would refuse
+    raises :class:`edgebot.constraints.ConstraintError` (expression, position, reason) instead of matching nothing."""
+    return constraints_language.compile_constraints(constraints)
 
 
 def _properties(node: dict[str, Any]) -> dict[str, str]:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from edgebot.constraints import ConstraintError, Constraints
 from edgebot.fleet_summary import (
     StageCounts,
     Target,
@@ -78,6 +79,17 @@ def test_summary_counts_each_bucket_once() -> None:
     assert both.total == 2 and both.old == 2
 
 
+def test_policy_constraints_with_parentheses_select_their_nodes_and_not_halts() -> None:
+    nodes = [node("c", version="1.0.0", group="canary"), node("b", version="1.0.0", group="beta"),
+             node("f", version="1.0.0", group="fleet"), node("arm", version="1.0.0", group="beta", arch="arm64")]
+    either = Target("policy", "p", "amd64", ("(group == canary || group == beta) && group != fleet",))
+    counts = summarize(nodes, org=ORG, url="hello", version="2.0.0", targets=[either], offline_after=600, now=NOW)
+    assert (counts.total, counts.old) == (2, 2)
+    refused = Target("policy", "p", "*", ("NOT group == fleet",))
+    with pytest.raises(ConstraintError, match="has no NOT"):
+        summarize(nodes, org=ORG, url="hello", version="2.0.0", targets=[refused], offline_after=600, now=NOW)
+
+
 def test_errors_about_another_service_or_version_do_not_count() -> None:
     other = agent_error("boom", version="1.0.0")
     nodes = [node("n", version="1.0.0", errors=[other, {**agent_error("hidden"), "hidden": True}])]
@@ -113,10 +125,16 @@ def test_verdict() -> None:
 
 
 def test_constraints_and_heartbeats_and_bar() -> None:
-    match = compile_constraints(['group == "canary" && tier >= 2', "zone in eu,us || zone == test"])
+    # an unquoted list ("zone in eu,us") is refused by the agbot; the old reader accepted it
+    match = compile_constraints(['group == "canary" && tier >= 2', 'zone in "eu,us" || zone == test'])
     assert match({"group": "canary", "tier": "3", "zone": "eu"})
     assert not match({"group": "canary", "tier": "1", "zone": "eu"})
     assert not match({"group": "canary", "tier": "x", "zone": "eu"})
+    assert isinstance(match, Constraints)  # also takes the Exchange's typed property list
+    assert match([{"name": "group", "value": "canary"}, {"name": "tier", "value": 2},
+                  {"name": "zone", "value": "test"}])
+    with pytest.raises(ConstraintError, match="at position 8"):
+        compile_constraints(["zone in eu,us"])
     assert heartbeat_age(stamp(30), NOW) == pytest.approx(30, abs=1)
     assert heartbeat_age("garbage", NOW) == float("inf")
     assert progress_bar(1, 4, width=8) == "[██░░░░░░] 25%"
