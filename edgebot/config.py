@@ -181,6 +181,7 @@ def parse_config(data: Mapping[str, Any], *, path: str = "", environ: Mapping[st
         settings = Settings.load(data.get("settings"), environ)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    _check_rollout_settings(settings)
     approval_rules = parse_approvals(data.get("approvals"))
     check_reachable(approval_rules, services={name: (svc.org, set(registries)) for name, svc in services.items()})
     exchange_url = _str(exchange, "exchange.url").rstrip("/")
@@ -359,6 +360,20 @@ def _rollout(where: str, table: Mapping[str, Any]) -> tuple[RolloutStageConfig, 
         stages.append(RolloutStageConfig(name, tuple(targets), None if share is None else float(share),
                                          None if timeout is None else float(timeout)))
     return tuple(stages)
+
+
+def _check_rollout_settings(settings: Settings) -> None:
+    """Values the agreement bot would refuse: the priority-1 and priority-2 entries edgebot writes carry
+    ``rollout_fallback_retries`` and ``rollout_fallback_retry_durations``, and anax ``ServiceRef.Validate`` drops a
+    policy whose non-zero ``priority_value`` has zero ``retries`` or ``retry_durations`` (the Exchange stores it, no
+    node moves, nobody is told)."""
+    for name in ("rollout_fallback_retries", "rollout_fallback_retry_durations"):
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"[settings] {name} = {getattr(settings, name)}: must be at least 1; the agbot drops a "
+                              "deployment policy whose priority has zero retries or retry_durations, so no node would "
+                              "move (e.g. rollout_fallback_retries = 2, rollout_fallback_retry_durations = 3600)")
+    if settings.rollout_pull_grace < 0:
+        raise ConfigError("[settings] rollout_pull_grace must be 0 or more seconds")
 
 
 def _table(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:

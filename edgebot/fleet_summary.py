@@ -5,9 +5,12 @@ a node in a stage comes from Exchange data only: a pattern target takes the node
 policy target takes the pattern-less nodes of a matching arch whose properties satisfy the policy's constraints.
 
 Per member node, in this order: **offline** (last heartbeat older than the threshold: counted, never waited for),
-**new** (runs the target version, every container running), **failing** (an agent error about this service's target
-version, or its container not running), **old** (runs another version, e.g. the priority-2 fallback), **waiting**
-(nothing running yet).
+**new** (runs the target version, every container running), **failing** (an error the agent surfaced for this
+service's target version, or a container of it that exited), **starting** (the target version's containers are
+``"not started"`` — the agent says so until the container exists, minutes on a slow pull — or not reported yet;
+anax ``governance/status.go``; failing only once the stage has run longer than the pull grace), **old** (runs another
+version, e.g. the priority-2 fallback, or a version the agent declined silently: a signature or key it cannot verify
+is never surfaced as an error), **waiting** (nothing running yet).
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ from typing import Any
 from edgebot import constraints as constraints_language
 from edgebot.release import RolloutStatus
 
-OFFLINE, NEW, FAILING, OLD, WAITING = "offline", "new", "failing", "old", "waiting"
-BUCKETS = (NEW, OLD, FAILING, OFFLINE, WAITING)
+OFFLINE, NEW, FAILING, OLD, WAITING, STARTING = "offline", "new", "failing", "old", "waiting", "starting"
+BUCKETS = (NEW, STARTING, OLD, FAILING, OFFLINE, WAITING)
+EXITED = frozenset({"exited", "dead"})
+"""Docker container states that mean the service stopped (anything else but ``running`` is still starting)."""
 
 _HOST_RE = re.compile(r'https://([^/"\s]+)/')
 
@@ -46,6 +51,7 @@ class StageCounts:
     failing: int = 0
     offline: int = 0
     waiting: int = 0
+    starting: int = 0
     problems: list[str] = field(default_factory=list)
     """One line per failing node, in the user's words (all of them; the caller keeps the first N)."""
 
@@ -60,11 +66,11 @@ class StageCounts:
             return int(counts.get(name, 0))
 
         return cls(total=get("total"), new=get(NEW), old=get(OLD), failing=get(FAILING), offline=get(OFFLINE),
-                   waiting=get(WAITING))
+                   waiting=get(WAITING), starting=get(STARTING))
 
     def as_dict(self) -> dict[str, int]:
-        return {"total": self.total, NEW: self.new, OLD: self.old, FAILING: self.failing, OFFLINE: self.offline,
-                WAITING: self.waiting}
+        return {"total": self.total, NEW: self.new, STARTING: self.starting, OLD: self.old, FAILING: self.failing,
+                OFFLINE: self.offline, WAITING: self.waiting}
 
 
 # -- constraints ----------------------------------------------------------------------------------------------------
@@ -115,22 +121,32 @@ def explain(node: str, message: str, version: str) -> str:
     return f"{node}: {message}"
 
 
-def classify(node: dict[str, Any], *, org: str, url: str, version: str, offline_after: float,
-             now: float) -> tuple[str, str]:
-    """(bucket, the agent's error text or "") of one node for ``org/url`` at ``version``."""
+def classify(node: dict[str, Any], *, org: str, url: str, version: str, offline_after: float, now: float,
+             pull_grace: float = math.inf, elapsed: float = 0.0) -> tuple[str, str]:
+    """(bucket, the agent's error text or "") of one node for ``org/url`` at ``version``. ``elapsed``: seconds since
+    the stage began; a node still starting after ``pull_grace`` of them counts as failing."""
     if heartbeat_age(node.get("lastHeartbeat") or "", now) > offline_after:
         return OFFLINE, ""
     entry = next((s for s in node.get("services") or [] if s.get("serviceUrl") == url and s.get("orgid") == org),
                  None)
-    if entry is not None and entry.get("version") == version:
-        stopped = [c for c in entry.get("containerStatus") or [] if c.get("state") != "running"]
-        if not stopped:
-            return NEW, ""
-        return FAILING, f"container {stopped[0].get('name')} is {stopped[0].get('state')}"
+    current = entry is not None and entry.get("version") == version
+    containers = (entry or {}).get("containerStatus") or []
+    if current and containers and all(c.get("state") == "running" for c in containers):
+        return NEW, ""
     for error in node.get("errors") or []:
         workload = error.get("workload") or {}
-        if workload.get("url") == url and workload.get("version", version) == version and not error.get("hidden"):
+        if (workload.get("url") == url and workload.get("org", org) == org and workload.get("version") == version
+                and not error.get("hidden")):
             return FAILING, str(error.get("message") or error.get("event_code") or "unknown agent error")
+    if current:
+        stopped = [c for c in containers if c.get("state") in EXITED]
+        if stopped:
+            return FAILING, f"container {stopped[0].get('name')} is {stopped[0].get('state')}"
+        if elapsed > pull_grace:
+            state = next((c.get("state") for c in containers if c.get("state") != "running"), "not reported")
+            return FAILING, (f"container still {state} {int(elapsed)} s after the stage began (pull grace "
+                             f"{int(pull_grace)} s): is the image pull stuck or the image very large?")
+        return STARTING, ""
     return (OLD, "") if entry is not None else (WAITING, "")
 
 
@@ -153,11 +169,12 @@ def members(nodes: Iterable[dict[str, Any]], org: str, targets: Iterable[Target]
 
 
 def summarize(nodes: Iterable[dict[str, Any]], *, org: str, url: str, version: str, targets: Iterable[Target],
-              offline_after: float, now: float) -> StageCounts:
+              offline_after: float, now: float, pull_grace: float = math.inf, elapsed: float = 0.0) -> StageCounts:
     """Counts of one stage from one node-details answer (10,000 nodes: one pass, constraints compiled once)."""
     counts = StageCounts()
     for node in members(nodes, org, list(targets)):
-        bucket, error = classify(node, org=org, url=url, version=version, offline_after=offline_after, now=now)
+        bucket, error = classify(node, org=org, url=url, version=version, offline_after=offline_after, now=now,
+                                 pull_grace=pull_grace, elapsed=elapsed)
         counts.total += 1
         setattr(counts, bucket, getattr(counts, bucket) + 1)
         if bucket == FAILING:
@@ -168,15 +185,30 @@ def summarize(nodes: Iterable[dict[str, Any]], *, org: str, url: str, version: s
 def verdict(counts: StageCounts, *, healthy_share: float, failure_threshold: int, elapsed: float,
             timeout: float) -> RolloutStatus:
     """healthy | failed | timed_out | running. Offline nodes, and failing ones within the threshold, are left out of
-    the share (counted, not waited for);
-    a stage whose nodes are all offline cannot be checked, so it waits (until the timeout). A stage without any
-    node is healthy at once."""
-    if counts.failing > failure_threshold:
+    the share (counted, not waited for); starting nodes are waited for. A stage whose nodes are all offline cannot be
+    checked, so it waits (until the timeout). A stage without any node fails at once: nothing was observed, so
+    nothing says the new version works (:func:`no_node_reason` says why)."""
+    if counts.total == 0 or counts.failing > failure_threshold:
         return RolloutStatus.FAILED
     judged = counts.online - counts.failing  # failures within the threshold are tolerated, not waited for
-    if counts.total == 0 or (judged > 0 and counts.new >= math.ceil(healthy_share * judged - 1e-9)):
+    if judged > 0 and counts.new >= math.ceil(healthy_share * judged - 1e-9):
         return RolloutStatus.HEALTHY
     return RolloutStatus.TIMED_OUT if elapsed > timeout else RolloutStatus.RUNNING
+
+
+def no_node_reason(targets: Iterable[Target], org: str, seen: int) -> str:
+    """Why a stage matched no node, in the user's words (``seen``: nodes node-details showed in the org)."""
+    parts = []
+    for t in targets:
+        if t.kind == "pattern":
+            parts.append(f"no node of org {org} is registered with pattern `{t.name}`")
+        else:
+            arch = "" if t.arch in ("*", "") else f" on {t.arch}"
+            parts.append(f"the constraints of policy `{t.name}` ({' AND '.join(t.constraints) or 'none'}) match no "
+                         f"node{arch}")
+    where = (f"among the {seen} node(s) the Exchange showed" if seen else
+             "the Exchange showed no node of the org at all")
+    return f"{'; '.join(parts) or 'the stage has no policy or pattern'} ({where}); the stage halted: no node was seen"
 
 
 def progress_bar(done: int, total: int, width: int = 20) -> str:

@@ -464,7 +464,9 @@ def rollout_counts_line(counts: dict[str, int], version: str) -> str:
     online = counts.get("total", 0) - counts.get("offline", 0)
     bar = progress_bar(counts.get("new", 0), online)
     return (f"`{bar}` {counts.get('new', 0)} of {online} online node(s) run {version}\n"
-            f"new {counts.get('new', 0)} · old {counts.get('old', 0)} · failing {counts.get('failing', 0)} · "
+            f"new {counts.get('new', 0)} · "
+            + (f"starting {counts['starting']} · " if counts.get("starting") else "")  # pulling: not failing
+            + f"old {counts.get('old', 0)} · failing {counts.get('failing', 0)} · "
             f"offline {counts.get('offline', 0)} · waiting {counts.get('waiting', 0)}")
 
 

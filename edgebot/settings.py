@@ -120,12 +120,17 @@ class Settings:
     """Seconds a stage may take to become healthy before it fails."""
     rollout_auto_rollback: bool = True
     """On a failed stage, re-point every policy/pattern edgebot changed to the previous version."""
-    rollout_drop_fallback: bool = True
-    """Once a stage is healthy, drop the previous version (the priority-2 fallback) from its policies/patterns."""
+    rollout_drop_fallback: bool = False
+    """Once a stage is healthy, drop the previous version (the priority-2 fallback) from its policies (never from a
+    pattern: that is a second pattern change, which restarts every node of the pattern again). Off by default: the
+    fallback is IEAM's per-node safety net for nodes that join or fail later."""
     rollout_fallback_retries: int = 2
     """``retries`` of the priority-1 version before an agent falls back to priority 2."""
     rollout_fallback_retry_durations: int = 3600
     """``retry_durations`` (seconds) in which those retries are counted."""
+    rollout_pull_grace: float = 900.0
+    """Seconds a node of a stage may report its new containers ``"not started"`` (pulling) or nothing yet before it
+    counts as failing; until then it counts as starting."""
     rollout_report_nodes: int = 10
     """Failing nodes listed by name, with their error, when a stage fails."""
     rollout_lock_timeout: float = 30.0

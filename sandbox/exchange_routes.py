@@ -398,7 +398,8 @@ def user_get(state: ExchangeState, c: Call) -> Reply:
     """``GET orgs/{org}/users/{user}``: the user itself, an admin of its org or a hub admin (exchange-api
     ``route/user``); the password is never returned."""
     org, name = c.params["org"], c.params["user"]
-    who = f"{org}/{name}"
+    who = c.who.user if name in ("apikey", "iamapikey") and c.who.org == org else f"{org}/{name}"
+    # (``iamapikey``/``apikey``: the record of the user the key belongs to, as exchange-api answers for IAM keys)
     if c.who.user != who and not (c.who.admin and c.who.org == org) and not c.who.hub_admin:
         raise _denied(c.who, f"READ user {who}")
     record = state.users.get(who)

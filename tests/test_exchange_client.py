@@ -290,3 +290,38 @@ def test_a_rotated_password_is_read_again_once_on_401(ex: ExchangeStandIn) -> No
     with wrong, pytest.raises(ExchangeAuthError) as info:
         wrong.get_service(ORG, SID)
     assert "still-wrong" not in str(info.value) and "(401)" in str(info.value)
+
+
+def test_fleet_visibility_needs_an_org_admin(ex: ExchangeStandIn, client: ExchangeClient) -> None:
+    """node-details shows a standard user only its own nodes: the rollout watch refuses anything but an org admin,
+    read from the user's own record (also through an API key, and for a user of another org)."""
+    from workers.exchange import fleet_visibility_problem
+
+    problem = fleet_visibility_problem(client, ORG)
+    assert "acme/alice is a standard user of org acme" in problem and "admin role of org acme" in problem
+    with ExchangeClient(ex.url, ORG, "apikey", API_KEY, timeout=30) as keyed:
+        assert "standard user" in fleet_visibility_problem(keyed, ORG)
+    with ExchangeClient(ex.url, "other", "eve", EVE_PASSWORD, timeout=30) as eve:
+        assert "belongs to org other" in fleet_visibility_problem(eve, ORG)
+    ex.add_user(ORG, "alice", PASSWORD, admin=True)
+    assert fleet_visibility_problem(client, ORG) == ""
+    with ExchangeClient(ex.url, ORG, "apikey", API_KEY, timeout=30) as keyed:
+        assert fleet_visibility_problem(keyed, ORG) == ""
+
+
+def test_patch_changes_only_the_named_attribute(ex: ExchangeStandIn, client: ExchangeClient) -> None:
+    client.create_service(ORG, body())
+    client.create_service(ORG, body(version="1.0.1", deploymentSignature="c2lnbmF0dXJlLTI="))
+    url = "https://reg.example.com/hello"
+    service = {"name": url, "org": ORG, "arch": "amd64", "serviceVersions": [{"version": "1.0.0"}]}
+    policy: dict[str, Any] = {"label": "p", "constraints": ["a == 1"], "service": service}
+    client.create_deployment_object("policy", ORG, "p", policy)
+    with ex.state.lock:  # a human edits the constraints after edgebot's read
+        ex.state.policies[ORG]["p"]["constraints"] = ["a == 2"]
+    client.patch_deployment_object("policy", ORG, "p", "service", {**policy["service"],
+                                                                   "serviceVersions": [{"version": "1.0.1"}]})
+    stored = client.get_deployment_object("policy", ORG, "p") or {}
+    assert stored["constraints"] == ["a == 2"] and stored["service"]["serviceVersions"] == [{"version": "1.0.1"}]
+    with pytest.raises(ExchangeInvalid):
+        client.patch_deployment_object("policy", ORG, "p", "service", {**policy["service"],
+                                                                       "serviceVersions": [{"version": "9.0.0"}]})

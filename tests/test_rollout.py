@@ -15,12 +15,21 @@ from edgebot.fleet_summary import (
     compile_constraints,
     explain,
     heartbeat_age,
+    no_node_reason,
     progress_bar,
     summarize,
     verdict,
 )
 from edgebot.release import RolloutStatus
-from workers.rollout import RolloutRefused, keep_only, move, pinned, put_body
+from workers.rollout import (
+    RolloutRefused,
+    agbot_priority_problem,
+    agbot_refusal,
+    keep_only,
+    move,
+    pinned,
+    put_body,
+)
 
 FAILED, HEALTHY, RUNNING, TIMED_OUT = (RolloutStatus.FAILED, RolloutStatus.HEALTHY, RolloutStatus.RUNNING,
                                        RolloutStatus.TIMED_OUT)
@@ -65,7 +74,8 @@ def test_summary_counts_each_bucket_once() -> None:
         node("arm", version="1.0.0", arch="arm64"),
     ]
     counts = summarize(nodes, org=ORG, url="hello", version="2.0.0", targets=[CANARY], offline_after=600, now=NOW)
-    assert counts.as_dict() == {"total": 8, "new": 2, "old": 2, "failing": 2, "offline": 1, "waiting": 1}
+    assert counts.as_dict() == {"total": 8, "new": 2, "starting": 0, "old": 2, "failing": 2, "offline": 1,
+                                "waiting": 1}
     assert counts.online == 7
     assert counts.problems == [
         "crashed: the service's container does not stay up on 2.0.0: container hello is exited",
@@ -121,7 +131,8 @@ def test_verdict() -> None:
     assert verdict(counts(total=10, new=9, old=1), **{**ok, "healthy_share": 0.9}) == HEALTHY
     assert verdict(counts(total=4, new=3, old=1), **{**ok, "elapsed": 61.0}) == TIMED_OUT
     assert verdict(counts(total=2, offline=2), **ok) == RUNNING, "nothing online: nothing could be checked"
-    assert verdict(counts(), **ok) == HEALTHY
+    assert verdict(counts(), **ok) == FAILED, "a stage that matches no node observed nothing: it halts"
+    assert verdict(counts(total=2, new=1, starting=1), **ok) == RUNNING, "a node still pulling is waited for"
 
 
 def test_constraints_and_heartbeats_and_bar() -> None:
@@ -208,8 +219,74 @@ def test_keep_only_settles_and_rolls_back() -> None:
     moved = move(Target("policy", "p"), policy(("1.0.0", 1)), **MOVE).body
     settled, changed = keep_only(Target("policy", "p"), moved, org=ORG, url="hello", versions={"*": "2.0.0"})
     assert changed and pinned("policy", settled, ORG, "hello") == {"*": ["2.0.0"]}
-    assert settled["service"]["serviceVersions"][0]["priority"]["priority_value"] == 1
+    assert settled["service"]["serviceVersions"][0]["priority"] == {"priority_value": 1, "retries": 2,
+                                                                    "retry_durations": 3600}
     back, changed = keep_only(Target("policy", "p"), settled, org=ORG, url="hello", versions={"*": "1.0.0"})
     assert changed and pinned("policy", back, ORG, "hello") == {"*": ["1.0.0"]}
+    assert agbot_refusal("policy", back, ORG, "hello") == "", "what a rollback writes, the agbot accepts"
     same, changed = keep_only(Target("policy", "p"), back, org=ORG, url="hello", versions={"*": "1.0.0"})
     assert not changed and same == put_body(back)
+    # a version pinned as {"priority_value": 1} alone (what the agbot drops) is written without a priority, or with
+    # the configured retries
+    bare = keep_only(Target("policy", "p"), policy(("2.0.0", 1), ("1.0.0", 2)), org=ORG, url="hello",
+                     versions={"*": "1.0.0"})[0]
+    assert "priority" not in bare["service"]["serviceVersions"][0]
+    filled = keep_only(Target("policy", "p"), policy(("2.0.0", 1), ("1.0.0", 2)), org=ORG, url="hello",
+                       versions={"*": "1.0.0"}, retries=1, retry_durations=60)[0]
+    assert filled["service"]["serviceVersions"][0]["priority"] == {"priority_value": 1, "retries": 1,
+                                                                   "retry_durations": 60}
+
+
+@pytest.mark.parametrize(("priority", "refused"), [
+    (None, ""),
+    ({}, ""),
+    ({"priority_value": 1, "retries": 2, "retry_durations": 3600}, ""),
+    ({"priority_value": 1}, "both must be non-zero"),
+    ({"priority_value": 2, "retries": 0, "retry_durations": 3600}, "both must be non-zero"),
+    ({"priority_value": 1, "retries": 2}, "both must be non-zero"),
+    ({"priority_value": 0, "retries": 1}, "all must be zero"),
+    ({"verified_durations": 30}, "all must be zero"),
+])
+def test_the_agbots_priority_rule(priority: dict[str, int] | None, refused: str) -> None:
+    """anax businesspolicy ServiceRef.Validate, which edgebot checks before every write."""
+    entry: dict[str, Any] = {"version": "1.0.0"} if priority is None else {"version": "1.0.0", "priority": priority}
+    problem = agbot_priority_problem([entry])
+    assert (refused in problem) if refused else problem == ""
+
+
+def test_not_started_counts_as_starting_until_the_pull_grace() -> None:
+    pulling = node("pulling", version="2.0.0", state="not started")
+    unreported = {**node("unreported", version="2.0.0"), "services": [{**node("x", version="2.0.0")["services"][0],
+                                                                       "containerStatus": []}]}
+    crashed = node("crashed", version="2.0.0", state="exited")
+    nodes = [pulling, unreported, crashed, node("new", version="2.0.0")]
+    early = summarize(nodes, org=ORG, url="hello", version="2.0.0", targets=[CANARY], offline_after=600, now=NOW,
+                      pull_grace=300, elapsed=100)
+    assert (early.new, early.starting, early.failing) == (1, 2, 1), "an empty containerStatus is not running"
+    late = summarize(nodes, org=ORG, url="hello", version="2.0.0", targets=[CANARY], offline_after=600, now=NOW,
+                     pull_grace=300, elapsed=301)
+    assert (late.new, late.starting, late.failing) == (1, 0, 3)
+    assert any("still not started 301 s after the stage began" in p for p in late.problems)
+
+
+def test_a_stage_without_nodes_says_why() -> None:
+    assert no_node_reason([CANARY], ORG, 12) == (
+        "the constraints of policy `hello-canary` (group == canary) match no node (among the 12 node(s) the Exchange "
+        "showed); the stage halted: no node was seen")
+    assert no_node_reason([Target("pattern", "web")], ORG, 0).startswith(
+        "no node of org acme is registered with pattern `web` (the Exchange showed no node of the org at all)")
+
+
+@pytest.mark.parametrize(("setting", "value"), [("rollout_fallback_retries", 0),
+                                                ("rollout_fallback_retry_durations", 0)])
+def test_settings_the_agbot_would_refuse_are_refused_at_load(setting: str, value: int) -> None:
+    from edgebot.config import ConfigError, parse_config
+
+    data = {"slack": {"bot_token": "env:BOT", "signing_secret": "env:SIGNING"}, "redis": {"url": "redis://x"},
+            "exchange": {"url": "http://x/v1", "username": f"{ORG}/edgebot", "password": "env:EXCHANGE_PW"},
+            "signing": {"private_key": "file:/nonexistent"},
+            "registries": {"local": {"host": "r.example", "push_username": "u", "push_password": "env:PUSH"}},
+            "services": {"hello": {"source": "/x", "org": ORG, "arches": ["amd64"]}}}
+    assert parse_config(data, environ={}).settings.rollout_drop_fallback is False, "the fallback stays by default"
+    with pytest.raises(ConfigError, match=f"{setting} = 0: must be at least 1; the agbot drops"):
+        parse_config({**data, "settings": {setting: value}}, environ={})

@@ -101,6 +101,20 @@ def run_checks(config: Config, resolver: SecretResolver, *, timeout: float = 10.
 
     yield check("exchange", exchange_probe)
 
+    for org in sorted({svc.org for svc in config.services.values() if svc.rollout}):
+        def fleet_probe(org: str = org) -> str:
+            from workers.exchange import ExchangeClient, fleet_visibility_problem
+
+            with ExchangeClient(config.exchange.url, org, config.exchange.username,
+                                secret(config.exchange.password).reveal(), timeout=timeout,
+                                verify=config.exchange.ca_cert or True) as client:
+                problem = fleet_visibility_problem(client, org)
+            if problem:
+                raise RuntimeError(f"rollouts will be refused: {problem}")
+            return f"{client.user} is an admin of {org}: node-details shows every node of the org"
+
+        yield check(f"exchange fleet view ({org})", fleet_probe)
+
     for alias, registry in config.registries.items():
         ca = registry.ca_cert
         logins = [("push", registry.push_username, registry.push_password)]

@@ -261,12 +261,30 @@ class ExchangeClient:
         """Replace the whole object (the Exchange has no ETags: serialize writers around re-read → PUT → verify)."""
         self._call("PUT", self._deployment_path(kind, org, name), ok=(201,), json=body)
 
+    def patch_deployment_object(self, kind: str, org: str, name: str, attribute: str, value: Any) -> None:
+        """Change one top-level attribute (``service`` of a policy, ``services`` of a pattern) and nothing else, as
+        ``hzn exchange deployment updatepolicy`` does (exchange-api ``PatchBusinessPolicyRequest.scala``): a
+        human's concurrent edit of constraints, userInput or secretBinding survives."""
+        self._call("PATCH", self._deployment_path(kind, org, name), ok=(201,), json={attribute: value})
+
     def create_deployment_object(self, kind: str, org: str, name: str, body: dict[str, Any]) -> None:
         self._call("POST", self._deployment_path(kind, org, name), ok=(201,), json=body)
 
     def delete_deployment_object(self, kind: str, org: str, name: str) -> None:
         """Remove the object (a 404 is fine: it is gone either way)."""
         self._call("DELETE", self._deployment_path(kind, org, name), ok=(200, 204), missing_ok=True)
+
+    def get_user(self, org: str, name: str) -> dict[str, Any] | None:
+        """``GET orgs/{org}/users/{name}``: the user's record (``admin``, ``hubAdmin``, …), None when it does not
+        exist. A user may always read its own record."""
+        path = f"orgs/{quote(org, safe='')}/users/{quote(name, safe='')}"
+        response = self._call("GET", path, ok=(200,), missing_ok=True)
+        if response is None:
+            return None
+        body = self._json(response, "GET", path)
+        users = body.get("users") if isinstance(body, dict) else None
+        found = (users.get(f"{org}/{name}") or next(iter(users.values()), None)) if isinstance(users, dict) else None
+        return dict(found) if isinstance(found, dict) else None
 
     def node_details_raw(self, org: str) -> bytes:
         """``GET orgs/{org}/node-details``: every node of the org with its status, in one call (JSON array bytes;
@@ -336,3 +354,30 @@ def publish_service(client: ExchangeClient, org: str, body: dict[str, Any], *, k
 def _norm(value: Any) -> Any:
     """The Exchange stores absent optional fields as ""/[]/{}; treat those, and null, as the same value."""
     return None if value in ("", [], {}, None) else value
+
+
+def fleet_visibility_problem(client: ExchangeClient, org: str) -> str:
+    """Why this identity cannot watch a rollout in ``org`` ("" when it can).
+
+    node-details shows a standard user only the nodes it owns and a hub admin none (exchange-api
+    ``route/node/Details.scala``): an answer with few or no nodes would look like a small, healthy fleet. Only an
+    admin of ``org`` sees every node of it, so that is what a rollout needs; the user's own record says whether it is
+    one (a user may always read it)."""
+    user_org, _, name = client.user.partition("/")
+    need = (f"give the Exchange user {client.user} the admin role of org {org} (hzn exchange user setadmin), or "
+            f"configure an admin of {org} (or an API key of one) as [exchange] username")
+    if user_org != org:
+        return (f"the Exchange user {client.user} belongs to org {user_org}, and node-details shows it no node of "
+                f"org {org}: {need}")
+    try:
+        record = client.get_user(org, name)
+    except ExchangeForbidden:
+        record = None
+    if record is None:
+        return f"the Exchange does not let {client.user} read its own user record, so its role is unknown: {need}"
+    if record.get("hubAdmin") and not record.get("admin"):
+        return f"{client.user} is a hub admin, and node-details shows a hub admin no node: {need}"
+    if not record.get("admin"):
+        return (f"{client.user} is a standard user of org {org}: node-details shows it only the nodes it "
+                f"registered, not the fleet, so a rollout cannot be watched: {need}")
+    return ""

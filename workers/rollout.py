@@ -6,8 +6,13 @@ body stays as it was (a pattern can list other services: they are left alone).
 
 - move: the new version first (priority 1), the version that was first becomes the fallback (priority 2, with
   retries), so Open Horizon's own per-node fallback still works;
-- settle: once the stage is healthy, only the new version (the fallback dropped);
+- settle (only when ``rollout_drop_fallback`` is on, never on a pattern): once the stage is healthy, only the new
+  version (the fallback dropped);
 - roll back: only the previous version again.
+
+Every body is checked with the agbot's own rule (:func:`agbot_refusal`, anax ``ServiceRef.Validate``) before it is
+written: the Exchange stores a policy the agbot drops, and then nothing moves and nobody is told. The write itself is a
+PATCH of :data:`PATCH_ATTRIBUTE` only, so a human's concurrent edit of the other attributes survives.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from edgebot.release import Release
 
 READ_ONLY_FIELDS = ("owner", "created", "lastUpdated")
 """Fields the Exchange adds to what it stores; not part of a PUT body."""
+PATCH_ATTRIBUTE = {"policy": "service", "pattern": "services"}
+"""The one attribute a rollout changes (exchange-api ``PatchBusinessPolicyRequest`` / ``PatchPatternRequest``)."""
 
 
 class RolloutRefused(Exception):
@@ -116,10 +123,12 @@ def move(target: Target, body: dict[str, Any], *, org: str, url: str, version: s
     return Moved(new_body, previous, changed)
 
 
-def keep_only(target: Target, body: dict[str, Any], *, org: str, url: str,
-              versions: dict[str, str]) -> tuple[dict[str, Any], bool]:
+def keep_only(target: Target, body: dict[str, Any], *, org: str, url: str, versions: dict[str, str],
+              retries: int = 0, retry_durations: int = 0) -> tuple[dict[str, Any], bool]:
     """The body pinning exactly ``versions[arch]`` (priority 1, no fallback) where it deploys ``org/url``; used to
-    settle a healthy stage (the new version) and to roll back (the previous one). Arches not in ``versions`` stay."""
+    settle a healthy stage (the new version) and to roll back (the previous one). Arches not in ``versions`` stay.
+    The priority kept is one the agbot accepts: ``retries``/``retry_durations`` fill a priority that lacks them; with
+    none given, the priority is dropped (a single version needs none)."""
     new_body = put_body(body)
     changed = False
     for arch, holder in entries(target.kind, new_body, org, url):
@@ -132,10 +141,50 @@ def keep_only(target: Target, body: dict[str, Any], *, org: str, url: str,
         template = next((v for v in current if v.get("version") == want), None)
         entry: dict[str, Any] = copy.deepcopy(template) if template is not None else {"version": want}
         priority = entry.get("priority")
-        entry["priority"] = {**(priority if isinstance(priority, dict) else {}), "priority_value": 1}
+        priority = {**(priority if isinstance(priority, dict) else {}), "priority_value": 1}
+        if not priority.get("retries") or not priority.get("retry_durations"):
+            priority.update(retries=retries, retry_durations=retry_durations)
+        if agbot_priority_problem([{"version": want, "priority": priority}]):
+            entry.pop("priority", None)  # no priority at all: valid for the agbot, and one version needs none
+        else:
+            entry["priority"] = priority
         holder["serviceVersions"] = [entry]
         changed = True
     return new_body, changed
+
+
+def agbot_priority_problem(versions: list[dict[str, Any]]) -> str:
+    """Why the agreement bot would drop these ``serviceVersions`` ("" when it accepts them): anax
+    ``businesspolicy/business_policy.go`` ``ServiceRef.Validate``. A non-zero ``priority_value`` needs non-zero
+    ``retries`` and ``retry_durations``; a zero or absent one needs ``retries``, ``retry_durations`` and
+    ``verified_durations`` all zero."""
+    for entry in versions:
+        priority = entry.get("priority")
+        if priority is None:
+            continue
+        if not isinstance(priority, dict):
+            return f"version {entry.get('version')}: priority is not an object"
+        try:
+            value, retries, durations, verified = (int(priority.get(k) or 0) for k in (
+                "priority_value", "retries", "retry_durations", "verified_durations"))
+        except (TypeError, ValueError):
+            return f"version {entry.get('version')}: priority fields must be integers"
+        if value != 0 and (retries == 0 or durations == 0):
+            return (f"version {entry.get('version')}: priority_value {value} with retries {retries} and "
+                    f"retry_durations {durations} (both must be non-zero)")
+        if value == 0 and (retries or durations or verified):
+            return (f"version {entry.get('version')}: no priority_value, but retries/retry_durations/"
+                    "verified_durations are set (all must be zero)")
+    return ""
+
+
+def agbot_refusal(kind: str, body: dict[str, Any], org: str, url: str) -> str:
+    """Why the agbot would drop ``body`` as far as ``org/url`` goes ("" when it would accept it)."""
+    for arch, holder in entries(kind, body, org, url):
+        problem = agbot_priority_problem(list(holder.get("serviceVersions") or []))
+        if problem:
+            return f"{url} on {arch}: {problem}"
+    return ""
 
 
 def target_of(kind: str, name: str, body: dict[str, Any], org: str, url: str) -> Target:

@@ -1,13 +1,17 @@
 """The rollout watch: move each stage's policies/patterns to the new version, poll node-details, settle or roll back.
 
-- ``start``: every object of every stage is read and checked first (exists, deploys the service, every covered arch
-  published), so a refusal moves nothing; then stage 1 begins.
-- a stage begins by moving its objects (per object: Redis lock → re-read → PUT → verify), then schedules a poll.
+- ``start``: first, can the Exchange identity see the org's nodes at all (node-details shows a standard user only the
+  nodes it owns, a hub admin none: an org admin is needed, or the watch would count a partial fleet as healthy)?
+  Then every object of every stage is read and checked (exists, deploys the service, every covered arch published,
+  a priority the agbot accepts), so a refusal moves nothing; then stage 1 begins.
+- a stage begins by moving its objects (per object: Redis lock → re-read → PATCH of ``service``/``services`` →
+  verify), then schedules a poll. A pattern's thread message says that every node of the pattern restarts.
 - ``poll`` is a short job: it reads the org's node-details (one GET per org per poll interval, shared through Redis
   by every rollout of that org), stores the stage's counts, repaints the stage's thread message and either
   schedules itself again with ``enqueue_in`` (no worker is held between polls) or ends the stage:
-  healthy → drop the fallback (if configured) and begin the next stage, or end the release ``succeeded``;
-  failed / timed out → re-point every object edgebot changed to its previous version (``rolled_back``), or end
+  healthy → drop the fallback (only if configured, only from policies) and begin the next stage, or end the release
+  ``succeeded``; failed / timed out / no node matched → re-point every object edgebot changed to its previous
+  version (``rolled_back``), or end
   ``failed`` when automatic rollback is off.
 """
 
@@ -28,8 +32,18 @@ from edgebot.jobs import Step, enqueue_step
 from edgebot.release import FAILED, ROLLED_BACK, ROLLING_OUT, SUCCEEDED, Release, RolloutStageState, RolloutStatus
 from workers import failures
 from workers.context import WorkerContext
+from workers.exchange import fleet_visibility_problem
 from workers.progress import fail
-from workers.rollout import RolloutRefused, keep_only, move, pinned, stages_of, target_of
+from workers.rollout import (
+    PATCH_ATTRIBUTE,
+    RolloutRefused,
+    agbot_refusal,
+    keep_only,
+    move,
+    pinned,
+    stages_of,
+    target_of,
+)
 from workers.rollout_create import body_from_source
 
 log = logging.getLogger(__name__)
@@ -59,21 +73,28 @@ def object_lock(ctx: WorkerContext, org: str, kind: str, name: str) -> Iterator[
 
 def write_object(ctx: WorkerContext, client: Any, org: str, kind: str, name: str, url: str,
                  change: Any, create: Any = None) -> dict[str, Any]:
-    """Re-read → change → PUT → verify, under the object's lock. ``change(body)`` returns (new body, result, changed).
-    A missing object is created (POST) from ``create()`` passed through ``change`` when ``create`` is given.
-    Returns the result of ``change``."""
+    """Re-read → change → PATCH → verify, under the object's lock. ``change(body)`` returns (new body, result,
+    changed); only the body's ``service`` (policy) / ``services`` (pattern) is sent, so whatever else a human changed
+    meanwhile stays. A body the agbot would drop is never written. A missing object is created (POST) from
+    ``create()`` passed through ``change`` when ``create`` is given. Returns the result of ``change``."""
     with object_lock(ctx, org, kind, name):
         body = client.get_deployment_object(kind, org, name)
         if body is None and create is None:
             raise StepFailed(f"{kind} `{name}` does not exist in org {org}: create it (hzn exchange "
                              f"{'deployment addpolicy' if kind == 'policy' else 'pattern publish'}) and publish again")
         new_body, result, changed = change(body if body is not None else create())
+        refusal = agbot_refusal(kind, new_body, org, url) if changed or body is None else ""
+        if refusal:
+            raise StepFailed(f"edgebot did not write {kind} `{name}`: the agreement bot would drop it ({refusal}; "
+                             "anax ServiceRef.Validate), and no node would move; fix the priority in the "
+                             f"{kind} or in edgebot's rollout settings")
         if body is None:
             client.create_deployment_object(kind, org, name, new_body)
             result = {**result, "created": True, "previous": {}}
             changed = True
         elif changed:
-            client.put_deployment_object(kind, org, name, new_body)
+            attribute = PATCH_ATTRIBUTE[kind]
+            client.patch_deployment_object(kind, org, name, attribute, new_body.get(attribute))
         if changed:
             stored = client.get_deployment_object(kind, org, name) or {}
             if pinned(kind, stored, org, url) != pinned(kind, new_body, org, url):
@@ -105,6 +126,9 @@ def start(ctx: WorkerContext, release_id: str) -> None:
     with failures.translated("rollout", release, registry, ctx=ctx):
         client = ctx.exchange(release.org)
         try:
+            blind = fleet_visibility_problem(client, release.org)
+            if blind:
+                raise StepFailed(f"rollout refused, nothing was moved: {blind}")
             for stage in stages_of(service, release):  # check everything before moving anything
                 for target in stage.targets:
                     body = client.get_deployment_object(target.kind, release.org, target.name)
@@ -130,9 +154,14 @@ def _move(ctx: WorkerContext, service: ServiceConfig, release: Release, kind: st
     st = ctx.config.settings
     from edgebot.fleet_summary import Target
 
-    return move(Target(kind, name), body, org=release.org, url=url, version=release.version,
-                published_arches=release.arches, catalog_arches=service.arches, retries=st.rollout_fallback_retries,
-                retry_durations=st.rollout_fallback_retry_durations)
+    moved = move(Target(kind, name), body, org=release.org, url=url, version=release.version,
+                 published_arches=release.arches, catalog_arches=service.arches, retries=st.rollout_fallback_retries,
+                 retry_durations=st.rollout_fallback_retry_durations)
+    refusal = agbot_refusal(kind, moved.body, release.org, url)
+    if refusal:
+        raise RolloutRefused(f"{kind} `{name}` would be dropped by the agreement bot ({refusal}; anax "
+                             "ServiceRef.Validate): fix its priorities first (no node was moved)")
+    return moved
 
 
 def begin_stage(ctx: WorkerContext, release_id: str, index: int) -> None:
@@ -166,9 +195,16 @@ def begin_stage(ctx: WorkerContext, release_id: str, index: int) -> None:
         finally:
             client.close()
 
+    patterns = [m["name"] for m in moved if m["kind"] == "pattern"]
+
     def running(r: Release) -> bool:
         state = r.rollout[index]
         starts = state.status == RolloutStatus.PENDING
+        if patterns and not state.note:
+            # anax agreementbot: a pattern change cancels every agreement made under the pattern
+            state.note = (f"changing pattern {', '.join(f'`{p}`' for p in patterns)} restarts every node of the "
+                          "pattern once (the agreement bot cancels and remakes all of its agreements, even on nodes "
+                          "already running the new version)")
         if state.started_at is None:
             state.started_at = time.time()
         state.status = RolloutStatus.RUNNING
@@ -242,12 +278,15 @@ def poll(ctx: WorkerContext, release_id: str, index: int, count: int) -> None:
     state = release.rollout[index]
     targets = [fleet_summary.Target(t["kind"], t["name"], t.get("arch", "*"), tuple(t.get("constraints", ())))
                for t in state.targets]
+    elapsed = time.time() - (state.started_at or time.time())
     counts = fleet_summary.summarize(nodes, org=release.org, url=_service_url(release), version=release.version,
-                                     targets=targets, offline_after=st.rollout_offline_after, now=time.time())
+                                     targets=targets, offline_after=st.rollout_offline_after, now=time.time(),
+                                     pull_grace=st.rollout_pull_grace, elapsed=elapsed)
     share = stage_config.healthy_share if stage_config.healthy_share is not None else st.rollout_healthy_share
     timeout = stage_config.timeout if stage_config.timeout is not None else st.rollout_stage_timeout
     outcome = fleet_summary.verdict(counts, healthy_share=share, failure_threshold=st.rollout_failure_threshold,
-                                    elapsed=time.time() - (state.started_at or time.time()), timeout=timeout)
+                                    elapsed=elapsed, timeout=timeout)
+    no_node = fleet_summary.no_node_reason(targets, release.org, len(nodes)) if counts.total == 0 else ""
 
     def record(r: Release) -> bool:
         s = r.rollout[index]
@@ -258,8 +297,8 @@ def poll(ctx: WorkerContext, release_id: str, index: int, count: int) -> None:
         if outcome != RolloutStatus.RUNNING:
             s.status = outcome
             s.ended_at = time.time()
-            if outcome == RolloutStatus.HEALTHY and not counts.total:
-                s.note = "no node belongs to this stage"
+            if no_node:
+                s.note = no_node
             r.event("stage_" + outcome, stage=s.name, **counts.as_dict())
         return first
 
@@ -280,7 +319,7 @@ def poll(ctx: WorkerContext, release_id: str, index: int, count: int) -> None:
 def _stage_healthy(ctx: WorkerContext, release_id: str, index: int) -> None:
     release = ctx.store.require(release_id)
     if ctx.config.settings.rollout_drop_fallback:
-        _repoint(ctx, release, [index], new=True)
+        _repoint(ctx, release, [index], new=True)  # policies only: on a pattern it would restart every node again
     if index + 1 < len(release.rollout):
         if release.rollout[index + 1].status == RolloutStatus.PENDING:
             begin_stage(ctx, release_id, index + 1)
@@ -303,6 +342,8 @@ def _stage_failed(ctx: WorkerContext, release_id: str, index: int, outcome: Roll
     why = (f"{counts.failing} node(s) failed on {release.version} (more than the {st.rollout_failure_threshold} "
            "allowed)" if outcome == RolloutStatus.FAILED else
            f"only {counts.new} of {counts.online} online node(s) ran {release.version} when the stage timed out")
+    if counts.total == 0 and outcome == RolloutStatus.FAILED:
+        why = stage.note or "no node belongs to this stage; the stage halted: no node was seen"
     rolled_back = False
     if st.rollout_auto_rollback:
         _repoint(ctx, release, list(range(index + 1)), new=False)
@@ -413,6 +454,8 @@ def _repoint(ctx: WorkerContext, release: Release, indexes: list[int], *, new: b
                         with object_lock(ctx, release.org, target["kind"], target["name"]):
                             client.delete_deployment_object(target["kind"], release.org, target["name"])
                         continue
+                    if new and target["kind"] == "pattern":
+                        continue  # a second pattern change would restart every node of the pattern again
                     previous: dict[str, str] = target.get("previous", {})
                     versions = {arch: release.version for arch in previous} if new else previous
                     if not versions:
@@ -421,7 +464,10 @@ def _repoint(ctx: WorkerContext, release: Release, indexes: list[int], *, new: b
 
                     def change(body: dict[str, Any], member: fleet_summary.Target = member,
                                versions: dict[str, str] = versions) -> Any:
-                        new_body, changed = keep_only(member, body, org=release.org, url=url, versions=versions)
+                        new_body, changed = keep_only(
+                            member, body, org=release.org, url=url, versions=versions,
+                            retries=ctx.config.settings.rollout_fallback_retries,
+                            retry_durations=ctx.config.settings.rollout_fallback_retry_durations)
                         return new_body, {}, changed
 
                     write_object(ctx, client, release.org, target["kind"], target["name"], url, change)
