@@ -12,12 +12,12 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot import listeners
-from bot.access import AccessCheck, parse_access
+from bot.access import AccessCheck
 from bot.approve import KINDS, ApprovalDesk
 from bot.intake import ChannelCheck
 from bot.listeners import BotContext
 from edgebot import messages
-from edgebot.config import Config
+from edgebot.config import Config, access_problem
 from edgebot.errors import ConfigError
 from edgebot.ratelimit import SlackRateLimiter
 from edgebot.secrets import SecretResolver
@@ -31,6 +31,7 @@ def create_app(config: Config, *, resolver: SecretResolver | None = None,
                connection: redis.Redis | None = None) -> App:
     """Build the Bolt app. The bot resolves only the Slack secrets (least privilege)."""
     check_slack_references(config)
+    check_access(config)
     resolver = resolver or SecretResolver()
     token = resolver.resolve(config.slack.bot_token).reveal()
     signing_secret = resolver.resolve(config.slack.signing_secret).reveal()
@@ -39,8 +40,11 @@ def create_app(config: Config, *, resolver: SecretResolver | None = None,
     store = ReleaseStore(connection, config.settings)
     app = App(client=client, signing_secret=signing_secret, process_before_response=False,
               token_verification_enabled=False)
+    # Bolt logs the whole body of a request whose signature is wrong, at INFO: nobody verified who sent it, so it
+    # is never logged (bot.wsgi refuses such requests before Bolt reads them; this covers any other adapter).
+    logging.getLogger("slack_bolt.RequestVerification").setLevel(logging.WARNING)
     st = config.settings
-    access = AccessCheck(parse_access(config.extra.get("access")), lambda group: _group_members(client, group),
+    access = AccessCheck(config.access, lambda group: _group_members(client, group),
                          cache_ttl=st.access_group_cache_ttl)
     limiter = SlackRateLimiter(connection, burst=st.slack_burst, prefix=st.key_prefix, per_minute={
         "chat.update": st.slack_update_per_minute, "chat.postMessage": st.slack_post_per_minute})
@@ -60,6 +64,14 @@ def check_slack_references(config: Config) -> None:
                 f"slack.{name} is a vault: reference, but the bot holds no Vault client (only workers talk to Vault): "
                 "give it as a file: reference to a file that Vault Agent, the Vault CSI provider or a Kubernetes "
                 "Secret keeps up to date, or as an env: reference (docs/production.md, section 2)")
+
+
+def check_access(config: Config) -> None:
+    """Refuse to start while ``[access]`` names nobody who may publish a catalog service: with no rule, nobody but
+    the release managers acts, so such a bot could do nothing (the message says what to add)."""
+    problem = access_problem(config)
+    if problem is not None:
+        raise ConfigError(problem)
 
 
 def _group_members(client: WebClient, usergroup: str) -> set[str]:

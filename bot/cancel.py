@@ -3,7 +3,9 @@
 The release is marked ``cancelled`` first (one atomic update), so every step that is still to run, or that is
 running and reaches its next record write, stops without side effects (see ``workers.pipeline.set_stage``). Then
 the release's queued jobs are removed from their queues and running ones are stopped with RQ's stop command, which
-kills the work horse. A published release cannot be cancelled: the answer says to roll back instead.
+kills the work horse. From ``publishing`` on (the Exchange written, the fleet moving) a release cannot be
+cancelled: stopping there would leave the Exchange and the fleet half moved, so the answer offers the rollback
+command instead, and nothing changes.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 
 from edgebot.jobs import SERIALIZER, Step, publish_args
-from edgebot.release import CANCELLED, PENDING, RUNNING, SKIPPED, Release
+from edgebot.release import CANCELLED, PENDING, PUBLISHING, ROLLING_OUT, RUNNING, SKIPPED, Release
 from edgebot.steps import StepLedger
 from edgebot.store import ReleaseStore
 
@@ -30,6 +32,12 @@ class CancelOutcome:
     cancelled: bool
     removed_jobs: int = 0
     stopped_jobs: int = 0
+    too_late: bool = False
+    """Not cancelled because it is publishing or rolling out (``cancelled`` is False): roll back instead."""
+
+
+TOO_LATE = (PUBLISHING, ROLLING_OUT)
+"""States from which cancelling would leave the fleet half moved."""
 
 
 def release_job_ids(release: Release) -> list[str]:
@@ -44,8 +52,8 @@ def cancel_release(store: ReleaseStore, release_id: str, user_id: str) -> Cancel
     """None if there is no such release; ``cancelled=False`` (and the release) if it had already ended."""
 
     def mutate(r: Release) -> bool:
-        """Whether the release had already ended (nothing changes then)."""
-        if r.is_final:
+        """Whether the release had already ended or is past the point of cancelling (nothing changes then)."""
+        if r.is_final or r.state in TOO_LATE:
             return True
         r.state = CANCELLED
         r.error = f"cancelled by <@{user_id}>"
@@ -63,7 +71,7 @@ def cancel_release(store: ReleaseStore, release_id: str, user_id: str) -> Cancel
     updated = store.update(release_id, mutate)
     release = updated.release
     if updated.decided:
-        return CancelOutcome(release, cancelled=False)
+        return CancelOutcome(release, cancelled=False, too_late=release.state in TOO_LATE)
     removed = stopped = 0
     attempts = [e.job_id for e in StepLedger(store.redis, store.settings).entries(release_id).values()]
     for jid in dict.fromkeys([*release_job_ids(release), *attempts]):  # resumed attempts have their own ids

@@ -130,7 +130,7 @@ def _parse_status(words: list[str]) -> StatusCommand:
     if len(words) > 1:
         raise UsageError(f"Unexpected extra words: {' '.join(_quote(w) for w in words[1:])}.", STATUS_USAGE)
     if not RELEASE_ID_RE.match(words[0].lower()):
-        raise UsageError(f"{_quote(words[0])} is not a release id (they look like `r-7f3a9c`).", STATUS_USAGE)
+        raise UsageError(f"{_quote(words[0])} is not a release id (they look like `r-7f3a9c0d12e4b856`).", STATUS_USAGE)
     return StatusCommand(words[0].lower())
 
 

@@ -8,6 +8,8 @@ after the ack cannot lose the release; a crash before it leaves nothing behind.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
@@ -22,7 +24,11 @@ from edgebot.ids import new_release_id
 from edgebot.jobs import Step, enqueue_step
 from edgebot.messages import PUBLISH_USAGE
 from edgebot.release import Release
-from edgebot.store import PublishLocked, ReleaseStore
+from edgebot.store import PublishLocked, ReleaseIdTaken, ReleaseStore
+
+log = logging.getLogger(__name__)
+ID_ATTEMPTS = 3
+"""New release ids tried when one is taken (with 64 random bits, a second try is already a curiosity)."""
 
 
 class NotInChannel(Exception):
@@ -74,7 +80,12 @@ def resolve(command: PublishCommand, config: Config) -> tuple[str, list[str]]:
             known = ", ".join(f"`{n}`" for n in configured) or "none"
             raise UsageError(f"`--policy {unknown[0]}` is not one of `{command.service}`'s rollout policies or "
                              f"patterns in the catalog ({known}).", PUBLISH_USAGE)
-    return command.org or service.org, arches
+    org = command.org or service.org
+    if org not in service.allowed_orgs:  # exact names: `--org ACME` is not `acme`
+        allowed = ", ".join(f"`{o}`" for o in service.allowed_orgs)
+        raise UsageError(f"`{command.service}` cannot be published to org `{org}`: the catalog allows {allowed} only "
+                         "(a service's `orgs` in edgebot's config lists where `--org` may send it).", PUBLISH_USAGE)
+    return org, arches
 
 
 class ChannelCheck:
@@ -112,16 +123,23 @@ def accept_publish(
     store: ReleaseStore,
     channels: ChannelCheck,
     access: AccessCheck | None = None,
+    new_id: Callable[[], str] = new_release_id,
+    attempts: int = ID_ATTEMPTS,
 ) -> Accepted:
-    """Validate, authorize, check the channel, then record the release and enqueue its first job atomically."""
+    """Validate, authorize, check the channel, then record the release and enqueue its first job atomically.
+
+    An id that is already taken is never reused: the release is accepted again under a new one (``attempts`` in
+    all), and :class:`ReleaseIdTaken` propagates when every try collided.
+    """
     org, arches = resolve(command, config)
     if access is not None:
-        allowed, holders = access.allowed("publish", requester.user_id, org=org, service=command.service)
+        allowed, holders = access.allowed("publish", requester.user_id, org=org, service=command.service,
+                                          catalog_org=config.services[command.service].org)
         if not allowed:
             raise NotAllowed("publish", org, command.service, holders)
     channels.require_member(requester.team_id, requester.channel_id)
     release = Release(
-        release_id=new_release_id(),
+        release_id=new_id(),
         team_id=requester.team_id,
         channel_id=requester.channel_id,
         user_id=requester.user_id,
@@ -151,4 +169,12 @@ def accept_publish(
     except PublishLocked:
         store.release_duplicate_claim(dedupe, release.release_id)  # the next try must not be told "just sent"
         raise
+    except ReleaseIdTaken:
+        store.release_duplicate_claim(dedupe, release.release_id)
+        log.warning("release id %s is taken: %s", release.release_id,
+                    "trying a new one" if attempts > 1 else "giving up")
+        if attempts <= 1:
+            raise
+        return accept_publish(command, requester, text, config=config, store=store, channels=channels, access=access,
+                              new_id=new_id, attempts=attempts - 1)
     return Accepted(release)

@@ -40,6 +40,9 @@ CONTEXT_KEY = "edgebot"
 """Where :class:`AttachContext` puts the :class:`BotContext` in Bolt's ``context``."""
 MODAL_ERROR_CHARS = 150
 """A field error under the Reject modal's reason is cut to this many characters."""
+HISTORY_SCAN = 100
+"""Newest releases of a service `/edge history` reads to find the channel's own (the others are only counted)."""
+
 
 
 @dataclass
@@ -155,21 +158,32 @@ def _publish(parsed: grammar.PublishCommand, command: dict[str, Any], ctx: BotCo
 
 def _read_only(parsed: grammar.StatusCommand | grammar.HistoryCommand, command: dict[str, Any],
                ctx: BotContext) -> messages.Message:
-    """`/edge status` and `/edge history`: answered from the release records, ephemerally, without queuing."""
+    """`/edge status` and `/edge history`: answered from the release records, ephemerally, without queuing. Only the
+    releases of the channel asking are shown (a private channel's releases stay in it); history counts the others."""
+    team_id, channel_id = command.get("team_id", ""), command.get("channel_id", "")
     if isinstance(parsed, grammar.HistoryCommand):
         service = ctx.config.services.get(parsed.service)
         if service is None:
             known = ", ".join(f"`{s}`" for s in sorted(ctx.config.services))
             return messages.usage_error(f"`{parsed.service}` is not in edgebot's catalog. Known services: {known}.",
                                         messages.HISTORY_USAGE)
-        return messages.history_message(parsed.service, service.org,
-                                        ctx.store.history(service.org, parsed.service, parsed.limit))
+        recent = ctx.store.history(service.org, parsed.service, HISTORY_SCAN)
+        here = [r for r in recent if _belongs(r, team_id, channel_id)]
+        return messages.history_message(parsed.service, service.org, here[: parsed.limit],
+                                        elsewhere=len(recent) - len(here))
     if parsed.release_id:
         release = ctx.store.get(parsed.release_id)
-        return (messages.status_detail(release, _permalink(ctx, release)) if release
-                else messages.unknown_release(parsed.release_id))
-    channel_id = command.get("channel_id", "")
-    return messages.status_list(channel_id, ctx.store.active_in_channel(command.get("team_id", ""), channel_id))
+        if release is None:
+            return messages.unknown_release(parsed.release_id)
+        if not _belongs(release, team_id, channel_id):
+            return messages.release_elsewhere(release.release_id)
+        return messages.status_detail(release, _permalink(ctx, release))
+    return messages.status_list(channel_id, ctx.store.active_in_channel(team_id, channel_id))
+
+
+def _belongs(release: Release, team_id: str, channel_id: str) -> bool:
+    """Whether ``release`` was requested in this channel (read commands show nothing of other channels')."""
+    return release.channel_id == channel_id and (not team_id or not release.team_id or release.team_id == team_id)
 
 
 def cancel_as(release_id: str, user_id: str, ctx: BotContext) -> messages.Message:
@@ -179,12 +193,16 @@ def cancel_as(release_id: str, user_id: str, ctx: BotContext) -> messages.Messag
     if release is None:
         return messages.unknown_release(release_id)
     if user_id != release.user_id:  # the requester may always cancel their own release
-        allowed, holders = ctx.access.allowed("cancel", user_id, org=release.org, service=release.service)
+        catalog = ctx.config.services.get(release.service)
+        allowed, holders = ctx.access.allowed("cancel", user_id, org=release.org, service=release.service,
+                                              catalog_org=catalog.org if catalog else None)
         if not allowed:
             return messages.not_allowed("cancel", release.service, release.org, [mention(h) for h in holders])
     outcome = cancel_release(ctx.store, release_id, user_id)
     if outcome is None:
         return messages.unknown_release(release_id)
+    if outcome.too_late:
+        return messages.cancel_too_late(outcome.release)
     if not outcome.cancelled:
         return messages.cancel_refused(outcome.release)
     for stage in outcome.release.progress_ts:  # progress messages show "cancelled" instead of a spinner
@@ -216,6 +234,10 @@ def _status_of(body: dict[str, Any], ctx: BotContext) -> messages.Message:
     release = ctx.store.get(release_id)
     if release is None:
         return messages.unknown_release(release_id)
+    channel_id = str((body.get("channel") or {}).get("id", "") or release.channel_id)
+    team_id = str((body.get("team") or {}).get("id", "") or release.team_id)
+    if not _belongs(release, team_id, channel_id):
+        return messages.release_elsewhere(release.release_id)
     return messages.status_detail(release, _permalink(ctx, release))
 
 

@@ -17,6 +17,8 @@ from edgebot.messages import (
     _limit_blocks,
     clip,
     context,
+    escape,
+    escape_keeping_mentions,
     section,
     short,
     title,
@@ -76,9 +78,9 @@ def approval_card(release: Release) -> Message:
     elif release.state in (PUBLISHING, ROLLING_OUT, SUCCEEDED) and approval.quorum_at:
         head = f":white_check_mark: *Approved:* {title(release)} ({_tally(release)})"
     elif release.state == REJECTED:
-        head = f"{STATE_ICON[REJECTED]} *Rejected:* {title(release)} — {release.error}"
+        head = f"{STATE_ICON[REJECTED]} *Rejected:* {title(release)} — {escape_keeping_mentions(release.error)}"
     elif release.state == EXPIRED:
-        head = f"{STATE_ICON[EXPIRED]} *Expired:* {title(release)} — {release.error}"
+        head = f"{STATE_ICON[EXPIRED]} *Expired:* {title(release)} — {escape_keeping_mentions(release.error)}"
     else:
         head = f"*Approval closed:* {title(release)} — the release is {STATE_LABEL.get(release.state, release.state)}"
     lines = [
@@ -87,7 +89,7 @@ def approval_card(release: Release) -> Message:
     ]
     for arch in release.arches:
         res = release.result(arch)
-        change = approval.exchange_changes.get(arch, "")
+        change = escape(approval.exchange_changes.get(arch, ""))
         lines.append(f"*{arch}* `{res.pinned_image}`\n    signature `{short(res.signature_fingerprint, 23)}`"
                      + (f" · Exchange: {change}" if change else ""))
     key_fp = short(release.public_key_fingerprint, 23)
@@ -240,7 +242,7 @@ def rollback_card(release: Release) -> Message:
     blocks: list[dict[str, Any]] = [section(head), section("\n".join(lines))]
     decided = [d for d in request.decisions if d.outcome == "rejected"]
     if decided:
-        blocks.append(context(f"rejected by <@{decided[-1].user_id}>: {decided[-1].reason}"))
+        blocks.append(context(f"rejected by <@{decided[-1].user_id}>: {escape(decided[-1].reason)}"))
     if open_:
         blocks.append(context(f"approvals {_tally(release, request)} · open until {when(request.expires_at)}"))
         value = approvals.rollback_button_value(release)

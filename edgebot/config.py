@@ -26,6 +26,7 @@ REGISTRY_KINDS = ("generic", "icr", "ocp")
 _ICR_HOST_RE = re.compile(r"^(private\.)?([a-z0-9-]+\.)?icr\.io$")
 ICR_USERNAME = "iamapikey"
 _TRANSIT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_ORG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,14 @@ class ServiceConfig:
     context: str = "."
     rollout: tuple[RolloutStageConfig, ...] = ()
     """Ordered stages; empty: publishing does not move any node (see docs/configuration.md, "Rollout")."""
+    orgs: tuple[str, ...] = ()
+    """The Exchange orgs ``--org`` may choose (the catalog's ``orgs``); ``org`` is always one of them."""
+
+    @property
+    def allowed_orgs(self) -> tuple[str, ...]:
+        """``org`` first, then the other orgs the catalog allows; names compared exactly (case-sensitive)."""
+        return tuple(dict.fromkeys((self.org, *self.orgs)))
+
 
     def ref_for(self, version: str) -> str:
         return self.ref.replace("{version}", version)
@@ -143,8 +152,19 @@ class Config:
     approvals: ApprovalRules = field(default_factory=lambda: ApprovalRules({}))
     """Who must approve what (``[approvals]``); empty: nothing needs approval."""
 
+    access: AccessPolicy = field(default_factory=lambda: AccessPolicy())
+    """Who may publish, cancel and roll back (``[access]``); the bot refuses to start while it names nobody who may
+    publish a catalog service (:func:`access_problem`)."""
+
     def approval_policy(self, *, org: str, service: str, registry: str) -> ApprovalPolicy:
-        return self.approvals.policy_for(org=org, service=service, registry=registry)
+        """The policy for a release of ``service`` to ``org``: the stricter of the target org's and the catalog org's
+        (more approvals required, then four-eyes; on a tie the catalog org's), so ``--org`` never loosens it."""
+        target = self.approvals.policy_for(org=org, service=service, registry=registry)
+        catalog = self.services.get(service)
+        if catalog is None or catalog.org == org:
+            return target
+        own = self.approvals.policy_for(org=catalog.org, service=service, registry=registry)
+        return max((own, target), key=lambda p: (p.required, not p.allow_requester))
 
 
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
@@ -184,6 +204,10 @@ def parse_config(data: Mapping[str, Any], *, path: str = "", environ: Mapping[st
     _check_rollout_settings(settings)
     approval_rules = parse_approvals(data.get("approvals"))
     check_reachable(approval_rules, services={name: (svc.org, set(registries)) for name, svc in services.items()})
+    for name, svc in services.items():  # every org --org may choose
+        for org in svc.orgs:
+            check_reachable(approval_rules, services={name: (org, set(registries))})
+    access = parse_access(data.get("access"))
     exchange_url = _str(exchange, "exchange.url").rstrip("/")
     if not re.match(r"^https?://", exchange_url):
         raise ConfigError("exchange.url must be the Exchange base URL including /v1, e.g. https://hub/edge-exchange/v1")
@@ -210,6 +234,7 @@ def parse_config(data: Mapping[str, Any], *, path: str = "", environ: Mapping[st
         path=path,
         extra={k: data[k] for k in ("vault", "access", "approvals", "rollout") if k in data},
         approvals=approval_rules,
+        access=access,
     )
 
 
@@ -291,7 +316,7 @@ def _service(name: str, table: Any) -> ServiceConfig:
     if not _NAME_RE.match(name):
         raise ConfigError(f"[{where}]: service names are lower-case letters, digits, '.', '_' and '-'")
     _known(table, where, {"source", "org", "arches", "image_base", "ref", "horizon_dir", "dockerfile", "context",
-                          "policies", "patterns", "rollout"})
+                          "policies", "patterns", "rollout", "orgs"})
     arches = table.get("arches")
     if not isinstance(arches, list) or not arches or not all(isinstance(a, str) for a in arches):
         raise ConfigError(f"{where}.arches must be a non-empty list such as [\"amd64\", \"arm64\"]")
@@ -317,8 +342,17 @@ def _service(name: str, table: Any) -> ServiceConfig:
         dockerfile=dockerfile,
         context=table.get("context", "."),
         rollout=_rollout(where, table),
+        orgs=_orgs(where, table),
     )
 
+
+def _orgs(where: str, table: Mapping[str, Any]) -> tuple[str, ...]:
+    """``orgs``: the other Exchange orgs ``--org`` may publish the service to (default: none, only ``org``)."""
+    orgs = table.get("orgs", [])
+    if not isinstance(orgs, list) or not all(isinstance(o, str) and _ORG_RE.match(o) for o in orgs):
+        raise ConfigError(f"{where}.orgs must be a list of Exchange org names, e.g. [\"acme-staging\"]: the orgs "
+                          "`--org` may publish this service to besides its own org")
+    return tuple(orgs)
 
 def _rollout(where: str, table: Mapping[str, Any]) -> tuple[RolloutStageConfig, ...]:
     """``policies``/``patterns`` on the service (one stage, "fleet"), or ``[[services.X.rollout]]`` stages."""
@@ -408,3 +442,90 @@ def _known(table: Any, where: str, keys: set[str]) -> None:
 
 def _api_url(url: str) -> str:
     return url if url.endswith("/") else url + "/"
+
+# -- [access]: who may publish, cancel and roll back -------------------------------------------------------------
+
+ACCESS_PERMISSIONS = ("publish", "cancel", "rollback")
+EVERYONE = "*"
+"""As the only principal of a rule (``publish = ["*"]``): everyone in a channel the bot is in, on purpose."""
+_PRINCIPAL_RE = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    """``[access]``: the most specific rule naming a permission wins (service, then org, then global); with none, only
+    the ``release_managers`` hold it (nobody, when none are listed). Orgs and services are compared exactly."""
+
+    rules: dict[tuple[str, str], dict[str, tuple[str, ...]]] = field(default_factory=dict)
+    """(scope, name) -> permission -> principals; scope is "global", "org" or "service"."""
+    release_managers: tuple[str, ...] = ()
+
+    def principals(self, permission: str, *, org: str, service: str) -> tuple[str, ...] | None:
+        """The most specific rule's principals, or None when no rule names the permission."""
+        for key in (("service", service), ("org", org), ("global", "")):
+            granted = self.rules.get(key, {}).get(permission)
+            if granted is not None:
+                return granted
+        return None
+
+    def holders(self, permission: str, *, org: str, service: str) -> tuple[str, ...]:
+        """Who holds the permission: the most specific rule, else the release managers (never everyone by default)."""
+        granted = self.principals(permission, org=org, service=service)
+        return self.release_managers if granted is None else granted
+
+
+def parse_access(table: Mapping[str, Any] | None) -> AccessPolicy:
+    """Validate ``[access]``; every key it accepts is enforced by the bot, anything else is refused here."""
+    rules: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {}
+    if not table:
+        return AccessPolicy(rules)
+
+    def principals(where: str, value: Any, *, everyone: bool) -> tuple[str, ...]:
+        ok = isinstance(value, list) and all(isinstance(p, str) and (_PRINCIPAL_RE.match(p) or (everyone and p ==
+                                                                                               EVERYONE))
+                                             for p in value)
+        if not ok:
+            raise ConfigError(f"{where} must be a list of Slack user ids (U…) and user group ids (S…)"
+                              + (', or ["*"] for everyone' if everyone else ""))
+        if EVERYONE in value and len(value) > 1:
+            raise ConfigError(f'{where}: "*" (everyone) stands alone; drop the other ids or the "*"')
+        return tuple(value)
+
+    def grants(where: str, body: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+        out: dict[str, tuple[str, ...]] = {}
+        for permission, value in body.items():
+            if permission == "approve":
+                raise ConfigError(f"{where}.approve is not an [access] permission: who may approve is set by "
+                                  "[approvals] approvers (globally, per org, registry or service); move these ids "
+                                  "there")
+            if permission not in ACCESS_PERMISSIONS:
+                raise ConfigError(f"{where}: unknown permission {permission!r}; known: "
+                                  f"{', '.join(ACCESS_PERMISSIONS)}")
+            out[permission] = principals(f"{where}.{permission}", value, everyone=True)
+        return out
+
+    top = {k: v for k, v in table.items() if k not in ("orgs", "services", "release_managers")}
+    rules[("global", "")] = grants("access", top)
+    managers = principals("access.release_managers", table.get("release_managers", []), everyone=False)
+    for scope, key in (("org", "orgs"), ("service", "services")):
+        sub = table.get(key) or {}
+        if not isinstance(sub, Mapping):
+            raise ConfigError(f"[access.{key}] must be a table of tables")
+        for name, body in sub.items():
+            if not isinstance(body, Mapping):
+                raise ConfigError(f"[access.{key}.{name}] must be a table")
+            rules[(scope, name)] = grants(f"access.{key}.{name}", body)
+    return AccessPolicy(rules, managers)
+
+
+def access_problem(config: Config) -> str | None:
+    """Why the bot must not start with this ``[access]``, naming what to add; None when every catalog service (to each
+    org ``--org`` may choose) has someone who may publish it. `edgebot config check` reports the same."""
+    for name, service in sorted(config.services.items()):
+        for org in service.allowed_orgs:
+            if not config.access.holders("publish", org=org, service=name):
+                return (f"[access] names nobody who may publish {name!r} (org {org!r}), so nobody could: add "
+                        '[access] publish = ["S0…"] (the Slack user and user group ids who may publish), or '
+                        'release_managers = ["U0…"] (they hold every permission no rule names), or, to let everyone '
+                        'in the bot\'s channels publish on purpose, publish = ["*"]')
+    return None

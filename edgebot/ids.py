@@ -11,15 +11,17 @@ GO_ARCHES = ("amd64", "arm", "arm64", "ppc64le", "s390x", "riscv64")
 VERSION_RE = re.compile(r"^\d+(\.\d+){0,2}$")
 """The only versions the Exchange accepts (utility/Version.scala): 1, 1.2 or 1.2.3, no suffixes."""
 
-RELEASE_ID_RE = re.compile(r"^r-[0-9a-f]{6}$")
+RELEASE_ID_RE = re.compile(r"^r-(?:[0-9a-f]{16}|[0-9a-f]{6})$")
+"""``r-`` and 16 hex digits (64 random bits); the 6-digit ids of older releases are still read."""
 
 _SANITIZE_RE = re.compile(r"[$!*,;/?@&~=%]")
 _SCHEME_RE = re.compile(r"^[A-Za-z0-9+.-]*?://")
 
 
 def new_release_id() -> str:
-    """A short id people can type (``r-7f3a9c``); also valid as an RQ job id prefix."""
-    return "r-" + secrets.token_hex(3)
+    """``r-`` and 64 random bits in hex (``r-7f3a9c0d12e4b856``): collisions are negligible, and
+    :meth:`edgebot.store.ReleaseStore.create` refuses one anyway. Valid in RQ job ids (``[A-Za-z0-9_-]``)."""
+    return "r-" + secrets.token_hex(8)
 
 
 def exchange_service_id(url: str, version: str, arch: str) -> str:

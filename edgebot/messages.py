@@ -6,6 +6,7 @@ Block Kit) and the blocks, kept within Slack's limits (50 blocks, 3,000 characte
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,6 +96,29 @@ class Message:
 
 
 # -- small helpers ---------------------------------------------------------------------------------------------
+
+_LEADING_MENTION_RE = re.compile(r"^([a-z ]{0,40} by )&lt;(@[UW][A-Z0-9]{2,})&gt;")
+
+
+def escape(text: str) -> str:
+    """Untrusted text (build output, reasons, node errors, anything from a repository, registry, agent or user) for
+    mrkdwn: ``&``, ``<`` and ``>`` escaped as Slack's docs say, so ``<!channel>`` or ``<https://x|click>`` is dead
+    text that shows as typed."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def escape_keeping_mentions(text: str) -> str:
+    """:func:`escape`, except the one user mention edgebot itself puts at the start of what it records ("cancelled
+    by <@U…>", "rejected by <@U…>: <reason>"): every other ``<…>`` (a channel ping, a link, a mention inside the
+    untrusted part) is dead text."""
+    return _LEADING_MENTION_RE.sub(r"\1<\2>", escape(text), count=1)
+
+
+def preformatted(text: str, limit: int = 2900) -> str:
+    """Untrusted text as a code block that cannot close early (a ````` inside is broken up) and whose markup stays
+    dead (escaped), cut to ``limit`` characters keeping the end."""
+    return "```" + clip(escape(text).replace("```", "`\u200b`\u200b`"), limit) + "```"
+
 
 def clip(text: str, limit: int = MAX_TEXT) -> str:
     """Cut ``text`` to ``limit`` characters, saying so, keeping the end (log tails matter most at the end)."""
@@ -249,7 +273,7 @@ def _step_line(name: str, step: StageState) -> str:
     if step.status in (RUNNING, DONE, FAILED_STEP):
         bits += f" · {duration(step.elapsed)}"
     if step.note:
-        bits += f" · {step.note}"
+        bits += f" · {escape_keeping_mentions(step.note)}"
     return bits
 
 
@@ -268,7 +292,7 @@ def stage_message(release: Release, stage: str) -> Message:
     for arch in failed_arch:
         tail = release.result(arch).log_tail
         if tail:
-            blocks.append(section(f"`{arch}` log (last {len(tail)} lines):\n```" + clip("\n".join(tail), 2900) + "```"))
+            blocks.append(section(f"`{arch}` log (last {len(tail)} lines):\n" + preformatted("\n".join(tail))))
     return Message(text=clip(text.replace("*", ""), 3900), blocks=_limit_blocks(blocks))
 
 
@@ -283,12 +307,12 @@ def summary_message(release: Release) -> Message:
     elif release.state == SUCCEEDED:
         head = f"{STATE_ICON[SUCCEEDED]} {mention} *{title(release)}* is published to org `{release.org}`."
     else:
-        head = f"{STATE_ICON.get(release.state, '')} {mention} *{title(release)}* {label}: {release.error or label}."
+        why = escape_keeping_mentions(release.error or label)
+        head = f"{STATE_ICON.get(release.state, '')} {mention} *{title(release)}* {label}: {why}."
     blocks: list[dict[str, Any]] = [section(head)]
     text_lines = [head.replace("*", "")]
     if release.error_detail:
-        detail = "\n".join(release.error_detail)
-        blocks.append(section("```" + clip(detail, 2900) + "```"))
+        blocks.append(section(preformatted("\n".join(release.error_detail))))
     for arch in release.arches:
         result = release.results.get(arch)
         if result is None or not (result.pinned_image or result.image_tag):
@@ -327,7 +351,7 @@ def summary_message(release: Release) -> Message:
     if release.rollout:
         blocks.append(context("\n".join(rollout_summary_lines(release))))
     for note in release.notes:
-        blocks.append(context(note))
+        blocks.append(context(escape(note)))
     return Message(text=clip("\n".join(text_lines), 3900), blocks=_limit_blocks(blocks))
 
 
@@ -370,7 +394,7 @@ def status_detail(release: Release, permalink: str = "") -> Message:
     lines = [
         f"{STATE_ICON.get(release.state, '')} *{title(release)}* · release `{release.release_id}`",
         f"state: {label}" + (f" (stage: {stage})" if stage else "")
-        + (f" — {release.error}" if release.error else ""),
+        + (f" — {escape_keeping_mentions(release.error)}" if release.error else ""),
         f"requested by <@{release.user_id}> {_when(release.created_at)} in <#{release.channel_id}> · "
         f"org `{release.org}` · arches {', '.join(release.arches)}" + (" · dry run" if release.dry_run else ""),
     ]
@@ -387,7 +411,7 @@ def status_detail(release: Release, permalink: str = "") -> Message:
         rejected = [d for d in approval.decisions if d.outcome == "rejected"]
         lines.append(f"approvals {given} of {approval.required}"
                      + (f": {_approved_by(release)}" if given else "")
-                     + (f" · rejected by <@{rejected[-1].user_id}>: {rejected[-1].reason}" if rejected else ""))
+                     + (f" · rejected by <@{rejected[-1].user_id}>: {escape(rejected[-1].reason)}" if rejected else ""))
     for step in release.rollout:
         counts = step.counts
         lines.append(f"rollout {step.name}: {ROLLOUT_LABEL.get(step.status, step.status)}" + (
@@ -399,9 +423,14 @@ def status_detail(release: Release, permalink: str = "") -> Message:
     return Message(text=clip(text.replace("*", ""), 3900), blocks=[section(clip(text))])
 
 
-def history_message(service: str, org: str, releases: list[Release]) -> Message:
+def history_message(service: str, org: str, releases: list[Release], elsewhere: int = 0) -> Message:
+    """``releases``: those of the channel asking; ``elsewhere``: how many more were requested in other channels
+    (counted, never shown: a private channel's releases stay there)."""
+    others = (f"{elsewhere} other release(s) of `{service}` were requested in other channels; ask there to see them."
+              if elsewhere else "")
     if not releases:
-        text = f"No releases of `{service}` in org `{org}` yet."
+        text = f"No releases of `{service}` in org `{org}` yet." if not elsewhere else \
+            f"No releases of `{service}` in org `{org}` were requested in this channel. {others}"
         return Message(text=text, blocks=[section(text)])
     lines = [f"*Releases of `{service}`* (org `{org}`, newest first)"]
     for r in releases:
@@ -415,6 +444,8 @@ def history_message(service: str, org: str, releases: list[Release]) -> Message:
             f" · <@{r.user_id}>" + (f", approved by {approved}" if approved else "")
             + f" · {_when(r.created_at)} · {took}" + (f" · {digests}" if digests else "")
         )
+    if others:
+        lines.append(others)
     text = "\n".join(lines)
     return Message(text=clip(text.replace("*", ""), 3900), blocks=[section(text)])
 
@@ -429,6 +460,21 @@ def cancel_refused(release: Release) -> Message:
                 "cancelled. Publish the previous version again, or roll back, to move nodes off it.")
     else:
         text = f":warning: `{release.release_id}` already ended ({state_label(release)}); there is nothing to cancel."
+    return Message(text=text, blocks=[section(text)])
+
+
+def release_elsewhere(release_id: str) -> Message:
+    """`/edge status RELEASE` (or a Status button) outside the channel the release was requested in: no details."""
+    text = (f":lock: Release `{release_id}` was not requested in this channel, so I show it only there: ask "
+            "in the channel its thread is in.")
+    return Message(text=text, blocks=[section(text)])
+
+
+def cancel_too_late(release: Release) -> Message:
+    """`/edge cancel` from ``publishing`` on: stopping would leave the Exchange and the fleet half moved."""
+    text = (f":warning: `{release.release_id}` ({title(release)}) is {state_label(release)}: cancelling it now would "
+            "leave the Exchange and the fleet half moved, so it goes on. To move the fleet back once it has rolled "
+            f"out, roll back: `/edge rollback {release.service}`.")
     return Message(text=text, blocks=[section(text)])
 
 
@@ -487,12 +533,13 @@ def rollout_stage_message(release: Release, index: int) -> Message:
         fallback = ", ".join(sorted(set(target.get("previous", {}).values())))
         lines.append(f"{target['kind']} `{target['name']}`" + (f" · previous {fallback}" if fallback else ""))
     if stage.note:
-        lines.append(f"_{stage.note}_")
+        lines.append(f"_{escape_keeping_mentions(stage.note)}_")
     text = "\n".join(lines)
     blocks = [section(text)]
-    if stage.problems:
-        blocks.append(section("*Failing nodes*\n" + clip("\n".join(f"• {p}" for p in stage.problems), 2900)))
-    plain = text.replace("*", "") + ("\n" + "\n".join(stage.problems) if stage.problems else "")
+    problems = [escape(p) for p in stage.problems]  # node errors come from agents
+    if problems:
+        blocks.append(section("*Failing nodes*\n" + clip("\n".join(f"• {p}" for p in problems), 2900)))
+    plain = text.replace("*", "") + ("\n" + "\n".join(problems) if problems else "")
     return Message(text=clip(plain, 3900), blocks=_limit_blocks(blocks))
 
 

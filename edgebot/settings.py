@@ -64,6 +64,9 @@ class Settings:
     access_group_cache_ttl: float = 60.0
     """Seconds each bot process caches the members of a user group named in ``[access]`` (approvers' groups are
     read again at every click)."""
+    max_request_bytes: int = 1024 * 1024
+    """Largest request body the bot accepts on its Slack endpoint (Slack's own payloads are a few KiB): a larger one
+    is answered 413 before anything reads it."""
     # -- pipeline -----------------------------------------------------------------------------------------------
     source_cache_dir: str = "/var/cache/edgebot/sources"
     work_dir: str = "/var/lib/edgebot/work"

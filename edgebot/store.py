@@ -46,6 +46,11 @@ class ReleaseNotFound(KeyError):
     pass
 
 
+class ReleaseIdTaken(Exception):
+    """:meth:`ReleaseStore.create` found a record under the new release's id: nothing was written (the caller picks
+    another id)."""
+
+
 class PublishLocked(Exception):
     """Another active release holds the service's publish lock; ``holder`` is that release."""
 
@@ -100,12 +105,17 @@ class ReleaseStore:
         """Write a new record and its indexes in one MULTI; ``then(pipeline)`` adds more (the first job) to it.
 
         A release that publishes (not a dry run) takes its service's publish lock in the same transaction, or raises
-        :class:`PublishLocked` naming the active release that holds it, and nothing is written.
+        :class:`PublishLocked` naming the active release that holds it, and nothing is written. A record that already
+        exists under the release's id raises :class:`ReleaseIdTaken`, and nothing is written either.
         """
         lock_key = None if release.dry_run else self.publish_lock_key(release.org, release.service)
+        key = self.key(release.release_id)
         while True:
             with self.redis.pipeline(transaction=True) as pipe:
                 try:
+                    pipe.watch(key)  # an id collision must never attach this release to another one's record
+                    if pipe.exists(key):
+                        raise ReleaseIdTaken(release.release_id)
                     if lock_key is not None:
                         pipe.watch(lock_key)
                         raw = pipe.get(lock_key)
@@ -117,12 +127,14 @@ class ReleaseStore:
                     pipe.multi()
                     if lock_key is not None:
                         pipe.set(lock_key, release.release_id, ex=max(1, self.settings.publish_lock_ttl))
-                    pipe.set(self.key(release.release_id), _dumps(release), nx=True)
+                    pipe.set(key, _dumps(release), nx=True)
                     pipe.sadd(self.active_key(release.team_id, release.channel_id), release.release_id)
                     pipe.zadd(self.history_key(release.org, release.service), {release.release_id: release.created_at})
                     if then is not None:
                         then(pipe)
-                    pipe.execute()
+                    results = pipe.execute()
+                    if not results[1 if lock_key is not None else 0]:  # cannot happen under the WATCH: say so loudly
+                        raise ReleaseIdTaken(release.release_id)
                     return
                 except redis.WatchError:
                     continue
@@ -213,4 +225,4 @@ def _dumps(release: Release) -> str:
     return json.dumps(release.to_dict(), separators=(",", ":"), sort_keys=True)
 
 
-__all__ = ["FINAL_STATES", "PublishLocked", "ReleaseNotFound", "ReleaseStore", "Updated"]
+__all__ = ["FINAL_STATES", "PublishLocked", "ReleaseIdTaken", "ReleaseNotFound", "ReleaseStore", "Updated"]

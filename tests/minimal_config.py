@@ -1,6 +1,7 @@
 """The smallest config a real `edgebot serve` / `edgebot worker` starts with: every secret an ``env:`` reference
 (SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, EXCHANGE_PASSWORD, SIGNING_KEY, PUSH_PASSWORD), Slack and the Exchange on
-free ports nobody answers, one registry and the service ``hello`` of org ``acme``."""
+free ports nobody answers, one registry, the service ``hello`` of org ``acme``, and everyone may publish it (the bot
+refuses to start until ``[access]`` says who may)."""
 
 from __future__ import annotations
 
@@ -36,4 +37,6 @@ push_password = "env:PUSH_PASSWORD"
 source = "{source}"
 org = "acme"
 arches = [{arch_list}]
+[access]
+publish = ["*"]
 {settings_table}"""

@@ -37,9 +37,34 @@ def test_most_specific_rule_wins() -> None:
     assert not allowed and holders == ("S0PLATFORM",)  # "open" names only cancel: publish falls back to global
 
 
-def test_no_rule_means_everyone() -> None:
+def test_no_rule_means_nobody_but_the_release_managers() -> None:
     check = AccessCheck(parse_access(None), lambda g: set())
-    assert check.allowed("publish", "U0ANYONE", org="acme", service="hello") == (True, ())
+    assert check.allowed("publish", "U0ANYONE", org="acme", service="hello") == (False, ())
+    managed = AccessCheck(parse_access({"release_managers": ["U0BOSS", "S0MGRS"], "publish": ["U0ALICE"]}),
+                          lambda g: {"U0DEPUTY"} if g == "S0MGRS" else set())
+    for user in ("U0BOSS", "U0DEPUTY"):  # no cancel rule: the release managers hold it, and only they
+        assert managed.allowed("cancel", user, org="acme", service="hello")[0]
+    assert managed.allowed("cancel", "U0ALICE", org="acme", service="hello") == (False, ("U0BOSS", "S0MGRS"))
+    assert not managed.allowed("publish", "U0BOSS", org="acme", service="hello")[0], "a rule names publish"
+
+
+def test_everyone_only_when_the_config_says_so() -> None:
+    check = AccessCheck(parse_access({"publish": ["*"]}), lambda g: set())
+    assert check.allowed("publish", "U0ANYONE", org="acme", service="hello")[0]
+    assert not check.allowed("cancel", "U0ANYONE", org="acme", service="hello")[0]
+    assert mention("*") == "everyone"
+
+
+def test_another_org_must_pass_the_rules_of_both_orgs() -> None:
+    """`--org` picks the target org: its rules apply, and the catalog org's too, so a looser org loosens nothing."""
+    check = AccessCheck(parse_access({"publish": ["*"], "orgs": {"acme": {"publish": ["U0LEAD"]}}}), lambda g: set())
+    assert not check.allowed("publish", "U0ANYONE", org="acme-x", service="hello", catalog_org="acme")[0]
+    assert check.allowed("publish", "U0LEAD", org="acme-x", service="hello", catalog_org="acme")[0]
+    assert check.allowed("publish", "U0ANYONE", org="acme-x", service="hello")[0], "without it, only the target's"
+    strict_target = AccessCheck(parse_access({"publish": ["*"], "orgs": {"prod": {"publish": ["U0LEAD"]}}}),
+                                lambda g: set())
+    assert strict_target.allowed("publish", "U0ANYONE", org="prod", service="hello",
+                                 catalog_org="acme") == (False, ("U0LEAD",))
 
 
 def test_group_membership_is_cached_then_re_read() -> None:
@@ -62,6 +87,11 @@ def test_group_membership_is_cached_then_re_read() -> None:
         ({"publish": "U0A"}, "access.publish must be a list"),
         ({"publish": ["alice"]}, "Slack user ids (U…) and user group ids (S…)"),
         ({"services": {"hello": "U0A"}}, "[access.services.hello] must be a table"),
+        ({"approve": ["U0A"]}, "access.approve is not an [access] permission: who may approve is set by [approvals]"),
+        ({"services": {"hello": {"approve": ["U0A"]}}}, "access.services.hello.approve is not an [access] permission"),
+        ({"publish": ["*", "U0A"]}, '"*" (everyone) stands alone'),
+        ({"release_managers": ["*"]}, "access.release_managers must be a list of Slack user ids"),
+        ({"orgs": ["acme"]}, "[access.orgs] must be a table of tables"),
     ],
 )
 def test_config_mistakes(table: dict[str, object], fragment: str) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from edgebot.config import parse_config
+from edgebot.config import access_problem, parse_config
 from edgebot.errors import ConfigError, SecretUnavailable
 from edgebot.secrets import Secret, SecretRef, SecretResolver
 
@@ -109,6 +109,28 @@ def test_the_documented_example_config_loads() -> None:
     config = load_config(Path(__file__).parent.parent / "examples" / "edgebot.toml")
     assert set(config.registries) == {"icr", "ocp"}
     assert config.services["hello"].arches == ("amd64", "arm64")
+    assert access_problem(config) is None, "the bot starts with the example's [access]"
+    assert config.access.holders("cancel", org="acme", service="hello") == config.access.release_managers != ()
+
+
+def test_the_kubernetes_config_names_who_may_publish() -> None:
+    import tomllib
+    from pathlib import Path
+
+    import yaml
+
+    docs = yaml.safe_load_all((Path(__file__).parent.parent / "deploy" / "kubernetes" / "configmap.yaml").read_text())
+    text = next(d for d in docs if d and d.get("kind") == "ConfigMap")["data"]["edgebot.toml"]
+    config = parse_config(tomllib.loads(text), environ={})
+    assert access_problem(config) is None and config.access.principals("publish", org="acme", service="hello")
+
+
+def test_catalog_orgs() -> None:
+    assert parse_config(BASE).services["hello"].allowed_orgs == ("acme",), "default: the service's own org only"
+    service = parse_config(_with("services.hello.orgs", ["acme-staging", "acme"])).services["hello"]
+    assert service.allowed_orgs == ("acme", "acme-staging")
+    with pytest.raises(ConfigError, match="services.hello.orgs must be a list of Exchange org names"):
+        parse_config(_with("services.hello.orgs", ["bad org"]))
 
 
 def test_rollout_stages_and_the_one_stage_shorthand() -> None:

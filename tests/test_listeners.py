@@ -17,7 +17,7 @@ from slack_bolt import App, BoltContext, BoltRequest
 from slack_sdk import WebClient
 
 from bot import listeners
-from bot.access import AccessCheck, parse_access
+from bot.access import AccessCheck
 from bot.app import register
 from bot.approve import KINDS, ApprovalDesk, kind_of_action, kind_of_view
 from bot.intake import ChannelCheck
@@ -74,7 +74,8 @@ def slack() -> Iterator[SlackStandIn]:
 
 @pytest.fixture
 def bot(slack: SlackStandIn, redis_conn: redis.Redis) -> Bot:
-    config = parse_config({**BASE_CONFIG, "approvals": {"approvers": [ALICE, "S0LEADS"], "required": 2}}, environ={})
+    config = parse_config({**BASE_CONFIG, "approvals": {"approvers": [ALICE, "S0LEADS"], "required": 2},
+                           "trust": {"seal_key": "env:EDGEBOT_SEAL_KEY"}, "access": {"publish": ["*"]}}, environ={})
     client = slack_client(TOKEN, slack.api_url)
     store = ReleaseStore(redis_conn, config.settings)
     clock = [NOW]
@@ -83,7 +84,7 @@ def bot(slack: SlackStandIn, redis_conn: redis.Redis) -> Bot:
         return set(client.usergroups_users_list(usergroup=group).get("users") or [])
 
     desk = ApprovalDesk(store, members, config.settings, clock=lambda: clock[0])
-    ctx = BotContext(config, store, ChannelCheck(client, redis_conn, config), AccessCheck(parse_access(None), members),
+    ctx = BotContext(config, store, ChannelCheck(client, redis_conn, config), AccessCheck(config.access, members),
                      ThreadReporter(client, store), desk)
     return Bot(ctx, BoltContext({CONTEXT_KEY: ctx}), client, slack, redis_conn, clock)
 

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from edgebot import messages
+from edgebot import approval_messages, messages
 from edgebot.release import (
     DONE,
     FAILED,
     FAILED_STEP,
+    REJECTED,
     ROLLED_BACK,
     SUCCEEDED,
     ArchResult,
@@ -109,6 +110,30 @@ def _approved_and_rolled_out() -> Release:
     return release
 
 
+HOSTILE = "<!channel> urgent: <https://evil.example/login|re-run the build> & ``` <!here>"
+
+
+def _hostile_build() -> Release:
+    release = _failed_build()
+    release.error = f"build of arm64 failed: {HOSTILE}"
+    release.results["arm64"].log_tail = ["step 1: compiling", HOSTILE, "```"]
+    release.error_detail = release.results["arm64"].log_tail
+    return release
+
+
+def _hostile_rejection() -> Release:
+    from tests.test_approvals import _card
+
+    return _card(REJECTED, f"rejected by <@U0ALICE>: {HOSTILE}. The images stay in the registry; nothing was "
+                           "published")
+
+
+def _hostile_rollout() -> Release:
+    release = _rolled_out(failed=True)
+    release.rollout[0].problems = [f"node-17 failed: {HOSTILE}"]
+    return release
+
+
 CASES = {
     "rollout_stage_healthy": lambda: messages.rollout_stage_message(_rolled_out(), 1),
     "rollout_stage_rolled_back": lambda: messages.rollout_stage_message(_rolled_out(failed=True), 0),
@@ -145,6 +170,15 @@ CASES = {
     "resumed": lambda: messages.resumed_message("build-amd64", 2, ["commit `0123456789ab`",
                                                                   "amd64 digest `sha256:abababababab`"]),
     "summary_resumed": lambda: messages.summary_message(_release(notes=[messages.resumed_note("sign", 2)])),
+    "cancel_too_late": lambda: messages.cancel_too_late(_release(state="rolling_out", ended_at=None)),
+    "release_elsewhere": lambda: messages.release_elsewhere("r-7f3a9c0d12e4b856"),
+    "history_elsewhere": lambda: messages.history_message("hello", "acme", [_release()], elsewhere=3),
+    "history_only_elsewhere": lambda: messages.history_message("hello", "acme", [], elsewhere=2),
+    # untrusted text: a build error and log, a reject reason, node errors with `<!channel>` and a spoofed link
+    "summary_failed_hostile": lambda: messages.summary_message(_hostile_build()),
+    "stage_build_failed_hostile": lambda: messages.stage_message(_hostile_build(), "build"),
+    "approval_card_rejected_hostile": lambda: approval_messages.approval_card(_hostile_rejection()),
+    "rollout_stage_hostile": lambda: messages.rollout_stage_message(_hostile_rollout(), 0),
 }
 
 

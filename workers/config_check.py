@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from edgebot.config import Config, RegistryConfig
+from edgebot.config import Config, RegistryConfig, access_problem
 from edgebot.secrets import Secret, SecretRef, SecretResolver
 
 
@@ -53,6 +53,7 @@ def run_checks(config: Config, resolver: SecretResolver, *, timeout: float = 10.
             refs.append((f"registries.{alias}.pull_password", registry.pull_password))
     for where, ref in refs:
         yield check(f"{where} ({ref})", lambda ref=ref: (secret(ref), "resolved")[1])  # type: ignore[misc]
+    yield access_check(config)
 
     def redis_probe() -> str:
         import redis
@@ -130,6 +131,17 @@ def run_checks(config: Config, resolver: SecretResolver, *, timeout: float = 10.
 
         if registry.kind == "ocp":
             yield from _ocp_checks(config, registry, secret, check)
+
+
+def access_check(config: Config) -> CheckLine:
+    """``[access]`` as the bot reads it: the bot refuses to start while nobody may publish a catalog service."""
+    problem = access_problem(config)
+    if problem is not None:
+        return CheckLine(False, "access", f"the bot will not start: {problem}")
+    policy = config.access
+    publish = sorted({p for rules in policy.rules.values() for p in rules.get("publish", ())})
+    return CheckLine(True, "access", f"publish: {', '.join(publish) or 'release managers only'}; release managers: "
+                     f"{', '.join(policy.release_managers) or 'none'}")
 
 
 def _ocp_checks(config: Config, registry: RegistryConfig, secret: Callable[[SecretRef], Secret],
