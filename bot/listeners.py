@@ -44,7 +44,6 @@ HISTORY_SCAN = 100
 """Newest releases of a service `/edge history` reads to find the channel's own (the others are only counted)."""
 
 
-
 @dataclass
 class BotContext:
     """What the listeners work with, built once per app (``bot.app.create_app``)."""
