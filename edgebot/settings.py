@@ -134,6 +134,9 @@ class Settings:
     rollout_pull_grace: float = 900.0
     """Seconds a node of a stage may report its new containers ``"not started"`` (pulling) or nothing yet before it
     counts as failing; until then it counts as starting."""
+    rollout_diagnose_after: float = 600.0
+    """Seconds after a stage begins from which its nodes still heartbeating on the old version are diagnosed by
+    edgebot (signature against the service's keys, dockauth registry, arch), since the agent never says why."""
     rollout_report_nodes: int = 10
     """Failing nodes listed by name, with their error, when a stage fails."""
     rollout_lock_timeout: float = 30.0

@@ -325,3 +325,20 @@ def test_patch_changes_only_the_named_attribute(ex: ExchangeStandIn, client: Exc
     with pytest.raises(ExchangeInvalid):
         client.patch_deployment_object("policy", ORG, "p", "service", {**policy["service"],
                                                                        "serviceVersions": [{"version": "9.0.0"}]})
+
+
+def test_rollout_diagnosis_names_what_the_agent_would_refuse(ex: ExchangeStandIn, client: ExchangeClient,
+                                                             public_pem: bytes) -> None:
+    """workers.rollout_watch._causes checks what an agent checks, since the agent reports none of it."""
+    from workers.rollout_watch import _causes
+
+    url = "https://reg.example.com/hello"
+    assert "is not published for arm64" in _causes(client, ORG, url, "1.0.0", "arm64")[0]
+    client.create_service(ORG, body())  # a signature no stored key verifies, and no dockauth
+    causes = _causes(client, ORG, url, "1.0.0", "amd64")
+    assert "verifies with none of the 0 key(s) stored with the service" in causes[0]
+    assert f"no dockauth of {SID} has registry {REGISTRY}" in causes[1]
+    client.put_key(ORG, SID, "k.pem", public_pem)
+    client.add_dockauth(ORG, SID, *PULL)
+    causes = _causes(client, ORG, url, "1.0.0", "amd64")
+    assert len(causes) == 1 and "verifies with none of the 1 key(s)" in causes[0]

@@ -9,12 +9,15 @@ the pattern. The fallback (priority 2) stays in the policies after a healthy sta
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from edgebot.release import Release
 from sandbox.stack import CHANNEL_ID, EXCHANGE_PASSWORD, EXCHANGE_USER, ORG, Stack, wait_until
@@ -66,7 +69,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, docker_daemon: Any, registry
     workdir = tmp_path_factory.mktemp("rollout")
     settings = {"rollout_poll_interval": 0.5, "rollout_offline_after": 4.0, "rollout_stage_timeout": 240.0,
                 "rollout_failure_threshold": 0, "rollout_report_nodes": 5, "duplicate_window": 1,
-                "rollout_pull_grace": PULL_GRACE}
+                "rollout_pull_grace": PULL_GRACE, "rollout_diagnose_after": 3.0}
     with Stack(workdir, docker=docker_daemon, registry=registry, versions=VERSIONS, settings=settings,
                extra_services={"hello-seed": ["amd64"], "hello-new": ["amd64"], "hello-gated": ["amd64"],
                                "hello-pat": ["amd64"], "hello-none": ["amd64"]},
@@ -580,3 +583,48 @@ def test_a_policy_the_agbot_would_drop_is_never_written(stack: Stack) -> None:
     assert "would be dropped by the agreement bot" in release.error and "retries 0" in release.error
     assert "hello-fresh" not in stack.exchange.policies(ORG)
     assert len(_policy_writes(stack, "hello-fresh")) == writes, "nothing was written"
+
+
+def _tamper_signature(stack: Stack, sid: str) -> None:
+    """The stored signature replaced by one of a key the service does not have."""
+    state = stack.exchange.state
+    with state.lock:
+        record = state.services[ORG][sid]
+        other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        signature = other.sign(record["deployment"].encode(), padding.PSS(mgf=padding.MGF1(hashes.SHA256()),
+                               salt_length=padding.PSS.MAX_LENGTH), hashes.SHA256())
+        record["deploymentSignature"] = base64.b64encode(signature).decode()
+        state.generation += 1
+
+
+def test_a_wrong_key_is_diagnosed_within_the_diagnosis_time(stack: Stack) -> None:
+    """The agent declines a signature it cannot verify without any error: the canaries stay on the old version, and
+    edgebot names the cause in the thread after rollout_diagnose_after (3 s here), not at the stage timeout."""
+    from sandbox.processes import add_commit
+
+    add_commit(stack.source_path, {"index.html": "3.1.4\n"}, tag="v3.1.4")
+    fleet = stack.exchange.fleet
+    old = {n: fleet.running(n) for n in CANARY}
+    for node in CANARY:
+        fleet.set_online(node, False)
+    store = stack.store()
+    try:
+        release_id = _start(stack, "publish hello 3.1.4 --registry local")
+        _wait_rolling(stack, release_id)
+        _tamper_signature(stack, "hello_3.1.4_amd64")
+        for node in CANARY:
+            fleet.set_online(node, True)
+        note = wait_until(lambda: "verifies with none" in (n := store.require(release_id).rollout[0].note) and n,
+                          timeout=60, what="the diagnosis")
+    finally:
+        for node in CANARY:
+            fleet.set_online(node, True)
+    assert "3 node(s) still on the old version" in note and "hello_3.1.4_amd64" in note
+    assert all(name.split("/")[1] in note for name in CANARY)
+    assert store.require(release_id).rollout[0].status == "running", "diagnosed long before the stage timeout"
+    assert all(fleet.running(n) == old[n] and not fleet.errors(n) for n in CANARY), "declined silently"
+    wait_until(lambda: "verifies with none" in _thread(stack, store.require(release_id)), timeout=30,
+               what="the thread to name the cause")
+    ack = stack.command("rollback hello").json()
+    assert release_id in ack["text"], ack
+    wait_until(lambda: store.require(release_id).state == "rolled_back", timeout=60, what="the rollback")

@@ -307,6 +307,10 @@ def poll(ctx: WorkerContext, release_id: str, index: int, count: int) -> None:
             _schedule_poll(ctx, release_id, index, count + 1, pipe)
 
     ctx.store.update(release_id, record, active=True, then=next_poll)
+    if (outcome == RolloutStatus.RUNNING and elapsed > st.rollout_diagnose_after and (counts.old or counts.waiting)
+            and ctx.redis.set(f"{st.key_prefix}:rollout:diagnosed:{release_id}:{index}", "1", nx=True,
+                              ex=int(timeout) + 3600)):
+        _post_diagnosis(ctx, release, index, nodes, targets)
     ctx.reporter.rollout_stage(release_id, index)
     if outcome == RolloutStatus.RUNNING:
         return
@@ -314,6 +318,99 @@ def poll(ctx: WorkerContext, release_id: str, index: int, count: int) -> None:
         _stage_healthy(ctx, release_id, index)
     else:
         _stage_failed(ctx, release_id, index, outcome, counts)
+
+
+# -- diagnosis of nodes that stay on the old version ----------------------------------------------------------------
+def _post_diagnosis(ctx: WorkerContext, release: Release, index: int, nodes: list[dict[str, Any]],
+                    targets: list[fleet_summary.Target]) -> None:
+    """Once per stage, after ``rollout_diagnose_after``: why do online nodes still run the old version? The agent
+    never says (a signature or key it rejects is logged on the node and the agreement declined; anax
+    ``persistence/surface_errors.go`` surfaces no such event), so edgebot checks what the agent checks and adds one
+    line per cause, with the nodes it applies to, to the stage's thread message."""
+    url = _service_url(release)
+    st = ctx.config.settings
+    stuck: dict[str, list[str]] = {}  # arch -> node names
+    moment = time.time()
+    for node in fleet_summary.members(nodes, release.org, targets):
+        bucket, _ = fleet_summary.classify(node, org=release.org, url=url, version=release.version,
+                                           offline_after=st.rollout_offline_after, now=moment)
+        if bucket in (fleet_summary.OLD, fleet_summary.WAITING):
+            stuck.setdefault(str(node.get("arch") or ""), []).append(str(node.get("name") or node.get("id")))
+    if not stuck:
+        return
+    groups: dict[str, list[str]] = {}
+    try:
+        client = ctx.exchange(release.org)
+        try:
+            for arch, names in sorted(stuck.items()):
+                for cause in _causes(client, release.org, url, release.version, arch):
+                    groups.setdefault(cause, []).extend(names)
+        finally:
+            client.close()
+    except Exception as exc:  # a diagnosis is advice: never the reason a rollout fails
+        log.warning("rollout diagnosis of %s failed: %s", release.release_id, exc)
+        return
+    lines = [f"{len(names)} node(s) still on the old version: {cause} ({', '.join(sorted(names)[:10])}"
+             f"{', …' if len(names) > 10 else ''})" for cause, names in groups.items()]
+    text = "\n".join(lines)
+
+    def noted(r: Release) -> None:
+        s = r.rollout[index]
+        if text not in s.note:
+            s.note = f"{s.note}\n{text}" if s.note else text
+            r.event("rollout_diagnosis", stage=s.name, causes=list(groups))
+
+    ctx.store.update(release.release_id, noted)
+
+
+def _image_host(image: str) -> str:
+    """The registry of an image reference as Docker reads it (no domain part: ``docker.io``)."""
+    first, sep, _ = image.partition("/")
+    return first if sep and ("." in first or ":" in first or first == "localhost") else "docker.io"
+
+
+def _causes(client: Any, org: str, url: str, version: str, arch: str) -> list[str]:
+    """What an agent of ``arch`` would refuse about ``org/url`` ``version``: the service for its arch, the deployment
+    signature against every key stored with the service (anax verifies with any of them), and a dockauth whose
+    registry equals each image's ``host[:port]`` (anax ``container/imagepull.go``)."""
+    from workers.exchange import service_id
+    from workers.signing import SigningError, verify_deployment
+
+    sid = service_id(url, version, arch)
+    record = client.get_service(org, sid)
+    if record is None:
+        return [f"{url} {version} is not published for {arch or 'their arch'}: the agent has nothing to run"]
+    causes = []
+    keys = client.list_keys(org, sid)
+    verified = False
+    for name in keys:
+        text = client.get_key(org, sid, name)
+        try:
+            verified = bool(text) and verify_deployment(text.encode(), str(record.get("deployment") or ""),
+                                                        str(record.get("deploymentSignature") or ""))
+        except SigningError:
+            verified = False
+        if verified:
+            break
+    if not verified:
+        causes.append(f"the deployment signature of {sid} verifies with none of the {len(keys)} key(s) stored with "
+                      "the service, so the agent declines it without reporting an error: publish it again signed "
+                      "with a key stored with the service (or store the key that signed it)")
+    try:
+        deployment = json.loads(str(record.get("deployment") or "{}"))
+    except ValueError:
+        deployment = {}
+    registries = {str(d.get("registry")) for d in client.list_dockauths(org, sid)}
+    for container in sorted((deployment.get("services") or {}).values(), key=lambda c: str(c.get("image"))):
+        host = _image_host(str(container.get("image") or ""))
+        if host != "docker.io" and host not in registries:
+            causes.append(f"no dockauth of {sid} has registry {host} (an agent uses a dockauth only when it equals "
+                          "the image's host[:port]): publish with the registry's pull credential")
+    if not causes:
+        causes.append(f"{sid}, its signature and its dockauths check out: the node's constraints or the service "
+                      "policy may exclude these nodes (`hzn deploycheck policy`), or their agents have not acted "
+                      "yet (`hzn eventlog list` on a node)")
+    return causes
 
 
 def _stage_healthy(ctx: WorkerContext, release_id: str, index: int) -> None:
