@@ -4,6 +4,9 @@ Everything a fixture starts is stopped at the end, also when tests fail (each pa
 that fails half-way through its start undoes what it did). Session-scoped parts are shared by all tests; tests that
 need a clean Redis use ``redis_conn`` (flushed before each test). The names of these fixtures are used across the
 suite: keep them stable.
+
+Every part starts only when a selected test needs it (fixtures are lazy), and every test that needs the private
+Docker Engine is marked ``slow`` here at collection, so ``make unit`` (``-m "not slow"``) never starts a dockerd.
 """
 
 from __future__ import annotations
@@ -23,6 +26,17 @@ from sandbox.processes import DockerDaemon, RedisServer, Registry, make_git_sour
 REGISTRY_USERS = {"pusher": "push-secret-1", "puller": "pull-secret-1"}
 HELLO_DIR = Path(__file__).resolve().parent.parent / "examples" / "hello"
 BASE_IMAGE_ARCHES = ("amd64", "arm64")
+NEEDS_DOCKERD = "docker_daemon"
+"""The fixture that starts a private dockerd: a test that uses it, directly or through another fixture, is slow."""
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m "not slow" deselection
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test whose fixture closure includes :data:`NEEDS_DOCKERD` (seeding the base images alone
+    takes seconds, and dockerd is what a loaded machine can least afford in a quick run)."""
+    for item in items:
+        if NEEDS_DOCKERD in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

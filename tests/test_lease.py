@@ -1,8 +1,13 @@
-"""Leases, fencing, the step ledger, the publish lock and the reaper against a real Redis (no worker processes)."""
+"""Leases, fencing, the step ledger, the publish lock and the reaper against a real Redis (no worker processes).
+
+Nothing here races the clock: every lease and lock lives :data:`LONG_TTL` (far longer than any stall of a loaded
+machine), and an expiry is forced when a test needs one (:func:`_expire`: the key's TTL cut to a millisecond, which
+Redis then expires as it would after the full TTL). Renewal is shown by the keeper restoring a TTL that was cut down,
+not by outliving a short TTL.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 
@@ -21,7 +26,20 @@ from edgebot.store import PublishLocked, ReleaseStore
 from sandbox.proc_base import wait_until
 from workers.reaper import break_dead_scheduler_locks, reap
 
-SETTINGS = Settings(lease_ttl=1.0, lease_renew_interval=0.2, publish_lock_ttl=5, step_retries=0)
+LONG_TTL = 600
+"""Seconds every lease, lock and fence counter of these tests lives unless a test expires it on purpose."""
+RENEW_INTERVAL = 0.05
+"""The keeper's tick in these tests (its minimum): renewals are observed, never raced."""
+SETTINGS = Settings(lease_ttl=float(LONG_TTL), lease_renew_interval=RENEW_INTERVAL, publish_lock_ttl=LONG_TTL,
+                    step_retries=0)
+WAIT = 30.0
+"""Seconds a test waits for something that must happen (a renewal, an expiry it forced) before it fails."""
+
+
+def _expire(connection: redis.Redis, key: str) -> None:
+    """Make ``key`` expire now, as it would at the end of its TTL (a dead or frozen holder's lease)."""
+    assert connection.pexpire(key, 1), f"{key} does not exist"
+    wait_until(lambda: not connection.exists(key), timeout=WAIT, interval=0.01, what=f"{key} to expire")
 
 
 def _release(release_id: str = "r-000001", **extra: object) -> Release:
@@ -33,11 +51,11 @@ def _release(release_id: str = "r-000001", **extra: object) -> Release:
 
 
 def test_tokens_increase_and_a_held_lease_is_refused(redis_conn: redis.Redis) -> None:
-    first = acquire(redis_conn, "edgebot", "r-1", "sign", "a", ttl=0.5, counter_ttl=60)
+    first = acquire(redis_conn, "edgebot", "r-1", "sign", "a", ttl=LONG_TTL, counter_ttl=LONG_TTL)
     assert first is not None
-    assert acquire(redis_conn, "edgebot", "r-1", "sign", "b", ttl=0.5, counter_ttl=60) is None
-    wait_until(lambda: not redis_conn.exists(first.key), timeout=10, what="the lease to expire")
-    second = acquire(redis_conn, "edgebot", "r-1", "sign", "a", ttl=5, counter_ttl=60)
+    assert acquire(redis_conn, "edgebot", "r-1", "sign", "b", ttl=LONG_TTL, counter_ttl=LONG_TTL) is None
+    _expire(redis_conn, first.key)
+    second = acquire(redis_conn, "edgebot", "r-1", "sign", "a", ttl=LONG_TTL, counter_ttl=LONG_TTL)
     assert second is not None and second.token > first.token, "same holder, later lease: a larger token"
     with pytest.raises(LeaseLost):
         first.check("a late write")
@@ -45,17 +63,23 @@ def test_tokens_increase_and_a_held_lease_is_refused(redis_conn: redis.Redis) ->
     assert second.release() and not redis_conn.exists(second.key)
 
 
-def test_keeper_renews_past_the_ttl_and_a_lost_lease_blocks_record_writes(redis_conn: redis.Redis) -> None:
+def test_keeper_renews_the_lease_and_a_lost_lease_blocks_record_writes(redis_conn: redis.Redis) -> None:
     store = ReleaseStore(redis_conn, SETTINGS)
     store.create(_release())
-    lease = acquire(redis_conn, "edgebot", "r-000001", "build-amd64", "horse", ttl=0.6, counter_ttl=60)
+    lease = acquire(redis_conn, "edgebot", "r-000001", "build-amd64", "horse", ttl=LONG_TTL, counter_ttl=LONG_TTL)
     assert lease is not None
-    with LeaseKeeper(lease, 0.1):
-        deadline = time.monotonic() + 2.0  # several TTLs: only renewals keep it
-        while time.monotonic() < deadline:
+    cut_ms = lease.ttl_ms // 4  # far below the full TTL a renewal restores
+    with LeaseKeeper(lease, RENEW_INTERVAL):
+        for round_ in range(3):  # each time the TTL is cut down, a renewal puts the whole TTL back
+            assert redis_conn.pexpire(lease.key, cut_ms)
+            wait_until(lambda: redis_conn.pttl(lease.key) > cut_ms, timeout=WAIT, interval=0.01,
+                       what=f"renewal {round_ + 1} to restore the TTL")
             store.update("r-000001", lambda r: r.notes.append("tick"), fence=lease)
-            time.sleep(0.1)
-    assert redis_conn.exists(lease.key)
+    assert not lease.lost and redis_conn.get(lease.key) == lease.value.encode()
+    assert store.require("r-000001").notes == ["tick"] * 3
+    redis_conn.pexpire(lease.key, cut_ms)
+    time.sleep(10 * RENEW_INTERVAL)  # the keeper stopped with its block: nothing renews any more
+    assert 0 < redis_conn.pttl(lease.key) <= cut_ms
     redis_conn.delete(lease.key)  # as if it had expired while its holder was frozen
     before = store.require("r-000001")
     with pytest.raises(LeaseLost):
@@ -63,15 +87,32 @@ def test_keeper_renews_past_the_ttl_and_a_lost_lease_blocks_record_writes(redis_
     assert store.require("r-000001").notes == before.notes, "nothing was written"
 
 
+def test_keeper_that_finds_its_lease_gone_marks_it_lost(redis_conn: redis.Redis) -> None:
+    store = ReleaseStore(redis_conn, SETTINGS)
+    store.create(_release())
+    lease = acquire(redis_conn, "edgebot", "r-000001", "sign", "horse", ttl=LONG_TTL, counter_ttl=LONG_TTL)
+    assert lease is not None
+    with LeaseKeeper(lease, RENEW_INTERVAL):
+        redis_conn.delete(lease.key)  # expired while the keeper was paused (a frozen VM): DEL, so no renewal can race
+        wait_until(lambda: lease.lost, timeout=WAIT, interval=0.01, what="the keeper to notice the lease is gone")
+        other = acquire(redis_conn, "edgebot", "r-000001", "sign", "new", ttl=LONG_TTL, counter_ttl=LONG_TTL)
+        assert other is not None and other.token > lease.token
+    assert redis_conn.get(lease.key) == other.value.encode(), "the lost keeper renewed nothing of the new lease"
+    with pytest.raises(LeaseLost):
+        store.update("r-000001", lambda r: r.notes.append("late"), fence=lease)
+    assert not lease.release(), "nor can it release the new holder's lease"
+    assert redis_conn.get(lease.key) == other.value.encode()
+
+
 def test_a_lease_taken_over_mid_transaction_aborts_the_write(redis_conn: redis.Redis) -> None:
     store = ReleaseStore(redis_conn, SETTINGS)
     store.create(_release())
-    lease = acquire(redis_conn, "edgebot", "r-000001", "sign", "old", ttl=5, counter_ttl=60)
+    lease = acquire(redis_conn, "edgebot", "r-000001", "sign", "old", ttl=LONG_TTL, counter_ttl=LONG_TTL)
     assert lease is not None
     other = redis.Redis(connection_pool=redis_conn.connection_pool)
 
     def mutate(r: Release) -> None:  # between the fence check and EXEC, a new attempt takes the lease
-        other.set(lease.key, f"{lease.token + 1}:new", px=5000)
+        other.set(lease.key, f"{lease.token + 1}:new", ex=LONG_TTL)
         r.notes.append("late")
 
     with pytest.raises(LeaseLost):
@@ -114,12 +155,17 @@ def test_one_publish_per_service_and_the_lock_ends_with_the_release(redis_conn: 
 
 
 def test_an_abandoned_release_lock_expires_on_its_own(redis_conn: redis.Redis) -> None:
-    store = ReleaseStore(redis_conn, dataclasses.replace(SETTINGS, publish_lock_ttl=1))
+    store = ReleaseStore(redis_conn, SETTINGS)
     store.create(_release("r-000001"))
+    lock = store.publish_lock_key("acme", "hello")
+    assert 0 < redis_conn.ttl(lock) <= SETTINGS.publish_lock_ttl, "the lock has a TTL: it cannot outlive it"
+    redis_conn.expire(lock, SETTINGS.publish_lock_ttl // 4)
     store.update("r-000001", lambda r: r.notes.append("alive"))  # each update refreshes the lock
-    assert 0 < redis_conn.ttl(store.publish_lock_key("acme", "hello")) <= 1
-    wait_until(lambda: store.publish_lock_holder("acme", "hello") is None, timeout=10, what="the lock to expire")
+    assert redis_conn.ttl(lock) > SETTINGS.publish_lock_ttl // 4
+    _expire(redis_conn, lock)  # the release was abandoned: no update refreshed the lock for its whole TTL
+    assert store.publish_lock_holder("acme", "hello") is None
     store.create(_release("r-000002"))
+    assert store.publish_lock_holder("acme", "hello") == "r-000002"
 
 
 def test_concurrent_requests_for_one_service_publish_one(redis_conn: redis.Redis) -> None:
@@ -155,7 +201,7 @@ def test_reaper_resumes_a_step_whose_holder_died_and_nothing_else(redis_conn: re
     dead = ledger.claim("r-000001", "sign", job_id="r-000001-sign-release", holder="dead", **kwargs)  # type: ignore
     assert dead.lease is not None
     assert reap(redis_conn, SETTINGS) == [], "the lease is alive: nothing to resume"
-    wait_until(lambda: not redis_conn.exists(dead.lease.key), timeout=10, what="the dead holder's lease to expire")
+    _expire(redis_conn, dead.lease.key)  # its holder died: nobody renews it
     resumed = reap(redis_conn, SETTINGS)
     assert resumed == ["r-000001-sign-release-a2"]
     assert reap(redis_conn, SETTINGS) == [], "the new attempt is queued: not resumed twice"

@@ -5,12 +5,17 @@ identical commands at once; one publish per service.
 Every release must end final, publish exactly once (the Exchange stand-in's write log is counted), reuse what its
 completed steps stored, and say in its thread that it resumed. Leases and intervals are seconds here (settings), and
 nothing waits for RQ's own abandoned-job detection (90 s execution TTL, 10-minute maintenance by default).
+
+Seconds-long leases expire for real when both cores are busy: a starved horse that misses its renewals has its step
+resumed once more, which is recovery doing its job. So the tests assert invariants (succeeded, published once,
+resumed at least once and only the step that was hit, nothing left behind), never an exact number of attempts.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 from collections.abc import Iterator
@@ -18,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rq.job import Job
+from rq.job import Job, JobStatus
 
 from edgebot.release import Release
 from edgebot.rqjob import SERIALIZER
@@ -28,7 +33,22 @@ from sandbox.stack import CHANNEL_ID, FAST_RECOVERY, ORG, Stack, wait_until
 
 pytestmark = pytest.mark.slow
 
-SETTINGS = {**FAST_RECOVERY, "duplicate_window": 3}
+DUPLICATE_WINDOW = 120
+"""Seconds in which the same command is the same release: two commands sent at once must land within it even when both
+cores are busy (every other command of this module has a user of its own, so nothing else is deduplicated)."""
+SETTINGS = {**FAST_RECOVERY, "duplicate_window": DUPLICATE_WINDOW}
+SURVIVOR_LEASE_TTL = 30 * FAST_RECOVERY["lease_ttl"]
+"""The lease TTL of a build worker whose horse must keep its step: many times any stall a loaded machine causes, so
+only a real bug (resuming a step whose horse is alive) can hand the step to a new attempt."""
+IN_FLIGHT = FAST_RECOVERY["lease_ttl"] / 2
+"""Seconds the Exchange holds the POST a test kills (or freezes) its caller during: the test's reaction time, and
+still well under the lease, so the POST lands before the step is resumed (the resumed step must find it done)."""
+STEP_END = 60.0
+"""Seconds after a release's summary for its last steps to mark themselves done (they flush the thread first)."""
+REACH_STEP = 240.0
+"""Seconds for a new release to reach a given step (prepare, build, push, sign come before publish), both cores busy."""
+FINAL = 240.0
+"""Seconds for a release to end, resumed steps included, with both cores busy."""
 HERE = Path(__file__).resolve().parent.parent
 DEFINITION = (HERE / "examples/hello/horizon/service.definition.json").read_text()
 PUBLISH_WORKERS = ("publish-a", "publish-b")
@@ -76,7 +96,7 @@ def _command(stack: Stack, text: str, user_id: str) -> str:
     return str(release_id)
 
 
-def _wait(stack: Stack, release_id: str, what: str, check: Any, timeout: float = 120) -> Release:
+def _wait(stack: Stack, release_id: str, what: str, check: Any, timeout: float = REACH_STEP) -> Release:
     store = stack.store()
 
     def ready() -> Release | None:
@@ -101,8 +121,31 @@ def _assert_published_once(stack: Stack, mark: int, version: str) -> None:
     assert not [w for w in _writes(stack, mark) if w[0] == "PUT" and w[1].endswith(f"/services/{sid}")]
 
 
+def _assert_answer_unseen(stack: Stack, mark: int) -> None:
+    """Right after the caller of the delayed POST was killed or frozen: the POST is still unanswered (the stand-in
+    records an answer before sending it), so the caller never saw it. Fails clearly if the test reacted too late."""
+    answered = [w for w in _writes(stack, mark) if w[0] == "POST" and w[1].endswith("/services")]
+    assert not answered, f"the POST was answered before its caller stopped (raise IN_FLIGHT): {answered}"
+
+
 def _thread(stack: Stack, release: Release) -> str:
     return json.dumps(stack.slack.thread(CHANNEL_ID, release.message_ts))
+
+
+def _assert_resumed(stack: Stack, release: Release, step: str, label: str) -> int:
+    """``step`` (``label`` in the thread) was resumed at least once, and nothing else was; returns its last attempt.
+
+    How often it was resumed depends on the machine (a starved horse can miss its renewals and be resumed again),
+    so no exact count: the ledger's attempt and the ``-aN`` job id agree, every ``resumed`` event is for ``step``,
+    and the thread says so with an attempt of 2 or more."""
+    entry = StepLedger(stack.redis(), stack.store().settings).entries(release.release_id)[step]
+    assert entry.attempt >= 2 and entry.job_id == f"{entry.base_job_id}-a{entry.attempt}", entry
+    resumed = [e for e in release.events if e["what"] == "resumed"]
+    assert resumed and all(e["step"] == step for e in resumed), resumed
+    thread = _thread(stack, release)
+    said = [int(n) for n in re.findall(rf"Resumed \*{re.escape(label)}\* \(attempt (\d+)\)", thread)]
+    assert said and min(said) >= 2 and max(said) <= entry.attempt, (said, entry)
+    return entry.attempt
 
 
 def _worker_running(stack: Stack, job_id: str) -> str:
@@ -115,7 +158,7 @@ def _worker_running(stack: Stack, job_id: str) -> str:
         except NoSuchJobError:  # not enqueued yet
             return None
 
-    worker = wait_until(name, timeout=30, what=f"a worker to take {job_id}")
+    worker = wait_until(name, timeout=REACH_STEP, what=f"a worker to take {job_id}")
     return next(n for n in stack.processes if n.startswith("worker-") and str(worker).startswith(n[len("worker-"):]
                                                                                                 + "-"))
 
@@ -148,20 +191,49 @@ def _diagnose(stack: Stack, release_id: str) -> str:
 def _finish(stack: Stack, release_id: str) -> Release:
     _restore_workers(stack)
     try:
-        release = stack.wait_final(release_id, timeout=240)
+        release = stack.wait_final(release_id, timeout=FINAL)
     except TimeoutError as exc:
         raise AssertionError(_diagnose(stack, release_id)) from exc
     assert release.state == "succeeded", (release.error, release.error_detail)
     store = stack.store()
     wait_until(lambda: store.require(release_id).summary_ts, timeout=30, what="the summary")
+    ledger = StepLedger(stack.redis(), store.settings)
+    try:  # a step marks itself done (and frees its lease, atomically) a moment after the state it wrote
+        wait_until(lambda: all(e.status == "done" for e in ledger.entries(release_id).values()), timeout=STEP_END,
+                   what="every step to be marked done")
+    except TimeoutError as exc:
+        raise AssertionError(_diagnose(stack, release_id)) from exc
     assert not list(stack.redis().scan_iter(match=f"edgebot:lease:{release_id}:*")), "no lease left behind"
     assert stack.store().publish_lock_holder(ORG, "hello") is None, "the publish lock ended with the release"
     return store.require(release_id)
 
 
+def _settled(stack: Stack, release_id: str) -> Release:
+    """The record once the job of each of its steps has ended (thread flushes included): nothing writes it any more."""
+    from rq.exceptions import NoSuchJobError
+
+    ledger = StepLedger(stack.redis(), stack.store().settings)
+
+    def ended(job_id: str) -> bool:
+        try:
+            status = Job.fetch(job_id, connection=stack.redis(), serializer=SERIALIZER).get_status()
+        except NoSuchJobError:  # its result expired: long over
+            return True
+        return status in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
+
+    wait_until(lambda: all(ended(e.job_id) for e in ledger.entries(release_id).values()), timeout=STEP_END,
+               what="the jobs of every step to end")
+    return stack.store().require(release_id)
+
+
 # -- the `rq worker` process alone ----------------------------------------------------------------------------------
 
 def test_worker_killed_alone_its_horse_finishes_the_build_and_publishes_once(stack: Stack) -> None:
+    # this build worker's horse renews as usual, but a stall of the loaded machine cannot cost it the lease
+    stack.stop_process("worker-build-amd64")
+    stack.start_worker("build-amd64", "--arch", "amd64",
+                       env={**stack.env(), "EDGEBOT_LEASE_TTL": str(SURVIVOR_LEASE_TTL)})
+    stack.wait_workers(3)
     _version(stack, "2.0.1", _sleepy(6))
     mark = len(stack.exchange.requests())
     release_id = _command(stack, "publish hello 2.0.1 --registry local", "U0ALONE")
@@ -172,8 +244,9 @@ def test_worker_killed_alone_its_horse_finishes_the_build_and_publishes_once(sta
     wait_until(lambda: not _alive(horses[0]), timeout=60, what="the orphaned horse to exit")
     _assert_published_once(stack, mark, "2.0.1")
     entries = StepLedger(stack.redis(), stack.store().settings).entries(release_id)
-    assert entries["build-amd64"].attempt == 1, "the surviving horse kept its lease: nothing was resumed"
-    assert not [e for e in release.events if e["what"] == "resumed"]
+    assert entries["build-amd64"].attempt == 1, "the surviving horse kept its lease: the build was not resumed"
+    # (another step may have been resumed if a starved horse of its own missed its renewals: not this test's business)
+    assert not [e for e in release.events if e["what"] == "resumed" and e["step"] == "build-amd64"]
 
 
 # -- work horse and worker together ---------------------------------------------------------------------------------
@@ -193,12 +266,11 @@ def test_killed_mid_build_resumes_the_build_and_a_second_publish_is_refused_mean
     assert set(stack.release_ids()) == before, "the refused command wrote nothing"
 
     stack.kill_worker("worker-build-amd64", horse=True)
+    killed = StepLedger(stack.redis(), stack.store().settings).entries(release_id)["build-amd64"]
+    assert killed.status == "running", "the kill landed in the middle of the build"
     release = _finish(stack, release_id)
     _assert_published_once(stack, mark, "2.0.2")
-    entries = StepLedger(stack.redis(), stack.store().settings).entries(release_id)
-    assert entries["build-amd64"].attempt == 2 and entries["build-amd64"].job_id.endswith("-a2")
-    assert [e["step"] for e in release.events if e["what"] == "resumed"] == ["build-amd64"]
-    assert "Resumed *build (amd64)* (attempt 2)" in _thread(stack, release)
+    _assert_resumed(stack, release, "build-amd64", "build (amd64)")
     digest, _ = stack.registry.manifest("edge/hello_amd64", "2.0.2")  # type: ignore[union-attr]
     assert digest == release.results["amd64"].digest
 
@@ -211,7 +283,7 @@ def test_killed_mid_push_resumes_the_push_and_reuses_the_built_image(stack: Stac
     mark = len(stack.exchange.requests())
     release_id = _command(stack, "publish hello 2.0.4 --registry local", "U0MIDPUSH")
     pushing = _wait(stack, release_id, "the push to start",
-                    lambda r: r.arch_step("push", "amd64").status == "running", timeout=180)
+                    lambda r: r.arch_step("push", "amd64").status == "running")
     stack.kill_worker("worker-build-amd64", horse=True)
     killed = stack.store().require(release_id)
     assert killed.results["amd64"].digest == "", "the kill landed in the middle of the push"
@@ -224,14 +296,14 @@ def test_killed_mid_push_resumes_the_push_and_reuses_the_built_image(stack: Stac
     assert release.arch_step("build", "amd64").ended_at == built_at, "and did not build again"
     digest, _ = stack.registry.manifest("edge/hello_amd64", "2.0.4")  # type: ignore[union-attr]
     assert digest == release.results["amd64"].digest
-    assert "Resumed *build (amd64)* (attempt 2)" in _thread(stack, release)
+    _assert_resumed(stack, release, "build-amd64", "build (amd64)")
 
 
 def test_killed_mid_publish_resumes_with_the_stored_signature_and_writes_once(stack: Stack) -> None:
     _version(stack, "2.0.5", _sleepy(0))
     mark = len(stack.exchange.requests())
     delayed = stack.exchange.delayed_requests()
-    stack.exchange.delay_next("POST", rf"/orgs/{ORG}/services$", 1.5)  # reaches the Exchange; the answer is lost
+    stack.exchange.delay_next("POST", rf"/orgs/{ORG}/services$", IN_FLIGHT)  # reaches the Exchange; answer lost
     release_id = _command(stack, "publish hello 2.0.5 --registry local", "U0MIDPUB")
     signed = _wait(stack, release_id, "the signature", lambda r: bool(r.results.get("amd64")
                                                                       and r.results["amd64"].signature))
@@ -239,13 +311,14 @@ def test_killed_mid_publish_resumes_with_the_stored_signature_and_writes_once(st
     wait_until(lambda: stack.exchange.delayed_requests() > delayed, timeout=60, interval=0.02,
                what="the POST to be in flight")
     stack.kill_worker(publisher, horse=True)
+    _assert_answer_unseen(stack, mark)
     release = _finish(stack, release_id)
     _assert_published_once(stack, mark, "2.0.5")
     service = stack.exchange.service(ORG, "hello_2.0.5_amd64")
     assert service is not None
     assert service["deploymentSignature"] == signed.results["amd64"].signature == release.results["amd64"].signature
     assert service["deployment"] == signed.results["amd64"].deployment
-    assert "Resumed *publish* (attempt 2)" in _thread(stack, release)
+    _assert_resumed(stack, release, "publish", "publish")
 
 
 def test_frozen_horse_loses_its_lease_and_cannot_write_late(stack: Stack) -> None:
@@ -254,7 +327,7 @@ def test_frozen_horse_loses_its_lease_and_cannot_write_late(stack: Stack) -> Non
     _version(stack, "2.0.9", _sleepy(0))
     mark = len(stack.exchange.requests())
     delayed = stack.exchange.delayed_requests()
-    stack.exchange.delay_next("POST", rf"/orgs/{ORG}/services$", 1.5)
+    stack.exchange.delay_next("POST", rf"/orgs/{ORG}/services$", IN_FLIGHT)
     release_id = _command(stack, "publish hello 2.0.9 --registry local", "U0FROZEN")
     publisher = _worker_running(stack, f"{release_id}-publish-release")
     wait_until(lambda: stack.exchange.delayed_requests() > delayed, timeout=60, interval=0.02,
@@ -262,17 +335,19 @@ def test_frozen_horse_loses_its_lease_and_cannot_write_late(stack: Stack) -> Non
     (horse,) = stack.horse_pids(publisher)
     os.kill(horse, signal.SIGSTOP)
     try:
-        release = _finish(stack, release_id)  # resumed by the other publish worker while this horse is frozen
+        _assert_answer_unseen(stack, mark)
+        _finish(stack, release_id)  # resumed by the other publish worker while this horse is frozen
+        release = _settled(stack, release_id)  # the record as the resumed job left it, before the horse wakes
     finally:
         os.kill(horse, signal.SIGCONT)
     wait_until(lambda: not _alive(horse), timeout=60, what="the woken horse to end its job")
-    wait_until(lambda: "lost its lease" in stack.log_tail(publisher, 200), timeout=30,
+    wait_until(lambda: "lost its lease" in stack.log_tail(publisher, 100_000), timeout=30,
                what="the woken horse to find its lease lost")
     _assert_published_once(stack, mark, "2.0.9")
     key_puts = [w for w in _writes(stack, mark) if w[0] == "PUT" and "/keys/" in w[1]]
     assert len(key_puts) == 1, f"the woken horse sent nothing after its POST: {key_puts}"
     assert stack.store().require(release_id).updated_at == release.updated_at, "nor wrote to the record"
-    assert "Resumed *publish* (attempt 2)" in _thread(stack, release)
+    _assert_resumed(stack, release, "publish", "publish")
 
 
 def test_killed_mid_sign_resumes_the_sign_and_reuses_the_digest(stack: Stack, tmp_path: Path) -> None:
@@ -306,7 +381,7 @@ def test_killed_mid_sign_resumes_the_sign_and_reuses_the_digest(stack: Stack, tm
             stack.kill_worker(signer, horse=True)
         finally:
             bao.resume()
-        release = stack.wait_final(release_id, timeout=240)
+        release = stack.wait_final(release_id, timeout=FINAL)
         assert release.state == "succeeded", (release.error, release.error_detail)
         for name in ("worker-vault-a", "worker-vault-b"):
             stack.stop_process(name)
@@ -314,8 +389,7 @@ def test_killed_mid_sign_resumes_the_sign_and_reuses_the_digest(stack: Stack, tm
     _assert_published_once(stack, mark, "2.0.6")
     assert release.results["amd64"].digest == signing.results["amd64"].digest
     assert release.results["amd64"].image_id == signing.results["amd64"].image_id
-    assert "Resumed *sign* (attempt 2)" in _thread(stack, release)
-    assert [e["step"] for e in release.events if e["what"] == "resumed"] == ["sign"]
+    _assert_resumed(stack, release, "sign", "sign")
 
 
 # -- the scheduler, Redis, duplicates -------------------------------------------------------------------------------
@@ -345,13 +419,14 @@ def test_killed_scheduler_is_replaced_and_a_scheduled_retry_still_runs(stack: St
     mark = len(stack.exchange.requests())
     stack.exchange.fail_next("POST", rf"/orgs/{ORG}/services$", 502, count=1)  # a retry scheduled with backoff
     release_id = _command(stack, "publish hello 2.0.7 --registry local", "U0SCHED")
-    release = stack.wait_final(release_id, timeout=240)
+    release = stack.wait_final(release_id, timeout=FINAL)
     assert release.state == "succeeded", (release.error, release.error_detail)
     posts = [s for m, p, s in _writes(stack, mark) if m == "POST" and p.endswith("/services")]
-    assert posts == [502, 201], "the retry ran: another worker's scheduler enqueued it"
+    assert posts[:1] == [502] and 201 in posts, f"the retry ran: another worker's scheduler enqueued it: {posts}"
     new_holder = connection.get(lock)
     assert new_holder is not None and new_holder != holder
     _finish(stack, release_id)
+    _assert_published_once(stack, mark, "2.0.7")
 
 
 def test_redis_killed_and_restarted_with_aof_loses_no_release(stack: Stack) -> None:
@@ -364,7 +439,7 @@ def test_redis_killed_and_restarted_with_aof_loses_no_release(stack: Stack) -> N
     stack.redis_server.kill()
     stack.redis_server.restart()
     for release_id in (queued, running):
-        release = stack.wait_final(release_id, timeout=240)
+        release = stack.wait_final(release_id, timeout=FINAL)
         assert release.state == "succeeded", (release_id, release.error, release.error_detail)
     _finish(stack, running)
     _assert_published_once(stack, mark, "2.0.8")

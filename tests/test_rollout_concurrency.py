@@ -23,6 +23,10 @@ from workers.rollout_watch import write_object
 
 ORG, PW = "acme", "edgebot-pw"
 SLOW = 0.3  # seconds between a writer's read and its PUT, so the other writer tries to read in between
+LOCK_TIMEOUT = 30.0
+"""settings.rollout_lock_timeout here: the most one writer holds the lock, and waits for it."""
+DONE_WITHIN = 2 * LOCK_TIMEOUT + 30
+"""Seconds both writers get to end (each may wait out the other's lock once), however busy the machine is."""
 
 
 @pytest.fixture()
@@ -53,7 +57,7 @@ def ctx(ex: ExchangeStandIn, redis_conn: redis.Redis) -> WorkerContext:
         "signing": {"private_key": "file:/nonexistent"},
         "registries": {"local": {"host": "r.example", "push_username": "u", "push_password": "env:PUSH"}},
         "services": {"hello": {"source": "/x", "org": ORG, "arches": ["amd64"]}},
-        "settings": {"rollout_lock_timeout": 30},
+        "settings": {"rollout_lock_timeout": LOCK_TIMEOUT},
     }, environ={})
     return WorkerContext(config, SecretResolver(environ={"EXCHANGE_PW": PW}))
 
@@ -73,7 +77,7 @@ def _mover(ctx: WorkerContext, url: str, *, locked: bool, errors: list[BaseExcep
                 write_object(ctx, client, ORG, "pattern", "web", url, change)
             else:  # what happens without the lock: both read, then each changes and PUTs
                 current = client.get_deployment_object("pattern", ORG, "web") or {}
-                both_read.wait(timeout=30)
+                both_read.wait(timeout=DONE_WITHIN)
                 body, _, _ = change(current)
                 client.put_deployment_object("pattern", ORG, "web", body)
         except BaseException as exc:  # reported to the test
@@ -91,7 +95,8 @@ def _run_both(ctx: WorkerContext, *, locked: bool) -> dict[str, dict[str, list[s
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=60)
+        thread.join(timeout=DONE_WITHIN)
+    assert not any(thread.is_alive() for thread in threads), f"a writer did not end within {DONE_WITHIN:.0f} s"
     assert not errors, errors
     client = ExchangeClient(ctx.config.exchange.url, ORG, f"{ORG}/edgebot", PW)
     try:
