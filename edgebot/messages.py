@@ -321,7 +321,7 @@ def summary_message(release: Release) -> Message:
         lines.append(f"image `{result.pinned_image or result.image_tag}`")
         if result.service_id:
             action = f" ({result.publish_action})" if result.publish_action else ""
-            lines.append(f"service `{release.org}/{result.service_id}`{action}")
+            lines.append(f"service `{release.org}/{escape(result.service_id)}`{action}")  # from the definition's url
         if result.signature:
             lines.append(
                 f"signature `{short(result.signature, 24)}` · fingerprint `{short(result.signature_fingerprint, 23)}`"
@@ -404,7 +404,7 @@ def status_detail(release: Release, permalink: str = "") -> Message:
         result = release.results.get(arch)
         if result and (result.pinned_image or result.image_tag):
             lines.append(f"`{arch}`: `{result.pinned_image or result.image_tag}`"
-                         + (f" → `{release.org}/{result.service_id}`" if result.service_id else ""))
+                         + (f" → `{release.org}/{escape(result.service_id)}`" if result.service_id else ""))
     approval = release.approval
     if approval is not None:
         given = len(approval.approvals())

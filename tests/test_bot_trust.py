@@ -221,6 +221,7 @@ def test_a_build_error_cannot_ping_the_channel_or_spoof_a_link() -> None:
     release.results["arm64"].log_tail = [HOSTILE, "```", "<!everyone>"]
     release.error_detail = release.results["arm64"].log_tail
     release.arch_steps["build"]["arm64"].note = HOSTILE
+    release.results["amd64"].service_id = "<!channel>_1.2.3_amd64"  # the definition's url is repository text
     for message in (messages.summary_message(release), messages.stage_message(release, "build"),
                     messages.status_detail(release)):
         _assert_dead(message)
