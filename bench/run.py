@@ -126,14 +126,14 @@ def step_times(stack: Any, release_id: str) -> dict[str, float]:
     """Seconds each RQ job of a release ran (started → ended), and in total how long they waited in queues."""
     from rq.job import Job
 
-    from edgebot.rqjob import SERIALIZER, job_id
+    from edgebot.jobs import SERIALIZER, Step
 
-    steps = {"prepare": "prepare", "build + push": "build-arch-amd64", "sign": "sign-release",
-             "publish": "publish-release"}
+    steps = {"prepare": Step.PREPARE.job_id(release_id), "build + push": Step.BUILD.job_id(release_id, "amd64"),
+             "sign": Step.SIGN.job_id(release_id), "publish": Step.PUBLISH.job_id(release_id)}
     times: dict[str, float] = {}
     waited = 0.0
-    for name, step in steps.items():
-        job = Job.fetch(job_id(release_id, step), connection=stack.redis(), serializer=SERIALIZER)
+    for name, jid in steps.items():
+        job = Job.fetch(jid, connection=stack.redis(), serializer=SERIALIZER)
         if job.started_at and job.ended_at:
             times[name] = (job.ended_at - job.started_at).total_seconds()
         if job.started_at and job.enqueued_at:

@@ -20,6 +20,7 @@ from edgebot import messages
 from edgebot.config import Config, access_problem
 from edgebot.errors import ConfigError
 from edgebot.ratelimit import SlackRateLimiter
+from edgebot.seals import Sealer
 from edgebot.secrets import SecretResolver
 from edgebot.store import ReleaseStore
 from edgebot.thread import ThreadReporter, slack_client
@@ -48,7 +49,8 @@ def create_app(config: Config, *, resolver: SecretResolver | None = None,
                          cache_ttl=st.access_group_cache_ttl)
     limiter = SlackRateLimiter(connection, burst=st.slack_burst, prefix=st.key_prefix, per_minute={
         "chat.update": st.slack_update_per_minute, "chat.postMessage": st.slack_post_per_minute})
-    desk = ApprovalDesk(store, lambda group: _group_members(client, group), st)
+    sealer = Sealer.from_secret(resolver.resolve(config.seal_key).reveal()) if config.seal_key else None
+    desk = ApprovalDesk(store, lambda group: _group_members(client, group), st, sealer=sealer)
     register(app, BotContext(config, store, ChannelCheck(client, connection, config), access,
                              ThreadReporter(client, store, limiter=limiter), desk))
     return app
@@ -57,11 +59,12 @@ def create_app(config: Config, *, resolver: SecretResolver | None = None,
 def check_slack_references(config: Config) -> None:
     """The bot holds no Vault client (only workers talk to Vault): refuse a vault: reference under [slack] with what
     to do instead, at start-up rather than when the first request arrives."""
-    for name, ref in (("bot_token", config.slack.bot_token), ("signing_secret", config.slack.signing_secret),
-                      ("app_token", config.slack.app_token)):
+    for name, ref in (("slack.bot_token", config.slack.bot_token),
+                      ("slack.signing_secret", config.slack.signing_secret),
+                      ("slack.app_token", config.slack.app_token), ("trust.seal_key", config.seal_key)):
         if ref is not None and ref.scheme == "vault":
             raise ConfigError(
-                f"slack.{name} is a vault: reference, but the bot holds no Vault client (only workers talk to Vault): "
+                f"{name} is a vault: reference, but the bot holds no Vault client (only workers talk to Vault): "
                 "give it as a file: reference to a file that Vault Agent, the Vault CSI provider or a Kubernetes "
                 "Secret keeps up to date, or as an env: reference (docs/production.md, section 2)")
 

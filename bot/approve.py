@@ -33,6 +33,7 @@ from edgebot.release import (
     Release,
     RequestStatus,
 )
+from edgebot.seals import Sealer, decision_payload
 from edgebot.settings import Settings
 from edgebot.store import ReleaseNotFound, ReleaseStore
 from edgebot.thread import ThreadReporter
@@ -227,28 +228,42 @@ class ApprovalDesk:
     """Counts the clicks on every approval card: one WATCH/MULTI update per decision."""
 
     def __init__(self, store: ReleaseStore, members_of: GroupMembers, settings: Settings,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, sealer: Sealer | None = None) -> None:
         self.store = store
         self._members_of = members_of
         self.settings = settings
         self.clock = clock
+        self.sealer = sealer
+        """Seals each decision for the publish worker, which counts only sealed approvals (edgebot.seals)."""
+
+    def approver_via(self, user_id: str, approvers: list[str]) -> str | None:
+        """The approver entry ``user_id`` qualifies through: their own id, or a user group they belong to (resolved
+        now, not cached, so a membership change in Slack applies at once); None when they are no approver."""
+        if user_id in approvers:
+            return user_id
+        return next((group for group in approvers if group.startswith("S") and user_id in self._members_of(group)),
+                    None)
 
     def is_approver(self, user_id: str, approvers: list[str]) -> bool:
-        """Users by id; user groups resolved now (not cached), so a membership change in Slack applies at once."""
-        if user_id in approvers:
-            return True
-        return any(user_id in self._members_of(group) for group in approvers if group.startswith("S"))
+        return self.approver_via(user_id, approvers) is not None
 
-    def _member(self, kind: Kind, release: Release | None, user_id: str) -> bool:
+    def _member(self, kind: Kind, release: Release | None, user_id: str) -> str | None:
         """Read before the update (a user group is a Slack call, never made inside a WATCH)."""
         request = KINDS[kind].request(release) if release is not None else None
-        return bool(request and self.is_approver(user_id, request.approvers))
+        return self.approver_via(user_id, request.approvers) if request else None
 
-    def _refused(self, kind: Kind, release: Release, user_id: str, card_digest: str, *, member: bool,
+    def _decide(self, kind: Kind, release: Release, request: Approval, decision: Decision) -> Decision:
+        if self.sealer is not None:
+            decision.seal = self.sealer.seal("decision", decision_payload(release.release_id, kind.value,
+                                                                          request.round, decision))
+        return decision
+
+    def _refused(self, kind: Kind, release: Release, user_id: str, card_digest: str, *, member: str | None,
                  approving: bool) -> Refusal | None:
         """Inside an update: why the click does not count; the audit event, and a late click ends the request."""
         rules = KINDS[kind]
-        refused = refusal(kind, release, user_id, card_digest, self.clock(), is_approver=member, approving=approving)
+        refused = refusal(kind, release, user_id, card_digest, self.clock(), is_approver=bool(member),
+                          approving=approving)
         if refused is not None:
             what = "approval_refused" if approving else "rejection_refused"
             release.event(f"{rules.events}{what}", by=user_id, reason=refused)
@@ -267,8 +282,9 @@ class ApprovalDesk:
                 return refused, False
             request = rules.request(r)
             assert request is not None
-            request.decisions.append(Decision(user_id=user_id, outcome="approved", at=self.clock(),
-                                              covers_digest=request.covers_digest))
+            request.decisions.append(self._decide(kind, r, request, Decision(
+                user_id=user_id, outcome="approved", at=self.clock(), covers_digest=request.covers_digest,
+                via=member or "")))
             r.event(f"{rules.events}approved", by=user_id, covers=request.covers_digest, round=request.round)
             if len(request.approvals()) < request.required:
                 return None, False
@@ -295,7 +311,7 @@ class ApprovalDesk:
         """Whether ``user_id`` may reject (the Reject button opens the modal only if so); writes nothing."""
         release = self.store.get(release_id)
         reason = refusal(kind, release, user_id, card_digest, self.clock(),
-                         is_approver=self._member(kind, release, user_id), approving=False)
+                         is_approver=self._member(kind, release, user_id) is not None, approving=False)
         return ClickOutcome(release, reason)
 
     def reject(self, kind: Kind, release_id: str, card_digest: str, user_id: str, reason: str) -> ClickOutcome:
@@ -308,8 +324,9 @@ class ApprovalDesk:
                 return refused
             request = rules.request(r)
             assert request is not None
-            request.decisions.append(Decision(user_id=user_id, outcome="rejected", at=self.clock(),
-                                              covers_digest=request.covers_digest, reason=reason))
+            request.decisions.append(self._decide(kind, r, request, Decision(
+                user_id=user_id, outcome="rejected", at=self.clock(), covers_digest=request.covers_digest,
+                reason=reason, via=member or "")))
             rules.rejected(r, user_id, reason)
             r.event(f"{rules.events}rejected", by=user_id, reason=reason, covers=request.covers_digest)
             return None

@@ -38,9 +38,10 @@ def serve(args: argparse.Namespace) -> int:
     from edgebot.config import load_config
 
     config = load_config(args.config)  # a bad file (a literal secret…) is refused here, before any server starts
-    from bot.app import check_slack_references
+    from bot.app import check_access, check_slack_references
 
     check_slack_references(config)
+    check_access(config)  # nobody may publish: refused here (exit 2), not as a traceback from gunicorn's worker
     if args.socket_mode:
         return _serve_socket_mode(config)
     return _serve_http(config, args)

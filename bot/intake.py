@@ -24,6 +24,7 @@ from edgebot.ids import new_release_id
 from edgebot.jobs import Step, enqueue_step
 from edgebot.messages import PUBLISH_USAGE
 from edgebot.release import Release
+from edgebot.seals import Sealer, intake_payload
 from edgebot.store import PublishLocked, ReleaseIdTaken, ReleaseStore
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ def accept_publish(
     store: ReleaseStore,
     channels: ChannelCheck,
     access: AccessCheck | None = None,
+    sealer: Sealer | None = None,
     new_id: Callable[[], str] = new_release_id,
     attempts: int = ID_ATTEMPTS,
 ) -> Accepted:
@@ -154,12 +156,13 @@ def accept_publish(
         command_text=" ".join(text.split()),
     )
     release.event("requested", by=requester.user_id, command=release.command_text)
+    if sealer is not None:  # the publish worker acts only on a request the bot sealed (edgebot.seals)
+        release.intake_seal = sealer.seal("intake", intake_payload(release))
     dedupe = store.dedupe_key(requester.team_id, requester.channel_id, requester.user_id, release.command_text)
     holder = store.claim_duplicate(dedupe, release.release_id)
-    if holder is not None:
-        existing = store.get(holder)
-        if existing is not None:
-            return Accepted(existing, duplicate_of=holder)
+    if holder is not None:  # the same command, just sent: this one queues nothing, even if the first one's record
+        # is not written yet (its request is between its claim and its create right now)
+        return Accepted(store.get(holder) or release, duplicate_of=holder)
 
     def enqueue_first_job(pipe: redis.client.Pipeline) -> None:
         enqueue_step(store.redis, config.settings, Step.PREPARE, release.release_id, pipe=pipe)
@@ -176,5 +179,5 @@ def accept_publish(
         if attempts <= 1:
             raise
         return accept_publish(command, requester, text, config=config, store=store, channels=channels, access=access,
-                              new_id=new_id, attempts=attempts - 1)
+                              sealer=sealer, new_id=new_id, attempts=attempts - 1)
     return Accepted(release)

@@ -146,7 +146,7 @@ def _publish(parsed: grammar.PublishCommand, command: dict[str, Any], ctx: BotCo
     requester = Requester(team_id=command.get("team_id", ""), channel_id=command.get("channel_id", ""),
                           user_id=command.get("user_id", ""))
     accepted = accept_publish(parsed, requester, command.get("text", "") or "", config=ctx.config, store=ctx.store,
-                              channels=ctx.channels, access=ctx.access)
+                              channels=ctx.channels, access=ctx.access, sealer=ctx.approvals.sealer)
     logs.set_release(accepted.duplicate_of or accepted.release.release_id)
     if accepted.duplicate_of:
         return messages.duplicate_ack(accepted.duplicate_of)

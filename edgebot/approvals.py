@@ -16,10 +16,11 @@ workers (who ask) and the bot (whose desk, ``bot.approve``, counts the clicks).
 Rules are merged field by field, most specific last: global, org, registry, service. User groups are resolved when
 the button is clicked, so a change of membership in Slack applies at once.
 
-What an approval covers is recorded as a dict and its sha256 (``covers_digest``): the sha256 of each arch's exact
-deployment string, the pushed digests, the signature fingerprints, the signing key's fingerprint and the deployment
-policies or patterns the release will move. Publish recomputes it from the record and refuses to go on when it
-differs; a click on a card whose digest is not the current one does not count.
+What an approval covers is recorded as a dict and its sha256 (``covers_digest``): the commit, the sha256 of each
+arch's expanded service definition and of its exact deployment string, the pushed digests, the signature
+fingerprints, the signing key's fingerprint and the deployment policies or patterns the release will move. Publish
+recomputes it from what it verified (workers/trust.py) and asks again when it differs; a click on a card whose digest
+is not the current one does not count.
 """
 
 from __future__ import annotations
@@ -130,8 +131,14 @@ def check_reachable(rules: ApprovalRules, *, services: dict[str, tuple[str, set[
 # -- what an approval covers ------------------------------------------------------------------------------------
 
 def covers(release: Release, targets: list[str]) -> dict[str, Any]:
-    """Everything that ships, as recorded: the approval is for exactly these bytes and these targets."""
+    """Everything that ships, as recorded: the approval is for exactly these bytes and these targets — the commit,
+    each arch's whole expanded service definition (so every field of the Exchange body: ``requiredServices``,
+    ``userInput``, ``public``, ``matchHardware``…), the exact deployment string, digest and signature, the key."""
     return {
+        "commit": release.commit_sha,
+        "definitions": {arch: hashlib.sha256(json.dumps(release.result(arch).definition, sort_keys=True,
+                                                        separators=(",", ":")).encode()).hexdigest()
+                        for arch in release.arches},
         "deployments": {arch: hashlib.sha256(release.result(arch).deployment.encode()).hexdigest()
                         for arch in release.arches},
         "digests": {arch: release.result(arch).digest for arch in release.arches},

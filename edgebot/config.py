@@ -128,7 +128,6 @@ class ServiceConfig:
         """``org`` first, then the other orgs the catalog allows; names compared exactly (case-sensitive)."""
         return tuple(dict.fromkeys((self.org, *self.orgs)))
 
-
     def ref_for(self, version: str) -> str:
         return self.ref.replace("{version}", version)
 
@@ -151,6 +150,8 @@ class Config:
     extra: dict[str, Any] = field(default_factory=dict)
     approvals: ApprovalRules = field(default_factory=lambda: ApprovalRules({}))
     """Who must approve what (``[approvals]``); empty: nothing needs approval."""
+    seal_key: SecretRef | None = None
+    """``[trust] seal_key``: seals the bot's decisions and the publish worker's reads (edgebot.seals)."""
 
     access: AccessPolicy = field(default_factory=lambda: AccessPolicy())
     """Who may publish, cancel and roll back (``[access]``); the bot refuses to start while it names nobody who may
@@ -180,7 +181,7 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
 
 def parse_config(data: Mapping[str, Any], *, path: str = "", environ: Mapping[str, str] | None = None) -> Config:
     _known(data, "", {"slack", "redis", "exchange", "signing", "registries", "services", "settings", "docker",
-                      "vault", "access", "approvals", "rollout"})
+                      "vault", "access", "approvals", "rollout", "trust"})
     slack = _table(data, "slack")
     _known(slack, "slack", {"bot_token", "signing_secret", "app_token", "api_url"})
     redis = _table(data, "redis")
@@ -208,6 +209,7 @@ def parse_config(data: Mapping[str, Any], *, path: str = "", environ: Mapping[st
         for org in svc.orgs:
             check_reachable(approval_rules, services={name: (org, set(registries))})
     access = parse_access(data.get("access"))
+    seal_key = _seal_key(data.get("trust"), approval_rules, services, registries)
     exchange_url = _str(exchange, "exchange.url").rstrip("/")
     if not re.match(r"^https?://", exchange_url):
         raise ConfigError("exchange.url must be the Exchange base URL including /v1, e.g. https://hub/edge-exchange/v1")
@@ -235,7 +237,27 @@ def parse_config(data: Mapping[str, Any], *, path: str = "", environ: Mapping[st
         extra={k: data[k] for k in ("vault", "access", "approvals", "rollout") if k in data},
         approvals=approval_rules,
         access=access,
+        seal_key=seal_key,
     )
+
+
+def _seal_key(table: Any, rules: ApprovalRules, services: Mapping[str, ServiceConfig],
+              registries: Mapping[str, RegistryConfig]) -> SecretRef | None:
+    """``[trust] seal_key``: the HMAC key with which the bot seals what it decided (the request, each approval) and
+    the publish worker seals what it read from git; required as soon as anything needs approval, because the publish
+    worker then verifies every approval it acts on (edgebot.seals)."""
+    table = table or {}
+    _known(table, "trust", {"seal_key"})
+    if "seal_key" in table:
+        return _ref(table, "seal_key", "trust")
+    needed = [name for name, svc in services.items() for alias in registries
+              if rules.policy_for(org=svc.org, service=name, registry=alias).needed]
+    if needed:
+        raise ConfigError(f"[approvals] makes {needed[0]!r} need approval, so the publish worker must be able to "
+                          "verify approvals: add [trust] seal_key = \"env:EDGEBOT_SEAL_KEY\" (or a file: reference), "
+                          "a random secret of at least 32 bytes held by the bot and the publish workers only (never "
+                          "the build workers), e.g. `openssl rand -hex 32`")
+    return None
 
 
 def _signing(table: Mapping[str, Any], *, has_vault: bool) -> SigningConfig:
@@ -354,6 +376,21 @@ def _orgs(where: str, table: Mapping[str, Any]) -> tuple[str, ...]:
                           "`--org` may publish this service to besides its own org")
     return tuple(orgs)
 
+
+def _check_rollout_settings(settings: Settings) -> None:
+    """Values the agreement bot would refuse: the priority-1 and priority-2 entries edgebot writes carry
+    ``rollout_fallback_retries`` and ``rollout_fallback_retry_durations``, and anax ``ServiceRef.Validate`` drops a
+    policy whose non-zero ``priority_value`` has zero ``retries`` or ``retry_durations`` (the Exchange stores it, no
+    node moves, nobody is told)."""
+    for name in ("rollout_fallback_retries", "rollout_fallback_retry_durations"):
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"[settings] {name} = {getattr(settings, name)}: must be at least 1; the agbot drops a "
+                              "deployment policy whose priority has zero retries or retry_durations, so no node would "
+                              "move (e.g. rollout_fallback_retries = 2, rollout_fallback_retry_durations = 3600)")
+    if settings.rollout_pull_grace < 0:
+        raise ConfigError("[settings] rollout_pull_grace must be 0 or more seconds")
+
+
 def _rollout(where: str, table: Mapping[str, Any]) -> tuple[RolloutStageConfig, ...]:
     """``policies``/``patterns`` on the service (one stage, "fleet"), or ``[[services.X.rollout]]`` stages."""
     if "rollout" in table and ("policies" in table or "patterns" in table):
@@ -396,20 +433,6 @@ def _rollout(where: str, table: Mapping[str, Any]) -> tuple[RolloutStageConfig, 
     return tuple(stages)
 
 
-def _check_rollout_settings(settings: Settings) -> None:
-    """Values the agreement bot would refuse: the priority-1 and priority-2 entries edgebot writes carry
-    ``rollout_fallback_retries`` and ``rollout_fallback_retry_durations``, and anax ``ServiceRef.Validate`` drops a
-    policy whose non-zero ``priority_value`` has zero ``retries`` or ``retry_durations`` (the Exchange stores it, no
-    node moves, nobody is told)."""
-    for name in ("rollout_fallback_retries", "rollout_fallback_retry_durations"):
-        if getattr(settings, name) < 1:
-            raise ConfigError(f"[settings] {name} = {getattr(settings, name)}: must be at least 1; the agbot drops a "
-                              "deployment policy whose priority has zero retries or retry_durations, so no node would "
-                              "move (e.g. rollout_fallback_retries = 2, rollout_fallback_retry_durations = 3600)")
-    if settings.rollout_pull_grace < 0:
-        raise ConfigError("[settings] rollout_pull_grace must be 0 or more seconds")
-
-
 def _table(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = data.get(key)
     if not isinstance(value, Mapping):
@@ -442,6 +465,7 @@ def _known(table: Any, where: str, keys: set[str]) -> None:
 
 def _api_url(url: str) -> str:
     return url if url.endswith("/") else url + "/"
+
 
 # -- [access]: who may publish, cancel and roll back -------------------------------------------------------------
 

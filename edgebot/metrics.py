@@ -262,7 +262,7 @@ def _rollout_counts(record: Mapping[str, Any]) -> dict[str, int]:
 def edgebot_queues(config: Any) -> list[str]:
     """Every queue the config implies (the publish queue, one build queue per arch of a catalog service), so the
     depth and worker count of a queue nobody has used yet are reported as 0 rather than missing."""
-    from edgebot.rqjob import PUBLISH_QUEUE, build_queue
+    from edgebot.jobs import PUBLISH_QUEUE, build_queue
 
     arches = sorted({arch for service in config.services.values() for arch in service.arches})
     return [PUBLISH_QUEUE, *(build_queue(arch) for arch in arches)]

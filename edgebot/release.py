@@ -153,6 +153,10 @@ class Decision:
     at: float
     covers_digest: str
     reason: str = ""
+    via: str = ""
+    """The approver entry of the policy the user qualified through: their own user id, or a user group id (S…)."""
+    seal: str = ""
+    """The bot's seal over this decision (edgebot.seals); the publish worker counts only sealed approvals."""
 
 
 @dataclass
@@ -264,6 +268,10 @@ class Release:
     """Earlier rounds of approval (publish found the release changed since they were given)."""
     rollback_request: Approval | None = None
     """`/edge rollback` under an approval policy: the request, its card and its decisions."""
+    intake_seal: str = ""
+    """The bot's seal over who asked for what (edgebot.seals.intake_payload)."""
+    source_seal: str = ""
+    """The publish worker's seal over the commit and definitions prepare read (edgebot.seals.source_payload)."""
 
     @property
     def is_final(self) -> bool:

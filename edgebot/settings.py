@@ -93,6 +93,8 @@ class Settings:
     """Base of the exponential backoff between transient-failure retries (seconds)."""
     exchange_timeout: float = 30.0
     """Seconds one Exchange HTTP call may take."""
+    registry_timeout: float = 30.0
+    """Seconds one Registry API call of the publish worker may take (reading back a pushed manifest before signing)."""
     docker_timeout: float = 600.0
     """Seconds one Docker Engine API call (a build, a push) may take before the worker gives up on it."""
     worker_redis_timeout: float = 30.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -82,7 +83,11 @@ def write_config(path: Path, *, redis_url: str, slack_api_url: str, exchange_url
                  extra_toml: str = "", registry_ca: str = "", secret_refs: dict[str, str] | None = None) -> Path:
     """A complete edgebot.toml for the sandbox. Secrets are references to env vars and files, like production;
     ``secret_refs`` replaces some of them (keys of :data:`ENV_REFS` and ``signing_key``), e.g. by vault: ones."""
-    refs = {**ENV_REFS, "signing_key": f"file:{key_file}", **(secret_refs or {})}
+    seal_key = workdir / "seal.key"  # held by the bot and the publish workers (edgebot.seals)
+    if not seal_key.exists():
+        seal_key.write_text(secrets.token_hex(32) + "\n")
+        seal_key.chmod(0o600)
+    refs = {**ENV_REFS, "signing_key": f"file:{key_file}", "seal_key": f"file:{seal_key}", **(secret_refs or {})}
     tunables = {
         "source_cache_dir": str(workdir / "cache"),
         "work_dir": str(workdir / "work"),
@@ -119,6 +124,9 @@ def write_config(path: Path, *, redis_url: str, slack_api_url: str, exchange_url
         "",
         "[docker]",
         f'url = "{docker_url}"',
+        "",
+        "[trust]",
+        f'seal_key = "{refs["seal_key"]}"',
         "",
         "[registries.local]",
         'kind = "generic"',

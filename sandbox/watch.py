@@ -16,7 +16,7 @@ from typing import Any
 from sandbox import render
 from sandbox.slack import SlackStandIn
 
-_RELEASE_RE = re.compile(r"\br-[0-9a-f]{6}\b")
+_RELEASE_RE = re.compile(r"\br-(?:[0-9a-f]{16}|[0-9a-f]{6})\b")
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ def _config(approvals_table: dict[str, Any] | None) -> Any:
     data = dict(BASE_CONFIG)
     if approvals_table is not None:
         data["approvals"] = approvals_table
+        data["trust"] = {"seal_key": "env:EDGEBOT_SEAL_KEY"}
     return parse_config(data, environ={})
 
 
@@ -90,6 +91,14 @@ def test_bad_approvals_tables_are_refused_with_the_key_and_the_fix(table: dict[s
     assert fragment in str(refused.value)
 
 
+def test_approvals_without_a_seal_key_are_refused_at_start_up_with_what_to_add() -> None:
+    data = {**BASE_CONFIG, "approvals": {"required": 1, "approvers": ["U0ALICE"]}}
+    with pytest.raises(ConfigError, match=r"add \[trust\] seal_key = \"env:EDGEBOT_SEAL_KEY\""):
+        parse_config(data, environ={})
+    assert parse_config({**data, "trust": {"seal_key": "file:/run/secrets/seal"}}, environ={}).seal_key is not None
+    assert parse_config(dict(BASE_CONFIG), environ={}).seal_key is None  # nothing needs approval: optional
+
+
 def test_a_policy_that_can_never_be_met_is_refused_at_start_up() -> None:
     with pytest.raises(ConfigError, match="no approvers are named"):
         _config({"required": 1})
@@ -119,7 +128,10 @@ def test_covers_changes_with_every_thing_that_ships() -> None:
     changed_signature = _signed()
     changed_signature.result("amd64").signature_fingerprint = "sha256:" + "11" * 32
     changed_key = _signed(public_key_fingerprint="sha256:" + "22" * 32)
-    for other in (changed_deployment, changed_digest, changed_signature, changed_key):
+    changed_commit = _signed(commit_sha="f" * 40)
+    changed_body = _signed()  # a field of the Exchange body that is not the deployment
+    changed_body.result("amd64").definition = {"requiredServices": [{"url": "evil", "versionRange": "[0,INFINITY)"}]}
+    for other in (changed_deployment, changed_digest, changed_signature, changed_key, changed_commit, changed_body):
         assert approvals.covers_digest(approvals.covers(other, ["policy:hello-fleet"])) != base
     assert approvals.covers_digest(approvals.covers(_signed(), ["policy:hello-canary"])) != base
 

@@ -14,8 +14,10 @@ import pytest
 
 from edgebot import approval_messages, approvals
 from edgebot.approvals import Refusal
-from edgebot.release import Release
+from edgebot.jobs import Step, enqueue_step
+from edgebot.release import Decision, Release
 from sandbox.stack import APPROVER, CHANNEL_ID, ORG, REQUESTER, Stack, wait_until
+from workers.trust import expected_deployment
 
 pytestmark = pytest.mark.slow
 
@@ -191,9 +193,9 @@ def test_concurrent_clicks_publish_exactly_once(stack: Stack) -> None:
     assert len(_service_writes(stack, "hello_2.0.1_amd64", since)) == 1, "exactly one publish"
     from rq.job import Job
 
-    from edgebot.rqjob import SERIALIZER, job_id
+    from edgebot.jobs import SERIALIZER
 
-    job = Job.fetch(job_id(release_id, "publish-release"), connection=stack.redis(), serializer=SERIALIZER)
+    job = Job.fetch(Step.PUBLISH.job_id(release_id), connection=stack.redis(), serializer=SERIALIZER)
     assert job.get_status() == "finished"
 
 
@@ -256,8 +258,11 @@ def test_approval_does_not_cover_a_release_that_changed_after_it_and_each_round_
     mark = len(stack.exchange.requests())
 
     def digest(value: str) -> Any:
-        def tamper(r: Release) -> None:  # what a bug or a hand in Redis could do between approval and publish
-            r.results["amd64"].digest = value
+        def tamper(r: Release) -> None:  # the build worker reports another image, consistently, after the approval
+            res = r.results["amd64"]
+            res.digest = value
+            res.pinned_image = f"{res.image_tag.rpartition(':')[0]}@{value}"
+            res.deployment = expected_deployment(r, "amd64")
         return tamper
 
     stack.store().update(release_id, digest("sha256:" + "0" * 64))
@@ -321,3 +326,50 @@ def test_expiry_still_runs_when_the_worker_holding_the_scheduler_is_killed(stack
     final = stack.wait_final(release_id, timeout=180)
     assert final.state == "expired", (final.state, final.error, stack.log_tail("worker-publish"))
     assert [e["what"] for e in final.events].count("expired") == 1
+
+
+# -- a compromised build worker: Redis access, no seal key ------------------------------------------------------------
+
+def _forge(stack: Stack, release_id: str, change: Any) -> Release:
+    """Write the record as a hand in Redis would, then enqueue the publish job as a build worker could."""
+    store = stack.store()
+    store.update(release_id, change)
+    enqueue_step(stack.redis(), store.settings, Step.PUBLISH, release_id)
+    final = stack.wait_final(release_id)
+    assert final.state == "failed" and "Security check failed" in final.error, (final.state, final.error)
+    return final
+
+
+def test_a_forged_quorum_of_made_up_users_publishes_nothing_and_alerts_the_thread(stack: Stack) -> None:
+    release_id = _request(stack, "publish hello 2.0.7 --registry local")  # two approvals needed
+    _waiting(stack, release_id)
+
+    def quorum(r: Release) -> None:
+        assert r.approval is not None
+        for user in ("U0GHOST1", "U0GHOST2"):
+            r.approval.decisions.append(Decision(user_id=user, outcome="approved", at=r.approval.requested_at,
+                                                 covers_digest=r.approval.covers_digest, via=user))
+        r.approval.quorum_at, r.state = r.approval.requested_at, "publishing"
+
+    final = _forge(stack, release_id, quorum)
+    assert "U0GHOST1" in final.error and "does not carry the bot's seal" in final.error
+    assert stack.exchange.service(ORG, "hello_2.0.7_amd64") is None, "nothing published"
+    wait_until(lambda: "Security check failed" in json.dumps(stack.slack.thread(CHANNEL_ID, final.message_ts)),
+               timeout=30, what="the alert in the thread")
+
+
+def test_a_privileged_deployment_swapped_in_after_the_approval_publishes_nothing(stack: Stack) -> None:
+    release_id = _request(stack, "publish hello-one 2.0.9 --registry local")
+    release = _waiting(stack, release_id)
+
+    def privileged(r: Release) -> None:  # definition and deployment changed together, so they look consistent
+        res = r.results["amd64"]
+        for service in res.definition["deployment"]["services"].values():
+            service.update(privileged=True, binds=["/:/host"])
+        res.deployment = expected_deployment(r, "amd64")
+
+    stack.store().update(release_id, privileged)
+    _click(stack, release, APPROVER)  # a real approval of what the card showed
+    final = stack.wait_final(release_id)
+    assert final.state == "failed" and "not what prepare read from git" in final.error, (final.state, final.error)
+    assert stack.exchange.service(ORG, "hello_2.0.9_amd64") is None, "nothing published"

@@ -406,3 +406,19 @@ def test_status_and_history_show_nothing_of_another_channels_release(make_bot: B
                                         "actions": [{"action_id": messages.STATUS_ACTION,
                                                      "value": private.release_id}]}, respond, context)
     assert respond.only["text"] == messages.release_elsewhere(private.release_id).text
+
+
+def test_the_same_command_while_the_first_is_between_its_claim_and_its_record_queues_nothing(
+        make_bot: BotFactory, redis_conn: redis.Redis) -> None:
+    """The first of two identical commands has claimed the dedupe key but not yet written its record (a preempted
+    bot thread): the second must not queue a release of its own (before: it found no record and queued one)."""
+    context = make_bot(_config({"access": {"publish": ["*"]}}))
+    ctx = listeners.bot_context(context)
+    text = "publish hello 1.0.0 --registry icr"
+    first = "r-00000000000000f1"
+    assert ctx.store.claim_duplicate(ctx.store.dedupe_key(TEAM, CHANNEL, REQUESTER, text), first) is None
+    accepted = accept_publish(PublishCommand("hello", "1.0.0", "icr"), Requester(TEAM, CHANNEL, REQUESTER), text,
+                              config=ctx.config, store=ctx.store, channels=ctx.channels, access=ctx.access)
+    assert accepted.duplicate_of == first
+    assert not list(redis_conn.scan_iter("edgebot:release:*")), "no second record"
+    assert Queue(PUBLISH_QUEUE, connection=redis_conn, serializer=SERIALIZER).job_ids == [], "nothing queued"

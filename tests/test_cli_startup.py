@@ -156,18 +156,19 @@ def test_each_side_registers_the_commands_the_dispatcher_names() -> None:
         assert all(callable(sub.get_default("handler")) for sub in subparsers.choices.values()), side
 
 
-def test_config_check_exits_0_when_every_check_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """All green needs every service answering (tests/test_publish_e2e.py runs that against the whole stack); here
-    the checks themselves are replaced, to pin what the CLI makes of an all-OK run."""
-    import workers.config_check
-    from edgebot.cli import main
+# Exit 0 (every check passes) needs every service answering: tests/test_publish_e2e.py runs `config check` against
+# the whole stack and asserts 0 there (test_config_check_tests_every_reference_and_connection).
 
+
+@pytest.mark.parametrize("mode", [[], ["--socket-mode"]])
+def test_serve_refuses_to_start_while_nobody_may_publish(tmp_path: Path, mode: list[str]) -> None:
     config = tmp_path / "edgebot.toml"
-    config.write_text(CONFIG.format(exchange_password="env:EXCHANGE_PASSWORD", extra=""))
-    monkeypatch.delenv("EDGEBOT_CONFIG", raising=False)  # main() exports the path; restored afterwards
-    monkeypatch.setattr(workers.config_check, "run_checks",
-                        lambda config, resolver: iter([workers.config_check.CheckLine(True, "redis", "answers")]))
-    assert main(["--config", str(config), "config", "check"]) == 0
+    config.write_text(CONFIG.format(exchange_password="env:X", extra=""))  # no [access]: nobody may publish
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEBOT_")}
+    done = subprocess.run([sys.executable, "-m", "edgebot", "--config", str(config), "serve", "--bind",
+                           "127.0.0.1:0", *mode], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith("edgebot: ") and "[access]" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_config_check_exits_1_when_checks_fail(tmp_path: Path) -> None:

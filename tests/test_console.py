@@ -143,7 +143,8 @@ def test_publish_approve_switch_user_and_ctrl_c(terminal: Terminal) -> None:
         "env:EDGEBOT_VAULT_", "")
 
     terminal.type("/edge publish hello 1.1.0 --registry local")
-    queued = terminal.wait_for(r"\(only visible to you\)\n\s+Queued release `(r-[0-9a-f]{6})`", timeout=60)
+    queued = terminal.wait_for(r"\(only visible to you\)\n\s+Queued release `(r-(?:[0-9a-f]{16}|[0-9a-f]{6}))`",
+                               timeout=60)
     release_id = queued.group(1)
     # the root message appears, then is edited in place as the release moves on
     terminal.wait_for(r"\+ #releases\s+\S+ hello 1\.1\.0 → local, requested by @requester", timeout=120)

@@ -5,6 +5,7 @@ them (env vars, Vault roles, probes, ServiceAccounts), the compose file, the Sla
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -104,7 +105,7 @@ def test_kustomization_lists_every_manifest_and_only_existing_ones() -> None:
 
 def test_references_inside_the_manifests_resolve() -> None:
     """What the schema cannot see and the API server or kubelet would only refuse at apply or start time: selectors
-    that match their pods, named probe ports, volume mounts, ConfigMaps, Secrets (the two the kustomization's header
+    that match their pods, named probe ports, volume mounts, ConfigMaps, Secrets (the ones the kustomization's header
     tells operators to create, with those keys) and ServiceAccounts."""
     header = " ".join(line.lstrip("# ") for line in (K8S / "kustomization.yaml").read_text().splitlines()
                       if line.startswith("#")).replace(" \\ ", " ")
@@ -112,7 +113,7 @@ def test_references_inside_the_manifests_resolve() -> None:
                   re.findall(r"create secret generic (\S+)((?:\s+--from-literal=[\w-]+=\S+)+)", header)
                   for key in re.findall(r"--from-literal=([\w-]+)=", keys)}
     assert documented == {("edgebot-slack", "bot-token"), ("edgebot-slack", "signing-secret"),
-                          ("edgebot-redis", "password")}
+                          ("edgebot-redis", "password"), ("edgebot-trust", "seal-key")}
     config_maps = set(_by_kind("ConfigMap"))
     accounts = set(_by_kind("ServiceAccount"))
     workloads = {**_by_kind("Deployment"), **_by_kind("StatefulSet")}
@@ -203,6 +204,12 @@ def test_worker_deployments_per_arch_use_node_selectors_and_their_own_vault_role
         assert _env(_main_container(deployment))["EDGEBOT_METRICS_FLEET"] == "false", "the bot serves them"
     assert "EDGEBOT_METRICS_FLEET" not in _env(_main_container(deployments["edgebot-bot"]))
     assert _config().settings.metrics_fleet is True
+
+
+def test_only_the_bot_and_the_publish_workers_get_the_seal_key() -> None:
+    holders = {name for name, workload in {**_by_kind("Deployment"), **_by_kind("StatefulSet")}.items()
+               if "edgebot-trust" in json.dumps(workload)}
+    assert holders == {"edgebot-bot", "edgebot-publish"}
 
 
 def test_service_accounts_match_the_vault_policies() -> None:

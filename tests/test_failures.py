@@ -9,8 +9,8 @@ import pytest
 
 from edgebot.config import RegistryConfig
 from edgebot.errors import StepFailed
+from edgebot.jobs import retry_policy
 from edgebot.release import Release
-from edgebot.rqjob import retry_policy
 from edgebot.secrets import SecretRef
 from edgebot.settings import Settings
 from workers import exchange, images

@@ -257,7 +257,10 @@ def test_transit_key_rotated_after_signing_publishes_nothing(vs: VaultStack) -> 
     (run in-process with the publish AppRole, as its job would) stops before its first Exchange write."""
     from edgebot.config import load_config
     from edgebot.errors import StepFailed
-    from workers import pipeline
+    from edgebot.release import StageState
+    from edgebot.seals import Sealer, intake_payload
+    from edgebot.secrets import SecretResolver
+    from workers import pipeline, trust
     from workers.context import WorkerContext
     from workers.vault import build_resolver
 
@@ -267,10 +270,16 @@ def test_transit_key_rotated_after_signing_publishes_nothing(vs: VaultStack) -> 
                   if r.version == "1.0.1" and r.state == "succeeded")
     data = signed.to_dict()
     data.update(release_id=signed.release_id + "-rotated", state="publishing", key_name="edgebot.public.pem")
-    store.create(Release.from_dict(data))
+    config = load_config(vs.config_path)
+    assert config.seal_key is not None
+    sealer = Sealer.from_secret(SecretResolver().resolve(config.seal_key).reveal())
+    copy = Release.from_dict(data)
+    copy.stages["publish"] = StageState()  # signed, not yet published
+    copy.intake_seal, copy.source_seal = sealer.seal("intake", intake_payload(copy)), ""  # as the bot and prepare do
+    trust.seal_source(sealer, copy)
+    store.create(copy)
     vs.bao.rotate_transit_key(TRANSIT_KEY)
 
-    config = load_config(vs.config_path)
     role_id, secret_id = vs.roles["publish"]
     ctx = WorkerContext(config, build_resolver(config, environ={
         "EDGEBOT_VAULT_ROLE_ID": role_id, "EDGEBOT_VAULT_SECRET_ID": secret_id, "EDGEBOT_SLACK_BOT_TOKEN": BOT_TOKEN}))

@@ -18,6 +18,7 @@ import redis
 from edgebot.config import Config, RegistryConfig, load_config
 from edgebot.errors import SecretUnavailable
 from edgebot.ratelimit import SlackRateLimiter
+from edgebot.seals import Sealer
 from edgebot.secrets import Secret, SecretRef, SecretResolver
 from edgebot.store import ReleaseStore
 from edgebot.thread import ThreadReporter, slack_client
@@ -111,6 +112,13 @@ class WorkerContext:
         Raises :class:`~edgebot.errors.SecretUnavailable` (key or Vault unavailable) or
         :class:`~workers.signing.SigningError` (a key agents would not accept)."""
         return signer_for(self.config, self.resolver)
+
+    def sealer(self) -> Sealer | None:
+        """The seal key's HMAC (``[trust] seal_key``), read through its reference each time, like the signing key;
+        None when the config has none (then nothing needs approval, see edgebot.config)."""
+        if self.config.seal_key is None:
+            return None
+        return Sealer.from_secret(self.resolver.resolve(self.config.seal_key).reveal())
 
     def release_vault_login(self) -> None:
         """At the end of a job: revoke the Vault token this process logged in for (see VaultReader.release)."""

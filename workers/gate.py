@@ -20,6 +20,7 @@ from edgebot import approval_messages, approvals
 from edgebot.errors import StepFailed
 from edgebot.jobs import Step, enqueue_step
 from edgebot.release import AWAITING_APPROVAL, Approval, Release, RequestStatus
+from workers import trust
 from workers.context import WorkerContext
 from workers.exchange import service_id
 from workers.rollout import stages_of
@@ -108,23 +109,31 @@ def schedule_expiry(ctx: WorkerContext, release_id: str, approval: Approval, *, 
 
 
 def recheck(ctx: WorkerContext, release: Release) -> bool:
-    """Before publishing: True when the quorum covers exactly what the record holds now.
+    """Before publishing: True when the release verifies (workers.trust) and, where the policy of this worker's config
+    asks for approval, sealed approvals of enough approvers cover exactly what it would publish now.
 
     False when something changed since the approval: the next round was asked for and nothing may be published.
+    Raises SecurityCheckFailed when the record holds what this worker cannot verify (a forged quorum, say).
     """
+    sealer = ctx.sealer()
+    if release.dry_run:
+        trust.check_intake(sealer, release)
+        return True
+    trust.check_release(sealer, release)
     policy = ctx.config.approval_policy(org=release.org, service=release.service, registry=release.registry)
-    if release.dry_run or (not policy.needed and release.approval is None):
+    if not policy.needed:  # under this worker's config, nothing to verify (a dry run, or a policy relaxed since)
         return True
     approval = release.approval
-    if approval is None or approval.quorum_at is None or len(approval.approvals()) < approval.required:
+    if approval is None or approval.quorum_at is None:
         raise StepFailed("publish refused: this release has no approval (the approval policy asks for "
                          f"{policy.required}); it must be approved in its thread first")
-    now_covered = approvals.covers(release, targets(ctx, release))
-    if approvals.covers_digest(now_covered) == approval.covers_digest:
-        return True
-    log.warning("release %s changed since it was approved; asking again", release.release_id)
-    request(ctx, release.release_id, invalidated=approval.covers_digest)
-    return False
+    digest = approvals.covers_digest(approvals.covers(release, targets(ctx, release)))
+    if digest != approval.covers_digest:
+        log.warning("release %s changed since it was approved; asking again", release.release_id)
+        request(ctx, release.release_id, invalidated=approval.covers_digest)
+        return False
+    trust.check_approvals(sealer, release, approval, policy, digest)
+    return True
 
 
 def expire(ctx: WorkerContext, release_id: str) -> None:

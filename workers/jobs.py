@@ -103,7 +103,8 @@ def _run(name: str, step: Callable[[context.WorkerContext, str], None], release_
         return
     settings = ctx.config.settings
     finished = retrying = False
-    with LeaseKeeper(claim.lease, settings.lease_renew_interval) as lease:
+    keeper = LeaseKeeper(claim.lease, settings.lease_renew_interval)
+    with keeper as lease:
         ctx.lease = lease
         try:
             if claim.entry.attempt > 1:
@@ -126,11 +127,14 @@ def _run(name: str, step: Callable[[context.WorkerContext, str], None], release_
             log.exception("release %s: %s crashed", release_id, name)
             finished = _fail(ctx, fail, release_id, f"{name} failed unexpectedly; the worker log has the details")
         finally:
-            if finished and not ledger.complete(release_id, name, lease):
-                log.warning("release %s: %s finished after its lease was lost", release_id, name)
+            if finished:
+                keeper.stop()  # before the lease is freed, so no renewal finds it gone and logs "lost"
+                if not ledger.complete(release_id, name, lease):
+                    log.warning("release %s: %s finished after its lease was lost", release_id, name)
             ctx.lease = None
             if not ctx.reporter.flush():
                 log.warning("release %s: thread updates still pending after %s", release_id, name)
+            keeper.stop()
             if retrying:
                 ledger.release_for_retry(release_id, name, lease)
             else:

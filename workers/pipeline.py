@@ -34,11 +34,11 @@ from edgebot.release import (
     SUCCEEDED,
     Release,
 )
-from workers import failures, gate
+from workers import failures, gate, trust
 from workers.context import WorkerContext
-from workers.definition import ServiceDefinition, deployment_string, pin_images, read_definition
+from workers.definition import ServiceDefinition, read_definition
 from workers.exchange import publish_service, service_id
-from workers.images import BuildLimits, build_image, credentials_refused, push_image
+from workers.images import BuildLimits, build_image, credentials_refused, pinned_reference, push_image
 from workers.progress import set_stage
 from workers.registries import before_push, node_token_notes
 from workers.signing import fingerprint, public_key_fingerprint, sign_deployment, verify_deployment
@@ -77,6 +77,8 @@ def prepare(ctx: WorkerContext, release_id: str) -> None:
     release = ctx.store.require(release_id)
     if release.is_final or release.stage("source").status == DONE:  # resumed after it moved on: nothing left
         return
+    sealer = ctx.sealer()
+    trust.check_intake(sealer, release)  # a release the bot did not record is never built
     ctx.reporter.ensure_root(release_id)
     service = ctx.config.services[release.service]
     registry = ctx.config.registries[release.registry]
@@ -128,6 +130,7 @@ def prepare(ctx: WorkerContext, release_id: str) -> None:
             r.arch_step("build", arch)
             r.arch_step("push", arch)
         r.event("source", commit=r.commit_sha, ref=ref)
+        trust.seal_source(sealer, r)
         starts = r.stage("build").status == PENDING
         r.stage("build").mark(RUNNING)
         return starts
@@ -191,7 +194,7 @@ def build(ctx: WorkerContext, release_id: str, arch: str) -> None:
                 def pushed(r: Release) -> None:
                     res = r.result(arch)
                     res.digest = res.digest or digest
-                    res.pinned_image = res.pinned_image or f"{repository}@{res.digest}"
+                    res.pinned_image = res.pinned_image or pinned_reference(repository, res.digest)
                     r.notes.extend(n for n in notes if n not in r.notes)
 
                 set_stage(ctx, release_id, "push", DONE, arch=arch, note=digest[:19], extra=pushed)
@@ -272,6 +275,8 @@ def _sign_all(ctx: WorkerContext, release: Release, *, go_on: bool) -> None:
                   extra=_to_publishing, then=then)
         return
     set_stage(ctx, release_id, "sign", RUNNING)
+    trust.check_release(ctx.sealer(), release)  # sign only what this worker can rebuild and verify
+    trust.check_pushed_images(ctx, release)
     registry = ctx.config.registries[release.registry]
     with failures.translated("sign", release, registry, ctx=ctx):
         signer = ctx.signer()
@@ -284,8 +289,7 @@ def _sign_all(ctx: WorkerContext, release: Release, *, go_on: bool) -> None:
                     raise StepFailed(f"the stored signature of {arch} does not verify with the configured key "
                                      f"{signer.key_name}: was the signing key rotated mid-release? Publish again.")
                 continue
-            pins = {name: res.pinned_image for name in res.built_containers}
-            deployment = res.deployment or deployment_string(pin_images(res.definition["deployment"], pins))
+            deployment = trust.expected_deployment(release, arch)
             signed[arch] = (deployment, sign_deployment(signer, deployment))
 
     def record(r: Release) -> bool:

@@ -22,7 +22,7 @@ from rq import Queue, Worker
 from edgebot import logs, metrics
 from edgebot.config import load_config
 from edgebot.errors import SecretUnavailable
-from edgebot.rqjob import PUBLISH_QUEUE, SERIALIZER, EdgebotJob, build_queue
+from edgebot.jobs import PUBLISH_QUEUE, SERIALIZER, EdgebotJob, build_queue
 from edgebot.settings import Settings
 from workers.health import start_health_server
 from workers.vault import build_resolver
