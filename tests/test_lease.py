@@ -17,9 +17,9 @@ from rq import Queue
 from rq.job import JobStatus
 
 from edgebot.errors import LeaseLost
+from edgebot.jobs import SERIALIZER, EdgebotJob
 from edgebot.lease import LeaseKeeper, acquire, lease_key
 from edgebot.release import CANCELLED, FAILED, Release
-from edgebot.rqjob import SERIALIZER, EdgebotJob
 from edgebot.settings import Settings
 from edgebot.steps import StepLedger
 from edgebot.store import PublishLocked, ReleaseStore

@@ -16,8 +16,8 @@ from rq import Queue
 
 from edgebot import logs
 from edgebot.errors import ConfigError
+from edgebot.jobs import PUBLISH_QUEUE, SERIALIZER, EdgebotJob, Step
 from edgebot.release import Release
-from edgebot.rqjob import PUBLISH_QUEUE, SERIALIZER, EdgebotJob, job_id
 from edgebot.secrets import Secret, SecretRef
 from edgebot.settings import Settings
 from edgebot.store import ReleaseStore
@@ -132,7 +132,7 @@ step_retries = 0
                           version="1.0.0", org="acme", registry="local", arches=["amd64"])
         queue = Queue(PUBLISH_QUEUE, connection=connection, job_class=EdgebotJob, serializer=SERIALIZER)
         store.create(release, then=lambda pipe: queue.enqueue_call(
-            "workers.jobs.prepare_release", args=("r-logs1",), job_id=job_id("r-logs1", "prepare"), pipeline=pipe))
+            "workers.jobs.prepare_release", args=("r-logs1",), job_id=Step.PREPARE.job_id("r-logs1"), pipeline=pipe))
         log_path = tmp_path / "worker.log"
         proc = spawn([sys.executable, "-m", "edgebot.cli", "--config", str(config), "worker", "--publish", "--burst",
                       "--log-format", "json"], log_path, env=env)

@@ -19,8 +19,8 @@ from rq import Queue
 
 from edgebot import metrics
 from edgebot.config import parse_config
+from edgebot.jobs import PUBLISH_QUEUE, SERIALIZER, EdgebotJob, Step, build_queue
 from edgebot.release import AWAITING_APPROVAL, BUILDING, ROLLING_OUT, SUCCEEDED, Release, StageState
-from edgebot.rqjob import PUBLISH_QUEUE, SERIALIZER, EdgebotJob, build_queue, job_id
 from edgebot.store import ReleaseStore
 from edgebot.thread import slack_client
 from sandbox.proc_base import free_port, spawn, stop_process, wait_until
@@ -253,7 +253,7 @@ def test_worker_serves_metrics_and_health_and_reports_redis_down(tmp_path: Path,
             store = ReleaseStore(connection)
             queue = Queue(PUBLISH_QUEUE, connection=connection, job_class=EdgebotJob, serializer=SERIALIZER)
             store.create(_release("r-job1"), then=lambda pipe: queue.enqueue_call(
-                "workers.jobs.prepare_release", args=("r-job1",), job_id=job_id("r-job1", "prepare"), pipeline=pipe))
+                "workers.jobs.prepare_release", args=("r-job1",), job_id=Step.PREPARE.job_id("r-job1"), pipeline=pipe))
             wait_until(lambda: _scrape(f"{base}/metrics")["edgebot_worker_jobs_total"][(("outcome", "succeeded"),)],
                        timeout=120, what="the job to be counted")
             samples = _scrape(f"{base}/metrics")

@@ -102,10 +102,10 @@ def test_publish_end_to_end(stack: Stack, tmp_path: Path) -> None:
     assert release.arches == ["amd64", "arm64"]
     from rq.job import Job
 
-    from edgebot.rqjob import SERIALIZER, job_id
+    from edgebot.jobs import SERIALIZER, Step
 
     for arch in release.arches:  # each arch's build job ran on a worker of that arch (separate processes)
-        job = Job.fetch(job_id(release.release_id, "build-arch", arch), connection=stack.redis(), serializer=SERIALIZER)
+        job = Job.fetch(Step.BUILD.job_id(release.release_id, arch), connection=stack.redis(), serializer=SERIALIZER)
         assert job.worker_name and job.worker_name.startswith(f"build-{arch}-")
     for arch in release.arches:
         digest, manifest = stack.registry.manifest(f"edge/hello_{arch}", "1.0.0")  # type: ignore[union-attr]
@@ -233,7 +233,7 @@ def test_worker_refuses_a_raw_job_naming_another_function(stack: Stack, tmp_path
     from rq import Queue
     from rq.job import JobStatus
 
-    from edgebot.rqjob import PUBLISH_QUEUE, SERIALIZER
+    from edgebot.jobs import PUBLISH_QUEUE, SERIALIZER
 
     marker = tmp_path / "pwned"
     queue = Queue(PUBLISH_QUEUE, connection=stack.redis(), serializer=SERIALIZER)  # the plain RQ Job class

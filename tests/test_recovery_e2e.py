@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 from rq.job import Job, JobStatus
 
+from edgebot.jobs import SERIALIZER
 from edgebot.release import Release
-from edgebot.rqjob import SERIALIZER
 from edgebot.steps import StepLedger
 from sandbox.processes import RedisServer, add_commit
 from sandbox.stack import CHANNEL_ID, FAST_RECOVERY, ORG, Stack, wait_until

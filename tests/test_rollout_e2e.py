@@ -243,7 +243,7 @@ def test_watch_holds_no_worker_and_survives_a_worker_restart(stack: Stack) -> No
     from rq import Queue
     from rq.registry import ScheduledJobRegistry
 
-    from edgebot.rqjob import PUBLISH_QUEUE, SERIALIZER
+    from edgebot.jobs import PUBLISH_QUEUE, SERIALIZER
 
     fleet = stack.exchange.fleet
     for node in CANARY:
