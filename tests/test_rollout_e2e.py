@@ -628,3 +628,27 @@ def test_a_wrong_key_is_diagnosed_within_the_diagnosis_time(stack: Stack) -> Non
     ack = stack.command("rollback hello").json()
     assert release_id in ack["text"], ack
     wait_until(lambda: store.require(release_id).state == "rolled_back", timeout=60, what="the rollback")
+
+
+def test_constraints_the_agbot_cannot_read_halt_the_rollout_before_anything_moves(stack: Stack) -> None:
+    """anax's constraint language has no NOT: a policy using it is refused by the agbot and would reach no node. The
+    rollout says so, naming the policy and the reason, and writes nothing, instead of guessing which nodes match."""
+    from sandbox.processes import add_commit
+
+    add_commit(stack.source_path, {"index.html": "3.1.5\n"}, tag="v3.1.5")
+    policies = stack.exchange.state.policies[ORG]
+    with stack.exchange.state.lock:
+        kept = list(policies["hello-fleet"]["constraints"])
+        policies["hello-fleet"]["constraints"] = ['NOT group == "canary"']
+    before = {name: _policy_versions(stack, name) for name in ("hello-canary", "hello-fleet")}
+    writes = {name: len(_policy_writes(stack, name)) for name in before}
+    try:
+        release = _publish(stack, "publish hello 3.1.5 --registry local")
+    finally:
+        with stack.exchange.state.lock:
+            policies["hello-fleet"]["constraints"] = kept
+    assert release.state == "failed", (release.state, release.error)
+    assert "constraints of policy `hello-fleet` cannot be evaluated" in release.error and "NOT" in release.error
+    assert "Nothing moved" in release.error
+    assert {name: _policy_versions(stack, name) for name in before} == before
+    assert {name: len(_policy_writes(stack, name)) for name in before} == writes, "not one write"

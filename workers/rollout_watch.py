@@ -27,6 +27,7 @@ from typing import Any
 
 from edgebot import fleet_summary
 from edgebot.config import RolloutStageConfig, ServiceConfig
+from edgebot.constraints import ConstraintError
 from edgebot.errors import ReleaseEnded, StepFailed
 from edgebot.jobs import Step, enqueue_step
 from edgebot.release import FAILED, ROLLED_BACK, ROLLING_OUT, SUCCEEDED, Release, RolloutStageState, RolloutStatus
@@ -135,6 +136,14 @@ def start(ctx: WorkerContext, release_id: str) -> None:
                     if body is None:  # can it be created from the service's horizon/ files? (when its stage begins)
                         body = body_from_source(service, release, target, Path(ctx.config.settings.source_cache_dir))
                     _move(ctx, service, release, target.kind, target.name, body, url)
+                    member = target_of(target.kind, target.name, body, release.org, url)
+                    try:  # which nodes it reaches must be known before anything moves: never guessed
+                        fleet_summary.compile_constraints(member.constraints)
+                    except ConstraintError as exc:
+                        raise StepFailed(f"rollout refused: the constraints of {target.kind} `{target.name}` cannot "
+                                         f"be evaluated the way the agreement bot reads them: {exc}. Nothing moved; "
+                                         "fix the constraints (the agbot would refuse them too) and publish again.") \
+                            from None
         except RolloutRefused as refused:
             raise StepFailed(f"rollout refused: {refused}") from None
         finally:
