@@ -260,7 +260,7 @@ def test_transit_key_rotated_after_signing_publishes_nothing(vs: VaultStack) -> 
     from edgebot.release import StageState
     from edgebot.seals import Sealer, intake_payload
     from edgebot.secrets import SecretResolver
-    from workers import pipeline, trust
+    from workers import pipeline, progress, trust
     from workers.context import WorkerContext
     from workers.vault import build_resolver
 
@@ -286,7 +286,7 @@ def test_transit_key_rotated_after_signing_publishes_nothing(vs: VaultStack) -> 
     writes_before = [r for r in stack.exchange.requests() if r["method"] != "GET"]
     with pytest.raises(StepFailed) as refused:
         pipeline.publish(ctx, data["release_id"])
-    pipeline.fail(ctx, data["release_id"], str(refused.value))
+    progress.fail(ctx, data["release_id"], str(refused.value))
     ctx.reporter.flush()
     ctx.release_vault_login()
     assert str(refused.value) == (f"the signature of amd64 does not verify with the current public key "
