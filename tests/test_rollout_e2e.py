@@ -244,12 +244,16 @@ def test_watch_holds_no_worker_and_survives_a_worker_restart(stack: Stack) -> No
     from rq.registry import ScheduledJobRegistry
 
     from edgebot.jobs import PUBLISH_QUEUE, SERIALIZER
+    from sandbox.processes import add_commit
 
+    # a version of its own: the canaries failed 3.0.5 in test_nodes_refuse_and_say_why, and an agent does not try a
+    # version again that it fell back from within retry_durations
+    add_commit(stack.source_path, {"index.html": "3.0.8\n"}, tag="v3.0.8")
     fleet = stack.exchange.fleet
     for node in CANARY:
         fleet.set_online(node, False)
     try:
-        release_id = _start(stack, "publish hello 3.0.5 --registry local --arch amd64")
+        release_id = _start(stack, "publish hello 3.0.8 --registry local --arch amd64")
         _wait_rolling(stack, release_id)
         scheduled = ScheduledJobRegistry(queue=Queue(PUBLISH_QUEUE, connection=stack.redis(), serializer=SERIALIZER))
         wait_until(lambda: any(f"{release_id}-rollout-poll-" in j for j in scheduled.get_job_ids()), timeout=60,
@@ -266,7 +270,7 @@ def test_watch_holds_no_worker_and_survives_a_worker_restart(stack: Stack) -> No
         for node in CANARY:
             fleet.set_online(node, True)
     assert release.state == "succeeded", (release.error, stack.log_tail("worker-publish-2"))
-    assert all(fleet.running(n) == {"hello": "3.0.5"} for n in CANARY + FLEET)
+    assert all(fleet.running(n) == {"hello": "3.0.8"} for n in CANARY + FLEET)
 
 
 def test_rollout_command_shows_the_fleet_state(stack: Stack) -> None:
