@@ -182,10 +182,6 @@ def approval_counted(release: Release, reached: bool) -> Message:
     return Message(text=text)
 
 
-def rejection_recorded(release: Release) -> Message:
-    return Message(text=f"You rejected {title(release)}; the requester has been told in the thread.")
-
-
 def reject_modal(release: Release, value: str, *, kind: Kind = Kind.PUBLISH) -> dict[str, Any]:
     """The modal that asks for a reason before a release (or a rollback) is rejected; ``private_metadata`` carries
     the card's button value."""
