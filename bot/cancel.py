@@ -1,7 +1,7 @@
 """`/edge cancel RELEASE`: end a release that has not published, wherever it is.
 
 The release is marked ``cancelled`` first (one atomic update), so every step that is still to run, or that is
-running and reaches its next record write, stops without side effects (see ``workers.pipeline.set_stage``). Then
+running and reaches its next record write, stops without side effects (see ``workers.progress.set_stage``). Then
 the release's queued jobs are removed from their queues and running ones are stopped with RQ's stop command, which
 kills the work horse. From ``publishing`` on (the Exchange written, the fleet moving) a release cannot be
 cancelled: stopping there would leave the Exchange and the fleet half moved, so the answer offers the rollback
