@@ -8,6 +8,7 @@ edgebot's own ``workers.source.checkout`` exactly as the build step does; builds
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tarfile
 import time
@@ -204,7 +205,11 @@ def _probe(client: docker.DockerClient, tmp_path: Path, limits: BuildLimits | No
                         root=tree, limits=limits, log_lines=200)
     until = int(time.time()) + 1
     events = client.events(since=since, until=until, decode=True, filters={"type": "network", "event": "connect"})
-    values = {"networks": " ".join(sorted({e["Actor"]["Attributes"].get("name", "") for e in events}))}
+    # only this build's containers: the window (whole seconds) may also hold the end of the previous test's build
+    ours = tuple(m.group(1) for line in built.log_tail if (m := re.search(r"Running in ([0-9a-f]{12})", line)))
+    assert ours, built.log_tail
+    values = {"networks": " ".join(sorted({e["Actor"]["Attributes"].get("name", "") for e in events
+                                           if e["Actor"]["Attributes"].get("container", "").startswith(ours)}))}
     for line in built.log_tail:
         key, sep, value = line.strip().partition("=")
         if sep and key in {"mem", "memsw", "shares", "cpus", "nets"}:
