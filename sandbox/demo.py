@@ -23,6 +23,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import FrameType
@@ -46,13 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     if approver is None:
         parser.error(f"--approver: no sandbox user {args.approver!r}")
 
-    def interrupted(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupted)
-    # Ctrl-C stops everything even when started from something that ignores SIGINT (a background job of a script:
-    # Python then leaves SIGINT ignored, and the children inherit that)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Ctrl-C (and SIGTERM) stops everything, even when started from something that ignores SIGINT (a background job
+    # of a script: Python then leaves SIGINT ignored, and the children inherit that). The signal is also remembered:
+    # a KeyboardInterrupt raised while a finalizer runs (a redis ConnectionPool.__del__, say) is swallowed by Python
+    # ("Exception ignored in …"), so the follow loop checks the flag too.
+    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGINT, _interrupted)
     workdir = Path(tempfile.mkdtemp(prefix="edgebot-demo-"))
     stack = sandbox_stack(workdir, ("amd64", "arm64"))
     keep = bool(os.environ.get("EDGEBOT_DEMO_KEEP"))
@@ -62,16 +62,19 @@ def main(argv: list[str] | None = None) -> int:
         stack.start()
         add_people(stack.slack)
         stack.wait_workers(3)
+        _check_stop()
         assert stack.vault is not None
         say(f"secrets in OpenBao at {stack.vault.url}: workers log in with the AppRoles of deploy/vault/ "
             f"(edgebot-build, edgebot-publish); config {stack.config_path} holds only references")
         say("seeding: hello 1.0.0 on 27 simulated nodes (amd64 and arm64) through policies hello-canary, hello-fleet…")
         seed_fleet(stack)
+        _check_stop()
         view = ChannelView(stack.slack, CHANNEL_ID, CHANNEL_NAME, display_names())
         view.poll()  # the seed release's messages are set-up, not the demo
         seeded = set(stack.release_ids())
         say(f"as @requester in #{CHANNEL_NAME}: /edge {args.command}")
         response = stack.command(args.command)
+        _check_stop()
         answer = response.json() if response.content else {}
         say(f"bot acked in {response.elapsed.total_seconds() * 1000:.0f} ms, only @requester sees: "
             f"{answer.get('text', '')}")
@@ -101,6 +104,19 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+_STOP = threading.Event()
+
+
+def _interrupted(signum: int, frame: FrameType | None) -> None:
+    _STOP.set()
+    raise KeyboardInterrupt
+
+
+def _check_stop() -> None:
+    if _STOP.is_set():
+        raise KeyboardInterrupt
+
+
 def follow(stack: Stack, view: ChannelView, release_id: str, approver: Person, timeout: float) -> Release | None:
     """Print the channel as it changes until the release has ended and its summary is in the thread; press the
     Approve button as ``approver`` once it appears. None on timeout or when the bot refuses the click."""
@@ -108,6 +124,7 @@ def follow(stack: Stack, view: ChannelView, release_id: str, approver: Person, t
     started = time.monotonic()
     approved = False
     while True:
+        _check_stop()
         for change in view.poll():
             print(format_change(change, CHANNEL_NAME), flush=True)
         release = store.get(release_id)
