@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -100,15 +100,24 @@ def parse_approvals(table: Mapping[str, Any] | None) -> ApprovalRules:
 
     rules[("global", "")] = fields("approvals", {k: v for k, v in table.items()
                                                  if k not in ("orgs", "registries", "services")})
-    for scope, key in (("org", "orgs"), ("registry", "registries"), ("service", "services")):
+    for scoped, where, body in scoped_tables(table, "approvals",
+                                             (("org", "orgs"), ("registry", "registries"), ("service", "services"))):
+        rules[scoped] = fields(where, body)
+    return ApprovalRules(rules)
+
+
+def scoped_tables(table: Mapping[str, Any], section: str, scopes: tuple[tuple[str, str], ...],
+                  ) -> Iterator[tuple[tuple[str, str], str, Mapping[str, Any]]]:
+    """The per-scope tables of a rules section (``[section.orgs.NAME]`` …) as ((scope, name), where, body), each
+    checked to be a table; shared by ``[approvals]`` and ``[access]``."""
+    for scope, key in scopes:
         sub = table.get(key) or {}
         if not isinstance(sub, Mapping):
-            raise ConfigError(f"[approvals.{key}] must be a table of tables")
+            raise ConfigError(f"[{section}.{key}] must be a table of tables")
         for name, body in sub.items():
             if not isinstance(body, Mapping):
-                raise ConfigError(f"[approvals.{key}.{name}] must be a table")
-            rules[(scope, name)] = fields(f"approvals.{key}.{name}", body)
-    return ApprovalRules(rules)
+                raise ConfigError(f"[{section}.{key}.{name}] must be a table")
+            yield (scope, name), f"{section}.{key}.{name}", body
 
 
 def check_reachable(rules: ApprovalRules, *, services: dict[str, tuple[str, set[str]]]) -> None:

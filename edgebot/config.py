@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgebot.approvals import ApprovalPolicy, ApprovalRules, check_reachable, parse_approvals
+from edgebot.approvals import ApprovalPolicy, ApprovalRules, check_reachable, parse_approvals, scoped_tables
 from edgebot.errors import ConfigError
 from edgebot.ids import GO_ARCHES
 from edgebot.secrets import SecretRef
@@ -531,14 +531,8 @@ def parse_access(table: Mapping[str, Any] | None) -> AccessPolicy:
     top = {k: v for k, v in table.items() if k not in ("orgs", "services", "release_managers")}
     rules[("global", "")] = grants("access", top)
     managers = principals("access.release_managers", table.get("release_managers", []), everyone=False)
-    for scope, key in (("org", "orgs"), ("service", "services")):
-        sub = table.get(key) or {}
-        if not isinstance(sub, Mapping):
-            raise ConfigError(f"[access.{key}] must be a table of tables")
-        for name, body in sub.items():
-            if not isinstance(body, Mapping):
-                raise ConfigError(f"[access.{key}.{name}] must be a table")
-            rules[(scope, name)] = grants(f"access.{key}.{name}", body)
+    for scoped, where, body in scoped_tables(table, "access", (("org", "orgs"), ("service", "services"))):
+        rules[scoped] = grants(where, body)
     return AccessPolicy(rules, managers)
 
 

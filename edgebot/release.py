@@ -289,6 +289,26 @@ class Release:
     def event(self, what: str, **data: Any) -> None:
         self.events.append({"at": time.time(), "what": what, **data})
 
+    def mark_failed(self, message: str, detail: list[str] | None = None, **event: Any) -> list[str]:
+        """End the release as failed with ``message``; every running stage (and arch) is marked failed. Returns the
+        names of those stages, for their thread messages to be repainted."""
+        self.state = FAILED
+        self.error = message
+        self.error_detail = list(detail or [])
+        self.event("failed", error=message, **event)
+        failed: list[str] = []
+        for name, state in self.stages.items():
+            if state.status == RUNNING:
+                state.mark(FAILED_STEP)
+                failed.append(name)
+        for name, per_arch in self.arch_steps.items():
+            for state in per_arch.values():
+                if state.status == RUNNING:
+                    state.mark(FAILED_STEP)
+                    if name not in failed:
+                        failed.append(name)
+        return failed
+
     # -- (de)serialization: plain JSON, no pickle -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

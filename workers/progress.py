@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from edgebot.release import FAILED, FAILED_STEP, RUNNING, Release, StageStatus
+from edgebot.release import Release, StageStatus
 from edgebot.store import Updated
 from workers.context import WorkerContext
 
@@ -41,24 +41,7 @@ def fail(ctx: WorkerContext, release_id: str, message: str, detail: list[str] | 
     """End the release as failed: the running stage (and arch) marked failed, the summary posted once."""
 
     def mutate(r: Release) -> list[str]:
-        if r.is_final:
-            return []
-        r.state = FAILED
-        r.error = message
-        r.error_detail = list(detail or [])
-        r.event("failed", error=message)
-        failed: list[str] = []
-        for name, step in r.stages.items():
-            if step.status == RUNNING:
-                step.mark(FAILED_STEP)
-                failed.append(name)
-        for name, per_arch in r.arch_steps.items():
-            for step in per_arch.values():
-                if step.status == RUNNING:
-                    step.mark(FAILED_STEP)
-                    if name not in failed:
-                        failed.append(name)
-        return failed
+        return [] if r.is_final else r.mark_failed(message, detail)
 
     failed_stages = ctx.store.update(release_id, mutate, fence=ctx.lease).decided
     for stage in failed_stages:

@@ -41,7 +41,7 @@ from rq.utils import utcparse
 from edgebot.errors import LeaseLost
 from edgebot.jobs import SERIALIZER, EdgebotJob, Step, enqueue_step
 from edgebot.lease import Lease, lease_key
-from edgebot.release import FAILED, FAILED_STEP, RUNNING, Release
+from edgebot.release import Release
 from edgebot.settings import Settings
 from edgebot.steps import LedgerStatus, StepEntry, StepLedger
 from edgebot.store import ReleaseNotFound, ReleaseStore
@@ -204,22 +204,7 @@ def _give_up(store: ReleaseStore, ledger: StepLedger, release_id: str, entry: St
     def mutate(r: Release) -> list[str] | None:
         if r.is_final:
             return None
-        r.state = FAILED
-        r.error = message
-        r.error_detail = []
-        r.event("failed", error=message, step=entry.step, attempts=entry.attempt, job=entry.job_id)
-        failed: list[str] = []
-        for name, state in r.stages.items():
-            if state.status == RUNNING:
-                state.mark(FAILED_STEP)
-                failed.append(name)
-        for name, per_arch in r.arch_steps.items():
-            for state in per_arch.values():
-                if state.status == RUNNING:
-                    state.mark(FAILED_STEP)
-                    if name not in failed:
-                        failed.append(name)
-        return failed
+        return r.mark_failed(message, step=entry.step, attempts=entry.attempt, job=entry.job_id)
 
     def then(r: Release, failed: list[str] | None, pipe: Any) -> None:
         if failed is not None and guard.current is not None:
