@@ -102,8 +102,9 @@ class SlackStandIn:
         self.stop()
 
     # -- set-up -------------------------------------------------------------------------------------------------
-    def add_channel(self, channel_id: str, name: str, *, bot_member: bool = True, is_private: bool = False) -> None:
-        self.workspace.add_channel(channel_id, name, bot_member=bot_member, is_private=is_private)
+    def add_channel(self, channel_id: str, name: str, *, bot_member: bool = True, is_private: bool = False,
+                    kind: str = "") -> None:
+        self.workspace.add_channel(channel_id, name, bot_member=bot_member, is_private=is_private, kind=kind)
 
     def add_user(self, user_id: str, name: str) -> None:
         self.workspace.add_user(user_id, name)
@@ -264,7 +265,7 @@ class SlackStandIn:
         try:
             if path == "channels":
                 self.add_channel(str(body["id"]), str(body["name"]), bot_member=bool(body.get("bot_member", True)),
-                                 is_private=bool(body.get("is_private", False)))
+                                 is_private=bool(body.get("is_private", False)), kind=str(body.get("kind") or ""))
                 return 200, {"ok": True}
             if path == "users":
                 self.add_user(str(body["id"]), str(body["name"]))

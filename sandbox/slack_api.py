@@ -14,8 +14,11 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from sandbox.slack_limits import MAX_VIEW_BLOCKS, BlockError, check_message, validate_blocks
 
@@ -29,6 +32,16 @@ RESPONSE_URL_USES = 5  # a response_url takes at most five posts ...
 RESPONSE_URL_TTL = 30 * 60.0  # ... within thirty minutes
 VIEW_TITLE_CHARS = 24
 PRIVATE_METADATA_CHARS = 3000
+
+
+CONVERSATION_SCOPES = {"public": "channels:read", "private": "groups:read", "im": "im:read", "mpim": "mpim:read"}
+"""The scope ``conversations.info`` needs per conversation type (https://docs.slack.dev/reference/methods/conversations.info)."""
+MANIFEST = Path(__file__).resolve().parent.parent / "deploy" / "slack-app-manifest.yml"
+
+
+def manifest_scopes(path: Path = MANIFEST) -> frozenset[str]:
+    """The bot scopes the shipped Slack app manifest grants: the stand-in's token has exactly these."""
+    return frozenset(yaml.safe_load(path.read_text())["oauth_config"]["scopes"]["bot"])
 
 
 class ApiError(Exception):
@@ -89,13 +102,15 @@ class Workspace:
     """One team with channels, users, user groups, messages, ephemerals, opened views and interaction tokens."""
 
     def __init__(self, *, team_id: str, bot_user_id: str, bot_id: str = "B0EDGEBOT", team_domain: str = "edge-sandbox",
-                 bot_name: str = "edgebot") -> None:
+                 bot_name: str = "edgebot", scopes: Iterable[str] | None = None) -> None:
         self.lock = threading.RLock()
         self.team_id = team_id
         self.team_domain = team_domain
         self.bot_user_id = bot_user_id
         self.bot_id = bot_id
         self.bot_name = bot_name
+        self.scopes: frozenset[str] = manifest_scopes() if scopes is None else frozenset(scopes)
+        """The bot token's scopes (default: what deploy/slack-app-manifest.yml grants)."""
         self.channels: dict[str, dict[str, Any]] = {}
         self.users: dict[str, dict[str, Any]] = {}
         self.usergroups: dict[str, dict[str, Any]] = {}
@@ -121,10 +136,17 @@ class Workspace:
         }
 
     # -- set-up -------------------------------------------------------------------------------------------------
-    def add_channel(self, channel_id: str, name: str, *, bot_member: bool = True, is_private: bool = False) -> None:
+    def add_channel(self, channel_id: str, name: str, *, bot_member: bool = True, is_private: bool = False,
+                    kind: str = "") -> None:
+        """A conversation: a public channel, a private one (``is_private``), or ``kind="im"`` (a direct message with
+        the bot: ids start with ``D``, always writable) or ``kind="mpim"`` (a group direct message)."""
+        kind = kind or ("private" if is_private else "public")
+        if kind not in CONVERSATION_SCOPES:
+            raise ValueError(f"kind must be one of {sorted(CONVERSATION_SCOPES)}")
         with self.lock:
-            self.channels[channel_id] = {"id": channel_id, "name": name, "is_member": bot_member,
-                                         "is_private": is_private, "created": int(time.time())}
+            self.channels[channel_id] = {"id": channel_id, "name": name, "kind": kind,
+                                         "is_member": bot_member or kind == "im",
+                                         "is_private": kind != "public", "created": int(time.time())}
             self._messages.setdefault(channel_id, [])
 
     def add_user(self, user_id: str, name: str, *, is_bot: bool = False) -> None:
@@ -274,9 +296,17 @@ class Workspace:
     def conversations_info(self, args: Args) -> dict[str, Any]:
         _required(args, "channel")
         c = self._channel(args["channel"])
+        kind = c["kind"]
+        needed = CONVERSATION_SCOPES[kind]
+        if needed not in self.scopes:  # Slack checks the scope of the conversation's type, not of the method alone
+            raise ApiError("missing_scope", needed=needed, provided=",".join(sorted(self.scopes)))
+        if kind == "im":  # an IM object has no name and no is_member (https://docs.slack.dev/reference/objects/conversation-object)
+            return self._ok({"channel": {"id": c["id"], "is_im": True, "is_org_shared": False,
+                                         "context_team_id": self.team_id, "user": c["name"],
+                                         "is_user_deleted": False, "created": c["created"]}})
         return self._ok({"channel": {
-            "id": c["id"], "name": c["name"], "name_normalized": c["name"], "is_channel": not c["is_private"],
-            "is_group": c["is_private"], "is_im": False, "is_mpim": False, "is_private": c["is_private"],
+            "id": c["id"], "name": c["name"], "name_normalized": c["name"], "is_channel": kind == "public",
+            "is_group": kind == "private", "is_im": False, "is_mpim": kind == "mpim", "is_private": c["is_private"],
             "is_archived": False, "is_general": c["name"] == "general", "is_member": c["is_member"],
             "is_shared": False, "is_ext_shared": False, "is_org_shared": False, "created": c["created"],
             "context_team_id": self.team_id,

@@ -346,7 +346,8 @@ def test_alert_rules_only_name_series_edgebot_exposes(redis_conn: Any) -> None:
 
 SCOPES_BY_METHOD = {
     "chat_postMessage": {"chat:write"}, "chat_update": {"chat:write"}, "chat_postEphemeral": {"chat:write"},
-    "conversations_info": {"channels:read", "groups:read"}, "conversations_members": {"channels:read", "groups:read"},
+    "conversations_info": {"channels:read", "groups:read", "im:read", "mpim:read"},
+    "conversations_members": {"channels:read", "groups:read", "im:read", "mpim:read"},
     "usergroups_users_list": {"usergroups:read"}, "usergroups_list": {"usergroups:read"},
     "users_info": {"users:read"}, "reactions_add": {"reactions:write"}, "auth_test": set(), "views_open": set(),
     "views_update": set(), "views_push": set(), "chat_getPermalink": set(),

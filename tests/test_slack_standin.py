@@ -114,6 +114,30 @@ def test_channel_errors(standin: SlackStandIn, client: WebClient) -> None:
     assert error_of(lambda: client.api_call("chat.postMessage", json={"text": "no channel"})) == "invalid_arguments"
 
 
+def test_direct_messages_need_im_read_as_slack_checks_scopes_per_conversation_type() -> None:
+    """The stand-in's token has exactly the scopes the shipped manifest grants; ``conversations.info`` on a DM
+    needs ``im:read`` (a group DM ``mpim:read``), so a manifest without them fails here as Slack would fail."""
+    from sandbox.slack_api import manifest_scopes
+
+    assert {"im:read", "mpim:read", "channels:read", "groups:read"} <= manifest_scopes()
+    with SlackStandIn(bot_token=TOKEN) as running:
+        running.add_channel("D0ALICE", ALICE, kind="im")
+        running.add_channel("G0TRIO", "mpdm-alice--bob--edgebot-1", kind="mpim")
+        client = WebClient(token=TOKEN, base_url=running.api_url)
+        dm = client.conversations_info(channel="D0ALICE")["channel"]
+        assert (dm["is_im"], dm["user"], "is_member" in dm) == (True, ALICE, False)
+        assert client.conversations_info(channel="G0TRIO")["channel"]["is_mpim"] is True
+    with SlackStandIn(bot_token=TOKEN) as running:
+        running.workspace.scopes = manifest_scopes() - {"im:read"}
+        running.add_channel("D0ALICE", ALICE, kind="im")
+        running.add_channel(CH, "general")
+        client = WebClient(token=TOKEN, base_url=running.api_url)
+        with pytest.raises(SlackApiError) as info:
+            client.conversations_info(channel="D0ALICE")
+        assert (info.value.response["error"], info.value.response["needed"]) == ("missing_scope", "im:read")
+        assert client.conversations_info(channel=CH)["channel"]["is_channel"] is True
+
+
 def test_auth_errors(standin: SlackStandIn) -> None:
     assert error_of(lambda: WebClient(token="xoxb-wrong", base_url=standin.api_url).auth_test()) == "invalid_auth"
     assert error_of(lambda: WebClient(base_url=standin.api_url).auth_test()) == "not_authed"
