@@ -592,6 +592,12 @@ def rollback_ack(release: Release, queued: bool) -> Message:
     return Message(text=text.replace("*", ""), blocks=[section(text)])
 
 
+def rollback_refused_alert(problem_text: str) -> Message:
+    """The rollback job found a request it cannot verify (a forged quorum, say): the fleet stays where it is."""
+    text = escape_keeping_mentions(problem_text)
+    return Message(text=text.replace("*", ""), blocks=[section(text)])
+
+
 # -- locks and crash recovery ------------------------------------------------------------------------------------
 
 def _step_label(step: str) -> str:

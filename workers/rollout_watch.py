@@ -25,13 +25,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from edgebot import fleet_summary
+from edgebot import fleet_summary, messages
 from edgebot.config import RolloutStageConfig, ServiceConfig
 from edgebot.constraints import ConstraintError
 from edgebot.errors import ReleaseEnded, StepFailed
 from edgebot.jobs import Step, enqueue_step
 from edgebot.release import FAILED, ROLLED_BACK, ROLLING_OUT, SUCCEEDED, Release, RolloutStageState, RolloutStatus
-from workers import failures
+from workers import failures, trust
 from workers.context import WorkerContext
 from workers.exchange import fleet_visibility_problem
 from workers.progress import fail
@@ -514,6 +514,19 @@ def rollback(ctx: WorkerContext, release_id: str, user_id: str) -> None:
     release = ctx.store.require(release_id)
     moved = [i for i, s in enumerate(release.rollout) if s.targets]
     if not moved or release.state == ROLLED_BACK:
+        return
+    policy = ctx.config.approval_policy(org=release.org, service=release.service, registry=release.registry)
+    try:  # before anything is written: a quorum forged in Redis moves nothing (workers/trust.py)
+        trust.check_rollback(ctx.sealer(), release, user_id, policy)
+    except trust.SecurityCheckFailed as exc:
+        problem, alert_text = exc.problem, str(exc)
+        log.error("release %s: rollback refused: %s", release_id, problem)
+
+        def alert(r: Release) -> None:
+            r.event("rollback_refused", by=user_id, problem=problem)
+
+        ctx.store.update(release_id, alert)
+        ctx.reporter.note(release_id, messages.rollback_refused_alert(alert_text))
         return
 
     def stop(r: Release) -> None:  # first, so a poll running now cannot move the fleet on
