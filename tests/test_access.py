@@ -83,7 +83,7 @@ def test_group_membership_is_cached_then_re_read() -> None:
 @pytest.mark.parametrize(
     ("table", "fragment"),
     [
-        ({"deploy": ["U0A"]}, "unknown permission 'deploy'"),
+        ({"promote": ["U0A"]}, "unknown permission 'promote'"),
         ({"publish": "U0A"}, "access.publish must be a list"),
         ({"publish": ["alice"]}, "Slack user ids (U…) and user group ids (S…)"),
         ({"services": {"hello": "U0A"}}, "[access.services.hello] must be a table"),

@@ -123,6 +123,8 @@ def start(ctx: WorkerContext, release_id: str) -> None:
         return
     service = ctx.config.services[release.service]
     registry = ctx.config.registries[release.registry]
+    if release.is_deploy:  # a deploy rolls out only what the bot sealed and workers/deploy.py verified
+        trust.check_intake(ctx.sealer(), release)
     url = _service_url(release)
     with failures.translated("rollout", release, registry, ctx=ctx):
         client = ctx.exchange(release.org)
@@ -164,13 +166,21 @@ def _move(ctx: WorkerContext, service: ServiceConfig, release: Release, kind: st
     from edgebot.fleet_summary import Target
 
     moved = move(Target(kind, name), body, org=release.org, url=url, version=release.version,
-                 published_arches=release.arches, catalog_arches=service.arches, retries=st.rollout_fallback_retries,
+                 published_arches=_published_arches(release), catalog_arches=service.arches,
+                 retries=st.rollout_fallback_retries,
                  retry_durations=st.rollout_fallback_retry_durations)
     refusal = agbot_refusal(kind, moved.body, release.org, url)
     if refusal:
         raise RolloutRefused(f"{kind} `{name}` would be dropped by the agreement bot ({refusal}; anax "
                              "ServiceRef.Validate): fix its priorities first (no node was moved)")
     return moved
+
+
+def _published_arches(release: Release) -> list[str]:
+    """The arches of the version in the Exchange: a publish's, or those a deploy found there (workers/deploy.py)."""
+    if not release.is_deploy:
+        return list(release.arches)
+    return [a for a in release.arches if (res := release.results.get(a)) is not None and res.service_id]
 
 
 def begin_stage(ctx: WorkerContext, release_id: str, index: int) -> None:
