@@ -102,3 +102,17 @@ def test_config_mistakes(table: dict[str, object], fragment: str) -> None:
 
 def test_mentions() -> None:
     assert mention("U0ALICE") == "<@U0ALICE>" and mention("S0HELLO") == "<!subteam^S0HELLO>"
+
+
+def test_deploy_and_rollback_to_need_their_own_permission_falling_back_to_publish() -> None:
+    from bot.grammar import DeployCommand
+    from bot.intake import deploy_permission
+
+    table = {"publish": ["U0ALICE"], "services": {"hello": {"deploy": ["U0OPS"]}}}
+    check = AccessCheck(parse_access(table), lambda group: set(), cache_ttl=60)
+    deploy, back = DeployCommand("hello", "1.0.0"), DeployCommand("hello", "1.0.0", as_rollback=True)
+    assert deploy_permission(check, deploy, "acme") == "deploy"
+    assert deploy_permission(check, back, "acme") == "publish"  # no rule names rollback: publish applies
+    assert deploy_permission(check, DeployCommand("other", "1.0.0"), "acme") == "publish"
+    assert check.allowed("deploy", "U0OPS", org="acme", service="hello")[0]
+    assert not check.allowed("deploy", "U0ALICE", org="acme", service="hello")[0]

@@ -43,7 +43,7 @@ from workers.definition import ServiceDefinition, read_definition
 from workers.exchange import service_id
 from workers.rollout import covered_arches, stages_of
 from workers.signing import SigningError, fingerprint, verify_deployment
-from workers.source import read_file_at, resolve_ref
+from workers.source import SourceError, read_file_at, resolve_ref
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,13 @@ def read_source(ctx: WorkerContext, release: Release) -> tuple[str, dict[str, Se
     cache = Path(ctx.config.settings.source_cache_dir)
     cap = ctx.config.settings.source_file_max_bytes
     ref = service.ref_for(release.version)
-    sha = release.commit_sha or resolve_ref(service.source, ref, cache)
+    try:
+        sha = release.commit_sha or resolve_ref(service.source, ref, cache)
+    except SourceError as exc:
+        if getattr(exc, "transient", False):
+            raise
+        raise StepFailed(f"{release.service} {release.version} is not a version of its source ({exc}), so it was "
+                         "never published: only a published version can be deployed. Nothing moved.") from None
     horizon = service.horizon_dir.strip("/")
     text = read_file_at(service.source, sha, f"{horizon}/service.definition.json", cache, max_bytes=cap)
     if text is None:
@@ -148,7 +154,7 @@ def verify(ctx: WorkerContext, release: Release, url: str) -> dict[str, Found]:
     if not found:
         raise StepFailed(f"{release.service} {release.version} is not in the Exchange of org `{release.org}` for any "
                          f"arch (no service `{service_id(url, release.version, release.arches[0])}`): only a "
-                         "published version can be deployed. Publish it first; nothing moved.")
+                         "published version can be deployed. Publish it first. Nothing moved.")
     missing = sorted(set(needed) - set(found))
     if missing:
         arch = missing[0]
