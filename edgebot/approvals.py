@@ -199,7 +199,8 @@ class Kind(StrEnum):
     between kinds by it (``bot.approve.KINDS``): a new kind is one more member here and one more entry there."""
 
     PUBLISH = "publish"
-    """The gate before publish: ``release.approval``, asked by the workers once every arch is signed."""
+    """The gate before publish: ``release.approval``, asked by the workers once every arch is signed (or, for a
+    deploy of a version already in the Exchange, once workers/deploy.py verified it; quorum then queues that)."""
     ROLLBACK = "rollback"
     """`/edge rollback` under an approval policy: ``release.rollback_request``, asked by the bot."""
 

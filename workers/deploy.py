@@ -173,8 +173,10 @@ def _url(definitions: dict[str, ServiceDefinition]) -> str:
 
 def check(ctx: WorkerContext, release_id: str) -> None:
     release = ctx.store.require(release_id)
-    if release.is_final or not release.is_deploy or release.state != QUEUED:  # resumed after it moved on
-        if release.state == AWAITING_APPROVAL and release.approval is None:
+    if not release.is_deploy:
+        raise trust.SecurityCheckFailed(f"release {release.release_id} is not a deploy", nothing="Nothing was moved")
+    if release.is_final or release.state != QUEUED:  # resumed after it moved on
+        if release.state == AWAITING_APPROVAL and release.approval is None:  # killed before it asked: ask now
             gate.request(ctx, release_id)
         return
     sealer = ctx.sealer()
