@@ -98,7 +98,14 @@ def _publish_granted(release: Release) -> None:
 
 def _publish_rejected(release: Release, user_id: str, reason: str) -> None:
     release.state = REJECTED
-    release.error = f"rejected by <@{user_id}>: {reason}. The images stay in the registry; nothing was published"
+    outcome = "Nothing moved" if release.is_deploy else "The images stay in the registry; nothing was published"
+    release.error = f"rejected by <@{user_id}>: {reason}. {outcome}"
+
+
+def _publish_next(release: Release, request: Approval) -> tuple[Step, tuple[str, ...]]:
+    """Each round's publish is a step of its own; a deploy (a version already in the Exchange) has its own step that
+    verifies it again and starts the rollout."""
+    return (Step.DEPLOY if release.is_deploy else Step.PUBLISH), publish_args(request.round)
 
 
 def _publish_repaint(reporter: ThreadReporter, release_id: str) -> None:
@@ -145,7 +152,7 @@ KINDS: dict[Kind, KindRules] = {
         requester=lambda r: r.user_id,
         closed=_publish_closed,
         granted=_publish_granted,
-        next_step=lambda r, request: (Step.PUBLISH, publish_args(request.round)),  # each round's publish is a step
+        next_step=_publish_next,
         rejected=_publish_rejected,
         expired=approvals.mark_expired,
         events="",

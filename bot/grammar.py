@@ -5,7 +5,8 @@
     /edge history SERVICE [--limit N]
     /edge cancel RELEASE
     /edge rollout SERVICE [VERSION]
-    /edge rollback SERVICE
+    /edge rollback SERVICE [--to VERSION [--policy NAME] [--registry ALIAS]]
+    /edge deploy SERVICE VERSION [--policy NAME] [--registry ALIAS]
     /edge help [publish]
 
 Slack clients turn ``--`` into an em dash when "smart punctuation" is on, so ``—registry`` reads as ``--registry``.
@@ -21,6 +22,7 @@ from edgebot.errors import UsageError
 from edgebot.ids import GO_ARCHES, RELEASE_ID_RE, VERSION_RE
 from edgebot.messages import (
     CANCEL_USAGE,
+    DEPLOY_USAGE,
     HELP_USAGE,
     HISTORY_USAGE,
     PUBLISH_USAGE,
@@ -82,8 +84,21 @@ class RollbackCommand:
     service: str
 
 
+@dataclass(frozen=True)
+class DeployCommand:
+    """``/edge deploy SERVICE VERSION`` (or ``/edge rollback SERVICE --to VERSION``, ``as_rollback``): move the
+    rollout stages to a version already in the Exchange, without a build."""
+
+    service: str
+    version: str
+    policies: tuple[str, ...] | None = None
+    registry: str | None = None
+    """Which registry's approval rules apply (the images of the version must be in it); default: see bot.intake."""
+    as_rollback: bool = False
+
+
 Command = (PublishCommand | HelpCommand | StatusCommand | HistoryCommand | CancelCommand | RolloutCommand
-           | RollbackCommand)
+           | RollbackCommand | DeployCommand)
 MAX_HISTORY = 25
 
 
@@ -105,7 +120,11 @@ def parse(text: str) -> Command:
         return _parse_history(rest)
     if verb == "rollout":
         return _parse_rollout(rest)
+    if verb == "deploy":
+        return _parse_deploy(rest, as_rollback=False)
     if verb == "rollback":
+        if any(w.startswith("--") for w in rest):
+            return _parse_deploy(rest, as_rollback=True)
         if len(rest) != 1 or not _NAME_RE.match(rest[0]):
             problem = "SERVICE missing." if not rest else (
                 f"Unexpected extra words: {' '.join(_quote(w) for w in rest[1:])}." if len(rest) > 1
@@ -118,8 +137,8 @@ def parse(text: str) -> Command:
         status = _parse_status(rest)
         return CancelCommand(status.release_id or "")
     raise UsageError(
-        f"Unknown command {_quote(words[0])}. I know `publish`, `status`, `history`, `rollout`, `rollback`, "
-        "`cancel` and `help`.",
+        f"Unknown command {_quote(words[0])}. I know `publish`, `deploy`, `status`, `history`, `rollout`, "
+        "`rollback`, `cancel` and `help`.",
         PUBLISH_USAGE,
     )
 
@@ -251,6 +270,59 @@ def _parse_publish(words: list[str]) -> PublishCommand:
         overwrite="overwrite" in flags,
         policies=policies,
     )
+
+
+def _parse_deploy(words: list[str], *, as_rollback: bool) -> DeployCommand:
+    """``deploy SERVICE VERSION [--policy a,b] [--registry ALIAS]`` or ``rollback SERVICE --to VERSION [...]``."""
+    usage = ROLLBACK_USAGE if as_rollback else DEPLOY_USAGE
+    known = ("to", "policy", "registry") if as_rollback else ("policy", "registry")
+    positional: list[str] = []
+    values: dict[str, str] = {}
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if not word.startswith("--"):
+            positional.append(word)
+            i += 1
+            continue
+        name, eq, value = word[2:].partition("=")
+        name = name.lower()
+        if name not in known:
+            raise UsageError(f"Unknown option {_quote(word)}.", usage)
+        if name in values:
+            raise UsageError(f"`--{name}` is given twice.", usage)
+        if not eq:
+            if i + 1 >= len(words) or words[i + 1].startswith("--"):
+                raise UsageError(f"`--{name}` needs a value.", usage)
+            value = words[i + 1]
+            i += 1
+        if not value:
+            raise UsageError(f"`--{name}` needs a value.", usage)
+        values[name] = value
+        i += 1
+    wanted = 1 if as_rollback else 2
+    if len(positional) < wanted:
+        raise UsageError("SERVICE missing." if not positional else "VERSION missing.", usage)
+    if len(positional) > wanted:
+        raise UsageError(f"Unexpected extra words: {' '.join(_quote(w) for w in positional[wanted:])}.", usage)
+    service = positional[0]
+    if not _NAME_RE.match(service):
+        raise UsageError(f"{_quote(service)} is not a service name.", usage)
+    if as_rollback and "to" not in values:
+        raise UsageError("`--policy` and `--registry` go with `--to VERSION` (the version to roll back to).", usage)
+    version = values["to"] if as_rollback else positional[1]
+    if not VERSION_RE.match(version):
+        raise UsageError(f"{_quote(version)} is not a version (`1`, `1.2` or `1.2.3`).", usage)
+    registry = values.get("registry")
+    if registry is not None and not _NAME_RE.match(registry):
+        raise UsageError(f"{_quote(registry)} is not a registry alias.", usage)
+    policies = None
+    if "policy" in values:
+        policies = tuple(dict.fromkeys(p.strip() for p in values["policy"].split(",")))
+        bad = [p for p in policies if not _NAME_RE.match(p)]
+        if bad:
+            raise UsageError(f"{_quote(bad[0])} is not a policy or pattern name.", usage)
+    return DeployCommand(service, version, policies=policies, registry=registry, as_rollback=as_rollback)
 
 
 def _parse_arches(value: str) -> tuple[str, ...]:

@@ -17,17 +17,19 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.access import AccessCheck
-from bot.grammar import PublishCommand
+from bot.grammar import DeployCommand, PublishCommand
 from edgebot.config import Config
 from edgebot.errors import UsageError
 from edgebot.ids import new_release_id
 from edgebot.jobs import Step, enqueue_step
-from edgebot.messages import PUBLISH_USAGE
-from edgebot.release import Release
+from edgebot.messages import DEPLOY_USAGE, PUBLISH_USAGE, ROLLBACK_USAGE
+from edgebot.release import DEPLOY, ROLLBACK_TO, Release
 from edgebot.seals import Sealer, intake_payload
 from edgebot.store import PublishLocked, ReleaseIdTaken, ReleaseStore
 
 log = logging.getLogger(__name__)
+HISTORY_DEPTH = 25
+"""How many past releases of a service a deploy looks through for the registry its version was published to."""
 ID_ATTEMPTS = 3
 """New release ids tried when one is taken (with 64 random bits, a second try is already a curiosity)."""
 
@@ -140,21 +142,36 @@ def accept_publish(
         if not allowed:
             raise NotAllowed("publish", org, command.service, holders)
     channels.require_member(requester.team_id, requester.channel_id)
-    release = Release(
-        release_id=new_id(),
-        team_id=requester.team_id,
-        channel_id=requester.channel_id,
-        user_id=requester.user_id,
-        service=command.service,
-        version=command.version,
-        org=org,
-        registry=command.registry,
-        arches=arches,
-        dry_run=command.dry_run,
-        overwrite=command.overwrite,
-        rollout_only=list(command.policies or ()),
-        command_text=" ".join(text.split()),
-    )
+
+    def make(release_id: str) -> Release:
+        return Release(
+            release_id=release_id,
+            team_id=requester.team_id,
+            channel_id=requester.channel_id,
+            user_id=requester.user_id,
+            service=command.service,
+            version=command.version,
+            org=org,
+            registry=command.registry,
+            arches=arches,
+            dry_run=command.dry_run,
+            overwrite=command.overwrite,
+            rollout_only=list(command.policies or ()),
+            command_text=" ".join(text.split()),
+        )
+
+    return _record(make, Step.PREPARE, requester, config=config, store=store, sealer=sealer, new_id=new_id,
+                   attempts=attempts)
+
+
+def _record(make: Callable[[str], Release], first: Step, requester: Requester, *, config: Config,
+            store: ReleaseStore, sealer: Sealer | None, new_id: Callable[[], str], attempts: int) -> Accepted:
+    """Seal the release ``make`` builds, then write it and its ``first`` job in one MULTI (duplicates suppressed).
+
+    An id that is already taken is never reused: the release is made again under a new one (``attempts`` in all),
+    and :class:`ReleaseIdTaken` propagates when every try collided.
+    """
+    release = make(new_id())
     release.event("requested", by=requester.user_id, command=release.command_text)
     if sealer is not None:  # the publish worker acts only on a request the bot sealed (edgebot.seals)
         release.intake_seal = sealer.seal("intake", intake_payload(release))
@@ -165,7 +182,7 @@ def accept_publish(
         return Accepted(store.get(holder) or release, duplicate_of=holder)
 
     def enqueue_first_job(pipe: redis.client.Pipeline) -> None:
-        enqueue_step(store.redis, config.settings, Step.PREPARE, release.release_id, pipe=pipe)
+        enqueue_step(store.redis, config.settings, first, release.release_id, pipe=pipe)
 
     try:
         store.create(release, then=enqueue_first_job)
@@ -178,6 +195,79 @@ def accept_publish(
                     "trying a new one" if attempts > 1 else "giving up")
         if attempts <= 1:
             raise
-        return accept_publish(command, requester, text, config=config, store=store, channels=channels, access=access,
-                              sealer=sealer, new_id=new_id, attempts=attempts - 1)
+        return _record(make, first, requester, config=config, store=store, sealer=sealer, new_id=new_id,
+                       attempts=attempts - 1)
     return Accepted(release)
+
+
+def deploy_permission(access: AccessCheck, command: DeployCommand, org: str) -> str:
+    """``deploy`` (``rollback`` for `/edge rollback --to`); where no ``[access]`` rule names it, ``publish``."""
+    wanted = ROLLBACK_TO if command.as_rollback else DEPLOY
+    return wanted if access.policy.principals(wanted, org=org, service=command.service) is not None else "publish"
+
+
+def resolve_deploy(command: DeployCommand, config: Config, store: ReleaseStore) -> str:
+    """Check a deploy against the catalog; return the registry alias whose approval rules apply."""
+    usage = ROLLBACK_USAGE if command.as_rollback else DEPLOY_USAGE
+    service = config.services.get(command.service)
+    if service is None:
+        known = ", ".join(f"`{s}`" for s in sorted(config.services)) or "none"
+        raise UsageError(f"`{command.service}` is not in edgebot's catalog. Known services: {known}.", usage)
+    if not service.rollout:
+        raise UsageError(f"`{command.service}` has no rollout stages in edgebot's catalog, so a deploy would move "
+                         "nothing: add `[[services.NAME.rollout]]` stages naming its policies or patterns.", usage)
+    if command.policies:
+        configured = [t.name for stage in service.rollout for t in stage.targets]
+        unknown = [p for p in command.policies if p not in configured]
+        if unknown:
+            known = ", ".join(f"`{n}`" for n in configured)
+            raise UsageError(f"`--policy {unknown[0]}` is not one of `{command.service}`'s rollout policies or "
+                             f"patterns in the catalog ({known}).", usage)
+    if command.registry is not None:
+        if command.registry not in config.registries:
+            known = ", ".join(f"`{r}`" for r in sorted(config.registries))
+            raise UsageError(f"Unknown registry alias `{command.registry}`. Configured: {known}.", usage)
+        return command.registry
+    if len(config.registries) == 1:
+        return next(iter(config.registries))
+    for release in store.history(service.org, command.service, HISTORY_DEPTH):  # where edgebot published it
+        if release.version == command.version and not release.is_deploy and release.registry in config.registries:
+            return release.registry
+    known = ", ".join(f"`{r}`" for r in sorted(config.registries))
+    raise UsageError(f"Which registry are the images of `{command.service}` {command.version} in? edgebot did not "
+                     f"publish that version itself: add `--registry ALIAS` ({known}); its approval rules apply.", usage)
+
+
+def accept_deploy(
+    command: DeployCommand,
+    requester: Requester,
+    text: str,
+    *,
+    config: Config,
+    store: ReleaseStore,
+    channels: ChannelCheck,
+    access: AccessCheck | None = None,
+    sealer: Sealer | None = None,
+    new_id: Callable[[], str] = new_release_id,
+) -> Accepted:
+    """`/edge deploy` (or `/edge rollback --to`): a release of a version already in the Exchange, no build. Its first
+    job (workers.deploy.check) verifies the version in the Exchange; nothing moves before that and the approvals."""
+    registry = resolve_deploy(command, config, store)
+    service = config.services[command.service]
+    org = service.org
+    if access is not None:
+        permission = deploy_permission(access, command, org)
+        allowed, holders = access.allowed(permission, requester.user_id, org=org, service=command.service,
+                                          catalog_org=org)
+        if not allowed:
+            raise NotAllowed(permission, org, command.service, holders)
+    channels.require_member(requester.team_id, requester.channel_id)
+
+    def make(release_id: str) -> Release:
+        return Release(release_id=release_id, team_id=requester.team_id, channel_id=requester.channel_id,
+                       user_id=requester.user_id, service=command.service, version=command.version, org=org,
+                       registry=registry, arches=list(service.arches), rollout_only=list(command.policies or ()),
+                       command_text=" ".join(text.split()), kind=ROLLBACK_TO if command.as_rollback else DEPLOY)
+
+    return _record(make, Step.CHECK_DEPLOY, requester, config=config, store=store, sealer=sealer, new_id=new_id,
+                   attempts=ID_ATTEMPTS)

@@ -24,7 +24,7 @@ from bot import grammar, rollout_view
 from bot.access import AccessCheck, mention
 from bot.approve import KINDS, ApprovalDesk, ClickOutcome, kind_of_action, kind_of_view
 from bot.cancel import cancel_release
-from bot.intake import ChannelCheck, NotAllowed, NotInChannel, Requester, accept_publish
+from bot.intake import ChannelCheck, NotAllowed, NotInChannel, Requester, accept_deploy, accept_publish
 from bot.rollback import RollbackRefused, request_rollback
 from edgebot import approval_messages, approvals, logs, messages
 from edgebot.approvals import Kind, Refusal
@@ -139,6 +139,8 @@ def _answer(parsed: grammar.Command, command: dict[str, Any], ctx: BotContext) -
             return Answer(_read_only(parsed, command, ctx))
         case grammar.PublishCommand():
             return Answer(_publish(parsed, command, ctx))
+        case grammar.DeployCommand():
+            return Answer(_deploy(parsed, command, ctx))
     raise AssertionError(f"no answer for {parsed!r}")
 
 
@@ -153,6 +155,18 @@ def _publish(parsed: grammar.PublishCommand, command: dict[str, Any], ctx: BotCo
     # The root message is posted by the release's first job, not here: Slack has no idempotency key, so a bot killed
     # between chat.postMessage and recording its ts would leave a second root when the worker posted again.
     return messages.queued_ack(accepted.release)
+
+
+def _deploy(parsed: grammar.DeployCommand, command: dict[str, Any], ctx: BotContext) -> messages.Message:
+    """`/edge deploy`, `/edge rollback --to`: recorded and queued like a publish; the first job checks the Exchange."""
+    requester = Requester(team_id=command.get("team_id", ""), channel_id=command.get("channel_id", ""),
+                          user_id=command.get("user_id", ""))
+    accepted = accept_deploy(parsed, requester, command.get("text", "") or "", config=ctx.config, store=ctx.store,
+                             channels=ctx.channels, access=ctx.access, sealer=ctx.approvals.sealer)
+    logs.set_release(accepted.duplicate_of or accepted.release.release_id)
+    if accepted.duplicate_of:
+        return messages.duplicate_ack(accepted.duplicate_of)
+    return messages.deploy_queued_ack(accepted.release)
 
 
 def _read_only(parsed: grammar.StatusCommand | grammar.HistoryCommand, command: dict[str, Any],

@@ -5,6 +5,7 @@ Kept beside :mod:`edgebot.messages` (which renders the rest of the thread) so ea
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -87,13 +88,16 @@ def approval_card(release: Release) -> Message:
         f"requested by <@{release.user_id}> · release `{release.release_id}` · registry `{release.registry}`",
         f"commit `{release.commit_sha}`",
     ]
-    for arch in release.arches:
-        res = release.result(arch)
-        change = escape(approval.exchange_changes.get(arch, ""))
-        lines.append(f"*{arch}* `{res.pinned_image}`\n    signature `{short(res.signature_fingerprint, 23)}`"
-                     + (f" · Exchange: {change}" if change else ""))
-    key_fp = short(release.public_key_fingerprint, 23)
-    lines.append(f"signing key `{release.key_name}` · public key fingerprint `{key_fp}`")
+    if release.is_deploy:
+        lines += _deploy_lines(release)
+    else:
+        for arch in release.arches:
+            res = release.result(arch)
+            change = escape(approval.exchange_changes.get(arch, ""))
+            lines.append(f"*{arch}* `{res.pinned_image}`\n    signature `{short(res.signature_fingerprint, 23)}`"
+                         + (f" · Exchange: {change}" if change else ""))
+        key_fp = short(release.public_key_fingerprint, 23)
+        lines.append(f"signing key `{release.key_name}` · public key fingerprint `{key_fp}`")
     targets = approval.covers.get("targets") or []
     lines.append("moves " + ", ".join(f"`{t}`" for t in targets) if targets
                  else "moves no deployment policy or pattern (publish only)")
@@ -117,6 +121,19 @@ def approval_card(release: Release) -> Message:
         blocks.append(context(tally))
     text = clip(f"{head}\n" + "\n".join(lines), 3900).replace("*", "")
     return Message(text=text, blocks=_limit_blocks(blocks))
+
+
+def _deploy_lines(release: Release) -> list[str]:
+    """What a deploy's card shows: an existing version, nothing built, and exactly which services it moves to."""
+    lines = [f"a {'rollback' if release.kind == 'rollback' else 'deploy'} of version {release.version}, already in "
+             "the Exchange: nothing is built, pushed, signed or published"]
+    for arch in release.arches:
+        res = release.result(arch)
+        if res.service_id:
+            lines.append(f"*{arch}* service `{escape(res.service_id)}` · deployment sha256 "
+                         f"`{short(hashlib.sha256(res.deployment.encode()).hexdigest(), 23)}` · signature "
+                         f"`{short(res.signature_fingerprint, 23)}`")
+    return lines
 
 
 def superseded_card(release: Release) -> Message:
@@ -176,7 +193,8 @@ def click_refused(reason: Refusal, release: Release | None, release_id: str, *, 
 
 def approval_counted(release: Release, reached: bool) -> Message:
     if reached:
-        text = f"Approved: {title(release)} has the approvals it needs ({_tally(release)}) and is being published now."
+        now = "being rolled out now" if release.is_deploy else "being published now"
+        text = f"Approved: {title(release)} has the approvals it needs ({_tally(release)}) and is {now}."
     else:
         text = f"Your approval of {title(release)} counts: {_tally(release)}."
     return Message(text=text)
@@ -192,7 +210,8 @@ def reject_modal(release: Release, value: str, *, kind: Kind = Kind.PUBLISH) -> 
                     f"<@{release.rollback_request.requested_by}>? The fleet stays on {release.version}.")
     else:
         question = (f"Reject *{title(release)}* (release `{release.release_id}`) requested by <@{release.user_id}>? "
-                    "The images stay in the registry, nothing is published.")
+                    + ("The fleet stays where it is." if release.is_deploy else
+                       "The images stay in the registry, nothing is published."))
     return {
         "type": "modal",
         "callback_id": REJECT_ROLLBACK_CALLBACK if rollback else REJECT_CALLBACK,

@@ -157,6 +157,26 @@ def covers(release: Release, targets: list[str]) -> dict[str, Any]:
     }
 
 
+def deploy_covers(release: Release, targets: list[str]) -> dict[str, Any]:
+    """What approving a deploy (`/edge deploy`, `/edge rollback --to`) covers: the version, the service id of each
+    arch in the Exchange, the sha256 of its exact deployment string and its signature's fingerprint (each verified
+    against a key stored with the service), and the deployment policies or patterns it moves."""
+    arches = [a for a in release.arches if release.result(a).service_id]
+    return {
+        "deploy": release.version,
+        "kind": release.kind,
+        "services": {arch: release.result(arch).service_id for arch in arches},
+        "deployments": {arch: hashlib.sha256(release.result(arch).deployment.encode()).hexdigest() for arch in arches},
+        "signatures": {arch: release.result(arch).signature_fingerprint for arch in arches},
+        "targets": sorted(targets),
+    }
+
+
+def covers_of(release: Release, targets: list[str]) -> dict[str, Any]:
+    """What the approval gate of this release covers: a publish's (:func:`covers`) or a deploy's."""
+    return deploy_covers(release, targets) if release.is_deploy else covers(release, targets)
+
+
 def covers_digest(covered: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(covered, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -179,7 +199,8 @@ class Kind(StrEnum):
     between kinds by it (``bot.approve.KINDS``): a new kind is one more member here and one more entry there."""
 
     PUBLISH = "publish"
-    """The gate before publish: ``release.approval``, asked by the workers once every arch is signed."""
+    """The gate before publish: ``release.approval``, asked by the workers once every arch is signed (or, for a
+    deploy of a version already in the Exchange, once workers/deploy.py verified it; quorum then queues that)."""
     ROLLBACK = "rollback"
     """`/edge rollback` under an approval policy: ``release.rollback_request``, asked by the bot."""
 
@@ -213,8 +234,10 @@ def mark_expired(release: Release) -> None:
     assert approval is not None
     minutes = round((approval.expires_at - approval.requested_at) / 60)
     release.state = EXPIRED
+    outcome = ("nothing moved" if release.is_deploy else
+               "the images stay in the registry, nothing was published")
     release.error = (f"nobody approved it within {minutes} minute(s) ({len(approval.approvals())} of "
-                     f"{approval.required} approvals); the images stay in the registry, nothing was published")
+                     f"{approval.required} approvals); {outcome}")
     release.event("expired", approvals=len(approval.approvals()), required=approval.required)
 
 

@@ -13,6 +13,7 @@ that tell two jobs of the same step apart::
     r-7f3a9c-publish-release         r-7f3a9c-publish-release-2        (approval round 2)
     r-7f3a9c-start-rollout           r-7f3a9c-rollout-poll-0-3         (stage 0, poll 3)
     r-7f3a9c-rollback                r-7f3a9c-expire-approval-1-0      r-7f3a9c-expire-rollback-1765000000
+    r-7f3a9c-deploy-check            r-7f3a9c-deploy-release           r-7f3a9c-deploy-release-2
     r-7f3a9c-build-arch-amd64-a2     (a step resumed by the reaper: attempt 2)
 
 RQ imports whatever function a job names. A job in Redis written by anyone who can reach Redis could name
@@ -78,6 +79,10 @@ class Step(enum.Enum):
     POLL_ROLLOUT = StepKind("poll_rollout", "rollout-poll", id_args=2)
     ROLLBACK = StepKind("rollback_release", "rollback")
     EXPIRE_ROLLBACK = StepKind("expire_rollback_request", "expire-rollback", retried=False, short=True)
+    CHECK_DEPLOY = StepKind("check_deploy", "deploy-check")
+    """`/edge deploy`: read the version's services from the Exchange and verify them (no build), then the gate."""
+    DEPLOY = StepKind("deploy_release", "deploy-release", id_args=1)
+    """A checked (and approved) deploy, per approval round like publish: verify again, then start the rollout."""
 
     @property
     def kind(self) -> StepKind:

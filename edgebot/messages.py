@@ -46,7 +46,8 @@ STATUS_USAGE = "/edge status [RELEASE]"
 HISTORY_USAGE = "/edge history SERVICE [--limit N]"
 CANCEL_USAGE = "/edge cancel RELEASE"
 ROLLOUT_USAGE = "/edge rollout SERVICE [VERSION]"
-ROLLBACK_USAGE = "/edge rollback SERVICE"
+ROLLBACK_USAGE = "/edge rollback SERVICE [--to VERSION [--policy NAME] [--registry ALIAS]]"
+DEPLOY_USAGE = "/edge deploy SERVICE VERSION [--policy NAME] [--registry ALIAS]"
 
 STATE_LABEL = {
     QUEUED: "queued",
@@ -162,6 +163,9 @@ def state_label(release: Release) -> str:
 
 
 def title(release: Release) -> str:
+    if release.is_deploy:
+        what = "rollback to" if release.kind == "rollback" else "deploy of"
+        return f"{what} {release.service} {release.version} from the Exchange"
     return f"{release.service} {release.version} → {release.registry}"
 
 
@@ -188,7 +192,9 @@ def help_message(topic: str = "") -> Message:
         f"• `{PUBLISH_USAGE}`\n• `{STATUS_USAGE}`: active releases here, or one release in detail\n"
         f"• `{HISTORY_USAGE}`: past releases of a service\n• `{CANCEL_USAGE}`: stop a release before it publishes\n"
         f"• `{ROLLOUT_USAGE}`: how far the fleet runs a version\n"
-        f"• `{ROLLBACK_USAGE}`: put the policies/patterns of the last rollout back to the previous version\n"
+        f"• `{ROLLBACK_USAGE}`: put the policies/patterns of the last rollout back to the previous version (or, "
+        "with `--to`, move them to an older published version)\n"
+        f"• `{DEPLOY_USAGE}`: roll out a version already in the Exchange, without a build\n"
         f"• `{HELP_USAGE}`\n\n"
         "Everything about a release is reported in the thread of its message in this channel."
     )
@@ -304,6 +310,8 @@ def summary_message(release: Release) -> Message:
         head = (
             f"{STATE_ICON[SUCCEEDED]} {mention} dry run of *{title(release)}* passed: nothing was pushed or published."
         )
+    elif release.state == SUCCEEDED and release.is_deploy:
+        head = f"{STATE_ICON[SUCCEEDED]} {mention} *{title(release)}* is rolled out in org `{release.org}`."
     elif release.state == SUCCEEDED:
         head = f"{STATE_ICON[SUCCEEDED]} {mention} *{title(release)}* is published to org `{release.org}`."
     else:
@@ -315,10 +323,11 @@ def summary_message(release: Release) -> Message:
         blocks.append(section(preformatted("\n".join(release.error_detail))))
     for arch in release.arches:
         result = release.results.get(arch)
-        if result is None or not (result.pinned_image or result.image_tag):
+        if result is None or not (result.pinned_image or result.image_tag or result.service_id):
             continue
         lines = [f"*{arch}*"]
-        lines.append(f"image `{result.pinned_image or result.image_tag}`")
+        if result.pinned_image or result.image_tag:
+            lines.append(f"image `{result.pinned_image or result.image_tag}`")
         if result.service_id:
             action = f" ({result.publish_action})" if result.publish_action else ""
             lines.append(f"service `{release.org}/{escape(result.service_id)}`{action}")  # from the definition's url
@@ -335,7 +344,12 @@ def summary_message(release: Release) -> Message:
             lines.append(" · ".join(arch_timings))
         blocks.append(section("\n".join(lines)))
         text_lines.append(" · ".join(line.replace("*", "") for line in lines))
-    if release.key_name:
+    if release.key_name and release.is_deploy:
+        key_line = (f"nothing built: the signatures verify with key(s) `{escape(release.key_name)}` stored with the "
+                    "service")
+        blocks.append(context(key_line))
+        text_lines.append(key_line)
+    elif release.key_name:
         key_fp = short(release.public_key_fingerprint, 23)
         key_line = f"key `{release.key_name}` in the Exchange · public key fingerprint `{key_fp}`"
         blocks.append(context(key_line))
@@ -589,6 +603,34 @@ def rollback_ack(release: Release, queued: bool) -> Message:
     else:
         text = (f"Rolling back *{title(release)}* (release `{release.release_id}`): {', '.join(moved)} will pin the "
                 "versions they pinned before it. The release's thread shows the result.")
+    return Message(text=text.replace("*", ""), blocks=[section(text)])
+
+
+def deploy_checked(release: Release, keys: dict[str, str]) -> Message:
+    """The thread of a deploy, once every covered arch's service was read from the Exchange and verified."""
+    lines = [f":mag: *{release.service} {release.version}* is in the Exchange (org `{release.org}`), nothing to build:"]
+    for arch in release.arches:
+        res = release.results.get(arch)
+        if res is None or not res.service_id:
+            lines.append(f"`{arch}` not published (no policy or pattern of the rollout deploys it)")
+            continue
+        lines.append(f"`{arch}` service `{escape(res.service_id)}` · signature `{short(res.signature_fingerprint, 23)}`"
+                     f" verifies with key `{escape(keys.get(arch, ''))}` stored with the service")
+    text = "\n".join(lines)
+    return Message(text=text.replace("*", ""), blocks=[section(text)])
+
+
+def deploy_queued_ack(release: Release) -> Message:
+    moves = ", ".join(f"`{p}`" for p in release.rollout_only) or "the rollout stages of the catalog"
+    text = (f"Queued release `{release.release_id}` ({title(release)}): edgebot checks that every arch the rollout "
+            f"covers is in the Exchange and signed by a key stored with the service, then moves {moves} to "
+            f"{release.version}. Follow it in the thread below.")
+    return Message(text=text)
+
+
+def rollback_refused_alert(problem_text: str) -> Message:
+    """The rollback job found a request it cannot verify (a forged quorum, say): the fleet stays where it is."""
+    text = escape_keeping_mentions(problem_text)
     return Message(text=text.replace("*", ""), blocks=[section(text)])
 
 

@@ -73,6 +73,9 @@ SUCCEEDED, FAILED, REJECTED, EXPIRED, CANCELLED, ROLLED_BACK = (
 ACTIVE_STATES = frozenset({QUEUED, BUILDING, AWAITING_APPROVAL, PUBLISHING, ROLLING_OUT})
 FINAL_STATES = frozenset({SUCCEEDED, FAILED, REJECTED, EXPIRED, CANCELLED, ROLLED_BACK})
 
+PUBLISH, DEPLOY, ROLLBACK_TO = "publish", "deploy", "rollback"
+"""The kinds of release (``Release.kind``)."""
+
 STAGES = ("source", "build", "push", "sign", "publish")
 """Pipeline stages, in order; each gets one progress message in the thread, edited in place."""
 
@@ -272,6 +275,15 @@ class Release:
     """The bot's seal over who asked for what (edgebot.seals.intake_payload)."""
     source_seal: str = ""
     """The publish worker's seal over the commit and definitions prepare read (edgebot.seals.source_payload)."""
+    kind: str = "publish"
+    """publish (build, sign, publish, roll out) | deploy (`/edge deploy`: roll out a version already in the Exchange,
+    no build) | rollback (`/edge rollback --to VERSION`: a deploy of an older version, under the rollback permission).
+    """
+
+    @property
+    def is_deploy(self) -> bool:
+        """A deploy of a version already in the Exchange (``/edge deploy``, ``/edge rollback --to``): nothing built."""
+        return self.kind in (DEPLOY, ROLLBACK_TO)
 
     @property
     def is_final(self) -> bool:

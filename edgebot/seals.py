@@ -66,12 +66,15 @@ def digest(value: Any) -> str:
 # -- payloads ---------------------------------------------------------------------------------------------------------
 
 def intake_payload(release: Release) -> dict[str, Any]:
-    return {
+    payload = {
         "release_id": release.release_id, "team_id": release.team_id, "channel_id": release.channel_id,
         "user_id": release.user_id, "service": release.service, "version": release.version, "org": release.org,
         "registry": release.registry, "arches": list(release.arches), "dry_run": release.dry_run,
         "overwrite": release.overwrite, "rollout_only": list(release.rollout_only),
     }
+    if release.kind != "publish":  # a deploy sealed as such (a publish's payload is unchanged: older seals verify)
+        payload["kind"] = release.kind
+    return payload
 
 
 def source_payload(release: Release) -> dict[str, Any]:

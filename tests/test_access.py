@@ -83,7 +83,7 @@ def test_group_membership_is_cached_then_re_read() -> None:
 @pytest.mark.parametrize(
     ("table", "fragment"),
     [
-        ({"deploy": ["U0A"]}, "unknown permission 'deploy'"),
+        ({"promote": ["U0A"]}, "unknown permission 'promote'"),
         ({"publish": "U0A"}, "access.publish must be a list"),
         ({"publish": ["alice"]}, "Slack user ids (U…) and user group ids (S…)"),
         ({"services": {"hello": "U0A"}}, "[access.services.hello] must be a table"),
@@ -102,3 +102,17 @@ def test_config_mistakes(table: dict[str, object], fragment: str) -> None:
 
 def test_mentions() -> None:
     assert mention("U0ALICE") == "<@U0ALICE>" and mention("S0HELLO") == "<!subteam^S0HELLO>"
+
+
+def test_deploy_and_rollback_to_need_their_own_permission_falling_back_to_publish() -> None:
+    from bot.grammar import DeployCommand
+    from bot.intake import deploy_permission
+
+    table = {"publish": ["U0ALICE"], "services": {"hello": {"deploy": ["U0OPS"]}}}
+    check = AccessCheck(parse_access(table), lambda group: set(), cache_ttl=60)
+    deploy, back = DeployCommand("hello", "1.0.0"), DeployCommand("hello", "1.0.0", as_rollback=True)
+    assert deploy_permission(check, deploy, "acme") == "deploy"
+    assert deploy_permission(check, back, "acme") == "publish"  # no rule names rollback: publish applies
+    assert deploy_permission(check, DeployCommand("other", "1.0.0"), "acme") == "publish"
+    assert check.allowed("deploy", "U0OPS", org="acme", service="hello")[0]
+    assert not check.allowed("deploy", "U0ALICE", org="acme", service="hello")[0]

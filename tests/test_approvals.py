@@ -239,7 +239,25 @@ def _rollback_request(status: str = "open") -> Release:
     return release
 
 
+def _deploy_waiting(kind: str = "deploy") -> Release:
+    """A deploy of 1.2.2 (already in the Exchange, nothing built) waiting for its approval."""
+    release = _waiting()
+    release.kind, release.version = kind, "1.2.2"
+    for arch in release.arches:
+        res = release.result(arch)
+        res.image_tag = res.pinned_image = res.digest = ""
+        res.service_id = f"hello_1.2.2_{arch}"
+        image = f"us.icr.io/edge/hello_{arch}@sha256:{'ab' * 32}"
+        res.deployment = json.dumps({"services": {"hello": {"image": image}}}, separators=(",", ":"))
+    covered = approvals.deploy_covers(release, ["policy:hello-canary", "policy:hello-fleet"])
+    assert release.approval is not None
+    release.approval.covers, release.approval.covers_digest = covered, approvals.covers_digest(covered)
+    return release
+
+
 CASES = {
+    "approval_card_deploy": lambda: approval_messages.approval_card(_deploy_waiting()),
+    "approval_card_rollback_to": lambda: approval_messages.approval_card(_deploy_waiting("rollback")),
     "approval_card_open": lambda: approval_messages.approval_card(_with_changes()),
     "approval_card_approved": lambda: approval_messages.approval_card(_approved()),
     "approval_card_rejected": lambda: approval_messages.approval_card(

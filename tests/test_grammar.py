@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from bot.grammar import (
     CancelCommand,
+    DeployCommand,
     HelpCommand,
     HistoryCommand,
     PublishCommand,
@@ -57,7 +58,7 @@ def test_help_publish() -> None:
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
-        ("deploy hello 1.0.0", "Unknown command `deploy`"),
+        ("promote hello 1.0.0", "Unknown command `promote`"),
         ("publish", "SERVICE and VERSION missing"),
         ("publish hello", "VERSION missing"),
         ("publish hello 1.2.3", "`--registry ALIAS` is required"),
@@ -109,7 +110,8 @@ def test_user_input_is_echoed_bounded_and_without_backticks() -> None:
 _words = st.sampled_from(
     ["publish", "help", "hello", "1.2.3", "1", "--registry", "icr", "--arch", "amd64,arm64", "--org", "o",
      "--dry-run", "--overwrite", "—registry", "--registry=", "=", "--", "-", "`", "\u200b", "v1", "status",
-     "history", "--limit", "r-7f3a9c", "25", "0", "cancel", "rollout", "rollback"]
+     "history", "--limit", "r-7f3a9c", "25", "0", "cancel", "rollout", "rollback",
+     "deploy", "--to", "--policy", "p1,p2"]
 )
 
 
@@ -148,3 +150,34 @@ def test_rollback() -> None:
                            ("rollback A!", "is not a service name")):
         with pytest.raises(UsageError, match=fragment):
             parse(text)
+
+
+def test_deploy_and_rollback_to_a_version() -> None:
+    assert parse("deploy hello 1.0.0") == DeployCommand("hello", "1.0.0")
+    assert parse("deploy hello 1.0 --policy=a,b,a --registry icr") == DeployCommand(
+        "hello", "1.0", policies=("a", "b"), registry="icr")
+    assert parse("rollback hello --to 1.0.0") == DeployCommand("hello", "1.0.0", as_rollback=True)
+    assert parse("rollback hello \u2014to 1.0.0 --policy canary") == DeployCommand(
+        "hello", "1.0.0", policies=("canary",), as_rollback=True)
+    assert parse("rollback hello") == RollbackCommand("hello"), "without --to: the last rollout put back"
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("deploy", "SERVICE missing"),
+    ("deploy hello", "VERSION missing"),
+    ("deploy hello v1.0.0", "is not a version"),
+    ("deploy hello 1.0.0 extra", "Unexpected extra words"),
+    ("deploy hello 1.0.0 --arch amd64", "Unknown option `--arch`"),
+    ("deploy hello 1.0.0 --to 1.0.1", "Unknown option `--to`"),
+    ("deploy hello 1.0.0 --policy", "`--policy` needs a value"),
+    ("deploy hello 1.0.0 --policy A!", "is not a policy or pattern name"),
+    ("deploy hello 1.0.0 --registry a --registry b", "`--registry` is given twice"),
+    ("rollback hello --to", "`--to` needs a value"),
+    ("rollback hello --to latest", "is not a version"),
+    ("rollback hello --policy canary", "go with `--to VERSION`"),
+    ("rollback hello 1.0.0 --to 1.0.0", "Unexpected extra words"),
+])
+def test_deploy_refusals_name_the_problem(text: str, fragment: str) -> None:
+    with pytest.raises(UsageError, match=fragment) as info:
+        parse(text)
+    assert info.value.usage.startswith("/edge rollback" if text.startswith("rollback") else "/edge deploy")

@@ -179,7 +179,28 @@ CASES = {
     "stage_build_failed_hostile": lambda: messages.stage_message(_hostile_build(), "build"),
     "approval_card_rejected_hostile": lambda: approval_messages.approval_card(_hostile_rejection()),
     "rollout_stage_hostile": lambda: messages.rollout_stage_message(_hostile_rollout(), 0),
+    # deploys of a version already in the Exchange (no build) and a refused rollback
+    "deploy_checked": lambda: messages.deploy_checked(_deployed(), {"amd64": "edgebot.public.pem"}),
+    "deploy_queued": lambda: messages.deploy_queued_ack(_deployed(state="queued", rollout_only=["hello-canary"])),
+    "summary_deployed": lambda: messages.summary_message(_deployed()),
+    "root_rollback_to": lambda: messages.root_message(_deployed(kind="rollback", state="rolling_out", ended_at=None)),
+    "rollback_refused_alert": lambda: messages.rollback_refused_alert(
+        ":rotating_light: Security check failed: a decision attributed to U0GHOST (approved, round 1) does not "
+        "carry the bot's seal. Nothing was moved; investigate."),
 }
+
+
+def _deployed(**overrides: object) -> Release:
+    """A deploy of 1.2.2 found in the Exchange for amd64 only (the rollout's policies cover only amd64)."""
+    release = _release(kind="deploy", version="1.2.2", command_text="deploy hello 1.2.2", stages={}, arch_steps={})
+    for arch in release.arches:
+        release.results[arch] = ArchResult(definition={"url": "hello"})
+    release.results["amd64"] = ArchResult(
+        definition={"url": "hello"}, service_id="hello_1.2.2_amd64", deployment="{}", signature="QUJD" * 171,
+        signature_fingerprint="sha256:" + "cd" * 32, publish_action="already in the Exchange")
+    for key, value in overrides.items():
+        setattr(release, key, value)
+    return release
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -10,7 +10,7 @@ import pytest
 
 from edgebot import approvals
 from edgebot.approvals import ApprovalPolicy
-from edgebot.release import AWAITING_APPROVAL, Approval, Decision, Release
+from edgebot.release import AWAITING_APPROVAL, Approval, Decision, Release, RequestStatus, RolloutStageState
 from edgebot.seals import Sealer, decision_payload, intake_payload
 from tests.test_messages import T0, _release
 from workers import trust
@@ -155,3 +155,57 @@ def test_a_short_seal_key_is_refused_and_the_key_never_shows() -> None:
     with pytest.raises(ValueError, match="at least 32 bytes"):
         Sealer(b"short")
     assert "k" * 32 not in repr(SEALER)
+
+
+# -- the rollback job (issue 12): a rollback request's quorum is verified like a publish's ---------------------------
+
+def _rolled_out(requested_by: str = "U0CAROL", *decisions: tuple[str, str], seal: bool = True) -> Release:
+    release = _sealed()
+    release.rollout = [RolloutStageState(name="canary", targets=[
+        {"kind": "policy", "name": "hello-canary", "previous": {"*": "1.2.2"}}])]
+    covered = approvals.rollback_covers(release)
+    request = Approval(required=2, approvers=list(POLICY.approvers), allow_requester=False, requested_at=T0,
+                       expires_at=T0 + 60, covers=covered, covers_digest=approvals.covers_digest(covered),
+                       kind="rollback", requested_by=requested_by, quorum_at=T0 + 10, status=RequestStatus.APPROVED)
+    for user_id, via in decisions:
+        decision = Decision(user_id=user_id, outcome="approved", at=T0 + 5, covers_digest=request.covers_digest,
+                            via=via)
+        if seal:
+            decision.seal = SEALER.seal("decision", decision_payload(release.release_id, "rollback", 1, decision))
+        request.decisions.append(decision)
+    release.rollback_request = request
+    return release
+
+
+def test_an_approved_rollback_request_verifies() -> None:
+    release = _rolled_out("U0CAROL", ("U0ALICE", "U0ALICE"), ("U0BOB", "U0BOB"))
+    trust.check_rollback(SEALER, release, "U0CAROL", POLICY)
+    trust.check_rollback(SEALER, _rolled_out("U0CAROL"), "U0CAROL", ApprovalPolicy())  # nothing to verify
+
+
+@pytest.mark.parametrize("forge, words", [
+    (lambda r: setattr(r, "rollback_request", None), "without an approved rollback request"),
+    (lambda r: r.rollback_request.decisions.clear(), r"only 0 of the 2"),
+    (lambda r: r.rollback_request.decisions.append(Decision(
+        user_id="U0GHOST", outcome="approved", at=T0, via="U0GHOST", covers_digest=r.rollback_request.covers_digest)),
+     "U0GHOST.*does not carry the bot's seal"),
+    (lambda r: r.rollout[0].targets[0]["previous"].update({"*": "0.0.1"}), "not what its request covered"),
+])
+def test_a_forged_rollback_quorum_is_refused(forge: Any, words: str) -> None:
+    release = _rolled_out("U0CAROL", ("U0ALICE", "U0ALICE"), ("U0BOB", "U0BOB"))
+    forge(release)
+    with pytest.raises(SecurityCheckFailed, match=words) as refused:
+        trust.check_rollback(SEALER, release, "U0CAROL", POLICY)
+    assert "Nothing was moved" in str(refused.value)
+
+
+def test_sealed_rollback_approvals_count_only_under_the_policy_and_four_eyes() -> None:
+    release = _rolled_out("U0ALICE", ("U0ALICE", "U0ALICE"), ("U0BOB", "U0BOB"))  # the requester approved
+    with pytest.raises(SecurityCheckFailed, match="U0ALICE requested the rollback"):
+        trust.check_rollback(SEALER, release, "U0ALICE", POLICY)
+    release = _rolled_out("U0CAROL", ("U0ALICE", "U0ALICE"), ("U0EVE", "U0EVE"))  # not an approver
+    with pytest.raises(SecurityCheckFailed, match="U0EVE is not an approver"):
+        trust.check_rollback(SEALER, release, "U0CAROL", POLICY)
+    release = _rolled_out("U0CAROL", ("U0ALICE", "U0ALICE"), ("U0BOB", "U0BOB"))
+    with pytest.raises(SecurityCheckFailed, match="names U0ALICE"):  # the job claims someone else asked
+        trust.check_rollback(SEALER, release, "U0ALICE", POLICY)

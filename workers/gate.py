@@ -2,7 +2,8 @@
 
 - :func:`request` runs when every arch is signed and the release's approval policy needs approvals: it records what
   the approval covers (deployment hashes, digests, fingerprints, target policies) and what publishing will do in the
-  Exchange, schedules the expiry in the same MULTI, and posts the card in the thread.
+  Exchange, schedules the expiry in the same MULTI, and posts the card in the thread. A deploy (workers/deploy.py)
+  asks through it too, once its versions were verified in the Exchange (``approvals.deploy_covers``).
 - :func:`recheck` runs first thing in publish: the quorum must be there and cover exactly what the record now holds;
   if anything differs, nothing is published and the next round of approval is asked for, in one write (the note,
   the new round, its expiry). That round's quorum enqueues that round's publish (bot/approve.py).
@@ -66,8 +67,8 @@ def request(ctx: WorkerContext, release_id: str, *, invalidated: str = "") -> No
     """
     release = ctx.store.require(release_id)
     policy = ctx.config.approval_policy(org=release.org, service=release.service, registry=release.registry)
-    changes = exchange_changes(ctx, release)
-    covered = approvals.covers(release, targets(ctx, release))
+    changes = {} if release.is_deploy else exchange_changes(ctx, release)  # a deploy changes no service
+    covered = approvals.covers_of(release, targets(ctx, release))
     digest = approvals.covers_digest(covered)
     now = time.time()
 

@@ -23,7 +23,7 @@ from edgebot.errors import LeaseLost, ReleaseEnded, StepFailed
 from edgebot.lease import LeaseKeeper
 from edgebot.release import Release
 from edgebot.steps import StepLedger
-from workers import context, gate, pipeline, progress, rollout_watch
+from workers import context, deploy, gate, pipeline, progress, rollout_watch
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,18 @@ def poll_rollout(release_id: str, stage: int, poll: int) -> None:
 def rollback_release(release_id: str, user_id: str) -> None:
     _run("rollback", lambda ctx, rid: rollout_watch.rollback(ctx, rid, user_id), release_id,
          fail=rollout_watch.rollback_failed, per_job=True)
+
+
+def check_deploy(release_id: str) -> None:
+    """`/edge deploy`: the version's services read from the Exchange and verified, then the approval gate."""
+    _run("deploy-check", deploy.check, release_id)
+
+
+def deploy_release(release_id: str, round_: str = "1") -> None:
+    """A checked (and approved) deploy: verified again, then the rollout; one step per approval round."""
+    number = int(round_)
+    _run("deploy" if number <= 1 else f"deploy-round-{number}", lambda ctx, rid: deploy.go(ctx, rid, number),
+         release_id)
 
 
 Fail = Callable[[context.WorkerContext, str, str, "list[str] | None"], None]

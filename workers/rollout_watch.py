@@ -25,13 +25,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from edgebot import fleet_summary
+from edgebot import fleet_summary, messages
 from edgebot.config import RolloutStageConfig, ServiceConfig
 from edgebot.constraints import ConstraintError
 from edgebot.errors import ReleaseEnded, StepFailed
 from edgebot.jobs import Step, enqueue_step
 from edgebot.release import FAILED, ROLLED_BACK, ROLLING_OUT, SUCCEEDED, Release, RolloutStageState, RolloutStatus
-from workers import failures
+from workers import failures, trust
 from workers.context import WorkerContext
 from workers.exchange import fleet_visibility_problem
 from workers.progress import fail
@@ -123,6 +123,8 @@ def start(ctx: WorkerContext, release_id: str) -> None:
         return
     service = ctx.config.services[release.service]
     registry = ctx.config.registries[release.registry]
+    if release.is_deploy:  # a deploy rolls out only what the bot sealed and workers/deploy.py verified
+        trust.check_intake(ctx.sealer(), release)
     url = _service_url(release)
     with failures.translated("rollout", release, registry, ctx=ctx):
         client = ctx.exchange(release.org)
@@ -164,13 +166,21 @@ def _move(ctx: WorkerContext, service: ServiceConfig, release: Release, kind: st
     from edgebot.fleet_summary import Target
 
     moved = move(Target(kind, name), body, org=release.org, url=url, version=release.version,
-                 published_arches=release.arches, catalog_arches=service.arches, retries=st.rollout_fallback_retries,
+                 published_arches=_published_arches(release), catalog_arches=service.arches,
+                 retries=st.rollout_fallback_retries,
                  retry_durations=st.rollout_fallback_retry_durations)
     refusal = agbot_refusal(kind, moved.body, release.org, url)
     if refusal:
         raise RolloutRefused(f"{kind} `{name}` would be dropped by the agreement bot ({refusal}; anax "
                              "ServiceRef.Validate): fix its priorities first (no node was moved)")
     return moved
+
+
+def _published_arches(release: Release) -> list[str]:
+    """The arches of the version in the Exchange: a publish's, or those a deploy found there (workers/deploy.py)."""
+    if not release.is_deploy:
+        return list(release.arches)
+    return [a for a in release.arches if (res := release.results.get(a)) is not None and res.service_id]
 
 
 def begin_stage(ctx: WorkerContext, release_id: str, index: int) -> None:
@@ -514,6 +524,19 @@ def rollback(ctx: WorkerContext, release_id: str, user_id: str) -> None:
     release = ctx.store.require(release_id)
     moved = [i for i, s in enumerate(release.rollout) if s.targets]
     if not moved or release.state == ROLLED_BACK:
+        return
+    policy = ctx.config.approval_policy(org=release.org, service=release.service, registry=release.registry)
+    try:  # before anything is written: a quorum forged in Redis moves nothing (workers/trust.py)
+        trust.check_rollback(ctx.sealer(), release, user_id, policy)
+    except trust.SecurityCheckFailed as exc:
+        problem, alert_text = exc.problem, str(exc)
+        log.error("release %s: rollback refused: %s", release_id, problem)
+
+        def alert(r: Release) -> None:
+            r.event("rollback_refused", by=user_id, problem=problem)
+
+        ctx.store.update(release_id, alert)
+        ctx.reporter.note(release_id, messages.rollback_refused_alert(alert_text))
         return
 
     def stop(r: Release) -> None:  # first, so a poll running now cannot move the fleet on

@@ -21,9 +21,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from edgebot.approvals import ApprovalPolicy
+from edgebot import approvals
+from edgebot.approvals import ApprovalPolicy, Kind
 from edgebot.errors import StepFailed
-from edgebot.release import Approval, Decision, Release
+from edgebot.release import Approval, Decision, Release, RequestStatus
 from edgebot.seals import Sealer, decision_payload, intake_payload, source_payload
 from workers.definition import deployment_string, pin_images
 from workers.images import pinned_reference
@@ -38,8 +39,8 @@ log = logging.getLogger(__name__)
 class SecurityCheckFailed(StepFailed):
     """The record holds something the publish worker cannot verify: stop, sign and publish nothing, alert."""
 
-    def __init__(self, problem: str) -> None:
-        super().__init__(f":rotating_light: Security check failed: {problem}. Nothing was signed or published; the "
+    def __init__(self, problem: str, *, nothing: str = "Nothing was signed or published") -> None:
+        super().__init__(f":rotating_light: Security check failed: {problem}. {nothing}; the "
                          "record may have been written by something other than edgebot's bot and publish workers "
                          "(a compromised build worker?). Investigate before publishing this version again.")
         self.problem = problem
@@ -119,12 +120,14 @@ def check_release(sealer: Sealer | None, release: Release) -> None:
 
 
 def check_approvals(sealer: Sealer | None, release: Release, approval: Approval, policy: ApprovalPolicy,
-                    covers_digest: str) -> list[Decision]:
+                    covers_digest: str, *, requester: str | None = None) -> list[Decision]:
     """The approvals that count for ``covers_digest`` (the coverage the worker recomputed) under ``policy``.
 
     A decision without the bot's seal is evidence of tampering (SecurityCheckFailed), as is a quorum that the
-    counted approvals do not make.
+    counted approvals do not make. ``requester``: who asked (four-eyes); the release's requester by default, the
+    rollback request's requester for a rollback.
     """
+    requester = release.user_id if requester is None else requester
     if sealer is None:
         raise SecurityCheckFailed("this release needs approval but the publish worker has no [trust] seal_key to "
                                   "verify approvals with")
@@ -140,8 +143,9 @@ def check_approvals(sealer: Sealer | None, release: Release, approval: Approval,
         if decision.via not in policy.approvers or (decision.via != decision.user_id
                                                     and not decision.via.startswith("S")):
             refused.append(f"{decision.user_id} is not an approver of the policy")
-        elif decision.user_id == release.user_id and not policy.allow_requester:
-            refused.append(f"{decision.user_id} requested the release (four-eyes)")
+        elif decision.user_id == requester and not policy.allow_requester:
+            what = "release" if requester == release.user_id else approval.kind
+            refused.append(f"{decision.user_id} requested the {what} (four-eyes)")
         else:
             counted.setdefault(decision.user_id, decision)
     if len(counted) < policy.required:
@@ -149,3 +153,28 @@ def check_approvals(sealer: Sealer | None, release: Release, approval: Approval,
         raise SecurityCheckFailed(f"the record claims a quorum, but only {len(counted)} of the {policy.required} "
                                   f"approvals the policy needs verify ({why})")
     return list(counted.values())
+
+
+def check_rollback(sealer: Sealer | None, release: Release, user_id: str, policy: ApprovalPolicy) -> None:
+    """Before the rollback job writes anything: where this worker's policy asks for approval, the release's rollback
+    request must be approved by sealed decisions over exactly what the rollback would move now (the objects of the
+    record and the versions they get back), counted like a publish's, four-eyes against who asked for it."""
+    if not policy.needed:
+        return
+    nothing = "Nothing was moved"
+    request = release.rollback_request
+    if request is None or request.status != RequestStatus.APPROVED or request.quorum_at is None:
+        raise SecurityCheckFailed(f"a rollback of release {release.release_id} was queued without an approved "
+                                  f"rollback request (the approval policy asks for {policy.required})",
+                                  nothing=nothing)
+    if request.kind != Kind.ROLLBACK or request.requested_by != user_id:
+        raise SecurityCheckFailed(f"the rollback job of release {release.release_id} names {user_id}, but the "
+                                  f"approved request was made by {request.requested_by or 'nobody'}", nothing=nothing)
+    digest = approvals.covers_digest(approvals.rollback_covers(release))
+    if digest != request.covers_digest:
+        raise SecurityCheckFailed(f"what the rollback of release {release.release_id} would move is not what its "
+                                  "request covered when it was approved", nothing=nothing)
+    try:
+        check_approvals(sealer, release, request, policy, digest, requester=request.requested_by)
+    except SecurityCheckFailed as exc:
+        raise SecurityCheckFailed(exc.problem, nothing=nothing) from None
