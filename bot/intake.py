@@ -38,6 +38,15 @@ class NotInChannel(Exception):
     """The bot cannot post in the channel the command came from."""
 
 
+class MissingScope(Exception):
+    """Slack refused to describe the conversation: the app lacks the scope of its type (``needed``), e.g. ``im:read``
+    for a direct message. An installation problem, not the requester's: the answer says what to add."""
+
+    def __init__(self, needed: str) -> None:
+        super().__init__(needed)
+        self.needed = needed
+
+
 class NotAllowed(Exception):
     """The requester lacks a permission; ``holders`` are the users and groups who have it."""
 
@@ -109,6 +118,8 @@ class ChannelCheck:
         except SlackApiError as exc:
             if exc.response.get("error") in ("channel_not_found", "not_in_channel"):
                 raise NotInChannel(channel_id) from None
+            if exc.response.get("error") == "missing_scope":
+                raise MissingScope(str(exc.response.get("needed") or "")) from None
             raise
         channel = info.get("channel") or {}
         if not (channel.get("is_member") or channel.get("is_im")):

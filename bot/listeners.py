@@ -24,7 +24,7 @@ from bot import grammar, rollout_view
 from bot.access import AccessCheck, mention
 from bot.approve import KINDS, ApprovalDesk, ClickOutcome, kind_of_action, kind_of_view
 from bot.cancel import cancel_release
-from bot.intake import ChannelCheck, NotAllowed, NotInChannel, Requester, accept_deploy, accept_publish
+from bot.intake import ChannelCheck, MissingScope, NotAllowed, NotInChannel, Requester, accept_deploy, accept_publish
 from bot.rollback import RollbackRefused, request_rollback
 from edgebot import approval_messages, approvals, logs, messages
 from edgebot.approvals import Kind, Refusal
@@ -109,6 +109,9 @@ def answer_command(command: dict[str, Any], ctx: BotContext) -> Answer:
         return Answer(messages.usage_error(exc.problem, exc.usage))
     except NotInChannel:
         return Answer(messages.not_in_channel(command.get("channel_id", "")))
+    except MissingScope as missing:
+        log.warning("conversations.info: the Slack app lacks the scope %s", missing.needed)
+        return Answer(messages.missing_scope(missing.needed))
     except (NotAllowed, RollbackRefused) as refused:
         return Answer(messages.not_allowed(refused.permission, refused.service, refused.org,
                                            [mention(h) for h in refused.holders]))

@@ -214,6 +214,16 @@ def not_in_channel(channel_id: str) -> Message:
     return Message(text=text, blocks=[section(text)])
 
 
+def missing_scope(needed: str) -> Message:
+    scope = f"`{escape(needed)}`" if needed else "the scope of this kind of conversation"
+    text = (
+        f":warning: Slack won't tell me about this conversation: the edgebot app lacks {scope}, so I did not queue "
+        "anything. Ask a Slack admin to add it to the app (as in `deploy/slack-app-manifest.yml`) and reinstall it, "
+        "or send the command from a channel I am in."
+    )
+    return Message(text=text, blocks=[section(text)])
+
+
 def not_allowed(permission: str, service: str, org: str, holders: list[str]) -> Message:
     who = ", ".join(holders[:20]) or "nobody"
     text = (

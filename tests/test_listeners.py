@@ -159,6 +159,26 @@ def test_a_publish_is_recorded_and_queued_before_the_ack(bot: Bot) -> None:
     assert [j.id for j in _queued(bot)] == [Step.PREPARE.job_id(release.release_id)]
 
 
+def test_a_publish_from_a_direct_message_is_accepted_with_the_manifests_scopes(bot: Bot) -> None:
+    bot.slack.add_channel("D0REQUESTER", REQUESTER, kind="im")
+    ack = Recorder()
+    listeners.edge_command(ack, {**_command("publish hello 1.0.0 --registry icr"), "channel_id": "D0REQUESTER"},
+                           bot.context)
+    (release,) = bot.ctx.store.active_in_channel(TEAM, "D0REQUESTER")
+    assert ack.only["text"] == messages.queued_ack(release).text
+
+
+def test_a_missing_slack_scope_is_named_and_nothing_is_queued(bot: Bot) -> None:
+    bot.slack.workspace.scopes = bot.slack.workspace.scopes - {"im:read"}
+    bot.slack.add_channel("D0REQUESTER", REQUESTER, kind="im")
+    ack = Recorder()
+    listeners.edge_command(ack, {**_command("publish hello 1.0.0 --registry icr"), "channel_id": "D0REQUESTER"},
+                           bot.context)
+    assert ack.only["text"] == messages.missing_scope("im:read").text
+    assert "`im:read`" in ack.only["text"]
+    assert bot.ctx.store.active_in_channel(TEAM, "D0REQUESTER") == [] and _queued(bot) == []
+
+
 # -- approval cards ---------------------------------------------------------------------------------------------------
 
 def test_an_approve_click_by_a_non_approver_is_refused_and_counts_nothing(bot: Bot) -> None:

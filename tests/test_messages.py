@@ -147,6 +147,7 @@ CASES = {
     "help_publish": lambda: messages.help_message("publish"),
     "usage_error": lambda: messages.usage_error("Unknown registry alias `dockerhub`.", messages.PUBLISH_USAGE),
     "not_in_channel": lambda: messages.not_in_channel("C0RELEASES"),
+    "missing_scope": lambda: messages.missing_scope("im:read"),
     "root_succeeded": lambda: messages.root_message(_release()),
     "root_queued": lambda: messages.root_message(_release(state="queued", commit_sha="")),
     "stage_source": lambda: messages.stage_message(_release(), "source"),
