@@ -9,6 +9,8 @@ pipeline        a one-arch publish through edgebot (slash command → summary in
                 build + push + Exchange calls made directly with the same clients. Ratio = edgebot / direct.
 rollout scale   one rollout poll's summary for 10,000 simulated nodes: Exchange requests per poll round and CPU per
                 poll vs. json-decoding the same payload (bench/rollout_scale.py).
+trust checks    what the sign job's seal checks and registry read-back add, vs. signing the same deployments
+                (bench/trust_cost.py).
 slack burst     50 releases at once over three workers against a Slack workspace limit: 429s, lost updates and wall
                 time with the shared Redis bucket vs. the same burst without it (bench/slack_burst.py).
 """
@@ -219,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
                 "sample": pipeline_overhead(stack, rounds, heavy=False, offset=0),
                 "heavy": pipeline_overhead(stack, max(1, rounds - 2), heavy=True, offset=100),
             }
+            from bench import trust_cost
+
+            checks = trust_cost.run(stack, 3 if args.smoke else 30)
         finally:
             stack.stop()
     from bench import rollout_scale
@@ -228,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
 
     burst = slack_burst.run(4 if args.smoke else 50)
     results = {"mode": "smoke" if args.smoke else "full", "machine": f"{platform.machine()} {platform.system()}",
-               "ack_latency": ack, "pipeline_overhead": overhead, "rollout_scale": rollout, "slack_burst": burst}
+               "ack_latency": ack, "pipeline_overhead": overhead, "trust_checks": checks, "rollout_scale": rollout,
+               "slack_burst": burst}
     save_results("results", results)
     if not args.smoke:
         write_report(results)
@@ -285,9 +291,10 @@ check runs once per worker, not per job (it cost sign and publish ~25 ms each wi
 a 4096-bit one). Where the time goes in a sample
 release (medians of the RQ jobs' own timestamps, this run): {steps}.
 """
-    from bench import rollout_scale, slack_burst
+    from bench import rollout_scale, slack_burst, trust_cost
 
-    for section in (ack_text, overhead_text, rollout_scale.report_section(results["rollout_scale"]),
+    for section in (ack_text, overhead_text, trust_cost.report_section(results["trust_checks"]),
+                    rollout_scale.report_section(results["rollout_scale"]),
                     slack_burst.report_section(results["slack_burst"])):
         write_measured(section, "make bench", results["machine"])
 
