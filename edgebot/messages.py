@@ -335,7 +335,11 @@ def summary_message(release: Release) -> Message:
             lines.append(" · ".join(arch_timings))
         blocks.append(section("\n".join(lines)))
         text_lines.append(" · ".join(line.replace("*", "") for line in lines))
-    if release.key_name:
+    state_lines = exchange_state_lines(release)
+    if state_lines:  # a failed publish: exactly what is (and is not) in the Exchange, never the success claim
+        blocks.append(section("\n".join(state_lines)))
+        text_lines.extend(line.replace("*", "") for line in state_lines)
+    elif release.key_name and (published := release.stages.get("publish")) is not None and published.status == DONE:
         key_fp = short(release.public_key_fingerprint, 23)
         key_line = f"key `{release.key_name}` in the Exchange · public key fingerprint `{key_fp}`"
         blocks.append(context(key_line))
@@ -624,4 +628,54 @@ def resumed_message(step: str, attempt: int, reused: list[str]) -> Message:
         f"another worker continues from the last completed step{kept}."
     )
     return Message(text=text, blocks=[section(text)])
+
+
+# -- what a failed publish left in the Exchange ------------------------------------------------------------------
+
+def exchange_state_lines(release: Release) -> list[str]:
+    """Per arch, after a failed publish (``ArchResult.exchange_state``, written by ``workers/unpublish.py``): what
+    edgebot removed, what it left and why, and what is missing from a version that stays. Empty when none."""
+    if not any(release.results.get(a) and release.results[a].exchange_state for a in release.arches):
+        return []
+    org = release.org
+    lines = [f"*In the Exchange (org `{org}`) after the failed publish:*"]
+    for arch in release.arches:
+        result = release.results.get(arch)
+        state = result.exchange_state if result else {}
+        sid = escape(str(state.get("service_id") or "")) or "(no service id)"
+        where = f"`{org}/{sid}`"
+        service = state.get("service")
+        if service == "unknown":
+            lines.append(f"• {arch}: {where} could not be checked ({escape(str(state.get('error', '')))}): check it "
+                         f"with `hzn exchange service list {org}/{sid}`; if this release created it, remove it with "
+                         f"`hzn exchange service remove {org}/{sid}`")
+        elif service == "absent" and state.get("undone"):
+            lines.append(f"• {arch}: {where} removed: this release had created it (with its key and dockauths)")
+        elif service == "absent":
+            lines.append(f"• {arch}: {where} is not in the Exchange")
+        elif state.get("origin") == "created":
+            lines.append(f"• {arch}: {where} was created by this release and could not be removed: remove it with "
+                         f"`hzn exchange service remove {org}/{sid}`")
+        else:
+            lines.append(f"• {arch}: {where} {_kept_how(state)}: {_parts_text(state)}")
+    return lines
+
+
+def _kept_how(state: dict[str, Any]) -> str:
+    if state.get("origin") == "overwritten":
+        return ("now holds this release's content (--overwrite replaced the earlier version, which cannot be put "
+                "back); kept")
+    if state.get("content") == "this release":
+        return "was already published before this release, with the same content; kept unchanged"
+    return "was already published before this release; kept unchanged"
+
+
+def _parts_text(state: dict[str, Any]) -> str:
+    key = escape(str(state.get("key", "")))
+    parts = [f"key `{key}` {'present' if state.get('key_present') else 'missing'}"]
+    registries = [escape(str(r)) for r in state.get("dockauths", []) if r]
+    parts.append("dockauths for " + ", ".join(f"`{r}`" for r in registries) if registries else "no dockauth")
+    missing = not state.get("key_present")
+    tail = " — publish again (with --overwrite if its content differs) to add what is missing" if missing else ""
+    return " · ".join(parts) + tail
 
