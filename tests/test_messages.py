@@ -134,7 +134,25 @@ def _hostile_rollout() -> Release:
     return release
 
 
+def _half_published(unknown: bool = False) -> Release:
+    """A publish that failed after the service POST: amd64 was this release's creation (removed again), arm64 was
+    already published before (kept, its key missing); or the Exchange could not be read back."""
+    release = _release(state="failed", ended_at=T0 + 99,
+                       error="the Exchange answered 403 to PUT orgs/acme/services/hello_1.2.3_arm64/keys/k")
+    release.stages["publish"] = StageState(FAILED_STEP, T0 + 21, T0 + 95)
+    release.results["amd64"].exchange_state = {"service_id": "hello_1.2.3_amd64", "service": "absent",
+                                               "undone": True, "origin": "created"}
+    release.results["arm64"].exchange_state = (
+        {"service_id": "hello_1.2.3_arm64", "service": "unknown", "error": "GET orgs/acme/services answered 502"}
+        if unknown else
+        {"service_id": "hello_1.2.3_arm64", "service": "present", "origin": "preexisting", "content": "earlier",
+         "key": "edgebot.public.pem", "key_present": False, "dockauths": ["us.icr.io"]})
+    return release
+
+
 CASES = {
+    "summary_half_publish_undone": lambda: messages.summary_message(_half_published()),
+    "summary_half_publish_unknown": lambda: messages.summary_message(_half_published(unknown=True)),
     "rollout_stage_healthy": lambda: messages.rollout_stage_message(_rolled_out(), 1),
     "rollout_stage_rolled_back": lambda: messages.rollout_stage_message(_rolled_out(failed=True), 0),
     "rollout_stage_pending": lambda: messages.rollout_stage_message(_rolled_out(failed=True), 1),
