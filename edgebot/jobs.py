@@ -78,6 +78,9 @@ class Step(enum.Enum):
     POLL_ROLLOUT = StepKind("poll_rollout", "rollout-poll", id_args=2)
     ROLLBACK = StepKind("rollback_release", "rollback")
     EXPIRE_ROLLBACK = StepKind("expire_rollback_request", "expire-rollback", retried=False, short=True)
+    CHECK_DOCKAUTHS = StepKind("check_dockauths", "dockauth-check", retried=False, short=True)
+    """Not a release's step: the scheduled check of the dockauths of deployed versions (``workers/dockauths.py``);
+    its first argument is :data:`DOCKAUTH_CHECK_OWNER`, its tag the run's slot."""
 
     @property
     def kind(self) -> StepKind:
@@ -96,6 +99,8 @@ class Step(enum.Enum):
 
 
 ALLOWED_FUNCTIONS = frozenset(step.function for step in Step)
+DOCKAUTH_CHECK_OWNER = "edgebot"
+"""The "release id" of the scheduled dockauth check's jobs (``edgebot-dockauth-check-<slot>``)."""
 
 
 def publish_args(round_: int) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from edgebot import approval_messages, messages
+from edgebot.dockauth_records import DockauthRecord
 from edgebot.release import (
     DONE,
     FAILED,
@@ -150,7 +151,17 @@ def _half_published(unknown: bool = False) -> Release:
     return release
 
 
+def _dockauths() -> list[DockauthRecord]:
+    ocp = "default-route-openshift-image-registry.apps.ocp.example.com"
+    return [DockauthRecord(org="acme", service="hello", url="hello", version="1.2.3", arch=arch, registry=ocp,
+                           username="puller", expires_at=T0 + days * 86400, service_id=f"hello_1.2.3_{arch}")
+            for arch, days in (("amd64", 3), ("arm64", 40))]
+
+
 CASES = {
+    "dockauth_expiry_warning": lambda: messages.dockauth_expiry_warning("hello", "acme", _dockauths()[:1], now=T0),
+    "dockauth_status": lambda: messages.dockauth_status("hello", "acme", _dockauths(), now=T0, window=14 * 86400),
+    "dockauth_status_none": lambda: messages.dockauth_status("hello", "acme", [], now=T0, window=14 * 86400),
     "summary_half_publish_undone": lambda: messages.summary_message(_half_published()),
     "summary_half_publish_unknown": lambda: messages.summary_message(_half_published(unknown=True)),
     "rollout_stage_healthy": lambda: messages.rollout_stage_message(_rolled_out(), 1),

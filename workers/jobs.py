@@ -23,7 +23,7 @@ from edgebot.errors import LeaseLost, ReleaseEnded, StepFailed
 from edgebot.lease import LeaseKeeper
 from edgebot.release import Release
 from edgebot.steps import StepLedger
-from workers import context, gate, pipeline, progress, rollout_watch, unpublish
+from workers import context, dockauths, gate, pipeline, progress, rollout_watch, unpublish
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,12 @@ def poll_rollout(release_id: str, stage: int, poll: int) -> None:
 def rollback_release(release_id: str, user_id: str) -> None:
     _run("rollback", lambda ctx, rid: rollout_watch.rollback(ctx, rid, user_id), release_id,
          fail=rollout_watch.rollback_failed, per_job=True)
+
+
+def check_dockauths(owner: str) -> None:
+    """The scheduled check of the dockauths of deployed versions (``workers/dockauths.py``); not a release's step:
+    ``owner`` is ``edgebot.jobs.DOCKAUTH_CHECK_OWNER``. It schedules its next run itself."""
+    dockauths.check(context.current())
 
 
 Fail = Callable[[context.WorkerContext, str, str, "list[str] | None"], None]

@@ -37,7 +37,8 @@ from edgebot.release import (
     ArchResult,
     Release,
 )
-from workers import failures, gate, trust
+from edgebot.secrets import Secret
+from workers import dockauths, failures, gate, trust
 from workers.context import WorkerContext
 from workers.definition import ServiceDefinition, read_definition
 from workers.exchange import publish_service, service_id
@@ -379,6 +380,7 @@ def publish(ctx: WorkerContext, release_id: str, round_: int = 1) -> None:
     set_stage(ctx, release_id, "publish", RUNNING)
     actions: dict[str, tuple[str, str]] = {}
     adopted: dict[str, str] = {}
+    node_creds: tuple[str, Secret] | None = None
     token_notes: list[str] = []
     with failures.translated("publish", release, registry, ctx=ctx):
         client = ctx.exchange(release.org)
@@ -440,10 +442,21 @@ def publish(ctx: WorkerContext, release_id: str, round_: int = 1) -> None:
     rolls_out = bool(ctx.config.services[release.service].rollout) and not release.dry_run
     set_stage(ctx, release_id, "publish", DONE, note=", ".join(sorted({a for _, a in actions.values()})), extra=record,
               then=_enqueue(ctx, Step.START_ROLLOUT, release_id))
+    if not release.dry_run:
+        _record_dockauths(ctx, release_id, registry.host, node_creds)
     if rolls_out:  # the rollout watch posts the summary when the fleet has moved (or rolled back)
         ctx.reporter.refresh_root(release_id)
     else:
         ctx.reporter.summary(release_id)
+
+
+def _record_dockauths(ctx: WorkerContext, release_id: str, host: str, node_creds: tuple[str, Secret] | None) -> None:
+    """Registry, user and expiry of the dockauths just stored (never the token), for the daily check and
+    ``/edge status SERVICE``; the release is published either way, so a failure here is only logged."""
+    try:
+        dockauths.record_published(ctx, ctx.store.require(release_id), host, node_creds)
+    except Exception as exc:
+        log.warning("release %s: could not record the dockauth expiries (%s)", release_id, type(exc).__name__)
 
 
 def _recorder(ctx: WorkerContext, release_id: str, arch: str) -> Callable[[str], None]:
