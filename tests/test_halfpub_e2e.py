@@ -129,3 +129,29 @@ def test_a_republish_with_different_content_is_refused_with_the_registry_tag_unc
     expected_root = messages.root_message(again).text
     wait_until(lambda: stack.slack.thread(CHANNEL_ID, again.message_ts)[0]["text"] == expected_root, timeout=30,
                what="the root to show the refusal")
+
+
+def test_exchange_failing_past_the_retries_undoes_the_release(stack: Stack) -> None:
+    """The key PUT keeps answering 502: once RQ has given up, the service this release POSTed is deleted too."""
+    stack.exchange.fail_next("PUT", r"/services/hello_1\.0\.4_amd64/keys/", 502, count=50)
+    release = _publish(stack, "publish hello 1.0.4 --registry local --arch amd64")
+    assert release.state == "failed", release.error
+    assert stack.exchange.service(ORG, "hello_1.0.4_amd64") is None
+    assert f"{ORG}/hello_1.0.4_amd64` removed" in _summary(stack, release)
+
+
+def test_the_daily_dockauth_check_runs_in_the_publish_worker_and_schedules_its_next_run(stack: Stack) -> None:
+    """Publishing recorded the dockauths (registry and user; this registry's token is a password, no expiry) and
+    scheduled the check; a run of the check job in the real publish worker records its run and schedules the next."""
+    from edgebot import dockauth_records
+    from edgebot.jobs import DOCKAUTH_CHECK_OWNER, Step, enqueue_step
+
+    settings = stack.store().settings
+    connection = stack.redis()
+    records = dockauth_records.read(connection, settings, ORG, "hello")
+    assert records and {r.username for r in records} == {PULL_USER} and PULL_PASSWORD not in repr(records)
+    connection.delete(f"{settings.key_prefix}:dockauth-check:last")
+    enqueue_step(connection, settings, Step.CHECK_DOCKAUTHS, DOCKAUTH_CHECK_OWNER, tag="now")
+    wait_until(lambda: connection.get(f"{settings.key_prefix}:dockauth-check:last"), timeout=60,
+               what="the dockauth check to run")
+    assert connection.get(f"{settings.key_prefix}:dockauth-check:next")
