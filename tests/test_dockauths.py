@@ -165,3 +165,54 @@ def test_status_and_the_daily_check_warn_once_per_window_and_refresh_replaces_th
     assert ":warning:" not in listeners._service_status("hello", bot).text
     assert NEW_TOKEN not in _everything_in(redis_conn) and OLD_TOKEN not in _everything_in(redis_conn)
     assert NEW_TOKEN not in capsys.readouterr().err
+
+
+def test_the_refresh_command_prints_what_it_changed_and_exits_by_outcome(
+        ex: ExchangeStandIn, slack: SlackStandIn, redis_conn: redis.Redis, tmp_path: Any,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgebot.cli import main
+
+    ctx = _ctx(ex, slack, redis_conn, OLD_TOKEN)
+    dockauths.record_published(ctx, _published(ctx), REGISTRY, ctx.node_credentials(ctx.config.registries["ocp"]))
+    kwargs = redis_conn.connection_pool.connection_kwargs
+    config = tmp_path / "edgebot.toml"
+    config.write_text(f"""
+[slack]
+bot_token = "env:BOT"
+signing_secret = "env:SIGNING"
+[redis]
+url = "redis://{kwargs['host']}:{kwargs['port']}"
+[exchange]
+url = "{ex.url}"
+username = "{ORG}/edgebot"
+password = "env:EXCHANGE_PW"
+[signing]
+private_key = "file:/nonexistent"
+[registries.ocp]
+host = "{REGISTRY}"
+kind = "ocp"
+namespace = "edge"
+push_username = "pusher"
+push_password = "env:PUSH"
+pull_username = "puller"
+pull_password = "env:PULL"
+[services.hello]
+source = "/x"
+org = "{ORG}"
+arches = ["amd64"]
+policies = ["hello-prod"]
+[access]
+publish = ["*"]
+""")
+    for name, value in {"EXCHANGE_PW": PW, "BOT": BOT_TOKEN, "PULL": NEW_TOKEN, "PUSH": "push-pw",
+                        "SIGNING": "s"}.items():
+        monkeypatch.setenv(name, value)
+    assert main(["--config", str(config), "dockauth", "refresh", "hello"]) == 0
+    out = capsys.readouterr()
+    assert out.out.startswith("replaced acme/hello_1.0.0_amd64 dockauth") and "expires" in out.out
+    assert NEW_TOKEN not in out.out + out.err and OLD_TOKEN not in out.out + out.err
+    assert ex.dockauths(ORG, "hello_1.0.0_amd64")[0]["token"] == NEW_TOKEN
+    assert main(["--config", str(config), "dockauth", "refresh", "nope"]) == 2
+    assert "not in edgebot's catalog" in capsys.readouterr().err
+    assert main(["--config", str(config), "dockauth", "refresh", "hello", "--org", "other"]) == 2
+    assert "not published to org 'other'" in capsys.readouterr().err
