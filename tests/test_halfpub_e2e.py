@@ -155,3 +155,13 @@ def test_the_daily_dockauth_check_runs_in_the_publish_worker_and_schedules_its_n
     wait_until(lambda: connection.get(f"{settings.key_prefix}:dockauth-check:last"), timeout=60,
                what="the dockauth check to run")
     assert connection.get(f"{settings.key_prefix}:dockauth-check:next")
+
+
+def test_status_of_a_service_answers_from_the_recorded_dockauths(stack: Stack) -> None:
+    response = stack.command("status hello")
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["response_type"] == "ephemeral"
+    host = stack.registry.address  # type: ignore[union-attr]
+    assert "registry tokens stored for nodes" in answer["text"] and host in answer["text"]
+    assert "no expiry" in answer["text"] and PULL_PASSWORD not in json.dumps(answer)
