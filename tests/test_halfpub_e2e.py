@@ -165,3 +165,24 @@ def test_status_of_a_service_answers_from_the_recorded_dockauths(stack: Stack) -
     host = stack.registry.address  # type: ignore[union-attr]
     assert "registry tokens stored for nodes" in answer["text"] and host in answer["text"]
     assert "no expiry" in answer["text"] and PULL_PASSWORD not in json.dumps(answer)
+
+
+def test_an_overwritten_version_is_never_deleted_and_the_summary_says_what_it_holds(stack: Stack) -> None:
+    """--overwrite of 1.0.2 (amd64 published by an earlier test, arm64 not): amd64 is PUT, arm64 POSTed, then the
+    arm64 key is refused. arm64 (this release's creation) is deleted; amd64 existed before and is kept, holding this
+    release's content, which the summary says (the earlier content cannot be put back)."""
+    before = stack.exchange.service(ORG, "hello_1.0.2_amd64")
+    assert before is not None and stack.exchange.service(ORG, "hello_1.0.2_arm64") is None
+    dockerfile = (Path(__file__).parent.parent / "examples/hello/Dockerfile.amd64").read_text()
+    add_commit(stack.source_path, {"Dockerfile.amd64": dockerfile + 'LABEL overwritten="yes"\n'}, tag="v1.0.2")
+    stack.exchange.fail_next("PUT", r"/services/hello_1\.0\.2_arm64/keys/", 403)
+    release = _publish(stack, "publish hello 1.0.2 --registry local --overwrite")
+    assert release.state == "failed", release.error
+    after = stack.exchange.service(ORG, "hello_1.0.2_amd64")
+    assert after is not None and after["deployment"] != before["deployment"]  # replaced, and kept
+    assert after["deployment"] == release.results["amd64"].deployment
+    assert stack.exchange.service(ORG, "hello_1.0.2_arm64") is None
+    assert not _requests(stack, "DELETE", "/services/hello_1.0.2_amd64")
+    summary = _summary(stack, release)
+    assert f"{ORG}/hello_1.0.2_amd64` now holds this release's content (--overwrite" in summary
+    assert f"{ORG}/hello_1.0.2_arm64` removed" in summary
