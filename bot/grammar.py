@@ -60,6 +60,8 @@ class HelpCommand:
 @dataclass(frozen=True)
 class StatusCommand:
     release_id: str | None = None
+    service: str | None = None
+    """``/edge status SERVICE``: the service's recorded dockauth expiries (a name that is not a release id)."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,9 @@ def parse(text: str) -> Command:
         if not rest:
             raise UsageError("RELEASE missing: which release to cancel (`/edge status` lists them).", CANCEL_USAGE)
         status = _parse_status(rest)
+        if status.service:  # a name: `status` shows a service, cancel needs a release
+            raise UsageError(f"{_quote(rest[0])} is not a release id (they look like `r-7f3a9c0d12e4b856`).",
+                             CANCEL_USAGE)
         return CancelCommand(status.release_id or "")
     raise UsageError(
         f"Unknown command {_quote(words[0])}. I know `publish`, `deploy`, `status`, `history`, `rollout`, "
@@ -149,7 +154,10 @@ def _parse_status(words: list[str]) -> StatusCommand:
     if len(words) > 1:
         raise UsageError(f"Unexpected extra words: {' '.join(_quote(w) for w in words[1:])}.", STATUS_USAGE)
     if not RELEASE_ID_RE.match(words[0].lower()):
-        raise UsageError(f"{_quote(words[0])} is not a release id (they look like `r-7f3a9c0d12e4b856`).", STATUS_USAGE)
+        if _NAME_RE.match(words[0]) and not words[0].startswith("r-"):
+            return StatusCommand(service=words[0])  # the listener answers for a name outside the catalog
+        raise UsageError(f"{_quote(words[0])} is not a release id (they look like `r-7f3a9c0d12e4b856`) nor a "
+                         "service name.", STATUS_USAGE)
     return StatusCommand(words[0].lower())
 
 

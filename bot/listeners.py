@@ -12,6 +12,7 @@ does every check and its Redis writes first, then acks with the answer; a button
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,7 @@ from bot.approve import KINDS, ApprovalDesk, ClickOutcome, kind_of_action, kind_
 from bot.cancel import cancel_release
 from bot.intake import ChannelCheck, MissingScope, NotAllowed, NotInChannel, Requester, accept_deploy, accept_publish
 from bot.rollback import RollbackRefused, request_rollback
-from edgebot import approval_messages, approvals, logs, messages
+from edgebot import approval_messages, approvals, dockauth_records, logs, messages
 from edgebot.approvals import Kind, Refusal
 from edgebot.config import Config
 from edgebot.errors import UsageError
@@ -187,6 +188,8 @@ def _read_only(parsed: grammar.StatusCommand | grammar.HistoryCommand, command: 
         here = [r for r in recent if _belongs(r, team_id, channel_id)]
         return messages.history_message(parsed.service, service.org, here[: parsed.limit],
                                         elsewhere=len(recent) - len(here))
+    if parsed.service:
+        return _service_status(parsed.service, ctx)
     if parsed.release_id:
         release = ctx.store.get(parsed.release_id)
         if release is None:
@@ -195,6 +198,20 @@ def _read_only(parsed: grammar.StatusCommand | grammar.HistoryCommand, command: 
             return messages.release_elsewhere(release.release_id)
         return messages.status_detail(release, _permalink(ctx, release))
     return messages.status_list(channel_id, ctx.store.active_in_channel(team_id, channel_id))
+
+
+def _service_status(name: str, ctx: BotContext) -> messages.Message:
+    """`/edge status SERVICE`: the dockauth expiries the publish worker recorded (the bot has no Exchange
+    credential), with the warning for those expiring within ``settings.dockauth_expiry_warning``."""
+    service = ctx.config.services.get(name)
+    if service is None:
+        known = ", ".join(f"`{s}`" for s in sorted(ctx.config.services))
+        return messages.usage_error(f"`{name}` is neither a release id (they look like `r-7f3a9c0d12e4b856`) nor a "
+                                    f"service of edgebot's catalog. Known services: {known}.", messages.STATUS_USAGE)
+    settings = ctx.config.settings
+    records = dockauth_records.read(ctx.store.redis, settings, service.org, name)
+    return messages.dockauth_status(name, service.org, records, now=time.time(),
+                                    window=settings.dockauth_expiry_warning)
 
 
 def _belongs(release: Release, team_id: str, channel_id: str) -> bool:

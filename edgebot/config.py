@@ -122,6 +122,9 @@ class ServiceConfig:
     """Ordered stages; empty: publishing does not move any node (see docs/configuration.md, "Rollout")."""
     orgs: tuple[str, ...] = ()
     """The Exchange orgs ``--org`` may choose (the catalog's ``orgs``); ``org`` is always one of them."""
+    channel: str = ""
+    """The Slack channel id for warnings about the service outside a release (expiring dockauths); empty: the channel
+    of its latest release."""
 
     @property
     def allowed_orgs(self) -> tuple[str, ...]:
@@ -338,7 +341,7 @@ def _service(name: str, table: Any) -> ServiceConfig:
     if not _NAME_RE.match(name):
         raise ConfigError(f"[{where}]: service names are lower-case letters, digits, '.', '_' and '-'")
     _known(table, where, {"source", "org", "arches", "image_base", "ref", "horizon_dir", "dockerfile", "context",
-                          "policies", "patterns", "rollout", "orgs"})
+                          "policies", "patterns", "rollout", "orgs", "channel"})
     arches = table.get("arches")
     if not isinstance(arches, list) or not arches or not all(isinstance(a, str) for a in arches):
         raise ConfigError(f"{where}.arches must be a non-empty list such as [\"amd64\", \"arm64\"]")
@@ -365,7 +368,15 @@ def _service(name: str, table: Any) -> ServiceConfig:
         context=table.get("context", "."),
         rollout=_rollout(where, table),
         orgs=_orgs(where, table),
+        channel=_channel(where, table),
     )
+
+
+def _channel(where: str, table: Mapping[str, Any]) -> str:
+    value = table.get("channel", "")
+    if not isinstance(value, str) or (value and not re.fullmatch(r"[CG][A-Z0-9]{2,}", value)):
+        raise ConfigError(f"{where}.channel must be a Slack channel id such as \"C0RELEASES\" (not its #name)")
+    return value
 
 
 def _orgs(where: str, table: Mapping[str, Any]) -> tuple[str, ...]:

@@ -83,6 +83,9 @@ class Step(enum.Enum):
     """`/edge deploy`: read the version's services from the Exchange and verify them (no build), then the gate."""
     DEPLOY = StepKind("deploy_release", "deploy-release", id_args=1)
     """A checked (and approved) deploy, per approval round like publish: verify again, then start the rollout."""
+    CHECK_DOCKAUTHS = StepKind("check_dockauths", "dockauth-check", retried=False, short=True)
+    """Not a release's step: the scheduled check of the dockauths of deployed versions (``workers/dockauths.py``);
+    its first argument is :data:`DOCKAUTH_CHECK_OWNER`, its tag the run's slot."""
 
     @property
     def kind(self) -> StepKind:
@@ -101,6 +104,8 @@ class Step(enum.Enum):
 
 
 ALLOWED_FUNCTIONS = frozenset(step.function for step in Step)
+DOCKAUTH_CHECK_OWNER = "edgebot"
+"""The "release id" of the scheduled dockauth check's jobs (``edgebot-dockauth-check-<slot>``)."""
 
 
 def publish_args(round_: int) -> tuple[str, ...]:

@@ -42,7 +42,7 @@ PUBLISH_USAGE = (
     "[--overwrite]"
 )
 HELP_USAGE = "/edge help [publish]"
-STATUS_USAGE = "/edge status [RELEASE]"
+STATUS_USAGE = "/edge status [RELEASE | SERVICE]"
 HISTORY_USAGE = "/edge history SERVICE [--limit N]"
 CANCEL_USAGE = "/edge cancel RELEASE"
 ROLLOUT_USAGE = "/edge rollout SERVICE [VERSION]"
@@ -189,7 +189,8 @@ def help_message(topic: str = "") -> Message:
         return Message(text=text, blocks=[section(text)])
     text = (
         "*edgebot* builds, pushes, signs and publishes edge services to the Horizon Exchange.\n"
-        f"• `{PUBLISH_USAGE}`\n• `{STATUS_USAGE}`: active releases here, or one release in detail\n"
+        f"• `{PUBLISH_USAGE}`\n• `{STATUS_USAGE}`: active releases here, one release in detail, or the registry "
+        "tokens nodes pull a service with\n"
         f"• `{HISTORY_USAGE}`: past releases of a service\n• `{CANCEL_USAGE}`: stop a release before it publishes\n"
         f"• `{ROLLOUT_USAGE}`: how far the fleet runs a version\n"
         f"• `{ROLLBACK_USAGE}`: put the policies/patterns of the last rollout back to the previous version (or, "
@@ -354,12 +355,16 @@ def summary_message(release: Release) -> Message:
             lines.append(" · ".join(arch_timings))
         blocks.append(section("\n".join(lines)))
         text_lines.append(" · ".join(line.replace("*", "") for line in lines))
-    if release.key_name and release.is_deploy:
+    state_lines = exchange_state_lines(release)
+    if state_lines:  # a failed publish: exactly what is (and is not) in the Exchange, never the success claim
+        blocks.append(section("\n".join(state_lines)))
+        text_lines.extend(line.replace("*", "") for line in state_lines)
+    elif release.key_name and release.is_deploy:
         key_line = (f"nothing built: the signatures verify with key(s) `{escape(release.key_name)}` stored with the "
                     "service")
         blocks.append(context(key_line))
         text_lines.append(key_line)
-    elif release.key_name:
+    elif release.key_name and (published := release.stages.get("publish")) is not None and published.status == DONE:
         key_fp = short(release.public_key_fingerprint, 23)
         key_line = f"key `{release.key_name}` in the Exchange · public key fingerprint `{key_fp}`"
         blocks.append(context(key_line))
@@ -677,3 +682,125 @@ def resumed_message(step: str, attempt: int, reused: list[str]) -> Message:
     )
     return Message(text=text, blocks=[section(text)])
 
+
+# -- what a failed publish left in the Exchange ------------------------------------------------------------------
+
+def exchange_state_lines(release: Release) -> list[str]:
+    """Per arch, after a failed publish (``ArchResult.exchange_state``, written by ``workers/unpublish.py``): what
+    edgebot removed, what it left and why, and what is missing from a version that stays. Empty when none."""
+    if not any(release.results.get(a) and release.results[a].exchange_state for a in release.arches):
+        return []
+    org = release.org
+    lines = [f"*In the Exchange (org `{org}`) after the failed publish:*"]
+    for arch in release.arches:
+        result = release.results.get(arch)
+        state = result.exchange_state if result else {}
+        sid = escape(str(state.get("service_id") or "")) or "(no service id)"
+        where = f"`{org}/{sid}`"
+        service = state.get("service")
+        if service == "unknown":
+            lines.append(f"• {arch}: {where} could not be checked ({escape(str(state.get('error', '')))}): check it "
+                         f"with `hzn exchange service list {org}/{sid}`; if this release created it, remove it with "
+                         f"`hzn exchange service remove {org}/{sid}`")
+        elif service == "absent" and state.get("undone"):
+            lines.append(f"• {arch}: {where} removed: this release had created it (with its key and dockauths)")
+        elif service == "absent":
+            lines.append(f"• {arch}: {where} is not in the Exchange")
+        elif state.get("origin") == "created":
+            lines.append(f"• {arch}: {where} was created by this release and could not be removed: remove it with "
+                         f"`hzn exchange service remove {org}/{sid}`")
+        else:
+            lines.append(f"• {arch}: {where} {_kept_how(state)}: {_parts_text(state)}")
+    return lines
+
+
+def _kept_how(state: dict[str, Any]) -> str:
+    if state.get("origin") == "overwritten":
+        return ("now holds this release's content (--overwrite replaced the earlier version, which cannot be put "
+                "back); kept")
+    if state.get("content") == "this release":
+        return "was already published before this release, with the same content; kept unchanged"
+    return "was already published before this release; kept unchanged"
+
+
+def _parts_text(state: dict[str, Any]) -> str:
+    key = escape(str(state.get("key", "")))
+    parts = [f"key `{key}` {'present' if state.get('key_present') else 'missing'}"]
+    registries = [escape(str(r)) for r in state.get("dockauths", []) if r]
+    parts.append("dockauths for " + ", ".join(f"`{r}`" for r in registries) if registries else "no dockauth")
+    missing = not state.get("key_present")
+    tail = " — publish again (with --overwrite if its content differs) to add what is missing" if missing else ""
+    return " · ".join(parts) + tail
+
+
+
+# -- registry tokens stored for nodes (dockauths) --------------------------------------------------------------------
+
+def expiry_text(expires_at: float | None, now: float | None = None) -> str:
+    """``expires 2026-12-20 10:00 UTC (in 12 days)`` / ``expired …`` / ``no expiry``: plain text (CLI and Slack)."""
+    if expires_at is None:
+        return "no expiry"
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires_at))
+    if now is None:
+        return f"expires {when}"
+    left = expires_at - now
+    return f"expired {when}" if left <= 0 else f"expires {when} (in {_days(left)})"
+
+
+def _days(seconds: float) -> str:
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.0f} days"
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.0f} hours"
+    return f"{max(1, round(seconds / 60))} minutes"
+
+
+def dockauth_fix(service: str, org: str) -> str:
+    return (f"put a new pull token where the registry's `pull_password` points (OpenShift: `oc create token …`), "
+            f"then run `edgebot dockauth refresh {service} --org {org}` on a publish worker host")
+
+
+def _dockauth_lines(records: list[Any], now: float) -> list[str]:
+    return [f"• `{escape(r.service)}` {escape(r.version)} ({escape(r.arch)}) · registry `{escape(r.registry)}` "
+            f"(user {escape(r.username)}) · {expiry_text(r.expires_at, now)}" for r in records]
+
+
+def dockauth_expiry_warning(service: str, org: str, records: list[Any], *, now: float) -> Message:
+    """The daily check's warning in the service's channel: nodes of these deployed versions stop pulling then."""
+    head = (f":warning: Registry tokens that nodes pull *{escape(service)}* with (dockauths in org `{escape(org)}`) "
+            "expire soon: after that, nodes can no longer pull these deployed versions.")
+    lines = _dockauth_lines(records, now)
+    fix = f"Fix: {dockauth_fix(escape(service), escape(org))}."
+    blocks = [section(head), section("\n".join(lines)), context(fix)]
+    return Message(text=clip("\n".join([head.replace("*", ""), *lines, fix]), 3900), blocks=_limit_blocks(blocks))
+
+
+def dockauth_status(service: str, org: str, records: list[Any], *, now: float, window: float) -> Message:
+    """``/edge status SERVICE``: the recorded dockauth expiries of the service (the bot holds no Exchange
+    credential: what the publish worker and the daily check recorded), with the warning for those expiring soon."""
+    soon = [r for r in records if r.expires_at is not None and r.expires_at - now <= window]
+    if not records:
+        text = (f"*{escape(service)}* (org `{escape(org)}`): edgebot has recorded no dockauth for it (none published "
+                "by edgebot yet, or its registry has no pull credential).")
+        return Message(text=text.replace("*", ""), blocks=[section(text)])
+    head = f"*{escape(service)}* (org `{escape(org)}`): registry tokens stored for nodes (dockauths)"
+    lines = _dockauth_lines(records, now)
+    blocks = [section(head), section("\n".join(lines))]
+    text_lines = [head.replace("*", ""), *lines]
+    if soon:
+        warn = (f":warning: {len(soon)} of them expire within {_days(window)}: nodes will no longer pull those "
+                f"versions. Fix: {dockauth_fix(escape(service), escape(org))}.")
+        blocks.append(section(warn))
+        text_lines.append(warn)
+    return Message(text=clip("\n".join(text_lines), 3900), blocks=_limit_blocks(blocks))
+
+
+def dockauth_refresh_line(outcome: str, where: str, *, alias: str = "", username: str = "",
+                          expires_at: float | None = None, was: float | None = None, now: float | None = None) -> str:
+    """One line of ``edgebot dockauth refresh`` (never a token)."""
+    if outcome == "replaced":
+        return (f"replaced {where}: now the pull credential of `{alias}` (user {username}, "
+                f"{expiry_text(expires_at, now)}); was {expiry_text(was, now)}")
+    if outcome == "unchanged":
+        return f"unchanged {where}: already the current pull credential of `{alias}` ({expiry_text(expires_at, now)})"
+    return f"skipped {where}: no registry alias with a pull credential has this host"

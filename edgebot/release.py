@@ -144,6 +144,14 @@ class ArchResult:
     publish_action: str = ""
     """created | updated | unchanged (already published) | would-create … (dry run)."""
     log_tail: list[str] = field(default_factory=list)
+    exchange_write: str = ""
+    """create | overwrite: written by the publish step *before* its service POST (PUT), so a retry or a failure knows
+    the service in the Exchange is this release's creation (to complete or undo), or an overwrite (never undone)."""
+    published_digest: str = ""
+    """The image digest of this version as already published in the Exchange when the release was prepared ("" if
+    the version was not published): the push must not move the version's tag away from it."""
+    exchange_state: dict[str, Any] = field(default_factory=dict)
+    """After a failed publish: what is in the Exchange for this arch (service, origin, key, dockauths, undo)."""
 
 
 @dataclass

@@ -112,6 +112,11 @@ class Settings:
     """Let build workers install an OpenShift route's CA into ``docker_certs_dir`` when it is missing (needs root)."""
     token_expiry_warning: int = 7 * 24 * 3600
     """Seconds before a registry service-account token expires (its JWT ``exp``) from which the thread warns."""
+    dockauth_check_interval: int = 24 * 3600
+    """Seconds between two runs of the scheduled check of the dockauths of deployed versions (publish queue)."""
+    dockauth_expiry_warning: int = 14 * 24 * 3600
+    """A dockauth token of a deployed version expiring within this many seconds is warned about in the service's
+    channel (once per this window) and shown by ``/edge status SERVICE``."""
     # -- rollout (docs/configuration.md, "Rollout") ----------------------------------------------------------------
     rollout_poll_interval: float = 15.0
     """Seconds between two polls of a rollout; one ``GET orgs/{org}/node-details`` per org per interval."""

@@ -168,7 +168,10 @@ class ExchangeStandIn:
     def fail_next(self, method: str, path_regex: str, status: int, count: int = 1) -> None:
         """The next ``count`` requests whose method matches (``*``: any) and whose path (from ``/``, e.g.
         ``/edge-exchange/v1/orgs/o/services``) matches ``path_regex`` (re.search) answer ``status`` before any
-        processing: 502 a database connection error, 504 a database timeout, anything else an internal error."""
+        processing: 502 a database connection error, 504 a database timeout, 400/401/403/404 the ``code`` the real
+        server's ApiRespType gives that status (``invalid-input``, ``invalid-credentials``, ``access-denied``,
+        ``not-found``: exchange-api ``ApiResponse.scala``), anything else an internal error. A permanent refusal of
+        one write (a key PUT answered 403) is what a real server does when, e.g., the user lost its role mid-run."""
         with self.state.lock:
             self.state.faults.append({"method": method.upper(), "re": re.compile(path_regex), "status": status,
                                       "count": count})
@@ -340,7 +343,11 @@ class _Handler(BaseHTTPRequestHandler):
                     fault["action"]()
                     continue
                 status = fault["status"]
-                code = {502: "database-connection-error", 504: "database-timeout"}.get(status, "internal_error")
+                code = {502: "database-connection-error", 504: "database-timeout", 400: "invalid-input",
+                        401: "invalid-credentials", 403: "access-denied",
+                        404: "not-found"}.get(status, "internal_error")
+                if status in (400, 401, 403, 404):
+                    raise ApiError(status, code, "invalid.input.message", "refused (injected)")
                 raise ApiError(status, code, "db.threw.exception", "org.postgresql.util.PSQLException (injected)")
 
     def _authenticate(self) -> Identity:

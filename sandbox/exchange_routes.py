@@ -200,6 +200,10 @@ def service_put(state: ExchangeState, c: Call) -> Reply:
 
 
 def service_delete(state: ExchangeState, c: Call) -> Reply:
+    """204, or 404 when it does not exist; the keys, dockauths and service policy go with it (exchange-api
+    ``route/service/Service.scala`` deleteService, and the ``onDelete=ForeignKeyAction.Cascade`` foreign keys of
+    ``table/service/key/ServiceKeys.scala``, ``dockerauth/ServiceDockAuths.scala``,
+    ``policy/ServicePolicies.scala``)."""
     org, sid, _ = _service(state, c, write="DELETE")
     del state.services[org][sid]
     state.keys.pop((org, sid), None)
@@ -304,6 +308,25 @@ def _dockauth_index(c: Call, auths: list[dict[str, Any]]) -> int:
 def dockauth_get(state: ExchangeState, c: Call) -> Reply:
     _, _, auths = _own_service(state, c)
     return Reply(200, copy.deepcopy(auths[_dockauth_index(c, auths)]))
+
+
+def dockauth_put(state: ExchangeState, c: Call) -> Reply:
+    """Replace dockauth ``{dockauthid}`` in place (exchange-api ``route/service/dockerauth/DockerAuth.scala``
+    putDockerAuth): the body is the POST's (``PostPutServiceDockAuthRequest.scala``: registry, token, username
+    defaulting to "token"), the id and its place stay, ``lastUpdated`` is now; 201 ``dockauth.updated``; 404 for an
+    unknown id; 400 for an id that is not an integer. Only the owner (or an admin) may change it."""
+    _, _, auths = _own_service(state, c, "UPDATE")
+    index = _dockauth_index(c, auths)
+    body = c.json()
+    registry, token, username = body.get("registry"), body.get("token"), body.get("username")
+    if not isinstance(registry, str) or not registry or not isinstance(token, str) or not token:
+        raise bad_input("dockauth.fields.required")
+    if username is not None and not isinstance(username, str):
+        raise bad_input("error.parsing.input.json", "username must be a string")
+    auth_id = auths[index]["dockAuthId"]
+    auths[index] = {"dockAuthId": auth_id, "registry": registry, "username": username or "token", "token": token,
+                    "lastUpdated": now()}
+    return ok(201, "dockauth.updated", auth_id)
 
 
 def dockauth_delete(state: ExchangeState, c: Call) -> Reply:
@@ -467,7 +490,7 @@ ROUTES: list[tuple[tuple[str, ...], dict[str, Handler]]] = [
     ((*_SVC, "keys"), {"GET": keys_list, "DELETE": keys_delete}),
     ((*_SVC, "keys", "{key}"), {"GET": key_get, "PUT": key_put, "DELETE": key_delete}),
     ((*_SVC, "dockauths"), {"GET": dockauths_list, "POST": dockauth_post, "DELETE": dockauths_delete}),
-    ((*_SVC, "dockauths", "{dockauth}"), {"GET": dockauth_get, "DELETE": dockauth_delete}),
+    ((*_SVC, "dockauths", "{dockauth}"), {"GET": dockauth_get, "PUT": dockauth_put, "DELETE": dockauth_delete}),
     (("orgs", "{org}", "business", "policies"), {"GET": _policy}),
     (("orgs", "{org}", "deployment", "policies"), {"GET": _policy}),
     (("orgs", "{org}", "business", "policies", "{name}"), dict.fromkeys(_OBJECT_METHODS, _policy)),

@@ -96,6 +96,7 @@ MESSAGES: dict[str, tuple[str, str]] = {  # key -> (en, de); {0}… are position
     "dockauth.fields.required": ("registry and token are required", "'registry' und 'token' sind erforderlich"),
     "no.dockauths.found.for.service": ("no dockauths for service '{0}' found",
                                        "Keine 'dockauths' für den Service '{0}' gefunden"),
+    "dockauth.updated": ("dockauth {0} updated", "'dockauth' {0} wurde aktualisiert"),
     "dockauth.not.found": ("dockauth {0} not found", "'dockAuthId' {0} wurde nicht gefunden"),
     "dockauth.must.be.int": ("dockauthid must be an integer: {0}", "'dockauthid' muss eine ganze Zahl sein: {0}"),
     "service.dockauths.deleted": ("service dockauths deleted", "Service-'dockauths' gelöscht"),

@@ -20,6 +20,7 @@ from workers.exchange import (
     ExchangeError,
     ExchangeForbidden,
     ExchangeInvalid,
+    ExchangeNotFound,
     ExchangeUnavailable,
     PublishOutcome,
     ServiceExistsDifferent,
@@ -342,3 +343,29 @@ def test_rollout_diagnosis_names_what_the_agent_would_refuse(ex: ExchangeStandIn
     client.add_dockauth(ORG, SID, *PULL)
     causes = _causes(client, ORG, url, "1.0.0", "amd64")
     assert len(causes) == 1 and "verifies with none of the 1 key(s)" in causes[0]
+
+
+def test_before_write_is_told_before_the_post_and_the_overwrite_put(ex: ExchangeStandIn, client: ExchangeClient,
+                                                                    public_pem: bytes) -> None:
+    seen: list[tuple[str, bool]] = []
+
+    def note(what: str) -> None:
+        seen.append((what, ex.service(ORG, SID) is not None))
+
+    publish(client, public_pem, before_write=note)
+    publish(client, public_pem, before_write=note)  # unchanged: nothing written, nothing told
+    publish(client, public_pem, service=body(label="changed"), overwrite=True, before_write=note)
+    assert seen == [("create", False), ("overwrite", True)]
+
+
+def test_delete_service_and_update_dockauth(ex: ExchangeStandIn, client: ExchangeClient, public_pem: bytes) -> None:
+    publish(client, public_pem)
+    auth_id = client.list_dockauths(ORG, SID)[0]["dockAuthId"]
+    client.update_dockauth(ORG, SID, auth_id, REGISTRY, "puller", "fresh-token-9")
+    assert [(d["dockAuthId"], d["token"]) for d in ex.dockauths(ORG, SID)] == [(auth_id, "fresh-token-9")]
+    with pytest.raises(ExchangeNotFound) as missing:
+        client.update_dockauth(ORG, SID, auth_id + 5, REGISTRY, "puller", "fresh-token-9")
+    assert "fresh-token-9" not in str(missing.value)
+    assert client.delete_service(ORG, SID) is True
+    assert ex.service(ORG, SID) is None and ex.keys(ORG, SID) == {} and ex.dockauths(ORG, SID) == []
+    assert client.delete_service(ORG, SID) is False

@@ -581,3 +581,31 @@ def test_command_line_runs_it_in_the_foreground() -> None:
     finally:
         proc.terminate()
         assert proc.wait(timeout=30) == 0
+
+
+def test_dockauth_put_replaces_one_in_place(ex: ExchangeStandIn, client: Client, alice: httpx.Client) -> None:
+    """exchange-api ``route/service/dockerauth/DockerAuth.scala`` putDockerAuth: same id, new body, 201."""
+    create(alice)
+    alice.post(f"orgs/{ORG}/services/{SID}/dockauths", json={"registry": "r.io", "username": "sa", "token": "old-1"})
+    alice.post(f"orgs/{ORG}/services/{SID}/dockauths", json={"registry": "q.io", "token": "other"})
+    put = alice.put(f"orgs/{ORG}/services/{SID}/dockauths/1", json={"registry": "r.io", "username": "sa",
+                                                                    "token": "new-2"})
+    assert put.status_code == 201 and put.json()["msg"] == "dockauth 1 updated"
+    assert [(d["dockAuthId"], d["registry"], d["username"], d["token"]) for d in ex.dockauths(ORG, SID)] == [
+        (1, "r.io", "sa", "new-2"), (2, "q.io", "token", "other")]
+    error(alice.put(f"orgs/{ORG}/services/{SID}/dockauths/9", json={"registry": "r.io", "token": "x"}), 404)
+    error(alice.put(f"orgs/{ORG}/services/{SID}/dockauths/one", json={"registry": "r.io", "token": "x"}), 400)
+    error(alice.put(f"orgs/{ORG}/services/{SID}/dockauths/1", json={"registry": "r.io"}), 400)
+    bob = client(f"{ORG}/bob", BOB_PW)
+    error(bob.put(f"orgs/{ORG}/services/{SID}/dockauths/1", json={"registry": "r.io", "token": "mine"}), 403)
+    assert ex.dockauths(ORG, SID)[0]["token"] == "new-2"
+
+
+@pytest.mark.parametrize(("status", "code"), [(403, "access-denied"), (400, "invalid-input"), (502, "")])
+def test_injected_refusals_answer_as_the_real_server(ex: ExchangeStandIn, alice: httpx.Client, status: int,
+                                                     code: str) -> None:
+    create(alice)
+    ex.fail_next("PUT", r"/keys/", status)
+    error(alice.put(f"orgs/{ORG}/services/{SID}/keys/k.pem", content=b"key"), status, code)
+    assert ex.keys(ORG, SID) == {}  # refused before any processing
+    assert alice.put(f"orgs/{ORG}/services/{SID}/keys/k.pem", content=b"key").status_code == 201

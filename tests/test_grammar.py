@@ -45,6 +45,7 @@ def test_help(text: str) -> None:
 def test_status_and_history() -> None:
     assert parse("status") == StatusCommand()
     assert parse("status R-7F3A9C") == StatusCommand("r-7f3a9c")
+    assert parse("status hello") == StatusCommand(service="hello")
     assert parse("history hello") == HistoryCommand("hello", 10)
     assert parse("history hello --limit 3") == HistoryCommand("hello", 3)
     assert parse("history --limit=25 hello") == HistoryCommand("hello", 25)
@@ -76,7 +77,8 @@ def test_help_publish() -> None:
         ("publish Hello! 1.2.3 --registry icr", "is not a service name"),
         ("publish hello 1.2.3 --registry icr --org bad/org", "is not an Exchange org name"),
         ("help me", "I have no help on"),
-        ("status 7f3a9c", "is not a release id"),
+        ("status r-7f3a9", "is not a release id"),
+        ("status Hello!", "nor a service name"),
         ("status r-7f3a9c r-000000", "Unexpected extra words"),
         ("history", "SERVICE missing"),
         ("history hello --limit 0", "`--limit` takes a number from 1 to 25"),

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from edgebot import approval_messages, messages
+from edgebot.dockauth_records import DockauthRecord
 from edgebot.release import (
     DONE,
     FAILED,
@@ -134,7 +135,35 @@ def _hostile_rollout() -> Release:
     return release
 
 
+def _half_published(unknown: bool = False) -> Release:
+    """A publish that failed after the service POST: amd64 was this release's creation (removed again), arm64 was
+    already published before (kept, its key missing); or the Exchange could not be read back."""
+    release = _release(state="failed", ended_at=T0 + 99,
+                       error="the Exchange answered 403 to PUT orgs/acme/services/hello_1.2.3_arm64/keys/k")
+    release.stages["publish"] = StageState(FAILED_STEP, T0 + 21, T0 + 95)
+    release.results["amd64"].exchange_state = {"service_id": "hello_1.2.3_amd64", "service": "absent",
+                                               "undone": True, "origin": "created"}
+    release.results["arm64"].exchange_state = (
+        {"service_id": "hello_1.2.3_arm64", "service": "unknown", "error": "GET orgs/acme/services answered 502"}
+        if unknown else
+        {"service_id": "hello_1.2.3_arm64", "service": "present", "origin": "preexisting", "content": "earlier",
+         "key": "edgebot.public.pem", "key_present": False, "dockauths": ["us.icr.io"]})
+    return release
+
+
+def _dockauths() -> list[DockauthRecord]:
+    ocp = "default-route-openshift-image-registry.apps.ocp.example.com"
+    return [DockauthRecord(org="acme", service="hello", url="hello", version="1.2.3", arch=arch, registry=ocp,
+                           username="puller", expires_at=T0 + days * 86400, service_id=f"hello_1.2.3_{arch}")
+            for arch, days in (("amd64", 3), ("arm64", 40))]
+
+
 CASES = {
+    "dockauth_expiry_warning": lambda: messages.dockauth_expiry_warning("hello", "acme", _dockauths()[:1], now=T0),
+    "dockauth_status": lambda: messages.dockauth_status("hello", "acme", _dockauths(), now=T0, window=14 * 86400),
+    "dockauth_status_none": lambda: messages.dockauth_status("hello", "acme", [], now=T0, window=14 * 86400),
+    "summary_half_publish_undone": lambda: messages.summary_message(_half_published()),
+    "summary_half_publish_unknown": lambda: messages.summary_message(_half_published(unknown=True)),
     "rollout_stage_healthy": lambda: messages.rollout_stage_message(_rolled_out(), 1),
     "rollout_stage_rolled_back": lambda: messages.rollout_stage_message(_rolled_out(failed=True), 0),
     "rollout_stage_pending": lambda: messages.rollout_stage_message(_rolled_out(failed=True), 1),

@@ -44,6 +44,18 @@ def add_commands(subparsers: Subparsers) -> None:
     config_parser.add_argument("action", choices=["check"])
     config_parser.set_defaults(handler=config_check)
 
+    dockauth_parser = subparsers.add_parser(
+        "dockauth", help="`dockauth refresh SERVICE`: replace the registry tokens of its deployed versions",
+        description="refresh: replace the dockauths of the versions the service's policies and patterns pin (or,\n"
+                    "without rollout targets, the versions edgebot published) with the current pull credential of\n"
+                    "the registry each names; prints one line per dockauth, never a token. Run where the publish\n"
+                    "worker runs (it needs the Exchange and pull credentials).",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    dockauth_parser.add_argument("action", choices=["refresh"])
+    dockauth_parser.add_argument("service", help="a service of the catalog")
+    dockauth_parser.add_argument("--org", default=None, help="the Exchange org (default: the service's own)")
+    dockauth_parser.set_defaults(handler=dockauth_refresh)
+
 
 def worker(args: argparse.Namespace) -> int:
     """Run the worker until it stops (or, with ``--burst``, until the queues are empty). ``--log-format`` and
@@ -77,3 +89,24 @@ def config_check(args: argparse.Namespace) -> int:
         failures += not line.ok
     print(f"{failures} problem(s)" if failures else "all checks passed")
     return CHECK_FAILED if failures else CHECKS_PASSED
+
+
+def dockauth_refresh(args: argparse.Namespace) -> int:
+    """``edgebot dockauth refresh SERVICE [--org ORG]`` (workers/dockauths.py). A usage problem raises
+    :class:`~edgebot.errors.UsageError` (exit 2 from the dispatcher); an Exchange error prints its reason, exit 1."""
+    from edgebot.config import load_config
+    from workers.context import WorkerContext
+    from workers.dockauths import refresh
+    from workers.exchange import ExchangeError
+    from workers.vault import build_resolver
+
+    config = load_config(args.config)
+    try:
+        lines = refresh(WorkerContext(config, build_resolver(config)), args.service, args.org)
+    except ExchangeError as exc:
+        print(f"FAIL the Exchange: {exc}")
+        return CHECK_FAILED
+    for line in lines:
+        print(line, flush=True)
+    return CHECKS_PASSED
+

@@ -209,6 +209,12 @@ class ExchangeClient:
     def update_service(self, org: str, service_id: str, body: dict[str, Any]) -> None:
         self._call("PUT", self._svc(org, service_id), ok=(201,), json=body)
 
+    def delete_service(self, org: str, service_id: str) -> bool:
+        """Remove the service with its keys, dockauths and service policy (204; exchange-api
+        ``route/service/Service.scala`` deleteService, the child tables cascade on delete); False when it was already
+        gone (404)."""
+        return self._call("DELETE", self._svc(org, service_id), ok=(200, 204), missing_ok=True) is not None
+
     # -- keys -----------------------------------------------------------------------------------------------------
     def list_keys(self, org: str, service_id: str) -> list[str]:
         path = self._svc(org, service_id) + "/keys"
@@ -235,6 +241,13 @@ class ExchangeClient:
     def add_dockauth(self, org: str, service_id: str, registry: str, username: str, token: str) -> None:
         """``registry`` must be exactly the image's ``host[:port]``: agents use an auth only on an exact match."""
         self._call("POST", self._svc(org, service_id) + "/dockauths", ok=(201,), secrets=(token,),
+                   json={"registry": registry, "username": username, "token": token})
+
+    def update_dockauth(self, org: str, service_id: str, dockauth_id: int, registry: str, username: str,
+                        token: str) -> None:
+        """Replace dockauth ``dockauth_id`` in place: ``PUT …/dockauths/{dockauthid}`` with the POST's body, 201
+        (exchange-api ``route/service/dockerauth/DockerAuth.scala`` putDockerAuth); 404 when the id is gone."""
+        self._call("PUT", f"{self._svc(org, service_id)}/dockauths/{int(dockauth_id)}", ok=(201,), secrets=(token,),
                    json={"registry": registry, "username": username, "token": token})
 
     # -- deployment policies and patterns (rollout) -------------------------------------------------------------
@@ -311,18 +324,23 @@ def _mask(text: str, secrets: Iterable[str]) -> str:
 
 
 def publish_service(client: ExchangeClient, org: str, body: dict[str, Any], *, key_name: str, public_key_pem: bytes,
-                    dockauths: list[tuple[str, str, str]], overwrite: bool = False) -> PublishOutcome:
+                    dockauths: list[tuple[str, str, str]], overwrite: bool = False,
+                    before_write: Callable[[str], None] | None = None) -> PublishOutcome:
     """What ``hzn exchange service publish`` does, made safe to repeat.
 
     GET the service → POST on 404. On 200: nothing to write if every field edgebot sends equals what is stored;
     otherwise refuse (nodes already running that version would never re-pull it) unless ``overwrite``, then PUT.
     Then the public key (skipped if the identical text is stored) and each dockauth (skipped if present).
+    ``before_write("create" | "overwrite")`` runs before the service POST or PUT (the caller records what it is about
+    to do, so that a failure later, or a retry, knows whether the service was this caller's creation).
     """
     sid = service_id(body["url"], body["version"], body["arch"])
     existing = client.get_service(org, sid)
     action = "unchanged"
     if existing is None:
         try:
+            if before_write is not None:
+                before_write("create")
             client.create_service(org, body)
             action = "created"
         except ExchangeForbidden:
@@ -338,6 +356,8 @@ def publish_service(client: ExchangeClient, org: str, body: dict[str, Any], *, k
                 method="GET", path=client._svc(org, sid),
             )
         if differing:
+            if before_write is not None:
+                before_write("overwrite")
             client.update_service(org, sid, body)
             action = "updated"
     if client.get_key(org, sid, key_name) != public_key_pem.decode("utf-8"):

@@ -43,7 +43,7 @@ import stat
 import tarfile
 import tempfile
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -410,3 +410,49 @@ def pinned_reference(repository: str, digest: str) -> str:
         last[-1] = last[-1].split(":", 1)[0]
         name = "/".join(last)
     return f"{name}@{digest}"
+
+
+# -- the republish guard: a published version's tag never moves ----------------------------------------------------
+
+class RepublishRefused(ImageError):
+    """This build differs from the image of a version already published in the Exchange (no ``--overwrite``)."""
+
+
+_TAG_CHARS_RE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def release_scoped_tag(tag: str, release_id: str) -> str:
+    """``VERSION-edgebot-RELEASE``: where a build of an already published version is pushed instead of ``VERSION``
+    (a Docker tag: ``[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}``)."""
+    return _TAG_CHARS_RE.sub("_", f"{tag}-edgebot-{release_id}")[:128]
+
+
+def push_guarded(client: docker.DockerClient, *, repository: str, tag: str, published_digest: str, overwrite: bool,
+                 release_id: str, push: Callable[[str], str]) -> str:
+    """Push the built ``repository:tag`` with ``push(tag) -> digest``, without ever moving the tag of a published
+    version.
+
+    ``published_digest``: the image digest the Exchange's published deployment of this version pins (recorded by the
+    publish worker when the release was prepared; "" when the version is not published, "unpinned" when it is but
+    names no digest). Not published, or ``overwrite``: the version tag is pushed (today's semantics). Published: the
+    build goes to a release-scoped tag only; the same digest is the "already published" no-op, another one is
+    refused here, before anything is signed, with the version tag where it was.
+    """
+    if not published_digest or overwrite:
+        return push(tag)
+    scoped = release_scoped_tag(tag, release_id)
+    try:
+        client.api.tag(f"{repository}:{tag}", repository, tag=scoped)
+    except docker.errors.APIError as exc:
+        raise PushFailed(f"could not tag the build as {repository}:{scoped}: {exc.explanation or exc}") from None
+    digest = push(scoped)
+    if published_digest.startswith("sha256:") and digest != published_digest:
+        version = tag
+        raise RepublishRefused(
+            f"version {version} is already published in the Exchange with image {published_digest[:19]}…, and this "
+            f"build is {digest[:19]}…: a published version is never replaced (nodes running it would not re-pull "
+            f"it), so {repository}:{version} was left as it is and this build went only to {repository}:{scoped}. "
+            "Publish a new version, or use --overwrite to replace it."
+        )
+    return digest
+

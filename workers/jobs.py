@@ -23,7 +23,7 @@ from edgebot.errors import LeaseLost, ReleaseEnded, StepFailed
 from edgebot.lease import LeaseKeeper
 from edgebot.release import Release
 from edgebot.steps import StepLedger
-from workers import context, deploy, gate, pipeline, progress, rollout_watch
+from workers import context, deploy, dockauths, gate, pipeline, progress, rollout_watch, unpublish
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,8 @@ def publish_release(release_id: str, round_: str = "1") -> None:
     """Each approval round's publish is a step of its own (``publish``, ``publish-round-2`` …): a round that found the
     release changed ends, and the next round's quorum enqueues the next round's publish."""
     number = int(round_)
-    _run(_publish_step(number), lambda ctx, rid: pipeline.publish(ctx, rid, number), release_id)
+    _run(_publish_step(number), lambda ctx, rid: pipeline.publish(ctx, rid, number), release_id,
+         fail=unpublish.publish_failed)  # no half publish: undo what this release created, say what is left
 
 
 def _publish_step(round_: int) -> str:
@@ -85,6 +86,12 @@ def deploy_release(release_id: str, round_: str = "1") -> None:
     number = int(round_)
     _run("deploy" if number <= 1 else f"deploy-round-{number}", lambda ctx, rid: deploy.go(ctx, rid, number),
          release_id)
+
+
+def check_dockauths(owner: str) -> None:
+    """The scheduled check of the dockauths of deployed versions (``workers/dockauths.py``); not a release's step:
+    ``owner`` is ``edgebot.jobs.DOCKAUTH_CHECK_OWNER``. It schedules its next run itself."""
+    dockauths.check(context.current())
 
 
 Fail = Callable[[context.WorkerContext, str, str, "list[str] | None"], None]

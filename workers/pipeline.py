@@ -9,9 +9,11 @@ moved on, and is resumed to decide again, or has moved on, and its resumed attem
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,13 +34,22 @@ from edgebot.release import (
     SKIPPED,
     STAGES,
     SUCCEEDED,
+    ArchResult,
     Release,
 )
-from workers import failures, gate, trust
+from edgebot.secrets import Secret
+from workers import dockauths, failures, gate, trust
 from workers.context import WorkerContext
 from workers.definition import ServiceDefinition, read_definition
 from workers.exchange import publish_service, service_id
-from workers.images import BuildLimits, build_image, credentials_refused, pinned_reference, push_image
+from workers.images import (
+    BuildLimits,
+    build_image,
+    credentials_refused,
+    pinned_reference,
+    push_guarded,
+    push_image,
+)
 from workers.progress import set_stage
 from workers.registries import before_push, node_token_notes
 from workers.signing import fingerprint, public_key_fingerprint, sign_deployment, verify_deployment
@@ -110,6 +121,8 @@ def prepare(ctx: WorkerContext, release_id: str) -> None:
                 definition_text, hzn_json, org=release.org, version=release.version, arch=arch, image_base=base,
                 max_bytes=cap,
             )
+    with failures.translated("source", release, registry, ctx=ctx):
+        published = _published_digests(ctx, release, definitions)
     missing = [a for a in release.arches if live_build_workers(ctx, a) == 0]
     if missing:
         raise StepFailed(
@@ -124,6 +137,7 @@ def prepare(ctx: WorkerContext, release_id: str) -> None:
             if not result.definition:
                 result.definition = definition.raw
                 result.built_containers = dict(definition.built)
+            result.published_digest = result.published_digest or published.get(arch, "")
             result.image_tag = result.image_tag or (
                 f"{image_repository(registry.host, registry.namespace, service.image_base, arch)}:{r.version}"
             )
@@ -143,6 +157,39 @@ def prepare(ctx: WorkerContext, release_id: str) -> None:
               then=start_builds)
     ctx.reporter.stage(release_id, "build")
     ctx.reporter.refresh_root(release_id)
+
+
+def _published_digests(ctx: WorkerContext, release: Release,
+                       definitions: dict[str, ServiceDefinition]) -> dict[str, str]:
+    """The republish guard, before anything is built or pushed: per arch whose version is already in the Exchange,
+    the image digest its published deployment pins ("unpinned" when it names none). The build worker (which holds no
+    Exchange credential) then pushes without moving that version's tag (``images.push_guarded``)."""
+    if release.dry_run:
+        return {}
+    found: dict[str, str] = {}
+    client = ctx.exchange(release.org)
+    try:
+        for arch, definition in definitions.items():
+            live = client.get_service(release.org, service_id(definition.url, release.version, arch))
+            if live is not None:
+                found[arch] = published_image_digest(live.get("deployment"), definition.built) or "unpinned"
+    finally:
+        client.close()
+    return found
+
+
+def published_image_digest(deployment: Any, built: dict[str, str]) -> str:
+    """The ``sha256:…`` the published deployment string pins for the first of the containers edgebot builds."""
+    try:
+        services = json.loads(deployment).get("services", {}) if isinstance(deployment, str) and deployment else {}
+    except (ValueError, AttributeError):
+        return ""
+    for name in sorted(built):
+        image = services.get(name, {}).get("image", "") if isinstance(services.get(name), dict) else ""
+        _, at, digest = str(image).partition("@")
+        if at and digest.startswith("sha256:"):
+            return digest
+    return ""
 
 
 # -- step 2: build and push one arch ----------------------------------------------------------------------------------
@@ -189,7 +236,10 @@ def build(ctx: WorkerContext, release_id: str, arch: str) -> None:
                 set_stage(ctx, release_id, "push", RUNNING, arch=arch)
                 with failures.translated("push", release, registry, arch=arch, ctx=ctx):
                     notes = before_push(ctx, registry)  # OpenShift: the route's CA trusted, token expiry
-                    digest = push_with_fresh_credentials(ctx, client, registry, repository, tag)
+                    digest = push_guarded(  # a published version's tag never moves (prepare read the Exchange)
+                        client, repository=repository, tag=tag, published_digest=result.published_digest,
+                        overwrite=release.overwrite, release_id=release_id,
+                        push=lambda t: push_with_fresh_credentials(ctx, client, registry, repository, t))
 
                 def pushed(r: Release) -> None:
                     res = r.result(arch)
@@ -330,6 +380,7 @@ def publish(ctx: WorkerContext, release_id: str, round_: int = 1) -> None:
     set_stage(ctx, release_id, "publish", RUNNING)
     actions: dict[str, tuple[str, str]] = {}
     adopted: dict[str, str] = {}
+    node_creds: tuple[str, Secret] | None = None
     token_notes: list[str] = []
     with failures.translated("publish", release, registry, ctx=ctx):
         client = ctx.exchange(release.org)
@@ -364,8 +415,9 @@ def publish(ctx: WorkerContext, release_id: str, round_: int = 1) -> None:
                     body = definition.exchange_body(res.deployment, signature)
                     outcome = publish_service(client, release.org, body, key_name=release.key_name or
                                               ctx.config.signing.key_name, public_key_pem=public_pem,
-                                              dockauths=dockauths, overwrite=release.overwrite)
-                    actions[arch] = (outcome.service_id, outcome.action)
+                                              dockauths=dockauths, overwrite=release.overwrite,
+                                              before_write=_recorder(ctx, release_id, arch))
+                    actions[arch] = (outcome.service_id, _action(res, live, outcome.action))
         finally:
             client.close()
 
@@ -390,10 +442,47 @@ def publish(ctx: WorkerContext, release_id: str, round_: int = 1) -> None:
     rolls_out = bool(ctx.config.services[release.service].rollout) and not release.dry_run
     set_stage(ctx, release_id, "publish", DONE, note=", ".join(sorted({a for _, a in actions.values()})), extra=record,
               then=_enqueue(ctx, Step.START_ROLLOUT, release_id))
+    if not release.dry_run:
+        _record_dockauths(ctx, release_id, registry.host, node_creds)
     if rolls_out:  # the rollout watch posts the summary when the fleet has moved (or rolled back)
         ctx.reporter.refresh_root(release_id)
     else:
         ctx.reporter.summary(release_id)
+
+
+def _record_dockauths(ctx: WorkerContext, release_id: str, host: str, node_creds: tuple[str, Secret] | None) -> None:
+    """Registry, user and expiry of the dockauths just stored (never the token), for the daily check and
+    ``/edge status SERVICE``; the release is published either way, so a failure here is only logged."""
+    try:
+        dockauths.record_published(ctx, ctx.store.require(release_id), host, node_creds)
+    except Exception as exc:
+        log.warning("release %s: could not record the dockauth expiries (%s)", release_id, type(exc).__name__)
+
+
+def _recorder(ctx: WorkerContext, release_id: str, arch: str) -> Callable[[str], None]:
+    """``before_write`` for :func:`publish_service`: record "create" / "overwrite" for ``arch`` before the service
+    POST / PUT is sent (fenced by the step's lease), so a retry completes it and a failure undoes exactly it."""
+
+    def record(what: str) -> None:
+        def mutate(r: Release) -> None:
+            r.result(arch).exchange_write = what
+
+        ctx.store.update(release_id, mutate, fence=ctx.lease, active=True)
+
+    return record
+
+
+def _action(res: ArchResult, live: dict[str, Any] | None, action: str) -> str:
+    """What this release did to the arch's service. An earlier attempt's write that this one found in place (a
+    retry after the key or a dockauth failed transiently) is still this release's: the POST is recognized by the
+    release's own signature (RSA-PSS is randomized: no other write carries it)."""
+    if action != "unchanged":
+        return action
+    if res.exchange_write == "create" and live is not None and live.get("deploymentSignature") == res.signature:
+        return "created"
+    if res.exchange_write == "overwrite":
+        return "updated"
+    return action
 
 
 def _definition(release: Release, arch: str) -> ServiceDefinition:

@@ -69,6 +69,18 @@ class RegistryReader:
         image = _json(self._verified(f"/v2/{path}/blobs/{config}", config), config)
         return str(image.get("architecture", "")), str(image.get("variant", "") or "")
 
+    def tag_digest(self, path: str, tag: str) -> str | None:
+        """The digest of the manifest ``path:tag`` points at now (sha256 of the manifest bytes, as the registry
+        addresses it), or None when the tag does not exist: what the republish guard must leave unchanged."""
+        url = f"/v2/{path}/manifests/{tag}"
+        try:
+            body = self._get(url, MANIFEST_TYPES)
+        except ImageMismatch as exc:
+            if "has nothing at" in str(exc):
+                return None
+            raise
+        return "sha256:" + hashlib.sha256(body).hexdigest()
+
     # -- HTTP -------------------------------------------------------------------------------------------------------
     def _verified(self, url: str, digest: str, accept: str = "") -> bytes:
         body = self._get(url, accept)
