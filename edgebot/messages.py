@@ -625,3 +625,18 @@ def resumed_message(step: str, attempt: int, reused: list[str]) -> Message:
     )
     return Message(text=text, blocks=[section(text)])
 
+
+
+def rollout_constraints_unreadable(stage: str, detail: str) -> str:
+    """A stage halts: a node's (or a policy's) constraints cannot be read, so which nodes it reaches is unknown."""
+    return (f"rollout stage {stage} halted: {detail}. Which nodes the stage reaches cannot be known, and edgebot does "
+            "not guess: fix the constraints (`hzn policy update` on the node for a node policy, `hzn exchange "
+            "deployment updatepolicy` for a deployment policy), then publish again")
+
+
+def rollout_node_constraints_refuse(policy: str, constraints: list[str], names: list[str]) -> str:
+    """Diagnosis line: nodes whose own constraints refuse a policy whose constraints they meet."""
+    shown = ", ".join(sorted(names)[:10]) + (", …" if len(names) > 10 else "")
+    return (f"{len(names)} node(s) left out of the stage: the node's constraints refuse the policy `{policy}` "
+            f"({' AND '.join(constraints) or 'none'} does not hold on the policy's and service policy's properties); "
+            f"the agreement bot makes no agreement there and their agents report nothing ({shown})")

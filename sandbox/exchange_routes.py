@@ -98,6 +98,7 @@ class ExchangeState:
     policies: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # org -> name -> record
     patterns: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     nodes: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # org -> "org/node" -> details
+    service_policies: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (org, id) -> policy
     requests: list[dict[str, Any]] = field(default_factory=list)
     faults: list[dict[str, Any]] = field(default_factory=list)
     generation: int = 0

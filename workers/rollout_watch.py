@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from edgebot import fleet_summary
+from edgebot import fleet_summary, messages
 from edgebot.config import RolloutStageConfig, ServiceConfig
 from edgebot.constraints import ConstraintError
 from edgebot.errors import ReleaseEnded, StepFailed
@@ -189,8 +189,7 @@ def begin_stage(ctx: WorkerContext, release_id: str, index: int) -> None:
                 def change(body: dict[str, Any], kind: str = target.kind, name: str = target.name) -> Any:
                     result = _move(ctx, service, release, kind, name, body, url)
                     member = target_of(kind, name, body, release.org, url)
-                    info = {"kind": kind, "name": name, "arch": member.arch, "constraints": list(member.constraints),
-                            "previous": result.previous}
+                    info = {**member.as_info(), "previous": result.previous}
                     return result.body, info, result.changed
 
                 def create(target: Any = target) -> dict[str, Any]:
@@ -285,17 +284,23 @@ def poll(ctx: WorkerContext, release_id: str, index: int, count: int) -> None:
     with failures.translated("rollout", release, registry, ctx=ctx):
         nodes = shared_node_details(ctx, release.org)
     state = release.rollout[index]
-    targets = [fleet_summary.Target(t["kind"], t["name"], t.get("arch", "*"), tuple(t.get("constraints", ())))
-               for t in state.targets]
+    targets = [fleet_summary.Target.from_info(t) for t in state.targets]
     elapsed = time.time() - (state.started_at or time.time())
-    counts = fleet_summary.summarize(nodes, org=release.org, url=_service_url(release), version=release.version,
-                                     targets=targets, offline_after=st.rollout_offline_after, now=time.time(),
-                                     pull_grace=st.rollout_pull_grace, elapsed=elapsed)
+    try:
+        counts = fleet_summary.summarize(nodes, org=release.org, url=_service_url(release), version=release.version,
+                                         targets=targets, offline_after=st.rollout_offline_after, now=time.time(),
+                                         pull_grace=st.rollout_pull_grace, elapsed=elapsed)
+    except (fleet_summary.NodeConstraintError, ConstraintError) as exc:
+        # which nodes the stage reaches is unknown: halt (the same path as a policy's unreadable constraints at
+        # start), never guess
+        raise StepFailed(messages.rollout_constraints_unreadable(release.rollout[index].name, str(exc))) from None
     share = stage_config.healthy_share if stage_config.healthy_share is not None else st.rollout_healthy_share
     timeout = stage_config.timeout if stage_config.timeout is not None else st.rollout_stage_timeout
     outcome = fleet_summary.verdict(counts, healthy_share=share, failure_threshold=st.rollout_failure_threshold,
                                     elapsed=elapsed, timeout=timeout)
     no_node = fleet_summary.no_node_reason(targets, release.org, len(nodes)) if counts.total == 0 else ""
+    refused = [messages.rollout_node_constraints_refuse(policy, list(own), names)
+               for (policy, own), names in sorted(counts.refused.items())]
 
     def record(r: Release) -> bool:
         s = r.rollout[index]
@@ -309,6 +314,10 @@ def poll(ctx: WorkerContext, release_id: str, index: int, count: int) -> None:
             if no_node:
                 s.note = no_node
             r.event("stage_" + outcome, stage=s.name, **counts.as_dict())
+        if refused and REFUSED_MARK not in s.note:  # once per stage: the diagnosis of nodes left out
+            text = "\n".join(refused)
+            s.note = f"{s.note}\n{text}" if s.note else text
+            r.event("rollout_diagnosis", stage=s.name, causes=refused)
         return first
 
     def next_poll(r: Release, first: bool, pipe: Any) -> None:
@@ -329,6 +338,10 @@ def poll(ctx: WorkerContext, release_id: str, index: int, count: int) -> None:
         _stage_failed(ctx, release_id, index, outcome, counts)
 
 
+REFUSED_MARK = "the node's constraints refuse the policy"
+"""Part of :func:`edgebot.messages.rollout_node_constraints_refuse`: a stage's note names such nodes once."""
+
+
 # -- diagnosis of nodes that stay on the old version ----------------------------------------------------------------
 def _post_diagnosis(ctx: WorkerContext, release: Release, index: int, nodes: list[dict[str, Any]],
                     targets: list[fleet_summary.Target]) -> None:
@@ -340,7 +353,7 @@ def _post_diagnosis(ctx: WorkerContext, release: Release, index: int, nodes: lis
     st = ctx.config.settings
     stuck: dict[str, list[str]] = {}  # arch -> node names
     moment = time.time()
-    for node in fleet_summary.members(nodes, release.org, targets):
+    for node in fleet_summary.members(nodes, release.org, targets, url=url, version=release.version):
         bucket, _ = fleet_summary.classify(node, org=release.org, url=url, version=release.version,
                                            offline_after=st.rollout_offline_after, now=moment)
         if bucket in (fleet_summary.OLD, fleet_summary.WAITING):
@@ -416,9 +429,9 @@ def _causes(client: Any, org: str, url: str, version: str, arch: str) -> list[st
             causes.append(f"no dockauth of {sid} has registry {host} (an agent uses a dockauth only when it equals "
                           "the image's host[:port]): publish with the registry's pull credential")
     if not causes:
-        causes.append(f"{sid}, its signature and its dockauths check out: the node's constraints or the service "
-                      "policy may exclude these nodes (`hzn deploycheck policy`), or their agents have not acted "
-                      "yet (`hzn eventlog list` on a node)")
+        causes.append(f"{sid}, its signature and its dockauths check out, and these nodes and the policy accept "
+                      "each other's constraints: their agents have not acted yet (`hzn eventlog list` on a node, "
+                      "`hzn deploycheck policy`)")
     return causes
 
 
