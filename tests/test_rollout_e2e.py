@@ -50,6 +50,10 @@ patterns = ["hello-pattern"]
 stage = "nowhere"
 policies = ["hello-nowhere"]
 
+[[services.hello-picky.rollout]]  # a policy some nodes' own constraints refuse
+stage = "picky"
+policies = ["hello-picky"]
+
 [approvals]                   # only hello-gated asks for approval (of its publish and of its rollback)
 approvers = ["U0APPROVER"]
 required = 0
@@ -72,12 +76,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, docker_daemon: Any, registry
                 "rollout_pull_grace": PULL_GRACE, "rollout_diagnose_after": 3.0}
     with Stack(workdir, docker=docker_daemon, registry=registry, versions=VERSIONS, settings=settings,
                extra_services={"hello-seed": ["amd64"], "hello-new": ["amd64"], "hello-gated": ["amd64"],
-                               "hello-pat": ["amd64"], "hello-none": ["amd64"]},
+                               "hello-pat": ["amd64"], "hello-none": ["amd64"], "hello-picky": ["amd64"]},
                extra_toml=ROLLOUT) as running:
         fleet = running.exchange.fleet
         fleet.apply_delay, fleet.heartbeat_interval = 0.3, 0.5
-        # node-details shows a standard user only its own nodes: edgebot's identity is an org admin, as on a real hub
-        running.exchange.add_user(ORG, EXCHANGE_USER, EXCHANGE_PASSWORD, admin=True)
         running.wait_workers(2)
         _seed(running)
         yield running
@@ -656,3 +658,36 @@ def test_constraints_the_agbot_cannot_read_halt_the_rollout_before_anything_move
     assert "Nothing moved" in release.error
     assert {name: _policy_versions(stack, name) for name in before} == before
     assert {name: len(_policy_writes(stack, name)) for name in before} == writes, "not one write"
+
+
+def test_nodes_whose_own_constraints_refuse_the_policy_are_not_counted(stack: Stack) -> None:
+    """Two of four nodes meet hello-picky's constraints but their node policy asks for ``tier == test`` while the policy
+    offers ``tier == prod``: the agbot never makes an agreement with them (anax compcheck CheckPolicyCompatiblility,
+    both directions). The stage counts the two nodes that can run the service and goes healthy, instead of waiting
+    for the other two until its timeout and rolling back; the thread names the cause for the two left out."""
+    from sandbox.processes import add_commit
+
+    fleet = stack.exchange.fleet
+    props = [{"name": "group", "value": "picky"}]
+    easy = [fleet.add_node(ORG, f"picky-{i}", "amd64", properties=props, constraints=constraints)
+            for i, constraints in ((1, []), (2, ["tier == prod"]))]
+    picky = [fleet.add_node(ORG, f"picky-{i}", "amd64", properties=props, constraints=["tier == test"])
+             for i in (3, 4)]
+    with httpx.Client(base_url=stack.exchange.url + "/", auth=(f"{ORG}/{EXCHANGE_USER}", EXCHANGE_PASSWORD)) as c:
+        body = {"label": "picky", "service": {"name": "hello", "org": ORG, "arch": "*", "serviceVersions": [
+            {"version": "3.0.0", "priority": PRIORITY}]}, "properties": [{"name": "tier", "value": "prod"}],
+            "constraints": ["group == picky"]}
+        assert c.post(f"orgs/{ORG}/business/policies/hello-picky", json=body).status_code == 201
+    wait_until(lambda: all(fleet.running(n) == {"hello": "3.0.0"} for n in easy), timeout=60,
+               what="the compatible nodes to run 3.0.0")
+    assert all(fleet.running(n) == {} for n in picky), "the agbot makes no agreement with a node that refuses it"
+    add_commit(stack.source_path, {"index.html": "3.1.6\n"}, tag="v3.1.6")
+    release = _publish(stack, "publish hello-picky 3.1.6 --registry local")
+    assert release.state == "succeeded", (release.state, release.error)
+    stage = release.rollout[0]
+    assert stage.status == "healthy" and stage.counts["total"] == 2 and stage.counts["new"] == 2, stage.counts
+    assert all(fleet.running(n) == {"hello": "3.1.6"} for n in easy)
+    assert all(fleet.running(n) == {} for n in picky)
+    assert "2 node(s) left out of the stage: the node's constraints refuse the policy `hello-picky`" in stage.note
+    assert "picky-3, picky-4" in stage.note and "tier == test" in stage.note
+    assert "the node's constraints refuse the policy" in _thread(stack, release)
