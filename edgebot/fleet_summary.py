@@ -156,6 +156,7 @@ class _PolicyMatch:
         base = merged_properties(target.properties, target.service_properties)
         self._consumer: dict[str, list[dict[str, Any]]] = {}
         self._base, self._org, self._url, self._version = base, org, url, version
+        self._accepted: dict[tuple[tuple[str, ...], str], bool] = {}
 
     def consumer_properties(self, arch: str) -> list[dict[str, Any]]:
         """The merged consumer policy's properties for a node of ``arch`` (what its constraints are held against)."""
@@ -168,22 +169,26 @@ class _PolicyMatch:
             found = self._consumer[arch] = merged_properties(self._base, builtins)
         return found
 
-    def place(self, node: dict[str, Any], node_constraints: Callable[[dict[str, Any]], Any]) -> str:
+    def place(self, node: dict[str, Any],
+              node_constraints: Callable[[dict[str, Any]], tuple[tuple[str, ...], Any]]) -> str:
         arch = str(node.get("arch") or "")
         if self.arch not in ("*", "", arch):
             return OUTSIDE
         props = node.get("properties")
         if not self.forward(props if isinstance(props, list) else []):
             return OUTSIDE
-        own = node_constraints(node)
-        return MEMBER if own(self.consumer_properties(arch)) else REFUSED
+        key, own = node_constraints(node)
+        verdict = self._accepted.get((key, arch))
+        if verdict is None:  # the same for every node with these constraints: the consumer side is fixed per arch
+            verdict = self._accepted[(key, arch)] = bool(own(self.consumer_properties(arch)))
+        return MEMBER if verdict else REFUSED
 
 
-def _node_constraints() -> Callable[[dict[str, Any]], Any]:
+def _node_constraints() -> Callable[[dict[str, Any]], tuple[tuple[str, ...], Any]]:
     """A node's own constraints, each distinct list compiled once; NodeConstraintError for one the agbot cannot read."""
     cache: dict[tuple[str, ...], Any] = {}
 
-    def of(node: dict[str, Any]) -> Any:
+    def of(node: dict[str, Any]) -> tuple[tuple[str, ...], Any]:
         raw = node.get("constraints") or ()
         key = (raw,) if isinstance(raw, str) else tuple(raw)
         found = cache.get(key)
@@ -195,7 +200,7 @@ def _node_constraints() -> Callable[[dict[str, Any]], Any]:
             cache[key] = found
         if isinstance(found, constraints_language.ConstraintError):
             raise NodeConstraintError(str(node.get("id") or node.get("name")), found)
-        return found
+        return key, found
 
     return of
 

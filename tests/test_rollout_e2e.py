@@ -691,3 +691,26 @@ def test_nodes_whose_own_constraints_refuse_the_policy_are_not_counted(stack: St
     assert "2 node(s) left out of the stage: the node's constraints refuse the policy `hello-picky`" in stage.note
     assert "picky-3, picky-4" in stage.note and "tier == test" in stage.note
     assert "the node's constraints refuse the policy" in _thread(stack, release)
+
+
+def test_a_node_constraint_that_cannot_be_read_halts_the_stage_naming_node_and_expression(stack: Stack) -> None:
+    """A node of hello-picky carries a node policy constraint the agbot's language cannot read (it has no NOT): which
+    nodes the stage reaches is unknown, so the stage halts and rolls back, naming the node and the expression, instead
+    of guessing whether that node counts."""
+    from sandbox.processes import add_commit
+
+    fleet = stack.exchange.fleet
+    odd = f"{ORG}/picky-odd"
+    if odd not in fleet.nodes:
+        fleet.add_node(ORG, "picky-odd", "amd64", properties=[{"name": "group", "value": "picky"}],
+                       constraints=["NOT tier == test"])
+    before = _policy_versions(stack, "hello-picky")
+    add_commit(stack.source_path, {"index.html": "3.1.7\n"}, tag="v3.1.7")
+    try:
+        release = _publish(stack, "publish hello-picky 3.1.7 --registry local")
+    finally:
+        fleet.set_node_policy(odd, constraints=["tier == nowhere"])  # readable again: later tests are not halted
+    assert release.state == "rolled_back", (release.state, release.error)
+    assert "rollout stage picky halted" in release.error and f"node {odd}" in release.error
+    assert "NOT tier == test" in release.error and "no NOT" in release.error
+    assert _policy_versions(stack, "hello-picky") == before[:1], "the previous version pinned again"
