@@ -48,22 +48,23 @@ class Target:
     constraints: tuple[str, ...] = ()
     properties: tuple[dict[str, Any], ...] = ()
     """The deployment policy's ``properties`` (what a node's own constraints are evaluated against)."""
-    service_constraints: tuple[str, ...] = ()
-    service_properties: tuple[dict[str, Any], ...] = ()
-    """The service policy's constraints and properties, which the agbot merges into the deployment policy's."""
+    service_policies: tuple[tuple[str, tuple[str, ...], tuple[dict[str, Any], ...]], ...] = ()
+    """Per arch, the service policy of the version rolled out: (arch, constraints, properties); the agbot merges it
+    into the deployment policy (anax ``compcheck.MergeFullServicePolicyToBusinessPolicy``)."""
 
     @classmethod
     def from_info(cls, info: dict[str, Any]) -> Target:
-        """A target as a stage records it (the dict :func:`as_info` wrote, or an older one without properties)."""
+        """A target as a stage records it (the dict :meth:`as_info` wrote, or an older one without properties)."""
+        service = tuple((str(p.get("arch")), tuple(p.get("constraints") or ()), tuple(p.get("properties") or ()))
+                        for p in info.get("service_policies") or ())
         return cls(str(info["kind"]), str(info["name"]), str(info.get("arch") or "*"),
-                   tuple(info.get("constraints") or ()), tuple(info.get("properties") or ()),
-                   tuple(info.get("service_constraints") or ()), tuple(info.get("service_properties") or ()))
+                   tuple(info.get("constraints") or ()), tuple(info.get("properties") or ()), service)
 
     def as_info(self) -> dict[str, Any]:
         return {"kind": self.kind, "name": self.name, "arch": self.arch, "constraints": list(self.constraints),
                 "properties": [dict(p) for p in self.properties],
-                "service_constraints": list(self.service_constraints),
-                "service_properties": [dict(p) for p in self.service_properties]}
+                "service_policies": [{"arch": arch, "constraints": list(c), "properties": [dict(p) for p in props]}
+                                     for arch, c, props in self.service_policies]}
 
 
 @dataclass
@@ -147,26 +148,34 @@ MEMBER, REFUSED, OUTSIDE = "member", "refused", "outside"
 
 
 class _PolicyMatch:
-    """One policy target compiled once; :meth:`place` decides one node (both directions)."""
+    """One policy target compiled once (per arch, with that arch's service policy); :meth:`place` decides one node in
+    both directions."""
 
     def __init__(self, target: Target, org: str, url: str, version: str) -> None:
         self.target = target
         self.arch = target.arch
-        self.forward = compile_constraints(merged_constraints(target.constraints, target.service_constraints))
-        base = merged_properties(target.properties, target.service_properties)
-        self._consumer: dict[str, list[dict[str, Any]]] = {}
-        self._base, self._org, self._url, self._version = base, org, url, version
+        self._org, self._url, self._version = org, url, version
+        self._service = {arch: (c, props) for arch, c, props in target.service_policies}
+        self._sides: dict[str, tuple[constraints_language.Constraints, list[dict[str, Any]]]] = {}
         self._accepted: dict[tuple[tuple[str, ...], str], bool] = {}
+        for arch in [*self._service, ""]:
+            self.sides(arch)  # every expression read up front: a policy the agbot cannot read fails here
 
-    def consumer_properties(self, arch: str) -> list[dict[str, Any]]:
-        """The merged consumer policy's properties for a node of ``arch`` (what its constraints are held against)."""
-        found = self._consumer.get(arch)
+    def sides(self, arch: str) -> tuple[constraints_language.Constraints, list[dict[str, Any]]]:
+        """For a node of ``arch``: the merged consumer policy's constraints and its properties (deployment policy
+        first, then the service policy, then the built-in service properties; anax ``PropertyList.MergeWith(…,
+        false)`` keeps the first value of a name)."""
+        found = self._sides.get(arch)
         if found is None:
+            constraints, properties = self._service.get(arch, ((), ()))
             builtins = []
             if self._url:
-                values = (self._url, self._url, self._org, self._version, arch if self.arch in ("*", "") else self.arch)
+                values = (self._url, self._url, self._org, self._version,
+                          arch if self.arch in ("*", "") else self.arch)
                 builtins = [{"name": n, "value": v} for n, v in zip(SERVICE_BUILTINS, values, strict=True) if v]
-            found = self._consumer[arch] = merged_properties(self._base, builtins)
+            found = self._sides[arch] = (
+                compile_constraints(merged_constraints(self.target.constraints, constraints)),
+                merged_properties(self.target.properties, properties, builtins))
         return found
 
     def place(self, node: dict[str, Any],
@@ -174,13 +183,14 @@ class _PolicyMatch:
         arch = str(node.get("arch") or "")
         if self.arch not in ("*", "", arch):
             return OUTSIDE
+        forward, offered = self.sides(arch)
         props = node.get("properties")
-        if not self.forward(props if isinstance(props, list) else []):
+        if not forward(props if isinstance(props, list) else []):
             return OUTSIDE
         key, own = node_constraints(node)
         verdict = self._accepted.get((key, arch))
         if verdict is None:  # the same for every node with these constraints: the consumer side is fixed per arch
-            verdict = self._accepted[(key, arch)] = bool(own(self.consumer_properties(arch)))
+            verdict = self._accepted[(key, arch)] = bool(own(offered))
         return MEMBER if verdict else REFUSED
 
 

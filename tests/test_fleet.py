@@ -188,7 +188,15 @@ def test_the_agbot_places_the_service_only_where_both_directions_hold(ex: Exchan
     assert alice.post(f"orgs/{ORG}/business/policies/bp", json=body).status_code == 201
     time.sleep(1.0)  # several agent cycles: without the service policy, nobody offers prop5
     assert ex.fleet.running(good) == {} and ex.fleet.running(other) == {}
-    ex.fleet.set_service_policy(ORG, "hello_1.0.0_amd64", service_policy)
+    # hzn exchange service addpolicy: PUT orgs/{org}/services/{id}/policy, as edgebot reads it back
+    from workers.exchange import ExchangeClient
+
+    with ExchangeClient(ex.url, ORG, "alice", PW, timeout=30) as client:
+        assert client.get_service_policy(ORG, "hello_1.0.0_amd64") is None
+        assert alice.put(f"orgs/{ORG}/services/hello_1.0.0_amd64/policy", json=service_policy).status_code == 201
+        stored = client.get_service_policy(ORG, "hello_1.0.0_amd64")
+    assert stored is not None and stored["constraints"] == service_policy["constraints"]
+    assert stored["properties"] == service_policy["properties"]
     wait_until(lambda: ex.fleet.running(good) == {"hello": "1.0.0"}, timeout=20, what="the compatible node")
     assert ex.fleet.running(other) == {}
     details = ex.nodes(ORG)

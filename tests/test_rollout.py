@@ -307,8 +307,8 @@ def _policy_node(name: str, properties: list[dict[str, Any]], constraints: list[
 ANAX_NODE_PROPS = _props({"prop3": "val3", "prop4": "some value"})
 ANAX_NODE_CONSTRAINTS = ["prop1 == val1", "prop5 == val5"]
 ANAX_POLICY = Target("policy", "bp", "amd64", ("prop3 == val3", 'prop4 == "some value"'),
-                     tuple(_props({"prop1": "val1", "prop2": "val2"})), ('prop4 == "some value"',),
-                     tuple(_props({"prop5": "val5", "prop6": "val6"})))
+                     tuple(_props({"prop1": "val1", "prop2": "val2"})), (
+                         ("amd64", ('prop4 == "some value"',), tuple(_props({"prop5": "val5", "prop6": "val6"}))),))
 
 
 def test_anax_compcheck_vectors_both_directions() -> None:

@@ -661,24 +661,30 @@ def test_constraints_the_agbot_cannot_read_halt_the_rollout_before_anything_move
 
 
 def test_nodes_whose_own_constraints_refuse_the_policy_are_not_counted(stack: Stack) -> None:
-    """Two of four nodes meet hello-picky's constraints but their node policy asks for ``tier == test`` while the policy
+    """Two of five nodes meet hello-picky's constraints but their node policy asks for ``tier == test`` while the policy
     offers ``tier == prod``: the agbot never makes an agreement with them (anax compcheck CheckPolicyCompatiblility,
-    both directions). The stage counts the two nodes that can run the service and goes healthy, instead of waiting
-    for the other two until its timeout and rolling back; the thread names the cause for the two left out."""
+    both directions). A fifth fails the new version's service policy (merged into the deployment policy). The stage
+    counts the two nodes that can run the new version and goes healthy, instead of waiting for the others until its
+    timeout and rolling back; the thread names the cause for the two that refuse the policy."""
     from sandbox.processes import add_commit
 
     fleet = stack.exchange.fleet
-    props = [{"name": "group", "value": "picky"}]
+    props = [{"name": "group", "value": "picky"}, {"name": "hw", "value": "big"}]
     easy = [fleet.add_node(ORG, f"picky-{i}", "amd64", properties=props, constraints=constraints)
             for i, constraints in ((1, []), (2, ["tier == prod"]))]
     picky = [fleet.add_node(ORG, f"picky-{i}", "amd64", properties=props, constraints=["tier == test"])
              for i in (3, 4)]
+    # the service policy of the new version asks for big hardware: the agbot merges its constraints into the
+    # deployment policy's, so picky-small keeps the fallback (3.0.0) and is not part of the stage either
+    small = fleet.add_node(ORG, "picky-small", "amd64", properties=[{"name": "group", "value": "picky"},
+                                                                   {"name": "hw", "value": "small"}])
+    fleet.set_service_policy(ORG, "hello_3.1.6_amd64", {"properties": [], "constraints": ["hw == big"]})
     with httpx.Client(base_url=stack.exchange.url + "/", auth=(f"{ORG}/{EXCHANGE_USER}", EXCHANGE_PASSWORD)) as c:
         body = {"label": "picky", "service": {"name": "hello", "org": ORG, "arch": "*", "serviceVersions": [
             {"version": "3.0.0", "priority": PRIORITY}]}, "properties": [{"name": "tier", "value": "prod"}],
             "constraints": ["group == picky"]}
         assert c.post(f"orgs/{ORG}/business/policies/hello-picky", json=body).status_code == 201
-    wait_until(lambda: all(fleet.running(n) == {"hello": "3.0.0"} for n in easy), timeout=60,
+    wait_until(lambda: all(fleet.running(n) == {"hello": "3.0.0"} for n in [*easy, small]), timeout=60,
                what="the compatible nodes to run 3.0.0")
     assert all(fleet.running(n) == {} for n in picky), "the agbot makes no agreement with a node that refuses it"
     add_commit(stack.source_path, {"index.html": "3.1.6\n"}, tag="v3.1.6")
@@ -688,6 +694,7 @@ def test_nodes_whose_own_constraints_refuse_the_policy_are_not_counted(stack: St
     assert stage.status == "healthy" and stage.counts["total"] == 2 and stage.counts["new"] == 2, stage.counts
     assert all(fleet.running(n) == {"hello": "3.1.6"} for n in easy)
     assert all(fleet.running(n) == {} for n in picky)
+    assert fleet.running(small) == {"hello": "3.0.0"}, "the service policy refuses it 3.1.6; it keeps the fallback"
     assert "2 node(s) left out of the stage: the node's constraints refuse the policy `hello-picky`" in stage.note
     assert "picky-3, picky-4" in stage.note and "tier == test" in stage.note
     assert "the node's constraints refuse the policy" in _thread(stack, release)

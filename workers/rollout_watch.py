@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -185,10 +186,14 @@ def begin_stage(ctx: WorkerContext, release_id: str, index: int) -> None:
     with failures.translated("rollout", release, registry, ctx=ctx):
         client = ctx.exchange(release.org)
         try:
+            service_policies = _service_policies(client, release, url)
             for target in stage.targets:
                 def change(body: dict[str, Any], kind: str = target.kind, name: str = target.name) -> Any:
                     result = _move(ctx, service, release, kind, name, body, url)
                     member = target_of(kind, name, body, release.org, url)
+                    if kind == "policy":
+                        member = replace(member, service_policies=tuple(
+                            p for p in service_policies if member.arch in ("*", "", p[0])))
                     info = {**member.as_info(), "previous": result.previous}
                     return result.body, info, result.changed
 
@@ -239,6 +244,23 @@ def _remember(ctx: WorkerContext, release_id: str, index: int, info: dict[str, A
             targets.append(info)
 
     ctx.store.update(release_id, keep)
+
+
+def _service_policies(client: Any, release: Release, url: str) -> tuple[tuple[str, tuple[str, ...],
+                                                                              tuple[dict[str, Any], ...]], ...]:
+    """Per arch, the service policy of the version rolled out (read once when a stage begins, so polls read nothing
+    but node-details): the agbot merges it into every deployment policy of the service (anax
+    ``agreementbot/agreementworker.go``, ``compcheck.GetServicePolicyWithId``)."""
+    from workers.exchange import service_id
+
+    found = []
+    for arch in release.arches:
+        policy = client.get_service_policy(release.org, service_id(url, release.version, arch)) or {}
+        constraints = tuple(str(c) for c in policy.get("constraints") or ())
+        properties = tuple(p for p in policy.get("properties") or () if isinstance(p, dict))
+        if constraints or properties:
+            found.append((arch, constraints, properties))
+    return tuple(found)
 
 
 # -- poll ---------------------------------------------------------------------------------------------------------
