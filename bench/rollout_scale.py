@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import statistics
 import tempfile
 import time
@@ -60,7 +61,7 @@ POLICY_PROPERTIES = ({"name": "tier", "value": "prod"},)
 
 
 def _node_policy(i: int) -> tuple[list[dict[str, Any]], list[str]]:
-    """Typed node properties for every node; a node policy's constraints on 10 % of them (1 % refuse the policy)."""
+    """Typed node properties for every node; a node policy's constraints on 11 % of them (1 % refuse the policy)."""
     properties: list[dict[str, Any]] = [{"name": "group", "value": "fleet"},
                                         {"name": "memory", "value": 2048, "type": "int"}]
     if i % 100 == 50:
@@ -173,7 +174,8 @@ def run(*, nodes: int, rollouts: int = 3, rounds: int = 5) -> dict[str, Any]:
             "poll_cpu_ms": _spread(poll_cpu), "baseline_decode_cpu_ms": _spread(decode_cpu),
             "samples_per_arm": len(poll_cpu), "ratio": round(poll_m / base_m, 2) if base_m else None,
             "first_poll_wall_ms": round(statistics.median(fetch_wall) * 1000, 1), "counts": counts,
-            "left_out_by_node_policy": left_out}
+            "left_out_by_node_policy": left_out, "machine": f"{platform.machine()} {platform.system()}",
+            "date": time.strftime("%Y-%m-%d", time.gmtime())}
 
 
 def report_section(r: dict[str, Any]) -> str:
@@ -184,15 +186,16 @@ def report_section(r: dict[str, Any]) -> str:
 1 % offline), {r['rollouts']} rollouts of that org polling at the same time, {r['rounds']} poll rounds. Each poll reads
 the org's `node-details` through the shared Redis cache (one Exchange GET per org per poll interval) and summarizes
 the stage, which includes deciding which nodes it reaches in both directions: the policy's constraints
-(`{' '.join(POLICY_CONSTRAINTS)}`) against each node's typed properties, and, for the 10 % of nodes with a node
-policy, the node's constraints against the policy's properties and the service's built-in ones (1 % of the nodes
+(`{' '.join(POLICY_CONSTRAINTS)}`) against each node's typed properties, and, for the nodes with a node policy
+(11 %), the node's constraints against the policy's properties and the service's built-in ones (1 % of the nodes
 refuse the policy and are left out). Baseline, same run and same payload ({r['payload_mb']} MB): `json.loads` of the
 answer alone. The two arms alternate within each round and which one goes first alternates too ({r['samples_per_arm']}
 samples each); CPU is the polling thread's own (`time.thread_time`), so the stand-in's threads do not count.
 
+Exchange requests per poll round ({r['rollouts']} rollouts together): {r['exchange_requests_per_round']}.
+
 | | min / median / max |
 |---|---|
-| Exchange requests per poll round ({r['rollouts']} rollouts together) | {r['exchange_requests_per_round']} |
 | CPU of one poll (decode + membership both ways + summarize) | {p['min']} / {p['median']} / {p['max']} ms |
 | baseline: decode only | {b['min']} / {b['median']} / {b['max']} ms |
 | ratio of the medians | {r['ratio']}× |
@@ -202,6 +205,8 @@ Counts of the last poll: new {c.get('new')}, old {c.get('old')}, failing {c.get(
 {c.get('offline')}, waiting {c.get('waiting')} of {c.get('total')}; {r['left_out_by_node_policy']} node(s) left out
 because their node policy refuses the policy. The number of Exchange requests does not grow with the fleet or with the
 number of rollouts: it is one per org per interval.
+
+Measured by `python -m bench.rollout_scale` on {r.get('machine', 'this machine')}, {r.get('date', '')}.
 """
 
 
