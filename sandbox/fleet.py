@@ -1,9 +1,10 @@
 """Simulated edge agents for the Exchange stand-in: nodes that follow their pattern or deployment policies.
 
-Each node has an arch, properties, a pattern (or none: policy nodes match deployment policies through their
-``constraints``) and a heartbeat. When what the node should run changes (the ``serviceVersions`` of its pattern or of
-a matching policy, for its arch), the node acts after ``apply_delay`` seconds, as an agent does once the agbot has
-made an agreement:
+Each node has an arch, a node policy (properties and constraints, both shown in node-details), a pattern (or none:
+a policy node gets a version of a deployment policy only where the agbot would place it, both directions, with the
+version's service policy merged in: :func:`policy_compatible`) and a heartbeat. When what the node should run
+changes (the ``serviceVersions`` of its pattern or of a matching policy, for its arch), the node acts after
+``apply_delay`` seconds, as an agent does once the agbot has made an agreement:
 
 1. fetch the service (``{url}_{version}_{arch}``) and its keys from the Exchange state;
 2. verify ``deploymentSignature`` over the exact ``deployment`` string with RSA-PSS / SHA-256, salt length
@@ -17,7 +18,8 @@ The first version (priority 1) that works is reported as running in ``services``
 ``registeredServices`` of ``node-details``; each version that failed adds the error an agent surfaces
 (``errors``: ``{record_id, message, event_code, hidden, workload, timestamp}``) and the node falls back to the next
 priority. Knobs: :meth:`Fleet.set_failing`, :meth:`Fleet.set_online` (an offline node's heartbeat stops and it acts on
-nothing), :meth:`Fleet.set_trusts_ca`, :meth:`Fleet.set_credentials`.
+nothing), :meth:`Fleet.set_trusts_ca`, :meth:`Fleet.set_credentials`, :meth:`Fleet.set_node_policy` (``hzn policy
+update`` on the node), :meth:`Fleet.set_service_policy`.
 
 One timer thread serves the whole fleet (a heap of due nodes, heartbeats stamped in one sweep), so 10,000 nodes cost
 one thread. It notices Exchange writes through ``ExchangeState.generation`` (bumped by every successful write).
