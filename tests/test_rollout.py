@@ -320,6 +320,16 @@ def test_anax_compcheck_vectors_both_directions() -> None:
     # without the service policy, prop5 (which the node's constraints ask for) is offered by nobody: refused
     bare = Target("policy", "bp", "amd64", ANAX_POLICY.constraints, ANAX_POLICY.properties)
     assert members([compatible], ORG, [bare]) == []
+    # service arch "*" (the same test's input3): each arch's service policy merged for the nodes of that arch
+    service_policy = ANAX_POLICY.service_policies[0][1:]
+    every_arch = Target("policy", "bp", "*", ANAX_POLICY.constraints, ANAX_POLICY.properties,
+                        (("amd64", *service_policy), ("arm64", *service_policy)))
+    arm = {**_policy_node("n3", ANAX_NODE_PROPS, ANAX_NODE_CONSTRAINTS), "arch": "arm64"}
+    assert [n["name"] for n in members([compatible, other, arm], ORG, [every_arch])] == ["n1", "n3"]
+    assert members([arm], ORG, [ANAX_POLICY]) == [], "an amd64 policy does not reach an arm64 node"
+    only_amd64 = Target("policy", "bp", "*", ANAX_POLICY.constraints, ANAX_POLICY.properties,
+                        (("amd64", *service_policy),))
+    assert members([arm], ORG, [only_amd64]) == [], "arm64 has no service policy offering prop5"
 
 
 def test_a_nodes_own_constraints_refuse_the_policy_and_the_node_is_not_counted() -> None:
