@@ -640,3 +640,10 @@ def rollout_node_constraints_refuse(policy: str, constraints: list[str], names: 
     return (f"{len(names)} node(s) left out of the stage: the node's constraints refuse the policy `{policy}` "
             f"({' AND '.join(constraints) or 'none'} does not hold on the policy's and service policy's properties); "
             f"the agreement bot makes no agreement there and their agents report nothing ({shown})")
+
+
+def rollout_refused_constraints_unreadable(detail: str) -> str:
+    """A rollout refused before anything moved: a node's (or a service policy's) constraints cannot be read."""
+    return (f"rollout refused, nothing was moved: {detail}. Which nodes the rollout reaches cannot be known, and "
+            "edgebot does not guess: fix the constraints (`hzn policy update` on the node for a node policy, `hzn "
+            "exchange service addpolicy` for a service policy), then publish again")

@@ -169,11 +169,12 @@ def test_full_rollout_moves_every_stage_and_counts_offline_nodes(stack: Stack) -
     fleet_msg = next(m for m in thread if m["ts"] == release.progress_ts["rollout:fleet"])
     assert "8 of 8 online node(s) run 3.0.1" in fleet_msg["text"] and "offline 1" in fleet_msg["text"]
     assert len([m for m in thread if "Rollout ·" in m.get("text", "")]) == 2
-    # polls share one node-details GET per interval: never one request per node
+    # polls share one node-details GET per interval: never one request per node (plus one when the rollout starts:
+    # every node the stages reach must be placeable before anything moves)
     details = [r for r in stack.exchange.requests() if r["path"].endswith("/node-details")]
     node_paths = [r for r in stack.exchange.requests() if "/nodes/" in r["path"]]
     assert details and not node_paths
-    assert len(details) <= canary.polls + rest.polls
+    assert len(details) <= canary.polls + rest.polls + 1
 
 
 def test_failing_stage_rolls_back_and_nodes_return(stack: Stack) -> None:
@@ -289,7 +290,10 @@ def test_rollout_command_shows_the_fleet_state(stack: Stack) -> None:
 
 def test_exchange_down_past_the_retries_rolls_back(stack: Stack) -> None:
     current = _policy_versions(stack, "hello-canary")
-    stack.exchange.fail_next("GET", r"/node-details$", 502, count=1000)
+    # the Exchange's node-details goes down when the canary policy is moved (after the start's checks read it), so
+    # every poll of the canary stage fails
+    stack.exchange.before_next("PATCH", r"/business/policies/hello-canary$", lambda: stack.exchange.fail_next(
+        "GET", r"/node-details$", 502, count=1000))
     try:
         release = _publish(stack, "publish hello 3.0.2 --registry local")
     finally:
@@ -634,6 +638,10 @@ def test_a_wrong_key_is_diagnosed_within_the_diagnosis_time(stack: Stack) -> Non
     ack = stack.command("rollback hello").json()
     assert release_id in ack["text"], ack
     wait_until(lambda: store.require(release_id).state == "rolled_back", timeout=60, what="the rollback")
+    # the record says rolled_back before the policies are re-pointed: wait for the writes too (the next test counts
+    # the writes to these policies)
+    wait_until(lambda: all("3.1.4" not in _policy_versions(stack, name) for name in ("hello-canary", "hello-fleet")),
+               timeout=60, what="the policies to pin the previous version again")
 
 
 def test_constraints_the_agbot_cannot_read_halt_the_rollout_before_anything_moves(stack: Stack) -> None:
@@ -700,24 +708,46 @@ def test_nodes_whose_own_constraints_refuse_the_policy_are_not_counted(stack: St
     assert "the node's constraints refuse the policy" in _thread(stack, release)
 
 
-def test_a_node_constraint_that_cannot_be_read_halts_the_stage_naming_node_and_expression(stack: Stack) -> None:
+def test_a_node_constraint_that_cannot_be_read_refuses_the_rollout_before_anything_moves(stack: Stack) -> None:
     """A node of hello-picky carries a node policy constraint the agbot's language cannot read (it has no NOT): which
-    nodes the stage reaches is unknown, so the stage halts and rolls back, naming the node and the expression, instead
-    of guessing whether that node counts."""
+    nodes the rollout reaches is unknown, so it is refused before anything moves, naming the node and the
+    expression, instead of guessing whether that node counts."""
     from sandbox.processes import add_commit
 
     fleet = stack.exchange.fleet
-    odd = f"{ORG}/picky-odd"
-    if odd not in fleet.nodes:
-        fleet.add_node(ORG, "picky-odd", "amd64", properties=[{"name": "group", "value": "picky"}],
-                       constraints=["NOT tier == test"])
+    odd = fleet.add_node(ORG, "picky-odd", "amd64", properties=[{"name": "group", "value": "picky"}],
+                         constraints=["NOT tier == test"])
     before = _policy_versions(stack, "hello-picky")
+    writes = len(_policy_writes(stack, "hello-picky"))
     add_commit(stack.source_path, {"index.html": "3.1.7\n"}, tag="v3.1.7")
     try:
         release = _publish(stack, "publish hello-picky 3.1.7 --registry local")
     finally:
-        fleet.set_node_policy(odd, constraints=["tier == nowhere"])  # readable again: later tests are not halted
+        fleet.set_node_policy(odd, constraints=["tier == nowhere"])  # readable again: later tests are not refused
+    assert release.state == "failed", (release.state, release.error)
+    assert "rollout refused, nothing was moved" in release.error and f"node {odd}" in release.error
+    assert "NOT tier == test" in release.error and "no NOT" in release.error
+    assert _policy_versions(stack, "hello-picky") == before
+    assert len(_policy_writes(stack, "hello-picky")) == writes, "not one write"
+
+
+def test_a_node_constraint_that_becomes_unreadable_halts_the_stage(stack: Stack) -> None:
+    """The same node policy set while the stage runs (hzn policy update on a node): the next poll cannot know which
+    nodes count, so the stage halts and what moved is put back, naming the node and the expression."""
+    from sandbox.processes import add_commit
+
+    fleet = stack.exchange.fleet
+    odd = f"{ORG}/picky-odd"
+    before = _policy_versions(stack, "hello-picky")
+    add_commit(stack.source_path, {"index.html": "3.1.8\n"}, tag="v3.1.8")
+    # the node's policy changes while edgebot moves hello-picky (after the start's checks, before the first poll)
+    stack.exchange.before_next("PATCH", r"/business/policies/hello-picky$", lambda: fleet.set_node_policy(
+        odd, constraints=['tier == "prod']))
+    try:
+        release = _publish(stack, "publish hello-picky 3.1.8 --registry local")
+    finally:
+        fleet.set_node_policy(odd, constraints=["tier == nowhere"])
     assert release.state == "rolled_back", (release.state, release.error)
     assert "rollout stage picky halted" in release.error and f"node {odd}" in release.error
-    assert "NOT tier == test" in release.error and "no NOT" in release.error
+    assert "tier == \"prod" in release.error
     assert _policy_versions(stack, "hello-picky") == before[:1], "the previous version pinned again"

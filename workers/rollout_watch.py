@@ -131,6 +131,7 @@ def start(ctx: WorkerContext, release_id: str) -> None:
             blind = fleet_visibility_problem(client, release.org)
             if blind:
                 raise StepFailed(f"rollout refused, nothing was moved: {blind}")
+            members: list[fleet_summary.Target] = []
             for stage in stages_of(service, release):  # check everything before moving anything
                 for target in stage.targets:
                     body = client.get_deployment_object(target.kind, release.org, target.name)
@@ -138,6 +139,7 @@ def start(ctx: WorkerContext, release_id: str) -> None:
                         body = body_from_source(service, release, target, Path(ctx.config.settings.source_cache_dir))
                     _move(ctx, service, release, target.kind, target.name, body, url)
                     member = target_of(target.kind, target.name, body, release.org, url)
+                    members.append(member)
                     try:  # which nodes it reaches must be known before anything moves: never guessed
                         fleet_summary.compile_constraints(member.constraints)
                     except ConstraintError as exc:
@@ -145,6 +147,9 @@ def start(ctx: WorkerContext, release_id: str) -> None:
                                          f"be evaluated the way the agreement bot reads them: {exc}. Nothing moved; "
                                          "fix the constraints (the agbot would refuse them too) and publish again.") \
                             from None
+            unreadable = _node_side_problem(client, release, url, members)
+            if unreadable:
+                raise StepFailed(unreadable)
         except RolloutRefused as refused:
             raise StepFailed(f"rollout refused: {refused}") from None
         finally:
@@ -261,6 +266,22 @@ def _service_policies(client: Any, release: Release, url: str) -> tuple[tuple[st
         if constraints or properties:
             found.append((arch, constraints, properties))
     return tuple(found)
+
+
+def _node_side_problem(client: Any, release: Release, url: str, members: list[fleet_summary.Target]) -> str:
+    """Before anything moves: can every node the stages reach be placed, i.e. can the node policy constraints of
+    every node that meets a policy be read (with the new version's service policies merged in)? The refusal, or ""."""
+    service_policies = _service_policies(client, release, url)
+    targets = [replace(m, service_policies=tuple(p for p in service_policies if m.arch in ("*", "", p[0])))
+               if m.kind == "policy" else m for m in members]
+    nodes = json.loads(client.node_details_raw(release.org))
+    try:
+        for _ in fleet_summary.placements(nodes if isinstance(nodes, list) else [], release.org, targets, url=url,
+                                          version=release.version):
+            pass
+    except (fleet_summary.NodeConstraintError, ConstraintError) as exc:
+        return messages.rollout_refused_constraints_unreadable(str(exc))
+    return ""
 
 
 # -- poll ---------------------------------------------------------------------------------------------------------
