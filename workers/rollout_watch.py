@@ -3,7 +3,8 @@
 - ``start``: first, can the Exchange identity see the org's nodes at all (node-details shows a standard user only the
   nodes it owns, a hub admin none: an org admin is needed, or the watch would count a partial fleet as healthy)?
   Then every object of every stage is read and checked (exists, deploys the service, every covered arch published,
-  a priority the agbot accepts), so a refusal moves nothing; then stage 1 begins.
+  a priority the agbot accepts, constraints the agbot can read — the policies' and those of every node they reach),
+  so a refusal moves nothing; then stage 1 begins.
 - a stage begins by moving its objects (per object: Redis lock → re-read → PATCH of ``service``/``services`` →
   verify), then schedules a poll. A pattern's thread message says that every node of the pattern restarts.
 - ``poll`` is a short job: it reads the org's node-details (one GET per org per poll interval, shared through Redis
