@@ -42,10 +42,12 @@ def answer(service_name: str, version: str | None, config: Config, store: Releas
     for stage in release.rollout:
         if nodes is not None and stage.targets:
             url = str(release.results[release.arches[0]].definition.get("url", service_name))
-            targets = [Target(t["kind"], t["name"], t.get("arch", "*"), tuple(t.get("constraints", ())))
-                       for t in stage.targets]
-            counts = summarize(nodes, org=release.org, url=url, version=wanted, targets=targets,
-                               offline_after=config.settings.rollout_offline_after, now=time.time()).as_dict()
+            targets = [Target.from_info(t) for t in stage.targets]
+            try:
+                counts = summarize(nodes, org=release.org, url=url, version=wanted, targets=targets,
+                                   offline_after=config.settings.rollout_offline_after, now=time.time()).as_dict()
+            except ValueError:  # constraints that cannot be read: the watch halts the stage and says why
+                counts = stage.counts if wanted == release.version else {}
         else:
             counts = stage.counts if wanted == release.version else {}
         stages.append((stage.name, stage.status, counts))

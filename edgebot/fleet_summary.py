@@ -2,7 +2,12 @@
 
 Pure functions (no client, no Redis) shared by the rollout watch (workers) and ``/edge rollout`` (bot). Membership of
 a node in a stage comes from Exchange data only: a pattern target takes the nodes registered with that pattern; a
-policy target takes the pattern-less nodes of a matching arch whose properties satisfy the policy's constraints.
+policy target takes the pattern-less nodes of a matching arch that are compatible with it in both directions, as the
+agreement bot decides it (anax ``compcheck/policy_check.go`` ``CheckPolicyCompatiblility`` → ``policy/policy_file.go``
+``Are_Compatible``): the deployment policy's constraints (merged with the service policy's) hold on the node's
+``properties``, **and** the node's own ``constraints`` (its node policy, in node-details) hold on the deployment
+policy's ``properties`` merged with the service policy's and the service's built-in ``openhorizon.service.*``
+properties. Properties are read typed, as the Exchange stores them (``{"name", "value", "type"}``).
 
 Per member node, in this order: **offline** (last heartbeat older than the threshold: counted, never waited for),
 **new** (runs the target version, every container running), **failing** (an error the agent surfaced for this
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -41,6 +46,25 @@ class Target:
     name: str
     arch: str = "*"  # a policy's service.arch
     constraints: tuple[str, ...] = ()
+    properties: tuple[dict[str, Any], ...] = ()
+    """The deployment policy's ``properties`` (what a node's own constraints are evaluated against)."""
+    service_policies: tuple[tuple[str, tuple[str, ...], tuple[dict[str, Any], ...]], ...] = ()
+    """Per arch, the service policy of the version rolled out: (arch, constraints, properties); the agbot merges it
+    into the deployment policy (anax ``compcheck.MergeFullServicePolicyToBusinessPolicy``)."""
+
+    @classmethod
+    def from_info(cls, info: dict[str, Any]) -> Target:
+        """A target as a stage records it (the dict :meth:`as_info` wrote, or an older one without properties)."""
+        service = tuple((str(p.get("arch")), tuple(p.get("constraints") or ()), tuple(p.get("properties") or ()))
+                        for p in info.get("service_policies") or ())
+        return cls(str(info["kind"]), str(info["name"]), str(info.get("arch") or "*"),
+                   tuple(info.get("constraints") or ()), tuple(info.get("properties") or ()), service)
+
+    def as_info(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "arch": self.arch, "constraints": list(self.constraints),
+                "properties": [dict(p) for p in self.properties],
+                "service_policies": [{"arch": arch, "constraints": list(c), "properties": [dict(p) for p in props]}
+                                     for arch, c, props in self.service_policies]}
 
 
 @dataclass
@@ -54,6 +78,8 @@ class StageCounts:
     starting: int = 0
     problems: list[str] = field(default_factory=list)
     """One line per failing node, in the user's words (all of them; the caller keeps the first N)."""
+    refused: dict[tuple[str, tuple[str, ...]], list[str]] = field(default_factory=dict)
+    """Nodes left out because their own constraints refuse a policy they meet: (policy, node constraints) -> names."""
 
     @property
     def online(self) -> int:
@@ -74,10 +100,7 @@ class StageCounts:
 
 
 # -- constraints ----------------------------------------------------------------------------------------------------
-Predicate = Callable[[dict[str, str]], bool]
-
-
-def compile_constraints(constraints: Iterable[str]) -> Predicate:
+def compile_constraints(constraints: Iterable[str]) -> constraints_language.Constraints:
     """A policy's constraints in Open Horizon's constraint language, read once as the agbot reads them
     (:mod:`edgebot.constraints`: AND/OR, ``&&``/``||``, parentheses, quoted strings, ``in`` lists, version ranges,
     every comparison; there is no NOT in it); every constraint string must hold. An expression the agbot would refuse
@@ -85,12 +108,111 @@ def compile_constraints(constraints: Iterable[str]) -> Predicate:
     return constraints_language.compile_constraints(constraints)
 
 
-def _properties(node: dict[str, Any]) -> dict[str, str]:
-    props = {}
-    for prop in node.get("properties") or []:
-        value = prop.get("value")
-        props[str(prop.get("name"))] = str(value).lower() if isinstance(value, bool) else str(value)
-    return props
+class NodeConstraintError(ValueError):
+    """A node's own constraints (its node policy) cannot be read the way the agbot reads them: which node, which
+    expression, why. Which nodes a stage reaches is then unknown, and a rollout must halt rather than guess."""
+
+    def __init__(self, node: str, error: constraints_language.ConstraintError) -> None:
+        self.node, self.error = node, error
+        super().__init__(f"node {node}: its node policy's constraints cannot be read as the agreement bot reads them: "
+                         f"{error}")
+
+
+SERVICE_BUILTINS = ("openhorizon.service.url", "openhorizon.service.name", "openhorizon.service.org",
+                    "openhorizon.service.version", "openhorizon.service.arch")
+"""anax ``externalpolicy/builtin_properties.go`` ``CreateServiceBuiltInPolicy``: added to every service policy."""
+
+
+def merged_properties(*lists: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Property lists merged as anax ``PropertyList.MergeWith(…, false)`` does: a name already present keeps its
+    first value."""
+    seen: set[str] = set()
+    out = []
+    for props in lists:
+        for prop in props:
+            if isinstance(prop, dict) and str(prop.get("name")) not in seen:
+                seen.add(str(prop.get("name")))
+                out.append(prop)
+    return out
+
+
+def merged_constraints(*lists: Iterable[str]) -> tuple[str, ...]:
+    """``ConstraintExpression.MergeWith``: appended, an identical expression once."""
+    out: list[str] = []
+    for items in lists:
+        out.extend(c for c in items if c not in out)
+    return tuple(out)
+
+
+MEMBER, REFUSED, OUTSIDE = "member", "refused", "outside"
+
+
+class _PolicyMatch:
+    """One policy target compiled once (per arch, with that arch's service policy); :meth:`place` decides one node in
+    both directions."""
+
+    def __init__(self, target: Target, org: str, url: str, version: str) -> None:
+        self.target = target
+        self.arch = target.arch
+        self._org, self._url, self._version = org, url, version
+        self._service = {arch: (c, props) for arch, c, props in target.service_policies}
+        self._sides: dict[str, tuple[constraints_language.Constraints, list[dict[str, Any]]]] = {}
+        self._accepted: dict[tuple[tuple[str, ...], str], bool] = {}
+        for arch in [*self._service, ""]:
+            self.sides(arch)  # every expression read up front: a policy the agbot cannot read fails here
+
+    def sides(self, arch: str) -> tuple[constraints_language.Constraints, list[dict[str, Any]]]:
+        """For a node of ``arch``: the merged consumer policy's constraints and its properties (deployment policy
+        first, then the service policy, then the built-in service properties; anax ``PropertyList.MergeWith(…,
+        false)`` keeps the first value of a name)."""
+        found = self._sides.get(arch)
+        if found is None:
+            constraints, properties = self._service.get(arch, ((), ()))
+            builtins = []
+            if self._url:
+                values = (self._url, self._url, self._org, self._version,
+                          arch if self.arch in ("*", "") else self.arch)
+                builtins = [{"name": n, "value": v} for n, v in zip(SERVICE_BUILTINS, values, strict=True) if v]
+            found = self._sides[arch] = (
+                compile_constraints(merged_constraints(self.target.constraints, constraints)),
+                merged_properties(self.target.properties, properties, builtins))
+        return found
+
+    def place(self, node: dict[str, Any],
+              node_constraints: Callable[[dict[str, Any]], tuple[tuple[str, ...], Any]]) -> str:
+        arch = str(node.get("arch") or "")
+        if self.arch not in ("*", "", arch):
+            return OUTSIDE
+        forward, offered = self.sides(arch)
+        props = node.get("properties")
+        if not forward(props if isinstance(props, list) else []):
+            return OUTSIDE
+        key, own = node_constraints(node)
+        verdict = self._accepted.get((key, arch))
+        if verdict is None:  # the same for every node with these constraints: the consumer side is fixed per arch
+            verdict = self._accepted[(key, arch)] = bool(own(offered))
+        return MEMBER if verdict else REFUSED
+
+
+def _node_constraints() -> Callable[[dict[str, Any]], tuple[tuple[str, ...], Any]]:
+    """A node's own constraints, each distinct list compiled once; NodeConstraintError for one the agbot cannot read."""
+    cache: dict[tuple[str, ...], Any] = {}
+
+    def of(node: dict[str, Any]) -> tuple[tuple[str, ...], Any]:
+        raw = node.get("constraints") or ()
+        key = (raw,) if isinstance(raw, str) else tuple(raw)
+        found = cache.get(key)
+        if found is None:
+            try:
+                found = constraints_language.compile_constraints(raw)
+            except constraints_language.ConstraintError as exc:
+                found = exc
+            cache[key] = found
+        if isinstance(found, constraints_language.ConstraintError):
+            raise NodeConstraintError(str(node.get("id") or node.get("name")), found)
+        return key, found
+
+    return of
 
 
 # -- one node ---------------------------------------------------------------------------------------------------------
@@ -151,28 +273,54 @@ def classify(node: dict[str, Any], *, org: str, url: str, version: str, offline_
 
 
 # -- a stage ----------------------------------------------------------------------------------------------------------
-def members(nodes: Iterable[dict[str, Any]], org: str, targets: Iterable[Target]) -> list[dict[str, Any]]:
-    """The nodes a stage's targets deploy to, from Exchange data only (each node counted once)."""
+def placements(nodes: Iterable[dict[str, Any]], org: str, targets: Iterable[Target], *, url: str = "",
+               version: str = "") -> Iterator[tuple[dict[str, Any], str, Target | None]]:
+    """(node, MEMBER | REFUSED | OUTSIDE, the policy that decided it) for every node. REFUSED: a policy's constraints
+    hold on the node but the node's own constraints refuse that policy (the agbot makes no agreement there). Raises
+    :class:`NodeConstraintError` when the node's constraints cannot be read, and
+    :class:`edgebot.constraints.ConstraintError` when a policy's cannot."""
+    targets = list(targets)
     patterns = {f"{org}/{t.name}" for t in targets if t.kind == "pattern"}
-    policies = [(t.arch, compile_constraints(t.constraints)) for t in targets if t.kind == "policy"]
-    found = []
+    policies = [_PolicyMatch(t, org, url, version) for t in targets if t.kind == "policy"]
+    own = _node_constraints()
     for node in nodes:
         pattern = node.get("pattern") or ""
         if pattern:
-            if pattern in patterns:
-                found.append(node)
-        elif policies:
-            props = _properties(node)
-            if any(arch in ("*", "", node.get("arch")) and match(props) for arch, match in policies):
-                found.append(node)
-    return found
+            yield node, (MEMBER if pattern in patterns else OUTSIDE), None
+            continue
+        outcome: tuple[str, Target | None] = (OUTSIDE, None)
+        for policy in policies:
+            placed = policy.place(node, own)
+            if placed == MEMBER:
+                outcome = (MEMBER, policy.target)
+                break
+            if placed == REFUSED and outcome[0] == OUTSIDE:
+                outcome = (REFUSED, policy.target)
+        yield node, *outcome
+
+
+def members(nodes: Iterable[dict[str, Any]], org: str, targets: Iterable[Target], *, url: str = "",
+            version: str = "") -> list[dict[str, Any]]:
+    """The nodes a stage's targets deploy to, from Exchange data only (each node counted once); ``url``/``version``
+    give the service's built-in properties a node's constraints may name."""
+    return [node for node, placed, _ in placements(nodes, org, targets, url=url, version=version) if placed == MEMBER]
+
+
+def _refusal_key(node: dict[str, Any], target: Target) -> tuple[str, tuple[str, ...]]:
+    raw = node.get("constraints") or ()
+    return target.name, ((raw,) if isinstance(raw, str) else tuple(raw))
 
 
 def summarize(nodes: Iterable[dict[str, Any]], *, org: str, url: str, version: str, targets: Iterable[Target],
               offline_after: float, now: float, pull_grace: float = math.inf, elapsed: float = 0.0) -> StageCounts:
     """Counts of one stage from one node-details answer (10,000 nodes: one pass, constraints compiled once)."""
     counts = StageCounts()
-    for node in members(nodes, org, list(targets)):
+    for node, placed, target in placements(nodes, org, list(targets), url=url, version=version):
+        if placed != MEMBER:
+            if placed == REFUSED and target is not None:
+                name = str(node.get("name") or node.get("id"))
+                counts.refused.setdefault(_refusal_key(node, target), []).append(name)
+            continue
         bucket, error = classify(node, org=org, url=url, version=version, offline_after=offline_after, now=now,
                                  pull_grace=pull_grace, elapsed=elapsed)
         counts.total += 1

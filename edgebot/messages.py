@@ -804,3 +804,26 @@ def dockauth_refresh_line(outcome: str, where: str, *, alias: str = "", username
     if outcome == "unchanged":
         return f"unchanged {where}: already the current pull credential of `{alias}` ({expiry_text(expires_at, now)})"
     return f"skipped {where}: no registry alias with a pull credential has this host"
+
+
+
+def rollout_constraints_unreadable(stage: str, detail: str) -> str:
+    """A stage halts: a node's (or a policy's) constraints cannot be read, so which nodes it reaches is unknown."""
+    return (f"rollout stage {stage} halted: {detail}. Which nodes the stage reaches cannot be known, and edgebot does "
+            "not guess: fix the constraints (`hzn policy update` on the node for a node policy, `hzn exchange "
+            "deployment updatepolicy` for a deployment policy), then publish again")
+
+
+def rollout_node_constraints_refuse(policy: str, constraints: list[str], names: list[str]) -> str:
+    """Diagnosis line: nodes whose own constraints refuse a policy whose constraints they meet."""
+    shown = ", ".join(sorted(names)[:10]) + (", …" if len(names) > 10 else "")
+    return (f"{len(names)} node(s) left out of the stage: the node's constraints refuse the policy `{policy}` "
+            f"({' AND '.join(constraints) or 'none'} does not hold on the policy's and service policy's properties); "
+            f"the agreement bot makes no agreement there and their agents report nothing ({shown})")
+
+
+def rollout_refused_constraints_unreadable(detail: str) -> str:
+    """A rollout refused before anything moved: a node's (or a service policy's) constraints cannot be read."""
+    return (f"rollout refused, nothing was moved: {detail}. Which nodes the rollout reaches cannot be known, and "
+            "edgebot does not guess: fix the constraints (`hzn policy update` on the node for a node policy, `hzn "
+            "exchange service addpolicy` for a service policy), then publish again")

@@ -83,6 +83,7 @@ MESSAGES: dict[str, tuple[str, str]] = {  # key -> (en, de); {0}… are position
     "service.updated": ("service updated", "Der Service wurde aktualisiert"),
     "service.not.found": ("service '{0}' not found", "Der Service '{0}' wurde nicht gefunden"),
     "service.deleted": ("service deleted", "Der Service wurde gelöscht"),
+    "policy.added.or.updated": ("policy added or updated", "Richtlinie hinzugefügt oder aktualisiert"),
     # keys and dockauths
     "key.added.or.updated": ("key added or updated", "Der Schlüssel wurde hinzugefügt oder aktualisiert"),
     "key.must.not.be.empty": ("the key must not be empty", "Der Schlüssel darf nicht leer sein"),

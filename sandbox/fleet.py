@@ -1,9 +1,10 @@
 """Simulated edge agents for the Exchange stand-in: nodes that follow their pattern or deployment policies.
 
-Each node has an arch, properties, a pattern (or none: policy nodes match deployment policies through their
-``constraints``) and a heartbeat. When what the node should run changes (the ``serviceVersions`` of its pattern or of
-a matching policy, for its arch), the node acts after ``apply_delay`` seconds, as an agent does once the agbot has
-made an agreement:
+Each node has an arch, a node policy (properties and constraints, both shown in node-details), a pattern (or none:
+a policy node gets a version of a deployment policy only where the agbot would place it, both directions, with the
+version's service policy merged in: :func:`policy_compatible`) and a heartbeat. When what the node should run
+changes (the ``serviceVersions`` of its pattern or of a matching policy, for its arch), the node acts after
+``apply_delay`` seconds, as an agent does once the agbot has made an agreement:
 
 1. fetch the service (``{url}_{version}_{arch}``) and its keys from the Exchange state;
 2. verify ``deploymentSignature`` over the exact ``deployment`` string with RSA-PSS / SHA-256, salt length
@@ -17,7 +18,8 @@ The first version (priority 1) that works is reported as running in ``services``
 ``registeredServices`` of ``node-details``; each version that failed adds the error an agent surfaces
 (``errors``: ``{record_id, message, event_code, hidden, workload, timestamp}``) and the node falls back to the next
 priority. Knobs: :meth:`Fleet.set_failing`, :meth:`Fleet.set_online` (an offline node's heartbeat stops and it acts on
-nothing), :meth:`Fleet.set_trusts_ca`, :meth:`Fleet.set_credentials`.
+nothing), :meth:`Fleet.set_trusts_ca`, :meth:`Fleet.set_credentials`, :meth:`Fleet.set_node_policy` (``hzn policy
+update`` on the node), :meth:`Fleet.set_service_policy`.
 
 One timer thread serves the whole fleet (a heap of due nodes, heartbeats stamped in one sweep), so 10,000 nodes cost
 one thread. It notices Exchange writes through ``ExchangeState.generation`` (bumped by every successful write).
@@ -28,12 +30,12 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import functools
 import hashlib
 import heapq
 import itertools
 import json
 import math
-import re
 import threading
 import time
 from collections.abc import Iterable
@@ -45,11 +47,11 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from edgebot.constraints import ConstraintError, Constraints, compile_constraints
 from sandbox.exchange_routes import ExchangeState, now
 from sandbox.exchange_rules import agbot_priority_problem, form_id
 
 _PSS_AUTO = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.AUTO)
-_CLAUSE_RE = re.compile(r'^\s*([A-Za-z0-9_.\-/]+)\s*(==|=|!=)\s*"?([^"]*?)"?\s*$')
 
 Desired = tuple[tuple[str, str, tuple[str, ...]], ...]
 
@@ -90,27 +92,48 @@ class SimNode:
 
 
 def constraints_match(constraints: Iterable[str], properties: list[dict[str, Any]]) -> bool:
-    """The agbot's policy match, for the subset the sandbox needs: ``name == value`` clauses (``=``, ``!=``)
-    joined with ``AND``/``&&`` inside ``OR``/``||`` alternatives; every constraint string must hold."""
-    props = {str(p.get("name")): _text(p.get("value")) for p in properties}
-    for constraint in constraints:
-        alternatives = re.split(r"\s+OR\s+|\s*\|\|\s*", constraint)
-        if not any(all(_clause(c, props) for c in re.split(r"\s+AND\s+|\s*&&\s*", alt)) for alt in alternatives):
-            return False
-    return True
+    """Whether ``properties`` (as the Exchange stores them, typed) satisfy every constraint, in the agbot's full
+    constraint language (anax ``externalpolicy/text_language``, ported in :mod:`edgebot.constraints`). A constraint
+    the agbot cannot read matches nothing: the agbot logs the error and makes no agreement."""
+    compiled = _compiled(tuple(constraints))
+    return compiled is not None and compiled(properties)
 
 
-def _text(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
+@functools.lru_cache(maxsize=4096)
+def _compiled(constraints: tuple[str, ...]) -> Constraints | None:
+    try:
+        return compile_constraints(constraints)
+    except ConstraintError:
+        return None
 
 
-def _clause(text: str, props: dict[str, str]) -> bool:
-    found = _CLAUSE_RE.match(text)
-    if found is None:
+SERVICE_BUILTINS = ("openhorizon.service.url", "openhorizon.service.name", "openhorizon.service.org",
+                    "openhorizon.service.version", "openhorizon.service.arch")
+
+
+def policy_compatible(policy: dict[str, Any], node: dict[str, Any], *, svc_org: str, url: str, version: str,
+                      arch: str, service_policy: dict[str, Any] | None = None) -> bool:
+    """The agbot's check for one proposed workload (anax ``agreementbot/agreementworker.go``: the service policy
+    merged with ``CreateServiceBuiltInPolicy(url, org, version, arch)``, then ``compcheck/policy_check.go``
+    ``CheckPolicyCompatiblility`` → ``policy/policy_file.go`` ``Are_Compatible``), both directions:
+
+    1. the deployment policy's constraints, with the service policy's appended (``ConstraintExpression.MergeWith``),
+       hold on the node's properties;
+    2. the node's own constraints (its node policy) hold on the deployment policy's properties merged with the
+       service policy's and the built-in service properties (``PropertyList.MergeWith(…, false)``: the first value of
+       a name wins)."""
+    service_policy = service_policy or {}
+    wanted = list(policy.get("constraints") or [])
+    wanted += [c for c in service_policy.get("constraints") or [] if c not in wanted]
+    if not constraints_match(wanted, node.get("properties") or []):
         return False
-    name, op, value = found.groups()
-    have = props.get(name)
-    return (have == value) if op in ("=", "==") else (have is not None and have != value)
+    offered: list[dict[str, Any]] = []
+    builtins = [{"name": n, "value": v} for n, v in zip(SERVICE_BUILTINS, (url, url, svc_org, version, arch),
+                                                         strict=True)]
+    for prop in [*(policy.get("properties") or []), *(service_policy.get("properties") or []), *builtins]:
+        if isinstance(prop, dict) and all(p.get("name") != prop.get("name") for p in offered):
+            offered.append(prop)
+    return constraints_match(node.get("constraints") or [], offered)
 
 
 def registry_host(image: str) -> str:
@@ -200,16 +223,19 @@ class Fleet:
     # -- set-up and knobs ---------------------------------------------------------------------------------------
     def add_node(self, org: str, name: str, arch: str, *, pattern: str = "",
                  properties: list[dict[str, Any]] | None = None, trusts_ca: bool = True,
-                 credentials: Iterable[str] = (), online: bool = True, owner: str = "") -> str:
-        """A registered node; ``pattern`` is ``org/name`` (empty: a policy node); ``owner`` the user that registered
-        it (default ``{org}/nodeowner``: a standard user other than the node's owner does not see it in
-        node-details). Returns its id ``org/name``."""
+                 credentials: Iterable[str] = (), online: bool = True, owner: str = "",
+                 constraints: Iterable[str] = ()) -> str:
+        """A registered node; ``pattern`` is ``org/name`` (empty: a policy node); ``properties`` and ``constraints``
+        its node policy (node-details shows both; the agbot holds the constraints against the deployment and service
+        policy's properties); ``owner`` the user that registered it (default ``{org}/nodeowner``: a standard user
+        other than the node's owner does not see it in node-details). Returns its id ``org/name``."""
         node_id = f"{org}/{name}"
         owner = owner or f"{org}/nodeowner"
         with self.state.lock:
             self.state.orgs.add(org)
             details = _node_details(org, node_id, arch, pattern, properties)
             details["owner"] = owner
+            details["constraints"] = list(constraints)
             self.state.nodes.setdefault(org, {})[node_id] = details
             self.nodes[node_id] = SimNode(org, node_id, arch, trusts_ca=trusts_ca, credentials=set(credentials),
                                           online=online, owner=owner)
@@ -224,6 +250,29 @@ class Fleet:
     def set_failing(self, node_id: str, versions: Iterable[str] | None = (), *, failing: bool = True) -> None:
         """The node's containers exit at start for ``versions`` (empty: every version); ``failing=False`` heals it."""
         self._knob(node_id, fail_versions=(set(versions or ()) if failing else None))
+
+    def set_node_policy(self, node_id: str, *, properties: list[dict[str, Any]] | None = None,
+                        constraints: Iterable[str] | None = None) -> None:
+        """``hzn policy update`` on the node: its properties and/or constraints change (``PUT …/nodes/{n}/policy``)
+        and the agbot re-evaluates its agreements."""
+        with self.state.lock:
+            details = self.state.nodes[self.nodes[node_id].org][node_id]
+            if properties is not None:
+                details["properties"] = copy.deepcopy(properties)
+            if constraints is not None:
+                details["constraints"] = list(constraints)
+            details["lastUpdated"] = now()
+        self._knob(node_id)
+
+    def set_service_policy(self, org: str, service_id: str, policy: dict[str, Any] | None) -> None:
+        """The service policy of ``org/service_id`` (``PUT …/services/{id}/policy``; None deletes it)."""
+        with self.state.lock:
+            if policy is None:
+                self.state.service_policies.pop((org, service_id), None)
+            else:
+                self.state.service_policies[(org, service_id)] = copy.deepcopy(policy)
+            self.state.generation += 1
+        self._wake.set()
 
     def set_online(self, node_id: str, online: bool) -> None:
         self._knob(node_id, online=online)
@@ -355,17 +404,28 @@ class Fleet:
             kept = {(o, u): v for o, u, v in node.applied or ()}
             for _, policy in sorted(self.state.policies.get(node.org, {}).items()):
                 service = policy.get("service") or {}
-                if service.get("arch") in (node.arch, "*", "") and constraints_match(
-                        policy.get("constraints") or [], details["properties"]):
-                    key = (service["org"], service["name"])
-                    if agbot_priority_problem(service.get("serviceVersions") or []):
-                        # the agbot refuses the policy (anax ServiceRef.Validate): no new agreement, the node keeps
-                        # what it was running under the policy before
-                        if key in kept:
-                            wanted.append((*key, kept[key]))
-                        continue
-                    wanted.append((*key, _ordered_versions(service.get("serviceVersions") or [])))
+                if service.get("arch") not in (node.arch, "*", ""):
+                    continue
+                key = (service["org"], service["name"])
+                # the agbot proposes a version only where the node and the policy accept each other, both ways
+                versions = tuple(v for v in _ordered_versions(service.get("serviceVersions") or [])
+                                 if self._compatible(policy, details, *key, v, node.arch))
+                if not versions:
+                    continue
+                if agbot_priority_problem(service.get("serviceVersions") or []):
+                    # the agbot refuses the policy (anax ServiceRef.Validate): no new agreement, the node keeps
+                    # what it was running under the policy before
+                    if key in kept:
+                        wanted.append((*key, kept[key]))
+                    continue
+                wanted.append((*key, versions))
         return tuple(sorted(wanted))
+
+    def _compatible(self, policy: dict[str, Any], details: dict[str, Any], svc_org: str, url: str, version: str,
+                    arch: str) -> bool:
+        service_policy = self.state.service_policies.get((svc_org, form_id(url, version, arch)))
+        return policy_compatible(policy, details, svc_org=svc_org, url=url, version=version, arch=arch,
+                                 service_policy=service_policy)
 
     # -- what the agent does --------------------------------------------------------------------------------------
     def _apply(self, node: SimNode) -> None:

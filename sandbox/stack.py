@@ -230,7 +230,9 @@ class Stack:
             self._own.append(self.registry)
         self.exchange.start()
         self.exchange.add_org(ORG)
-        self.exchange.add_user(ORG, EXCHANGE_USER, EXCHANGE_PASSWORD)
+        # node-details shows a standard user only the nodes it owns (exchange-api route/node/Details.scala): a real
+        # edgebot deployment's identity is an org admin, and the rollout watch refuses anything less
+        self.exchange.add_user(ORG, EXCHANGE_USER, EXCHANGE_PASSWORD, admin=True)
         self.slack.start()
         self.slack.add_channel(CHANNEL_ID, CHANNEL_NAME, bot_member=True)
         self.slack.add_user(REQUESTER, "requester")

@@ -167,6 +167,47 @@ def test_constraints(constraints: list[str], expected: bool) -> None:
     assert constraints_match(constraints, props) is expected
 
 
+def test_the_agbot_places_the_service_only_where_both_directions_hold(ex: ExchangeStandIn, alice: httpx.Client,
+                                                                       signer: PemSigner) -> None:
+    """anax compcheck/policy_check_test.go Test_policyCompatible_with_Pols, played by the stand-in's agbot: the
+    deployment policy's constraints against the node's properties, and the node's constraints against the policy's
+    properties merged with the service policy's (anax compcheck CheckPolicyCompatiblility, Are_Compatible)."""
+    from sandbox.fleet import policy_compatible
+
+    publish(alice, signer, "1.0.0")
+    body = {"label": "bp", "service": {"name": "hello", "org": ORG, "arch": "*", "serviceVersions": versions(
+        ("1.0.0", 1))}, "properties": [{"name": "prop1", "value": "val1"}, {"name": "prop2", "value": "val2"}],
+        "constraints": ["prop3 == val3", 'prop4 == "some value"']}
+    service_policy = {"properties": [{"name": "prop5", "value": "val5"}, {"name": "prop6", "value": "val6"}],
+                      "constraints": ['prop4 == "some value"']}
+    node_constraints = ["prop1 == val1", "prop5 == val5"]
+    good = ex.fleet.add_node(ORG, "good", "amd64", properties=[{"name": "prop3", "value": "val3"}, {
+        "name": "prop4", "value": "some value"}], constraints=node_constraints)
+    other = ex.fleet.add_node(ORG, "other", "amd64", properties=[{"name": "prop3", "value": "val3"}, {
+        "name": "prop4", "value": "some other value"}], constraints=node_constraints)
+    assert alice.post(f"orgs/{ORG}/business/policies/bp", json=body).status_code == 201
+    time.sleep(1.0)  # several agent cycles: without the service policy, nobody offers prop5
+    assert ex.fleet.running(good) == {} and ex.fleet.running(other) == {}
+    # hzn exchange service addpolicy: PUT orgs/{org}/services/{id}/policy, as edgebot reads it back
+    from workers.exchange import ExchangeClient
+
+    with ExchangeClient(ex.url, ORG, "alice", PW, timeout=30) as client:
+        assert client.get_service_policy(ORG, "hello_1.0.0_amd64") is None
+        assert alice.put(f"orgs/{ORG}/services/hello_1.0.0_amd64/policy", json=service_policy).status_code == 201
+        stored = client.get_service_policy(ORG, "hello_1.0.0_amd64")
+    assert stored is not None and stored["constraints"] == service_policy["constraints"]
+    assert stored["properties"] == service_policy["properties"]
+    wait_until(lambda: ex.fleet.running(good) == {"hello": "1.0.0"}, timeout=20, what="the compatible node")
+    assert ex.fleet.running(other) == {}
+    details = ex.nodes(ORG)
+    assert details[good]["constraints"] == node_constraints  # node-details shows the node policy's constraints
+    assert policy_compatible(body, details[good], svc_org=ORG, url="hello", version="1.0.0", arch="amd64",
+                             service_policy=service_policy)
+    # hzn policy update on the node: its constraints now refuse the policy; the agreement ends
+    ex.fleet.set_node_policy(good, constraints=["prop2 == nope"])
+    wait_until(lambda: ex.fleet.running(good) == {}, timeout=20, what="the node to drop the refused policy")
+
+
 def test_registry_host() -> None:
     assert registry_host("registry.example:5000/edge/x@sha256:ab") == "registry.example:5000"
     assert registry_host("library/busybox") == "docker.io"

@@ -290,3 +290,230 @@ def test_settings_the_agbot_would_refuse_are_refused_at_load(setting: str, value
     assert parse_config(data, environ={}).settings.rollout_drop_fallback is False, "the fallback stays by default"
     with pytest.raises(ConfigError, match=f"{setting} = 0: must be at least 1; the agbot drops"):
         parse_config({**data, "settings": {setting: value}}, environ={})
+
+
+# -- both directions (anax compcheck/policy_check.go CheckPolicyCompatiblility -> policy/policy_file.go Are_Compatible)
+def _props(values: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"name": k, "value": v} for k, v in values.items()]
+
+
+def _policy_node(name: str, properties: list[dict[str, Any]], constraints: list[str] | None = None) -> dict[str, Any]:
+    found = node(name, version="1.0.0")
+    found.update(properties=properties, constraints=constraints or [])
+    return found
+
+
+# anax compcheck/policy_check_test.go Test_policyCompatible_with_Pols: node, service and deployment policy
+ANAX_NODE_PROPS = _props({"prop3": "val3", "prop4": "some value"})
+ANAX_NODE_CONSTRAINTS = ["prop1 == val1", "prop5 == val5"]
+ANAX_POLICY = Target("policy", "bp", "amd64", ("prop3 == val3", 'prop4 == "some value"'),
+                     tuple(_props({"prop1": "val1", "prop2": "val2"})), (
+                         ("amd64", ('prop4 == "some value"',), tuple(_props({"prop5": "val5", "prop6": "val6"}))),))
+
+
+def test_anax_compcheck_vectors_both_directions() -> None:
+    from edgebot.fleet_summary import members
+
+    compatible = _policy_node("n1", ANAX_NODE_PROPS, ANAX_NODE_CONSTRAINTS)
+    other = _policy_node("n2", _props({"prop3": "val3", "prop4": "some other value"}), ANAX_NODE_CONSTRAINTS)
+    assert [n["name"] for n in members([compatible, other], ORG, [ANAX_POLICY])] == ["n1"]
+    # without the service policy, prop5 (which the node's constraints ask for) is offered by nobody: refused
+    bare = Target("policy", "bp", "amd64", ANAX_POLICY.constraints, ANAX_POLICY.properties)
+    assert members([compatible], ORG, [bare]) == []
+    # service arch "*" (the same test's input3): each arch's service policy merged for the nodes of that arch
+    service_policy = ANAX_POLICY.service_policies[0][1:]
+    every_arch = Target("policy", "bp", "*", ANAX_POLICY.constraints, ANAX_POLICY.properties,
+                        (("amd64", *service_policy), ("arm64", *service_policy)))
+    arm = {**_policy_node("n3", ANAX_NODE_PROPS, ANAX_NODE_CONSTRAINTS), "arch": "arm64"}
+    assert [n["name"] for n in members([compatible, other, arm], ORG, [every_arch])] == ["n1", "n3"]
+    assert members([arm], ORG, [ANAX_POLICY]) == [], "an amd64 policy does not reach an arm64 node"
+    only_amd64 = Target("policy", "bp", "*", ANAX_POLICY.constraints, ANAX_POLICY.properties,
+                        (("amd64", *service_policy),))
+    assert members([arm], ORG, [only_amd64]) == [], "arm64 has no service policy offering prop5"
+
+
+def test_a_nodes_own_constraints_refuse_the_policy_and_the_node_is_not_counted() -> None:
+    """Fails on the old membership (the policy's constraints only): the refused node was counted and waited for."""
+    from edgebot.fleet_summary import placements
+
+    policy = Target("policy", "hello-canary", "*", ("group == canary",), tuple(_props({"tier": "prod"})))
+    nodes = [_policy_node("ok", _props({"group": "canary"}), ["tier == prod"]),
+             _policy_node("picky", _props({"group": "canary"}), ["tier == test"]),
+             _policy_node("any", _props({"group": "canary"}))]
+    nodes[1]["services"] = []  # it never gets an agreement
+    counts = summarize(nodes, org=ORG, url="hello", version="1.0.0", targets=[policy], offline_after=60, now=NOW)
+    assert counts.total == 2 and counts.new == 2
+    assert counts.refused == {("hello-canary", ("tier == test",)): ["picky"]}
+    placed = {n["name"]: p for n, p, _ in placements(nodes, ORG, [policy])}
+    assert placed == {"ok": "member", "picky": "refused", "any": "member"}
+    assert verdict(counts, healthy_share=1.0, failure_threshold=0, elapsed=1, timeout=60) == HEALTHY
+
+
+def test_a_nodes_constraints_see_the_services_builtin_properties() -> None:
+    """anax externalpolicy/builtin_properties.go CreateServiceBuiltInPolicy: openhorizon.service.* are offered."""
+    from edgebot.fleet_summary import members
+
+    policy = Target("policy", "p", "*", ("group == canary",))
+    wants_hello = _policy_node("a", _props({"group": "canary"}),
+                               ['openhorizon.service.url == hello && openhorizon.service.version in [1.0.0,2.0.0)'])
+    wants_other = _policy_node("b", _props({"group": "canary"}), ["openhorizon.service.url == other"])
+    assert [n["name"] for n in members([wants_hello, wants_other], ORG, [policy], url="hello", version="1.5.0")] \
+        == ["a"]
+    assert members([wants_hello], ORG, [policy], url="hello", version="2.0.0") == []
+
+
+@pytest.mark.parametrize(("prop", "constraint"), [
+    ({"name": "memory", "value": 4096, "type": "int"}, "memory >= 2048"),
+    ({"name": "fw", "value": "1.2.3", "type": "version"}, "fw in [1.0.0,2.0.0)"),
+    ({"name": "gpu", "value": True, "type": "boolean"}, "gpu == true"),
+    ({"name": "zones", "value": "eu,us", "type": "list of strings"}, 'zones in "us,asia"'),
+    ({"name": "tier", "value": "prod", "type": "string"}, "tier == prod"),
+])
+def test_typed_node_properties_compare_as_anax_compares_them(prop: dict[str, Any], constraint: str) -> None:
+    """Node properties are read raw, with their Exchange type (a "list of strings" was flattened to a plain string
+    before, and matched nothing)."""
+    from edgebot.fleet_summary import members
+
+    n = _policy_node("n", [prop])
+    assert members([n], ORG, [Target("policy", "p", "*", (constraint,))]) == [n]
+    # and the other way: the same typed property offered by the policy, the constraint on the node
+    typed = Target("policy", "p", "*", (), (prop,))
+    assert members([_policy_node("m", [], [constraint])], ORG, [typed])[0]["name"] == "m"
+
+
+def test_a_node_constraint_the_agbot_cannot_read_halts_naming_node_and_expression() -> None:
+    from edgebot.fleet_summary import NodeConstraintError
+
+    nodes = [_policy_node("fine", _props({"group": "canary"})),
+             _policy_node("broken", _props({"group": "canary"}), ["tier == (prod"])]
+    with pytest.raises(NodeConstraintError) as caught:
+        summarize(nodes, org=ORG, url="hello", version="1.0.0", targets=[CANARY], offline_after=60, now=NOW)
+    assert caught.value.node == f"{ORG}/broken" and "tier == (prod" in str(caught.value)
+    # a node the policy does not reach is never evaluated the other way (the agbot stops at the first direction)
+    nodes[1]["properties"] = _props({"group": "fleet"})
+    assert summarize(nodes, org=ORG, url="hello", version="1.0.0", targets=[CANARY], offline_after=60,
+                     now=NOW).total == 1
+
+
+def test_node_side_messages() -> None:
+    from edgebot.messages import rollout_constraints_unreadable, rollout_node_constraints_refuse
+
+    line = rollout_node_constraints_refuse("hello-canary", ["tier == test"], ["n2", "n1"])
+    assert line == ("2 node(s) left out of the stage: the node's constraints refuse the policy `hello-canary` "
+                    "(tier == test does not hold on the policy's and service policy's properties); the agreement bot "
+                    "makes no agreement there and their agents report nothing (n1, n2)")
+    assert rollout_constraints_unreadable("canary", "node acme/x: why").startswith(
+        "rollout stage canary halted: node acme/x: why. Which nodes the stage reaches cannot be known")
+
+
+def test_targets_keep_what_membership_needs_through_the_release_record() -> None:
+    from workers.rollout import target_of
+
+    body = {"service": {"name": "hello", "org": ORG, "arch": "amd64"}, "constraints": ["a == b"],
+            "properties": [{"name": "tier", "value": 1, "type": "int"}]}
+    member = target_of("policy", "p", body, ORG, "hello")
+    assert Target.from_info(member.as_info()) == member and member.properties == ({"name": "tier", "value": 1,
+                                                                                    "type": "int"},)
+    assert Target.from_info({"kind": "policy", "name": "old", "arch": "*", "constraints": ["x == y"]}) == Target(
+        "policy", "old", "*", ("x == y",))
+
+
+# -- templates read like hzn (anax cli/exchange/business.go BusinessAddPolicy, cli/exchange/pattern.go PatternPublish)
+POLICY_TEMPLATE = """/* hzn dev style */
+{
+  "name": "policy-$SERVICE_NAME", "org": "$HZN_ORG_ID", "owner": "someone/else",
+  "label": "$SERVICE_NAME for ${ARCH}", "description": "by $HZN_ORG_ID",
+  "service": {"name": "$SERVICE_NAME", "org": "$HZN_ORG_ID", "arch": "$ARCH",
+              "serviceVersions": [{"version": "$SERVICE_VERSION",
+                                   "priority": {"priority_value": 1, "retries": 1, "retry_durations": 60}}]},
+  "properties": [{"name": "tier", "value": 2, "type": "int"}],
+  "constraints": ["group == $GROUP"]
+}"""
+PATTERN_TEMPLATE = """{
+  "name": "pattern-${SERVICE_NAME}-$ARCH", "org": "$HZN_ORG_ID",
+  "label": "Edge $SERVICE_NAME Service Pattern for $ARCH", "public": false,
+  "services": [{"serviceUrl": "$SERVICE_NAME", "serviceOrgid": "$HZN_ORG_ID", "serviceArch": "$ARCH",
+                "serviceVersions": [{"version": "$SERVICE_VERSION"}]}]
+}"""
+
+
+def _read(kind: str, text: str, *, arches: tuple[str, ...] = ("arm64",), env: dict[str, str] | None = None) -> Any:
+    from workers.rollout_create import read_template
+
+    return read_template(kind, text, {"GROUP": "canary"} if env is None else env, path=f"horizon/{kind}.json",
+                         org=ORG, version="1.2.3", url="hello", arches=arches)
+
+
+def test_a_policy_template_is_read_like_hzn_writes_it() -> None:
+    body = _read("policy", POLICY_TEMPLATE)
+    assert "name" not in body and "org" not in body and "owner" not in body, "CLI-only and server keys dropped"
+    assert body["label"] == "hello for arm64" and body["description"] == f"by {ORG}"
+    assert body["service"] == {"name": "hello", "org": ORG, "arch": "arm64", "serviceVersions": [
+        {"version": "1.2.3", "priority": {"priority_value": 1, "retries": 1, "retry_durations": 60}}]}
+    assert body["constraints"] == ["group == canary"]
+
+
+def test_a_pattern_template_is_read_like_hzn_writes_it() -> None:
+    body = _read("pattern", PATTERN_TEMPLATE, arches=("amd64",))
+    assert body == {"label": "Edge hello Service Pattern for amd64", "public": False, "services": [
+        {"serviceUrl": "hello", "serviceOrgid": ORG, "serviceArch": "amd64",
+         "serviceVersions": [{"version": "1.2.3"}]}]}
+
+
+@pytest.mark.parametrize(("variable", "value"), [("$SERVICE_NAME", "hello"), ("${SERVICE_VERSION}", "1.2.3"),
+                                                 ("$HZN_ORG_ID", ORG), ("$ARCH", "arm64")])
+def test_each_hzn_dev_variable_is_substituted(variable: str, value: str) -> None:
+    body = _read("policy", POLICY_TEMPLATE.replace('"by $HZN_ORG_ID"', f'"x {variable} y"'), env={
+        "GROUP": "g", "SERVICE_NAME": "from-hzn-json", "SERVICE_VERSION": "0.0.0", "ARCH": "s390x"})
+    assert body["description"] == f"x {value} y", "the release's values win over hzn.json's"
+
+
+@pytest.mark.parametrize(("kind", "old", "new", "words"), [
+    ("policy", '"constraints": ["group == $GROUP"]', '"constraint": ["group == $GROUP"]',
+     "constraint is not a field of the Exchange's body"),
+    ("policy", '"constraints": ["group == $GROUP"]', '"constraints": []', "constraints is empty"),
+    ("policy", '"label": "$SERVICE_NAME for ${ARCH}", ', "", "label is required"),
+    ("policy", '"value": 2, "type": "int"', '"value": "2", "type": "int"', "properties[0] (tier): value '2'"),
+    ("policy", '"value": 2, "type": "int"', '"value": 2, "type": "integer"', "properties[0].type 'integer'"),
+    ("policy", '"version": "$SERVICE_VERSION"', '"version": 1', "service.serviceVersions[0].version must be a string"),
+    ("policy", '"serviceVersions": [{', '"serviceVersions": [], "x": [{', "service.serviceVersions is empty"),
+    ("policy", '"org": "$HZN_ORG_ID", "owner"', '"org": "other", "owner"', "org is 'other'"),
+    ("pattern", '"public": false', '"public": "no"', "public must be a boolean"),
+    ("pattern", '"serviceArch": "$ARCH",', "", "services[0].serviceArch is required"),
+    ("pattern", '"label"', '"labels"', "labels is not a field"),
+])
+def test_a_body_the_exchange_would_misread_is_refused_naming_the_field(kind: str, old: str, new: str,
+                                                                      words: str) -> None:
+    from edgebot.errors import StepFailed
+
+    template = POLICY_TEMPLATE if kind == "policy" else PATTERN_TEMPLATE
+    assert old in template
+    with pytest.raises(StepFailed) as refused:
+        _read(kind, template.replace(old, new))
+    assert words in str(refused.value) and "no node moved" in str(refused.value), str(refused.value)
+
+
+def test_arch_is_refused_when_the_release_has_several_and_undefined_variables_are_named() -> None:
+    from edgebot.errors import StepFailed
+
+    with pytest.raises(StepFailed, match=r"uses \$ARCH, but this release publishes amd64, arm64"):
+        _read("policy", POLICY_TEMPLATE, arches=("amd64", "arm64"))
+    with pytest.raises(StepFailed, match=r"undefined variable\(s\) \$GROUP"):
+        _read("policy", POLICY_TEMPLATE, env={})
+
+
+def test_the_schema_check_agrees_with_jsonschema() -> None:
+    """The hand-written check of workers.exchange_schema against the jsonschema package, on good and bad bodies."""
+    import jsonschema
+
+    from workers.exchange_schema import json_schema, validate
+
+    good_policy = _read("policy", POLICY_TEMPLATE)
+    good_pattern = _read("pattern", PATTERN_TEMPLATE)
+    cases = [("policy", good_policy), ("pattern", good_pattern), ("policy", {**good_policy, "constraint": []}),
+             ("policy", {**good_policy, "service": {"name": "x"}}), ("pattern", {**good_pattern, "public": 1}),
+             ("policy", {**good_policy, "properties": [{"name": "a", "value": [1, {"b": None}]}]}),
+             ("pattern", {"services": [{"serviceVersions": [{"version": "1", "priority": {"x": "y"}}]}]})]
+    for kind, body in cases:
+        theirs = list(jsonschema.Draft202012Validator(json_schema(kind)).iter_errors(body))
+        assert bool(theirs) == bool(validate(kind, body)), (kind, body, theirs, validate(kind, body))

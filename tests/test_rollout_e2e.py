@@ -50,6 +50,10 @@ patterns = ["hello-pattern"]
 stage = "nowhere"
 policies = ["hello-nowhere"]
 
+[[services.hello-picky.rollout]]  # a policy some nodes' own constraints refuse
+stage = "picky"
+policies = ["hello-picky"]
+
 [approvals]                   # only hello-gated asks for approval (of its publish and of its rollback)
 approvers = ["U0APPROVER"]
 required = 0
@@ -72,12 +76,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, docker_daemon: Any, registry
                 "rollout_pull_grace": PULL_GRACE, "rollout_diagnose_after": 3.0}
     with Stack(workdir, docker=docker_daemon, registry=registry, versions=VERSIONS, settings=settings,
                extra_services={"hello-seed": ["amd64"], "hello-new": ["amd64"], "hello-gated": ["amd64"],
-                               "hello-pat": ["amd64"], "hello-none": ["amd64"]},
+                               "hello-pat": ["amd64"], "hello-none": ["amd64"], "hello-picky": ["amd64"]},
                extra_toml=ROLLOUT) as running:
         fleet = running.exchange.fleet
         fleet.apply_delay, fleet.heartbeat_interval = 0.3, 0.5
-        # node-details shows a standard user only its own nodes: edgebot's identity is an org admin, as on a real hub
-        running.exchange.add_user(ORG, EXCHANGE_USER, EXCHANGE_PASSWORD, admin=True)
         running.wait_workers(2)
         _seed(running)
         yield running
@@ -167,11 +169,12 @@ def test_full_rollout_moves_every_stage_and_counts_offline_nodes(stack: Stack) -
     fleet_msg = next(m for m in thread if m["ts"] == release.progress_ts["rollout:fleet"])
     assert "8 of 8 online node(s) run 3.0.1" in fleet_msg["text"] and "offline 1" in fleet_msg["text"]
     assert len([m for m in thread if "Rollout ·" in m.get("text", "")]) == 2
-    # polls share one node-details GET per interval: never one request per node
+    # polls share one node-details GET per interval: never one request per node (plus one when the rollout starts:
+    # every node the stages reach must be placeable before anything moves)
     details = [r for r in stack.exchange.requests() if r["path"].endswith("/node-details")]
     node_paths = [r for r in stack.exchange.requests() if "/nodes/" in r["path"]]
     assert details and not node_paths
-    assert len(details) <= canary.polls + rest.polls
+    assert len(details) <= canary.polls + rest.polls + 1
 
 
 def test_failing_stage_rolls_back_and_nodes_return(stack: Stack) -> None:
@@ -287,7 +290,10 @@ def test_rollout_command_shows_the_fleet_state(stack: Stack) -> None:
 
 def test_exchange_down_past_the_retries_rolls_back(stack: Stack) -> None:
     current = _policy_versions(stack, "hello-canary")
-    stack.exchange.fail_next("GET", r"/node-details$", 502, count=1000)
+    # the Exchange's node-details goes down when the canary policy is moved (after the start's checks read it), so
+    # every poll of the canary stage fails
+    stack.exchange.before_next("PATCH", r"/business/policies/hello-canary$", lambda: stack.exchange.fail_next(
+        "GET", r"/node-details$", 502, count=1000))
     try:
         release = _publish(stack, "publish hello 3.0.2 --registry local")
     finally:
@@ -632,6 +638,10 @@ def test_a_wrong_key_is_diagnosed_within_the_diagnosis_time(stack: Stack) -> Non
     ack = stack.command("rollback hello").json()
     assert release_id in ack["text"], ack
     wait_until(lambda: store.require(release_id).state == "rolled_back", timeout=60, what="the rollback")
+    # the record says rolled_back before the policies are re-pointed: wait for the writes too (the next test counts
+    # the writes to these policies)
+    wait_until(lambda: all("3.1.4" not in _policy_versions(stack, name) for name in ("hello-canary", "hello-fleet")),
+               timeout=60, what="the policies to pin the previous version again")
 
 
 def test_constraints_the_agbot_cannot_read_halt_the_rollout_before_anything_moves(stack: Stack) -> None:
@@ -656,3 +666,88 @@ def test_constraints_the_agbot_cannot_read_halt_the_rollout_before_anything_move
     assert "Nothing moved" in release.error
     assert {name: _policy_versions(stack, name) for name in before} == before
     assert {name: len(_policy_writes(stack, name)) for name in before} == writes, "not one write"
+
+
+def test_nodes_whose_own_constraints_refuse_the_policy_are_not_counted(stack: Stack) -> None:
+    """Two of five nodes meet hello-picky's constraints but their node policy asks for ``tier == test`` while the policy
+    offers ``tier == prod``: the agbot never makes an agreement with them (anax compcheck CheckPolicyCompatiblility,
+    both directions). A fifth fails the new version's service policy (merged into the deployment policy). The stage
+    counts the two nodes that can run the new version and goes healthy, instead of waiting for the others until its
+    timeout and rolling back; the thread names the cause for the two that refuse the policy."""
+    from sandbox.processes import add_commit
+
+    fleet = stack.exchange.fleet
+    props = [{"name": "group", "value": "picky"}, {"name": "hw", "value": "big"}]
+    easy = [fleet.add_node(ORG, f"picky-{i}", "amd64", properties=props, constraints=constraints)
+            for i, constraints in ((1, []), (2, ["tier == prod"]))]
+    picky = [fleet.add_node(ORG, f"picky-{i}", "amd64", properties=props, constraints=["tier == test"])
+             for i in (3, 4)]
+    # the service policy of the new version asks for big hardware: the agbot merges its constraints into the
+    # deployment policy's, so picky-small keeps the fallback (3.0.0) and is not part of the stage either
+    small = fleet.add_node(ORG, "picky-small", "amd64", properties=[{"name": "group", "value": "picky"},
+                                                                   {"name": "hw", "value": "small"}])
+    fleet.set_service_policy(ORG, "hello_3.1.6_amd64", {"properties": [], "constraints": ["hw == big"]})
+    with httpx.Client(base_url=stack.exchange.url + "/", auth=(f"{ORG}/{EXCHANGE_USER}", EXCHANGE_PASSWORD)) as c:
+        body = {"label": "picky", "service": {"name": "hello", "org": ORG, "arch": "*", "serviceVersions": [
+            {"version": "3.0.0", "priority": PRIORITY}]}, "properties": [{"name": "tier", "value": "prod"}],
+            "constraints": ["group == picky"]}
+        assert c.post(f"orgs/{ORG}/business/policies/hello-picky", json=body).status_code == 201
+    wait_until(lambda: all(fleet.running(n) == {"hello": "3.0.0"} for n in [*easy, small]), timeout=60,
+               what="the compatible nodes to run 3.0.0")
+    assert all(fleet.running(n) == {} for n in picky), "the agbot makes no agreement with a node that refuses it"
+    add_commit(stack.source_path, {"index.html": "3.1.6\n"}, tag="v3.1.6")
+    release = _publish(stack, "publish hello-picky 3.1.6 --registry local")
+    assert release.state == "succeeded", (release.state, release.error)
+    stage = release.rollout[0]
+    assert stage.status == "healthy" and stage.counts["total"] == 2 and stage.counts["new"] == 2, stage.counts
+    assert all(fleet.running(n) == {"hello": "3.1.6"} for n in easy)
+    assert all(fleet.running(n) == {} for n in picky)
+    assert fleet.running(small) == {"hello": "3.0.0"}, "the service policy refuses it 3.1.6; it keeps the fallback"
+    assert "2 node(s) left out of the stage: the node's constraints refuse the policy `hello-picky`" in stage.note
+    assert "picky-3, picky-4" in stage.note and "tier == test" in stage.note
+    assert "the node's constraints refuse the policy" in _thread(stack, release)
+
+
+def test_a_node_constraint_that_cannot_be_read_refuses_the_rollout_before_anything_moves(stack: Stack) -> None:
+    """A node of hello-picky carries a node policy constraint the agbot's language cannot read (it has no NOT): which
+    nodes the rollout reaches is unknown, so it is refused before anything moves, naming the node and the
+    expression, instead of guessing whether that node counts."""
+    from sandbox.processes import add_commit
+
+    fleet = stack.exchange.fleet
+    odd = fleet.add_node(ORG, "picky-odd", "amd64", properties=[{"name": "group", "value": "picky"}],
+                         constraints=["NOT tier == test"])
+    before = _policy_versions(stack, "hello-picky")
+    writes = len(_policy_writes(stack, "hello-picky"))
+    add_commit(stack.source_path, {"index.html": "3.1.7\n"}, tag="v3.1.7")
+    try:
+        release = _publish(stack, "publish hello-picky 3.1.7 --registry local")
+    finally:
+        fleet.set_node_policy(odd, constraints=["tier == nowhere"])  # readable again: later tests are not refused
+    assert release.state == "failed", (release.state, release.error)
+    assert "rollout refused, nothing was moved" in release.error and f"node {odd}" in release.error
+    assert "NOT tier == test" in release.error and "no NOT" in release.error
+    assert _policy_versions(stack, "hello-picky") == before
+    assert len(_policy_writes(stack, "hello-picky")) == writes, "not one write"
+
+
+def test_a_node_constraint_that_becomes_unreadable_halts_the_stage(stack: Stack) -> None:
+    """The same node policy set while the stage runs (hzn policy update on a node): the next poll cannot know which
+    nodes count, so the stage halts and what moved is put back, naming the node and the expression."""
+    from sandbox.processes import add_commit
+
+    fleet = stack.exchange.fleet
+    odd = f"{ORG}/picky-odd"
+    before = _policy_versions(stack, "hello-picky")
+    add_commit(stack.source_path, {"index.html": "3.1.8\n"}, tag="v3.1.8")
+    # the node's policy changes while edgebot moves hello-picky (after the start's checks, before the first poll)
+    stack.exchange.before_next("PATCH", r"/business/policies/hello-picky$", lambda: fleet.set_node_policy(
+        odd, constraints=['tier == "prod']))
+    try:
+        release = _publish(stack, "publish hello-picky 3.1.8 --registry local")
+    finally:
+        fleet.set_node_policy(odd, constraints=["tier == nowhere"])
+    assert release.state == "rolled_back", (release.state, release.error)
+    assert "rollout stage picky halted" in release.error and f"node {odd}" in release.error
+    assert "tier == \"prod" in release.error
+    assert _policy_versions(stack, "hello-picky") == before[:1], "the previous version pinned again"

@@ -203,6 +203,15 @@ class ExchangeClient:
         found = services.get(f"{org}/{service_id}") or next(iter(services.values()), None)
         return dict(found) if isinstance(found, dict) else None
 
+    def get_service_policy(self, org: str, service_id: str) -> dict[str, Any] | None:
+        """The service policy (``properties``, ``constraints``), or None when the service has none (404)."""
+        path = self._svc(org, service_id) + "/policy"
+        response = self._call("GET", path, ok=(200,), missing_ok=True)
+        if response is None:
+            return None
+        body = self._json(response, "GET", path)
+        return dict(body) if isinstance(body, dict) else None
+
     def create_service(self, org: str, body: dict[str, Any]) -> None:
         self._call("POST", self._svc(org), ok=(201,), json=body)
 

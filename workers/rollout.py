@@ -191,7 +191,8 @@ def target_of(kind: str, name: str, body: dict[str, Any], org: str, url: str) ->
     """What membership needs of a moved object, kept in the release so polls read no policy."""
     if kind == "policy":
         service = body.get("service") or {}
-        return Target(kind, name, str(service.get("arch") or "*"), tuple(body.get("constraints") or ()))
+        properties = tuple(p for p in body.get("properties") or () if isinstance(p, dict))
+        return Target(kind, name, str(service.get("arch") or "*"), tuple(body.get("constraints") or ()), properties)
     return Target(kind, name)
 
 

@@ -3,7 +3,8 @@
 - ``start``: first, can the Exchange identity see the org's nodes at all (node-details shows a standard user only the
   nodes it owns, a hub admin none: an org admin is needed, or the watch would count a partial fleet as healthy)?
   Then every object of every stage is read and checked (exists, deploys the service, every covered arch published,
-  a priority the agbot accepts), so a refusal moves nothing; then stage 1 begins.
+  a priority the agbot accepts, constraints the agbot can read — the policies' and those of every node they reach),
+  so a refusal moves nothing; then stage 1 begins.
 - a stage begins by moving its objects (per object: Redis lock → re-read → PATCH of ``service``/``services`` →
   verify), then schedules a poll. A pattern's thread message says that every node of the pattern restarts.
 - ``poll`` is a short job: it reads the org's node-details (one GET per org per poll interval, shared through Redis
@@ -22,6 +23,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +134,7 @@ def start(ctx: WorkerContext, release_id: str) -> None:
             blind = fleet_visibility_problem(client, release.org)
             if blind:
                 raise StepFailed(f"rollout refused, nothing was moved: {blind}")
+            members: list[fleet_summary.Target] = []
             for stage in stages_of(service, release):  # check everything before moving anything
                 for target in stage.targets:
                     body = client.get_deployment_object(target.kind, release.org, target.name)
@@ -139,6 +142,7 @@ def start(ctx: WorkerContext, release_id: str) -> None:
                         body = body_from_source(service, release, target, Path(ctx.config.settings.source_cache_dir))
                     _move(ctx, service, release, target.kind, target.name, body, url)
                     member = target_of(target.kind, target.name, body, release.org, url)
+                    members.append(member)
                     try:  # which nodes it reaches must be known before anything moves: never guessed
                         fleet_summary.compile_constraints(member.constraints)
                     except ConstraintError as exc:
@@ -146,6 +150,9 @@ def start(ctx: WorkerContext, release_id: str) -> None:
                                          f"be evaluated the way the agreement bot reads them: {exc}. Nothing moved; "
                                          "fix the constraints (the agbot would refuse them too) and publish again.") \
                             from None
+            unreadable = _node_side_problem(client, release, url, members)
+            if unreadable:
+                raise StepFailed(unreadable)
         except RolloutRefused as refused:
             raise StepFailed(f"rollout refused: {refused}") from None
         finally:
@@ -195,12 +202,15 @@ def begin_stage(ctx: WorkerContext, release_id: str, index: int) -> None:
     with failures.translated("rollout", release, registry, ctx=ctx):
         client = ctx.exchange(release.org)
         try:
+            service_policies = _service_policies(client, release, url)
             for target in stage.targets:
                 def change(body: dict[str, Any], kind: str = target.kind, name: str = target.name) -> Any:
                     result = _move(ctx, service, release, kind, name, body, url)
                     member = target_of(kind, name, body, release.org, url)
-                    info = {"kind": kind, "name": name, "arch": member.arch, "constraints": list(member.constraints),
-                            "previous": result.previous}
+                    if kind == "policy":
+                        member = replace(member, service_policies=tuple(
+                            p for p in service_policies if member.arch in ("*", "", p[0])))
+                    info = {**member.as_info(), "previous": result.previous}
                     return result.body, info, result.changed
 
                 def create(target: Any = target) -> dict[str, Any]:
@@ -252,6 +262,39 @@ def _remember(ctx: WorkerContext, release_id: str, index: int, info: dict[str, A
     ctx.store.update(release_id, keep)
 
 
+def _service_policies(client: Any, release: Release, url: str) -> tuple[tuple[str, tuple[str, ...],
+                                                                              tuple[dict[str, Any], ...]], ...]:
+    """Per arch, the service policy of the version rolled out (read once when a stage begins, so polls read nothing
+    but node-details): the agbot merges it into every deployment policy of the service (anax
+    ``agreementbot/agreementworker.go``, ``compcheck.GetServicePolicyWithId``)."""
+    from workers.exchange import service_id
+
+    found = []
+    for arch in release.arches:
+        policy = client.get_service_policy(release.org, service_id(url, release.version, arch)) or {}
+        constraints = tuple(str(c) for c in policy.get("constraints") or ())
+        properties = tuple(p for p in policy.get("properties") or () if isinstance(p, dict))
+        if constraints or properties:
+            found.append((arch, constraints, properties))
+    return tuple(found)
+
+
+def _node_side_problem(client: Any, release: Release, url: str, members: list[fleet_summary.Target]) -> str:
+    """Before anything moves: can every node the stages reach be placed, i.e. can the node policy constraints of
+    every node that meets a policy be read (with the new version's service policies merged in)? The refusal, or ""."""
+    service_policies = _service_policies(client, release, url)
+    targets = [replace(m, service_policies=tuple(p for p in service_policies if m.arch in ("*", "", p[0])))
+               if m.kind == "policy" else m for m in members]
+    nodes = json.loads(client.node_details_raw(release.org))
+    try:
+        for _ in fleet_summary.placements(nodes if isinstance(nodes, list) else [], release.org, targets, url=url,
+                                          version=release.version):
+            pass
+    except (fleet_summary.NodeConstraintError, ConstraintError) as exc:
+        return messages.rollout_refused_constraints_unreadable(str(exc))
+    return ""
+
+
 # -- poll ---------------------------------------------------------------------------------------------------------
 def shared_node_details(ctx: WorkerContext, org: str) -> list[dict[str, Any]]:
     """The org's node-details, fetched at most once per poll interval by all rollouts of all workers."""
@@ -295,17 +338,23 @@ def poll(ctx: WorkerContext, release_id: str, index: int, count: int) -> None:
     with failures.translated("rollout", release, registry, ctx=ctx):
         nodes = shared_node_details(ctx, release.org)
     state = release.rollout[index]
-    targets = [fleet_summary.Target(t["kind"], t["name"], t.get("arch", "*"), tuple(t.get("constraints", ())))
-               for t in state.targets]
+    targets = [fleet_summary.Target.from_info(t) for t in state.targets]
     elapsed = time.time() - (state.started_at or time.time())
-    counts = fleet_summary.summarize(nodes, org=release.org, url=_service_url(release), version=release.version,
-                                     targets=targets, offline_after=st.rollout_offline_after, now=time.time(),
-                                     pull_grace=st.rollout_pull_grace, elapsed=elapsed)
+    try:
+        counts = fleet_summary.summarize(nodes, org=release.org, url=_service_url(release), version=release.version,
+                                         targets=targets, offline_after=st.rollout_offline_after, now=time.time(),
+                                         pull_grace=st.rollout_pull_grace, elapsed=elapsed)
+    except (fleet_summary.NodeConstraintError, ConstraintError) as exc:
+        # which nodes the stage reaches is unknown: halt (the same path as a policy's unreadable constraints at
+        # start), never guess
+        raise StepFailed(messages.rollout_constraints_unreadable(release.rollout[index].name, str(exc))) from None
     share = stage_config.healthy_share if stage_config.healthy_share is not None else st.rollout_healthy_share
     timeout = stage_config.timeout if stage_config.timeout is not None else st.rollout_stage_timeout
     outcome = fleet_summary.verdict(counts, healthy_share=share, failure_threshold=st.rollout_failure_threshold,
                                     elapsed=elapsed, timeout=timeout)
     no_node = fleet_summary.no_node_reason(targets, release.org, len(nodes)) if counts.total == 0 else ""
+    refused = [messages.rollout_node_constraints_refuse(policy, list(own), names)
+               for (policy, own), names in sorted(counts.refused.items())]
 
     def record(r: Release) -> bool:
         s = r.rollout[index]
@@ -319,6 +368,10 @@ def poll(ctx: WorkerContext, release_id: str, index: int, count: int) -> None:
             if no_node:
                 s.note = no_node
             r.event("stage_" + outcome, stage=s.name, **counts.as_dict())
+        if refused and REFUSED_MARK not in s.note:  # once per stage: the diagnosis of nodes left out
+            text = "\n".join(refused)
+            s.note = f"{s.note}\n{text}" if s.note else text
+            r.event("rollout_diagnosis", stage=s.name, causes=refused)
         return first
 
     def next_poll(r: Release, first: bool, pipe: Any) -> None:
@@ -339,6 +392,10 @@ def poll(ctx: WorkerContext, release_id: str, index: int, count: int) -> None:
         _stage_failed(ctx, release_id, index, outcome, counts)
 
 
+REFUSED_MARK = "the node's constraints refuse the policy"
+"""Part of :func:`edgebot.messages.rollout_node_constraints_refuse`: a stage's note names such nodes once."""
+
+
 # -- diagnosis of nodes that stay on the old version ----------------------------------------------------------------
 def _post_diagnosis(ctx: WorkerContext, release: Release, index: int, nodes: list[dict[str, Any]],
                     targets: list[fleet_summary.Target]) -> None:
@@ -350,7 +407,7 @@ def _post_diagnosis(ctx: WorkerContext, release: Release, index: int, nodes: lis
     st = ctx.config.settings
     stuck: dict[str, list[str]] = {}  # arch -> node names
     moment = time.time()
-    for node in fleet_summary.members(nodes, release.org, targets):
+    for node in fleet_summary.members(nodes, release.org, targets, url=url, version=release.version):
         bucket, _ = fleet_summary.classify(node, org=release.org, url=url, version=release.version,
                                            offline_after=st.rollout_offline_after, now=moment)
         if bucket in (fleet_summary.OLD, fleet_summary.WAITING):
@@ -426,9 +483,9 @@ def _causes(client: Any, org: str, url: str, version: str, arch: str) -> list[st
             causes.append(f"no dockauth of {sid} has registry {host} (an agent uses a dockauth only when it equals "
                           "the image's host[:port]): publish with the registry's pull credential")
     if not causes:
-        causes.append(f"{sid}, its signature and its dockauths check out: the node's constraints or the service "
-                      "policy may exclude these nodes (`hzn deploycheck policy`), or their agents have not acted "
-                      "yet (`hzn eventlog list` on a node)")
+        causes.append(f"{sid}, its signature and its dockauths check out, and these nodes and the policy accept "
+                      "each other's constraints: their agents have not acted yet (`hzn eventlog list` on a node, "
+                      "`hzn deploycheck policy`)")
     return causes
 
 
