@@ -141,6 +141,8 @@ class ArchResult:
     publish_action: str = ""
     """created | updated | unchanged (already published) | would-create … (dry run)."""
     log_tail: list[str] = field(default_factory=list)
+    report_seq: int = 0
+    """The last build report of this arch applied to the record (workers.build_report): never goes back."""
 
 
 @dataclass

@@ -23,7 +23,7 @@ from edgebot.errors import LeaseLost, ReleaseEnded, StepFailed
 from edgebot.lease import LeaseKeeper
 from edgebot.release import Release
 from edgebot.steps import StepLedger
-from workers import context, gate, pipeline, progress, rollout_watch
+from workers import build_report, context, gate, pipeline, progress, rollout_watch
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,15 @@ def prepare_release(release_id: str) -> None:
 
 
 def build_arch(release_id: str, arch: str) -> None:
-    _run(f"build-{arch}", lambda ctx, rid: pipeline.build(ctx, rid, arch), release_id)
+    """On a build worker: reports through Redis (workers.build_report), its failure too."""
+    _run(f"build-{arch}", lambda ctx, rid: pipeline.build(ctx, rid, arch), release_id,
+         fail=build_report.fail_build(arch))
+
+
+def apply_build_report(release_id: str, arch: str, seq: str) -> None:
+    """On a publish worker: report ``seq`` of the arch's build (each report is a step of its own; a later apply
+    finds an earlier report already superseded)."""
+    _run("apply", lambda ctx, rid: pipeline.apply_build_report(ctx, rid, arch), release_id, per_job=True)
 
 
 def sign_release(release_id: str) -> None:
@@ -107,7 +115,7 @@ def _run(name: str, step: Callable[[context.WorkerContext, str], None], release_
     with keeper as lease:
         ctx.lease = lease
         try:
-            if claim.entry.attempt > 1:
+            if claim.entry.attempt > 1 and ctx.reports_to_slack:  # a build worker: the reaper's note says it
                 _say_resumed(ctx, release_id, name, claim.entry.attempt)
             step(ctx, release_id)
             finished = True
@@ -132,7 +140,7 @@ def _run(name: str, step: Callable[[context.WorkerContext, str], None], release_
                 if not ledger.complete(release_id, name, lease):
                     log.warning("release %s: %s finished after its lease was lost", release_id, name)
             ctx.lease = None
-            if not ctx.reporter.flush():
+            if ctx.reports_to_slack and not ctx.reporter.flush():
                 log.warning("release %s: thread updates still pending after %s", release_id, name)
             keeper.stop()
             if retrying:
