@@ -16,8 +16,9 @@ with the role's password through ``[redis] password``). The users and what each 
                      they may subscribe to RQ's command channels but never publish on them.
 
 Commands: ``+@all -@dangerous`` (no FLUSHALL, CONFIG, KEYS, ACL, DEBUG, MONITOR, CLIENT KILL…) plus INFO and the
-CLIENT subcommands RQ's worker uses to name its connection. Redis ≥ 7.0 checks these rules for every command a Lua
-script runs too, so the lease and ledger scripts are bound by them as well.
+CLIENT subcommands RQ's worker uses to name its connection; the build role may not PUBLISH either (the bot stops a
+cancelled release's running job through RQ's command channel; a build worker must not stop anyone's). Redis ≥ 7.0
+checks these rules for every command a Lua script runs too, so the lease and ledger scripts are bound by them.
 
 :func:`acl_file` renders the ``user`` lines for ``redis.conf``/an ACL file (the sandbox, ``make demo`` and
 ``deploy/`` use the same rules); ``user default off`` disables the password-less default user.
@@ -33,9 +34,10 @@ ROLES = (BOT, BUILD, PUBLISH)
 BUILD_REPORTS_QUEUE = "edgebot-build-reports"
 """Build workers report progress here; only publish workers serve it (edgebot.jobs.Step.APPLY_BUILD_REPORT)."""
 
-_COMMANDS = ("+@all -@dangerous +info +client|setname +client|info +client|getname +client|id "
-             "-publish -spublish")
-"""Every role: no administrative or destructive command, and no PUBLISH (RQ's worker commands travel on it)."""
+_COMMANDS = "+@all -@dangerous +info +client|setname +client|info +client|getname +client|id"
+"""Every role: no administrative or destructive command (RQ's worker names its connection, INFO is harmless)."""
+_NO_PUBLISH = "-publish -spublish"
+"""The build role may not PUBLISH: RQ's worker commands (shutdown, kill-horse, stop-job) travel on it."""
 
 _RQ_BUILD_REGISTRIES = ("wip", "registry", "finished", "failed", "deferred", "ready", "scheduled", "canceled",
                         "clean_registries", "scheduler-lock", "workers")
@@ -72,19 +74,32 @@ def channel_patterns(role: str) -> list[str]:
     return ["&rq:pubsub:*"] if role == BUILD else ["&*"]
 
 
-def user_rule(role: str, password: str, prefix: str = "edgebot") -> str:
-    """One ``user`` line of an ACL file (``password`` in clear; Redis stores its SHA-256)."""
-    return " ".join(["user", username(role), "on", f">{password}", "resetkeys", *key_patterns(role, prefix),
-                     "resetchannels", *channel_patterns(role), _COMMANDS])
+def user_rule(role: str, password: str, prefix: str = "edgebot", *, hashed: bool = False) -> str:
+    """One ``user`` line of an ACL file: ``password`` in clear, or with ``hashed`` its SHA-256 in hex (what deploy/
+    writes, so no clear password lands in a file)."""
+    secret = f"#{password}" if hashed else f">{password}"
+    return " ".join(["user", username(role), "on", secret, "resetkeys", *key_patterns(role, prefix),
+                     "resetchannels", *channel_patterns(role), _COMMANDS, *([_NO_PUBLISH] if role == BUILD else [])])
 
 
-def acl_file(passwords: Mapping[str, str], *, admin_password: str | None = None, prefix: str = "edgebot") -> str:
+def acl_file(passwords: Mapping[str, str], *, admin_password: str | None = None, prefix: str = "edgebot",
+             hashed: bool = False) -> str:
     """ACL lines for every role in ``passwords``, plus the ``default`` user: an administrator with
     ``admin_password`` (the sandbox's inspection connection), or ``off`` without one (production)."""
     lines = [f"user default on >{admin_password} ~* &* +@all" if admin_password else "user default off"]
-    lines += [user_rule(role, passwords[role], prefix) for role in ROLES if role in passwords]
+    lines += [user_rule(role, passwords[role], prefix, hashed=hashed) for role in ROLES if role in passwords]
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["BOT", "BUILD", "BUILD_REPORTS_QUEUE", "PUBLISH", "ROLES", "acl_file", "key_patterns", "user_rule",
-           "username"]
+def placeholder(role: str) -> str:
+    """Where deploy/'s ACL template takes the SHA-256 of ``role``'s password (filled in when Redis starts)."""
+    return f"@{role.upper()}_PASSWORD_SHA256@"
+
+
+def acl_template(prefix: str = "edgebot") -> str:
+    """The ACL file shipped in deploy/ (docker-compose and Kubernetes), with :func:`placeholder` for the hashes."""
+    return acl_file({role: placeholder(role) for role in ROLES}, prefix=prefix, hashed=True)
+
+
+__all__ = ["BOT", "BUILD", "BUILD_REPORTS_QUEUE", "PUBLISH", "ROLES", "acl_file", "acl_template", "key_patterns",
+           "placeholder", "user_rule", "username"]

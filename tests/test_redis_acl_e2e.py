@@ -64,8 +64,9 @@ ALERT = "Security check failed"
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, docker_daemon: Any, registry: Any) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("acl")
+    services = {"hello-free": ["amd64"], "hello-arm": ["arm64"], "hello-b": ["amd64"], "hello-c": ["amd64"]}
     with Stack(workdir, docker=docker_daemon, registry=registry, versions=VERSIONS, arches=("amd64",),
-               extra_services={"hello-free": ["amd64"], "hello-arm": ["arm64"]}, extra_toml=APPROVALS) as running:
+               extra_services=services, extra_toml=APPROVALS) as running:
         running.wait_workers(2)
         yield running
 
@@ -170,7 +171,7 @@ def test_a_build_worker_cannot_change_a_digest_or_the_deployment_in_the_record(
 
 
 def test_a_build_worker_cannot_enqueue_a_publish_job(stack: Stack, attacker: redis.Redis) -> None:
-    release_id = _request(stack, "publish hello 7.0.2 --registry local")
+    release_id = _request(stack, "publish hello-b 7.0.2 --registry local")
     _awaiting_approval(stack, release_id)
     admin = stack.redis()
     queued = admin.llen(f"rq:queue:{PUBLISH_QUEUE}")
@@ -188,7 +189,7 @@ def test_a_build_worker_cannot_enqueue_a_publish_job(stack: Stack, attacker: red
 
 def test_a_job_naming_another_step_on_a_queue_the_build_role_may_write_is_refused_with_an_alert(
         stack: Stack, attacker: redis.Redis) -> None:
-    release_id = _request(stack, "publish hello 7.0.3 --registry local")
+    release_id = _request(stack, "publish hello-c 7.0.3 --registry local")
     _awaiting_approval(stack, release_id)
     job_id = f"{release_id}-build-forged"
     reports = Queue(redis_acl.BUILD_REPORTS_QUEUE, connection=attacker, job_class=EdgebotJob, serializer=SERIALIZER)

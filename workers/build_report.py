@@ -53,6 +53,8 @@ class BuildReport:
     notes: list[str] = field(default_factory=list)
     failure: str = ""
     failure_detail: list[str] = field(default_factory=list)
+    resumed: int = 0
+    """The attempt of a build step the reaper resumed (its apply job says so in the thread, once)."""
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> BuildReport:
@@ -168,16 +170,24 @@ def apply(ctx: WorkerContext, release_id: str, arch: str) -> None:
     if arch not in ctx.store.require(release_id).arches:
         raise SecurityCheckFailed(f"a build report names arch {arch[:40]!r}, which this release does not build")
 
+    step = f"build-{arch}"
+    say_resumed: list[int] = []
+
     def mutate(r: Release) -> tuple[bool, list[str]]:
         res = r.result(arch)
         changed: list[str] = []
+        say_resumed.clear()
+        said = {e.get("attempt") for e in r.events if e["what"] == "resume-said" and e.get("step") == step}
+        if report.resumed > 1 and report.resumed not in said:
+            r.event("resume-said", step=step, attempt=report.resumed)
+            say_resumed.append(report.resumed)
         if report.seq > res.report_seq:
             res.report_seq = report.seq
             for name in STAGES:
                 status, note = (report.steps.get(name) or ["", ""])[:2]
-                step = r.arch_step(name, arch)
-                if status and (step.status != status or (note and step.note != note)):
-                    step.mark(StageStatus(status), note or None)
+                state = r.arch_step(name, arch)
+                if status and (state.status != status or (note and state.note != note)):
+                    state.mark(StageStatus(status), note or None)
                     changed.append(name)
             res.image_id = res.image_id or report.image_id
             if report.digest and not res.digest:
@@ -191,7 +201,9 @@ def apply(ctx: WorkerContext, release_id: str, arch: str) -> None:
             enqueue_step(ctx.redis, ctx.config.settings, Step.SIGN, release_id, pipe=pipe)
 
     completed, changed = ctx.store.update(release_id, mutate, fence=ctx.lease, active=True, then=then).decided
-    for name in changed:
+    for attempt in say_resumed:
+        progress.say_resumed(ctx, release_id, step, attempt)
+    for name in dict.fromkeys(changed):
         ctx.reporter.stage(release_id, name)
     if completed:
         ctx.reporter.stage(release_id, "build")

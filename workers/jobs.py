@@ -18,10 +18,9 @@ from collections.abc import Callable
 
 from rq import get_current_job
 
-from edgebot import logs, messages
+from edgebot import logs
 from edgebot.errors import LeaseLost, ReleaseEnded, StepFailed
 from edgebot.lease import LeaseKeeper
-from edgebot.release import Release
 from edgebot.steps import StepLedger
 from workers import build_report, context, gate, pipeline, progress, rollout_watch
 
@@ -115,7 +114,7 @@ def _run(name: str, step: Callable[[context.WorkerContext, str], None], release_
     with keeper as lease:
         ctx.lease = lease
         try:
-            if claim.entry.attempt > 1 and ctx.reports_to_slack:  # a build worker: the reaper's note says it
+            if claim.entry.attempt > 1:
                 _say_resumed(ctx, release_id, name, claim.entry.attempt)
             step(ctx, release_id)
             finished = True
@@ -162,12 +161,9 @@ def _fail(ctx: context.WorkerContext, fail: Fail, release_id: str, message: str,
 
 
 def _say_resumed(ctx: context.WorkerContext, release_id: str, step: str, attempt: int) -> None:
-    release: Release = ctx.store.require(release_id)
-    reused = []
-    if release.commit_sha:
-        reused.append(f"commit `{release.commit_sha[:12]}`")
-    reused += [f"{arch} digest `{res.digest[:19]}`" for arch, res in sorted(release.results.items()) if res.digest]
-    signed = sorted(arch for arch, res in release.results.items() if res.signature)
-    if signed:
-        reused.append("the signature of " + ", ".join(signed))
-    ctx.reporter.note(release_id, messages.resumed_message(step, attempt, reused))
+    """In the thread when the process can reach Slack; a build worker reports it (its apply job says it)."""
+    if ctx.reports_to_slack:
+        progress.say_resumed(ctx, release_id, step, attempt)
+    elif step.startswith("build-"):
+        build_report.write(ctx, release_id, step.removeprefix("build-"),
+                           lambda report: setattr(report, "resumed", max(report.resumed, attempt)))
