@@ -20,6 +20,7 @@ any other function is refused, and its release, if it names one, fails with a se
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -79,6 +80,8 @@ def run_worker(
     # its own connection, without the reconnect retries: /healthz and a scrape must answer "Redis is down" at once
     probe = redis.Redis.from_url(config.redis_url, username=config.redis_username, password=password,
                                  socket_timeout=2, socket_connect_timeout=2)
+    if not publish:  # the fleet-wide series read keys a build worker's Redis user may not (edgebot.redis_acl)
+        config = dataclasses.replace(config, settings=dataclasses.replace(config.settings, metrics_fleet=False))
     server = start_health_server(probe, config, port=config.settings.metrics_port)
     if server is not None:
         server.health.worker_key = worker.key
