@@ -58,7 +58,8 @@ def key_patterns(role: str, prefix: str = "edgebot") -> list[str]:
     if role == BUILD:
         return [
             f"%R~{prefix}:release:*",  # read the record it builds; never write it
-            f"~{prefix}:steps:*", f"~{prefix}:lease:*", f"~{prefix}:fence:*", f"~{prefix}:inflight",  # its ledger claim
+            # its step-ledger claims: build steps' entries and leases only (edgebot.steps), the shared fence counter
+            f"~{prefix}:build-steps:*", f"~{prefix}:lease:*:build-*", f"~{prefix}:fence:*", f"~{prefix}:inflight",
             f"~{prefix}:build-report:*",  # its progress, applied by a publish worker
             f"~{prefix}:metrics:call_errors",
             "~rq:queue:edgebot-build-*", "~rq:queues", "%R~rq:suspended",

@@ -12,6 +12,7 @@ thread. What counts is read back from Redis (as the administrator), the Exchange
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -28,6 +29,7 @@ from edgebot.config import load_config
 from edgebot.errors import SecretUnavailable
 from edgebot.jobs import PUBLISH_QUEUE, SERIALIZER, EdgebotJob, Step, build_queue, enqueue_step
 from edgebot.release import Decision, Release
+from edgebot.steps import StepEntry, StepLedger
 from edgebot.store import ReleaseStore
 from sandbox.stack import (
     APP_TOKEN,
@@ -182,9 +184,27 @@ def test_a_build_worker_cannot_enqueue_a_publish_job(stack: Stack, attacker: red
         attacker.rpush(f"rq:queue:{PUBLISH_QUEUE}", f"{release_id}-publish-release")
     with pytest.raises(redis.exceptions.NoPermissionError):
         attacker.hset(f"rq:job:{release_id}-publish-release", "func_name", "workers.jobs.publish_release")
+
+    # nor through the reaper: the ledger of publish-side steps is not its to write, and a build-step entry it forges
+    # naming the publish function is not resumed (the reaper runs in publish workers, as edgebot-publish)
+    job_id = f"{release_id}-publish-release"
+    forged = StepEntry(step="publish", job_id=job_id, base_job_id=job_id, function="workers.jobs.publish_release",
+                       args=[release_id], queue=PUBLISH_QUEUE)
+    ledger = StepLedger(attacker, settings)
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        attacker.hset(ledger.steps_key(release_id), "publish", forged.to_json())
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        attacker.hset(f"edgebot:steps:{release_id}", "build-amd64", forged.to_json())
+    as_build = dataclasses.replace(forged, step="build-amd64")
+    attacker.hset(ledger.steps_key(release_id, "build-amd64"), "build-amd64", as_build.to_json())  # allowed
+    attacker.zadd(ledger.inflight_key, {release_id: time.time()})
+    wait_until(lambda: f"{release_id}: step build-amd64 names job function" in stack.log_tail("worker-publish", 400),
+               timeout=120, what="the reaper to look at the forged entry")
     assert admin.llen(f"rq:queue:{PUBLISH_QUEUE}") == queued
     assert not admin.exists(f"rq:job:{release_id}-publish-release")
+    assert not admin.exists(f"rq:job:{release_id}-publish-release-a2")
     assert not any(s.get("version") == "7.0.2" for s in _published(stack).values())
+    attacker.hdel(ledger.steps_key(release_id, "build-amd64"), "build-amd64")
 
 
 def test_a_job_naming_another_step_on_a_queue_the_build_role_may_write_is_refused_with_an_alert(
