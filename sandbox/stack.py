@@ -427,6 +427,7 @@ class Stack:
     def stop(self) -> None:
         for name in list(self.processes):
             self.stop_process(name)
+        self._record_acl_denials()
         for part in (self.slack, self.exchange):
             with contextlib.suppress(Exception):  # never started
                 part.stop()
@@ -435,6 +436,23 @@ class Stack:
                 part.stop()
         self._own.clear()
         shutil.rmtree(self.workdir / "work", ignore_errors=True)
+
+    def _record_acl_denials(self) -> None:
+        """Write what Redis refused anyone (ACL LOG) to ``redis-acl-denials.log`` in the workdir: a role's rules that
+        miss a key its process needs show up there (a test's attacker shows up too, on purpose)."""
+        if self.redis_server is None or self.redis_server.proc is None:
+            return
+        with contextlib.suppress(Exception):
+            entries = self.redis().execute_command("ACL", "LOG", "200")
+            lines = []
+            for entry in entries:
+                fields = dict(zip(entry[::2], entry[1::2], strict=False)) if isinstance(entry, list) else entry
+                text = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+                        for k, v in fields.items()}
+                lines.append(" ".join(f"{k}={text.get(k)}" for k in ("username", "reason", "object", "context",
+                                                                     "count")))
+            if lines:
+                (self.workdir / "redis-acl-denials.log").write_text("\n".join(lines) + "\n")
 
     def __enter__(self) -> Stack:
         return self.start()
