@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 STAGES = ("build", "push")
+STEP_NOTE_MAX, NOTE_MAX, NOTES_MAX, FAILURE_MAX = 80, 600, 10, 4000
+"""Bounds on what a report can carry (an honest one stays well inside them: image ids, digests, registry notes)."""
 
 
 @dataclass
@@ -139,6 +141,15 @@ def fail_build(arch: str) -> Callable[[WorkerContext, str, str, list[str] | None
 
 # -- the publish worker's side -------------------------------------------------------------------------------------
 
+def _bound(report: BuildReport, log_lines: int) -> None:
+    """A report is written by a process that runs untrusted Dockerfiles: keep what it can put in the record (and the
+    thread) as small as an honest build's."""
+    report.steps = {k: [str(x)[:STEP_NOTE_MAX] for x in v[:2]] for k, v in report.steps.items() if k in STAGES}
+    report.notes = [str(n)[:NOTE_MAX] for n in report.notes[:NOTES_MAX]]
+    report.failure = str(report.failure)[:FAILURE_MAX]
+    report.failure_detail = [str(line)[:NOTE_MAX] for line in report.failure_detail[-max(1, log_lines):]]
+
+
 def fan_in(r: Release) -> bool:
     """The build that completes the set of arches marks build and push done (True: enqueue sign now)."""
 
@@ -161,6 +172,7 @@ def apply(ctx: WorkerContext, release_id: str, arch: str) -> None:
     if report is None:
         log.warning("release %s: no build report for %s (expired?); nothing to apply", release_id, arch)
         return
+    _bound(report, ctx.config.settings.build_log_lines)
     if report.failure:
         progress.fail(ctx, release_id, report.failure, report.failure_detail)
         return
