@@ -5,8 +5,10 @@
     python -m bench.slack_burst --smoke         4 releases per batch; writes bench/out/slack_burst.json only
 
 Real parts as in the end-to-end tests (Redis, dockerd, TLS registry, git, `edgebot serve`, three `edgebot worker`
-processes: a build worker and two publish workers, all sending thread updates); the Slack stand-in enforces a
-workspace limit on `chat.update` and `chat.postMessage` and answers 429 with Retry-After above it, like Slack.
+processes: a build worker and two publish workers; the publish workers send the thread updates, the build worker
+reports through Redis), with Redis ACLs on (each process logs in as its role's user, edgebot.redis_acl), so the acks
+measured are with ACLs; the Slack stand-in enforces a workspace limit on `chat.update` and `chat.postMessage` and
+answers 429 with Retry-After above it, like Slack.
 
 Two batches of the same burst (N signed `/edge publish … --dry-run` commands sent at once by N users) on the same
 stack, one after the other:

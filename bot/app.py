@@ -88,7 +88,8 @@ def _group_members(client: WebClient, usergroup: str) -> set[str]:
 def redis_connection(config: Config, resolver: SecretResolver) -> redis.Redis:
     password = resolver.resolve(config.redis_password).reveal() if config.redis_password else None
     timeout = config.settings.bot_redis_timeout
-    return redis.Redis.from_url(config.redis_url, password=password, socket_timeout=timeout,
+    return redis.Redis.from_url(config.redis_url, username=config.redis_username, password=password,
+                                socket_timeout=timeout,
                                 socket_connect_timeout=timeout)
 
 

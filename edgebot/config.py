@@ -149,6 +149,9 @@ class Config:
     settings: Settings
     docker_url: str | None = None
     redis_password: SecretRef | None = None
+    redis_username: str | None = None
+    """``[redis] username`` (or ``EDGEBOT_REDIS_USERNAME``): the Redis ACL user of this process's role
+    (edgebot.redis_acl); None: the ``default`` user (``requirepass``)."""
     path: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     approvals: ApprovalRules = field(default_factory=lambda: ApprovalRules({}))
@@ -171,6 +174,19 @@ class Config:
         return max((own, target), key=lambda p: (p.required, not p.allow_requester))
 
 
+def _redis_username(redis: Mapping[str, Any], environ: Mapping[str, str] | None) -> str | None:
+    """``EDGEBOT_REDIS_USERNAME`` wins over ``[redis] username``: one config file for every role, and each process's
+    environment names its role's user (deploy/ sets it per Deployment, the sandbox per process)."""
+    env = os.environ if environ is None else environ
+    name = env.get("EDGEBOT_REDIS_USERNAME") or redis.get("username")
+    if name is None:
+        return None
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+        raise ConfigError("redis.username must be a Redis ACL user name (letters, digits, '_', '.', '-'), "
+                          "e.g. \"edgebot-build\"")
+    return name
+
+
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
     """Read and check the whole file; every problem is a :class:`ConfigError` that names the key."""
     try:
@@ -188,7 +204,7 @@ def parse_config(data: Mapping[str, Any], *, path: str = "", environ: Mapping[st
     slack = _table(data, "slack")
     _known(slack, "slack", {"bot_token", "signing_secret", "app_token", "api_url"})
     redis = _table(data, "redis")
-    _known(redis, "redis", {"url", "password"})
+    _known(redis, "redis", {"url", "password", "username"})
     exchange = _table(data, "exchange")
     _known(exchange, "exchange", {"url", "username", "password", "ca_cert"})
     signing = _table(data, "signing")
@@ -225,6 +241,7 @@ def parse_config(data: Mapping[str, Any], *, path: str = "", environ: Mapping[st
         ),
         redis_url=_str(redis, "redis.url"),
         redis_password=_ref(redis, "password", "redis") if "password" in redis else None,
+        redis_username=_redis_username(redis, environ),
         exchange=ExchangeConfig(
             url=exchange_url,
             username=_str(exchange, "exchange.username"),

@@ -15,11 +15,12 @@ that tell two jobs of the same step apart::
     r-7f3a9c-rollback                r-7f3a9c-expire-approval-1-0      r-7f3a9c-expire-rollback-1765000000
     r-7f3a9c-deploy-check            r-7f3a9c-deploy-release           r-7f3a9c-deploy-release-2
     r-7f3a9c-build-arch-amd64-a2     (a step resumed by the reaper: attempt 2)
+    r-7f3a9c-build-report-amd64-3    (build report 3 of amd64, applied by a publish worker)
 
 RQ imports whatever function a job names. A job in Redis written by anyone who can reach Redis could name
 ``os.system``; :class:`EdgebotJob` refuses every function (and callback) outside the steps below before importing
-anything, and all jobs use RQ's JSON serializer, so loading a job never runs code (pickle would). Job payloads carry
-ids only (release id, arch, round, stage): never a secret.
+anything, and each queue runs only its own steps (:func:`allowed_on`). All jobs use RQ's JSON serializer, so loading
+a job never runs code (pickle would). Job payloads carry ids only (release id, arch, round, stage): never a secret.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from rq import Queue
 from rq.job import Job, Retry
 from rq.serializers import JSONSerializer
 
+from edgebot.redis_acl import BUILD_REPORTS_QUEUE
 from edgebot.settings import Settings
 
 JOBS_MODULE = "workers.jobs"
@@ -65,6 +67,8 @@ class StepKind:
     """A bookkeeping job (an expiry): ``settings.short_job_timeout`` instead of ``settings.job_timeout``."""
     per_arch: bool = False
     """Runs on the build queue of its first argument's arch, not on the publish queue."""
+    queue: str = ""
+    """Runs on this queue (not the publish queue)."""
 
 
 class Step(enum.Enum):
@@ -86,6 +90,8 @@ class Step(enum.Enum):
     CHECK_DOCKAUTHS = StepKind("check_dockauths", "dockauth-check", retried=False, short=True)
     """Not a release's step: the scheduled check of the dockauths of deployed versions (``workers/dockauths.py``);
     its first argument is :data:`DOCKAUTH_CHECK_OWNER`, its tag the run's slot."""
+    APPLY_BUILD_REPORT = StepKind("apply_build_report", "build-report", id_args=2, queue=BUILD_REPORTS_QUEUE)
+    """A build worker's progress (arch, report number), applied to the record by a publish worker."""
 
     @property
     def kind(self) -> StepKind:
@@ -96,6 +102,8 @@ class Step(enum.Enum):
         return f"{JOBS_MODULE}.{self.kind.function}"
 
     def queue_name(self, args: tuple[str, ...]) -> str:
+        if self.kind.queue:
+            return self.kind.queue
         return build_queue(args[0]) if self.kind.per_arch else PUBLISH_QUEUE
 
     def job_id(self, release_id: str, *args: str, tag: str = "") -> str:
@@ -106,6 +114,22 @@ class Step(enum.Enum):
 ALLOWED_FUNCTIONS = frozenset(step.function for step in Step)
 DOCKAUTH_CHECK_OWNER = "edgebot"
 """The "release id" of the scheduled dockauth check's jobs (``edgebot-dockauth-check-<slot>``)."""
+
+
+def allowed_on(queue_name: str) -> frozenset[str]:
+    """The job functions a job taken from ``queue_name`` may run: a build queue runs builds only, the reports queue
+    applies reports only, the publish queue runs everything else. Whoever can push onto a queue (a build worker can
+    push onto the build queues and the reports queue, see edgebot.redis_acl) can never make a worker of that queue
+    run a step of another, such as a publish."""
+    if queue_name == BUILD_REPORTS_QUEUE:
+        steps = [Step.APPLY_BUILD_REPORT]
+    elif queue_name.startswith(build_queue("")):
+        steps = [Step.BUILD]
+    elif queue_name == PUBLISH_QUEUE:
+        steps = [s for s in Step if not s.kind.per_arch and not s.kind.queue]
+    else:
+        steps = []
+    return frozenset(s.function for s in steps)
 
 
 def publish_args(round_: int) -> tuple[str, ...]:
@@ -158,6 +182,14 @@ class RefusedJob(RuntimeError):
     pass
 
 
+def check_queue(job: Job, queue_name: str) -> None:
+    """Raise :class:`RefusedJob` unless ``job`` may run off ``queue_name`` (:func:`allowed_on`). Checked against the
+    queue the worker took it from, never the job hash's own ``origin`` (whoever wrote the hash chose that)."""
+    if job.func_name not in allowed_on(queue_name):
+        raise RefusedJob(f"refusing to run job {job.id} from queue {queue_name}: {job.func_name!r} does not run "
+                         "on that queue")
+
+
 class EdgebotJob(Job):
     """A Job that only ever resolves edgebot's own job functions."""
 
@@ -166,6 +198,9 @@ class EdgebotJob(Job):
         name = self.func_name
         if name not in ALLOWED_FUNCTIONS or self.instance is not None:
             raise RefusedJob(f"refusing to run job {self.id}: {name!r} is not an edgebot job function")
+        queue_name = getattr(self, "dequeued_from", None)  # set by the worker that took it (workers.worker)
+        if queue_name is not None:
+            check_queue(self, queue_name)
         return super().func
 
     # edgebot jobs use no callbacks; never import one a raw job names (returning None makes RQ skip it).

@@ -152,6 +152,8 @@ class ArchResult:
     the version was not published): the push must not move the version's tag away from it."""
     exchange_state: dict[str, Any] = field(default_factory=dict)
     """After a failed publish: what is in the Exchange for this arch (service, origin, key, dockauths, undo)."""
+    report_seq: int = 0
+    """The last build report of this arch applied to the record (workers.build_report): never goes back."""
 
 
 @dataclass

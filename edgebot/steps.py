@@ -2,7 +2,8 @@
 
 A job that starts a step *claims* it (:meth:`StepLedger.claim`): one Lua script checks the ledger entry and takes the
 step's lease (edgebot.lease) in the same atomic step, so there is never a moment where a step is in flight without
-a lease or leased without a ledger entry. The entry (a field of ``<prefix>:steps:<release_id>``) records the job id
+a lease or leased without a ledger entry. The entry (a field of ``<prefix>:steps:<release_id>``, or of
+``<prefix>:build-steps:<release_id>`` for a build step, see :meth:`StepLedger.steps_key`) records the job id
 that currently owns the step, its attempt number and how to enqueue it again (function, args, queue); the release
 is listed in ``<prefix>:inflight`` while any of its steps is.
 
@@ -93,17 +94,24 @@ redis.call('DEL', KEYS[2])
 return 1
 """
 
-# KEYS[1] inflight zset, KEYS[2] steps hash; ARGV[1] release id, ARGV[2] release final ('1'/'0')
-# -> 1 removed from inflight (nothing running, or the release ended), 0 kept
+# KEYS[1] inflight zset, KEYS[2] steps hash, KEYS[3] build steps hash; ARGV[1] release id, ARGV[2] release final
+# ('1'/'0') -> 1 removed from inflight (nothing running, or the release ended), 0 kept
 FORGET = """
 if ARGV[2] ~= '1' then
-  for _, raw in ipairs(redis.call('HVALS', KEYS[2])) do
-    if cjson.decode(raw)['status'] == 'running' then return 0 end
+  for i = 2, 3 do
+    for _, raw in ipairs(redis.call('HVALS', KEYS[i])) do
+      if cjson.decode(raw)['status'] == 'running' then return 0 end
+    end
   end
 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 return 1
 """
+
+
+def is_build_step(step: str) -> bool:
+    """``build-<arch>``: the one kind of step a build worker runs."""
+    return step.startswith("build-")
 
 
 @dataclass
@@ -151,7 +159,12 @@ class StepLedger:
         self.settings = settings
         self.prefix = settings.key_prefix
 
-    def steps_key(self, release_id: str) -> str:
+    def steps_key(self, release_id: str, step: str = "") -> str:
+        """Where ``step``'s entry lives: build steps (``build-<arch>``) in a hash of their own, the one a build
+        worker's Redis user may write (edgebot.redis_acl); every other step where only the bot and publish workers
+        can write, so a build worker cannot forge the entry of a publish step for the reaper to resume."""
+        if is_build_step(step):
+            return f"{self.prefix}:build-steps:{release_id}"
         return f"{self.prefix}:steps:{release_id}"
 
     @property
@@ -164,7 +177,7 @@ class StepLedger:
                           queue=queue)
         ttl = self.settings.lease_ttl
         outcome, token, raw = self.redis.eval(  # type: ignore[misc]
-            CLAIM, 4, self.steps_key(release_id), lease_key(self.prefix, release_id, step),
+            CLAIM, 4, self.steps_key(release_id, step), lease_key(self.prefix, release_id, step),
             fence_key(self.prefix, release_id), self.inflight_key,
             step, job_id, fresh.to_json(), holder, max(1, int(ttl * 1000)), self.settings.release_ttl, release_id,
             time.time(),
@@ -178,25 +191,33 @@ class StepLedger:
 
     def complete(self, release_id: str, step: str, lease: Lease) -> bool:
         """Mark the step done and free its lease, if the lease is still ours (False: it was lost meanwhile)."""
-        return bool(self.redis.eval(COMPLETE, 2, self.steps_key(release_id), lease.key, step, lease.value,
+        return bool(self.redis.eval(COMPLETE, 2, self.steps_key(release_id, step), lease.key, step, lease.value,
                                     time.time()))
 
     def release_for_retry(self, release_id: str, step: str, lease: Lease) -> bool:
         """Give the lease back so RQ's retry of the same job id can claim it; the entry stays running, and the reaper
         leaves it alone for ``lease_ttl`` (RQ marks the job scheduled right after the wrapper returns)."""
-        return bool(self.redis.eval(RELEASE_FOR_RETRY, 2, self.steps_key(release_id), lease.key, step, lease.value,
-                                    time.time()))
+        return bool(self.redis.eval(RELEASE_FOR_RETRY, 2, self.steps_key(release_id, step), lease.key, step,
+                                    lease.value, time.time()))
 
     def entries(self, release_id: str) -> dict[str, StepEntry]:
-        raw: dict[Any, Any] = self.redis.hgetall(self.steps_key(release_id))  # type: ignore[assignment]
-        return {(k.decode() if isinstance(k, bytes) else k): StepEntry.from_json(v) for k, v in raw.items()}
+        found: dict[str, StepEntry] = {}
+        for build in (False, True):  # each hash holds only its own kind of step: anything else there is ignored
+            key = self.steps_key(release_id, "build-" if build else "")
+            raw: dict[Any, Any] = self.redis.hgetall(key)  # type: ignore[assignment]
+            for k, v in raw.items():
+                name = k.decode() if isinstance(k, bytes) else k
+                if is_build_step(name) == build:
+                    found[name] = StepEntry.from_json(v)
+        return found
 
     def inflight(self) -> list[str]:
         return [m.decode() if isinstance(m, bytes) else m
                 for m in self.redis.zrange(self.inflight_key, 0, -1)]  # type: ignore[union-attr]
 
     def forget_if_idle(self, release_id: str, *, release_final: bool) -> bool:
-        return bool(self.redis.eval(FORGET, 2, self.inflight_key, self.steps_key(release_id), release_id,
+        return bool(self.redis.eval(FORGET, 3, self.inflight_key, self.steps_key(release_id),
+                                    self.steps_key(release_id, "build-"), release_id,
                                     "1" if release_final else "0"))
 
     def lease_holder(self, release_id: str, step: str) -> str | None:

@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         assert stack.vault is not None
         say(f"secrets in OpenBao at {stack.vault.url}: workers log in with the AppRoles of deploy/vault/ "
             f"(edgebot-build, edgebot-publish); config {stack.config_path} holds only references")
+        say("Redis runs with ACLs: bot, publish and build workers each log in as their role's user (edgebot-bot, "
+            "edgebot-publish, edgebot-build); a build worker may read release records but not write them")
         say("seeding: hello 1.0.0 on 27 simulated nodes (amd64 and arm64) through policies hello-canary, hello-fleet…")
         seed_fleet(stack)
         _check_stop()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -24,6 +25,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from edgebot import redis_acl
 from sandbox.proc_base import Managed, StartFailed, free_port, run, spawn, stop_process, wait_ready
 from sandbox.proc_net import CERTS_D, HOSTS, NetNamespace, Registry, trust_registry_ca, untrust_registry_ca
 
@@ -68,9 +70,12 @@ def busybox_path() -> str:
 
 
 class RedisServer(Managed):
-    """``redis-server`` on 127.0.0.1 and a free port, its data (and AOF) in ``workdir``.
+    """``redis-server`` on 127.0.0.1 and a free port, its data (and AOF) in ``workdir``, with ACLs on, as in
+    production: one user per edgebot role (edgebot.redis_acl, passwords from :meth:`role_password`) and the
+    ``default`` user as the administrator (``password``, generated when not given), which :attr:`url` logs in as
+    (the tests' own inspection connection). Nothing can connect without a password.
 
-    The password, if any, goes into a 0600 config file rather than the command line. With ``appendonly`` every
+    Passwords go into a 0600 config file rather than the command line. With ``appendonly`` every
     write is fsynced (``appendfsync always``), so a key written before a SIGKILL is there after :meth:`restart`.
     """
 
@@ -78,17 +83,31 @@ class RedisServer(Managed):
                  port: int | None = None) -> None:
         self.workdir = Path(workdir)
         self.appendonly = appendonly
-        self.password = password
+        self.password = password or secrets.token_hex(16)
+        self._role_passwords = {role: secrets.token_hex(16) for role in redis_acl.ROLES}
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def role_password(self, role: str) -> str:
+        """The password of ``role``'s ACL user (``edgebot.redis_acl.username(role)``)."""
+        return self._role_passwords[role]
+
+    def role_client(self, role: str) -> redis.Redis:
+        """A connection as ``role``'s ACL user (what a process of that role can do, and no more)."""
+        return redis.Redis.from_url(self.plain_url, username=redis_acl.username(role),
+                                    password=self.role_password(role), retry=Retry(NoBackoff(), 0))
+
+    @property
+    def plain_url(self) -> str:
+        """The address without credentials: what a config file holds (the password is a reference)."""
+        return f"redis://127.0.0.1:{self.port}/0"
 
     def __repr__(self) -> str:
         return f"RedisServer(127.0.0.1:{self.port}, appendonly={self.appendonly}, auth={bool(self.password)})"
 
     @property
     def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
     @property
     def log_path(self) -> Path:
@@ -101,8 +120,7 @@ class RedisServer(Managed):
             f"port {self.port}", "bind 127.0.0.1", f'dir "{self.workdir}"', 'save ""', "protected-mode no",
             f"appendonly {'yes' if self.appendonly else 'no'}", "appendfsync always", 'dbfilename "dump.rdb"',
         ]
-        if self.password:
-            lines.append(f'requirepass "{self.password}"')
+        lines += redis_acl.acl_file(self._role_passwords, admin_password=self.password).splitlines()
         conf.touch(mode=0o600, exist_ok=True)
         conf.chmod(0o600)
         conf.write_text("\n".join(lines) + "\n")

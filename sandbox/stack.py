@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import redis
 
+from edgebot import redis_acl
 from edgebot.release import Release
 from edgebot.store import ReleaseStore
 from sandbox.base_images import seed_base_images
@@ -63,6 +64,13 @@ ENV_REFS = {
     "pull_password": "env:EDGEBOT_REGISTRY_PULL_PASSWORD",
 }
 """The config's secret references without Vault (the signing key is a file: reference to the stack's key file)."""
+REDIS_USERNAME_ENV, REDIS_PASSWORD_ENV = "EDGEBOT_REDIS_USERNAME", "EDGEBOT_REDIS_PASSWORD"
+BUILD_ABSENT_REFS = {"signing_key": "env:EDGEBOT_SIGNING_KEY", "seal_key": "env:EDGEBOT_SEAL_KEY"}
+"""The build role's config names the signing and seal keys by references its environment never resolves."""
+NOT_FOR_BUILD = ("EDGEBOT_SLACK_BOT_TOKEN", "EDGEBOT_SLACK_SIGNING_SECRET", "EDGEBOT_SLACK_APP_TOKEN",
+                 "EDGEBOT_EXCHANGE_PASSWORD", "EDGEBOT_REGISTRY_PULL_PASSWORD", "EDGEBOT_SIGNING_KEY",
+                 "EDGEBOT_SEAL_KEY")
+"""Secrets a build worker never gets: it reports through Redis (no Slack), never publishes or signs."""
 SECRET_ENV = ("EDGEBOT_SLACK_BOT_TOKEN", "EDGEBOT_SLACK_SIGNING_SECRET", "EDGEBOT_SLACK_APP_TOKEN",
               "EDGEBOT_EXCHANGE_PASSWORD", "EDGEBOT_REGISTRY_PUSH_PASSWORD", "EDGEBOT_REGISTRY_PULL_PASSWORD")
 __all__ = ["Stack", "free_port", "wait_until", "write_config", "hello_files"]
@@ -80,7 +88,8 @@ def hello_files(version: str = "1.0.0") -> dict[str, bytes | str]:
 def write_config(path: Path, *, redis_url: str, slack_api_url: str, exchange_url: str, registry_address: str,
                  docker_url: str, source: str, arches: list[str], key_file: Path, workdir: Path,
                  settings: dict[str, Any] | None = None, extra_services: dict[str, list[str]] | None = None,
-                 extra_toml: str = "", registry_ca: str = "", secret_refs: dict[str, str] | None = None) -> Path:
+                 extra_toml: str = "", registry_ca: str = "", secret_refs: dict[str, str] | None = None,
+                 redis_password_ref: str = "") -> Path:
     """A complete edgebot.toml for the sandbox. Secrets are references to env vars and files, like production;
     ``secret_refs`` replaces some of them (keys of :data:`ENV_REFS` and ``signing_key``), e.g. by vault: ones."""
     seal_key = workdir / "seal.key"  # held by the bot and the publish workers (edgebot.seals)
@@ -112,6 +121,8 @@ def write_config(path: Path, *, redis_url: str, slack_api_url: str, exchange_url
         "",
         "[redis]",
         f'url = "{redis_url}"',
+        # the ACL user is the process's role's, from EDGEBOT_REDIS_USERNAME (edgebot.redis_acl)
+        *([f'password = "{redis_password_ref}"'] if redis_password_ref else []),
         "",
         "[exchange]",
         f'url = "{exchange_url}"',
@@ -161,6 +172,12 @@ def write_config(path: Path, *, redis_url: str, slack_api_url: str, exchange_url
     return path
 
 
+def worker_role(args: tuple[str, ...] | list[str]) -> str:
+    """``edgebot worker --arch …`` alone is a build worker; with ``--publish`` it is a publish worker (which may
+    build too: small installs and the sandbox's soak run both in one process)."""
+    return redis_acl.BUILD if "--arch" in args and "--publish" not in args else redis_acl.PUBLISH
+
+
 class Stack:
     """Start everything with :meth:`start`, stop everything with :meth:`stop` (also on errors and Ctrl-C)."""
 
@@ -188,6 +205,8 @@ class Stack:
         self.slack = SlackStandIn(bot_token=BOT_TOKEN, team_id=TEAM_ID, app_token=APP_TOKEN)
         self.bot_url = ""
         self.config_path = self.workdir / "edgebot.toml"
+        self.build_config_path = self.workdir / "edgebot-build.toml"
+        """The build workers' config: the same, except that it names no signing or seal key it could read."""
         self.source_path = Path()
         self.key_file = Path()
 
@@ -251,13 +270,16 @@ class Stack:
         key_file.chmod(0o600)
         assert self.redis_server is not None and self.docker is not None and self.registry is not None
         secret_refs, extra_toml = self._start_vault(key_file)
-        write_config(
-            self.config_path, redis_url=self.redis_server.url, slack_api_url=self.slack.api_url,
-            exchange_url=self.exchange.url, registry_address=self.registry.address, docker_url=self.docker.base_url,
-            source=str(source), arches=self.arches, key_file=key_file, workdir=self.workdir, settings=self.settings,
-            extra_services=self.extra_services, extra_toml=extra_toml,
-            registry_ca=str(self.registry.ca_path), secret_refs=secret_refs,
-        )
+        for path, refs in ((self.config_path, secret_refs),
+                           (self.build_config_path, {**(secret_refs or {}), **BUILD_ABSENT_REFS})):
+            write_config(
+                path, redis_url=self.redis_server.plain_url, slack_api_url=self.slack.api_url,
+                exchange_url=self.exchange.url, registry_address=self.registry.address,
+                docker_url=self.docker.base_url, source=str(source), arches=self.arches, key_file=key_file,
+                workdir=self.workdir, settings=self.settings, extra_services=self.extra_services,
+                extra_toml=extra_toml, registry_ca=str(self.registry.ca_path), secret_refs=refs,
+                redis_password_ref=f"env:{REDIS_PASSWORD_ENV}",
+            )
 
     def _start_vault(self, key_file: Path) -> tuple[dict[str, str] | None, str]:
         """With ``vault=True``: OpenBao started and filled; (the config's secret references, extra TOML)."""
@@ -272,7 +294,9 @@ class Stack:
         key_file.unlink()  # the signing key now lives only in Vault
         return refs, "\n\n".join(part for part in (self.extra_toml, self.vault.config_table()) if part)
 
-    def env(self) -> dict[str, str]:
+    def env(self, role: str = redis_acl.BOT) -> dict[str, str]:
+        """The environment of a process of ``role`` (edgebot.redis_acl): its Redis ACL user and password, and only
+        the secrets that role holds."""
         env = dict(os.environ)
         env.update({
             "EDGEBOT_CONFIG": str(self.config_path),
@@ -287,22 +311,36 @@ class Stack:
         if self.use_vault:  # every secret comes from Vault or a file: none in the environment
             for name in SECRET_ENV:
                 env.pop(name, None)
+        return self.role_env(role, env)
+
+    def role_env(self, role: str, env: dict[str, str]) -> dict[str, str]:
+        """``env`` as a process of ``role`` gets it: that role's Redis credentials (whatever ``env`` said), and no
+        secret the role does not hold."""
+        assert self.redis_server is not None
+        env = {**env, REDIS_USERNAME_ENV: redis_acl.username(role),
+               REDIS_PASSWORD_ENV: self.redis_server.role_password(role)}
+        if role == redis_acl.BUILD:
+            for name in NOT_FOR_BUILD:
+                env.pop(name, None)
         return env
 
-    def _spawn(self, name: str, args: list[str], *, config: Path | None = None,
+    def _spawn(self, name: str, args: list[str], *, role: str, config: Path | None = None,
                env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         running = self.processes.get(name)
         if running is not None and running.poll() is None:  # it would be forgotten, and outlive the stack
             raise RuntimeError(f"{name} is already running (pid {running.pid}): stop it first")
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen([sys.executable, "-m", "edgebot", "--config", str(config or self.config_path), *args],
-                                stdout=log, stderr=subprocess.STDOUT, env=env or self.env(), start_new_session=True)
+        if config is None:
+            config = self.build_config_path if role == redis_acl.BUILD else self.config_path
+        proc = subprocess.Popen([sys.executable, "-m", "edgebot", "--config", str(config), *args], stdout=log,
+                                stderr=subprocess.STDOUT, env=self.role_env(role, env or self.env(role)),
+                                start_new_session=True)
         self.processes[name] = proc
         return proc
 
     def start_bot(self, workers: int = 1) -> str:
         port = free_port()
-        self._spawn("bot", ["serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)])
+        self._spawn("bot", ["serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)], role=redis_acl.BOT)
         self.bot_url = f"http://127.0.0.1:{port}"
 
         def healthy() -> bool:
@@ -319,7 +357,7 @@ class Stack:
         """``edgebot serve --socket-mode``: the bot connects out to the stand-in's Socket Mode endpoint."""
         link = self.slack.socket_mode()
         before = link.connects
-        proc = self._spawn(name, ["serve", "--socket-mode"])
+        proc = self._spawn(name, ["serve", "--socket-mode"], role=redis_acl.BOT)
         wait_until(lambda: link.connects > before and link.connected(), timeout=60,
                    what="the bot to connect over Socket Mode")
         return proc
@@ -329,7 +367,7 @@ class Stack:
         if env is None and self.vault is not None:  # the AppRole of this worker's role, and only that one
             env = self.vault.worker_env(self.env(), args)
         return self._spawn(f"worker-{name}", ["worker", "--name", f"{name}-{os.getpid()}-{free_port()}", *args],
-                           config=config, env=env)
+                           role=worker_role(args), config=config, env=env)
 
     def wait_workers(self, count: int, timeout: float = 60) -> None:
         from rq import Worker
@@ -391,6 +429,7 @@ class Stack:
     def stop(self) -> None:
         for name in list(self.processes):
             self.stop_process(name)
+        self._record_acl_denials()
         for part in (self.slack, self.exchange):
             with contextlib.suppress(Exception):  # never started
                 part.stop()
@@ -399,6 +438,23 @@ class Stack:
                 part.stop()
         self._own.clear()
         shutil.rmtree(self.workdir / "work", ignore_errors=True)
+
+    def _record_acl_denials(self) -> None:
+        """Write what Redis refused anyone (ACL LOG) to ``redis-acl-denials.log`` in the workdir: a role's rules that
+        miss a key its process needs show up there (a test's attacker shows up too, on purpose)."""
+        if self.redis_server is None or self.redis_server.proc is None:
+            return
+        with contextlib.suppress(Exception):
+            entries = self.redis().execute_command("ACL", "LOG", "200")
+            lines = []
+            for entry in entries:
+                fields = dict(zip(entry[::2], entry[1::2], strict=False)) if isinstance(entry, list) else entry
+                text = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+                        for k, v in fields.items()}
+                lines.append(" ".join(f"{k}={text.get(k)}" for k in ("username", "reason", "object", "context",
+                                                                     "count")))
+            if lines:
+                (self.workdir / "redis-acl-denials.log").write_text("\n".join(lines) + "\n")
 
     def __enter__(self) -> Stack:
         return self.start()

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from bot.wsgi import SLACK_EVENTS_PATH
+from edgebot import redis_acl
 from edgebot.config import parse_config
 from edgebot.secrets import SecretRef
 from workers.vault import vault_settings
@@ -113,7 +114,8 @@ def test_references_inside_the_manifests_resolve() -> None:
                   re.findall(r"create secret generic (\S+)((?:\s+--from-literal=[\w-]+=\S+)+)", header)
                   for key in re.findall(r"--from-literal=([\w-]+)=", keys)}
     assert documented == {("edgebot-slack", "bot-token"), ("edgebot-slack", "signing-secret"),
-                          ("edgebot-redis", "password"), ("edgebot-trust", "seal-key")}
+                          ("edgebot-redis", "bot-password"), ("edgebot-redis", "build-password"),
+                          ("edgebot-redis", "publish-password"), ("edgebot-trust", "seal-key")}
     config_maps = set(_by_kind("ConfigMap"))
     accounts = set(_by_kind("ServiceAccount"))
     workloads = {**_by_kind("Deployment"), **_by_kind("StatefulSet")}
@@ -235,12 +237,12 @@ def test_configmap_config_loads_and_each_role_can_resolve_what_it_needs() -> Non
     assert token_mount == {str(Path(settings.jwt_path).parent)}, "vault.jwt_path is where the projected token is"
 
     def refs_of(role: str) -> list[SecretRef]:
-        refs = [config.slack.bot_token, config.redis_password]
+        refs = [config.redis_password]
         if role == "bot":
-            return [*refs, config.slack.signing_secret]
-        if role == "build":
+            return [*refs, config.slack.bot_token, config.slack.signing_secret]
+        if role == "build":  # no Slack token: it reports through Redis
             return [*refs, *(r.push_password for r in config.registries.values())]
-        return [*refs, config.exchange.password, config.signing.private_key,
+        return [*refs, config.slack.bot_token, config.exchange.password, config.signing.private_key,
                 *(r.pull_password for r in config.registries.values() if r.pull_password)]
 
     policy_path = {role: re.search(r'path "secret/data/([^"]+)"', (DEPLOY / "vault" / f"edgebot-{role}.hcl")
@@ -307,13 +309,95 @@ def test_compose_file_is_valid_for_docker_compose_and_refuses_to_start_without_i
     schema offline; the required variables are enforced with a message naming them."""
     compose = ["docker-compose", "-f", str(DEPLOY / "docker-compose.yml"), "config", "-q"]
     base = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
-    required = {"REDIS_PASSWORD": "r", "SLACK_BOT_TOKEN": "s", "EXCHANGE_PASSWORD": "e", "REGISTRY_PUSH_PASSWORD": "p"}
+    required = {"REDIS_BOT_PASSWORD": "rb", "REDIS_BUILD_PASSWORD": "rw", "REDIS_PUBLISH_PASSWORD": "rp",
+                "SLACK_BOT_TOKEN": "s", "EXCHANGE_PASSWORD": "e", "REGISTRY_PUSH_PASSWORD": "p"}
     ok = subprocess.run(compose, env={**base, **required}, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     for name in required:
         missing = subprocess.run(compose, env={**base, **{k: v for k, v in required.items() if k != name}},
                                  capture_output=True, text=True, timeout=120)
         assert missing.returncode != 0 and name in missing.stderr, (name, missing.stderr)
+
+
+# -- Redis ACL users (edgebot.redis_acl) -------------------------------------------------------------------------
+
+ROLE_OF = {"edgebot-bot": "bot", "edgebot-publish": "publish", "edgebot-build-amd64": "build",
+           "edgebot-build-arm64": "build"}
+
+
+def test_each_deployment_and_compose_service_logs_in_to_redis_as_its_roles_user_only() -> None:
+    deployments = _by_kind("Deployment")
+    assert set(ROLE_OF) == set(deployments)
+    for name, role in ROLE_OF.items():
+        env = _env(_main_container(deployments[name]))
+        assert env["EDGEBOT_REDIS_USERNAME"] == redis_acl.username(role), name
+        assert env["REDIS_PASSWORD"]["secretKeyRef"] == {"name": "edgebot-redis", "key": f"{role}-password"}, name
+        if role == "build":
+            assert "SLACK_BOT_TOKEN" not in env and "EDGEBOT_SEAL_KEY" not in env, name
+    services = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
+    for name, role in (("bot", "bot"), ("publish", "publish"), ("build-amd64", "build")):
+        env = services[name]["environment"]
+        assert env["EDGEBOT_REDIS_USERNAME"] == redis_acl.username(role), name
+        assert env["REDIS_PASSWORD"] == f"${{REDIS_{role.upper()}_PASSWORD}}", name
+    assert "SLACK_BOT_TOKEN" not in services["build-amd64"]["environment"]
+
+
+def test_the_shipped_acl_template_is_edgebots_rules_and_renders_into_a_redis_that_enforces_them(
+        tmp_path: Path) -> None:
+    """Both templates (compose's file, Kubernetes' ConfigMap) are exactly edgebot.redis_acl's rules; the Kubernetes
+    init container's script, run here with sh, writes an ACL file a real redis-server loads: each role logs in with
+    its password, the default user and wrong passwords are refused, and the build user cannot write a record."""
+    template = redis_acl.acl_template()
+    assert (DEPLOY / "redis" / "users.acl.in").read_text() == template
+    redis_doc = next(d for d in _documents(K8S / "redis.yaml") if d["kind"] == "ConfigMap")
+    assert redis_doc["data"]["users.acl.in"] == template
+    statefulset = _by_kind("StatefulSet")["edgebot-redis"]
+    assert "--requirepass" not in _main_container(statefulset)["args"]
+    script = _container(statefulset, "acl")["command"][2]
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "users.acl.in").write_text(template)
+    script = script.replace("/etc/redis-acl/", f"{tmp_path}/etc/").replace("/acl/users.acl", f"{tmp_path}/users.acl")
+    passwords = {role: os.urandom(16).hex() for role in redis_acl.ROLES}
+    env = {"PATH": os.environ["PATH"], **{f"{r.upper()}_PASSWORD": pw for r, pw in passwords.items()}}
+    subprocess.run(["sh", "-c", script], env=env, check=True, timeout=30)
+    rendered = (tmp_path / "users.acl").read_text()
+    assert not any(pw in rendered for pw in passwords.values()), "only hashes on disk"
+    import redis as redis_py
+
+    from sandbox.proc_base import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--aclfile", str(tmp_path / "users.acl"), "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def client(user: str | None, password: str | None) -> redis_py.Redis:
+            return redis_py.Redis(port=port, username=user, password=password, socket_timeout=5)
+
+        for _ in range(100):
+            try:
+                client(redis_acl.username("bot"), passwords["bot"]).ping()
+                break
+            except redis_py.ConnectionError:
+                import time
+
+                time.sleep(0.1)
+        for role, password in passwords.items():
+            assert client(redis_acl.username(role), password).ping()
+            with pytest.raises(redis_py.AuthenticationError):
+                client(redis_acl.username(role), "wrong").ping()
+        with pytest.raises(redis_py.AuthenticationError):
+            client(None, None).ping()
+        build = client(redis_acl.username("build"), passwords["build"])
+        client(redis_acl.username("bot"), passwords["bot"]).set("edgebot:release:r-1", "{}")
+        assert build.get("edgebot:release:r-1") == b"{}"
+        with pytest.raises(redis_py.exceptions.NoPermissionError):
+            build.set("edgebot:release:r-1", "forged")
+        with pytest.raises(redis_py.exceptions.NoPermissionError):
+            build.rpush("rq:queue:edgebot-publish", "r-1-publish-release")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 # -- Prometheus rules ----------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""A build worker that dies between the fan-in write (every arch built: build and push marked done) and the enqueue
-of sign: the crash is placed exactly by cutting the worker off from Redis right after that transaction
-(sandbox.redis_cut), then the worker and its work horse are SIGKILLed. The reaper resumes the build; the release must
-still sign and publish, exactly once. Before the fan-in and its enqueue were one MULTI, this release stranded in
-"building" forever."""
+"""A publish worker that dies right after the fan-in write (applying the last build report: every arch built, build
+and push marked done, sign enqueued in the same MULTI): the crash is placed exactly by cutting the worker off from
+Redis right after that transaction (sandbox.redis_cut), then the worker and its work horse are SIGKILLed. The reaper
+of the next publish worker resumes the apply step; the release must still sign and publish, exactly once. Before the
+fan-in and its enqueue were one MULTI, this release stranded in "building" forever. (Build workers report through
+Redis and never write the record: workers.build_report.)"""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, docker_daemon: Any, registry
                         settings=FAST_RECOVERY, versions=("4.0.1",))
         try:
             running.start(workers=False)
-            running.start_worker("publish", "--publish")
+            running.start_worker("build-amd64", "--arch", "amd64")
             yield running
         finally:
             running.stop()
@@ -40,8 +41,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, docker_daemon: Any, registry
 def _config_through(stack: Stack, cut: RedisCut, path: Path) -> Path:
     assert stack.redis_server is not None
     text = stack.config_path.read_text()
-    assert stack.redis_server.url in text
-    path.write_text(text.replace(stack.redis_server.url, cut.url()))
+    assert stack.redis_server.plain_url in text
+    path.write_text(text.replace(stack.redis_server.plain_url, cut.url()))
     return path
 
 
@@ -49,20 +50,20 @@ def test_killed_between_the_fan_in_and_the_enqueue_of_sign_still_signs_and_publi
         stack: Stack, tmp_path: Path) -> None:
     assert stack.redis_server is not None
     with RedisCut(stack.redis_server.port, FAN_IN) as cut:
-        stack.start_worker("build-cut", "--arch", "amd64", config=_config_through(stack, cut, tmp_path / "cut.toml"))
+        stack.start_worker("publish-cut", "--publish", config=_config_through(stack, cut, tmp_path / "cut.toml"))
         stack.wait_workers(2)
         mark = len(stack.exchange.requests())
         answer = stack.command("publish hello 4.0.1 --registry local", user_id="U0FANIN").json()
         assert "Queued" in answer["text"], answer
         (release_id,) = wait_until(lambda: stack.release_ids() or None, timeout=10, what="the release")
-        wait_until(cut.cut.is_set, timeout=240, what="the build worker to write the fan-in")
-        stack.kill_worker("worker-build-cut", horse=True)
+        wait_until(cut.cut.is_set, timeout=240, what="the publish worker to write the fan-in")
+        stack.kill_worker("worker-publish-cut", horse=True)
 
     store = stack.store()
     cut_off = store.require(release_id)
     assert cut_off.stage("build").status == "done", "the fan-in write reached Redis before the cut"
 
-    stack.start_worker("build-amd64", "--arch", "amd64")  # a healthy build worker for the resumed step
+    stack.start_worker("publish", "--publish")  # a healthy publish worker: its reaper resumes the apply step
     try:
         release = stack.wait_final(release_id, timeout=240)
     except TimeoutError as exc:

@@ -49,7 +49,7 @@ def _dead_build(conn: redis.Redis, settings: Settings, attempt: int) -> str:
         assert claim.lease is not None
         existing = claim.entry
     entry = dataclasses.replace(existing, job_id=job_id, attempt=attempt)
-    conn.hset(ledger.steps_key(RID), "build-amd64", entry.to_json())
+    conn.hset(ledger.steps_key(RID, "build-amd64"), "build-amd64", entry.to_json())
     conn.delete(lease_key(settings.key_prefix, RID, "build-amd64"))  # expired: its holder stopped renewing it
     return job_id
 

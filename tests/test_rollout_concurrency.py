@@ -50,7 +50,9 @@ def ex() -> Iterator[ExchangeStandIn]:
 @pytest.fixture()
 def ctx(ex: ExchangeStandIn, redis_conn: redis.Redis) -> WorkerContext:
     kwargs = redis_conn.connection_pool.connection_kwargs
-    redis_url = f"unix://{kwargs['path']}" if "path" in kwargs else f"redis://{kwargs['host']}:{kwargs['port']}"
+    auth = f":{kwargs['password']}@" if kwargs.get("password") else ""  # the test Redis's administrator
+    redis_url = (f"unix://{kwargs['path']}" if "path" in kwargs
+                 else f"redis://{auth}{kwargs['host']}:{kwargs['port']}")
     config = parse_config({
         "slack": {"bot_token": "env:BOT", "signing_secret": "env:SIGNING"}, "redis": {"url": redis_url},
         "exchange": {"url": ex.url, "username": f"{ORG}/edgebot", "password": "env:EXCHANGE_PW"},

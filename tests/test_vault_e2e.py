@@ -270,7 +270,8 @@ def test_transit_key_rotated_after_signing_publishes_nothing(vs: VaultStack) -> 
                   if r.version == "1.0.1" and r.state == "succeeded")
     data = signed.to_dict()
     data.update(release_id=signed.release_id + "-rotated", state="publishing", key_name="edgebot.public.pem")
-    config = load_config(vs.config_path)
+    publish_env = stack.env("publish")  # the publish role's Redis ACL user and password
+    config = load_config(vs.config_path, environ=publish_env)
     assert config.seal_key is not None
     sealer = Sealer.from_secret(SecretResolver().resolve(config.seal_key).reveal())
     copy = Release.from_dict(data)
@@ -282,7 +283,8 @@ def test_transit_key_rotated_after_signing_publishes_nothing(vs: VaultStack) -> 
 
     role_id, secret_id = vs.roles["publish"]
     ctx = WorkerContext(config, build_resolver(config, environ={
-        "EDGEBOT_VAULT_ROLE_ID": role_id, "EDGEBOT_VAULT_SECRET_ID": secret_id, "EDGEBOT_SLACK_BOT_TOKEN": BOT_TOKEN}))
+        "EDGEBOT_VAULT_ROLE_ID": role_id, "EDGEBOT_VAULT_SECRET_ID": secret_id, "EDGEBOT_SLACK_BOT_TOKEN": BOT_TOKEN,
+        "EDGEBOT_REDIS_PASSWORD": publish_env["EDGEBOT_REDIS_PASSWORD"]}))
     writes_before = [r for r in stack.exchange.requests() if r["method"] != "GET"]
     with pytest.raises(StepFailed) as refused:
         pipeline.publish(ctx, data["release_id"])

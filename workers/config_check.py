@@ -59,7 +59,8 @@ def run_checks(config: Config, resolver: SecretResolver, *, timeout: float = 10.
         import redis
 
         password = secret(config.redis_password).reveal() if config.redis_password else None
-        conn = redis.Redis.from_url(config.redis_url, password=password, socket_timeout=timeout)
+        conn = redis.Redis.from_url(config.redis_url, username=config.redis_username, password=password,
+                                    socket_timeout=timeout)
         conn.ping()
         return f"{_safe_url(config.redis_url)} answers PING"
 

@@ -40,6 +40,9 @@ class WorkerContext:
     resolver: SecretResolver = field(default_factory=SecretResolver)
     lease: Lease | None = None
     """The lease of the step this process is running (set by workers.jobs); fences writes and side effects."""
+    reports_to_slack: bool = True
+    """False in a build-only worker (workers.worker): it holds no Slack token, its Redis user may not write release
+    records, and it reports through Redis instead (workers.build_report); one role talks to Slack."""
 
     def check_lease(self, what: str) -> None:
         """Raise LeaseLost unless this process still holds its step's lease (no-op outside a step)."""
@@ -57,6 +60,8 @@ class WorkerContext:
 
     @cached_property
     def reporter(self) -> ThreadReporter:
+        if not self.reports_to_slack:
+            raise RuntimeError("a build worker has no Slack access: it reports through Redis (workers.build_report)")
         token = self.resolver.resolve(self.config.slack.bot_token).reveal()
         st = self.config.settings
         limiter = SlackRateLimiter(self.redis, burst=st.slack_burst, prefix=st.key_prefix, per_minute={
@@ -161,7 +166,8 @@ def resilient_redis(config: Config, password: str | None, socket_timeout: float 
 
     cap = config.settings.redis_backoff_cap
     attempts = max(1, int(config.settings.redis_reconnect_for / cap) + 4)
-    return redis.Redis.from_url(config.redis_url, password=password, socket_timeout=socket_timeout,
+    return redis.Redis.from_url(config.redis_url, username=config.redis_username, password=password,
+                                socket_timeout=socket_timeout,
                                 retry=Retry(ExponentialBackoff(cap=cap, base=0.05), attempts),
                                 retry_on_error=[redis.ConnectionError, redis.TimeoutError])
 

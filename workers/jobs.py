@@ -18,12 +18,11 @@ from collections.abc import Callable
 
 from rq import get_current_job
 
-from edgebot import logs, messages
+from edgebot import logs
 from edgebot.errors import LeaseLost, ReleaseEnded, StepFailed
 from edgebot.lease import LeaseKeeper
-from edgebot.release import Release
 from edgebot.steps import StepLedger
-from workers import context, deploy, dockauths, gate, pipeline, progress, rollout_watch, unpublish
+from workers import build_report, context, deploy, dockauths, gate, pipeline, progress, rollout_watch, unpublish
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +32,15 @@ def prepare_release(release_id: str) -> None:
 
 
 def build_arch(release_id: str, arch: str) -> None:
-    _run(f"build-{arch}", lambda ctx, rid: pipeline.build(ctx, rid, arch), release_id)
+    """On a build worker: reports through Redis (workers.build_report), its failure too."""
+    _run(f"build-{arch}", lambda ctx, rid: pipeline.build(ctx, rid, arch), release_id,
+         fail=build_report.fail_build(arch))
+
+
+def apply_build_report(release_id: str, arch: str, seq: str) -> None:
+    """On a publish worker: report ``seq`` of the arch's build (each report is a step of its own; a later apply
+    finds an earlier report already superseded)."""
+    _run("apply", lambda ctx, rid: pipeline.apply_build_report(ctx, rid, arch), release_id, per_job=True)
 
 
 def sign_release(release_id: str) -> None:
@@ -151,7 +158,7 @@ def _run(name: str, step: Callable[[context.WorkerContext, str], None], release_
                 if not ledger.complete(release_id, name, lease):
                     log.warning("release %s: %s finished after its lease was lost", release_id, name)
             ctx.lease = None
-            if not ctx.reporter.flush():
+            if ctx.reports_to_slack and not ctx.reporter.flush():
                 log.warning("release %s: thread updates still pending after %s", release_id, name)
             keeper.stop()
             if retrying:
@@ -173,12 +180,9 @@ def _fail(ctx: context.WorkerContext, fail: Fail, release_id: str, message: str,
 
 
 def _say_resumed(ctx: context.WorkerContext, release_id: str, step: str, attempt: int) -> None:
-    release: Release = ctx.store.require(release_id)
-    reused = []
-    if release.commit_sha:
-        reused.append(f"commit `{release.commit_sha[:12]}`")
-    reused += [f"{arch} digest `{res.digest[:19]}`" for arch, res in sorted(release.results.items()) if res.digest]
-    signed = sorted(arch for arch, res in release.results.items() if res.signature)
-    if signed:
-        reused.append("the signature of " + ", ".join(signed))
-    ctx.reporter.note(release_id, messages.resumed_message(step, attempt, reused))
+    """In the thread when the process can reach Slack; a build worker reports it (its apply job says it)."""
+    if ctx.reports_to_slack:
+        progress.say_resumed(ctx, release_id, step, attempt)
+    elif step.startswith("build-"):
+        build_report.write(ctx, release_id, step.removeprefix("build-"),
+                           lambda report: setattr(report, "resumed", max(report.resumed, attempt)))

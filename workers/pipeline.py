@@ -38,7 +38,7 @@ from edgebot.release import (
     Release,
 )
 from edgebot.secrets import Secret
-from workers import dockauths, failures, gate, trust
+from workers import build_report, dockauths, failures, gate, trust
 from workers.context import WorkerContext
 from workers.definition import ServiceDefinition, read_definition
 from workers.exchange import publish_service, service_id
@@ -46,7 +46,6 @@ from workers.images import (
     BuildLimits,
     build_image,
     credentials_refused,
-    pinned_reference,
     push_guarded,
     push_image,
 )
@@ -195,63 +194,65 @@ def published_image_digest(deployment: Any, built: dict[str, str]) -> str:
 # -- step 2: build and push one arch ----------------------------------------------------------------------------------
 
 def build(ctx: WorkerContext, release_id: str, arch: str) -> None:
+    """Build and push one arch. Runs on a build worker, whose Redis user may not write the record: every move is a
+    build report (workers.build_report) that a publish worker applies, the fan-in included."""
     release = ctx.store.require(release_id)
     if release.is_final:
         return
     service = ctx.config.services[release.service]
     registry = ctx.config.registries[release.registry]
     result = release.result(arch)
+    earlier = build_report.read(ctx, release_id, arch) or build_report.BuildReport()  # a resumed attempt's
+    image_id = result.image_id or earlier.image_id
     repository, _, tag = result.image_tag.rpartition(":")
-    if not (result.digest or (release.dry_run and result.image_id)):
-        client = ctx.docker()
-        workdir = Path(ctx.config.settings.work_dir) / f"{release_id}-{arch}"
-        try:
-            if not result.image_id:
-                set_stage(ctx, release_id, "build", RUNNING, arch=arch)
-                with failures.translated("build", release, registry, arch=arch, ctx=ctx):
-                    shutil.rmtree(workdir, ignore_errors=True)
-                    tree = checkout(service.source, release.commit_sha, workdir,
-                                    Path(ctx.config.settings.source_cache_dir))
-                    built = build_image(
-                        client,
-                        context_dir=tree / service.context,
-                        dockerfile=service.dockerfile_for(arch),
-                        tag=result.image_tag,
-                        arch=arch,
-                        # only labels that are the same for the same commit: a rebuild then hits the cache and
-                        # yields the same digest, so republishing a version is a no-op rather than a conflict
-                        labels={"org.opencontainers.image.revision": release.commit_sha},
-                        log_lines=ctx.config.settings.build_log_lines,
-                        root=tree,  # context, Dockerfile and .dockerignore must resolve inside the checkout
-                        limits=BuildLimits.from_settings(ctx.config.settings),
-                    )
-
-                def built_ok(r: Release) -> None:
-                    r.result(arch).image_id = r.result(arch).image_id or built.image_id
-
-                set_stage(ctx, release_id, "build", DONE, arch=arch, note=built.image_id[7:19], extra=built_ok)
+    if result.digest or earlier.digest or (release.dry_run and image_id):
+        return  # reported already: that report's apply job (queued with it) moves the release on
+    client = ctx.docker()
+    workdir = Path(ctx.config.settings.work_dir) / f"{release_id}-{arch}"
+    try:
+        if not image_id:
+            build_report.stage(ctx, release_id, arch, ("build", RUNNING, ""))
+            with failures.translated("build", release, registry, arch=arch, ctx=ctx):
+                shutil.rmtree(workdir, ignore_errors=True)
+                tree = checkout(service.source, release.commit_sha, workdir,
+                                Path(ctx.config.settings.source_cache_dir))
+                built = build_image(
+                    client,
+                    context_dir=tree / service.context,
+                    dockerfile=service.dockerfile_for(arch),
+                    tag=result.image_tag,
+                    arch=arch,
+                    # only labels that are the same for the same commit: a rebuild then hits the cache and
+                    # yields the same digest, so republishing a version is a no-op rather than a conflict
+                    labels={"org.opencontainers.image.revision": release.commit_sha},
+                    log_lines=ctx.config.settings.build_log_lines,
+                    root=tree,  # context, Dockerfile and .dockerignore must resolve inside the checkout
+                    limits=BuildLimits.from_settings(ctx.config.settings),
+                )
+            image_id = built.image_id
+            after = (("push", SKIPPED, "dry run") if release.dry_run else ("push", RUNNING, ""))
+            build_report.stage(ctx, release_id, arch, ("build", DONE, image_id[7:19]), after, image_id=image_id)
             if release.dry_run:
-                set_stage(ctx, release_id, "push", SKIPPED, arch=arch, note="dry run")
-            else:
-                set_stage(ctx, release_id, "push", RUNNING, arch=arch)
-                with failures.translated("push", release, registry, arch=arch, ctx=ctx):
-                    notes = before_push(ctx, registry)  # OpenShift: the route's CA trusted, token expiry
-                    digest = push_guarded(  # a published version's tag never moves (prepare read the Exchange)
-                        client, repository=repository, tag=tag, published_digest=result.published_digest,
-                        overwrite=release.overwrite, release_id=release_id,
-                        push=lambda t: push_with_fresh_credentials(ctx, client, registry, repository, t))
+                return
+        elif release.dry_run:
+            return
+        else:
+            build_report.stage(ctx, release_id, arch, ("push", RUNNING, ""))
+        with failures.translated("push", release, registry, arch=arch, ctx=ctx):
+            notes = before_push(ctx, registry)  # OpenShift: the route's CA trusted, token expiry
+            digest = push_guarded(  # a published version's tag never moves (prepare read the Exchange)
+                client, repository=repository, tag=tag, published_digest=result.published_digest,
+                overwrite=release.overwrite, release_id=release_id,
+                push=lambda t: push_with_fresh_credentials(ctx, client, registry, repository, t))
+        build_report.stage(ctx, release_id, arch, ("push", DONE, digest[:19]), digest=digest, notes=notes)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        client.close()
 
-                def pushed(r: Release) -> None:
-                    res = r.result(arch)
-                    res.digest = res.digest or digest
-                    res.pinned_image = res.pinned_image or pinned_reference(repository, res.digest)
-                    r.notes.extend(n for n in notes if n not in r.notes)
 
-                set_stage(ctx, release_id, "push", DONE, arch=arch, note=digest[:19], extra=pushed)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-            client.close()
-    _arch_done(ctx, release_id)
+def apply_build_report(ctx: WorkerContext, release_id: str, arch: str) -> None:
+    """On a publish worker: a build report applied to the record, the fan-in enqueuing sign (workers.build_report)."""
+    build_report.apply(ctx, release_id, arch)
 
 
 def push_with_fresh_credentials(ctx: WorkerContext, client: docker.DockerClient, registry: RegistryConfig,
@@ -265,30 +266,6 @@ def push_with_fresh_credentials(ctx: WorkerContext, client: docker.DockerClient,
 
     return ctx.with_fresh_credentials(push, [registry.push_password], refused=credentials_refused,
                                       what=f"registry {registry.host}")
-
-
-def _arch_done(ctx: WorkerContext, release_id: str) -> None:
-    """Fan-in: the build that completes the set of arches (exactly one, thanks to WATCH) marks build and push done
-    and enqueues sign in the same MULTI, so a build resumed after any crash either finds sign queued or decides now."""
-
-    def mutate(r: Release) -> bool:
-        def finished(arch: str) -> bool:
-            res = r.results.get(arch)
-            return bool(res and (res.digest or (r.dry_run and res.image_id)))
-
-        if not (all(finished(a) for a in r.arches) and r.stage("build").status == RUNNING):
-            return False
-        r.stage("build").mark(DONE)
-        pushes = [s.started_at for s in r.arch_steps.get("push", {}).values() if s.started_at]
-        r.stage("push").started_at = min(pushes, default=None)
-        r.stage("push").mark(SKIPPED if r.dry_run else DONE)
-        return True
-
-    completed = ctx.store.update(release_id, mutate, fence=ctx.lease, active=True,
-                                 then=_enqueue(ctx, Step.SIGN, release_id)).decided
-    if completed:
-        ctx.reporter.stage(release_id, "build")
-        ctx.reporter.stage(release_id, "push")
 
 
 # -- step 3: sign -----------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from edgebot import messages
 from edgebot.release import Release, StageStatus
 from edgebot.store import Updated
 from workers.context import WorkerContext
@@ -47,3 +48,16 @@ def fail(ctx: WorkerContext, release_id: str, message: str, detail: list[str] | 
     for stage in failed_stages:
         ctx.reporter.stage(release_id, stage)
     ctx.reporter.summary(release_id)
+
+
+def say_resumed(ctx: WorkerContext, release_id: str, step: str, attempt: int) -> None:
+    """Post in the thread that ``step`` resumed (attempt ``attempt``) and what it reuses from the attempts before."""
+    release = ctx.store.require(release_id)
+    reused = []
+    if release.commit_sha:
+        reused.append(f"commit `{release.commit_sha[:12]}`")
+    reused += [f"{arch} digest `{res.digest[:19]}`" for arch, res in sorted(release.results.items()) if res.digest]
+    signed = sorted(arch for arch, res in release.results.items() if res.signature)
+    if signed:
+        reused.append("the signature of " + ", ".join(signed))
+    ctx.reporter.note(release_id, messages.resumed_message(step, attempt, reused))

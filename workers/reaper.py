@@ -43,7 +43,7 @@ from edgebot.jobs import SERIALIZER, EdgebotJob, Step, enqueue_step
 from edgebot.lease import Lease, lease_key
 from edgebot.release import Release
 from edgebot.settings import Settings
-from edgebot.steps import LedgerStatus, StepEntry, StepLedger
+from edgebot.steps import LedgerStatus, StepEntry, StepLedger, is_build_step
 from edgebot.store import ReleaseNotFound, ReleaseStore
 
 log = logging.getLogger(__name__)
@@ -122,12 +122,12 @@ def _waiting_in_queue(connection: redis.Redis, job_id: str) -> bool:
 
 def _resume(connection: redis.Redis, ledger: StepLedger, settings: Settings, release_id: str,
             entry: StepEntry) -> str | None:
-    steps_key = ledger.steps_key(release_id)
+    steps_key = ledger.steps_key(release_id, entry.step)
     lease = lease_key(settings.key_prefix, release_id, entry.step)
     step = next((s for s in Step if s.function == entry.function), None)
-    if step is None or not entry.args or entry.args[0] != release_id:
-        log.error("release %s: step %s names job function %r with args %r, which is no edgebot step; not resumed",
-                  release_id, entry.step, entry.function, entry.args)
+    if step is None or not entry.args or entry.args[0] != release_id or not _consistent(step, entry):
+        log.error("release %s: step %s names job function %r with args %r, which is not that edgebot step (a "
+                  "forged ledger entry?); not resumed", release_id, entry.step, entry.function, entry.args)
         return None
     with connection.pipeline(transaction=True) as pipe:
         try:
@@ -150,6 +150,14 @@ def _resume(connection: redis.Redis, ledger: StepLedger, settings: Settings, rel
             return None
 
 
+def _consistent(step: Step, entry: StepEntry) -> bool:
+    """A build step's entry (which a build worker's Redis user can write) resumes only its own build: the entry of
+    ``build-<arch>`` must name the build function with that arch, and only a build entry may name it."""
+    if is_build_step(entry.step) or step is Step.BUILD:
+        return step is Step.BUILD and entry.args[1:] == [entry.step.removeprefix("build-")]
+    return True
+
+
 def step_words(step: str) -> str:
     """A ledger step name as the thread says it: ``build-amd64`` → "the build of amd64"."""
     kind, _, rest = step.partition("-")
@@ -165,6 +173,8 @@ def step_words(step: str) -> str:
         return "the start of the rollout"
     if step.startswith("rollout-poll"):
         return "the rollout watch"
+    if step.startswith("apply-build-report-"):
+        return "applying the build report of " + step.removeprefix("apply-build-report-").rsplit("-", 1)[0]
     return f"the {kind} step"
 
 
@@ -181,7 +191,7 @@ class _EntryUnchanged(Lease):
 
     def __init__(self, ledger: StepLedger, release_id: str, entry: StepEntry) -> None:
         super().__init__(ledger.redis, lease_key(ledger.prefix, release_id, entry.step), 0, "reaper", 0.0)
-        self.steps_key = ledger.steps_key(release_id)
+        self.steps_key = ledger.steps_key(release_id, entry.step)
         self.entry = entry
         self.current: StepEntry | None = None
 

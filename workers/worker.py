@@ -4,32 +4,43 @@
     edgebot worker --publish               source, signing and Exchange publish (holds the signing key)
     edgebot worker --publish --arch amd64  both, for small installs and the sandbox
 
-Every worker runs RQ's scheduler (``--with-scheduler``): when the one holding the scheduler lock dies, another takes
-over at its next maintenance pass (``settings.maintenance_interval``), as soon as the dead one's heartbeat is
-``settings.scheduler_stale_after`` old (workers.reaper), not after RQ's fixed 61-second lock TTL. Every worker also
-runs edgebot's reaper every ``settings.reaper_interval`` seconds: steps whose lease expired are resumed.
+Every worker runs RQ's scheduler (``--with-scheduler``) for its queues: when the one holding a queue's scheduler lock
+dies, another worker of that queue takes over at its next maintenance pass (``settings.maintenance_interval``), as
+soon as the dead one's heartbeat is ``settings.scheduler_stale_after`` old (workers.reaper), not after RQ's fixed
+61-second lock TTL. Publish workers (and only they: the reaper re-enqueues steps of every kind, which a build
+worker's Redis user may not) also run edgebot's reaper every ``settings.reaper_interval`` seconds: steps whose lease
+expired are resumed.
+
+Roles (edgebot.redis_acl): a worker without ``--publish`` is a build worker. It authenticates as the build user,
+holds no Slack token (``WorkerContext.reports_to_slack``) and reports through Redis; publish workers also serve the
+build-reports queue and apply those reports. Each queue runs only its own steps (:func:`edgebot.jobs.allowed_on`,
+checked against the queue the job was taken from): a job a build worker pushed onto the reports queue that names
+any other function is refused, and its release, if it names one, fails with a security alert.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
 
 import redis
 from rq import Queue, Worker
+from rq.job import Job
 
 from edgebot import logs, metrics
 from edgebot.config import load_config
 from edgebot.errors import SecretUnavailable
-from edgebot.jobs import PUBLISH_QUEUE, SERIALIZER, EdgebotJob, build_queue
+from edgebot.jobs import PUBLISH_QUEUE, SERIALIZER, EdgebotJob, RefusedJob, build_queue, check_queue
+from edgebot.redis_acl import BUILD_REPORTS_QUEUE
 from edgebot.settings import Settings
 from workers.health import start_health_server
 from workers.vault import build_resolver
 
 
 def queue_names(arches: list[str], publish: bool) -> list[str]:
-    names = [PUBLISH_QUEUE] if publish else []
+    names = [PUBLISH_QUEUE, BUILD_REPORTS_QUEUE] if publish else []
     names += [build_queue(a) for a in arches]
     return names
 
@@ -50,10 +61,15 @@ def run_worker(
     if not names:
         raise SystemExit("edgebot worker: give --publish and/or --arch ARCH (which queues to serve)")
     _preload(arches, publish)
+    if not publish:
+        from workers import context
+
+        context.current().reports_to_slack = False  # the work horses inherit it
     queues = [Queue(n, connection=connection, job_class=EdgebotJob, serializer=SERIALIZER) for n in names]
     worker = EdgebotWorker(
         queues,
         settings=config.settings,
+        publish=publish,
         connection=connection,
         job_class=EdgebotJob,
         serializer=SERIALIZER,
@@ -62,7 +78,10 @@ def run_worker(
         name=name,
     )
     # its own connection, without the reconnect retries: /healthz and a scrape must answer "Redis is down" at once
-    probe = redis.Redis.from_url(config.redis_url, password=password, socket_timeout=2, socket_connect_timeout=2)
+    probe = redis.Redis.from_url(config.redis_url, username=config.redis_username, password=password,
+                                 socket_timeout=2, socket_connect_timeout=2)
+    if not publish:  # the fleet-wide series read keys a build worker's Redis user may not (edgebot.redis_acl)
+        config = dataclasses.replace(config, settings=dataclasses.replace(config.settings, metrics_fleet=False))
     server = start_health_server(probe, config, port=config.settings.metrics_port)
     if server is not None:
         server.health.worker_key = worker.key
@@ -76,10 +95,24 @@ class EdgebotWorker(Worker):
     the timeout is capped at the reaper interval so an idle worker reaps on time.
     """
 
-    def __init__(self, *args: object, settings: Settings, **kwargs: object) -> None:
+    def __init__(self, *args: object, settings: Settings, publish: bool = True, **kwargs: object) -> None:
         self.edgebot_settings = settings  # before RQ's __init__, which reads dequeue_timeout
+        self.reaps = publish
         self._last_reaped = 0.0
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """Refuse a job whose function does not run on the queue it was taken from (RQ then fails it: the job
+        class checks the same in the work horse, see EdgebotJob)."""
+        job.dequeued_from = queue.name  # type: ignore[attr-defined]
+        try:
+            check_queue(job, queue.name)
+        except RefusedJob as refused:
+            self.log.error("%s", refused)
+            from workers.refused import alert
+
+            alert(job, queue.name)
+        super().execute_job(job, queue)
 
     @property
     def dequeue_timeout(self) -> int:
@@ -87,7 +120,7 @@ class EdgebotWorker(Worker):
 
     @property
     def _reaper_due(self) -> bool:
-        return time.monotonic() - self._last_reaped >= self.edgebot_settings.reaper_interval
+        return self.reaps and time.monotonic() - self._last_reaped >= self.edgebot_settings.reaper_interval
 
     @property
     def should_run_maintenance_tasks(self) -> bool:
