@@ -19,7 +19,7 @@ from workers.registry_api import RegistryReader
 
 pytestmark = pytest.mark.slow
 
-VERSIONS = ("1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4")
+VERSIONS = ("1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4", "1.0.5")
 
 
 @pytest.fixture(scope="module")
@@ -186,3 +186,33 @@ def test_an_overwritten_version_is_never_deleted_and_the_summary_says_what_it_ho
     summary = _summary(stack, release)
     assert f"{ORG}/hello_1.0.2_amd64` now holds this release's content (--overwrite" in summary
     assert f"{ORG}/hello_1.0.2_arm64` removed" in summary
+
+
+def test_a_release_the_reaper_failed_after_its_post_has_its_services_removed(stack: Stack) -> None:
+    """The reaper's give-up on a publish step (its workers kept dying after the POST) runs the same undo as a failed
+    publish job: the services this release created are deleted and the record says what is left, per arch."""
+    from edgebot.config import load_config
+    from edgebot.secrets import SecretResolver
+    from workers.context import WorkerContext
+    from workers.unpublish import undo_after_give_up
+
+    release = _publish(stack, "publish hello 1.0.5 --registry local")
+    assert release.state == "succeeded", release.error
+    store = stack.store()
+    for arch in ("amd64", "arm64"):
+        assert stack.exchange.service(ORG, f"hello_1.0.5_{arch}") is not None
+    env = stack.env("publish")
+    ctx = WorkerContext(load_config(stack.config_path, environ=env), SecretResolver(environ=env))
+
+    def as_if_created(r: Release) -> None:  # the state a first POST leaves: this release created both services
+        for arch in r.arches:
+            r.result(arch).exchange_write = "create"
+        r.mark_failed("the publish was interrupted 3 times", step="publish", attempts=3, job="j")
+
+    store.update(release.release_id, as_if_created)
+    undo_after_give_up(ctx, release.release_id)
+    after = store.require(release.release_id)
+    for arch in ("amd64", "arm64"):
+        assert stack.exchange.service(ORG, f"hello_1.0.5_{arch}") is None, arch
+        assert after.result(arch).exchange_state == {"service_id": f"hello_1.0.5_{arch}", "undone": True,
+                                                     "origin": "created", "service": "absent"}

@@ -135,3 +135,48 @@ def test_the_messages_name_each_kind_of_step() -> None:
     assert give_up_message("sign", 4).startswith("signing was interrupted 4 times")
     assert give_up_message("publish-round-2", 3).startswith("the publish of approval round 2 was interrupted")
     assert give_up_message("rollout-poll-0-7", 3).startswith("the rollout watch was interrupted")
+
+
+def _dead_publish(conn: redis.Redis, settings: Settings, step: str, attempt: int) -> None:
+    ledger = StepLedger(conn, settings)
+    job_id = f"{RID}-{step}"
+    claim = ledger.claim(RID, step, job_id=job_id, function="workers.jobs.publish_release", args=[RID],
+                         queue="edgebot-publish", holder="host:1:dead")
+    assert claim.lease is not None
+    entry = dataclasses.replace(claim.entry, job_id=f"{job_id}-a{attempt}", attempt=attempt)
+    conn.hset(ledger.steps_key(RID, step), step, entry.to_json())
+    conn.delete(lease_key(settings.key_prefix, RID, step))
+
+
+@pytest.mark.parametrize("step", ["publish", "publish-round-2"])
+def test_giving_up_on_a_publish_undoes_what_the_release_created_before_the_thread_is_repainted(
+        redis_conn: redis.Redis, step: str) -> None:
+    """No half publish when the publish step's workers keep dying: the reaper's give-up runs the undo (which removes
+    the services this release POSTed, workers/unpublish.py) once, before the summary is repainted."""
+    store = ReleaseStore(redis_conn, SETTINGS)
+    release = _release()
+    release.arch_step("build", "amd64").mark(DONE)
+    for stage in ("build", "push", "sign"):
+        release.stage(stage).mark(DONE)
+    release.stage("publish").mark(RUNNING)
+    store.create(release)
+    _dead_publish(redis_conn, SETTINGS, step, attempt=3)
+    calls: list[str] = []
+
+    def undo(release_id: str) -> None:
+        assert store.require(release_id).state == FAILED  # decided first: no second attempt can race the undo
+        calls.append(f"undo {release_id}")
+
+    reap(redis_conn, SETTINGS, report=lambda rid, stages: calls.append(f"report {rid}"), undo=undo)
+    assert calls == [f"undo {RID}", f"report {RID}"]
+    reap(redis_conn, SETTINGS, report=lambda rid, stages: calls.append(f"report {rid}"), undo=undo)
+    assert calls == [f"undo {RID}", f"report {RID}"], "once"
+
+
+def test_giving_up_on_a_build_undoes_nothing(redis_conn: redis.Redis) -> None:
+    store = ReleaseStore(redis_conn, SETTINGS)
+    store.create(_release())
+    _dead_build(redis_conn, SETTINGS, attempt=3)
+    undone: list[str] = []
+    reap(redis_conn, SETTINGS, report=lambda rid, stages: None, undo=undone.append)
+    assert store.require(RID).state == FAILED and undone == []

@@ -57,12 +57,16 @@ return 0
 
 Report = Callable[[str, list[str]], None]
 """``report(release_id, failed_stages)``: repaint the thread of a release the reaper failed."""
+Undo = Callable[[str], None]
+"""``undo(release_id)``: after giving up on a publish step, remove what the release created in the Exchange."""
 
 
-def reap(connection: redis.Redis, settings: Settings, report: Report | None = None) -> list[str]:
+def reap(connection: redis.Redis, settings: Settings, report: Report | None = None,
+         undo: Undo | None = None) -> list[str]:
     """Resume every step whose holder died; return the new job ids. A step whose last allowed attempt
-    (``settings.step_max_attempts``) died too fails its release instead, and ``report`` (default: this worker's thread
-    reporter, when it has one) repaints the thread."""
+    (``settings.step_max_attempts``) died too fails its release instead; for a publish step ``undo`` (default:
+    ``workers.unpublish`` with this worker's context) then removes what the release created in the Exchange, as a
+    publish job's own failure does; ``report`` (default: this worker's thread reporter) repaints the thread."""
     store = ReleaseStore(connection, settings)
     ledger = StepLedger(connection, settings)
     resumed: list[str] = []
@@ -86,6 +90,8 @@ def reap(connection: redis.Redis, settings: Settings, report: Report | None = No
                 failed = _give_up(store, ledger, release_id, entry)
                 if failed is not None:
                     log.error("release %s: %s", release_id, give_up_message(entry.step, entry.attempt))
+                    if _is_publish(entry.step):  # no half publish, also when its workers kept dying
+                        (undo or _undo_with_worker_context)(release_id)
                     (report or _report_with_worker_context)(release_id, failed)
                 continue
             new_id = _resume(connection, ledger, settings, release_id, entry)
@@ -225,6 +231,22 @@ def _give_up(store: ReleaseStore, ledger: StepLedger, release_id: str, entry: St
         return store.update(release_id, mutate, fence=guard, then=then).decided
     except (LeaseLost, ReleaseNotFound):
         return None
+
+
+def _is_publish(step: str) -> bool:
+    return step == "publish" or step.startswith("publish-round-")
+
+
+def _undo_with_worker_context(release_id: str) -> None:
+    """Undo through this worker's context (the reaper runs in publish workers, which hold the Exchange client); never
+    raises: the release is failed either way, and the summary says what could not be checked."""
+    try:
+        from workers import context, unpublish
+
+        unpublish.undo_after_give_up(context.current(), release_id)
+    except Exception as exc:
+        log.warning("release %s: failed by the reaper, but what it created in the Exchange could not be checked: %s",
+                    release_id, exc)
 
 
 def _report_with_worker_context(release_id: str, failed: list[str]) -> None:

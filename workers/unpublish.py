@@ -43,6 +43,21 @@ def publish_failed(ctx: WorkerContext, release_id: str, message: str, detail: li
     progress.fail(ctx, release_id, message, detail)
 
 
+def undo_after_give_up(ctx: WorkerContext, release_id: str) -> None:
+    """The reaper gave up on a publish step whose workers kept dying (the release is failed already): the same undo
+    and record as :func:`publish_failed`, so a release failed by the reaper leaves no half publish either."""
+    release = ctx.store.require(release_id)
+    if release.dry_run or not any(release.result(a).exchange_write for a in release.arches):
+        return  # no attempt got as far as a service write: nothing of this release is in the Exchange
+    states = exchange_after_failure(ctx, release)
+
+    def keep(r: Release) -> None:
+        for arch, state in states.items():
+            r.result(arch).exchange_state = state
+
+    ctx.store.update(release_id, keep)
+
+
 def exchange_after_failure(ctx: WorkerContext, release: Release) -> dict[str, dict[str, Any]]:
     """Per arch: undo this release's POST, then what the Exchange holds (never raises: an unreadable Exchange is
     reported as such, with the command that finishes the job by hand)."""
