@@ -408,6 +408,39 @@ def test_config_check_tests_every_reference_and_connection(stack: Stack) -> None
     assert "wrong-password" not in bad.stdout and "nope" not in bad.stdout
 
 
+def test_config_check_per_role_checks_what_that_process_needs(stack: Stack, tmp_path: Path) -> None:
+    """A build worker's own config and environment (no Slack, Exchange or signing secret) pass `--role build`, which
+    checks the Docker Engine, git and the push login instead; the Exchange probe fails on a base URL without /v1
+    (every path answers 404 there), where a 404 used to count as success."""
+    import subprocess
+    import sys
+
+    def check(config: Path, env: dict[str, str], *roles: str) -> subprocess.CompletedProcess[str]:
+        flags = [a for r in roles for a in ("--role", r)]
+        return subprocess.run([sys.executable, "-m", "edgebot", "--config", str(config), "config", "check", *flags],
+                              capture_output=True, text=True, env=env, timeout=120)
+
+    build = check(stack.build_config_path, stack.env("build"), "build")
+    assert build.returncode == 0, build.stdout + build.stderr
+    for item in ("OK   docker engine", "OK   git source of hello", "OK   registry local push", "OK   redis"):
+        assert item in build.stdout, item
+    assert "slack" not in build.stdout and "exchange" not in build.stdout and "signing" not in build.stdout
+    everything = check(stack.build_config_path, stack.env("build"))
+    assert everything.returncode == 1 and "FAIL slack" in everything.stdout  # the build role holds no Slack token
+
+    bot = check(stack.config_path, stack.env("bot"), "bot")
+    assert bot.returncode == 0, bot.stdout + bot.stderr
+    assert "OK   access" in bot.stdout and "docker engine" not in bot.stdout and "exchange" not in bot.stdout
+
+    text = stack.config_path.read_text()
+    url = next(line for line in text.splitlines() if line.startswith("url = ") and "/v1" in line)
+    wrong = tmp_path / "edgebot.toml"
+    wrong.write_text(text.replace(url, url.replace("/v1", "")))
+    publish = check(wrong, stack.env("publish"), "publish")
+    assert publish.returncode == 1
+    assert "FAIL exchange:" in publish.stdout and "ends in /v1" in publish.stdout, publish.stdout
+
+
 def test_transient_exchange_failure_is_retried_and_the_release_succeeds(stack: Stack) -> None:
     definition = (Path(__file__).parent.parent / "examples/hello/horizon/service.definition.json").read_text()
     dockerfile = (Path(__file__).parent.parent / "examples/hello/Dockerfile.amd64").read_text()

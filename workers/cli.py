@@ -42,6 +42,10 @@ def add_commands(subparsers: Subparsers) -> None:
         description="check: resolve every secret reference and test every connection,\none OK/FAIL line per item",
         epilog=CONFIG_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     config_parser.add_argument("action", choices=["check"])
+    config_parser.add_argument("--role", action="append", choices=["bot", "build", "publish"], default=[],
+                               help="check only what a process of this role needs (repeatable; default: every role):"
+                                    " bot = Slack, access rules; build = Docker Engine, git, push credentials;"
+                                    " publish = Slack, Exchange, signing, seal key, pull credentials; Redis for all")
     config_parser.set_defaults(handler=config_check)
 
     dockauth_parser = subparsers.add_parser(
@@ -84,7 +88,9 @@ def config_check(args: argparse.Namespace) -> int:
     config = load_config(path)
     print(f"OK   config {path}: {len(config.services)} service(s), {len(config.registries)} registry alias(es)")
     failures = 0
-    for line in run_checks(config, build_resolver(config)):
+    roles = args.role or ["bot", "build", "publish"]
+    print(f"OK   role(s): {', '.join(roles)}")
+    for line in run_checks(config, build_resolver(config), roles=roles):
         print(line, flush=True)
         failures += not line.ok
     print(f"{failures} problem(s)" if failures else "all checks passed")

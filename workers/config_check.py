@@ -8,9 +8,10 @@ usage error or a config that cannot be loaded.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,21 @@ class CheckLine:
         return f"{'OK  ' if self.ok else 'FAIL'} {self.item}: {self.detail}"
 
 
-def run_checks(config: Config, resolver: SecretResolver, *, timeout: float = 10.0) -> Iterator[CheckLine]:
+ROLES = ("bot", "build", "publish")
+"""What each process needs (docs/production.md): the bot Slack and the access rules; a build worker the Docker
+Engine, git and the push credentials; the publish worker Slack, the Exchange, signing, the seal key and the pull
+credentials. Redis for all, each as its own ACL user."""
+
+
+def run_checks(config: Config, resolver: SecretResolver, *, timeout: float = 10.0,
+               roles: Iterable[str] = ROLES) -> Iterator[CheckLine]:
+    """One line per reference and connection that a process of one of ``roles`` needs (default: every role)."""
+    wanted = set(roles)
+    unknown = wanted - set(ROLES)
+    if unknown:
+        raise ValueError(f"unknown role(s) {sorted(unknown)}: choose from {', '.join(ROLES)}")
+    bot, build, publish = ("bot" in wanted), ("build" in wanted), ("publish" in wanted)
+
     def secret(ref: SecretRef) -> Secret:
         return resolver.resolve(ref)
 
@@ -40,20 +55,26 @@ def run_checks(config: Config, resolver: SecretResolver, *, timeout: float = 10.
         except Exception as exc:  # every failure becomes one readable line
             return CheckLine(False, item, _reason(exc))
 
-    refs: list[tuple[str, SecretRef]] = [
-        ("slack.bot_token", config.slack.bot_token),
-        ("slack.signing_secret", config.slack.signing_secret),
-        ("exchange.password", config.exchange.password),
-    ]
-    if config.signing.private_key is not None:
-        refs.append(("signing.private_key", config.signing.private_key))
+    refs: list[tuple[str, SecretRef]] = []
+    if bot or publish:
+        refs.append(("slack.bot_token", config.slack.bot_token))
+    if bot:
+        refs.append(("slack.signing_secret", config.slack.signing_secret))
+    if (bot or publish) and config.seal_key is not None:
+        refs.append(("trust.seal_key", config.seal_key))
+    if publish:
+        refs.append(("exchange.password", config.exchange.password))
+        if config.signing.private_key is not None:
+            refs.append(("signing.private_key", config.signing.private_key))
     for alias, registry in config.registries.items():
-        refs.append((f"registries.{alias}.push_password", registry.push_password))
-        if registry.pull_password:
+        if build:
+            refs.append((f"registries.{alias}.push_password", registry.push_password))
+        if publish and registry.pull_password:
             refs.append((f"registries.{alias}.pull_password", registry.pull_password))
     for where, ref in refs:
         yield check(f"{where} ({ref})", lambda ref=ref: (secret(ref), "resolved")[1])  # type: ignore[misc]
-    yield access_check(config)
+    if bot:
+        yield access_check(config)
 
     def redis_probe() -> str:
         import redis
@@ -65,17 +86,28 @@ def run_checks(config: Config, resolver: SecretResolver, *, timeout: float = 10.
         return f"{_safe_url(config.redis_url)} answers PING"
 
     yield check("redis", redis_probe)
+    if build:
+        yield from _build_checks(config, check)
+    if bot or publish:
+        yield check("slack", lambda: _slack_probe(config, secret, timeout))
+    if publish:
+        yield from _publish_checks(config, resolver, secret, check, timeout)
+    if build or publish:
+        yield from _registry_checks(config, secret, check, timeout, push=build, pull=publish)
 
-    def slack_probe() -> str:
-        from slack_sdk import WebClient
 
-        client = WebClient(token=secret(config.slack.bot_token).reveal(), base_url=config.slack.api_url,
-                           timeout=int(timeout))
-        answer = client.auth_test()
-        return f"auth.test ok: bot {answer.get('user')} in team {answer.get('team')} ({answer.get('team_id')})"
+def _slack_probe(config: Config, secret: Callable[[SecretRef], Secret], timeout: float) -> str:
+    from slack_sdk import WebClient
 
-    yield check("slack", slack_probe)
+    client = WebClient(token=secret(config.slack.bot_token).reveal(), base_url=config.slack.api_url,
+                       timeout=int(timeout))
+    answer = client.auth_test()
+    return f"auth.test ok: bot {answer.get('user')} in team {answer.get('team')} ({answer.get('team_id')})"
 
+
+def _publish_checks(config: Config, resolver: SecretResolver, secret: Callable[[SecretRef], Secret],
+                    check: Callable[[str, Callable[[], str]], CheckLine], timeout: float) -> Iterator[CheckLine]:
+    """The publish worker's: signing, the Exchange (an authenticated read), the fleet view of every rollout org."""
     def signing_probe() -> str:
         from workers.context import signer_for
         from workers.signing import public_key_fingerprint, sign_deployment
@@ -88,18 +120,26 @@ def run_checks(config: Config, resolver: SecretResolver, *, timeout: float = 10.
     yield check(f"signing key {config.signing.key_name}", signing_probe)
 
     def exchange_probe() -> str:
+        # an authenticated read that must exist: the user itself (exchange-api route/user/User.scala, GET
+        # orgs/{org}/users/{username}: 200 for the user or an admin of its org). A 404 is never success: with a
+        # base URL missing /v1 every path is "not found", and the org's empty service list answers 404 too.
         org = config.exchange.username.split("/", 1)[0] if "/" in config.exchange.username else \
             next(iter(config.services.values())).org
         user = config.exchange.username if "/" in config.exchange.username else f"{org}/{config.exchange.username}"
+        name = user.split("/", 1)[1]
         verify = config.exchange.ca_cert or True
         with httpx.Client(timeout=timeout, verify=_verify(verify)) as http:
-            response = http.get(f"{config.exchange.url}/orgs/{org}/services",
+            response = http.get(f"{config.exchange.url}/orgs/{org}/users/{name}",
                                 auth=(user, secret(config.exchange.password).reveal()))
-        if response.status_code in (200, 404):  # 404: the org has no services yet
-            return f"{config.exchange.url} accepts {user}"
+        if response.status_code == 200:
+            return f"{config.exchange.url} authenticates {user}"
         if response.status_code == 401:
             raise RuntimeError(f"{config.exchange.url} refused the credentials of {user} (401)")
-        raise RuntimeError(f"{config.exchange.url} answered {response.status_code} to GET orgs/{org}/services")
+        if response.status_code == 404:
+            raise RuntimeError(f"GET {config.exchange.url}/orgs/{org}/users/{name} answered 404: exchange.url must be "
+                               "the Exchange API base (it ends in /v1, e.g. https://HOST/edge-exchange/v1) and the "
+                               f"user {user} must exist")
+        raise RuntimeError(f"{config.exchange.url} answered {response.status_code} to GET orgs/{org}/users/{name}")
 
     yield check("exchange", exchange_probe)
 
@@ -117,10 +157,43 @@ def run_checks(config: Config, resolver: SecretResolver, *, timeout: float = 10.
 
         yield check(f"exchange fleet view ({org})", fleet_probe)
 
+
+
+def _build_checks(config: Config, check: Callable[[str, Callable[[], str]], CheckLine]) -> Iterator[CheckLine]:
+    """A build worker's: the Docker Engine it builds with, and git access to every catalog source."""
+    def engine() -> str:
+        import docker
+
+        client = docker.DockerClient(base_url=config.docker_url) if config.docker_url else docker.from_env()
+        try:
+            client.ping()
+            version = client.version()
+        finally:
+            client.close()
+        return f"Docker Engine {version.get('Version')} ({version.get('Os')}/{version.get('Arch')}) answers"
+
+    yield check(f"docker engine ({config.docker_url or 'DOCKER_HOST or the default socket'})", engine)
+    for name, service in sorted(config.services.items()):
+
+        def git(source: str = service.source) -> str:
+            import subprocess
+
+            done = subprocess.run(["git", "ls-remote", "--heads", "--tags", source], capture_output=True, text=True,
+                                  timeout=60, env={"GIT_TERMINAL_PROMPT": "0", "PATH": os.environ.get("PATH", "")})
+            if done.returncode != 0:
+                raise RuntimeError(f"git ls-remote failed: {(done.stderr.strip().splitlines() or ['?'])[-1][:200]}")
+            return f"{len(done.stdout.splitlines())} ref(s) readable"
+
+        yield check(f"git source of {name}", git)
+
+
+def _registry_checks(config: Config, secret: Callable[[SecretRef], Secret],
+                     check: Callable[[str, Callable[[], str]], CheckLine], timeout: float, *, push: bool,
+                     pull: bool) -> Iterator[CheckLine]:
     for alias, registry in config.registries.items():
         ca = registry.ca_cert
-        logins = [("push", registry.push_username, registry.push_password)]
-        if registry.pull_username and registry.pull_password:
+        logins = [("push", registry.push_username, registry.push_password)] if push else []
+        if pull and registry.pull_username and registry.pull_password:
             logins.append(("pull", registry.pull_username, registry.pull_password))
         for kind, username, password_ref in logins:
 
