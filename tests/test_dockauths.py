@@ -27,6 +27,7 @@ from edgebot.release import ArchResult, Release
 from edgebot.secrets import SecretResolver
 from sandbox.exchange import ExchangeStandIn
 from sandbox.slack import SlackStandIn
+from tests.redis_url import url_of
 from workers import dockauths
 from workers.context import WorkerContext
 
@@ -73,8 +74,7 @@ def slack() -> Iterator[SlackStandIn]:
 
 
 def _ctx(ex: ExchangeStandIn, slack: SlackStandIn, redis_conn: redis.Redis, pull_token: str) -> WorkerContext:
-    kwargs = redis_conn.connection_pool.connection_kwargs
-    redis_url = f"unix://{kwargs['path']}" if "path" in kwargs else f"redis://{kwargs['host']}:{kwargs['port']}"
+    redis_url = url_of(redis_conn)
     config = parse_config({
         "slack": {"bot_token": "env:BOT", "signing_secret": "env:SIGNING", "api_url": slack.api_url},
         "redis": {"url": redis_url},
@@ -174,14 +174,13 @@ def test_the_refresh_command_prints_what_it_changed_and_exits_by_outcome(
 
     ctx = _ctx(ex, slack, redis_conn, OLD_TOKEN)
     dockauths.record_published(ctx, _published(ctx), REGISTRY, ctx.node_credentials(ctx.config.registries["ocp"]))
-    kwargs = redis_conn.connection_pool.connection_kwargs
     config = tmp_path / "edgebot.toml"
     config.write_text(f"""
 [slack]
 bot_token = "env:BOT"
 signing_secret = "env:SIGNING"
 [redis]
-url = "redis://{kwargs['host']}:{kwargs['port']}"
+url = "{url_of(redis_conn)}"
 [exchange]
 url = "{ex.url}"
 username = "{ORG}/edgebot"

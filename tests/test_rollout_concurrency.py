@@ -16,6 +16,7 @@ from edgebot.config import parse_config
 from edgebot.fleet_summary import Target
 from edgebot.secrets import SecretResolver
 from sandbox.exchange import ExchangeStandIn
+from tests.redis_url import url_of
 from workers.context import WorkerContext
 from workers.exchange import ExchangeClient
 from workers.rollout import move, pinned
@@ -49,10 +50,7 @@ def ex() -> Iterator[ExchangeStandIn]:
 
 @pytest.fixture()
 def ctx(ex: ExchangeStandIn, redis_conn: redis.Redis) -> WorkerContext:
-    kwargs = redis_conn.connection_pool.connection_kwargs
-    auth = f":{kwargs['password']}@" if kwargs.get("password") else ""  # the test Redis's administrator
-    redis_url = (f"unix://{kwargs['path']}" if "path" in kwargs
-                 else f"redis://{auth}{kwargs['host']}:{kwargs['port']}")
+    redis_url = url_of(redis_conn)  # the test Redis's administrator
     config = parse_config({
         "slack": {"bot_token": "env:BOT", "signing_secret": "env:SIGNING"}, "redis": {"url": redis_url},
         "exchange": {"url": ex.url, "username": f"{ORG}/edgebot", "password": "env:EXCHANGE_PW"},
