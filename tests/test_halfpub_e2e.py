@@ -19,7 +19,9 @@ from workers.registry_api import RegistryReader
 
 pytestmark = pytest.mark.slow
 
-VERSIONS = ("1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4", "1.0.5")
+# a version space of this module's own: the registry is shared by every module's stack (session fixture), and
+# test_publish_e2e asserts that its dry run of 1.0.3 left no tag there
+VERSIONS = ("7.1.0", "7.1.1", "7.1.2", "7.1.3", "7.1.4", "7.1.5")
 
 
 @pytest.fixture(scope="module")
@@ -54,58 +56,58 @@ def _requests(stack: Stack, method: str, fragment: str) -> list[dict[str, Any]]:
 def test_a_key_upload_failing_after_the_service_post_undoes_this_release_in_every_arch(stack: Stack) -> None:
     """The arm64 key PUT is refused for good (403) after amd64 is complete and arm64's service was POSTed: both
     services this release created are deleted, and the summary says so instead of "key … in the Exchange"."""
-    stack.exchange.fail_next("PUT", r"/services/hello_1\.0\.1_arm64/keys/", 403)
-    release = _publish(stack, "publish hello 1.0.1 --registry local")
+    stack.exchange.fail_next("PUT", r"/services/hello_7\.1\.1_arm64/keys/", 403)
+    release = _publish(stack, "publish hello 7.1.1 --registry local")
     assert release.state == "failed", release.error
     assert "403" in release.error
     for arch in ("amd64", "arm64"):
-        assert stack.exchange.service(ORG, f"hello_1.0.1_{arch}") is None, arch
-        assert stack.exchange.keys(ORG, f"hello_1.0.1_{arch}") == {}
-        assert stack.exchange.dockauths(ORG, f"hello_1.0.1_{arch}") == []
-        assert [r["status"] for r in _requests(stack, "DELETE", f"/services/hello_1.0.1_{arch}")] == [204]
+        assert stack.exchange.service(ORG, f"hello_7.1.1_{arch}") is None, arch
+        assert stack.exchange.keys(ORG, f"hello_7.1.1_{arch}") == {}
+        assert stack.exchange.dockauths(ORG, f"hello_7.1.1_{arch}") == []
+        assert [r["status"] for r in _requests(stack, "DELETE", f"/services/hello_7.1.1_{arch}")] == [204]
     summary = _summary(stack, release)
-    assert f"{ORG}/hello_1.0.1_amd64` removed" in summary and f"{ORG}/hello_1.0.1_arm64` removed" in summary
+    assert f"{ORG}/hello_7.1.1_amd64` removed" in summary and f"{ORG}/hello_7.1.1_arm64` removed" in summary
     assert "in the Exchange · public key" not in summary  # never the success claim
     assert summary.count("removed") >= 2
 
 
 def test_a_transient_key_failure_completes_on_retry_as_this_release_s_creation(stack: Stack) -> None:
-    stack.exchange.fail_next("PUT", r"/services/hello_1\.0\.0_amd64/keys/", 502)
-    release = _publish(stack, "publish hello 1.0.0 --registry local")
+    stack.exchange.fail_next("PUT", r"/services/hello_7\.1\.0_amd64/keys/", 502)
+    release = _publish(stack, "publish hello 7.1.0 --registry local")
     assert release.state == "succeeded", (release.error, stack.log_tail("worker-publish"))
     host = stack.registry.address  # type: ignore[union-attr]
     for arch in ("amd64", "arm64"):
-        sid = f"hello_1.0.0_{arch}"
+        sid = f"hello_7.1.0_{arch}"
         assert release.results[arch].publish_action == "created", arch  # not "already published": it was ours
         assert stack.exchange.keys(ORG, sid)["edgebot.public.pem"].startswith("-----BEGIN PUBLIC KEY-----")
         assert [(d["registry"], d["username"], d["token"]) for d in stack.exchange.dockauths(ORG, sid)] == [
             (host, PULL_USER, PULL_PASSWORD)]
-    assert [r["status"] for r in _requests(stack, "PUT", "/services/hello_1.0.0_amd64/keys/")][:1] == [502]
-    assert not _requests(stack, "DELETE", "/services/hello_1.0.0")
+    assert [r["status"] for r in _requests(stack, "PUT", "/services/hello_7.1.0_amd64/keys/")][:1] == [502]
+    assert not _requests(stack, "DELETE", "/services/hello_7.1.0")
 
 
 def test_a_refused_dockauth_never_deletes_a_version_that_existed_before(stack: Stack) -> None:
-    """1.0.2 amd64 is published first; a release of 1.0.2 for both arches whose arm64 dockauth POST is refused (400)
+    """7.1.2 amd64 is published first; a release of 7.1.2 for both arches whose arm64 dockauth POST is refused (400)
     removes arm64 (its creation) and keeps amd64, saying that it was already published and what it holds."""
-    first = _publish(stack, "publish hello 1.0.2 --registry local --arch amd64")
+    first = _publish(stack, "publish hello 7.1.2 --registry local --arch amd64")
     assert first.state == "succeeded", first.error
-    before = stack.exchange.service(ORG, "hello_1.0.2_amd64")
-    stack.exchange.fail_next("POST", r"/services/hello_1\.0\.2_arm64/dockauths$", 400)
-    release = _publish(stack, "publish hello 1.0.2 --registry local")
+    before = stack.exchange.service(ORG, "hello_7.1.2_amd64")
+    stack.exchange.fail_next("POST", r"/services/hello_7\.1\.2_arm64/dockauths$", 400)
+    release = _publish(stack, "publish hello 7.1.2 --registry local")
     assert release.state == "failed", release.error
-    assert stack.exchange.service(ORG, "hello_1.0.2_amd64") == before  # untouched
-    assert stack.exchange.keys(ORG, "hello_1.0.2_amd64")
-    assert stack.exchange.service(ORG, "hello_1.0.2_arm64") is None
-    assert not _requests(stack, "DELETE", "/services/hello_1.0.2_amd64")
+    assert stack.exchange.service(ORG, "hello_7.1.2_amd64") == before  # untouched
+    assert stack.exchange.keys(ORG, "hello_7.1.2_amd64")
+    assert stack.exchange.service(ORG, "hello_7.1.2_arm64") is None
+    assert not _requests(stack, "DELETE", "/services/hello_7.1.2_amd64")
     summary = _summary(stack, release)
-    assert f"{ORG}/hello_1.0.2_arm64` removed" in summary
-    assert f"{ORG}/hello_1.0.2_amd64` was already published before this release" in summary
+    assert f"{ORG}/hello_7.1.2_arm64` removed" in summary
+    assert f"{ORG}/hello_7.1.2_amd64` was already published before this release" in summary
     assert "key `edgebot.public.pem` present" in summary
     assert PULL_PASSWORD not in summary
 
 
 def test_a_republish_with_different_content_is_refused_with_the_registry_tag_unchanged(stack: Stack) -> None:
-    first = _publish(stack, "publish hello 1.0.3 --registry local --arch amd64")
+    first = _publish(stack, "publish hello 7.1.3 --registry local --arch amd64")
     assert first.state == "succeeded", first.error
     registry = stack.registry
     assert registry is not None
@@ -114,17 +116,17 @@ def test_a_republish_with_different_content_is_refused_with_the_registry_tag_unc
     def tag_digest() -> str | None:
         with RegistryReader(registry.address, username=PULL_USER, password=PULL_PASSWORD,
                             ca_pem=registry.ca_path.read_text()) as reader:
-            return reader.tag_digest(path, "1.0.3")
+            return reader.tag_digest(path, "7.1.3")
 
     published = tag_digest()
     assert published == first.results["amd64"].digest
     dockerfile = (Path(__file__).parent.parent / "examples/hello/Dockerfile.amd64").read_text()
-    add_commit(stack.source_path, {"Dockerfile.amd64": dockerfile + 'LABEL changed="yes"\n'}, tag="v1.0.3")
-    again = _publish(stack, "publish hello 1.0.3 --registry local --arch amd64")
+    add_commit(stack.source_path, {"Dockerfile.amd64": dockerfile + 'LABEL changed="yes"\n'}, tag="v7.1.3")
+    again = _publish(stack, "publish hello 7.1.3 --registry local --arch amd64")
     assert again.state == "failed"
     assert "already published" in again.error and "--overwrite" in again.error
     assert tag_digest() == published, "the published version's tag was moved"
-    assert stack.exchange.service(ORG, "hello_1.0.3_amd64")["deployment"] == first.results["amd64"].deployment
+    assert stack.exchange.service(ORG, "hello_7.1.3_amd64")["deployment"] == first.results["amd64"].deployment
     assert again.stage("sign").status != "done"  # refused before anything was signed
     expected_root = messages.root_message(again).text
     wait_until(lambda: stack.slack.thread(CHANNEL_ID, again.message_ts)[0]["text"] == expected_root, timeout=30,
@@ -133,11 +135,11 @@ def test_a_republish_with_different_content_is_refused_with_the_registry_tag_unc
 
 def test_exchange_failing_past_the_retries_undoes_the_release(stack: Stack) -> None:
     """The key PUT keeps answering 502: once RQ has given up, the service this release POSTed is deleted too."""
-    stack.exchange.fail_next("PUT", r"/services/hello_1\.0\.4_amd64/keys/", 502, count=50)
-    release = _publish(stack, "publish hello 1.0.4 --registry local --arch amd64")
+    stack.exchange.fail_next("PUT", r"/services/hello_7\.1\.4_amd64/keys/", 502, count=50)
+    release = _publish(stack, "publish hello 7.1.4 --registry local --arch amd64")
     assert release.state == "failed", release.error
-    assert stack.exchange.service(ORG, "hello_1.0.4_amd64") is None
-    assert f"{ORG}/hello_1.0.4_amd64` removed" in _summary(stack, release)
+    assert stack.exchange.service(ORG, "hello_7.1.4_amd64") is None
+    assert f"{ORG}/hello_7.1.4_amd64` removed" in _summary(stack, release)
 
 
 def test_the_daily_dockauth_check_runs_in_the_publish_worker_and_schedules_its_next_run(stack: Stack) -> None:
@@ -168,24 +170,24 @@ def test_status_of_a_service_answers_from_the_recorded_dockauths(stack: Stack) -
 
 
 def test_an_overwritten_version_is_never_deleted_and_the_summary_says_what_it_holds(stack: Stack) -> None:
-    """--overwrite of 1.0.2 (amd64 published by an earlier test, arm64 not): amd64 is PUT, arm64 POSTed, then the
+    """--overwrite of 7.1.2 (amd64 published by an earlier test, arm64 not): amd64 is PUT, arm64 POSTed, then the
     arm64 key is refused. arm64 (this release's creation) is deleted; amd64 existed before and is kept, holding this
     release's content, which the summary says (the earlier content cannot be put back)."""
-    before = stack.exchange.service(ORG, "hello_1.0.2_amd64")
-    assert before is not None and stack.exchange.service(ORG, "hello_1.0.2_arm64") is None
+    before = stack.exchange.service(ORG, "hello_7.1.2_amd64")
+    assert before is not None and stack.exchange.service(ORG, "hello_7.1.2_arm64") is None
     dockerfile = (Path(__file__).parent.parent / "examples/hello/Dockerfile.amd64").read_text()
-    add_commit(stack.source_path, {"Dockerfile.amd64": dockerfile + 'LABEL overwritten="yes"\n'}, tag="v1.0.2")
-    stack.exchange.fail_next("PUT", r"/services/hello_1\.0\.2_arm64/keys/", 403)
-    release = _publish(stack, "publish hello 1.0.2 --registry local --overwrite")
+    add_commit(stack.source_path, {"Dockerfile.amd64": dockerfile + 'LABEL overwritten="yes"\n'}, tag="v7.1.2")
+    stack.exchange.fail_next("PUT", r"/services/hello_7\.1\.2_arm64/keys/", 403)
+    release = _publish(stack, "publish hello 7.1.2 --registry local --overwrite")
     assert release.state == "failed", release.error
-    after = stack.exchange.service(ORG, "hello_1.0.2_amd64")
+    after = stack.exchange.service(ORG, "hello_7.1.2_amd64")
     assert after is not None and after["deployment"] != before["deployment"]  # replaced, and kept
     assert after["deployment"] == release.results["amd64"].deployment
-    assert stack.exchange.service(ORG, "hello_1.0.2_arm64") is None
-    assert not _requests(stack, "DELETE", "/services/hello_1.0.2_amd64")
+    assert stack.exchange.service(ORG, "hello_7.1.2_arm64") is None
+    assert not _requests(stack, "DELETE", "/services/hello_7.1.2_amd64")
     summary = _summary(stack, release)
-    assert f"{ORG}/hello_1.0.2_amd64` now holds this release's content (--overwrite" in summary
-    assert f"{ORG}/hello_1.0.2_arm64` removed" in summary
+    assert f"{ORG}/hello_7.1.2_amd64` now holds this release's content (--overwrite" in summary
+    assert f"{ORG}/hello_7.1.2_arm64` removed" in summary
 
 
 def test_a_release_the_reaper_failed_after_its_post_has_its_services_removed(stack: Stack) -> None:
@@ -196,11 +198,11 @@ def test_a_release_the_reaper_failed_after_its_post_has_its_services_removed(sta
     from workers.context import WorkerContext
     from workers.unpublish import undo_after_give_up
 
-    release = _publish(stack, "publish hello 1.0.5 --registry local")
+    release = _publish(stack, "publish hello 7.1.5 --registry local")
     assert release.state == "succeeded", release.error
     store = stack.store()
     for arch in ("amd64", "arm64"):
-        assert stack.exchange.service(ORG, f"hello_1.0.5_{arch}") is not None
+        assert stack.exchange.service(ORG, f"hello_7.1.5_{arch}") is not None
     env = stack.env("publish")
     ctx = WorkerContext(load_config(stack.config_path, environ=env), SecretResolver(environ=env))
 
@@ -213,6 +215,6 @@ def test_a_release_the_reaper_failed_after_its_post_has_its_services_removed(sta
     undo_after_give_up(ctx, release.release_id)
     after = store.require(release.release_id)
     for arch in ("amd64", "arm64"):
-        assert stack.exchange.service(ORG, f"hello_1.0.5_{arch}") is None, arch
-        assert after.result(arch).exchange_state == {"service_id": f"hello_1.0.5_{arch}", "undone": True,
+        assert stack.exchange.service(ORG, f"hello_7.1.5_{arch}") is None, arch
+        assert after.result(arch).exchange_state == {"service_id": f"hello_7.1.5_{arch}", "undone": True,
                                                      "origin": "created", "service": "absent"}
