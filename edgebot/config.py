@@ -122,6 +122,8 @@ class ServiceConfig:
     """Ordered stages; empty: publishing does not move any node (see docs/configuration.md, "Rollout")."""
     orgs: tuple[str, ...] = ()
     """The Exchange orgs ``--org`` may choose (the catalog's ``orgs``); ``org`` is always one of them."""
+    service_policy: str = "service.policy.json"
+    """The service policy file, relative to ``horizon_dir`` (``hzn … publish -p``); published when it exists."""
 
     @property
     def allowed_orgs(self) -> tuple[str, ...]:
@@ -338,7 +340,7 @@ def _service(name: str, table: Any) -> ServiceConfig:
     if not _NAME_RE.match(name):
         raise ConfigError(f"[{where}]: service names are lower-case letters, digits, '.', '_' and '-'")
     _known(table, where, {"source", "org", "arches", "image_base", "ref", "horizon_dir", "dockerfile", "context",
-                          "policies", "patterns", "rollout", "orgs"})
+                          "policies", "patterns", "rollout", "orgs", "service_policy"})
     arches = table.get("arches")
     if not isinstance(arches, list) or not arches or not all(isinstance(a, str) for a in arches):
         raise ConfigError(f"{where}.arches must be a non-empty list such as [\"amd64\", \"arm64\"]")
@@ -349,7 +351,7 @@ def _service(name: str, table: Any) -> ServiceConfig:
     if "{version}" not in ref:
         raise ConfigError(f"{where}.ref must contain {{version}}, e.g. \"v{{version}}\"")
     dockerfile = table.get("dockerfile", "Dockerfile.{arch}")
-    for key in ("horizon_dir", "dockerfile", "context"):
+    for key in ("horizon_dir", "dockerfile", "context", "service_policy"):
         value = str(table.get(key, "."))
         if value.startswith("/") or ".." in Path(value).parts:
             raise ConfigError(f"{where}.{key} must be a path inside the source repository")
@@ -365,6 +367,7 @@ def _service(name: str, table: Any) -> ServiceConfig:
         context=table.get("context", "."),
         rollout=_rollout(where, table),
         orgs=_orgs(where, table),
+        service_policy=str(table.get("service_policy", "service.policy.json")),
     )
 
 

@@ -144,6 +144,11 @@ class ArchResult:
     publish_action: str = ""
     """created | updated | unchanged (already published) | would-create … (dry run)."""
     log_tail: list[str] = field(default_factory=list)
+    service_policy: dict[str, Any] = field(default_factory=dict)
+    """The body of ``PUT …/services/{id}/policy`` from the source's service policy file ({}: none), sealed with the
+    definitions (workers/service_policy.py)."""
+    verify_report: list[str] = field(default_factory=list)
+    """What ``verify`` found in the Exchange after publish, one line per problem ([] when all verified)."""
 
 
 @dataclass

@@ -204,6 +204,7 @@ def service_delete(state: ExchangeState, c: Call) -> Reply:
     del state.services[org][sid]
     state.keys.pop((org, sid), None)
     state.dockauths.pop((org, sid), None)
+    state.__dict__.get("_service_policies", {}).pop((org, sid), None)  # its policy cascades (exchange_service_policy)
     return Reply(204)
 
 

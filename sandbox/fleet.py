@@ -45,6 +45,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from sandbox.agbot_match import fitting_versions
 from sandbox.exchange_routes import ExchangeState, now
 from sandbox.exchange_rules import agbot_priority_problem, form_id
 
@@ -355,8 +356,10 @@ class Fleet:
             kept = {(o, u): v for o, u, v in node.applied or ()}
             for _, policy in sorted(self.state.policies.get(node.org, {}).items()):
                 service = policy.get("service") or {}
-                if service.get("arch") in (node.arch, "*", "") and constraints_match(
-                        policy.get("constraints") or [], details["properties"]):
+                # the deployment policy merged with each version's service policy (sandbox/agbot_match.py)
+                fits = fitting_versions(self.state, policy, node.arch, details,
+                                        _ordered_versions(service.get("serviceVersions") or []))
+                if service.get("arch") in (node.arch, "*", "") and fits:
                     key = (service["org"], service["name"])
                     if agbot_priority_problem(service.get("serviceVersions") or []):
                         # the agbot refuses the policy (anax ServiceRef.Validate): no new agreement, the node keeps
@@ -364,7 +367,7 @@ class Fleet:
                         if key in kept:
                             wanted.append((*key, kept[key]))
                         continue
-                    wanted.append((*key, _ordered_versions(service.get("serviceVersions") or [])))
+                    wanted.append((*key, fits))
         return tuple(sorted(wanted))
 
     # -- what the agent does --------------------------------------------------------------------------------------

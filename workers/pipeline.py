@@ -34,7 +34,7 @@ from edgebot.release import (
     SUCCEEDED,
     Release,
 )
-from workers import failures, gate, trust
+from workers import dependencies, failures, gate, service_policy, trust
 from workers.context import WorkerContext
 from workers.definition import ServiceDefinition, read_definition
 from workers.exchange import publish_service, service_id
@@ -110,6 +110,10 @@ def prepare(ctx: WorkerContext, release_id: str) -> None:
                 definition_text, hzn_json, org=release.org, version=release.version, arch=arch, image_base=base,
                 max_bytes=cap,
             )
+        policies = service_policy.for_release(ctx, release, sha, definitions)  # svcpol: refused before any build
+    with failures.translated("source", release, registry, ctx=ctx), ctx.exchange(release.org) as deps_client:
+        dependencies.check(deps_client, definitions, org=release.org, service=release.service,
+                           version=release.version)  # svcpol: every requiredServices entry in the Exchange first
     missing = [a for a in release.arches if live_build_workers(ctx, a) == 0]
     if missing:
         raise StepFailed(
@@ -124,6 +128,7 @@ def prepare(ctx: WorkerContext, release_id: str) -> None:
             if not result.definition:
                 result.definition = definition.raw
                 result.built_containers = dict(definition.built)
+                result.service_policy = policies.get(arch, {})  # svcpol: sealed with the definition
             result.image_tag = result.image_tag or (
                 f"{image_repository(registry.host, registry.namespace, service.image_base, arch)}:{r.version}"
             )
@@ -330,6 +335,7 @@ def publish(ctx: WorkerContext, release_id: str, round_: int = 1) -> None:
     set_stage(ctx, release_id, "publish", RUNNING)
     actions: dict[str, tuple[str, str]] = {}
     adopted: dict[str, str] = {}
+    policy_actions: dict[str, str] = {}  # svcpol: arch -> what was done with its service policy
     token_notes: list[str] = []
     with failures.translated("publish", release, registry, ctx=ctx):
         client = ctx.exchange(release.org)
@@ -366,6 +372,10 @@ def publish(ctx: WorkerContext, release_id: str, round_: int = 1) -> None:
                                               ctx.config.signing.key_name, public_key_pem=public_pem,
                                               dockauths=dockauths, overwrite=release.overwrite)
                     actions[arch] = (outcome.service_id, outcome.action)
+                    policy_done = service_policy.publish(client, release.org, outcome.service_id,
+                                                         res.service_policy)  # svcpol: after the service
+                    if policy_done:
+                        policy_actions[arch] = policy_done
         finally:
             client.close()
 
@@ -376,6 +386,8 @@ def publish(ctx: WorkerContext, release_id: str, round_: int = 1) -> None:
         for arch, (sid, action) in actions.items():
             r.result(arch).service_id = sid
             r.result(arch).publish_action = {"unchanged": "already published"}.get(action, action)
+            if arch in policy_actions:  # svcpol
+                r.result(arch).publish_action += f", {policy_actions[arch]}"
         r.notes.extend(n for n in token_notes if n not in r.notes)
         if registry.node_credentials() is None:
             r.notes.append(f"Registry `{registry.alias}` has no pull credential: no dockauth was stored, so nodes "
