@@ -93,10 +93,12 @@ def check(client: ExchangeClient, definitions: Mapping[str, ServiceDefinition], 
         return
     lines = [f"{p.dependency}: {p.reason}" for p in problems]
     first = problems[0].dependency
+    services = {(p.dependency.org, p.dependency.url) for p in problems}
     raise StepFailed(
         f"{service} {version} requires services the Exchange does not hold: " + "; ".join(lines)
-        + f". Nothing was built: publish {'them' if len(problems) > 1 else 'it'} first ({first.org}/{first.url} for "
-        + f"{first.arch}, a version in `{first.version_range}`"
-        + (", and the others above" if len(problems) > 1 else "")
+        + f". Nothing was built: publish {'it' if len(services) == 1 else 'them'} first ({first.org}/{first.url} for "
+        + ", ".join(sorted({p.dependency.arch for p in problems if p.dependency.url == first.url}))
+        + f", a version in `{first.version_range}`"
+        + (", and the others above" if len(services) > 1 else "")
         + f"), then publish {service} {version} again.",
         detail=lines)

@@ -1,0 +1,164 @@
+"""Issue 15, end to end: service policies and dependencies. Signed slash commands to the real bot, real RQ workers
+(one per arch), real Redis, Docker and TLS registry, git; the Exchange stand-in's simulated agbot merges each
+version's service policy when it matches nodes (``sandbox/agbot_match.py``).
+
+* a release whose source has ``horizon/service.policy.json`` PUTs it for every arch after the service, with the
+  built-in service properties; nodes whose own constraints rely on a property of that service policy (and that
+  satisfy its constraints) get the version through the rollout's deployment policy;
+* an invalid policy, or a ``requiredServices`` entry the Exchange does not hold, is refused in prepare: nothing
+  built, the thread says what is wrong (the file and the problem; the service, org, arch, range and "publish it
+  first"); a dependency that is there passes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from rq.job import Job
+
+from edgebot.jobs import Step
+from edgebot.release import Release
+from sandbox.exchange_service_policy import stored_policy
+from sandbox.processes import add_commit
+from sandbox.stack import CHANNEL_ID, EXCHANGE_PASSWORD, EXCHANGE_USER, ORG, REQUESTER, Stack, wait_until
+
+pytestmark = pytest.mark.slow
+
+VERSIONS = ("2.0.0",)
+TOML = """
+[[services.hello.rollout]]
+stage = "fleet"
+policies = ["hello-fleet"]
+"""
+PRIORITY = {"priority_value": 1, "retries": 1, "retry_durations": 3600}
+DEFINITION = (Path(__file__).parent.parent / "examples/hello/horizon/service.definition.json").read_text()
+POLICY = {"label": "hello needs a GPU and offers a camera",
+          "properties": [{"name": "camera", "value": True, "type": "boolean"}, {"name": "model", "value": "2.1.0",
+                                                                                "type": "version"}],
+          "constraints": ["gpu == true"]}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, docker_daemon: Any, registry: Any) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("svcpol")
+    settings = {"rollout_poll_interval": 0.5, "rollout_offline_after": 4.0, "rollout_stage_timeout": 240.0,
+                "rollout_failure_threshold": 0, "duplicate_window": 1, "rollout_pull_grace": 30.0,
+                "rollout_diagnose_after": 60.0}
+    with Stack(workdir, docker=docker_daemon, registry=registry, versions=VERSIONS, arches=("amd64", "arm64"),
+               settings=settings, extra_toml=TOML) as running:
+        fleet = running.exchange.fleet
+        fleet.apply_delay, fleet.heartbeat_interval = 0.3, 0.5
+        running.exchange.add_user(ORG, EXCHANGE_USER, EXCHANGE_PASSWORD, admin=True)  # sees the org's nodes
+        running.wait_workers(3)
+        yield running
+
+
+def _exchange(stack: Stack) -> httpx.Client:
+    return httpx.Client(base_url=stack.exchange.url + "/", auth=(f"{ORG}/{EXCHANGE_USER}", EXCHANGE_PASSWORD))
+
+
+def _publish(stack: Stack, text: str) -> Release:
+    before = set(stack.release_ids())
+    response = stack.command(text, user_id=REQUESTER)
+    assert response.status_code == 200, response.text
+    new = wait_until(lambda: set(stack.release_ids()) - before, timeout=10, what="a new release record")
+    release_id = str(new.pop())
+    stack.wait_final(release_id, timeout=400)
+    store = stack.store()
+    wait_until(lambda: store.require(release_id).summary_ts or store.require(release_id).state == "failed",
+               timeout=30, what="the summary")
+    return store.require(release_id)
+
+
+def _thread_says(stack: Stack, release: Release, words: str) -> None:
+    wait_until(lambda: words in json.dumps(stack.slack.thread(CHANNEL_ID, release.message_ts), ensure_ascii=False),
+               timeout=30, what=f"{words!r} in the thread")
+
+
+def _built_nothing(stack: Stack, release: Release) -> None:
+    for arch in ("amd64", "arm64"):
+        assert not Job.exists(Step.BUILD.job_id(release.release_id, arch), connection=stack.redis())
+        assert not (release.results.get(arch) and release.results[arch].digest)
+    assert not any(sid.startswith(f"hello_{release.version}_") for sid in stack.exchange.services(ORG))
+
+
+def test_the_service_policy_is_published_for_every_arch_and_nodes_match_through_it(stack: Stack) -> None:
+    fleet = stack.exchange.fleet
+    nodes = [fleet.add_node(ORG, f"cam-{i}", "amd64", properties=[
+        {"name": "site", "value": "berlin"}, {"name": "gpu", "value": True}]) for i in (1, 2)]
+    with stack.exchange.state.lock:  # their node policies want a camera: only hello's service policy offers one
+        for node_id in nodes:
+            stack.exchange.state.nodes[ORG][node_id]["constraints"] = ["camera == true"]
+    deployment_policy = {"label": "hello-fleet", "service": {"name": "hello", "org": "$HZN_ORG_ID", "arch": "*",
+                         "serviceVersions": [{"version": "$SERVICE_VERSION", "priority": PRIORITY}]},
+                         "constraints": ["site == berlin"]}  # created by the rollout (rollout_create)
+    add_commit(stack.source_path, {"horizon/service.policy.json": json.dumps(POLICY),
+                                   "horizon/deployment.policy.json": json.dumps(deployment_policy)}, tag="v2.0.1")
+
+    release = _publish(stack, "publish hello 2.0.1 --registry local")
+    assert release.state == "succeeded", (release.error, stack.log_tail("worker-publish"))
+    for arch in ("amd64", "arm64"):
+        stored = stored_policy(stack.exchange.state, ORG, f"hello_2.0.1_{arch}")
+        assert stored is not None, arch
+        props = {p["name"]: p["value"] for p in stored["properties"]}
+        assert props["camera"] is True and props["model"] == "2.1.0"
+        assert props["openhorizon.service.arch"] == arch and props["openhorizon.service.version"] == "2.0.1"
+        assert stored["constraints"] == ["gpu == true"] and stored["label"] == POLICY["label"]
+        assert "policy published" in release.results[arch].publish_action
+    puts = [r["path"] for r in stack.exchange.requests() if r["method"] == "PUT" and r["path"].endswith("/policy")]
+    assert sorted(p.split("/")[-2] for p in puts) == ["hello_2.0.1_amd64", "hello_2.0.1_arm64"]
+    wait_until(lambda: all(fleet.running(n) == {"hello": "2.0.1"} for n in nodes), timeout=60,
+               what="the nodes to run 2.0.1 through the merged service policy")
+
+    # the policy is sealed with the definitions: the same version again changes nothing
+    again = _publish(stack, "publish hello 2.0.1 --registry local")
+    assert again.state == "succeeded" and "policy unchanged" in again.results["amd64"].publish_action
+
+
+@pytest.mark.parametrize(("policy", "problem"), [
+    ({"properties": [{"name": "fps", "value": 2.5, "type": "int"}]}, "Value 2.5 of property fps is not an integer"),
+    ({"constraints": ["NOT gpu == true"]}, "has no NOT"),
+])
+def test_an_invalid_service_policy_is_refused_before_the_build(stack: Stack, policy: dict[str, Any],
+                                                               problem: str) -> None:
+    tag = "v2.0.2" if "properties" in policy else "v2.0.3"
+    add_commit(stack.source_path, {"horizon/service.policy.json": json.dumps(policy)}, tag=tag)
+    release = _publish(stack, f"publish hello {tag[1:]} --registry local")
+    assert release.state == "failed"
+    assert "horizon/service.policy.json" in release.error and problem in release.error, release.error
+    assert "Nothing was built" in release.error
+    _built_nothing(stack, release)
+    _thread_says(stack, release, "horizon/service.policy.json")
+
+
+def _with_dependency(version_range: str) -> str:
+    definition = json.loads("\n".join(line for line in DEFINITION.splitlines()[3:]))
+    definition["requiredServices"] = [{"url": "gps", "org": ORG, "versionRange": version_range, "arch": "$ARCH"}]
+    return json.dumps(definition, indent=2)
+
+
+def test_a_missing_dependency_is_refused_before_the_build_and_a_present_one_passes(stack: Stack) -> None:
+    add_commit(stack.source_path, {"horizon/service.definition.json": _with_dependency("[1.0.0,2.0.0)"),
+                                   "horizon/service.policy.json": json.dumps(POLICY)}, tag="v2.0.4")
+    release = _publish(stack, "publish hello 2.0.4 --registry local")
+    assert release.state == "failed"
+    for words in ("`acme/gps` (amd64) in `[1.0.0,2.0.0)`", "no version of it is in the Exchange", "publish it first",
+                  "Nothing was built"):
+        assert words in release.error, (words, release.error)
+    _built_nothing(stack, release)
+    _thread_says(stack, release, "publish it first")
+
+    with _exchange(stack) as c:  # the dependency, published for both arches (not signed: the Exchange allows it)
+        for arch in ("amd64", "arm64"):
+            body = {"label": "gps", "public": False, "url": "gps", "version": "1.4.0", "arch": arch,
+                    "sharable": "multiple", "deployment": "", "deploymentSignature": ""}
+            assert c.post(f"orgs/{ORG}/services", json=body).status_code == 201, arch
+    add_commit(stack.source_path, {"index.html": "hello 2.0.5\n"}, tag="v2.0.5")
+    release = _publish(stack, "publish hello 2.0.5 --registry local")
+    assert release.state == "succeeded", (release.error, stack.log_tail("worker-publish"))
+    assert stack.exchange.service(ORG, "hello_2.0.5_arm64")["requiredServices"][0]["url"] == "gps"  # type: ignore
