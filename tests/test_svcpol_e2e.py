@@ -13,6 +13,8 @@ version's service policy when it matches nodes (``sandbox/agbot_match.py``).
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -110,6 +112,8 @@ def test_the_service_policy_is_published_for_every_arch_and_nodes_match_through_
         assert props["openhorizon.service.arch"] == arch and props["openhorizon.service.version"] == "2.0.1"
         assert stored["constraints"] == ["gpu == true"] and stored["label"] == POLICY["label"]
         assert "policy published" in release.results[arch].publish_action
+    verified = ":mag: Verified in the Exchange for `amd64`, `arm64`"  # the check after publish, in the summary
+    assert any(n.startswith(verified) for n in release.notes), release.notes
     puts = [r["path"] for r in stack.exchange.requests() if r["method"] == "PUT" and r["path"].endswith("/policy")]
     assert sorted(p.split("/")[-2] for p in puts) == ["hello_2.0.1_amd64", "hello_2.0.1_arm64"]
     wait_until(lambda: all(fleet.running(n) == {"hello": "2.0.1"} for n in nodes), timeout=60,
@@ -162,3 +166,51 @@ def test_a_missing_dependency_is_refused_before_the_build_and_a_present_one_pass
     release = _publish(stack, "publish hello 2.0.5 --registry local")
     assert release.state == "succeeded", (release.error, stack.log_tail("worker-publish"))
     assert stack.exchange.service(ORG, "hello_2.0.5_arm64")["requiredServices"][0]["url"] == "gps"  # type: ignore
+
+
+def _verify(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edgebot", "--config", str(stack.config_path), "verify", *args],
+                          capture_output=True, text=True, env=stack.env(), timeout=120)
+
+
+def _arch_section(output: str, arch: str) -> str:
+    return output.split(f"\n{arch}:\n", 1)[1].split(":\n", 1)[0]
+
+
+def test_verify_reports_a_tampered_deployment_and_a_deleted_image_per_arch(stack: Stack) -> None:
+    good = _verify(stack, "hello", "2.0.1")
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "hello 2.0.1 in org `acme` verifies for `amd64`, `arm64`" in good.stdout
+    for line in ("signature verifies with stored key `edgebot.public.pem`", "service policy is present",
+                 "is pinned, in its registry, for arm64"):
+        assert line in good.stdout, line
+
+    state = stack.exchange.state
+    with state.lock:  # the deployment string changed in the Exchange: its signature no longer covers it
+        record = state.services[ORG]["hello_2.0.1_amd64"]
+        original = record["deployment"]
+        record["deployment"] = original.replace('"hello"', '"hello2"', 1)
+    try:
+        tampered = _verify(stack, "hello", "2.0.1")
+    finally:
+        with state.lock:
+            record["deployment"] = original
+    assert tampered.returncode == 1, tampered.stdout + tampered.stderr
+    assert "does not verify for `amd64`" in tampered.stdout
+    assert "signature verifies with none of the 1 key(s) stored with the service" in _arch_section(tampered.stdout,
+                                                                                                  "amd64")
+    assert ":x:" not in _arch_section(tampered.stdout, "arm64")
+
+    store = stack.store()
+    published = next(r for r in (store.require(i) for i in stack.release_ids())
+                     if r.version == "2.0.5" and r.state == "succeeded")
+    digest = published.results["arm64"].digest
+    with stack.registry._http() as http:  # type: ignore[union-attr]  # the registry's own API, as an admin would
+        assert http.delete(f"/v2/edge/hello_arm64/manifests/{digest}").status_code == 202
+    deleted = _verify(stack, "hello", "2.0.5")
+    assert deleted.returncode == 1, deleted.stdout + deleted.stderr
+    assert "does not verify for `arm64`" in deleted.stdout and "`amd64`" not in deleted.stdout.splitlines()[0]
+    arm = _arch_section(deleted.stdout, "arm64")
+    assert f"hello_arm64@{digest}` is not in its registry" in arm, arm
+    assert "dependency `acme/gps` (arm64) in `[1.0.0,2.0.0)` is published" in arm
+    assert ":x:" not in _arch_section(deleted.stdout, "amd64")

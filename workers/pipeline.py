@@ -34,7 +34,7 @@ from edgebot.release import (
     SUCCEEDED,
     Release,
 )
-from workers import dependencies, failures, gate, service_policy, trust
+from workers import dependencies, failures, gate, service_policy, trust, verify
 from workers.context import WorkerContext
 from workers.definition import ServiceDefinition, read_definition
 from workers.exchange import publish_service, service_id
@@ -336,6 +336,7 @@ def publish(ctx: WorkerContext, release_id: str, round_: int = 1) -> None:
     actions: dict[str, tuple[str, str]] = {}
     adopted: dict[str, str] = {}
     policy_actions: dict[str, str] = {}  # svcpol: arch -> what was done with its service policy
+    verified = ""  # svcpol: the verify note of the summary
     token_notes: list[str] = []
     with failures.translated("publish", release, registry, ctx=ctx):
         client = ctx.exchange(release.org)
@@ -376,6 +377,7 @@ def publish(ctx: WorkerContext, release_id: str, round_: int = 1) -> None:
                                                          res.service_policy)  # svcpol: after the service
                     if policy_done:
                         policy_actions[arch] = policy_done
+                verified = verify.after_publish(ctx, client, release)  # svcpol: read back as nodes will meet it
         finally:
             client.close()
 
@@ -389,6 +391,8 @@ def publish(ctx: WorkerContext, release_id: str, round_: int = 1) -> None:
             if arch in policy_actions:  # svcpol
                 r.result(arch).publish_action += f", {policy_actions[arch]}"
         r.notes.extend(n for n in token_notes if n not in r.notes)
+        if verified and verified not in r.notes:  # svcpol
+            r.notes.append(verified)
         if registry.node_credentials() is None:
             r.notes.append(f"Registry `{registry.alias}` has no pull credential: no dockauth was stored, so nodes "
                            "pull anonymously. Set pull_username/pull_password if the registry is private.")
