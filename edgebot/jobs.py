@@ -83,6 +83,9 @@ class Step(enum.Enum):
     """`/edge deploy`: read the version's services from the Exchange and verify them (no build), then the gate."""
     DEPLOY = StepKind("deploy_release", "deploy-release", id_args=1)
     """A checked (and approved) deploy, per approval round like publish: verify again, then start the rollout."""
+    VERIFY = StepKind("verify_version", "verify", retried=False, short=True)
+    """`/edge verify`: not a step of a release; its first argument is a verify id (``v-…``, from the command and the
+    minute: the same command twice in a minute is one job), then service, version, org, team, channel."""
 
     @property
     def kind(self) -> StepKind:

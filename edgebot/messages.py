@@ -743,3 +743,12 @@ def verify_queued(service: str, version: str, org: str) -> Message:
     text = (f":mag: Verifying *{escape(service)} {escape(version)}* in org `{escape(org)}`: a worker reads it back "
             "from the Exchange and the registries and posts the report in this channel.")
     return Message(text=text.replace("*", ""), blocks=[section(text)])
+
+
+VERIFY_USAGE = "/edge verify SERVICE VERSION [--org ORG]"
+
+
+def verify_failed(service: str, version: str, org: str, problem: str) -> Message:
+    """`/edge verify` could not check the version (not in the source, the Exchange unreachable)."""
+    text = f":x: Could not verify *{escape(service)} {escape(version)}* in org `{escape(org)}`: {escape(problem)}"
+    return Message(text=clip(text.replace("*", "")), blocks=[section(clip(text))])

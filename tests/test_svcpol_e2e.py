@@ -214,3 +214,18 @@ def test_verify_reports_a_tampered_deployment_and_a_deleted_image_per_arch(stack
     assert f"hello_arm64@{digest}` is not in its registry" in arm, arm
     assert "dependency `acme/gps` (arm64) in `[1.0.0,2.0.0)` is published" in arm
     assert ":x:" not in _arch_section(deleted.stdout, "amd64")
+
+
+def test_slash_verify_queues_a_job_that_posts_the_report_in_the_channel(stack: Stack) -> None:
+    refused = stack.command("verify nosuch 1.0.0").json()
+    assert refused["response_type"] == "ephemeral" and "`nosuch` is not in edgebot's catalog" in refused["text"]
+    before = len(stack.slack.messages(CHANNEL_ID))
+    answer = stack.command("verify hello 2.0.1").json()
+    assert answer["response_type"] == "ephemeral" and "Verifying" in answer["text"], answer
+    verdict = "hello 2.0.1 in org `acme` verifies for `amd64`, `arm64`"
+    report = wait_until(lambda: [m for m in stack.slack.messages(CHANNEL_ID)[before:] if verdict in m["text"]],
+                        timeout=120, what="the verify report in the channel")
+    assert not report[0].get("thread_ts") or report[0]["thread_ts"] == report[0]["ts"]  # a message of its own
+    assert "signature verifies with stored key `edgebot.public.pem`" in json.dumps(report[0]["blocks"])
+    jobs = [k.decode() for k in stack.redis().scan_iter("rq:job:v-*-verify")]
+    assert jobs and all(k.count("-") == 2 for k in jobs), jobs  # v-<16 hex>-verify: ids only, deterministic

@@ -107,7 +107,7 @@ def verify(args: argparse.Namespace) -> int:
     from workers.context import WorkerContext
     from workers.exchange import ExchangeError
     from workers.vault import build_resolver
-    from workers.verify import for_catalog
+    from workers.verify_job import for_catalog
 
     config = load_config(args.config)
     service = config.services.get(args.service)

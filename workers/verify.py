@@ -227,22 +227,3 @@ def after_publish(ctx: WorkerContext, client: ExchangeClient, release: Release) 
                f"{release.service} {release.version}` later."
     return messages.verify_note(report.as_data())
 
-
-def for_catalog(ctx: WorkerContext, service_name: str, version: str, org: str) -> Report:
-    """`/edge verify`, `edgebot verify`: the catalog service's version (its URL from the definition at the version's git
-    ref, as deploy reads it; the source's service policy, when it has a valid one, as the expected policy), every arch
-    of the catalog. StepFailed when the source has no such version."""
-    from edgebot.errors import StepFailed
-    from workers import deploy, service_policy
-
-    service = ctx.config.services[service_name]
-    probe = Release(release_id="verify", team_id="", channel_id="", user_id="", service=service_name, version=version,
-                    org=org, registry=next(iter(ctx.config.registries)), arches=list(service.arches))
-    sha, definitions = deploy.read_source(ctx, probe)
-    try:
-        expected: dict[str, dict[str, Any]] | None = service_policy.for_release(ctx, probe, sha, definitions)
-    except StepFailed:
-        expected = None  # the file is invalid: it was never published by edgebot; report what is there
-    url = next(iter(definitions.values())).url
-    with ctx.exchange(org) as client:
-        return verify_version(ctx, client, org, url, version, service.arches, expected)
