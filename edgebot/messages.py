@@ -195,6 +195,7 @@ def help_message(topic: str = "") -> Message:
         f"• `{ROLLBACK_USAGE}`: put the policies/patterns of the last rollout back to the previous version (or, "
         "with `--to`, move them to an older published version)\n"
         f"• `{DEPLOY_USAGE}`: roll out a version already in the Exchange, without a build\n"
+        f"• `{VERIFY_USAGE}`: check what the Exchange holds for a version, as nodes will meet it\n"
         f"• `{HELP_USAGE}`\n\n"
         "Everything about a release is reported in the thread of its message in this channel."
     )
