@@ -126,11 +126,14 @@ def check_images(ctx: WorkerContext, images: list[str], arch: str, dockauth_host
                 continue
             host = ref.host or "docker.io"
             registry = _registry_for(ctx.config.registries.values(), host)
+            # Docker Hub: the API is at registry-1.docker.io, official images under library/ (as docker reads them)
+            api_host, path = (("registry-1.docker.io", ref.path if "/" in ref.path else f"library/{ref.path}")
+                              if host == "docker.io" else (host, ref.path))
             if not ref.pinned:
                 checks.append(Check(IMAGE, False, image, "is not pinned by digest: the tag can move under nodes"))
             else:
-                reader = readers.get(host) or readers.setdefault(host, _reader(ctx, host, registry))
-                checks.append(_image_check(reader, image, ref.path, ref.digest, arch))
+                reader = readers.get(api_host) or readers.setdefault(api_host, _reader(ctx, api_host, registry))
+                checks.append(_image_check(reader, image, path, ref.digest, arch))
             if host in dockauth_hosts:
                 checks.append(Check(DOCKAUTH, True, host))
             elif registry is not None and ctx.node_credentials(registry) is None:
