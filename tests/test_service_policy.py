@@ -159,3 +159,24 @@ def test_the_agbot_merges_each_versions_service_policy(ex: ExchangeStandIn) -> N
         assert fitting_versions(ex.state, deployment, "amd64", wants_old, ("1.0.1", "1.0.0")) == ("1.0.0",)
         # the deployment policy's own constraints still apply
         assert fitting_versions(ex.state, deployment, "amd64", elsewhere, ("1.0.1", "1.0.0")) == ()
+
+
+def test_the_policy_is_sealed_with_the_definitions() -> None:
+    """A policy changed in Redis after prepare (more properties, a looser constraint) fails the publish worker's
+    seal check; a release without a policy keeps the seal it always had."""
+    from edgebot.release import Release
+    from edgebot.seals import Sealer, source_payload
+    from workers.trust import SecurityCheckFailed, check_source, seal_source
+
+    sealer = Sealer(b"k" * 32)
+    release = Release(release_id="r-1", team_id="T", channel_id="C", user_id="U", service="hello", version="1.0.0",
+                      org=ORG, registry="local", arches=["amd64"], commit_sha="a" * 40)
+    release.result("amd64").definition = {"url": "hello"}
+    without = dict(source_payload(release))
+    assert "service_policies" not in without  # unchanged for releases that have none
+    release.result("amd64").service_policy = {"properties": [], "constraints": ["gpu == true"]}
+    seal_source(sealer, release)
+    check_source(sealer, release)
+    release.result("amd64").service_policy["constraints"] = []
+    with pytest.raises(SecurityCheckFailed):
+        check_source(sealer, release)
