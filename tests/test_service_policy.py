@@ -180,3 +180,15 @@ def test_the_policy_is_sealed_with_the_definitions() -> None:
     release.result("amd64").service_policy["constraints"] = []
     with pytest.raises(SecurityCheckFailed):
         check_source(sealer, release)
+
+
+def test_same_policy_reads_the_exchange_answer_as_the_exchange_writes_it() -> None:
+    body = {"label": "cam", "properties": [{"name": "fps", "value": 30, "type": "int"}, {"name": "a", "value": "x"}],
+            "constraints": ["gpu == true"]}
+    stored = {"label": "cam", "description": "cam", "lastUpdated": "now", "constraints": ["gpu == true"],
+              "properties": [{"name": "a", "value": "x", "type": None}, {"name": "fps", "value": 30.0, "type": "int"}]}
+    assert same_policy(stored, body)
+    assert not same_policy({**stored, "constraints": []}, body)
+    assert not same_policy({**stored, "description": "other"}, body)
+    assert not same_policy({**stored, "properties": [{"name": "a", "value": "x"}]}, body)
+    assert not same_policy(None, body)

@@ -161,17 +161,23 @@ def exchange_body(policy: dict[str, Any], *, url: str, org: str, version: str, a
 
 
 def same_policy(stored: dict[str, Any] | None, body: dict[str, Any]) -> bool:
-    """Whether the Exchange's policy (``GET …/policy``) is the one ``body`` would write (lastUpdated aside)."""
+    """Whether the Exchange's policy (``GET …/policy``) is the one ``body`` would write (lastUpdated aside). The
+    Exchange may answer an undeclared type as ``"type": null`` and a number as a float, and stores the label as the
+    description when there is none (``PutServicePolicyRequest.toServicePolicyRow``)."""
     if stored is None:
         return False
 
+    def value(v: Any) -> Any:
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
     def key(props: Any) -> list[str]:
-        return sorted(json.dumps(p, sort_keys=True) for p in props or [])
+        return sorted(json.dumps({k: value(v) for k, v in p.items() if v is not None}, sort_keys=True)
+                      for p in props or [] if isinstance(p, dict))
 
     return (key(stored.get("properties")) == key(body.get("properties"))
             and list(stored.get("constraints") or []) == list(body.get("constraints") or [])
             and (stored.get("label") or "") == (body.get("label") or "")
-            and (stored.get("description") or "") in ("", body.get("description") or body.get("label") or ""))
+            and (stored.get("description") or "") == (body.get("description") or body.get("label") or ""))
 
 
 def for_release(ctx: WorkerContext, release: Release, sha: str,
