@@ -7,6 +7,7 @@
     /edge rollout SERVICE [VERSION]
     /edge rollback SERVICE [--to VERSION [--policy NAME] [--registry ALIAS]]
     /edge deploy SERVICE VERSION [--policy NAME] [--registry ALIAS]
+    /edge verify SERVICE VERSION [--org ORG]
     /edge help [publish]
 
 Slack clients turn ``--`` into an em dash when "smart punctuation" is on, so ``—registry`` reads as ``--registry``.
@@ -29,6 +30,7 @@ from edgebot.messages import (
     ROLLBACK_USAGE,
     ROLLOUT_USAGE,
     STATUS_USAGE,
+    VERIFY_USAGE,
 )
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -99,8 +101,17 @@ class DeployCommand:
     as_rollback: bool = False
 
 
+@dataclass(frozen=True)
+class VerifyCommand:
+    """``/edge verify SERVICE VERSION [--org ORG]``: read the version back from the Exchange (issue 15)."""
+
+    service: str
+    version: str
+    org: str | None = None
+
+
 Command = (PublishCommand | HelpCommand | StatusCommand | HistoryCommand | CancelCommand | RolloutCommand
-           | RollbackCommand | DeployCommand)
+           | RollbackCommand | DeployCommand | VerifyCommand)
 MAX_HISTORY = 25
 
 
@@ -133,6 +144,8 @@ def parse(text: str) -> Command:
                 else f"{_quote(rest[0])} is not a service name.")
             raise UsageError(problem, ROLLBACK_USAGE)
         return RollbackCommand(rest[0])
+    if verb == "verify":
+        return _parse_verify(rest)
     if verb == "cancel":
         if not rest:
             raise UsageError("RELEASE missing: which release to cancel (`/edge status` lists them).", CANCEL_USAGE)
@@ -143,7 +156,7 @@ def parse(text: str) -> Command:
         return CancelCommand(status.release_id or "")
     raise UsageError(
         f"Unknown command {_quote(words[0])}. I know `publish`, `deploy`, `status`, `history`, `rollout`, "
-        "`rollback`, `cancel` and `help`.",
+        "`rollback`, `verify`, `cancel` and `help`.",
         PUBLISH_USAGE,
     )
 
@@ -362,3 +375,40 @@ def _quote(word: str, limit: int = 40) -> str:
     if len(cleaned) > limit:
         cleaned = cleaned[:limit] + "…"
     return f"`{cleaned}`"
+
+
+def _parse_verify(words: list[str]) -> VerifyCommand:
+    """``verify SERVICE VERSION [--org ORG]``."""
+    positional: list[str] = []
+    org: str | None = None
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if not word.startswith("--"):
+            positional.append(word)
+            i += 1
+            continue
+        name, eq, value = word[2:].partition("=")
+        if name.lower() != "org":
+            raise UsageError(f"Unknown option {_quote(word)}.", VERIFY_USAGE)
+        if org is not None:
+            raise UsageError("`--org` is given twice.", VERIFY_USAGE)
+        if not eq:
+            if i + 1 >= len(words) or words[i + 1].startswith("--"):
+                raise UsageError("`--org` needs a value.", VERIFY_USAGE)
+            value = words[i + 1]
+            i += 1
+        if not _ORG_RE.match(value):
+            raise UsageError(f"{_quote(value)} is not an Exchange org name.", VERIFY_USAGE)
+        org = value
+        i += 1
+    if len(positional) < 2:
+        raise UsageError("SERVICE missing." if not positional else "VERSION missing.", VERIFY_USAGE)
+    if len(positional) > 2:
+        raise UsageError(f"Unexpected extra words: {' '.join(_quote(w) for w in positional[2:])}.", VERIFY_USAGE)
+    service, version = positional
+    if not _NAME_RE.match(service):
+        raise UsageError(f"{_quote(service)} is not a service name.", VERIFY_USAGE)
+    if not VERSION_RE.match(version):
+        raise UsageError(f"{_quote(version)} is not a version (`1`, `1.2` or `1.2.3`).", VERIFY_USAGE)
+    return VerifyCommand(service, version, org)

@@ -21,7 +21,7 @@ from slack_bolt import Ack, BoltContext, BoltRequest, BoltResponse, Respond
 from slack_bolt.middleware import Middleware
 from slack_sdk import WebClient
 
-from bot import grammar, rollout_view
+from bot import grammar, rollout_view, verify_intake
 from bot.access import AccessCheck, mention
 from bot.approve import KINDS, ApprovalDesk, ClickOutcome, kind_of_action, kind_of_view
 from bot.cancel import cancel_release
@@ -145,6 +145,8 @@ def _answer(parsed: grammar.Command, command: dict[str, Any], ctx: BotContext) -
             return Answer(_publish(parsed, command, ctx))
         case grammar.DeployCommand():
             return Answer(_deploy(parsed, command, ctx))
+        case grammar.VerifyCommand():
+            return Answer(verify_intake.accept_verify(parsed, command, ctx.config, ctx.store, ctx.channels))
     raise AssertionError(f"no answer for {parsed!r}")
 
 

@@ -6,6 +6,7 @@ Kept beside :mod:`edgebot.messages` (which renders the rest of the thread) so ea
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from typing import Any
 
@@ -98,6 +99,7 @@ def approval_card(release: Release) -> Message:
                          + (f" · Exchange: {change}" if change else ""))
         key_fp = short(release.public_key_fingerprint, 23)
         lines.append(f"signing key `{release.key_name}` · public key fingerprint `{key_fp}`")
+        lines += service_policy_lines(release)  # issue 15
     targets = approval.covers.get("targets") or []
     lines.append("moves " + ", ".join(f"`{t}`" for t in targets) if targets
                  else "moves no deployment policy or pattern (publish only)")
@@ -286,3 +288,19 @@ def rollback_counted(release: Release, reached: bool) -> Message:
     if reached:
         return Message(text=f"Rollback approved ({tally}): {title(release)} is being rolled back now.")
     return Message(text=f"Your approval of the rollback of {title(release)} counts: {tally}.")
+
+
+def service_policy_lines(release: Release) -> list[str]:
+    """The service policy a publish PUTs with each arch (the same file for all; the built-in ``openhorizon.service.*``
+    properties aside): its properties and constraints, as the approvers approve them."""
+    policy = next((release.result(a).service_policy for a in release.arches if release.result(a).service_policy), None)
+    if not policy:
+        return []
+    props = [p for p in policy.get("properties") or [] if not str(p.get("name", "")).startswith("openhorizon.service.")]
+    shown = ", ".join(f"`{escape(str(p.get('name')))} = {escape(json.dumps(p.get('value')))}`" for p in props)
+    constraints = ", ".join(f"`{escape(str(c))}`" for c in policy.get("constraints") or [])
+    return [short_line(f"service policy · properties {shown or 'none'} · constraints {constraints or 'none'}")]
+
+
+def short_line(text: str, limit: int = 900) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -154,6 +154,10 @@ def covers(release: Release, targets: list[str]) -> dict[str, Any]:
         "signatures": {arch: release.result(arch).signature_fingerprint for arch in release.arches},
         "key": release.public_key_fingerprint,
         "targets": sorted(targets),
+        **({"service_policies": {arch: hashlib.sha256(json.dumps(release.result(arch).service_policy, sort_keys=True,
+                                                                 separators=(",", ":")).encode()).hexdigest()
+                                 for arch in release.arches}}  # issue 15: the policy is approved with the service
+           if any(release.result(arch).service_policy for arch in release.arches) else {}),
     }
 
 

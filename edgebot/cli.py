@@ -62,7 +62,7 @@ class Side:
 
 SIDES: tuple[Side, ...] = (
     Side("bot", ("serve",), "the Slack app"),
-    Side("workers", ("worker", "config", "dockauth"), "the RQ workers"),
+    Side("workers", ("worker", "config", "dockauth", "verify"), "the RQ workers"),
     Side("sandbox", ("sandbox",), "the local stand-ins, which ship with the source tree only"),
 )
 

@@ -125,6 +125,8 @@ class ServiceConfig:
     channel: str = ""
     """The Slack channel id for warnings about the service outside a release (expiring dockauths); empty: the channel
     of its latest release."""
+    service_policy: str = "service.policy.json"
+    """The service policy file, relative to ``horizon_dir`` (``hzn … publish -p``); published when it exists."""
 
     @property
     def allowed_orgs(self) -> tuple[str, ...]:
@@ -358,7 +360,7 @@ def _service(name: str, table: Any) -> ServiceConfig:
     if not _NAME_RE.match(name):
         raise ConfigError(f"[{where}]: service names are lower-case letters, digits, '.', '_' and '-'")
     _known(table, where, {"source", "org", "arches", "image_base", "ref", "horizon_dir", "dockerfile", "context",
-                          "policies", "patterns", "rollout", "orgs", "channel"})
+                          "policies", "patterns", "rollout", "orgs", "channel", "service_policy"})
     arches = table.get("arches")
     if not isinstance(arches, list) or not arches or not all(isinstance(a, str) for a in arches):
         raise ConfigError(f"{where}.arches must be a non-empty list such as [\"amd64\", \"arm64\"]")
@@ -369,7 +371,7 @@ def _service(name: str, table: Any) -> ServiceConfig:
     if "{version}" not in ref:
         raise ConfigError(f"{where}.ref must contain {{version}}, e.g. \"v{{version}}\"")
     dockerfile = table.get("dockerfile", "Dockerfile.{arch}")
-    for key in ("horizon_dir", "dockerfile", "context"):
+    for key in ("horizon_dir", "dockerfile", "context", "service_policy"):
         value = str(table.get(key, "."))
         if value.startswith("/") or ".." in Path(value).parts:
             raise ConfigError(f"{where}.{key} must be a path inside the source repository")
@@ -386,6 +388,7 @@ def _service(name: str, table: Any) -> ServiceConfig:
         rollout=_rollout(where, table),
         orgs=_orgs(where, table),
         channel=_channel(where, table),
+        service_policy=str(table.get("service_policy", "service.policy.json")),
     )
 
 

@@ -92,6 +92,9 @@ class Step(enum.Enum):
     its first argument is :data:`DOCKAUTH_CHECK_OWNER`, its tag the run's slot."""
     APPLY_BUILD_REPORT = StepKind("apply_build_report", "build-report", id_args=2, queue=BUILD_REPORTS_QUEUE)
     """A build worker's progress (arch, report number), applied to the record by a publish worker."""
+    VERIFY = StepKind("verify_version", "verify", retried=False, short=True)
+    """`/edge verify`: not a step of a release; its first argument is a verify id (``v-…``, from the command and the
+    minute: the same command twice in a minute is one job), then service, version, org, team, channel."""
 
     @property
     def kind(self) -> StepKind:

@@ -196,6 +196,7 @@ def help_message(topic: str = "") -> Message:
         f"• `{ROLLBACK_USAGE}`: put the policies/patterns of the last rollout back to the previous version (or, "
         "with `--to`, move them to an older published version)\n"
         f"• `{DEPLOY_USAGE}`: roll out a version already in the Exchange, without a build\n"
+        f"• `{VERIFY_USAGE}`: check what the Exchange holds for a version, as nodes will meet it\n"
         f"• `{HELP_USAGE}`\n\n"
         "Everything about a release is reported in the thread of its message in this channel."
     )
@@ -827,3 +828,78 @@ def rollout_refused_constraints_unreadable(detail: str) -> str:
     return (f"rollout refused, nothing was moved: {detail}. Which nodes the rollout reaches cannot be known, and "
             "edgebot does not guess: fix the constraints (`hzn policy update` on the node for a node policy, `hzn "
             "exchange service addpolicy` for a service policy), then publish again")
+
+
+# -- verify (issue 15): what is in the Exchange, per arch -----------------------------------------------------------
+
+_VERIFY_OK = {
+    "service": "service `{subject}` is in the Exchange",
+    "signature": "signature verifies with stored key `{subject}`",
+    "image": "image `{subject}` is pinned, in its registry, for {arch}",
+    "dockauth": "nodes have a dockauth for `{subject}`",
+    "policy": "service policy is present",
+    "dependency": "dependency {subject} is published",
+}
+_VERIFY_BAD = {
+    "service": "service `{subject}` {detail}",
+    "signature": "signature {detail}",
+    "image": "image `{subject}` {detail}",
+    "dockauth": "`{subject}`: {detail}",
+    "policy": "service policy {detail}",
+    "dependency": "dependency {subject}: {detail}",
+}
+
+
+def verify_line(arch: str, check: dict[str, Any]) -> str:
+    """One finding of ``workers.verify`` (a ``Check.as_dict()``) as a line of the report."""
+    kind, ok = str(check.get("kind")), bool(check.get("ok"))
+    template = (_VERIFY_OK if ok else _VERIFY_BAD).get(kind, "{subject}: {detail}")
+    line = template.format(subject=escape(str(check.get("subject") or "")),
+                           detail=escape(str(check.get("detail") or "")), arch=arch)
+    if ok and kind == "dockauth" and check.get("detail") == "anonymous":
+        line = f"`{escape(str(check.get('subject')))}` is pulled anonymously (edgebot has no pull credential for it)"
+    return f"{':white_check_mark:' if ok else ':x:'} {line}"
+
+
+def verify_report(service: str, version: str, org: str, arches: dict[str, dict[str, Any]]) -> Message:
+    """`/edge verify` and `edgebot verify`: per arch, every finding; a verdict first."""
+    bad = sorted(arch for arch, a in arches.items() if not all(c.get("ok") for c in a.get("checks") or []))
+    verdict = (f":x: *{escape(service)} {escape(version)}* in org `{escape(org)}` does not verify for "
+               + ", ".join(f"`{a}`" for a in bad)) if bad or not arches else (
+        f":white_check_mark: *{escape(service)} {escape(version)}* in org `{escape(org)}` verifies for "
+        + ", ".join(f"`{a}`" for a in sorted(arches)))
+    if not arches:
+        verdict += ": no arch to check"
+    blocks = [section(verdict)]
+    lines = [verdict]
+    for arch, found in sorted(arches.items()):
+        body = "\n".join(verify_line(arch, c) for c in found.get("checks") or [])
+        lines.append(f"{arch}:\n{body}")
+        blocks.append(section(clip(f"*{arch}*\n{body}")))
+    text = "\n".join(lines)
+    return Message(text=clip(text.replace("*", "")), blocks=_limit_blocks(blocks))
+
+
+def verify_note(arches: dict[str, dict[str, Any]]) -> str:
+    """The summary's note after a publish: everything verified, or the problems per arch."""
+    problems = [f"`{arch}`: " + verify_line(arch, c).removeprefix(":x: ")
+                for arch, found in sorted(arches.items()) for c in found.get("checks") or [] if not c.get("ok")]
+    if not problems:
+        return (":mag: Verified in the Exchange for " + ", ".join(f"`{a}`" for a in sorted(arches))
+                + ": signatures, pinned images in their registries, dockauths, service policy, dependencies.")
+    return ":warning: Verification after publish found problems: " + "; ".join(problems)
+
+
+def verify_queued(service: str, version: str, org: str) -> Message:
+    text = (f":mag: Verifying *{escape(service)} {escape(version)}* in org `{escape(org)}`: a worker reads it back "
+            "from the Exchange and the registries and posts the report in this channel.")
+    return Message(text=text.replace("*", ""), blocks=[section(text)])
+
+
+VERIFY_USAGE = "/edge verify SERVICE VERSION [--org ORG]"
+
+
+def verify_failed(service: str, version: str, org: str, problem: str) -> Message:
+    """`/edge verify` could not check the version (not in the source, the Exchange unreachable)."""
+    text = f":x: Could not verify *{escape(service)} {escape(version)}* in org `{escape(org)}`: {escape(problem)}"
+    return Message(text=clip(text.replace("*", "")), blocks=[section(clip(text))])

@@ -154,6 +154,11 @@ class ArchResult:
     """After a failed publish: what is in the Exchange for this arch (service, origin, key, dockauths, undo)."""
     report_seq: int = 0
     """The last build report of this arch applied to the record (workers.build_report): never goes back."""
+    service_policy: dict[str, Any] = field(default_factory=dict)
+    """The body of ``PUT …/services/{id}/policy`` from the source's service policy file ({}: none), sealed with the
+    definitions (workers/service_policy.py)."""
+    verify_report: list[str] = field(default_factory=list)
+    """What ``verify`` found in the Exchange after publish, one line per problem ([] when all verified)."""
 
 
 @dataclass

@@ -83,6 +83,8 @@ def source_payload(release: Release) -> dict[str, Any]:
         "definitions": {arch: digest(release.result(arch).definition) for arch in release.arches},
         "built": {arch: dict(release.result(arch).built_containers) for arch in release.arches},
         "tags": {arch: release.result(arch).image_tag for arch in release.arches},
+        **({"service_policies": {arch: digest(release.result(arch).service_policy) for arch in release.arches}}
+           if any(release.result(arch).service_policy for arch in release.arches) else {}),
     }
 
 

@@ -35,6 +35,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from sandbox import exchange_service_policy  # noqa: F401 - registers the service policy routes
 from sandbox.exchange_routes import Call, ExchangeState, Identity, Reply, match, now
 from sandbox.exchange_rules import ApiError, api_type, form_id, translate
 from sandbox.fleet import Fleet

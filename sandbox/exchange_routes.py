@@ -200,30 +200,6 @@ def service_put(state: ExchangeState, c: Call) -> Reply:
     return ok(201, "service.updated")
 
 
-def service_policy(state: ExchangeState, c: Call) -> Reply:
-    """``orgs/{org}/services/{id}/policy`` (exchange-api ``route/service/Policy.scala``): GET 200 / 404 when none,
-    PUT 201 (``hzn exchange service addpolicy``; what the agbot merges into a deployment policy), DELETE 204."""
-    org, sid, _ = _service(state, c, write="" if c.method == "GET" else "UPDATE")
-    if c.method == "GET":
-        found = state.service_policies.get((org, sid))
-        if found is None:
-            raise not_found()
-        return Reply(200, {"label": "", "description": "", "properties": [], "constraints": [],
-                           **copy.deepcopy(found)})
-    if c.method == "DELETE":
-        if state.service_policies.pop((org, sid), None) is None:
-            raise not_found()
-        return Reply(204)
-    body = c.json()
-    for name in ("properties", "constraints"):
-        if not isinstance(body.get(name, []), list):
-            raise bad_input("invalid.input.message", f"{name} must be an array")
-    stored = {k: copy.deepcopy(body.get(k, "")) for k in ("label", "description")}
-    stored.update({k: copy.deepcopy(body.get(k, [])) for k in ("properties", "constraints")}, lastUpdated=now())
-    state.service_policies[(org, sid)] = stored
-    return ok(201, "policy.added.or.updated")
-
-
 def service_delete(state: ExchangeState, c: Call) -> Reply:
     """204, or 404 when it does not exist; the keys, dockauths and service policy go with it (exchange-api
     ``route/service/Service.scala`` deleteService, and the ``onDelete=ForeignKeyAction.Cascade`` foreign keys of
@@ -233,6 +209,7 @@ def service_delete(state: ExchangeState, c: Call) -> Reply:
     del state.services[org][sid]
     state.keys.pop((org, sid), None)
     state.dockauths.pop((org, sid), None)
+    state.service_policies.pop((org, sid), None)  # its policy cascades (sandbox/exchange_service_policy.py)
     return Reply(204)
 
 
@@ -512,7 +489,6 @@ _OBJECT_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 ROUTES: list[tuple[tuple[str, ...], dict[str, Handler]]] = [
     (("orgs", "{org}", "services"), {"GET": services_list, "POST": service_post}),
     (_SVC, {"GET": service_get, "PUT": service_put, "DELETE": service_delete}),
-    ((*_SVC, "policy"), {"GET": service_policy, "PUT": service_policy, "DELETE": service_policy}),
     ((*_SVC, "keys"), {"GET": keys_list, "DELETE": keys_delete}),
     ((*_SVC, "keys", "{key}"), {"GET": key_get, "PUT": key_put, "DELETE": key_delete}),
     ((*_SVC, "dockauths"), {"GET": dockauths_list, "POST": dockauth_post, "DELETE": dockauths_delete}),

@@ -131,7 +131,10 @@ def test_covers_changes_with_every_thing_that_ships() -> None:
     changed_commit = _signed(commit_sha="f" * 40)
     changed_body = _signed()  # a field of the Exchange body that is not the deployment
     changed_body.result("amd64").definition = {"requiredServices": [{"url": "evil", "versionRange": "[0,INFINITY)"}]}
-    for other in (changed_deployment, changed_digest, changed_signature, changed_key, changed_commit, changed_body):
+    changed_policy = _signed()  # issue 15: the service policy PUT with the service is approved with it
+    changed_policy.result("amd64").service_policy = {"properties": [], "constraints": ["gpu == true"]}
+    for other in (changed_deployment, changed_digest, changed_signature, changed_key, changed_commit, changed_body,
+                  changed_policy):
         assert approvals.covers_digest(approvals.covers(other, ["policy:hello-fleet"])) != base
     assert approvals.covers_digest(approvals.covers(_signed(), ["policy:hello-canary"])) != base
 
@@ -224,6 +227,15 @@ def _with_changes() -> Release:
     return release
 
 
+def _with_service_policy() -> Release:
+    release = _waiting()
+    for arch in release.arches:
+        release.result(arch).service_policy = {"properties": [
+            {"name": "camera", "value": True, "type": "boolean"}, {"name": "openhorizon.service.arch", "value": arch}],
+            "constraints": ["gpu == true", "site in \"berlin,paris\""]}
+    return release
+
+
 def _rollback_request(status: str = "open") -> Release:
     release = _approved()
     release.state = "succeeded"
@@ -259,6 +271,7 @@ CASES = {
     "approval_card_deploy": lambda: approval_messages.approval_card(_deploy_waiting()),
     "approval_card_rollback_to": lambda: approval_messages.approval_card(_deploy_waiting("rollback")),
     "approval_card_open": lambda: approval_messages.approval_card(_with_changes()),
+    "approval_card_service_policy": lambda: approval_messages.approval_card(_with_service_policy()),
     "approval_card_approved": lambda: approval_messages.approval_card(_approved()),
     "approval_card_rejected": lambda: approval_messages.approval_card(
         _card(REJECTED, "rejected by <@U0ALICE>: CVE-2026-1234 in the base image")),

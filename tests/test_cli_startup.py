@@ -249,7 +249,7 @@ def test_without_sandbox_help_does_not_offer_it(image_like_install: tuple[Path, 
     root, env = image_like_install
     done = run_edgebot("--help", cwd=root, env=env, python=(sys.executable, "-S"))
     assert done.returncode == 0, done.stderr
-    assert "{serve,worker,config,dockauth}" in done.stdout and "sandbox" not in done.stdout
+    assert "{serve,worker,config,dockauth,verify}" in done.stdout and "sandbox" not in done.stdout
 
 
 @pytest.mark.parametrize("args", [["sandbox"], ["--config", "x.toml", "sandbox", "--arch", "amd64"]])

@@ -183,3 +183,16 @@ def test_deploy_refusals_name_the_problem(text: str, fragment: str) -> None:
     with pytest.raises(UsageError, match=fragment) as info:
         parse(text)
     assert info.value.usage.startswith("/edge rollback" if text.startswith("rollback") else "/edge deploy")
+
+
+def test_verify_a_version() -> None:
+    from bot.grammar import VerifyCommand
+
+    assert parse("verify hello 1.0.0") == VerifyCommand("hello", "1.0.0")
+    assert parse("verify hello 1.2 \u2014org=acme-eu") == VerifyCommand("hello", "1.2", "acme-eu")
+    for text, fragment in (("verify", "SERVICE missing"), ("verify hello", "VERSION missing"),
+                           ("verify hello v1", "is not a version"), ("verify hello 1 --arch amd64", "Unknown option"),
+                           ("verify hello 1 --org", "`--org` needs a value"), ("verify hello 1 x", "extra words"),
+                           ("verify hello 1 --org a --org b", "given twice"), ("verify hello 1 --org a/b", "org name")):
+        with pytest.raises(UsageError, match=fragment):
+            parse(text)

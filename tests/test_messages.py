@@ -214,10 +214,42 @@ CASES = {
     "deploy_queued": lambda: messages.deploy_queued_ack(_deployed(state="queued", rollout_only=["hello-canary"])),
     "summary_deployed": lambda: messages.summary_message(_deployed()),
     "root_rollback_to": lambda: messages.root_message(_deployed(kind="rollback", state="rolling_out", ended_at=None)),
+    # verify (issue 15): a report with a problem per arch, everything verified, the summary's notes, the refusals
+    "verify_report_problems": lambda: messages.verify_report("hello", "1.2.3", "acme", _verify_data(bad=True)),
+    "verify_report_ok": lambda: messages.verify_report("hello", "1.2.3", "acme", _verify_data(bad=False)),
+    "verify_queued": lambda: messages.verify_queued("hello", "1.2.3", "acme"),
+    "verify_failed": lambda: messages.verify_failed("hello", "9.9.9", "acme", "hello 9.9.9 is not a version of its "
+                                                    "source (unknown ref v9.9.9)"),
+    "summary_verified": lambda: messages.summary_message(_release(notes=[
+        messages.verify_note(_verify_data(bad=False)), messages.verify_note(_verify_data(bad=True))])),
     "rollback_refused_alert": lambda: messages.rollback_refused_alert(
         ":rotating_light: Security check failed: a decision attributed to U0GHOST (approved, round 1) does not "
         "carry the bot's seal. Nothing was moved; investigate."),
 }
+
+
+def _verify_data(*, bad: bool) -> dict[str, dict[str, object]]:
+    image = "icr.io/edge/hello_{arch}@sha256:" + "ab" * 32
+
+    def checks(arch: str, broken: bool) -> list[dict[str, object]]:
+        def check(kind: str, ok: bool, subject: str, detail: str = "") -> dict[str, object]:
+            return {"kind": kind, "ok": ok, "subject": subject, "detail": detail}
+
+        return [
+            check("service", True, f"acme/hello_1.2.3_{arch}"),
+            check("signature", not (broken and arch == "amd64"), "edgebot.public.pem" if arch != "amd64" or not broken
+                  else "1 key(s)", "verifies with none of the 1 key(s) stored with the service: agents decline it "
+                  "without reporting an error" if broken and arch == "amd64" else ""),
+            check("image", not (broken and arch == "arm64"), image.format(arch=arch),
+                  "is not in its registry: icr.io has nothing at /v2/edge/hello_arm64/manifests/sha256:abab…"
+                  if broken and arch == "arm64" else "sha256:" + "ab" * 32),
+            check("dockauth", True, "icr.io"),
+            check("policy", True, "service policy"),
+            check("dependency", not broken, "`acme/gps` (" + arch + ") in `[1.0.0,2.0.0)`",
+                  "no version of it is in the Exchange" if broken else ""),
+        ]
+
+    return {arch: {"service_id": f"hello_1.2.3_{arch}", "checks": checks(arch, bad)} for arch in ("amd64", "arm64")}
 
 
 def _deployed(**overrides: object) -> Release:

@@ -59,6 +59,7 @@ def add_commands(subparsers: Subparsers) -> None:
     dockauth_parser.add_argument("service", help="a service of the catalog")
     dockauth_parser.add_argument("--org", default=None, help="the Exchange org (default: the service's own)")
     dockauth_parser.set_defaults(handler=dockauth_refresh)
+    add_verify_command(subparsers)
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -116,3 +117,48 @@ def dockauth_refresh(args: argparse.Namespace) -> int:
         print(line, flush=True)
     return CHECKS_PASSED
 
+# -- `edgebot verify SERVICE VERSION [--org ORG]` (issue 15) --------------------------------------------------------
+
+VERIFY_EPILOG = """\
+exit status:
+  0  every arch verifies (signature, pinned images in their registries with dockauths, service policy, dependencies)
+  1  something does not verify (each problem is a line of the report), or the version is not in the source
+  2  usage error, or a config that cannot be loaded (the message says why)"""
+
+
+def add_verify_command(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "verify", help="read a published version back from the Exchange and check it the way nodes will meet it",
+        epilog=VERIFY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("service", help="a service of the catalog")
+    parser.add_argument("version")
+    parser.add_argument("--org", default=None, help="the Exchange org (default: the catalog's org of the service)")
+    parser.set_defaults(handler=verify)
+
+
+def verify(args: argparse.Namespace) -> int:
+    """Print the same report `/edge verify` posts; 0 when everything verifies, 1 otherwise."""
+    from edgebot import messages
+    from edgebot.config import load_config
+    from edgebot.errors import EdgebotError, StepFailed
+    from workers.context import WorkerContext
+    from workers.exchange import ExchangeError
+    from workers.vault import build_resolver
+    from workers.verify_job import for_catalog
+
+    config = load_config(args.config)
+    service = config.services.get(args.service)
+    if service is None:
+        raise EdgebotError(f"`{args.service}` is not in edgebot's catalog: one of {', '.join(sorted(config.services))}")
+    org = args.org or service.org
+    if org not in service.allowed_orgs:
+        raise EdgebotError(f"org `{org}` is not one the catalog allows for {service.name}: "
+                           + ", ".join(service.allowed_orgs))
+    ctx = WorkerContext(config, build_resolver(config))
+    try:
+        report = for_catalog(ctx, service.name, args.version, org)
+    except (StepFailed, ExchangeError) as exc:
+        print(f"FAIL {exc}")
+        return CHECK_FAILED
+    print(messages.verify_report(service.name, args.version, org, report.as_data()).text)
+    return CHECKS_PASSED if report.ok else CHECK_FAILED

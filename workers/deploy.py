@@ -25,7 +25,6 @@ enqueues the rollout (``workers.rollout_watch.start``: stages, polls, health, fa
 from __future__ import annotations
 
 import base64
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +41,9 @@ from workers.context import WorkerContext
 from workers.definition import ServiceDefinition, read_definition
 from workers.exchange import service_id
 from workers.rollout import covered_arches, stages_of
-from workers.signing import SigningError, fingerprint, verify_deployment
+from workers.signing import fingerprint
 from workers.source import SourceError, read_file_at, resolve_ref
+from workers.verify import images_of, key_that_verifies
 
 log = logging.getLogger(__name__)
 
@@ -115,26 +115,16 @@ def verify_arch(client: Any, release: Release, registry: RegistryConfig, url: st
         return None
     deployment = str(record.get("deployment") or "")
     signature = str(record.get("deploymentSignature") or "")
-    keys = client.list_keys(release.org, sid)
-    verified_by = ""
-    for name in keys:  # anax Workload.HasValidSignature: any one stored key that verifies is enough
-        pem = client.get_key(release.org, sid, name)
-        try:
-            if pem and deployment and verify_deployment(pem.encode(), deployment, signature):
-                verified_by = name
-                break
-        except SigningError:  # a key an agent would not use either
-            continue
+    verified_by, key_count = key_that_verifies(client, release.org, sid, deployment, signature)  # as agents do
     if not verified_by:
-        raise StepFailed(f"the deployment signature of `{release.org}/{sid}` verifies with none of the {len(keys)} "
+        raise StepFailed(f"the deployment signature of `{release.org}/{sid}` verifies with none of the {key_count} "
                          "key(s) stored with the service: agents would decline it without reporting an error. "
                          "Nothing moved; publish the version again signed with a key stored with the service (or "
                          "store the key that signed it).")
-    try:
-        containers = (json.loads(deployment).get("services") or {}).values()
-    except (ValueError, AttributeError):
-        raise StepFailed(f"the deployment of `{release.org}/{sid}` is not JSON; nothing moved") from None
-    elsewhere = sorted({host for c in containers if (host := _image_host(str(c.get("image") or ""))) != registry.host})
+    images = images_of(deployment)
+    if images is None:
+        raise StepFailed(f"the deployment of `{release.org}/{sid}` is not JSON; nothing moved")
+    elsewhere = sorted({host for image in images if (host := _image_host(image)) != registry.host})
     if elsewhere:
         raise StepFailed(f"the images of `{release.org}/{sid}` are in {', '.join(elsewhere)}, not in registry "
                          f"`{registry.alias}` ({registry.host}) whose approval rules this deploy was asked under: "

@@ -203,15 +203,6 @@ class ExchangeClient:
         found = services.get(f"{org}/{service_id}") or next(iter(services.values()), None)
         return dict(found) if isinstance(found, dict) else None
 
-    def get_service_policy(self, org: str, service_id: str) -> dict[str, Any] | None:
-        """The service policy (``properties``, ``constraints``), or None when the service has none (404)."""
-        path = self._svc(org, service_id) + "/policy"
-        response = self._call("GET", path, ok=(200,), missing_ok=True)
-        if response is None:
-            return None
-        body = self._json(response, "GET", path)
-        return dict(body) if isinstance(body, dict) else None
-
     def create_service(self, org: str, body: dict[str, Any]) -> None:
         self._call("POST", self._svc(org), ok=(201,), json=body)
 
@@ -314,6 +305,37 @@ class ExchangeClient:
         path = f"orgs/{quote(org, safe='')}/node-details"
         response = self._call("GET", path, ok=(200,), missing_ok=True)
         return b"[]" if response is None else response.content
+
+    # -- service policy (exchange-api route/service/Policy.scala) ---------------------------------------------------
+    def get_service_policy(self, org: str, service_id: str) -> dict[str, Any] | None:
+        """``GET orgs/{org}/services/{id}/policy``: ``label``, ``description``, ``properties``, ``constraints``,
+        ``lastUpdated``; None when the service has no policy (404)."""
+        path = self._svc(org, service_id) + "/policy"
+        response = self._call("GET", path, ok=(200,), missing_ok=True)
+        if response is None:
+            return None
+        body = self._json(response, "GET", path)
+        return dict(body) if isinstance(body, dict) else None
+
+    def put_service_policy(self, org: str, service_id: str, body: dict[str, Any]) -> None:
+        """Add or replace the policy (201), as ``hzn exchange service addpolicy`` / ``publish -p`` do."""
+        self._call("PUT", self._svc(org, service_id) + "/policy", ok=(201,), json=body)
+
+    def delete_service_policy(self, org: str, service_id: str) -> None:
+        """Remove the policy (204; a 404 is fine: it is gone either way, as ``hzn … removepolicy`` accepts)."""
+        self._call("DELETE", self._svc(org, service_id) + "/policy", ok=(200, 204), missing_ok=True)
+
+    def list_services(self, org: str, **filters: str) -> dict[str, dict[str, Any]]:
+        """``GET orgs/{org}/services`` with the Exchange's filters (``url``, ``arch``, ``version``…): "org/id" ->
+        service; {} when none matches (the Exchange answers 404 then)."""
+        path = self._svc(org)
+        response = self._call("GET", path, ok=(200,), missing_ok=True, params=filters)
+        if response is None:
+            return {}
+        body = self._json(response, "GET", path)
+        services = body.get("services") if isinstance(body, dict) else None
+        return {str(k): dict(v) for k, v in services.items() if isinstance(v, dict)} if isinstance(services,
+                                                                                                    dict) else {}
 
 
 def _server_message(response: httpx.Response) -> str:

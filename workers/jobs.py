@@ -186,3 +186,11 @@ def _say_resumed(ctx: context.WorkerContext, release_id: str, step: str, attempt
     elif step.startswith("build-"):
         build_report.write(ctx, release_id, step.removeprefix("build-"),
                            lambda report: setattr(report, "resumed", max(report.resumed, attempt)))
+
+
+def verify_version(verify_id: str, service: str, version: str, org: str, team_id: str, channel_id: str) -> None:
+    """`/edge verify` (issue 15): read the version back from the Exchange and post the report in the channel. It
+    changes nothing, so it claims no step and holds no lease; the job id makes a repeated command one job."""
+    from workers import verify_job
+
+    verify_job.run(context.current(), verify_id, service, version, org, team_id, channel_id)

@@ -38,7 +38,7 @@ from edgebot.release import (
     Release,
 )
 from edgebot.secrets import Secret
-from workers import build_report, dockauths, failures, gate, trust
+from workers import build_report, dependencies, dockauths, failures, gate, service_policy, trust, verify
 from workers.context import WorkerContext
 from workers.definition import ServiceDefinition, read_definition
 from workers.exchange import publish_service, service_id
@@ -120,6 +120,10 @@ def prepare(ctx: WorkerContext, release_id: str) -> None:
                 definition_text, hzn_json, org=release.org, version=release.version, arch=arch, image_base=base,
                 max_bytes=cap,
             )
+        policies = service_policy.for_release(ctx, release, sha, definitions)  # refused before any build
+    with failures.translated("source", release, registry, ctx=ctx), ctx.exchange(release.org) as deps_client:
+        dependencies.check(deps_client, definitions, org=release.org, service=release.service,
+                           version=release.version)  # every requiredServices entry in the Exchange first
     with failures.translated("source", release, registry, ctx=ctx):
         published = _published_digests(ctx, release, definitions)
     missing = [a for a in release.arches if live_build_workers(ctx, a) == 0]
@@ -136,6 +140,7 @@ def prepare(ctx: WorkerContext, release_id: str) -> None:
             if not result.definition:
                 result.definition = definition.raw
                 result.built_containers = dict(definition.built)
+                result.service_policy = policies.get(arch, {})  # sealed with the definition
             result.published_digest = result.published_digest or published.get(arch, "")
             result.image_tag = result.image_tag or (
                 f"{image_repository(registry.host, registry.namespace, service.image_base, arch)}:{r.version}"
@@ -358,6 +363,8 @@ def publish(ctx: WorkerContext, release_id: str, round_: int = 1) -> None:
     actions: dict[str, tuple[str, str]] = {}
     adopted: dict[str, str] = {}
     node_creds: tuple[str, Secret] | None = None
+    policy_actions: dict[str, str] = {}  # arch -> what was done with its service policy
+    verified = ""  # the verify note of the summary
     token_notes: list[str] = []
     with failures.translated("publish", release, registry, ctx=ctx):
         client = ctx.exchange(release.org)
@@ -395,6 +402,11 @@ def publish(ctx: WorkerContext, release_id: str, round_: int = 1) -> None:
                                               dockauths=dockauths, overwrite=release.overwrite,
                                               before_write=_recorder(ctx, release_id, arch))
                     actions[arch] = (outcome.service_id, _action(res, live, outcome.action))
+                    policy_done = service_policy.publish(client, release.org, outcome.service_id,
+                                                         res.service_policy)  # after the service
+                    if policy_done:
+                        policy_actions[arch] = policy_done
+                verified = verify.after_publish(ctx, client, release)  # read back as nodes will meet it
         finally:
             client.close()
 
@@ -405,7 +417,11 @@ def publish(ctx: WorkerContext, release_id: str, round_: int = 1) -> None:
         for arch, (sid, action) in actions.items():
             r.result(arch).service_id = sid
             r.result(arch).publish_action = {"unchanged": "already published"}.get(action, action)
+            if arch in policy_actions:
+                r.result(arch).publish_action += f", {policy_actions[arch]}"
         r.notes.extend(n for n in token_notes if n not in r.notes)
+        if verified and verified not in r.notes:
+            r.notes.append(verified)
         if registry.node_credentials() is None:
             r.notes.append(f"Registry `{registry.alias}` has no pull credential: no dockauth was stored, so nodes "
                            "pull anonymously. Set pull_username/pull_password if the registry is private.")
