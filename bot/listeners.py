@@ -27,7 +27,7 @@ from bot.approve import KINDS, ApprovalDesk, ClickOutcome, kind_of_action, kind_
 from bot.cancel import cancel_release
 from bot.intake import ChannelCheck, MissingScope, NotAllowed, NotInChannel, Requester, accept_deploy, accept_publish
 from bot.rollback import RollbackRefused, request_rollback
-from edgebot import approval_messages, approvals, dockauth_records, logs, messages
+from edgebot import approval_messages, approvals, dockauth_records, fleet_messages, logs, messages
 from edgebot.approvals import Kind, Refusal
 from edgebot.config import Config
 from edgebot.errors import UsageError
@@ -133,7 +133,7 @@ def _answer(parsed: grammar.Command, command: dict[str, Any], ctx: BotContext) -
         case grammar.RollbackCommand():
             outcome = request_rollback(parsed.service, user_id, config=ctx.config, store=ctx.store, access=ctx.access)
             if not outcome.needs_approval:
-                return Answer(messages.rollback_ack(outcome.release, outcome.queued))
+                return Answer(fleet_messages.rollback_ack(outcome.release, outcome.queued))
             release_id = outcome.release.release_id
             return Answer(approval_messages.rollback_requested(outcome.release),
                           then=lambda: ctx.reporter.rollback_card(release_id))  # posted once, repainted if asked again
@@ -172,7 +172,7 @@ def _deploy(parsed: grammar.DeployCommand, command: dict[str, Any], ctx: BotCont
     logs.set_release(accepted.duplicate_of or accepted.release.release_id)
     if accepted.duplicate_of:
         return messages.duplicate_ack(accepted.duplicate_of)
-    return messages.deploy_queued_ack(accepted.release)
+    return fleet_messages.deploy_queued_ack(accepted.release)
 
 
 def _read_only(parsed: grammar.StatusCommand | grammar.HistoryCommand, command: dict[str, Any],
@@ -212,7 +212,7 @@ def _service_status(name: str, ctx: BotContext) -> messages.Message:
                                     f"service of edgebot's catalog. Known services: {known}.", messages.STATUS_USAGE)
     settings = ctx.config.settings
     records = dockauth_records.read(ctx.store.redis, settings, service.org, name)
-    return messages.dockauth_status(name, service.org, records, now=time.time(),
+    return fleet_messages.dockauth_status(name, service.org, records, now=time.time(),
                                     window=settings.dockauth_expiry_warning)
 
 

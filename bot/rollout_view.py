@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 
-from edgebot import messages
+from edgebot import fleet_messages, messages
 from edgebot.config import Config
 from edgebot.fleet_summary import Target, summarize
 from edgebot.release import Release
@@ -34,7 +34,7 @@ def answer(service_name: str, version: str | None, config: Config, store: Releas
     release: Release | None = next((r for r in releases if version in (None, r.version)), None) or \
         (releases[0] if releases else None)
     if release is None:
-        return messages.rollout_state_message(service_name, None, version or "", [], live=False)
+        return fleet_messages.rollout_state_message(service_name, None, version or "", [], live=False)
     wanted = version or release.version
     raw = store.redis.get(f"{config.settings.key_prefix}:rollout:node-details:{release.org}")
     nodes = json.loads(raw) if raw else None
@@ -51,4 +51,4 @@ def answer(service_name: str, version: str | None, config: Config, store: Releas
         else:
             counts = stage.counts if wanted == release.version else {}
         stages.append((stage.name, stage.status, counts))
-    return messages.rollout_state_message(service_name, release, wanted, stages, live=nodes is not None)
+    return fleet_messages.rollout_state_message(service_name, release, wanted, stages, live=nodes is not None)

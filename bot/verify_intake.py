@@ -14,7 +14,7 @@ from rq.exceptions import DuplicateJobError
 
 from bot.grammar import VerifyCommand
 from bot.intake import ChannelCheck
-from edgebot import messages
+from edgebot import fleet_messages, messages
 from edgebot.config import Config
 from edgebot.errors import UsageError
 from edgebot.jobs import Step, enqueue_step
@@ -46,4 +46,4 @@ def accept_verify(parsed: VerifyCommand, command: dict[str, Any], config: Config
     with contextlib.suppress(DuplicateJobError):  # the same command this minute: that job posts the report
         enqueue_step(store.redis, config.settings, Step.VERIFY, verify_id, service.name, parsed.version, org,
                      team_id, channel_id, unique=True)
-    return messages.verify_queued(service.name, parsed.version, org)
+    return fleet_messages.verify_queued(service.name, parsed.version, org)

@@ -16,11 +16,11 @@ from edgebot.messages import (
     STATE_ICON,
     STATE_LABEL,
     Message,
-    _limit_blocks,
     clip,
     context,
     escape,
     escape_keeping_mentions,
+    limit_blocks,
     section,
     short,
     title,
@@ -122,7 +122,7 @@ def approval_card(release: Release) -> Message:
     else:
         blocks.append(context(tally))
     text = clip(f"{head}\n" + "\n".join(lines), 3900).replace("*", "")
-    return Message(text=text, blocks=_limit_blocks(blocks))
+    return Message(text=text, blocks=limit_blocks(blocks))
 
 
 def _deploy_lines(release: Release) -> list[str]:
@@ -272,7 +272,7 @@ def rollback_card(release: Release) -> Message:
     else:
         blocks.append(context(f"approvals {_tally(release, request)}"))
     text = clip(f"{head}\n" + "\n".join(lines), 3900).replace("*", "")
-    return Message(text=text, blocks=_limit_blocks(blocks))
+    return Message(text=text, blocks=limit_blocks(blocks))
 
 
 def rollback_requested(release: Release) -> Message:

@@ -24,7 +24,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
-from edgebot import approval_messages, messages, metrics
+from edgebot import approval_messages, fleet_messages, messages, metrics
 from edgebot.ratelimit import SlackRateLimiter
 from edgebot.release import Release
 from edgebot.settings import Settings
@@ -168,7 +168,7 @@ class ThreadReporter:
         if index >= len(release.rollout):
             return
         self._progress(release_id, f"rollout:{release.rollout[index].name}",
-                       lambda current: messages.rollout_stage_message(current, index))
+                       lambda current: fleet_messages.rollout_stage_message(current, index))
 
     def _progress(self, release_id: str, key: str, render: Callable[[Release], messages.Message]) -> None:
         """The progress message ``key`` of the thread: posted once (its ts kept in the record), then edited."""

@@ -30,7 +30,7 @@ from bot.grammar import PublishCommand, StatusCommand, parse
 from bot.intake import ChannelCheck, Requester, accept_publish
 from bot.listeners import CONTEXT_KEY, BotContext
 from bot.wsgi import guard
-from edgebot import approval_messages, messages
+from edgebot import approval_messages, fleet_messages, messages
 from edgebot.config import Config, access_problem, parse_config
 from edgebot.errors import ConfigError
 from edgebot.ids import RELEASE_ID_RE, new_release_id
@@ -250,7 +250,7 @@ def test_node_errors_are_escaped() -> None:
     release = _rolled_out(failed=True)
     release.rollout[0].problems = [f"node-1: {HOSTILE}"]
     release.rollout[0].note = HOSTILE
-    _assert_dead(messages.rollout_stage_message(release, 0))
+    _assert_dead(fleet_messages.rollout_stage_message(release, 0))
 
 
 def test_escaping_follows_slacks_rules() -> None:

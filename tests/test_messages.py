@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edgebot import approval_messages, messages
+from edgebot import approval_messages, fleet_messages, messages
 from edgebot.dockauth_records import DockauthRecord
 from edgebot.release import (
     DONE,
@@ -159,18 +159,19 @@ def _dockauths() -> list[DockauthRecord]:
 
 
 CASES = {
-    "dockauth_expiry_warning": lambda: messages.dockauth_expiry_warning("hello", "acme", _dockauths()[:1], now=T0),
-    "dockauth_status": lambda: messages.dockauth_status("hello", "acme", _dockauths(), now=T0, window=14 * 86400),
-    "dockauth_status_none": lambda: messages.dockauth_status("hello", "acme", [], now=T0, window=14 * 86400),
+    "dockauth_expiry_warning": lambda: fleet_messages.dockauth_expiry_warning("hello", "acme", _dockauths()[:1],
+                                                                              now=T0),
+    "dockauth_status": lambda: fleet_messages.dockauth_status("hello", "acme", _dockauths(), now=T0, window=14 * 86400),
+    "dockauth_status_none": lambda: fleet_messages.dockauth_status("hello", "acme", [], now=T0, window=14 * 86400),
     "summary_half_publish_undone": lambda: messages.summary_message(_half_published()),
     "summary_half_publish_unknown": lambda: messages.summary_message(_half_published(unknown=True)),
-    "rollout_stage_healthy": lambda: messages.rollout_stage_message(_rolled_out(), 1),
-    "rollout_stage_rolled_back": lambda: messages.rollout_stage_message(_rolled_out(failed=True), 0),
-    "rollout_stage_pending": lambda: messages.rollout_stage_message(_rolled_out(failed=True), 1),
+    "rollout_stage_healthy": lambda: fleet_messages.rollout_stage_message(_rolled_out(), 1),
+    "rollout_stage_rolled_back": lambda: fleet_messages.rollout_stage_message(_rolled_out(failed=True), 0),
+    "rollout_stage_pending": lambda: fleet_messages.rollout_stage_message(_rolled_out(failed=True), 1),
     "summary_rolled_out": lambda: messages.summary_message(_rolled_out()),
-    "rollout_state": lambda: messages.rollout_state_message(
+    "rollout_state": lambda: fleet_messages.rollout_state_message(
         "hello", _rolled_out(), "1.2.3", [(s.name, s.status, s.counts) for s in _rolled_out().rollout], live=False),
-    "rollout_state_none": lambda: messages.rollout_state_message("hello", None, "", [], live=False),
+    "rollout_state_none": lambda: fleet_messages.rollout_state_message("hello", None, "", [], live=False),
     "summary_rolled_back": lambda: messages.summary_message(_rolled_out(failed=True)),
     "help": lambda: messages.help_message(),
     "help_publish": lambda: messages.help_message("publish"),
@@ -208,21 +209,21 @@ CASES = {
     "summary_failed_hostile": lambda: messages.summary_message(_hostile_build()),
     "stage_build_failed_hostile": lambda: messages.stage_message(_hostile_build(), "build"),
     "approval_card_rejected_hostile": lambda: approval_messages.approval_card(_hostile_rejection()),
-    "rollout_stage_hostile": lambda: messages.rollout_stage_message(_hostile_rollout(), 0),
+    "rollout_stage_hostile": lambda: fleet_messages.rollout_stage_message(_hostile_rollout(), 0),
     # deploys of a version already in the Exchange (no build) and a refused rollback
-    "deploy_checked": lambda: messages.deploy_checked(_deployed(), {"amd64": "edgebot.public.pem"}),
-    "deploy_queued": lambda: messages.deploy_queued_ack(_deployed(state="queued", rollout_only=["hello-canary"])),
+    "deploy_checked": lambda: fleet_messages.deploy_checked(_deployed(), {"amd64": "edgebot.public.pem"}),
+    "deploy_queued": lambda: fleet_messages.deploy_queued_ack(_deployed(state="queued", rollout_only=["hello-canary"])),
     "summary_deployed": lambda: messages.summary_message(_deployed()),
     "root_rollback_to": lambda: messages.root_message(_deployed(kind="rollback", state="rolling_out", ended_at=None)),
     # verify (issue 15): a report with a problem per arch, everything verified, the summary's notes, the refusals
-    "verify_report_problems": lambda: messages.verify_report("hello", "1.2.3", "acme", _verify_data(bad=True)),
-    "verify_report_ok": lambda: messages.verify_report("hello", "1.2.3", "acme", _verify_data(bad=False)),
-    "verify_queued": lambda: messages.verify_queued("hello", "1.2.3", "acme"),
-    "verify_failed": lambda: messages.verify_failed("hello", "9.9.9", "acme", "hello 9.9.9 is not a version of its "
-                                                    "source (unknown ref v9.9.9)"),
+    "verify_report_problems": lambda: fleet_messages.verify_report("hello", "1.2.3", "acme", _verify_data(bad=True)),
+    "verify_report_ok": lambda: fleet_messages.verify_report("hello", "1.2.3", "acme", _verify_data(bad=False)),
+    "verify_queued": lambda: fleet_messages.verify_queued("hello", "1.2.3", "acme"),
+    "verify_failed": lambda: fleet_messages.verify_failed("hello", "9.9.9", "acme", "hello 9.9.9 is not a version of "
+                                                          "its source (unknown ref v9.9.9)"),
     "summary_verified": lambda: messages.summary_message(_release(notes=[
-        messages.verify_note(_verify_data(bad=False)), messages.verify_note(_verify_data(bad=True))])),
-    "rollback_refused_alert": lambda: messages.rollback_refused_alert(
+        fleet_messages.verify_note(_verify_data(bad=False)), fleet_messages.verify_note(_verify_data(bad=True))])),
+    "rollback_refused_alert": lambda: fleet_messages.rollback_refused_alert(
         ":rotating_light: Security check failed: a decision attributed to U0GHOST (approved, round 1) does not "
         "carry the bot's seal. Nothing was moved; investigate."),
 }

@@ -396,7 +396,7 @@ def test_a_node_constraint_the_agbot_cannot_read_halts_naming_node_and_expressio
 
 
 def test_node_side_messages() -> None:
-    from edgebot.messages import rollout_constraints_unreadable, rollout_node_constraints_refuse
+    from edgebot.fleet_messages import rollout_constraints_unreadable, rollout_node_constraints_refuse
 
     line = rollout_node_constraints_refuse("hello-canary", ["tier == test"], ["n2", "n1"])
     assert line == ("2 node(s) left out of the stage: the node's constraints refuse the policy `hello-canary` "

@@ -138,7 +138,7 @@ def add_verify_command(subparsers: Subparsers) -> None:
 
 def verify(args: argparse.Namespace) -> int:
     """Print the same report `/edge verify` posts; 0 when everything verifies, 1 otherwise."""
-    from edgebot import messages
+    from edgebot import fleet_messages
     from edgebot.config import load_config
     from edgebot.errors import EdgebotError, StepFailed
     from workers.context import WorkerContext
@@ -160,5 +160,5 @@ def verify(args: argparse.Namespace) -> int:
     except (StepFailed, ExchangeError) as exc:
         print(f"FAIL {exc}")
         return CHECK_FAILED
-    print(messages.verify_report(service.name, args.version, org, report.as_data()).text)
+    print(fleet_messages.verify_report(service.name, args.version, org, report.as_data()).text)
     return CHECKS_PASSED if report.ok else CHECK_FAILED

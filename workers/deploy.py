@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgebot import approvals, messages
+from edgebot import approvals, fleet_messages
 from edgebot.config import RegistryConfig
 from edgebot.errors import StepFailed
 from edgebot.ids import docker_image_base
@@ -206,7 +206,7 @@ def check(ctx: WorkerContext, release_id: str) -> None:
             enqueue_step(ctx.redis, ctx.config.settings, Step.DEPLOY, release_id, pipe=pipe)
 
     ctx.store.update(release_id, record, fence=ctx.lease, active=True, then=then)
-    ctx.reporter.note(release_id, messages.deploy_checked(ctx.store.require(release_id),
+    ctx.reporter.note(release_id, fleet_messages.deploy_checked(ctx.store.require(release_id),
                                                           {a: f.key for a, f in found.items()}))
     ctx.reporter.refresh_root(release_id)
     if policy.needed:

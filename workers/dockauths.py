@@ -24,7 +24,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from edgebot import dockauth_records, messages
+from edgebot import dockauth_records, fleet_messages
 from edgebot.config import ServiceConfig
 from edgebot.dockauth_records import DockauthRecord
 from edgebot.errors import UsageError
@@ -183,7 +183,7 @@ def _check_service(ctx: WorkerContext, service: ServiceConfig, org: str, now: fl
             log.warning("dockauths of %s expire soon but it has no channel to warn in (catalog `channel`)",
                         service.name)
             return due
-        msg = messages.dockauth_expiry_warning(service.name, org, due, now=now)
+        msg = fleet_messages.dockauth_expiry_warning(service.name, org, due, now=now)
         try:
             ctx.reporter.client.chat_postMessage(channel=channel, **msg.as_kwargs())
         except Exception as exc:
@@ -236,19 +236,19 @@ def refresh(ctx: WorkerContext, service_name: str, org: str | None = None, now: 
             where = f"{org}/{record.service_id} dockauth {record.dockauth_id} ({record.registry})"
             cred = credentials.get(record.registry)
             if cred is None or record.dockauth_id is None:
-                lines.append(messages.dockauth_refresh_line("skipped", where))
+                lines.append(fleet_messages.dockauth_refresh_line("skipped", where))
                 updated.append(record)
                 continue
             alias, username, token = cred
             stored = current.get((record.dockauth_id, record.registry), {})
             expiry = jwt_expiry(token)
             if stored.get("token") == token and stored.get("username") == username:
-                lines.append(messages.dockauth_refresh_line("unchanged", where, alias=alias, expires_at=expiry,
+                lines.append(fleet_messages.dockauth_refresh_line("unchanged", where, alias=alias, expires_at=expiry,
                                                             now=now))
                 updated.append(record)
                 continue
             client.update_dockauth(org, record.service_id, record.dockauth_id, record.registry, username, token)
-            lines.append(messages.dockauth_refresh_line("replaced", where, alias=alias, username=username,
+            lines.append(fleet_messages.dockauth_refresh_line("replaced", where, alias=alias, username=username,
                                                         expires_at=expiry, was=record.expires_at, now=now))
             updated.append(replace(record, username=username, expires_at=expiry, checked_at=now))
     finally:

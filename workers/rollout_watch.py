@@ -27,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from edgebot import fleet_summary, messages
+from edgebot import fleet_messages, fleet_summary
 from edgebot.config import RolloutStageConfig, ServiceConfig
 from edgebot.constraints import ConstraintError
 from edgebot.errors import ReleaseEnded, StepFailed
@@ -291,7 +291,7 @@ def _node_side_problem(client: Any, release: Release, url: str, members: list[fl
                                           version=release.version):
             pass
     except (fleet_summary.NodeConstraintError, ConstraintError) as exc:
-        return messages.rollout_refused_constraints_unreadable(str(exc))
+        return fleet_messages.rollout_refused_constraints_unreadable(str(exc))
     return ""
 
 
@@ -347,13 +347,13 @@ def poll(ctx: WorkerContext, release_id: str, index: int, count: int) -> None:
     except (fleet_summary.NodeConstraintError, ConstraintError) as exc:
         # which nodes the stage reaches is unknown: halt (the same path as a policy's unreadable constraints at
         # start), never guess
-        raise StepFailed(messages.rollout_constraints_unreadable(release.rollout[index].name, str(exc))) from None
+        raise StepFailed(fleet_messages.rollout_constraints_unreadable(release.rollout[index].name, str(exc))) from None
     share = stage_config.healthy_share if stage_config.healthy_share is not None else st.rollout_healthy_share
     timeout = stage_config.timeout if stage_config.timeout is not None else st.rollout_stage_timeout
     outcome = fleet_summary.verdict(counts, healthy_share=share, failure_threshold=st.rollout_failure_threshold,
                                     elapsed=elapsed, timeout=timeout)
     no_node = fleet_summary.no_node_reason(targets, release.org, len(nodes)) if counts.total == 0 else ""
-    refused = [messages.rollout_node_constraints_refuse(policy, list(own), names)
+    refused = [fleet_messages.rollout_node_constraints_refuse(policy, list(own), names)
                for (policy, own), names in sorted(counts.refused.items())]
 
     def record(r: Release) -> bool:
@@ -393,7 +393,7 @@ def poll(ctx: WorkerContext, release_id: str, index: int, count: int) -> None:
 
 
 REFUSED_MARK = "the node's constraints refuse the policy"
-"""Part of :func:`edgebot.messages.rollout_node_constraints_refuse`: a stage's note names such nodes once."""
+"""Part of :func:`edgebot.fleet_messages.rollout_node_constraints_refuse`: a stage's note names such nodes once."""
 
 
 # -- diagnosis of nodes that stay on the old version ----------------------------------------------------------------
@@ -593,7 +593,7 @@ def rollback(ctx: WorkerContext, release_id: str, user_id: str) -> None:
             r.event("rollback_refused", by=user_id, problem=problem)
 
         ctx.store.update(release_id, alert)
-        ctx.reporter.note(release_id, messages.rollback_refused_alert(alert_text))
+        ctx.reporter.note(release_id, fleet_messages.rollback_refused_alert(alert_text))
         return
 
     def stop(r: Release) -> None:  # first, so a poll running now cannot move the fleet on

@@ -15,7 +15,7 @@ Per arch, from the Exchange and the registries (never from edgebot's own record)
 
 ``/edge deploy`` uses :func:`key_that_verifies` before it moves anything; publish runs :func:`verify_version` after
 its writes (the result is a note of the summary); ``/edge verify`` and ``edgebot verify`` print :func:`verify_version`
-through ``edgebot.messages.verify_report``.
+through ``edgebot.fleet_messages.verify_report``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from edgebot import fleet_messages
 from edgebot.config import RegistryConfig
 from edgebot.release import Release
 from workers import dependencies
@@ -82,7 +83,7 @@ class Report:
         return bool(self.arches) and all(a.ok for a in self.arches.values())
 
     def as_data(self) -> dict[str, dict[str, Any]]:
-        """arch -> {"service_id", "checks": [...]}: what ``edgebot.messages.verify_report`` renders."""
+        """arch -> {"service_id", "checks": [...]}: what ``edgebot.fleet_messages.verify_report`` renders."""
         return {arch: {"service_id": a.service_id, "checks": [c.as_dict() for c in a.checks]}
                 for arch, a in sorted(self.arches.items())}
 
@@ -216,7 +217,6 @@ def verify_version(ctx: WorkerContext, client: ExchangeClient, org: str, url: st
 def after_publish(ctx: WorkerContext, client: ExchangeClient, release: Release) -> str:
     """publish: the same check right after the writes, as a note for the summary ("" for a dry run). A check that
     cannot run (a registry down) says so; it never fails a publish that already happened."""
-    from edgebot import messages
 
     if release.dry_run or not release.arches:
         return ""
@@ -228,5 +228,5 @@ def after_publish(ctx: WorkerContext, client: ExchangeClient, release: Release) 
         log.warning("release %s: verify after publish failed: %s", release.release_id, type(exc).__name__)
         return f":warning: The check after publish could not run ({type(exc).__name__}): run `/edge verify " \
                f"{release.service} {release.version}` later."
-    return messages.verify_note(report.as_data())
+    return fleet_messages.verify_note(report.as_data())
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from edgebot import fleet_messages
 from edgebot.release import Release
 from workers.context import WorkerContext
 from workers.verify import Report, verify_version
@@ -41,18 +42,17 @@ def for_catalog(ctx: WorkerContext, service_name: str, version: str, org: str) -
 def run(ctx: WorkerContext, verify_id: str, service: str, version: str, org: str, team_id: str,
         channel_id: str) -> None:
     """The `/edge verify` job: the report (or why there is none) as a message of its own in the channel."""
-    from edgebot import messages
     from edgebot.errors import StepFailed
     from workers.exchange import ExchangeError
 
     if service not in ctx.config.services:  # the catalog changed since the bot checked: nothing to read
-        msg = messages.verify_failed(service, version, org, "the service is no longer in edgebot's catalog")
+        msg = fleet_messages.verify_failed(service, version, org, "the service is no longer in edgebot's catalog")
     else:
         try:
             report = for_catalog(ctx, service, version, org)
-            msg = messages.verify_report(service, version, org, report.as_data())
+            msg = fleet_messages.verify_report(service, version, org, report.as_data())
         except (StepFailed, ExchangeError) as exc:
-            msg = messages.verify_failed(service, version, org, str(exc))
+            msg = fleet_messages.verify_failed(service, version, org, str(exc))
     reporter = ctx.reporter
     if reporter.limiter is not None:
         reporter.limiter.acquire(team_id, "chat.postMessage")
