@@ -29,6 +29,7 @@ from edgebot.release import Release, RolloutStatus
 
 # -- rollout, deploy, rollback --------------------------------------------------------------------------------------
 
+
 def rollout_stage_message(release: Release, index: int) -> Message:
     """One rollout stage's progress message, edited in place at every poll."""
     stage = release.rollout[index]
@@ -55,6 +56,7 @@ def rollout_stage_message(release: Release, index: int) -> Message:
     plain = text.replace("*", "") + ("\n" + "\n".join(problems) if problems else "")
     return Message(text=clip(plain, 3900), blocks=limit_blocks(blocks))
 
+
 def rollout_state_message(service: str, release: Release | None, version: str,
                           stages: list[tuple[str, str, dict[str, int]]], *, live: bool) -> Message:
     """`/edge rollout SERVICE [VERSION]`: per stage of the service's last rollout, how many nodes run ``version``.
@@ -78,6 +80,7 @@ def rollout_state_message(service: str, release: Release | None, version: str,
     return Message(text=clip(text.replace("*", "") + "\n" + source, 3900),
                    blocks=limit_blocks([section(clip(text)), context(source)]))
 
+
 def rollback_ack(release: Release, queued: bool) -> Message:
     moved = sorted({f"{t['kind']} `{t['name']}`" for s in release.rollout for t in s.targets})
     if not queued:
@@ -86,6 +89,7 @@ def rollback_ack(release: Release, queued: bool) -> Message:
         text = (f"Rolling back *{title(release)}* (release `{release.release_id}`): {', '.join(moved)} will pin the "
                 "versions they pinned before it. The release's thread shows the result.")
     return Message(text=text.replace("*", ""), blocks=[section(text)])
+
 
 def deploy_checked(release: Release, keys: dict[str, str]) -> Message:
     """The thread of a deploy, once every covered arch's service was read from the Exchange and verified."""
@@ -100,6 +104,7 @@ def deploy_checked(release: Release, keys: dict[str, str]) -> Message:
     text = "\n".join(lines)
     return Message(text=text.replace("*", ""), blocks=[section(text)])
 
+
 def deploy_queued_ack(release: Release) -> Message:
     moves = ", ".join(f"`{p}`" for p in release.rollout_only) or "the rollout stages of the catalog"
     text = (f"Queued release `{release.release_id}` ({title(release)}): edgebot checks that every arch the rollout "
@@ -107,10 +112,12 @@ def deploy_queued_ack(release: Release) -> Message:
             f"{release.version}. Follow it in the thread below.")
     return Message(text=text)
 
+
 def rollback_refused_alert(problem_text: str) -> Message:
     """The rollback job found a request it cannot verify (a forged quorum, say): the fleet stays where it is."""
     text = escape_keeping_mentions(problem_text)
     return Message(text=text.replace("*", ""), blocks=[section(text)])
+
 
 def rollout_constraints_unreadable(stage: str, detail: str) -> str:
     """A stage halts: a node's (or a policy's) constraints cannot be read, so which nodes it reaches is unknown."""
@@ -118,12 +125,14 @@ def rollout_constraints_unreadable(stage: str, detail: str) -> str:
             "not guess: fix the constraints (`hzn policy update` on the node for a node policy, `hzn exchange "
             "deployment updatepolicy` for a deployment policy), then publish again")
 
+
 def rollout_node_constraints_refuse(policy: str, constraints: list[str], names: list[str]) -> str:
     """Diagnosis line: nodes whose own constraints refuse a policy whose constraints they meet."""
     shown = ", ".join(sorted(names)[:10]) + (", …" if len(names) > 10 else "")
     return (f"{len(names)} node(s) left out of the stage: the node's constraints refuse the policy `{policy}` "
             f"({' AND '.join(constraints) or 'none'} does not hold on the policy's and service policy's properties); "
             f"the agreement bot makes no agreement there and their agents report nothing ({shown})")
+
 
 def rollout_refused_constraints_unreadable(detail: str) -> str:
     """A rollout refused before anything moved: a node's (or a service policy's) constraints cannot be read."""
@@ -134,6 +143,7 @@ def rollout_refused_constraints_unreadable(detail: str) -> str:
 
 # -- registry tokens stored for nodes (dockauths) -------------------------------------------------------------------
 
+
 def expiry_text(expires_at: float | None, now: float | None = None) -> str:
     """``expires 2026-12-20 10:00 UTC (in 12 days)`` / ``expired …`` / ``no expiry``: plain text (CLI and Slack)."""
     if expires_at is None:
@@ -142,22 +152,27 @@ def expiry_text(expires_at: float | None, now: float | None = None) -> str:
     if now is None:
         return f"expires {when}"
     left = expires_at - now
-    return f"expired {when}" if left <= 0 else f"expires {when} (in {_days(left)})"
+    return f"expired {when}" if left <= 0 else f"expires {when} (in {remaining(left)})"
 
-def _days(seconds: float) -> str:
+
+def remaining(seconds: float) -> str:
+    """A time left, in the largest unit that keeps two of it: ``12 days``, ``5 hours``, ``40 minutes``."""
     if seconds >= 2 * 86400:
         return f"{seconds / 86400:.0f} days"
     if seconds >= 2 * 3600:
         return f"{seconds / 3600:.0f} hours"
     return f"{max(1, round(seconds / 60))} minutes"
 
+
 def dockauth_fix(service: str, org: str) -> str:
     return (f"put a new pull token where the registry's `pull_password` points (OpenShift: `oc create token …`), "
             f"then run `edgebot dockauth refresh {service} --org {org}` on a publish worker host")
 
+
 def _dockauth_lines(records: list[Any], now: float) -> list[str]:
     return [f"• `{escape(r.service)}` {escape(r.version)} ({escape(r.arch)}) · registry `{escape(r.registry)}` "
             f"(user {escape(r.username)}) · {expiry_text(r.expires_at, now)}" for r in records]
+
 
 def dockauth_expiry_warning(service: str, org: str, records: list[Any], *, now: float) -> Message:
     """The daily check's warning in the service's channel: nodes of these deployed versions stop pulling then."""
@@ -167,6 +182,7 @@ def dockauth_expiry_warning(service: str, org: str, records: list[Any], *, now: 
     fix = f"Fix: {dockauth_fix(escape(service), escape(org))}."
     blocks = [section(head), section("\n".join(lines)), context(fix)]
     return Message(text=clip("\n".join([head.replace("*", ""), *lines, fix]), 3900), blocks=limit_blocks(blocks))
+
 
 def dockauth_status(service: str, org: str, records: list[Any], *, now: float, window: float) -> Message:
     """``/edge status SERVICE``: the recorded dockauth expiries of the service (the bot holds no Exchange
@@ -181,11 +197,12 @@ def dockauth_status(service: str, org: str, records: list[Any], *, now: float, w
     blocks = [section(head), section("\n".join(lines))]
     text_lines = [head.replace("*", ""), *lines]
     if soon:
-        warn = (f":warning: {len(soon)} of them expire within {_days(window)}: nodes will no longer pull those "
+        warn = (f":warning: {len(soon)} of them expire within {remaining(window)}: nodes will no longer pull those "
                 f"versions. Fix: {dockauth_fix(escape(service), escape(org))}.")
         blocks.append(section(warn))
         text_lines.append(warn)
     return Message(text=clip("\n".join(text_lines), 3900), blocks=limit_blocks(blocks))
+
 
 def dockauth_refresh_line(outcome: str, where: str, *, alias: str = "", username: str = "",
                           expires_at: float | None = None, was: float | None = None, now: float | None = None) -> str:
@@ -200,6 +217,7 @@ def dockauth_refresh_line(outcome: str, where: str, *, alias: str = "", username
 
 # -- verify: what is in the Exchange, per arch ----------------------------------------------------------------------
 
+
 _VERIFY_OK = {
     "service": "service `{subject}` is in the Exchange",
     "signature": "signature verifies with stored key `{subject}`",
@@ -208,6 +226,7 @@ _VERIFY_OK = {
     "policy": "service policy is present",
     "dependency": "dependency {subject} is published",
 }
+
 
 _VERIFY_BAD = {
     "service": "service `{subject}` {detail}",
@@ -218,6 +237,7 @@ _VERIFY_BAD = {
     "dependency": "dependency {subject}: {detail}",
 }
 
+
 def verify_line(arch: str, check: dict[str, Any]) -> str:
     """One finding of ``workers.verify`` (a ``Check.as_dict()``) as a line of the report."""
     kind, ok = str(check.get("kind")), bool(check.get("ok"))
@@ -227,6 +247,7 @@ def verify_line(arch: str, check: dict[str, Any]) -> str:
     if ok and kind == "dockauth" and check.get("detail") == "anonymous":
         line = f"`{escape(str(check.get('subject')))}` is pulled anonymously (edgebot has no pull credential for it)"
     return f"{':white_check_mark:' if ok else ':x:'} {line}"
+
 
 def verify_report(service: str, version: str, org: str, arches: dict[str, dict[str, Any]]) -> Message:
     """`/edge verify` and `edgebot verify`: per arch, every finding; a verdict first."""
@@ -246,6 +267,7 @@ def verify_report(service: str, version: str, org: str, arches: dict[str, dict[s
     text = "\n".join(lines)
     return Message(text=clip(text.replace("*", "")), blocks=limit_blocks(blocks))
 
+
 def verify_note(arches: dict[str, dict[str, Any]]) -> str:
     """The summary's note after a publish: everything verified, or the problems per arch."""
     problems = [f"`{arch}`: " + verify_line(arch, c).removeprefix(":x: ")
@@ -255,10 +277,12 @@ def verify_note(arches: dict[str, dict[str, Any]]) -> str:
                 + ": signatures, pinned images in their registries, dockauths, service policy, dependencies.")
     return ":warning: Verification after publish found problems: " + "; ".join(problems)
 
+
 def verify_queued(service: str, version: str, org: str) -> Message:
     text = (f":mag: Verifying *{escape(service)} {escape(version)}* in org `{escape(org)}`: a worker reads it back "
             "from the Exchange and the registries and posts the report in this channel.")
     return Message(text=text.replace("*", ""), blocks=[section(text)])
+
 
 def verify_failed(service: str, version: str, org: str, problem: str) -> Message:
     """`/edge verify` could not check the version (not in the source, the Exchange unreachable)."""

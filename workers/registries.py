@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import hashes
 
 from edgebot.config import RegistryConfig
 from edgebot.errors import StepFailed
+from edgebot.fleet_messages import remaining
 from edgebot.secrets import Secret, SecretRef
 
 if TYPE_CHECKING:
@@ -153,16 +154,8 @@ def token_expiry_note(registry: RegistryConfig, username: str, token: Secret, re
     if left > window:
         return None
     when = dt.datetime.fromtimestamp(expiry, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    state = "expired" if left <= 0 else f"expires in {_duration(left)}"
+    state = "expired" if left <= 0 else f"expires in {remaining(left)}"
     who = "nodes pull with it (the dockauth)" if role == "pull" else "the build workers push with it"
     return (f":warning: the OpenShift service-account token of `{registry.alias}` ({username}, from {ref}) {state} "
             f"({when}); {who}. Create a new one (`oc create token {username} -n {registry.namespace} "
             f"--duration=8760h`) and store it where {ref} points.")
-
-
-def _duration(seconds: float) -> str:
-    if seconds >= 2 * 86400:
-        return f"{seconds / 86400:.0f} days"
-    if seconds >= 2 * 3600:
-        return f"{seconds / 3600:.0f} hours"
-    return f"{max(1, round(seconds / 60))} minutes"
