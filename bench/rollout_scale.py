@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from bench.report import write_section
+from bench.report import write_measured
 
 ROOT = Path(__file__).resolve().parent.parent
 ORG, PW = "acme", "bench-pw"
@@ -205,8 +205,6 @@ Counts of the last poll: new {c.get('new')}, old {c.get('old')}, failing {c.get(
 {c.get('offline')}, waiting {c.get('waiting')} of {c.get('total')}; {r['left_out_by_node_policy']} node(s) left out
 because their node policy refuses the policy. The number of Exchange requests does not grow with the fleet or with the
 number of rollouts: it is one per org per interval.
-
-Measured by `python -m bench.rollout_scale` on {r.get('machine', 'this machine')}, {r.get('date', '')}.
 """
 
 
@@ -218,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     results = run(nodes=500 if args.smoke else args.nodes, rounds=2 if args.smoke else 6)
     print(json.dumps(results, indent=2))
     if not args.smoke:
-        write_section(report_section(results))
+        write_measured(report_section(results), "python -m bench.rollout_scale",
+                       str(results.get("machine", "this machine")))
     return 0 if results["exchange_requests_per_round"] <= 1 else 1
 
 

@@ -280,8 +280,9 @@ alternate; medians.
 | 32 MiB layer built and pushed | {heavy['rounds']} | {heavy['direct_median_s']} s \
 | {heavy['edgebot_median_s']} s | {heavy['ratio']}× | +{heavy['overhead_s']} s ({heavy['overhead_pct']} %) |
 
-edgebot adds a roughly fixed cost per release, not a share of the build: four RQ jobs (each dequeued by a warm worker
-and run in a forked work horse, ~10–15 ms per hop), the release record read and written around every step, the
+edgebot adds a roughly fixed cost per release, not a share of the build: four RQ jobs and the build worker's reports
+(applied by a publish worker, since a build worker may not write the record: Redis ACL roles), each dequeued by a
+warm worker and run in a forked work horse (~10–15 ms per hop), the release record read and written around every step, the
 Exchange reads that make a retry safe (the "already published" check, the key and dockauth comparison), and about
 twenty Slack calls, which workers send in the background and flush as each job ends. Against
 a sub-second publish of a tiny image that fixed cost is the ratio above; the design target (under 10 %) holds only
