@@ -282,9 +282,9 @@ alternate; medians.
 
 edgebot adds a roughly fixed cost per release, not a share of the build: four RQ jobs and the build worker's reports
 (applied by a publish worker, since a build worker may not write the record: Redis ACL roles), each dequeued by a
-warm worker and run in a forked work horse (~10–15 ms per hop), the release record read and written around every step, the
-Exchange reads that make a retry safe (the "already published" check, the key and dockauth comparison), and about
-twenty Slack calls, which workers send in the background and flush as each job ends. Against
+warm worker and run in a forked work horse (~10–15 ms per hop), the release record read and written around every
+step, the Exchange reads that make a retry safe (the "already published" check, the key and dockauth
+comparison), and about twenty Slack calls, which workers send in the background and flush as each job ends. Against
 a sub-second publish of a tiny image that fixed cost is the ratio above; the design target (under 10 %) holds only
 for builds and pushes of several seconds, which is what real edge images take. Each step claims its lease and
 ledger entry and fences its writes (crash recovery), which is part of that cost. The signing key's RSA parameter
