@@ -348,7 +348,7 @@ def _registry(alias: str, table: Any) -> RegistryConfig:
         push_password=_ref(table, "push_password", where),
         pull_username=pull_user,
         pull_password=_ref(table, "pull_password", where) if pull_pw else None,
-        reuse_push_credentials_for_nodes=bool(table.get("reuse_push_credentials_for_nodes", False)),
+        reuse_push_credentials_for_nodes=_flag(table, f"{where}.reuse_push_credentials_for_nodes"),
         ca_cert=_ref({"ca_cert": ca}, "ca_cert", where) if ca is not None else None,
     )
 
@@ -468,6 +468,14 @@ def _table(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = data.get(key)
     if not isinstance(value, Mapping):
         raise ConfigError(f"[{key}] is missing from the config file")
+    return value
+
+
+def _flag(table: Mapping[str, Any], dotted: str, default: bool = False) -> bool:
+    """A boolean key: TOML ``true``/``false`` only (``"flase"`` or ``"false"`` in quotes is an error, not a value)."""
+    value = table.get(dotted.rsplit(".", 1)[-1], default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{dotted} must be true or false (without quotes), got {value!r}")
     return value
 
 

@@ -169,29 +169,57 @@ class Settings:
     def load(cls, table: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
         """Defaults, overridden by the config file's ``[settings]`` table, overridden by ``EDGEBOT_*`` env vars."""
         environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
         known = {f.name: f for f in fields(cls)}
+        values: dict[str, tuple[Any, bool]] = {}
+        problems: list[str] = []
         for name, value in (table or {}).items():
             if name not in known:
-                raise ValueError(f"unknown setting {name!r} in [settings]; known: {', '.join(sorted(known))}")
-            values[name] = value
+                problems.append(f"unknown setting {name!r} in [settings]")
+                continue
+            values[name] = (value, False)
         for name in known:
             env_value = environ.get(f"EDGEBOT_{name.upper()}")
             if env_value is not None:
-                values[name] = env_value
-        coerced = {name: _coerce(known[name], value) for name, value in values.items()}
+                values[name] = (env_value, True)
+        coerced: dict[str, Any] = {}
+        for name, (value, from_env) in values.items():
+            try:
+                coerced[name] = _coerce(known[name], value, from_env=from_env)
+            except ValueError as exc:
+                problems.append(str(exc))
+        if problems:  # every mistake at once, not the first one only
+            unknown = [p for p in problems if p.startswith("unknown setting")]
+            tail = f"; known: {', '.join(sorted(known))}" if unknown else ""
+            raise ValueError("; ".join(problems) + tail)
         return dataclasses.replace(cls(), **coerced)
 
 
-def _coerce(field: dataclasses.Field[Any], value: Any) -> Any:
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def _coerce(field: dataclasses.Field[Any], value: Any, *, from_env: bool = False) -> Any:
+    """A setting's value as its type says. Strict in the file (TOML has types: a boolean is ``true``/``false``, a
+    number is not a string): ``rollout_auto_rollback = "flase"`` is an error, not False. An ``EDGEBOT_*``
+    variable is text: booleans are 1/true/yes/on or 0/false/no/off, numbers must parse."""
     kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
-    try:
-        if kind == "int":
-            return int(value)
-        if kind == "float":
-            return float(value)
-        if kind == "bool":
-            return value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes", "on"}
-        return str(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"setting {field.name!r} must be a {kind}, got {value!r}") from None
+    where = f"EDGEBOT_{field.name.upper()}" if from_env else f"setting {field.name!r}"
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if from_env and str(value).strip().lower() in _TRUE | _FALSE:
+            return str(value).strip().lower() in _TRUE
+        hint = "1/true/yes/on or 0/false/no/off" if from_env else "true or false, without quotes"
+        raise ValueError(f"{where} must be a boolean ({hint}), got {value!r}")
+    if kind in ("int", "float"):
+        if isinstance(value, bool) or (not from_env and not isinstance(value, (int, float))):
+            raise ValueError(f"{where} must be a number (an {kind}, without quotes), got {value!r}")
+        try:
+            number = float(value) if kind == "float" else int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where} must be an {kind}, got {value!r}") from None
+        if kind == "int" and isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"{where} must be a whole number, got {value!r}")
+        return number
+    if not from_env and not isinstance(value, str):
+        raise ValueError(f"{where} must be a string, got {value!r}")
+    return str(value)

@@ -62,6 +62,8 @@ def test_valid_config_defaults() -> None:
         ("services.hello.colour", "blue", "unknown key(s) colour in [services.hello]"),
         ("registries.icr.pull_username", "reader", "set both pull_username and pull_password"),
         ("signing", None, "[signing] is missing"),
+        ("registries.icr.reuse_push_credentials_for_nodes", "flase", "must be true or false (without quotes)"),
+        ("registries.icr.reuse_push_credentials_for_nodes", "false", "must be true or false (without quotes)"),
     ],
 )
 def test_mistakes_are_named(path: str, value: Any, fragment: str) -> None:
@@ -79,6 +81,41 @@ def test_settings_from_table_then_env() -> None:
     assert config.settings.retry_backoff == 0.5
     with pytest.raises(ConfigError, match="unknown setting 'worker_tll'"):
         parse_config(_with("settings", {"worker_tll": 5}))
+
+
+@pytest.mark.parametrize(("settings", "fragment"), [
+    ({"rollout_auto_rollback": "flase"}, "setting 'rollout_auto_rollback' must be a boolean (true or false, without "
+                                         "quotes), got 'flase'"),
+    ({"rollout_auto_rollback": "false"}, "setting 'rollout_auto_rollback' must be a boolean"),
+    ({"worker_ttl": "5"}, "setting 'worker_ttl' must be a number (an int, without quotes)"),
+    ({"worker_ttl": True}, "setting 'worker_ttl' must be a number"),
+    ({"worker_ttl": 2.5}, "setting 'worker_ttl' must be a whole number"),
+    ({"log_format": 3}, "setting 'log_format' must be a string"),
+])
+def test_settings_in_the_file_are_strictly_typed(settings: dict[str, Any], fragment: str) -> None:
+    """TOML has types: ``"flase"`` used to read as False (auto-rollback silently off)."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(_with("settings", settings))
+    assert fragment in str(info.value)
+
+
+def test_every_settings_mistake_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(_with("settings", {"rollout_auto_rollback": "flase", "worker_tll": 5, "worker_ttl": "x"}))
+    text = str(info.value)
+    assert "'rollout_auto_rollback' must be a boolean" in text and "unknown setting 'worker_tll'" in text
+    assert "'worker_ttl' must be a number" in text
+
+
+@pytest.mark.parametrize(("env", "value"), [("on", True), ("0", False), ("False", False), ("YES", True)])
+def test_boolean_settings_from_the_environment(env: str, value: bool) -> None:
+    config = parse_config(_with("settings", {}), environ={"EDGEBOT_ROLLOUT_AUTO_ROLLBACK": env})
+    assert config.settings.rollout_auto_rollback is value
+
+
+def test_an_unreadable_boolean_in_the_environment_is_refused() -> None:
+    with pytest.raises(ConfigError, match="EDGEBOT_ROLLOUT_AUTO_ROLLBACK must be a boolean"):
+        parse_config(_with("settings", {}), environ={"EDGEBOT_ROLLOUT_AUTO_ROLLBACK": "flase"})
 
 
 def test_secret_values_never_print(tmp_path: Any) -> None:
