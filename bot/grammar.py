@@ -215,7 +215,11 @@ def _parse_history(words: list[str]) -> HistoryCommand:
     return HistoryCommand(positional[0], limit)
 
 
-def _parse_publish(words: list[str]) -> PublishCommand:
+def _options(words: list[str], usage: str, valued: tuple[str, ...],
+             switches: frozenset[str] = frozenset()) -> tuple[list[str], dict[str, str], set[str]]:
+    """Split ``words`` into positional words, ``--name VALUE`` / ``--name=VALUE`` options (names in ``valued``) and
+    ``--switch``es; an unknown option, one given twice, a missing value or a value given to a switch is a usage error
+    naming it."""
     positional: list[str] = []
     values: dict[str, str] = {}
     flags: set[str] = set()
@@ -228,28 +232,43 @@ def _parse_publish(words: list[str]) -> PublishCommand:
             continue
         name, eq, value = word[2:].partition("=")
         name = name.lower()
-        if name in _BOOL_FLAGS:
+        if name in switches:
             if eq:
-                raise UsageError(f"`--{name}` takes no value.", PUBLISH_USAGE)
+                raise UsageError(f"`--{name}` takes no value.", usage)
             if name in flags:
-                raise UsageError(f"`--{name}` is given twice.", PUBLISH_USAGE)
+                raise UsageError(f"`--{name}` is given twice.", usage)
             flags.add(name)
             i += 1
             continue
-        if name not in _VALUE_FLAGS:
-            raise UsageError(f"Unknown option {_quote(word)}.", PUBLISH_USAGE)
+        if name not in valued:
+            raise UsageError(f"Unknown option {_quote(word)}.", usage)
         if name in values:
-            raise UsageError(f"`--{name}` is given twice.", PUBLISH_USAGE)
+            raise UsageError(f"`--{name}` is given twice.", usage)
         if not eq:
             if i + 1 >= len(words) or words[i + 1].startswith("--"):
-                raise UsageError(f"`--{name}` needs a value.", PUBLISH_USAGE)
+                raise UsageError(f"`--{name}` needs a value.", usage)
             value = words[i + 1]
             i += 1
         if not value:
-            raise UsageError(f"`--{name}` needs a value.", PUBLISH_USAGE)
+            raise UsageError(f"`--{name}` needs a value.", usage)
         values[name] = value
         i += 1
+    return positional, values, flags
 
+
+def _policies(values: dict[str, str], usage: str) -> tuple[str, ...] | None:
+    """``--policy a,b``: the names in order, each once; None without the option."""
+    if "policy" not in values:
+        return None
+    policies = tuple(dict.fromkeys(p.strip() for p in values["policy"].split(",")))
+    bad = [p for p in policies if not _NAME_RE.match(p)]
+    if bad:
+        raise UsageError(f"{_quote(bad[0])} is not a policy or pattern name.", usage)
+    return policies
+
+
+def _parse_publish(words: list[str]) -> PublishCommand:
+    positional, values, flags = _options(words, PUBLISH_USAGE, _VALUE_FLAGS, frozenset(_BOOL_FLAGS))
     if len(positional) < 2:
         missing = "SERVICE and VERSION" if not positional else "VERSION"
         raise UsageError(f"{missing} missing.", PUBLISH_USAGE)
@@ -275,12 +294,7 @@ def _parse_publish(words: list[str]) -> PublishCommand:
     org = values.get("org")
     if org is not None and not _ORG_RE.match(org):
         raise UsageError(f"{_quote(org)} is not an Exchange org name.", PUBLISH_USAGE)
-    policies = None
-    if "policy" in values:
-        policies = tuple(dict.fromkeys(p.strip() for p in values["policy"].split(",")))
-        bad = [p for p in policies if not _NAME_RE.match(p)]
-        if bad:
-            raise UsageError(f"{_quote(bad[0])} is not a policy or pattern name.", PUBLISH_USAGE)
+    policies = _policies(values, PUBLISH_USAGE)
     return PublishCommand(
         service=service,
         version=version,
@@ -297,30 +311,7 @@ def _parse_deploy(words: list[str], *, as_rollback: bool) -> DeployCommand:
     """``deploy SERVICE VERSION [--policy a,b] [--registry ALIAS]`` or ``rollback SERVICE --to VERSION [...]``."""
     usage = ROLLBACK_USAGE if as_rollback else DEPLOY_USAGE
     known = ("to", "policy", "registry") if as_rollback else ("policy", "registry")
-    positional: list[str] = []
-    values: dict[str, str] = {}
-    i = 0
-    while i < len(words):
-        word = words[i]
-        if not word.startswith("--"):
-            positional.append(word)
-            i += 1
-            continue
-        name, eq, value = word[2:].partition("=")
-        name = name.lower()
-        if name not in known:
-            raise UsageError(f"Unknown option {_quote(word)}.", usage)
-        if name in values:
-            raise UsageError(f"`--{name}` is given twice.", usage)
-        if not eq:
-            if i + 1 >= len(words) or words[i + 1].startswith("--"):
-                raise UsageError(f"`--{name}` needs a value.", usage)
-            value = words[i + 1]
-            i += 1
-        if not value:
-            raise UsageError(f"`--{name}` needs a value.", usage)
-        values[name] = value
-        i += 1
+    positional, values, _ = _options(words, usage, known)
     wanted = 1 if as_rollback else 2
     if len(positional) < wanted:
         raise UsageError("SERVICE missing." if not positional else "VERSION missing.", usage)
@@ -337,12 +328,7 @@ def _parse_deploy(words: list[str], *, as_rollback: bool) -> DeployCommand:
     registry = values.get("registry")
     if registry is not None and not _NAME_RE.match(registry):
         raise UsageError(f"{_quote(registry)} is not a registry alias.", usage)
-    policies = None
-    if "policy" in values:
-        policies = tuple(dict.fromkeys(p.strip() for p in values["policy"].split(",")))
-        bad = [p for p in policies if not _NAME_RE.match(p)]
-        if bad:
-            raise UsageError(f"{_quote(bad[0])} is not a policy or pattern name.", usage)
+    policies = _policies(values, usage)
     return DeployCommand(service, version, policies=policies, registry=registry, as_rollback=as_rollback)
 
 
@@ -379,29 +365,10 @@ def _quote(word: str, limit: int = 40) -> str:
 
 def _parse_verify(words: list[str]) -> VerifyCommand:
     """``verify SERVICE VERSION [--org ORG]``."""
-    positional: list[str] = []
-    org: str | None = None
-    i = 0
-    while i < len(words):
-        word = words[i]
-        if not word.startswith("--"):
-            positional.append(word)
-            i += 1
-            continue
-        name, eq, value = word[2:].partition("=")
-        if name.lower() != "org":
-            raise UsageError(f"Unknown option {_quote(word)}.", VERIFY_USAGE)
-        if org is not None:
-            raise UsageError("`--org` is given twice.", VERIFY_USAGE)
-        if not eq:
-            if i + 1 >= len(words) or words[i + 1].startswith("--"):
-                raise UsageError("`--org` needs a value.", VERIFY_USAGE)
-            value = words[i + 1]
-            i += 1
-        if not _ORG_RE.match(value):
-            raise UsageError(f"{_quote(value)} is not an Exchange org name.", VERIFY_USAGE)
-        org = value
-        i += 1
+    positional, values, _ = _options(words, VERIFY_USAGE, ("org",))
+    org = values.get("org")
+    if org is not None and not _ORG_RE.match(org):
+        raise UsageError(f"{_quote(org)} is not an Exchange org name.", VERIFY_USAGE)
     if len(positional) < 2:
         raise UsageError("SERVICE missing." if not positional else "VERSION missing.", VERIFY_USAGE)
     if len(positional) > 2:
