@@ -147,12 +147,8 @@ def accept_publish(
     all), and :class:`ReleaseIdTaken` propagates when every try collided.
     """
     org, arches = resolve(command, config)
-    if access is not None:
-        allowed, holders = access.allowed("publish", requester.user_id, org=org, service=command.service,
-                                          catalog_org=config.services[command.service].org)
-        if not allowed:
-            raise NotAllowed("publish", org, command.service, holders)
-    channels.require_member(requester.team_id, requester.channel_id)
+    _admit(access, "publish", requester, channels, org=org, service=command.service,
+           catalog_org=config.services[command.service].org)
 
     def make(release_id: str) -> Release:
         return Release(
@@ -173,6 +169,18 @@ def accept_publish(
 
     return _record(make, Step.PREPARE, requester, config=config, store=store, sealer=sealer, new_id=new_id,
                    attempts=attempts)
+
+
+def _admit(access: AccessCheck | None, permission: str, requester: Requester, channels: ChannelCheck, *, org: str,
+           service: str, catalog_org: str) -> None:
+    """The requester holds ``permission`` for the service (NotAllowed naming who does), and the bot can post in the
+    channel (NotInChannel): both before anything is written."""
+    if access is not None:
+        allowed, holders = access.allowed(permission, requester.user_id, org=org, service=service,
+                                          catalog_org=catalog_org)
+        if not allowed:
+            raise NotAllowed(permission, org, service, holders)
+    channels.require_member(requester.team_id, requester.channel_id)
 
 
 def _record(make: Callable[[str], Release], first: Step, requester: Requester, *, config: Config,
@@ -266,13 +274,8 @@ def accept_deploy(
     registry = resolve_deploy(command, config, store)
     service = config.services[command.service]
     org = service.org
-    if access is not None:
-        permission = deploy_permission(access, command, org)
-        allowed, holders = access.allowed(permission, requester.user_id, org=org, service=command.service,
-                                          catalog_org=org)
-        if not allowed:
-            raise NotAllowed(permission, org, command.service, holders)
-    channels.require_member(requester.team_id, requester.channel_id)
+    permission = deploy_permission(access, command, org) if access is not None else DEPLOY
+    _admit(access, permission, requester, channels, org=org, service=command.service, catalog_org=org)
 
     def make(release_id: str) -> Release:
         return Release(release_id=release_id, team_id=requester.team_id, channel_id=requester.channel_id,

@@ -150,9 +150,13 @@ def _answer(parsed: grammar.Command, command: dict[str, Any], ctx: BotContext) -
     raise AssertionError(f"no answer for {parsed!r}")
 
 
+def _requester(command: dict[str, Any]) -> Requester:
+    return Requester(team_id=command.get("team_id", ""), channel_id=command.get("channel_id", ""),
+                     user_id=command.get("user_id", ""))
+
+
 def _publish(parsed: grammar.PublishCommand, command: dict[str, Any], ctx: BotContext) -> messages.Message:
-    requester = Requester(team_id=command.get("team_id", ""), channel_id=command.get("channel_id", ""),
-                          user_id=command.get("user_id", ""))
+    requester = _requester(command)
     accepted = accept_publish(parsed, requester, command.get("text", "") or "", config=ctx.config, store=ctx.store,
                               channels=ctx.channels, access=ctx.access, sealer=ctx.approvals.sealer)
     logs.set_release(accepted.duplicate_of or accepted.release.release_id)
@@ -165,8 +169,7 @@ def _publish(parsed: grammar.PublishCommand, command: dict[str, Any], ctx: BotCo
 
 def _deploy(parsed: grammar.DeployCommand, command: dict[str, Any], ctx: BotContext) -> messages.Message:
     """`/edge deploy`, `/edge rollback --to`: recorded and queued like a publish; the first job checks the Exchange."""
-    requester = Requester(team_id=command.get("team_id", ""), channel_id=command.get("channel_id", ""),
-                          user_id=command.get("user_id", ""))
+    requester = _requester(command)
     accepted = accept_deploy(parsed, requester, command.get("text", "") or "", config=ctx.config, store=ctx.store,
                              channels=ctx.channels, access=ctx.access, sealer=ctx.approvals.sealer)
     logs.set_release(accepted.duplicate_of or accepted.release.release_id)
