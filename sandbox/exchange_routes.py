@@ -270,15 +270,21 @@ def dockauths_list(state: ExchangeState, c: Call) -> Reply:
     return Reply(200, copy.deepcopy(auths))
 
 
-def dockauth_post(state: ExchangeState, c: Call) -> Reply:
-    _, _, auths = _own_service(state, c, "UPDATE")
+def _dockauth_body(c: Call) -> tuple[str, str, str]:
+    """(registry, username, token) of a POST or PUT body (exchange-api ``PostPutServiceDockAuthRequest.scala``:
+    registry and token required, username defaulting to "token")."""
     body = c.json()
     registry, token, username = body.get("registry"), body.get("token"), body.get("username")
     if not isinstance(registry, str) or not registry or not isinstance(token, str) or not token:
         raise bad_input("dockauth.fields.required")
     if username is not None and not isinstance(username, str):
         raise bad_input("error.parsing.input.json", "username must be a string")
-    username = username or "token"
+    return registry, username or "token", token
+
+
+def dockauth_post(state: ExchangeState, c: Call) -> Reply:
+    _, _, auths = _own_service(state, c, "UPDATE")
+    registry, username, token = _dockauth_body(c)
     for auth in auths:
         if (auth["registry"], auth["username"], auth["token"]) == (registry, username, token):
             auth["lastUpdated"] = now()
@@ -319,14 +325,9 @@ def dockauth_put(state: ExchangeState, c: Call) -> Reply:
     unknown id; 400 for an id that is not an integer. Only the owner (or an admin) may change it."""
     _, _, auths = _own_service(state, c, "UPDATE")
     index = _dockauth_index(c, auths)
-    body = c.json()
-    registry, token, username = body.get("registry"), body.get("token"), body.get("username")
-    if not isinstance(registry, str) or not registry or not isinstance(token, str) or not token:
-        raise bad_input("dockauth.fields.required")
-    if username is not None and not isinstance(username, str):
-        raise bad_input("error.parsing.input.json", "username must be a string")
+    registry, username, token = _dockauth_body(c)
     auth_id = auths[index]["dockAuthId"]
-    auths[index] = {"dockAuthId": auth_id, "registry": registry, "username": username or "token", "token": token,
+    auths[index] = {"dockAuthId": auth_id, "registry": registry, "username": username, "token": token,
                     "lastUpdated": now()}
     return ok(201, "dockauth.updated", auth_id)
 
