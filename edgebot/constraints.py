@@ -490,6 +490,19 @@ def _version_range(text: str) -> _Range | str:
     return _Range(_normalize(parts[0]), expr[0] == "[", _normalize(parts[1]), expr[-1] == "]")
 
 
+def version_range_problem(text: str) -> str:
+    """Why anax (``semanticversion/version.go``) would not read ``text`` as a version range; "" when it would."""
+    found = _version_range(text)
+    return found if isinstance(found, str) else ""
+
+
+def version_in_range(version: str, text: str) -> bool:
+    """Is ``version`` inside the range ``text`` (a bare version ``v`` means ``[v,INFINITY)``)? False for a range
+    anax cannot read."""
+    found = _version_range(text)
+    return not isinstance(found, str) and found.contains(version)
+
+
 # -- one clause against the properties ---------------------------------------------------------------------------------
 Prop = tuple[Any, str]  # (value as the Exchange stores it, declared type or "")
 Lookup = Callable[[str], Sequence[Prop]]

@@ -8,10 +8,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from edgebot.constraints import version_in_range as in_range
 from edgebot.errors import StepFailed
 from sandbox.exchange import ExchangeStandIn
 from workers.definition import ServiceDefinition
-from workers.dependencies import check, in_range
+from workers.dependencies import check
 from workers.exchange import ExchangeClient
 
 ORG = "acme"

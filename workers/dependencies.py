@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from edgebot.constraints import _version_range
+from edgebot.constraints import version_in_range, version_range_problem
 from edgebot.errors import StepFailed
 from workers.definition import ServiceDefinition
 from workers.exchange import ExchangeClient, ExchangeForbidden
@@ -55,15 +55,10 @@ def wanted(definitions: Mapping[str, ServiceDefinition], org: str) -> list[Depen
     return list(seen)
 
 
-def in_range(version: str, version_range: str) -> bool:
-    found = _version_range(version_range)
-    return not isinstance(found, str) and found.contains(version)
-
-
 def check_one(client: ExchangeClient, dep: Dependency) -> Problem | None:
     """None when the Exchange has a version of ``dep`` inside its range; otherwise what is wrong."""
-    bad_range = _version_range(dep.version_range)
-    if isinstance(bad_range, str):
+    bad_range = version_range_problem(dep.version_range)
+    if bad_range:
         return Problem(dep, f"its versionRange is not one anax reads ({bad_range})")
     try:
         listed = client.list_services(dep.org, url=dep.url, arch=dep.arch)
@@ -73,7 +68,7 @@ def check_one(client: ExchangeClient, dep: Dependency) -> Problem | None:
     versions = sorted({str(s.get("version") or "") for s in listed.values()
                        if s.get("url") == dep.url and s.get("arch") == dep.arch},
                       key=_sort_key)
-    if any(in_range(v, dep.version_range) for v in versions):
+    if any(version_in_range(v, dep.version_range) for v in versions):
         return None
     if not versions:
         return Problem(dep, "no version of it is in the Exchange")
