@@ -483,6 +483,21 @@ class Stack:
         prefix = b"edgebot:release:"
         return sorted(k.decode()[len(prefix):] for k in self.redis().scan_iter(match=prefix + b"*"))
 
+    def start_release(self, text: str, *, user_id: str = REQUESTER) -> str:
+        """Send ``/edge TEXT`` (it must be acknowledged) and return the id of the one release record it created."""
+        before = set(self.release_ids())
+        response = self.command(text, user_id=user_id)
+        assert response.status_code == 200, response.text
+        new = wait_until(lambda: set(self.release_ids()) - before, timeout=10, what="a new release record")
+        return str(new.pop())
+
+    def finished(self, release_id: str, timeout: float = 300) -> Release:
+        """The release once it ended and its summary is in the thread."""
+        self.wait_final(release_id, timeout=timeout)
+        store = self.store()
+        wait_until(lambda: store.require(release_id).summary_ts, timeout=30, what="the summary")
+        return store.require(release_id)
+
     def wait_final(self, release_id: str, timeout: float = 180) -> Release:
         store = self.store()
 

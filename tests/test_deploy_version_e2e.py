@@ -92,19 +92,11 @@ def _seed(stack: Stack) -> None:
 
 
 def _start(stack: Stack, text: str, user_id: str = REQUESTER) -> str:
-    before = set(stack.release_ids())
-    response = stack.command(text, user_id=user_id)
-    assert response.status_code == 200, response.text
-    new = wait_until(lambda: set(stack.release_ids()) - before, timeout=10, what="a new release record")
-    return str(new.pop())
+    return stack.start_release(text, user_id=user_id)
 
 
 def _publish(stack: Stack, text: str) -> Release:
-    release_id = _start(stack, text)
-    stack.wait_final(release_id, timeout=300)
-    store = stack.store()
-    wait_until(lambda: store.require(release_id).summary_ts, timeout=30, what="the summary")
-    return store.require(release_id)
+    return stack.finished(stack.start_release(text))
 
 
 def _versions(stack: Stack, name: str) -> list[str]:

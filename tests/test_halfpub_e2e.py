@@ -34,14 +34,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, docker_daemon: Any, registry
 
 
 def _publish(stack: Stack, text: str) -> Release:
-    before = set(stack.release_ids())
-    response = stack.command(text)
-    assert response.status_code == 200, response.text
-    new = wait_until(lambda: set(stack.release_ids()) - before, timeout=10, what="a new release record")
-    release = stack.wait_final(new.pop())
-    store = stack.store()
-    wait_until(lambda: store.require(release.release_id).summary_ts, timeout=30, what="the summary")
-    return store.require(release.release_id)
+    return stack.finished(stack.start_release(text), timeout=180)
 
 
 def _summary(stack: Stack, release: Release) -> str:

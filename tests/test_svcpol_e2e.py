@@ -27,7 +27,7 @@ from edgebot.jobs import Step
 from edgebot.release import Release
 from sandbox.exchange_service_policy import stored_policy
 from sandbox.processes import add_commit
-from sandbox.stack import CHANNEL_ID, EXCHANGE_PASSWORD, EXCHANGE_USER, ORG, REQUESTER, Stack, wait_until
+from sandbox.stack import CHANNEL_ID, EXCHANGE_PASSWORD, EXCHANGE_USER, ORG, Stack, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -65,11 +65,7 @@ def _exchange(stack: Stack) -> httpx.Client:
 
 
 def _publish(stack: Stack, text: str) -> Release:
-    before = set(stack.release_ids())
-    response = stack.command(text, user_id=REQUESTER)
-    assert response.status_code == 200, response.text
-    new = wait_until(lambda: set(stack.release_ids()) - before, timeout=10, what="a new release record")
-    release_id = str(new.pop())
+    release_id = stack.start_release(text)
     stack.wait_final(release_id, timeout=400)
     store = stack.store()
     wait_until(lambda: store.require(release_id).summary_ts or store.require(release_id).state == "failed",
