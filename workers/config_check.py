@@ -255,24 +255,11 @@ def _ocp_checks(config: Config, registry: RegistryConfig, secret: Callable[[Secr
 
 
 def _registry_login(host: str, username: str, password: Secret, timeout: float, ca_pem: str | None) -> str:
-    """Docker Registry v2 login: GET /v2/ with basic auth, or the bearer-token dance the registry asks for."""
-    verify: ssl.SSLContext | bool = ssl.create_default_context(cadata=ca_pem) if ca_pem else True
-    with httpx.Client(timeout=timeout, verify=verify) as http:
-        first = http.get(f"https://{host}/v2/")
-        if first.status_code == 200:
-            return "answers without credentials (anonymous access)"
-        challenge = first.headers.get("WWW-Authenticate", "")
-        if challenge.lower().startswith("bearer"):
-            params = dict(part.split("=", 1) for part in challenge[7:].replace('"', "").split(",") if "=" in part)
-            token = http.get(params.get("realm", ""), params={"service": params.get("service", "")},
-                             auth=(username, password.reveal()))
-            if token.status_code == 200:
-                return f"token login as {username} ok"
-            raise RuntimeError(f"token service refused {username} ({token.status_code})")
-        answer = http.get(f"https://{host}/v2/", auth=(username, password.reveal()))
-        if answer.status_code == 200:
-            return f"login as {username} ok"
-        raise RuntimeError(f"{host} refused {username} ({answer.status_code})")
+    from workers.registry_api import RegistryReader
+
+    with RegistryReader(host, username=username, password=password.reveal(), ca_pem=ca_pem,
+                        timeout=timeout) as reader:
+        return reader.check_login()
 
 
 def _verify(value: str | bool) -> ssl.SSLContext | bool:

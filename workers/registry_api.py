@@ -112,10 +112,30 @@ class RegistryReader:
             return self._http.get(url, headers=headers, follow_redirects=True)
         return self._http.get(url, headers=headers, auth=self._auth, follow_redirects=True)  # type: ignore[arg-type]
 
+    def check_login(self) -> str:
+        """``edgebot config check``: GET /v2/ with this reader's credentials (Basic, or the bearer-token dance the
+        registry asks for); what answered, or RegistryReadError naming who was refused."""
+        user = self._auth[0] if self._auth else ""
+        first = self._http.get("/v2/")
+        if first.status_code == 200:
+            return "answers without credentials (anonymous access)"
+        challenge = first.headers.get("WWW-Authenticate", "")
+        if challenge.lower().startswith("bearer"):
+            params = _challenge(challenge)
+            token = self._http.get(params.get("realm", ""), params={"service": params.get("service", "")},
+                                   auth=self._auth)  # type: ignore[arg-type]
+            if token.status_code == 200:
+                return f"token login as {user} ok"
+            raise RegistryReadError(f"token service refused {user} ({token.status_code})")
+        answer = self._http.get("/v2/", auth=self._auth)  # type: ignore[arg-type]
+        if answer.status_code == 200:
+            return f"login as {user} ok"
+        raise RegistryReadError(f"{self.host} refused {user} ({answer.status_code})")
+
     def _login(self, challenge: str) -> None:
         if not challenge.lower().startswith("bearer"):
             return  # Basic: the credentials went with the request already
-        params = dict(part.split("=", 1) for part in challenge[7:].replace('"', "").split(",") if "=" in part)
+        params = _challenge(challenge)
         query = {k: v for k, v in params.items() if k in ("service", "scope")}
         answer = self._http.get(params.get("realm", ""), params=query, auth=self._auth)  # type: ignore[arg-type]
         if answer.status_code != 200:
@@ -123,6 +143,11 @@ class RegistryReader:
                                     f"({answer.status_code})")
         data = answer.json()
         self._token = str(data.get("token") or data.get("access_token") or "")
+
+
+def _challenge(header: str) -> dict[str, str]:
+    """The parameters of a ``WWW-Authenticate: Bearer realm="…",service="…",scope="…"`` challenge."""
+    return dict(part.split("=", 1) for part in header[7:].replace('"', "").split(",") if "=" in part)
 
 
 def _json(body: bytes, what: str) -> dict[str, Any]:
