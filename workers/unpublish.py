@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from edgebot.lease import Lease
 from edgebot.release import RUNNING, Release
 from workers import progress
 from workers.context import WorkerContext
@@ -33,13 +34,7 @@ def publish_failed(ctx: WorkerContext, release_id: str, message: str, detail: li
     """The publish job's failure handler: undo this release's creations, record what is left, then fail."""
     release = ctx.store.require(release_id)
     if not release.is_final and not release.dry_run and release.stage("publish").status == RUNNING:
-        states = exchange_after_failure(ctx, release)
-
-        def keep(r: Release) -> None:
-            for arch, state in states.items():
-                r.result(arch).exchange_state = state
-
-        ctx.store.update(release_id, keep, fence=ctx.lease)
+        _undo_and_record(ctx, release, fence=ctx.lease)
     progress.fail(ctx, release_id, message, detail)
 
 
@@ -49,13 +44,17 @@ def undo_after_give_up(ctx: WorkerContext, release_id: str) -> None:
     release = ctx.store.require(release_id)
     if release.dry_run or not any(release.result(a).exchange_write for a in release.arches):
         return  # no attempt got as far as a service write: nothing of this release is in the Exchange
+    _undo_and_record(ctx, release)
+
+
+def _undo_and_record(ctx: WorkerContext, release: Release, fence: Lease | None = None) -> None:
     states = exchange_after_failure(ctx, release)
 
     def keep(r: Release) -> None:
         for arch, state in states.items():
             r.result(arch).exchange_state = state
 
-    ctx.store.update(release_id, keep)
+    ctx.store.update(release.release_id, keep, fence=fence)
 
 
 def exchange_after_failure(ctx: WorkerContext, release: Release) -> dict[str, dict[str, Any]]:
