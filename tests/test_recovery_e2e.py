@@ -30,6 +30,7 @@ from edgebot.release import Release
 from edgebot.steps import StepLedger
 from sandbox.processes import RedisServer, add_commit
 from sandbox.stack import CHANNEL_ID, FAST_RECOVERY, ORG, Stack, wait_until
+from workers.build_report import BuildReport, report_key
 
 pytestmark = pytest.mark.slow
 
@@ -104,6 +105,17 @@ def _wait(stack: Stack, release_id: str, what: str, check: Any, timeout: float =
         return release if check(release) else None
 
     return wait_until(ready, timeout=timeout, interval=0.05, what=what)  # type: ignore[no-any-return]
+
+
+def _build_report(stack: Stack, release_id: str, arch: str = "amd64") -> BuildReport | None:
+    """What the build worker itself reported (before a publish worker applies it to the record)."""
+    raw = stack.redis().get(report_key(stack.store().settings.key_prefix, release_id, arch))
+    return None if raw is None else BuildReport.from_json(raw)
+
+
+def _push_status(stack: Stack, release_id: str) -> str:
+    report = _build_report(stack, release_id)
+    return report.steps.get("push", [""])[0] if report is not None else ""
 
 
 def _writes(stack: Stack, mark: int) -> list[tuple[str, str, int]]:
@@ -282,12 +294,16 @@ def test_killed_mid_push_resumes_the_push_and_reuses_the_built_image(stack: Stac
     _version(stack, "2.0.4", big)
     mark = len(stack.exchange.requests())
     release_id = _command(stack, "publish hello 2.0.4 --registry local", "U0MIDPUSH")
-    pushing = _wait(stack, release_id, "the push to start",
-                    lambda r: r.arch_step("push", "amd64").status == "running")
+    # the build worker's own report, not the record: a publish worker applies reports to the record a moment later
+    # (workers/build_report.py), and under load the push can be over by the time the record says it started
+    wait_until(lambda: _push_status(stack, release_id) == "running", timeout=REACH_STEP, interval=0.05,
+               what="the push to start")
     stack.kill_worker("worker-build-amd64", horse=True)
-    killed = stack.store().require(release_id)
-    assert killed.results["amd64"].digest == "", "the kill landed in the middle of the push"
-    built = pushing.results["amd64"].image_id
+    killed = _build_report(stack, release_id)
+    assert killed is not None and killed.digest == "", "the kill landed in the middle of the push"
+    pushing = _wait(stack, release_id, "the record to say the build is done",
+                    lambda r: r.arch_step("build", "amd64").status == "done")
+    built = killed.image_id
     built_at = pushing.arch_step("build", "amd64").ended_at
     assert built
     release = _finish(stack, release_id)
