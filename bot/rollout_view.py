@@ -8,10 +8,9 @@ poll, and the answer says so.
 
 from __future__ import annotations
 
-import json
 import time
 
-from edgebot import fleet_messages, messages
+from edgebot import fleet_messages, messages, node_details
 from edgebot.config import Config
 from edgebot.fleet_summary import Target, summarize
 from edgebot.release import Release
@@ -37,7 +36,10 @@ def answer(service_name: str, version: str | None, config: Config, store: Releas
         return fleet_messages.rollout_state_message(service_name, None, version or "", [], live=False)
     wanted = version or release.version
     raw = store.redis.get(f"{config.settings.key_prefix}:rollout:node-details:{release.org}")
-    nodes = json.loads(raw) if raw else None
+    try:
+        nodes = node_details.decode(raw) if raw else None
+    except node_details.NodeDetailsUnreadable:  # the watch halts on it and says why; show the recorded counts
+        nodes = None
     stages: list[tuple[str, str, dict[str, int]]] = []
     for stage in release.rollout:
         if nodes is not None and stage.targets:

@@ -126,6 +126,13 @@ def rollout_constraints_unreadable(stage: str, detail: str) -> str:
             "deployment updatepolicy` for a deployment policy), then publish again")
 
 
+def node_details_unreadable(org: str, detail: str) -> str:
+    """A stage halts: the Exchange's node-details answer is not a list of nodes (a proxy page, another API)."""
+    return (f"rollout halted: the Exchange's node-details answer for org {org} could not be read ({detail}). "
+            "Nothing was moved on its account: check that `exchange.url` is the Exchange API (it ends in `/v1`) "
+            "and that no proxy answers in its place, then start it again with `/edge deploy SERVICE VERSION`")
+
+
 def rollout_node_constraints_refuse(policy: str, constraints: list[str], names: list[str]) -> str:
     """Diagnosis line: nodes whose own constraints refuse a policy whose constraints they meet."""
     shown = ", ".join(sorted(names)[:10]) + (", …" if len(names) > 10 else "")

@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from edgebot import constraints as constraints_language
+from edgebot.node_details import Node
 from edgebot.release import RolloutStatus
 
 OFFLINE, NEW, FAILING, OLD, WAITING, STARTING = "offline", "new", "failing", "old", "waiting", "starting"
@@ -178,14 +179,12 @@ class _PolicyMatch:
                 merged_properties(self.target.properties, properties, builtins))
         return found
 
-    def place(self, node: dict[str, Any],
-              node_constraints: Callable[[dict[str, Any]], tuple[tuple[str, ...], Any]]) -> str:
-        arch = str(node.get("arch") or "")
+    def place(self, node: Node, node_constraints: Callable[[Node], tuple[tuple[str, ...], Any]]) -> str:
+        arch = node.arch or ""
         if self.arch not in ("*", "", arch):
             return OUTSIDE
         forward, offered = self.sides(arch)
-        props = node.get("properties")
-        if not forward(props if isinstance(props, list) else []):
+        if not forward(node.properties or []):
             return OUTSIDE
         key, own = node_constraints(node)
         verdict = self._accepted.get((key, arch))
@@ -194,12 +193,12 @@ class _PolicyMatch:
         return MEMBER if verdict else REFUSED
 
 
-def _node_constraints() -> Callable[[dict[str, Any]], tuple[tuple[str, ...], Any]]:
+def _node_constraints() -> Callable[[Node], tuple[tuple[str, ...], Any]]:
     """A node's own constraints, each distinct list compiled once; NodeConstraintError for one the agbot cannot read."""
     cache: dict[tuple[str, ...], Any] = {}
 
-    def of(node: dict[str, Any]) -> tuple[tuple[str, ...], Any]:
-        raw = node.get("constraints") or ()
+    def of(node: Node) -> tuple[tuple[str, ...], Any]:
+        raw = node.constraints or ()
         key = (raw,) if isinstance(raw, str) else tuple(raw)
         found = cache.get(key)
         if found is None:
@@ -209,7 +208,7 @@ def _node_constraints() -> Callable[[dict[str, Any]], tuple[tuple[str, ...], Any
                 found = exc
             cache[key] = found
         if isinstance(found, constraints_language.ConstraintError):
-            raise NodeConstraintError(str(node.get("id") or node.get("name")), found)
+            raise NodeConstraintError(node.id or node.name or "", found)
         return key, found
 
     return of
@@ -243,29 +242,28 @@ def explain(node: str, message: str, version: str) -> str:
     return f"{node}: {message}"
 
 
-def classify(node: dict[str, Any], *, org: str, url: str, version: str, offline_after: float, now: float,
+def classify(node: Node, *, org: str, url: str, version: str, offline_after: float, now: float,
              pull_grace: float = math.inf, elapsed: float = 0.0) -> tuple[str, str]:
     """(bucket, the agent's error text or "") of one node for ``org/url`` at ``version``. ``elapsed``: seconds since
     the stage began; a node still starting after ``pull_grace`` of them counts as failing."""
-    if heartbeat_age(node.get("lastHeartbeat") or "", now) > offline_after:
+    if heartbeat_age(node.last_heartbeat or "", now) > offline_after:
         return OFFLINE, ""
-    entry = next((s for s in node.get("services") or [] if s.get("serviceUrl") == url and s.get("orgid") == org),
-                 None)
-    current = entry is not None and entry.get("version") == version
-    containers = (entry or {}).get("containerStatus") or []
-    if current and containers and all(c.get("state") == "running" for c in containers):
+    entry = next((s for s in node.services or () if s.url == url and s.orgid == org), None)
+    current = entry is not None and entry.version == version
+    containers = (entry.containers if entry is not None else None) or []
+    if current and containers and all(c.state == "running" for c in containers):
         return NEW, ""
-    for error in node.get("errors") or []:
-        workload = error.get("workload") or {}
-        if (workload.get("url") == url and workload.get("org", org) == org and workload.get("version") == version
-                and not error.get("hidden")):
-            return FAILING, str(error.get("message") or error.get("event_code") or "unknown agent error")
+    for error in node.errors or ():
+        workload = error.workload
+        if (workload is not None and workload.url == url and (org if workload.org is None else workload.org) == org
+                and workload.version == version and not error.hidden):
+            return FAILING, str(error.message or error.event_code or "unknown agent error")
     if current:
-        stopped = [c for c in containers if c.get("state") in EXITED]
+        stopped = [c for c in containers if c.state in EXITED]
         if stopped:
-            return FAILING, f"container {stopped[0].get('name')} is {stopped[0].get('state')}"
+            return FAILING, f"container {stopped[0].name} is {stopped[0].state}"
         if elapsed > pull_grace:
-            state = next((c.get("state") for c in containers if c.get("state") != "running"), "not reported")
+            state = next((c.state for c in containers if c.state != "running"), None) or "not reported"
             return FAILING, (f"container still {state} {int(elapsed)} s after the stage began (pull grace "
                              f"{int(pull_grace)} s): is the image pull stuck or the image very large?")
         return STARTING, ""
@@ -273,8 +271,8 @@ def classify(node: dict[str, Any], *, org: str, url: str, version: str, offline_
 
 
 # -- a stage ----------------------------------------------------------------------------------------------------------
-def placements(nodes: Iterable[dict[str, Any]], org: str, targets: Iterable[Target], *, url: str = "",
-               version: str = "") -> Iterator[tuple[dict[str, Any], str, Target | None]]:
+def placements(nodes: Iterable[Node], org: str, targets: Iterable[Target], *, url: str = "",
+               version: str = "") -> Iterator[tuple[Node, str, Target | None]]:
     """(node, MEMBER | REFUSED | OUTSIDE, the policy that decided it) for every node. REFUSED: a policy's constraints
     hold on the node but the node's own constraints refuse that policy (the agbot makes no agreement there). Raises
     :class:`NodeConstraintError` when the node's constraints cannot be read, and
@@ -284,7 +282,7 @@ def placements(nodes: Iterable[dict[str, Any]], org: str, targets: Iterable[Targ
     policies = [_PolicyMatch(t, org, url, version) for t in targets if t.kind == "policy"]
     own = _node_constraints()
     for node in nodes:
-        pattern = node.get("pattern") or ""
+        pattern = node.pattern or ""
         if pattern:
             yield node, (MEMBER if pattern in patterns else OUTSIDE), None
             continue
@@ -299,34 +297,33 @@ def placements(nodes: Iterable[dict[str, Any]], org: str, targets: Iterable[Targ
         yield node, *outcome
 
 
-def members(nodes: Iterable[dict[str, Any]], org: str, targets: Iterable[Target], *, url: str = "",
-            version: str = "") -> list[dict[str, Any]]:
+def members(nodes: Iterable[Node], org: str, targets: Iterable[Target], *, url: str = "",
+            version: str = "") -> list[Node]:
     """The nodes a stage's targets deploy to, from Exchange data only (each node counted once); ``url``/``version``
     give the service's built-in properties a node's constraints may name."""
     return [node for node, placed, _ in placements(nodes, org, targets, url=url, version=version) if placed == MEMBER]
 
 
-def _refusal_key(node: dict[str, Any], target: Target) -> tuple[str, tuple[str, ...]]:
-    raw = node.get("constraints") or ()
+def _refusal_key(node: Node, target: Target) -> tuple[str, tuple[str, ...]]:
+    raw = node.constraints or ()
     return target.name, ((raw,) if isinstance(raw, str) else tuple(raw))
 
 
-def summarize(nodes: Iterable[dict[str, Any]], *, org: str, url: str, version: str, targets: Iterable[Target],
+def summarize(nodes: Iterable[Node], *, org: str, url: str, version: str, targets: Iterable[Target],
               offline_after: float, now: float, pull_grace: float = math.inf, elapsed: float = 0.0) -> StageCounts:
     """Counts of one stage from one node-details answer (10,000 nodes: one pass, constraints compiled once)."""
     counts = StageCounts()
     for node, placed, target in placements(nodes, org, list(targets), url=url, version=version):
         if placed != MEMBER:
             if placed == REFUSED and target is not None:
-                name = str(node.get("name") or node.get("id"))
-                counts.refused.setdefault(_refusal_key(node, target), []).append(name)
+                counts.refused.setdefault(_refusal_key(node, target), []).append(node.label)
             continue
         bucket, error = classify(node, org=org, url=url, version=version, offline_after=offline_after, now=now,
                                  pull_grace=pull_grace, elapsed=elapsed)
         counts.total += 1
         setattr(counts, bucket, getattr(counts, bucket) + 1)
         if bucket == FAILING:
-            counts.problems.append(explain(str(node.get("name") or node.get("id")), error, version))
+            counts.problems.append(explain(node.label, error, version))
     return counts
 
 

@@ -20,6 +20,7 @@ from edgebot.fleet_summary import (
     summarize,
     verdict,
 )
+from edgebot.node_details import from_dicts
 from edgebot.release import RolloutStatus
 from workers.rollout import (
     RolloutRefused,
@@ -73,7 +74,8 @@ def test_summary_counts_each_bucket_once() -> None:
         node("pattern-node", version="1.0.0", pattern=f"{ORG}/web"),
         node("arm", version="1.0.0", arch="arm64"),
     ]
-    counts = summarize(nodes, org=ORG, url="hello", version="2.0.0", targets=[CANARY], offline_after=600, now=NOW)
+    counts = summarize(from_dicts(nodes), org=ORG, url="hello", version="2.0.0", targets=[CANARY],
+                       offline_after=600, now=NOW)
     assert counts.as_dict() == {"total": 8, "new": 2, "starting": 0, "old": 2, "failing": 2, "offline": 1,
                                 "waiting": 1}
     assert counts.online == 7
@@ -84,7 +86,8 @@ def test_summary_counts_each_bucket_once() -> None:
     ]
     arm_only = Target("policy", "hello-arm", "arm64", ())
     web = Target("pattern", "web")
-    both = summarize(nodes, org=ORG, url="hello", version="2.0.0", targets=[arm_only, web], offline_after=600,
+    both = summarize(from_dicts(nodes), org=ORG, url="hello", version="2.0.0", targets=[arm_only, web],
+                     offline_after=600,
                      now=NOW)
     assert both.total == 2 and both.old == 2
 
@@ -93,17 +96,20 @@ def test_policy_constraints_with_parentheses_select_their_nodes_and_not_halts() 
     nodes = [node("c", version="1.0.0", group="canary"), node("b", version="1.0.0", group="beta"),
              node("f", version="1.0.0", group="fleet"), node("arm", version="1.0.0", group="beta", arch="arm64")]
     either = Target("policy", "p", "amd64", ("(group == canary || group == beta) && group != fleet",))
-    counts = summarize(nodes, org=ORG, url="hello", version="2.0.0", targets=[either], offline_after=600, now=NOW)
+    counts = summarize(from_dicts(nodes), org=ORG, url="hello", version="2.0.0", targets=[either],
+                       offline_after=600, now=NOW)
     assert (counts.total, counts.old) == (2, 2)
     refused = Target("policy", "p", "*", ("NOT group == fleet",))
     with pytest.raises(ConstraintError, match="has no NOT"):
-        summarize(nodes, org=ORG, url="hello", version="2.0.0", targets=[refused], offline_after=600, now=NOW)
+        summarize(from_dicts(nodes), org=ORG, url="hello", version="2.0.0", targets=[refused],
+                  offline_after=600, now=NOW)
 
 
 def test_errors_about_another_service_or_version_do_not_count() -> None:
     other = agent_error("boom", version="1.0.0")
     nodes = [node("n", version="1.0.0", errors=[other, {**agent_error("hidden"), "hidden": True}])]
-    counts = summarize(nodes, org=ORG, url="hello", version="2.0.0", targets=[CANARY], offline_after=600, now=NOW)
+    counts = summarize(from_dicts(nodes), org=ORG, url="hello", version="2.0.0", targets=[CANARY],
+                       offline_after=600, now=NOW)
     assert (counts.old, counts.failing) == (1, 0)
 
 
@@ -260,10 +266,12 @@ def test_not_started_counts_as_starting_until_the_pull_grace() -> None:
                                                                        "containerStatus": []}]}
     crashed = node("crashed", version="2.0.0", state="exited")
     nodes = [pulling, unreported, crashed, node("new", version="2.0.0")]
-    early = summarize(nodes, org=ORG, url="hello", version="2.0.0", targets=[CANARY], offline_after=600, now=NOW,
+    early = summarize(from_dicts(nodes), org=ORG, url="hello", version="2.0.0", targets=[CANARY],
+                      offline_after=600, now=NOW,
                       pull_grace=300, elapsed=100)
     assert (early.new, early.starting, early.failing) == (1, 2, 1), "an empty containerStatus is not running"
-    late = summarize(nodes, org=ORG, url="hello", version="2.0.0", targets=[CANARY], offline_after=600, now=NOW,
+    late = summarize(from_dicts(nodes), org=ORG, url="hello", version="2.0.0", targets=[CANARY],
+                     offline_after=600, now=NOW,
                      pull_grace=300, elapsed=301)
     assert (late.new, late.starting, late.failing) == (1, 0, 3)
     assert any("still not started 301 s after the stage began" in p for p in late.problems)
@@ -316,20 +324,20 @@ def test_anax_compcheck_vectors_both_directions() -> None:
 
     compatible = _policy_node("n1", ANAX_NODE_PROPS, ANAX_NODE_CONSTRAINTS)
     other = _policy_node("n2", _props({"prop3": "val3", "prop4": "some other value"}), ANAX_NODE_CONSTRAINTS)
-    assert [n["name"] for n in members([compatible, other], ORG, [ANAX_POLICY])] == ["n1"]
+    assert [n.name for n in members(from_dicts([compatible, other]), ORG, [ANAX_POLICY])] == ["n1"]
     # without the service policy, prop5 (which the node's constraints ask for) is offered by nobody: refused
     bare = Target("policy", "bp", "amd64", ANAX_POLICY.constraints, ANAX_POLICY.properties)
-    assert members([compatible], ORG, [bare]) == []
+    assert members(from_dicts([compatible]), ORG, [bare]) == []
     # service arch "*" (the same test's input3): each arch's service policy merged for the nodes of that arch
     service_policy = ANAX_POLICY.service_policies[0][1:]
     every_arch = Target("policy", "bp", "*", ANAX_POLICY.constraints, ANAX_POLICY.properties,
                         (("amd64", *service_policy), ("arm64", *service_policy)))
     arm = {**_policy_node("n3", ANAX_NODE_PROPS, ANAX_NODE_CONSTRAINTS), "arch": "arm64"}
-    assert [n["name"] for n in members([compatible, other, arm], ORG, [every_arch])] == ["n1", "n3"]
-    assert members([arm], ORG, [ANAX_POLICY]) == [], "an amd64 policy does not reach an arm64 node"
+    assert [n.name for n in members(from_dicts([compatible, other, arm]), ORG, [every_arch])] == ["n1", "n3"]
+    assert members(from_dicts([arm]), ORG, [ANAX_POLICY]) == [], "an amd64 policy does not reach an arm64 node"
     only_amd64 = Target("policy", "bp", "*", ANAX_POLICY.constraints, ANAX_POLICY.properties,
                         (("amd64", *service_policy),))
-    assert members([arm], ORG, [only_amd64]) == [], "arm64 has no service policy offering prop5"
+    assert members(from_dicts([arm]), ORG, [only_amd64]) == [], "arm64 has no service policy offering prop5"
 
 
 def test_a_nodes_own_constraints_refuse_the_policy_and_the_node_is_not_counted() -> None:
@@ -341,10 +349,11 @@ def test_a_nodes_own_constraints_refuse_the_policy_and_the_node_is_not_counted()
              _policy_node("picky", _props({"group": "canary"}), ["tier == test"]),
              _policy_node("any", _props({"group": "canary"}))]
     nodes[1]["services"] = []  # it never gets an agreement
-    counts = summarize(nodes, org=ORG, url="hello", version="1.0.0", targets=[policy], offline_after=60, now=NOW)
+    counts = summarize(from_dicts(nodes), org=ORG, url="hello", version="1.0.0", targets=[policy],
+                       offline_after=60, now=NOW)
     assert counts.total == 2 and counts.new == 2
     assert counts.refused == {("hello-canary", ("tier == test",)): ["picky"]}
-    placed = {n["name"]: p for n, p, _ in placements(nodes, ORG, [policy])}
+    placed = {n.name: p for n, p, _ in placements(from_dicts(nodes), ORG, [policy])}
     assert placed == {"ok": "member", "picky": "refused", "any": "member"}
     assert verdict(counts, healthy_share=1.0, failure_threshold=0, elapsed=1, timeout=60) == HEALTHY
 
@@ -357,9 +366,10 @@ def test_a_nodes_constraints_see_the_services_builtin_properties() -> None:
     wants_hello = _policy_node("a", _props({"group": "canary"}),
                                ['openhorizon.service.url == hello && openhorizon.service.version in [1.0.0,2.0.0)'])
     wants_other = _policy_node("b", _props({"group": "canary"}), ["openhorizon.service.url == other"])
-    assert [n["name"] for n in members([wants_hello, wants_other], ORG, [policy], url="hello", version="1.5.0")] \
+    assert [n.name for n in members(from_dicts([wants_hello, wants_other]), ORG, [policy],
+                                    url="hello", version="1.5.0")] \
         == ["a"]
-    assert members([wants_hello], ORG, [policy], url="hello", version="2.0.0") == []
+    assert members(from_dicts([wants_hello]), ORG, [policy], url="hello", version="2.0.0") == []
 
 
 @pytest.mark.parametrize(("prop", "constraint"), [
@@ -375,10 +385,10 @@ def test_typed_node_properties_compare_as_anax_compares_them(prop: dict[str, Any
     from edgebot.fleet_summary import members
 
     n = _policy_node("n", [prop])
-    assert members([n], ORG, [Target("policy", "p", "*", (constraint,))]) == [n]
+    assert [m.name for m in members(from_dicts([n]), ORG, [Target("policy", "p", "*", (constraint,))])] == ["n"]
     # and the other way: the same typed property offered by the policy, the constraint on the node
     typed = Target("policy", "p", "*", (), (prop,))
-    assert members([_policy_node("m", [], [constraint])], ORG, [typed])[0]["name"] == "m"
+    assert members(from_dicts([_policy_node("m", [], [constraint])]), ORG, [typed])[0].name == "m"
 
 
 def test_a_node_constraint_the_agbot_cannot_read_halts_naming_node_and_expression() -> None:
@@ -387,11 +397,11 @@ def test_a_node_constraint_the_agbot_cannot_read_halts_naming_node_and_expressio
     nodes = [_policy_node("fine", _props({"group": "canary"})),
              _policy_node("broken", _props({"group": "canary"}), ["tier == (prod"])]
     with pytest.raises(NodeConstraintError) as caught:
-        summarize(nodes, org=ORG, url="hello", version="1.0.0", targets=[CANARY], offline_after=60, now=NOW)
+        summarize(from_dicts(nodes), org=ORG, url="hello", version="1.0.0", targets=[CANARY], offline_after=60, now=NOW)
     assert caught.value.node == f"{ORG}/broken" and "tier == (prod" in str(caught.value)
     # a node the policy does not reach is never evaluated the other way (the agbot stops at the first direction)
     nodes[1]["properties"] = _props({"group": "fleet"})
-    assert summarize(nodes, org=ORG, url="hello", version="1.0.0", targets=[CANARY], offline_after=60,
+    assert summarize(from_dicts(nodes), org=ORG, url="hello", version="1.0.0", targets=[CANARY], offline_after=60,
                      now=NOW).total == 1
 
 

@@ -27,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from edgebot import fleet_messages, fleet_summary
+from edgebot import fleet_messages, fleet_summary, node_details
 from edgebot.config import RolloutStageConfig, ServiceConfig
 from edgebot.constraints import ConstraintError
 from edgebot.errors import ReleaseEnded, StepFailed
@@ -285,10 +285,9 @@ def _node_side_problem(client: Any, release: Release, url: str, members: list[fl
     service_policies = _service_policies(client, release, url)
     targets = [replace(m, service_policies=tuple(p for p in service_policies if m.arch in ("*", "", p[0])))
                if m.kind == "policy" else m for m in members]
-    nodes = json.loads(client.node_details_raw(release.org))
+    nodes = node_details.decode(client.node_details_raw(release.org))
     try:
-        for _ in fleet_summary.placements(nodes if isinstance(nodes, list) else [], release.org, targets, url=url,
-                                          version=release.version):
+        for _ in fleet_summary.placements(nodes, release.org, targets, url=url, version=release.version):
             pass
     except (fleet_summary.NodeConstraintError, ConstraintError) as exc:
         return fleet_messages.rollout_refused_constraints_unreadable(str(exc))
@@ -296,7 +295,7 @@ def _node_side_problem(client: Any, release: Release, url: str, members: list[fl
 
 
 # -- poll ---------------------------------------------------------------------------------------------------------
-def shared_node_details(ctx: WorkerContext, org: str) -> list[dict[str, Any]]:
+def shared_node_details(ctx: WorkerContext, org: str) -> list[node_details.Node]:
     """The org's node-details, fetched at most once per poll interval by all rollouts of all workers."""
     st = ctx.config.settings
     key = f"{st.key_prefix}:rollout:node-details:{org}"
@@ -313,8 +312,10 @@ def shared_node_details(ctx: WorkerContext, org: str) -> list[dict[str, Any]]:
                 finally:
                     client.close()
                 ctx.redis.set(key, cached, px=max(1, int(st.rollout_poll_interval * 1000)))
-    nodes = json.loads(cached)
-    return nodes if isinstance(nodes, list) else []
+    try:
+        return node_details.decode(cached)
+    except node_details.NodeDetailsUnreadable as exc:
+        raise StepFailed(fleet_messages.node_details_unreadable(org, str(exc))) from None
 
 
 def poll(ctx: WorkerContext, release_id: str, index: int, count: int) -> None:
@@ -397,7 +398,7 @@ REFUSED_MARK = "the node's constraints refuse the policy"
 
 
 # -- diagnosis of nodes that stay on the old version ----------------------------------------------------------------
-def _post_diagnosis(ctx: WorkerContext, release: Release, index: int, nodes: list[dict[str, Any]],
+def _post_diagnosis(ctx: WorkerContext, release: Release, index: int, nodes: list[node_details.Node],
                     targets: list[fleet_summary.Target]) -> None:
     """Once per stage, after ``rollout_diagnose_after``: why do online nodes still run the old version? The agent
     never says (a signature or key it rejects is logged on the node and the agreement declined; anax
@@ -411,7 +412,7 @@ def _post_diagnosis(ctx: WorkerContext, release: Release, index: int, nodes: lis
         bucket, _ = fleet_summary.classify(node, org=release.org, url=url, version=release.version,
                                            offline_after=st.rollout_offline_after, now=moment)
         if bucket in (fleet_summary.OLD, fleet_summary.WAITING):
-            stuck.setdefault(str(node.get("arch") or ""), []).append(str(node.get("name") or node.get("id")))
+            stuck.setdefault(node.arch or "", []).append(node.label)
     if not stuck:
         return
     groups: dict[str, list[str]] = {}
