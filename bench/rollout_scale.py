@@ -1,20 +1,27 @@
-"""Rollout watch at fleet scale: one poll's summary for 10,000 simulated nodes.
+"""Rollout watch at fleet scale: polls of 1,000 and 10,000 simulated nodes.
 
-    python -m bench.rollout_scale            10,000 nodes; replaces the rollout section of docs/BENCHMARKS.md
-    python -m bench.rollout_scale --smoke    500 nodes; prints only (bench.run --smoke runs it too)
+    python -m bench.rollout_scale            1,000 and 10,000 nodes; replaces the rollout section of docs/BENCHMARKS.md
+    python -m bench.rollout_scale --smoke    300 nodes; prints only (bench.run --smoke runs it too)
 
 Set-up: the Exchange stand-in with simulated agents (signed service 1.0.0 and 1.1.0, a policy pinning 1.1.0 with 1.0.0
-as fallback; 2 % of the nodes fail 1.1.0 and fall back, 1 % are offline), real Redis, and several concurrent rollouts
-of the same org polling through the production code (``workers.rollout_watch.shared_node_details`` +
-``edgebot.fleet_summary.summarize``).
+as fallback; 2 % of the nodes fail 1.1.0 and fall back, 1 % are offline), real Redis, and the production poll code
+(``workers.rollout_watch.shared_node_details`` + ``edgebot.fleet_summary.summarize``).
 
 Nodes carry typed properties, 10 % of them a node policy (constraints; 1 % refuse the policy), and the policy has
 constraints and properties, so each poll decides membership in both directions as the agbot does.
 
-Measured per poll round: Exchange requests (all rollouts of the org together), and CPU time of one rollout's poll
-(decode the shared node-details answer + membership + summary) against a baseline measured in the same run on the same
-payload: ``json.loads`` of it alone, the two arms interleaved with alternating order; min / median / max of each.
-Ratio = median poll / median baseline.
+Measured:
+
+* Exchange requests per poll interval with several rollouts of the org scheduled independently (each its own thread,
+  polling every interval from a random phase, as separate releases do), over several intervals of wall time.
+* CPU of one poll (this thread's ``time.thread_time``: the stand-in's threads do not count) in two kinds: the poll
+  that fetches (the shared answer has expired: GET, cache write, decode, membership, summary) and the poll that reads
+  the cached answer; baseline on the same payload in the same run: ``json.loads`` of it alone. The three arms are
+  interleaved, their order rotating each round; min / median / max kept; ratio = median arm / median baseline.
+
+The offline cut-off cannot be hit by the bench's own slowness: the offline nodes' last heartbeat is an hour old and
+the cut-off is five minutes, and the bench checks every poll's counts against the fleet it built (a poll that counted
+an online node offline, or the reverse, makes the run fail).
 """
 
 from __future__ import annotations
@@ -22,8 +29,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import random
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,9 +44,10 @@ from bench.report import write_measured
 ROOT = Path(__file__).resolve().parent.parent
 ORG, PW = "acme", "bench-pw"
 SECTION = "## Rollout watch at scale"
-OFFLINE_AFTER = 6.0
-"""rollout_offline_after here: a 12 MB node-details answer is a second old or more by the time it is summarized on a
-loaded machine (the copy under the stand-in's lock delays heartbeats too); 2 s counted every node offline."""
+OFFLINE_AFTER = 300.0
+"""rollout_offline_after here: far above anything the bench's own slowness can add to a heartbeat's age (a 12 MB
+answer took over 2 s to fetch on a loaded machine, and a 2 s cut-off counted every node offline), far below the
+offline nodes' hour-old heartbeat."""
 
 
 def _publish(client: httpx.Client, signer: Any, version: str) -> None:
@@ -76,7 +86,14 @@ def _spread(values: list[float]) -> dict[str, float]:
             "max": round(max(values) * 1000, 1)}
 
 
-def run(*, nodes: int, rollouts: int = 3, rounds: int = 5) -> dict[str, Any]:
+def _expected(nodes: int) -> dict[str, int]:
+    """The counts every poll of the bench's fleet must give (offline: every 100th node; failing ones fall back)."""
+    refusing = len([i for i in range(1, nodes + 1) if i % 100 == 50])
+    offline = len([i for i in range(100, nodes + 1, 100)])
+    return {"total": nodes - refusing, "offline": offline}
+
+
+def run(*, nodes: int, rollouts: int = 3, rounds: int = 5, intervals: int = 6) -> dict[str, Any]:
     from edgebot.config import parse_config
     from edgebot.fleet_summary import Target, summarize
     from edgebot.secrets import SecretResolver
@@ -87,7 +104,7 @@ def run(*, nodes: int, rollouts: int = 3, rounds: int = 5) -> dict[str, Any]:
     from workers.rollout_watch import shared_node_details
     from workers.signing import PemSigner, generate_private_key_pem
 
-    poll_interval = 5.0  # longer than a loaded machine takes for the three rollouts' polls of one round
+    poll_interval = 3.0
     with tempfile.TemporaryDirectory(prefix="edgebot-rollout-bench-") as tmp:
         redis_server = RedisServer(Path(tmp) / "redis")
         redis_server.start()
@@ -115,9 +132,14 @@ def run(*, nodes: int, rollouts: int = 3, rounds: int = 5) -> dict[str, Any]:
                     "properties": list(POLICY_PROPERTIES), "constraints": list(POLICY_CONSTRAINTS)}
                 client.post(f"orgs/{ORG}/business/policies/fleet", json=policy).raise_for_status()
             wait_until(lambda: all(standin.fleet.running(n) for n in list(standin.fleet.nodes) if n not in refusing),
-                       timeout=600, interval=1.0, what="every compatible simulated node to run the service")
+                       timeout=900, interval=1.0, what="every compatible simulated node to run the service")
+            an_hour_ago = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 3600)) + ".000000Z[UTC]"
             for i in range(100, nodes + 1, 100):
                 standin.fleet.set_online(f"{ORG}/node-{i}", False)
+            time.sleep(1.0)  # a heartbeat round already under way ends before the stamps are set back
+            with standin.state.lock:
+                for i in range(100, nodes + 1, 100):
+                    standin.state.nodes[ORG][f"{ORG}/node-{i}"]["lastHeartbeat"] = an_hour_ago
             config = parse_config({
                 "slack": {"bot_token": "env:B", "signing_secret": "env:S"}, "redis": {"url": redis_server.url},
                 "exchange": {"url": standin.url, "username": f"{ORG}/edgebot", "password": "env:EXCHANGE_PW"},
@@ -127,16 +149,12 @@ def run(*, nodes: int, rollouts: int = 3, rounds: int = 5) -> dict[str, Any]:
                 "settings": {"rollout_poll_interval": poll_interval, "rollout_offline_after": OFFLINE_AFTER},
             }, environ={})
             ctx = WorkerContext(config, SecretResolver(environ={"EXCHANGE_PW": PW}))
-            time.sleep(OFFLINE_AFTER + 0.5)  # let the offline nodes' heartbeats age past rollout_offline_after
             target = [Target("policy", "fleet", "*", POLICY_CONSTRAINTS, POLICY_PROPERTIES)]
             key = f"{config.settings.key_prefix}:rollout:node-details:{ORG}"
-            before = len([r for r in standin.requests() if r["path"].endswith("/node-details")])
-            poll_cpu: list[float] = []
-            decode_cpu: list[float] = []
-            fetch_wall: list[float] = []
+            expected = _expected(nodes)
+            wrong: list[dict[str, int]] = []
             counts: dict[str, int] = {}
             left_out = 0
-            payload = b""
 
             def poll() -> float:
                 cpu = time.thread_time()  # this thread only: the stand-in's threads share the process
@@ -146,6 +164,43 @@ def run(*, nodes: int, rollouts: int = 3, rounds: int = 5) -> dict[str, Any]:
                 spent = time.thread_time() - cpu
                 nonlocal counts, left_out
                 counts, left_out = summary.as_dict(), sum(len(v) for v in summary.refused.values())
+                if {name: counts[name] for name in expected} != expected:
+                    wrong.append(counts)
+                return spent
+
+            def node_details_gets() -> int:
+                return len([r for r in standin.requests() if r["path"].endswith("/node-details")])
+
+            # 1. requests per interval: independently scheduled rollouts of the org
+            ctx.redis.delete(key)
+            stop_at = time.monotonic() + intervals * poll_interval
+            before = node_details_gets()
+
+            def rollout(seed: int) -> None:
+                rng = random.Random(seed)
+                time.sleep(rng.uniform(0, poll_interval))
+                while time.monotonic() < stop_at:
+                    poll()
+                    time.sleep(poll_interval)
+
+            threads = [threading.Thread(target=rollout, args=(n,)) for n in range(rollouts)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            requests_per_interval = (node_details_gets() - before) / intervals
+
+            # 2. CPU: fetching poll, cached poll, decode baseline; interleaved, order rotating
+            fetching: list[float] = []
+            cached: list[float] = []
+            decode_cpu: list[float] = []
+            payload = b""
+
+            def fetch_poll() -> float:
+                ctx.redis.delete(key)  # the shared answer has expired: this poll fetches
+                spent = poll()
+                nonlocal payload
+                payload = ctx.redis.get(key) or payload
                 return spent
 
             def decode() -> float:
@@ -153,72 +208,98 @@ def run(*, nodes: int, rollouts: int = 3, rounds: int = 5) -> dict[str, Any]:
                 json.loads(payload)
                 return time.thread_time() - cpu
 
+            fetch_poll()  # warm: the payload exists for the first decode
+            arms = [(fetch_poll, fetching), (poll, cached), (decode, decode_cpu)]
             for round_ in range(rounds):
-                started = time.perf_counter()
-                poll()  # the round's first poll fetches (one GET for every rollout of the org)
-                fetch_wall.append(time.perf_counter() - started)
-                payload = ctx.redis.get(key) or payload
-                # the other rollouts' polls, each beside a decode of the same payload; which arm goes first alternates
-                for turn in range(rollouts - 1):
-                    arms = (poll, decode) if (round_ + turn) % 2 == 0 else (decode, poll)
-                    for arm in arms:
-                        (poll_cpu if arm is poll else decode_cpu).append(arm())
-                time.sleep(poll_interval * 1.05)  # the next round: the shared answer has expired
-            after = len([r for r in standin.requests() if r["path"].endswith("/node-details")])
+                for arm, samples in arms[round_ % 3:] + arms[:round_ % 3]:
+                    if arm is poll and ctx.redis.get(key) is None:
+                        fetch_poll()  # re-filled outside the timed arm: a cached poll must read a cached answer
+                    samples.append(arm())
         finally:
             standin.stop()
             redis_server.stop()
-    poll_m, base_m = statistics.median(poll_cpu), statistics.median(decode_cpu)
-    return {"nodes": nodes, "rollouts": rollouts, "rounds": rounds, "payload_mb": round(len(payload) / 1e6, 1),
-            "exchange_requests_per_round": round((after - before) / rounds, 2),
-            "poll_cpu_ms": _spread(poll_cpu), "baseline_decode_cpu_ms": _spread(decode_cpu),
-            "samples_per_arm": len(poll_cpu), "ratio": round(poll_m / base_m, 2) if base_m else None,
-            "first_poll_wall_ms": round(statistics.median(fetch_wall) * 1000, 1), "counts": counts,
+    base = statistics.median(decode_cpu)
+    return {"nodes": nodes, "rollouts": rollouts, "rounds": rounds, "intervals": intervals,
+            "poll_interval_s": poll_interval, "payload_mb": round(len(payload) / 1e6, 1),
+            "exchange_requests_per_interval": round(requests_per_interval, 2),
+            "fetching_poll_cpu_ms": _spread(fetching), "cached_poll_cpu_ms": _spread(cached),
+            "baseline_decode_cpu_ms": _spread(decode_cpu), "samples_per_arm": rounds,
+            "fetching_ratio": round(statistics.median(fetching) / base, 2) if base else None,
+            "cached_ratio": round(statistics.median(cached) / base, 2) if base else None,
+            "counts": counts, "expected": expected, "wrong_counts": len(wrong),
             "left_out_by_node_policy": left_out, "machine": f"{platform.machine()} {platform.system()}",
             "date": time.strftime("%Y-%m-%d", time.gmtime())}
 
 
-def report_section(r: dict[str, Any]) -> str:
-    c, p, b = r["counts"], r["poll_cpu_ms"], r["baseline_decode_cpu_ms"]
+def run_sizes(*, smoke: bool) -> dict[str, Any]:
+    """Every fleet size of a run: {"sizes": [result, …]} (smoke: one small fleet, few rounds)."""
+    if smoke:
+        return {"sizes": [run(nodes=300, rounds=3, intervals=2)]}
+    return {"sizes": [run(nodes=n, rounds=9, intervals=6) for n in (1_000, 10_000)]}
+
+
+def failed(results: dict[str, Any]) -> bool:
+    """More than one Exchange request per interval (plus the one a boundary can add), or a wrong count."""
+    return any(r["exchange_requests_per_interval"] > 1 + 1 / r["intervals"] or r["wrong_counts"]
+               for r in results["sizes"])
+
+
+def report_section(results: dict[str, Any]) -> str:
+    sizes = results["sizes"]
+    first = sizes[0]
+    rows = "\n".join(
+        f"| {r['nodes']:,} ({r['payload_mb']} MB) | {r['exchange_requests_per_interval']} "
+        f"| {_arm(r['fetching_poll_cpu_ms'])} | {_arm(r['cached_poll_cpu_ms'])} | {_arm(r['baseline_decode_cpu_ms'])} "
+        f"| {r['fetching_ratio']}× / {r['cached_ratio']}× | {r['wrong_counts']} |" for r in sizes)
     return f"""{SECTION}
 
-`python -m bench.rollout_scale`: {r['nodes']:,} simulated nodes in one org (2 % fail the new version and fall back,
-1 % offline), {r['rollouts']} rollouts of that org polling at the same time, {r['rounds']} poll rounds. Each poll reads
-the org's `node-details` through the shared Redis cache (one Exchange GET per org per poll interval) and summarizes
-the stage, which includes deciding which nodes it reaches in both directions: the policy's constraints
-(`{' '.join(POLICY_CONSTRAINTS)}`) against each node's typed properties, and, for the nodes with a node policy
-(11 %), the node's constraints against the policy's properties and the service's built-in ones (1 % of the nodes
-refuse the policy and are left out). Baseline, same run and same payload ({r['payload_mb']} MB): `json.loads` of the
-answer alone. The two arms alternate within each round and which one goes first alternates too ({r['samples_per_arm']}
-samples each); CPU is the polling thread's own (`time.thread_time`), so the stand-in's threads do not count.
+`python -m bench.rollout_scale`: one org of simulated nodes (2 % fail the new version and fall back, 1 % offline),
+through the production poll code. Each poll reads the org's `node-details` through the shared Redis cache (one
+Exchange GET per org per poll interval), decodes it with msgspec into the fields a rollout reads
+(`edgebot/node_details.py`), and summarizes the stage, which includes deciding which nodes it reaches in both
+directions: the policy's constraints (`{' '.join(POLICY_CONSTRAINTS)}`) against each node's typed properties, and,
+for the nodes with a node policy (11 %), the node's constraints against the policy's properties and the service's
+built-in ones (1 % of the nodes refuse the policy and are left out).
 
-Exchange requests per poll round ({r['rollouts']} rollouts together): {r['exchange_requests_per_round']}.
+Requests: {first['rollouts']} rollouts of the org, each polling every {first['poll_interval_s']} s from its own
+random phase, for {first['intervals']} intervals of wall time. CPU: the poll that fetches (the shared answer expired:
+GET, cache write, decode, membership, summary), the poll that reads the cached answer, and the baseline on the same
+payload in the same run, `json.loads` of it alone; the three arms interleaved, their order rotating each round
+({first['samples_per_arm']} samples each); CPU is the polling thread's own (`time.thread_time`), so the stand-in's
+threads do not count. The offline nodes' last heartbeat is an hour old and the cut-off five minutes: the bench's own
+slowness cannot move a node across it, and every poll's counts are checked against the fleet built.
 
-| | min / median / max |
-|---|---|
-| CPU of one poll (decode + membership both ways + summarize) | {p['min']} / {p['median']} / {p['max']} ms |
-| baseline: decode only | {b['min']} / {b['median']} / {b['max']} ms |
-| ratio of the medians | {r['ratio']}× |
-| wall time of the poll that fetches (GET + cache write + summary) | {r['first_poll_wall_ms']} ms |
+| nodes (answer) | Exchange requests per interval | fetching poll CPU min / median / max | cached poll CPU \
+| baseline `json.loads` | ratio fetching / cached | polls with wrong counts |
+|---|---|---|---|---|---|---|
+{rows}
 
-Counts of the last poll: new {c.get('new')}, old {c.get('old')}, failing {c.get('failing')}, offline
-{c.get('offline')}, waiting {c.get('waiting')} of {c.get('total')}; {r['left_out_by_node_policy']} node(s) left out
-because their node policy refuses the policy. The number of Exchange requests does not grow with the fleet or with the
-number of rollouts: it is one per org per interval.
+Counts of the last poll at {sizes[-1]['nodes']:,} nodes: {_counts(sizes[-1])}. The number of Exchange requests does
+not grow with the fleet or with the number of rollouts: one per org per interval.
 """
+
+
+def _arm(spread: dict[str, float]) -> str:
+    return f"{spread['min']} / {spread['median']} / {spread['max']} ms"
+
+
+def _counts(r: dict[str, Any]) -> str:
+    c = r["counts"]
+    return (f"new {c.get('new')}, old {c.get('old')}, failing {c.get('failing')}, offline {c.get('offline')}, "
+            f"waiting {c.get('waiting')} of {c.get('total')}; {r['left_out_by_node_policy']} node(s) left out because "
+            "their node policy refuses the policy")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.rollout_scale")
     parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--nodes", type=int, default=10_000)
     args = parser.parse_args(argv)
-    results = run(nodes=500 if args.smoke else args.nodes, rounds=2 if args.smoke else 6)
+    results = run_sizes(smoke=args.smoke)
     print(json.dumps(results, indent=2))
     if not args.smoke:
         write_measured(report_section(results), "python -m bench.rollout_scale",
-                       str(results.get("machine", "this machine")))
-    return 0 if results["exchange_requests_per_round"] <= 1 else 1
+                       str(results["sizes"][0].get("machine", "this machine")))
+    return 1 if failed(results) else 0
 
 
 if __name__ == "__main__":
