@@ -63,7 +63,7 @@ def test_cli_parser_loads_only_the_side_cli_modules() -> None:
 REPO = Path(__file__).resolve().parent.parent
 SIDES = ("edgebot", "bot", "workers", "sandbox")
 ALLOWED = {
-    "edgebot": {"edgebot", "prometheus_client", "redis", "rq", "slack_sdk"},
+    "edgebot": {"edgebot", "msgspec", "prometheus_client", "redis", "rq", "slack_sdk"},
     "bot": {"bot", "edgebot", "gunicorn", "redis", "rq", "slack_bolt", "slack_sdk"},
     "workers": {"workers", "edgebot", "cryptography", "docker", "httpx", "hvac", "prometheus_client", "redis",
                 "requests", "rq", "slack_sdk"},
