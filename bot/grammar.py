@@ -38,7 +38,7 @@ _ORG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _DASHES = ("\u2014", "\u2013", "\u2012", "\u2015", "\u2212")  # em, en, figure dash, bar, minus
 _ARCH_HINTS = {"x86_64": "amd64", "aarch64": "arm64", "armhf": "arm", "armv7": "arm", "ppc64el": "ppc64le"}
 _VALUE_FLAGS = ("registry", "arch", "org", "policy")
-_BOOL_FLAGS = ("dry-run", "overwrite")
+_BOOL_FLAGS = ("dry-run", "overwrite", "public", "private")
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,9 @@ class PublishCommand:
     overwrite: bool = False
     policies: tuple[str, ...] | None = None
     """``--policy a,b``: roll out through only these of the service's catalog policies/patterns."""
+    public: bool | None = None
+    """``--public`` (True) / ``--private`` (False) override the definition's ``public`` (``hzn … publish --public``);
+    None: the definition decides."""
 
 
 @dataclass(frozen=True)
@@ -295,6 +298,9 @@ def _parse_publish(words: list[str]) -> PublishCommand:
     if org is not None and not _ORG_RE.match(org):
         raise UsageError(f"{_quote(org)} is not an Exchange org name.", PUBLISH_USAGE)
     policies = _policies(values, PUBLISH_USAGE)
+    if "public" in flags and "private" in flags:
+        raise UsageError("`--public` and `--private` contradict each other: give one of them (or neither, and the "
+                         "definition's `public` decides).", PUBLISH_USAGE)
     return PublishCommand(
         service=service,
         version=version,
@@ -304,6 +310,7 @@ def _parse_publish(words: list[str]) -> PublishCommand:
         dry_run="dry-run" in flags,
         overwrite="overwrite" in flags,
         policies=policies,
+        public=True if "public" in flags else False if "private" in flags else None,
     )
 
 

@@ -147,8 +147,9 @@ def accept_publish(
     all), and :class:`ReleaseIdTaken` propagates when every try collided.
     """
     org, arches = resolve(command, config)
-    _admit(access, "publish", requester, channels, org=org, service=command.service,
-           catalog_org=config.services[command.service].org)
+    # making a version visible to every org (--public) is a permission of its own
+    _admit(access, ("publish", "public") if command.public else ("publish",), requester, channels, org=org,
+           service=command.service, catalog_org=config.services[command.service].org)
 
     def make(release_id: str) -> Release:
         return Release(
@@ -165,17 +166,20 @@ def accept_publish(
             overwrite=command.overwrite,
             rollout_only=list(command.policies or ()),
             command_text=" ".join(text.split()),
+            public=command.public,
         )
 
     return _record(make, Step.PREPARE, requester, config=config, store=store, sealer=sealer, new_id=new_id,
                    attempts=attempts)
 
 
-def _admit(access: AccessCheck | None, permission: str, requester: Requester, channels: ChannelCheck, *, org: str,
-           service: str, catalog_org: str) -> None:
-    """The requester holds ``permission`` for the service (NotAllowed naming who does), and the bot can post in the
-    channel (NotInChannel): both before anything is written."""
-    if access is not None:
+def _admit(access: AccessCheck | None, permissions: tuple[str, ...], requester: Requester, channels: ChannelCheck, *,
+           org: str, service: str, catalog_org: str) -> None:
+    """The requester holds every one of ``permissions`` for the service (NotAllowed naming who holds the first one
+    missing), and the bot can post in the channel (NotInChannel): both before anything is written."""
+    for permission in permissions:
+        if access is None:
+            break
         allowed, holders = access.allowed(permission, requester.user_id, org=org, service=service,
                                           catalog_org=catalog_org)
         if not allowed:
@@ -275,7 +279,7 @@ def accept_deploy(
     service = config.services[command.service]
     org = service.org
     permission = deploy_permission(access, command, org) if access is not None else DEPLOY
-    _admit(access, permission, requester, channels, org=org, service=command.service, catalog_org=org)
+    _admit(access, (permission,), requester, channels, org=org, service=command.service, catalog_org=org)
 
     def make(release_id: str) -> Release:
         return Release(release_id=release_id, team_id=requester.team_id, channel_id=requester.channel_id,

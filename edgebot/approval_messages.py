@@ -100,6 +100,7 @@ def approval_card(release: Release) -> Message:
         key_fp = short(release.public_key_fingerprint, 23)
         lines.append(f"signing key `{release.key_name}` · public key fingerprint `{key_fp}`")
         lines += service_policy_lines(release)  # issue 15
+        lines += visibility_lines(release)
     targets = approval.covers.get("targets") or []
     lines.append("moves " + ", ".join(f"`{t}`" for t in targets) if targets
                  else "moves no deployment policy or pattern (publish only)")
@@ -288,6 +289,17 @@ def rollback_counted(release: Release, reached: bool) -> Message:
     if reached:
         return Message(text=f"Rollback approved ({tally}): {title(release)} is being rolled back now.")
     return Message(text=f"Your approval of the rollback of {title(release)} counts: {tally}.")
+
+
+def visibility_lines(release: Release) -> list[str]:
+    """Who can see the version once published, when that is not the default (private by the definition)."""
+    public = any(release.result(arch).definition.get("public") for arch in release.arches)
+    if release.public is None and not public:
+        return []
+    source = "`--public`" if release.public else "`--private`" if release.public is False else "the definition"
+    if public:
+        return [f":globe_with_meridians: *public* (from {source}): every org of the Exchange can see and deploy it"]
+    return [f"private (from {source}): only org `{escape(release.org)}` can see it"]
 
 
 def service_policy_lines(release: Release) -> list[str]:

@@ -508,7 +508,7 @@ def _api_url(url: str) -> str:
 
 # -- [access]: who may publish, cancel and roll back -------------------------------------------------------------
 
-ACCESS_PERMISSIONS = ("publish", "cancel", "rollback", "deploy")
+ACCESS_PERMISSIONS = ("publish", "cancel", "rollback", "deploy", "public")
 EVERYONE = "*"
 """As the only principal of a rule (``publish = ["*"]``): everyone in a channel the bot is in, on purpose."""
 _PRINCIPAL_RE = re.compile(r"^[UWS][A-Z0-9]{2,}$")

@@ -39,7 +39,7 @@ MAX_TEXT = 3000
 
 PUBLISH_USAGE = (
     "/edge publish SERVICE VERSION --registry ALIAS [--arch amd64,arm64] [--org ORG] [--policy NAME] [--dry-run] "
-    "[--overwrite]"
+    "[--overwrite] [--public | --private]"
 )
 HELP_USAGE = "/edge help [publish]"
 STATUS_USAGE = "/edge status [RELEASE | SERVICE]"
@@ -183,7 +183,9 @@ def help_message(topic: str = "") -> Message:
             "• `--org ORG` publishes to another org than the catalog's.\n"
             "• `--dry-run` runs every check and the build, but pushes and publishes nothing.\n"
             "• `--overwrite` replaces a version that is already published with different content "
-            "(nodes running it will not re-pull it).\n\n"
+            "(nodes running it will not re-pull it).\n"
+            "• `--public` / `--private` override the definition's `public` (a public version is visible to every "
+            "org; `--public` needs the `public` permission).\n\n"
             "Examples:\n`/edge publish hello 1.2.3 --registry icr`\n"
             "`/edge publish hello 1.2.4 --registry ocp --arch arm64 --dry-run`"
         )
@@ -233,6 +235,9 @@ def not_allowed(permission: str, service: str, org: str, holders: list[str]) -> 
         f":no_entry: You don't have the `{permission}` permission for `{service}` in org `{org}`, so nothing was "
         f"queued. It is granted to {who}: ask one of them, or a Slack admin to add you to the group."
     )
+    if permission == "public":
+        text += (" `--public` makes the version visible to every org of the Exchange; without it, the definition's "
+                 "`public` applies.")
     return Message(text=text, blocks=[section(text)])
 
 

@@ -290,6 +290,8 @@ class Release:
     """The bot's seal over who asked for what (edgebot.seals.intake_payload)."""
     source_seal: str = ""
     """The publish worker's seal over the commit and definitions prepare read (edgebot.seals.source_payload)."""
+    public: bool | None = None
+    """``--public`` / ``--private``: overrides the definition's ``public`` for every arch (None: the definition's)."""
     kind: str = "publish"
     """publish (build, sign, publish, roll out) | deploy (`/edge deploy`: roll out a version already in the Exchange,
     no build) | rollback (`/edge rollback --to VERSION`: a deploy of an older version, under the rollback permission).

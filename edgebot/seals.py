@@ -74,6 +74,8 @@ def intake_payload(release: Release) -> dict[str, Any]:
     }
     if release.kind != "publish":  # a deploy sealed as such (a publish's payload is unchanged: older seals verify)
         payload["kind"] = release.kind
+    if release.public is not None:  # --public / --private: sealed when given (older seals verify unchanged)
+        payload["public"] = release.public
     return payload
 
 

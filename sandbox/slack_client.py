@@ -89,6 +89,14 @@ class SlackPlatform:
                                            channel_name=channel_name, user_name=user_name)
         return self._post(urlencode(fields).encode(), timestamp, signing_secret)
 
+    def signed_slash_command(self, text: str, *, user_id: str, channel_id: str, command: str = "/edge",
+                             channel_name: str = "general") -> httpx.Request:
+        """The signed request of :meth:`slash_command`, built but not sent (``self.http.send(request)`` sends it):
+        benchmarks sign before their timed window opens."""
+        fields = self.slash_command_fields(text, user_id=user_id, channel_id=channel_id, command=command,
+                                           channel_name=channel_name)
+        return self._request(urlencode(fields).encode(), None, None)
+
     def block_action_payload(self, *, action_id: str, value: str, user_id: str, channel_id: str, message_ts: str,
                              block_id: str | None = None, message: dict[str, Any] | None = None) -> dict[str, Any]:
         """The ``block_actions`` payload of a click on button ``action_id`` of message ``message_ts``.
@@ -128,6 +136,10 @@ class SlackPlatform:
             "response_url": self._response_url(channel_id, user_id, message_ts),
             "actions": [action],
         }
+
+    def signed_block_action(self, payload: dict[str, Any]) -> httpx.Request:
+        """The signed request of a :meth:`block_action_payload`, built but not sent (benchmarks sign first)."""
+        return self._request(urlencode({"payload": json.dumps(payload)}).encode(), None, None)
 
     def block_action(self, *, action_id: str, value: str, user_id: str, channel_id: str, message_ts: str,
                      block_id: str | None = None, message: dict[str, Any] | None = None,
@@ -190,6 +202,9 @@ class SlackPlatform:
 
     # -- helpers ----------------------------------------------------------------------------------------------
     def _post(self, body: bytes, timestamp: int | None, signing_secret: str | None) -> httpx.Response:
+        return self.http.send(self._request(body, timestamp, signing_secret))
+
+    def _request(self, body: bytes, timestamp: int | None, signing_secret: str | None) -> httpx.Request:
         ts = int(time.time()) if timestamp is None else timestamp
         headers = {
             "Content-Type": "application/x-www-form-urlencoded",
@@ -197,7 +212,7 @@ class SlackPlatform:
             "X-Slack-Request-Timestamp": str(ts),
             "X-Slack-Signature": sign(signing_secret or self._signing_secret, body, ts),
         }
-        return self.http.post(self.bot_url, content=body, headers=headers)
+        return self.http.build_request("POST", self.bot_url, content=body, headers=headers)
 
     def _response_url(self, channel_id: str, user_id: str, message_ts: str | None) -> str:
         if self.standin is not None:

@@ -422,3 +422,34 @@ def test_the_same_command_while_the_first_is_between_its_claim_and_its_record_qu
     assert accepted.duplicate_of == first
     assert not list(redis_conn.scan_iter("edgebot:release:*")), "no second record"
     assert Queue(PUBLISH_QUEUE, connection=redis_conn, serializer=SERIALIZER).job_ids == [], "nothing queued"
+
+
+# -- --public / --private (issue 15): the public permission, sealed, on the card ---------------------------------------
+
+def test_public_needs_its_own_permission_and_private_does_not(make_bot: BotFactory, redis_conn: redis.Redis) -> None:
+    """`--public` makes a version visible to every org: publishing does not imply it (no rule: release managers)."""
+    context = make_bot(_config({"access": {"publish": ["*"], "release_managers": [LEAD]}}))
+    refused = _edge(context, "publish hello 1.0.0 --registry icr --public", user_id=OUTSIDER)
+    assert "You don't have the `public` permission" in refused and "<@U0LEAD>" in refused, refused
+    assert "without it, the definition's `public` applies" in refused
+    assert redis_conn.dbsize() == 0, "nothing recorded, nothing queued"
+    _edge(context, "publish hello 1.0.0 --registry icr --private --dry-run", user_id=OUTSIDER)
+    _edge(context, "publish hello 1.0.1 --registry icr --public --dry-run", user_id=LEAD)  # dry runs take no lock
+    public = {r.version: r.public for r in _store(context).active_in_channel(TEAM, CHANNEL)}
+    assert public == {"1.0.0": False, "1.0.1": True}
+
+
+def test_the_visibility_override_is_sealed_and_shown_on_the_card() -> None:
+    from edgebot.seals import intake_payload
+
+    release = Release("r1", TEAM, CHANNEL, REQUESTER, "hello", "1.0.0", "acme", "icr", ["amd64"], public=True)
+    assert intake_payload(release)["public"] is True
+    assert "public" not in intake_payload(Release("r2", TEAM, CHANNEL, REQUESTER, "hello", "1.0.0", "acme", "icr",
+                                                  ["amd64"])), "older seals verify unchanged"
+    release.result("amd64").definition = {"public": True}
+    assert approval_messages.visibility_lines(release) == [
+        ":globe_with_meridians: *public* (from `--public`): every org of the Exchange can see and deploy it"]
+    release.public, release.result("amd64").definition = False, {"public": False}
+    assert approval_messages.visibility_lines(release) == ["private (from `--private`): only org `acme` can see it"]
+    release.public = None
+    assert approval_messages.visibility_lines(release) == [], "private by the definition: the default, not shown"

@@ -196,3 +196,11 @@ def test_verify_a_version() -> None:
                            ("verify hello 1 --org a --org b", "given twice"), ("verify hello 1 --org a/b", "org name")):
         with pytest.raises(UsageError, match=fragment):
             parse(text)
+
+
+def test_public_and_private_override_the_definition_and_contradict_each_other() -> None:
+    assert parse("publish hello 1 --registry icr --public") == PublishCommand("hello", "1", "icr", public=True)
+    assert parse("publish hello 1 --registry icr --private") == PublishCommand("hello", "1", "icr", public=False)
+    assert parse("publish hello 1 --registry icr").public is None
+    with pytest.raises(UsageError, match="contradict each other"):
+        parse("publish hello 1 --registry icr --public --private")

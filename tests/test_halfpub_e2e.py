@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 # a version space of this module's own: the registry is shared by every module's stack (session fixture), and
 # test_publish_e2e asserts that its dry run of 1.0.3 left no tag there
-VERSIONS = ("7.1.0", "7.1.1", "7.1.2", "7.1.3", "7.1.4", "7.1.5")
+VERSIONS = ("7.1.0", "7.1.1", "7.1.2", "7.1.3", "7.1.4", "7.1.5", "7.1.6")
 
 
 @pytest.fixture(scope="module")
@@ -211,3 +211,21 @@ def test_a_release_the_reaper_failed_after_its_post_has_its_services_removed(sta
         assert stack.exchange.service(ORG, f"hello_7.1.5_{arch}") is None, arch
         assert after.result(arch).exchange_state == {"service_id": f"hello_7.1.5_{arch}", "undone": True,
                                                      "origin": "created", "service": "absent"}
+
+
+def test_public_overrides_the_definition_in_the_exchange_and_a_republish_must_say_overwrite(stack: Stack) -> None:
+    """`--public` (hzn … publish --public) over a definition that says private: every arch goes to the Exchange
+    public, and the same version published again with `--private` is different content (refused unless
+    --overwrite), the public version untouched."""
+    from sandbox.stack import APPROVER  # a release manager: the sandbox has no `public` rule
+
+    definition = (Path(__file__).parent.parent / "examples/hello/horizon/service.definition.json").read_text()
+    assert '"public": false' in definition, "the definition says private"
+    release = stack.finished(stack.start_release("publish hello 7.1.6 --registry local --public", user_id=APPROVER),
+                             timeout=180)
+    assert release.state == "succeeded", release.error
+    for arch in ("amd64", "arm64"):
+        assert stack.exchange.service(ORG, f"hello_7.1.6_{arch}")["public"] is True, arch  # type: ignore[index]
+    again = _publish(stack, "publish hello 7.1.6 --registry local --private")
+    assert again.state == "failed" and "--overwrite" in again.error, again.error
+    assert stack.exchange.service(ORG, "hello_7.1.6_amd64")["public"] is True  # type: ignore[index]

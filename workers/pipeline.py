@@ -14,6 +14,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -116,10 +117,13 @@ def prepare(ctx: WorkerContext, release_id: str) -> None:
             raise StepFailed(f"{definition_path} is missing at commit {sha[:12]} of {service.name}'s source")
         hzn_json = read_file_at(service.source, sha, f"{horizon}/hzn.json", cache, max_bytes=cap)
         for arch in release.arches:
-            definitions[arch] = read_definition(
+            definition = read_definition(
                 definition_text, hzn_json, org=release.org, version=release.version, arch=arch, image_base=base,
                 max_bytes=cap,
             )
+            if release.public is not None:  # --public / --private (sealed by the bot) over the definition's
+                definition = replace(definition, raw={**definition.raw, "public": release.public})
+            definitions[arch] = definition
         policies = service_policy.for_release(ctx, release, sha, definitions)  # refused before any build
     with failures.translated("source", release, registry, ctx=ctx), ctx.exchange(release.org) as deps_client:
         dependencies.check(deps_client, definitions, org=release.org, service=release.service,
