@@ -34,6 +34,7 @@ from edgebot.release import (
     ROLLING_OUT,
     SUCCEEDED,
     Approval,
+    ArchResult,
     Release,
 )
 
@@ -97,6 +98,7 @@ def approval_card(release: Release) -> Message:
             change = escape(approval.exchange_changes.get(arch, ""))
             lines.append(f"*{arch}* `{res.pinned_image}`\n    signature `{short(res.signature_fingerprint, 23)}`"
                          + (f" · Exchange: {change}" if change else ""))
+            lines += external_image_lines(res)
         key_fp = short(release.public_key_fingerprint, 23)
         lines.append(f"signing key `{release.key_name}` · public key fingerprint `{key_fp}`")
         lines += service_policy_lines(release)  # issue 15
@@ -289,6 +291,18 @@ def rollback_counted(release: Release, reached: bool) -> Message:
     if reached:
         return Message(text=f"Rollback approved ({tally}): {title(release)} is being rolled back now.")
     return Message(text=f"Your approval of the rollback of {title(release)} counts: {tally}.")
+
+
+def external_image_lines(res: ArchResult) -> list[str]:
+    """The images edgebot did not build, each with the tag the definition names and the digest it was pinned to."""
+    services = (res.definition.get("deployment") or {}).get("services") or {}
+    lines = []
+    for name, pinned in sorted(res.external_pins.items()):
+        spec = services.get(name)
+        tagged = str(spec.get("image") or "") if isinstance(spec, dict) else ""
+        lines.append(f"    `{escape(name)}` not built by edgebot: `{escape(tagged)}` pinned to "
+                     f"`{short(pinned.rpartition('@')[2], 23)}`")
+    return lines
 
 
 def visibility_lines(release: Release) -> list[str]:

@@ -127,6 +127,9 @@ class ServiceConfig:
     of its latest release."""
     service_policy: str = "service.policy.json"
     """The service policy file, relative to ``horizon_dir`` (``hzn … publish -p``); published when it exists."""
+    pin: bool = True
+    """Pin images edgebot does not build to the digest their registry reports at release time; False keeps their tags
+    (``hzn … publish -I``)."""
 
     @property
     def allowed_orgs(self) -> tuple[str, ...]:
@@ -360,7 +363,7 @@ def _service(name: str, table: Any) -> ServiceConfig:
     if not _NAME_RE.match(name):
         raise ConfigError(f"[{where}]: service names are lower-case letters, digits, '.', '_' and '-'")
     _known(table, where, {"source", "org", "arches", "image_base", "ref", "horizon_dir", "dockerfile", "context",
-                          "policies", "patterns", "rollout", "orgs", "channel", "service_policy"})
+                          "policies", "patterns", "rollout", "orgs", "channel", "service_policy", "pin"})
     arches = table.get("arches")
     if not isinstance(arches, list) or not arches or not all(isinstance(a, str) for a in arches):
         raise ConfigError(f"{where}.arches must be a non-empty list such as [\"amd64\", \"arm64\"]")
@@ -389,6 +392,7 @@ def _service(name: str, table: Any) -> ServiceConfig:
         orgs=_orgs(where, table),
         channel=_channel(where, table),
         service_policy=str(table.get("service_policy", "service.policy.json")),
+        pin=_flag(table, f"{where}.pin", True),
     )
 
 

@@ -159,6 +159,9 @@ class ArchResult:
     definitions (workers/service_policy.py)."""
     verify_report: list[str] = field(default_factory=list)
     """What ``verify`` found in the Exchange after publish, one line per problem ([] when all verified)."""
+    external_pins: dict[str, str] = field(default_factory=dict)
+    """container -> ``host/path@sha256:…`` for images edgebot does not build, resolved from their tags in prepare
+    (workers.external_images) and sealed with the source; {} when there are none or the catalog says ``pin = false``."""
 
 
 @dataclass

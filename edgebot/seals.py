@@ -87,6 +87,8 @@ def source_payload(release: Release) -> dict[str, Any]:
         "tags": {arch: release.result(arch).image_tag for arch in release.arches},
         **({"service_policies": {arch: digest(release.result(arch).service_policy) for arch in release.arches}}
            if any(release.result(arch).service_policy for arch in release.arches) else {}),
+        **({"external": {arch: dict(release.result(arch).external_pins) for arch in release.arches}}
+           if any(release.result(arch).external_pins for arch in release.arches) else {}),
     }
 
 

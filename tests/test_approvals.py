@@ -236,6 +236,18 @@ def _with_service_policy() -> Release:
     return release
 
 
+def _with_sidecar_public() -> Release:
+    """A sidecar referenced by tag, pinned at release time, and `--public` over a private definition."""
+    release = _waiting()
+    release.public = True
+    for arch in release.arches:
+        res = release.result(arch)
+        res.definition = {**res.definition, "public": True, "deployment": {"services": {
+            "hello": {"image": res.image_tag}, "metrics": {"image": "quay.io/prometheus/node-exporter:v1.8.0"}}}}
+        res.external_pins = {"metrics": f"quay.io/prometheus/node-exporter@sha256:{arch[0] * 64}"}
+    return release
+
+
 def _rollback_request(status: str = "open") -> Release:
     release = _approved()
     release.state = "succeeded"
@@ -272,6 +284,7 @@ CASES = {
     "approval_card_rollback_to": lambda: approval_messages.approval_card(_deploy_waiting("rollback")),
     "approval_card_open": lambda: approval_messages.approval_card(_with_changes()),
     "approval_card_service_policy": lambda: approval_messages.approval_card(_with_service_policy()),
+    "approval_card_sidecar_public": lambda: approval_messages.approval_card(_with_sidecar_public()),
     "approval_card_approved": lambda: approval_messages.approval_card(_approved()),
     "approval_card_rejected": lambda: approval_messages.approval_card(
         _card(REJECTED, "rejected by <@U0ALICE>: CVE-2026-1234 in the base image")),

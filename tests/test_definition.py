@@ -261,18 +261,33 @@ def test_an_org_that_equals_the_release_org_or_is_empty_is_fine():
     assert read(mutate(org="")).org == "edge"
 
 
-@pytest.mark.parametrize(
-    "image",
-    ["docker.io/library/nginx:1.25", f"{BASE}_amd64:1.2.2", f"{BASE}_arm64:1.2.3", f"{BASE}_amd64", "nginx@sha256:abc"],
-)
-def test_an_image_edgebot_does_not_build_and_that_is_not_pinned_is_refused(image):
+@pytest.mark.parametrize("image", [f"{BASE}_amd64:1.2.2", f"{BASE}_arm64:1.2.3", f"{BASE}_amd64"])
+def test_the_release_image_with_another_tag_or_arch_is_refused(image):
+    """An image in edgebot's own repository that is not this release's is a mistake (a stale version, another arch),
+    never a third-party image to pin."""
     text = mutate(deployment={"services": {"hello": {"image": image}}})
     with pytest.raises(DefinitionError) as exc:
         read(text)
     msg = str(exc.value)
-    assert f'container "hello" uses image {image}, which edgebot does not build' in msg
+    assert f'container "hello" uses image {image}, which looks like the image edgebot builds' in msg
     assert "${DOCKER_IMAGE_BASE}_$ARCH:$SERVICE_VERSION" in msg and f"{BASE}_amd64:1.2.3" in msg
-    assert "pin a prebuilt image by digest" in msg
+
+
+@pytest.mark.parametrize("image", ["nginx@sha256:abc", "@sha256:" + "a" * 64, ""])
+def test_an_image_that_is_no_reference_or_has_a_bad_digest_is_refused(image):
+    text = mutate(deployment={"services": {"hello": {"image": "${DOCKER_IMAGE_BASE}_$ARCH:$SERVICE_VERSION"},
+                                           "side": {"image": image}}})
+    with pytest.raises(DefinitionError, match='container "side"'):
+        read(text)
+
+
+@pytest.mark.parametrize("image", ["docker.io/library/nginx:1.25", "quay.io/prometheus/node-exporter:v1.8.0",
+                                   "redis:7", "reg.example:5000/vendor/agent"])
+def test_a_third_party_image_by_tag_is_accepted_to_be_pinned_at_release_time(image):
+    text = mutate(deployment={"services": {"hello": {"image": "${DOCKER_IMAGE_BASE}_$ARCH:$SERVICE_VERSION"},
+                                           "side": {"image": image}}})
+    d = read(text)
+    assert d.built == {"hello": f"{BASE}_amd64:1.2.3"} and d.external == {"side": image}
 
 
 def test_a_sidecar_pinned_by_digest_is_accepted_but_not_built():

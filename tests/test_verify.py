@@ -21,9 +21,13 @@ ORG = "acme"
 SIGNER = PemSigner(generate_private_key_pem(2048), "edgebot.public.pem")
 
 
-def _ctx() -> Any:
-    config = SimpleNamespace(registries={}, settings=Settings())
-    return SimpleNamespace(config=config, node_credentials=lambda registry: None, resolver=None)
+def _ctx(*, private: str = "") -> Any:
+    """A worker context whose config has a registry ``private`` (host) with a pull credential, or no registry."""
+    registries = {"r": SimpleNamespace(host=private, ca_cert=None)} if private else {}
+    config = SimpleNamespace(registries=registries, settings=Settings())
+    secret = SimpleNamespace(reveal=lambda: "token-1")
+    return SimpleNamespace(config=config, node_credentials=lambda registry: ("puller", secret) if registry else None,
+                           resolver=None)
 
 
 @pytest.fixture()
@@ -65,16 +69,19 @@ def test_unpinned_image_missing_dockauth_policy_and_dependency_are_named(
     _, client, raw = exchange
     sid = _publish(raw, client, "reg.example.com:5000/edge/hello_amd64:1.0.0")
     expected = {"properties": [{"name": "camera", "value": True}], "constraints": []}
-    found = _findings(verify_arch(_ctx(), client, ORG, "hello", "1.0.0", "amd64", expected))
+    private = _ctx(private="reg.example.com:5000")
+    found = _findings(verify_arch(private, client, ORG, "hello", "1.0.0", "amd64", expected))
     assert found["signature"] == [(True, "")]
     assert found["image"] == [(False, "is not pinned by digest: the tag can move under nodes")]
     assert found["dockauth"] == [(False, "no dockauth for this registry: nodes cannot pull")]
+    # a registry edgebot has no entry for (a public one, as far as it knows): nodes pull anonymously
+    assert _findings(verify_arch(_ctx(), client, ORG, "hello", "1.0.0", "amd64"))["dockauth"] == [(True, "anonymous")]
     assert found["policy"] == [(False, "is missing")]
     client.put_service_policy(ORG, sid, {"properties": [{"name": "camera", "value": False}], "constraints": []})
-    found = _findings(verify_arch(_ctx(), client, ORG, "hello", "1.0.0", "amd64", expected))
+    found = _findings(verify_arch(private, client, ORG, "hello", "1.0.0", "amd64", expected))
     assert found["policy"] == [(False, "differs from the source's service policy file")]
     client.add_dockauth(ORG, sid, "reg.example.com:5000", "puller", "token-1")
-    assert _findings(verify_arch(_ctx(), client, ORG, "hello", "1.0.0", "amd64"))["dockauth"] == [(True, "")]
+    assert _findings(verify_arch(private, client, ORG, "hello", "1.0.0", "amd64"))["dockauth"] == [(True, "")]
 
 
 def test_a_dependency_deleted_since_is_named(exchange: tuple[ExchangeStandIn, ExchangeClient, httpx.Client]) -> None:

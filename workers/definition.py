@@ -264,6 +264,9 @@ class ServiceDefinition:
     arch: str
     deployment: dict[str, Any]
     built: dict[str, str] = field(default_factory=dict)
+    external: dict[str, str] = field(default_factory=dict)
+    """container -> an image edgebot does not build, referenced by tag (pinned to a digest at release time, unless the
+    catalog says ``pin = false``); images pinned by digest in the definition are not listed."""
 
     def exchange_body(self, deployment_string: str, signature: str) -> dict[str, Any]:
         """The body of ``POST orgs/{org}/services`` / ``PUT …/{id}``, as hzn sends it (anax exchange.ServiceDefinition).
@@ -418,6 +421,7 @@ def read_definition(definition_text: str, hzn_json_text: str | None, *, org: str
         )
     expected = f"{image_base}_{arch}:{version}"
     built: dict[str, str] = {}
+    external: dict[str, str] = {}
     for name, spec in services.items():
         image = spec.get("image") if isinstance(spec, dict) else None
         if not isinstance(image, str) or not image:
@@ -429,17 +433,25 @@ def read_definition(definition_text: str, hzn_json_text: str | None, *, org: str
             built[name] = image
             continue
         try:
-            pinned = parse_image_ref(image).pinned
+            ref = parse_image_ref(image)
         except DefinitionError:
-            pinned = False
-        if not pinned:
             raise DefinitionError(
-                f"{f}: container \"{name}\" uses image {image}, which edgebot does not build: use "
-                f"\"${{DOCKER_IMAGE_BASE}}_$ARCH:$SERVICE_VERSION\" (here {expected}), or pin a prebuilt image by "
-                f"digest (<image>@sha256:<64 hex>)"
+                f"{f}: container \"{name}\" uses image {image!r}, which is not an image reference: use "
+                f"\"${{DOCKER_IMAGE_BASE}}_$ARCH:$SERVICE_VERSION\" (here {expected}) for the image edgebot builds, "
+                f"or [host[:port]/]path[:tag][@sha256:<64 hex>] for a prebuilt one"
+            ) from None
+        if ref.digest and not ref.pinned:
+            raise DefinitionError(f"{f}: container \"{name}\": {image} has a digest that is not sha256:<64 hex>")
+        if ref.repository.startswith(f"{image_base}_") and not ref.pinned:  # our own image, another arch or version
+            raise DefinitionError(
+                f"{f}: container \"{name}\" uses image {image}, which looks like the image edgebot builds but is "
+                f"not this release's: use \"${{DOCKER_IMAGE_BASE}}_$ARCH:$SERVICE_VERSION\" (here {expected}), or pin "
+                f"a prebuilt image by digest (<image>@sha256:<64 hex>)"
             )
+        if not ref.pinned:
+            external[name] = image  # pinned at release time to its registry digest (workers.external_images)
     return ServiceDefinition(raw=raw, org=org, url=raw["url"], version=version, arch=arch, deployment=deployment,
-                             built=built)
+                             built=built, external=external)
 
 
 def _check_types(raw: dict[str, Any], f: str) -> None:

@@ -39,7 +39,17 @@ from edgebot.release import (
     Release,
 )
 from edgebot.secrets import Secret
-from workers import build_report, dependencies, dockauths, failures, gate, service_policy, trust, verify
+from workers import (
+    build_report,
+    dependencies,
+    dockauths,
+    external_images,
+    failures,
+    gate,
+    service_policy,
+    trust,
+    verify,
+)
 from workers.context import WorkerContext
 from workers.definition import ServiceDefinition, read_definition
 from workers.exchange import publish_service, service_id
@@ -125,6 +135,7 @@ def prepare(ctx: WorkerContext, release_id: str) -> None:
                 definition = replace(definition, raw={**definition.raw, "public": release.public})
             definitions[arch] = definition
         policies = service_policy.for_release(ctx, release, sha, definitions)  # refused before any build
+        external = external_images.pin(ctx, definitions, service=release.service, pin_tags=service.pin)
     with failures.translated("source", release, registry, ctx=ctx), ctx.exchange(release.org) as deps_client:
         dependencies.check(deps_client, definitions, org=release.org, service=release.service,
                            version=release.version)  # every requiredServices entry in the Exchange first
@@ -145,6 +156,7 @@ def prepare(ctx: WorkerContext, release_id: str) -> None:
                 result.definition = definition.raw
                 result.built_containers = dict(definition.built)
                 result.service_policy = policies.get(arch, {})  # sealed with the definition
+                result.external_pins = dict(external.get(arch, {}))
             result.published_digest = result.published_digest or published.get(arch, "")
             result.image_tag = result.image_tag or (
                 f"{image_repository(registry.host, registry.namespace, service.image_base, arch)}:{r.version}"
@@ -384,6 +396,10 @@ def publish(ctx: WorkerContext, release_id: str, round_: int = 1) -> None:
                 node_creds = ctx.node_credentials(registry)
                 dockauths = [(registry.host, node_creds[0], node_creds[1].reveal())] if node_creds else []
                 token_notes = node_token_notes(registry, node_creds, window=ctx.config.settings.token_expiry_warning)
+                extra, extra_notes = external_images.node_dockauths(  # sidecars' registries get theirs too
+                    ctx, [_definition(release, a) for a in release.arches], registry)
+                dockauths += extra
+                token_notes += extra_notes
                 for arch in release.arches:
                     if ctx.store.require(release_id).is_final:  # cancelled between two arches' writes
                         raise ReleaseEnded(f"release {release_id} ended during publish")

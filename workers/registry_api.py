@@ -81,6 +81,29 @@ class RegistryReader:
             raise
         return "sha256:" + hashlib.sha256(body).hexdigest()
 
+    def platform_digest(self, path: str, tag: str, arch: str) -> str:
+        """The digest of the single-arch image ``path:tag`` holds for ``arch`` now: the tag's own manifest when it is
+        one image (checked to be of ``arch``), or the ``linux/arch`` entry of a multi-arch index (``arm``: variant v7
+        or none, as the Engine on a 32-bit arm node picks). ImageMismatch names what is missing."""
+        body = self._get(f"/v2/{path}/manifests/{tag}", MANIFEST_TYPES)
+        manifest = _json(body, f"{path}:{tag}")
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        if "manifests" in manifest:
+            entries = [m for m in manifest.get("manifests") or [] if isinstance(m, dict)]
+            found = [m for m in entries if (m.get("platform") or {}).get("os", "linux") == "linux"
+                     and (m.get("platform") or {}).get("architecture") == arch
+                     and (arch != "arm" or (m.get("platform") or {}).get("variant", "v7") in ("v7", ""))]
+            if not found:
+                offered = sorted({f"{(m.get('platform') or {}).get('architecture')}" for m in entries})
+                raise ImageMismatch(f"{self.host}/{path}:{tag} has no image for linux/{arch} (it has "
+                                    f"{', '.join(offered) or 'none'})")
+            digest = str(found[0].get("digest") or "")
+        actual, variant = self.image_arch(path, digest)
+        if actual != arch:
+            raise ImageMismatch(f"{self.host}/{path}:{tag} is an image for {actual}"
+                                f"{'/' + variant if variant else ''}, not {arch}")
+        return digest
+
     # -- HTTP -------------------------------------------------------------------------------------------------------
     def _verified(self, url: str, digest: str, accept: str = "") -> bytes:
         body = self._get(url, accept)

@@ -67,7 +67,7 @@ def check_source(sealer: Sealer | None, release: Release) -> None:
 def expected_deployment(release: Release, arch: str) -> str:
     """The deployment string for ``arch``, rebuilt from the definition and the pushed digest."""
     res = release.result(arch)
-    pins = {name: res.pinned_image for name in res.built_containers}
+    pins = {**res.external_pins, **{name: res.pinned_image for name in res.built_containers}}
     return deployment_string(pin_images(res.definition["deployment"], pins))
 
 

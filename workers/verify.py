@@ -9,7 +9,8 @@ Per arch, from the Exchange and the registries (never from edgebot's own record)
 * each image reference of the deployment is pinned by digest, exists in its registry under that digest (manifest and
   config read back and checked against their sha256: ``workers.registry_api``) as an image of the arch, and has a
   dockauth whose ``registry`` is the image's ``host[:port]`` exactly (anax ``container/imagepull.go`` uses an auth
-  only on an exact match) — unless edgebot's config has no pull credential for that registry (anonymous pulls);
+  only on an exact match) — unless edgebot's config has no pull credential for that registry, or no entry for it
+  at all (nodes pull anonymously);
 * the service policy is present (and, when the source has one, is the one the source says: ``service_policy``);
 * each ``requiredServices`` entry has a published version inside its range (``dependencies``).
 
@@ -27,9 +28,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from edgebot import fleet_messages
-from edgebot.config import RegistryConfig
 from edgebot.release import Release
-from workers import dependencies
+from workers import dependencies, external_images
 from workers.definition import DefinitionError, parse_image_ref
 from workers.exchange import ExchangeClient, service_id
 from workers.registry_api import ImageMismatch, RegistryReader, RegistryReadError
@@ -111,10 +111,6 @@ def images_of(deployment: str) -> list[str] | None:
         return None
 
 
-def _registry_for(registries: Iterable[RegistryConfig], host: str) -> RegistryConfig | None:
-    return next((r for r in registries if r.host == host), None)
-
-
 def check_images(ctx: WorkerContext, images: list[str], arch: str, dockauth_hosts: set[str]) -> list[Check]:
     checks: list[Check] = []
     readers: dict[str, RegistryReader] = {}
@@ -125,19 +121,17 @@ def check_images(ctx: WorkerContext, images: list[str], arch: str, dockauth_host
             except DefinitionError as exc:
                 checks.append(Check(IMAGE, False, image, f"cannot be read as an image reference ({exc})"))
                 continue
-            host = ref.host or "docker.io"
-            registry = _registry_for(ctx.config.registries.values(), host)
-            # Docker Hub: the API is at registry-1.docker.io, official images under library/ (as docker reads them)
-            api_host, path = (("registry-1.docker.io", ref.path if "/" in ref.path else f"library/{ref.path}")
-                              if host == "docker.io" else (host, ref.path))
+            host, api_host, path = external_images.api_location(ref)
+            registry = external_images.registry_for(ctx.config.registries.values(), host)
             if not ref.pinned:
                 checks.append(Check(IMAGE, False, image, "is not pinned by digest: the tag can move under nodes"))
             else:
-                reader = readers.get(api_host) or readers.setdefault(api_host, _reader(ctx, api_host, registry))
+                reader = readers.get(api_host) or readers.setdefault(
+                    api_host, external_images.reader_for(ctx, api_host, registry))
                 checks.append(_image_check(reader, image, path, ref.digest, arch))
             if host in dockauth_hosts:
                 checks.append(Check(DOCKAUTH, True, host))
-            elif registry is not None and ctx.node_credentials(registry) is None:
+            elif registry is None or ctx.node_credentials(registry) is None:  # no credential to give: public
                 checks.append(Check(DOCKAUTH, True, host, "anonymous"))
             else:
                 checks.append(Check(DOCKAUTH, False, host, "no dockauth for this registry: nodes cannot pull"))
@@ -145,14 +139,6 @@ def check_images(ctx: WorkerContext, images: list[str], arch: str, dockauth_host
         for reader in readers.values():
             reader.close()
     return checks
-
-
-def _reader(ctx: WorkerContext, host: str, registry: RegistryConfig | None) -> RegistryReader:
-    creds = ctx.node_credentials(registry) if registry is not None else None
-    ca = (ctx.resolver.resolve(registry.ca_cert).reveal()
-          if registry is not None and registry.ca_cert is not None else None)
-    return RegistryReader(host, username=creds[0] if creds else "", password=creds[1].reveal() if creds else "",
-                          ca_pem=ca, timeout=ctx.config.settings.registry_timeout)
 
 
 def _image_check(reader: RegistryReader, image: str, path: str, digest: str, arch: str) -> Check:
