@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgebot.approvals import ApprovalPolicy, ApprovalRules, check_reachable, parse_approvals, scoped_tables
+from edgebot.build_inputs import BuildConfig, parse_build
 from edgebot.errors import ConfigError
 from edgebot.ids import GO_ARCHES
 from edgebot.secrets import SecretRef
@@ -127,6 +128,8 @@ class ServiceConfig:
     of its latest release."""
     service_policy: str = "service.policy.json"
     """The service policy file, relative to ``horizon_dir`` (``hzn … publish -p``); published when it exists."""
+    build: BuildConfig = BuildConfig()
+    """``[services.X.build]``: builder, build args, build secrets, pull, registry cache (edgebot.build_inputs)."""
 
     @property
     def allowed_orgs(self) -> tuple[str, ...]:
@@ -360,7 +363,7 @@ def _service(name: str, table: Any) -> ServiceConfig:
     if not _NAME_RE.match(name):
         raise ConfigError(f"[{where}]: service names are lower-case letters, digits, '.', '_' and '-'")
     _known(table, where, {"source", "org", "arches", "image_base", "ref", "horizon_dir", "dockerfile", "context",
-                          "policies", "patterns", "rollout", "orgs", "channel", "service_policy"})
+                          "policies", "patterns", "rollout", "orgs", "channel", "service_policy", "build"})
     arches = table.get("arches")
     if not isinstance(arches, list) or not arches or not all(isinstance(a, str) for a in arches):
         raise ConfigError(f"{where}.arches must be a non-empty list such as [\"amd64\", \"arm64\"]")
@@ -389,6 +392,7 @@ def _service(name: str, table: Any) -> ServiceConfig:
         orgs=_orgs(where, table),
         channel=_channel(where, table),
         service_policy=str(table.get("service_policy", "service.policy.json")),
+        build=parse_build(f"{where}.build", table.get("build")),
     )
 
 
