@@ -1,10 +1,10 @@
 """End to end with ``builder = "buildah"``: a signed slash command to the real bot, the real publish and build worker
 processes, the TLS + htpasswd registry, Redis; stand-ins only for Slack and the Exchange.
 
-The service's Dockerfile uses BuildKit syntax (``RUN --mount=type=cache`` and ``--mount=type=secret``: the Engine's
-legacy builder refuses both), a build arg from ``{version}`` and a build secret read by the build worker through its
-reference. What was pushed is read back from the registry; the secret's value is in no Slack message, no Redis key
-or value, and no worker's log.
+The service's Dockerfile uses BuildKit syntax (``RUN --mount=type=cache`` and ``--mount=type=secret``: the
+Engine's legacy builder refuses both), a build arg from ``{version}`` and a build secret the build worker reads from
+OpenBao with the build role's policy as shipped in deploy/vault/. What was pushed is read back from the registry; the
+secret's value is in no layer, no Slack message, no Redis key or value, and no worker's log.
 """
 
 from __future__ import annotations
@@ -41,9 +41,6 @@ RUN --mount=type=secret,id=token ["/bin/busybox", "sh", "-c", \
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, docker_daemon: Any, registry: Any) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("stack")
-    token_file = workdir / "build-token"
-    token_file.write_text(TOKEN)
-    token_file.chmod(0o600)
     source = workdir / "sources" / "origin.git"  # where Stack puts the sample service's repository
     catalog = f"""\
 [services.hello-bud]
@@ -56,11 +53,14 @@ dockerfile = "Dockerfile.bud"
 [services.hello-bud.build]
 builder = "buildah"
 args = {{ VERSION = "{{version}}-{{arch}}" }}
-secrets = {{ token = "file:{token_file}" }}
+secrets = {{ token = "vault:secret/data/edgebot/build/hello-bud#token" }}
 cache = true
 """
-    with Stack(workdir, docker=docker_daemon, registry=registry, versions=("1.0.0",), extra_toml=catalog) as running:
-        assert running.source_path == source
+    with Stack(workdir, docker=docker_daemon, registry=registry, versions=("1.0.0",), extra_toml=catalog,
+               vault=True) as running:
+        assert running.source_path == source and running.vault is not None
+        # where deploy/vault/edgebot-build.hcl lets the build role read build secrets (the sandbox loads that file)
+        running.vault.server.put_secret("edgebot/build/hello-bud", {"token": TOKEN})
         add_commit(source, {"Dockerfile.bud": DOCKERFILE, "busybox": Path(busybox_path()).read_bytes()})
         (source.parent / "tree" / "busybox").chmod(0o755)  # committed as an executable
         add_commit(source, {}, tag="v2.0.0")

@@ -124,16 +124,25 @@ class BuildahBuilderAdapter:
 
     def __init__(self, ctx: WorkerContext, service: ServiceConfig, registry: RegistryConfig) -> None:
         self.ctx, self.service, self.registry = ctx, service, registry
-        settings = ctx.config.settings
-        self._certs = Path(tempfile.mkdtemp(prefix="edgebot-certs-"))
-        ca_pem = ctx.resolver.resolve(registry.ca_cert).reveal() if registry.ca_cert is not None else None
-        try:
-            engine_certs: Path | None = certs_d_path(Path(settings.docker_certs_dir), registry.host).parent
-        except ValueError:
-            engine_certs = None
-        access = RegistryAccess(host=registry.host, credentials=self._credentials,
-                                cert_dir=cert_dir(self._certs, ca_pem=ca_pem, certs_d=engine_certs))
-        self.buildah = BuildahBuilder(buildah_options(settings), access)
+        self._certs: Path | None = None
+        self._buildah: BuildahBuilder | None = None
+
+    @property
+    def buildah(self) -> BuildahBuilder:
+        """Set up on first use, inside the step's error translation (the CA reference is read here)."""
+        if self._buildah is None:
+            settings = self.ctx.config.settings
+            ca_ref = self.registry.ca_cert
+            ca_pem = self.ctx.resolver.resolve(ca_ref).reveal() if ca_ref is not None else None
+            try:
+                engine_certs: Path | None = certs_d_path(Path(settings.docker_certs_dir), self.registry.host).parent
+            except ValueError:
+                engine_certs = None
+            self._certs = Path(tempfile.mkdtemp(prefix="edgebot-certs-"))
+            access = RegistryAccess(host=self.registry.host, credentials=self._credentials,
+                                    cert_dir=cert_dir(self._certs, ca_pem=ca_pem, certs_d=engine_certs))
+            self._buildah = BuildahBuilder(buildah_options(settings), access)
+        return self._buildah
 
     def _credentials(self) -> tuple[str, str]:
         username, password = self.ctx.push_credentials(self.registry)
@@ -175,4 +184,5 @@ class BuildahBuilderAdapter:
                             overwrite=overwrite, release_id=release_id, push=push, retag=lambda scoped: None)
 
     def close(self) -> None:
-        shutil.rmtree(self._certs, ignore_errors=True)
+        if self._certs is not None:
+            shutil.rmtree(self._certs, ignore_errors=True)
