@@ -246,3 +246,34 @@ def test_unreachable_registry_is_a_transient_push_failure(make_builder: Callable
     with pytest.raises(PushFailed) as info:
         builder.push(built.tag, "127.0.0.1:9/edge/nowhere:1")  # discard port: nothing listens
     assert info.value.transient, info.value.log_tail
+
+
+def test_symlink_out_of_the_context_copies_nothing_of_the_host(make_builder: Callable[..., BuildahBuilder],
+                                                               tmp_path: Path) -> None:
+    host_file = tmp_path / "host-secret"
+    host_file.write_text("HOST-ONLY-" + secrets.token_hex(8))
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "absolute").symlink_to(host_file)
+    (context / "relative").symlink_to(os.path.relpath(host_file, context / "sub"))
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY absolute /a\nCOPY relative /b\n")
+    with pytest.raises(BuildFailed) as info:  # buildah copies inside the context's root: the target is not there
+        make_builder().build(context_dir=context, root=tmp_path, dockerfile="Dockerfile", tag="localhost/t/sym:1",
+                             arch="amd64", log_lines=5)
+    assert host_file.read_text() not in "\n".join(info.value.log_tail)
+    assert len(str(info.value)) <= 402 and all(len(line) <= 1002 for line in info.value.log_tail)
+
+
+def test_multi_line_secret_printed_by_a_step_is_scrubbed_line_by_line(make_builder: Callable[..., BuildahBuilder],
+                                                                     tmp_path: Path) -> None:
+    first, second = "line-one-" + secrets.token_hex(6), "line-two-" + secrets.token_hex(6)
+    dockerfile = """\
+FROM scratch
+COPY busybox /bin/busybox
+RUN --mount=type=secret,id=npmrc ["/bin/busybox", "cat", "/run/secrets/npmrc"]
+"""
+    built = make_builder().build(context_dir=_context(tmp_path, dockerfile), root=tmp_path / "ctx",
+                                 dockerfile="Dockerfile", tag="localhost/t/multi:1", arch="amd64",
+                                 secrets={"npmrc": f"{first}\n{second}\n"})
+    text = "\n".join(built.log_tail)
+    assert first not in text and second not in text and "***" in text

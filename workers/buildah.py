@@ -34,7 +34,7 @@ import tarfile
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,7 +102,7 @@ class BuildahBuilder:
             raise BuildFailed(f"unknown arch {arch!r}; known: {', '.join(GO_ARCH_TO_PLATFORM)}")
         limits = limits or BuildLimits()
         secrets = dict(secrets or {})
-        scrub = [v for v in secrets.values() if v]
+        scrub = _hidden(secrets.values())
         with _private_dir() as private:
             staging = private / "context"
             with build_context(root, context_dir, dockerfile, max_file_bytes=limits.max_file_bytes) as tar:
@@ -194,7 +194,8 @@ class BuildahBuilder:
         hide = [v for v in [*scrub, *self.registry.scrub_values] if v]
         tail: deque[str] = deque(maxlen=max(1, log_lines))
         env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "HOME": str(storage),
-               "TMPDIR": str(storage / "tmp"), "BUILDAH_LAYERS": "true", "LC_ALL": "C.UTF-8"}
+               "TMPDIR": str(storage / "tmp"), "BUILDAH_LAYERS": "true", "LC_ALL": "C.UTF-8",
+               **{k: v for k, v in os.environ.items() if k.upper() in _PASSED_ENV}}
         (storage / "tmp").mkdir(parents=True, exist_ok=True)
         try:
             process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -228,18 +229,37 @@ class BuildahBuilder:
         return process.wait() == 0, list(tail)
 
 
+_PASSED_ENV = {"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"}
+"""The worker's environment buildah gets besides its own (no REGISTRY_AUTH_FILE, no DOCKER_CONFIG: only the
+authfile edgebot writes)."""
+LINE_MAX = 1000
+MESSAGE_MAX = 400
+
+
+def _hidden(values: Iterable[str]) -> list[str]:
+    """What to scrub for these secret values: each value, and each of its lines long enough to be telling (a
+    multi-line secret printed by a ``RUN`` step arrives one line at a time)."""
+    hide: list[str] = []
+    for value in values:
+        if value:
+            hide.append(value)
+            hide += [line.strip() for line in value.splitlines() if len(line.strip()) >= 6]
+    return sorted(set(hide), key=len, reverse=True)
+
+
 def _clean(line: bytes, hide: list[str]) -> str:
     text = line.decode("utf-8", "replace").rstrip()
     for value in hide:
         text = text.replace(value, "***")
-    return text
+    return text if len(text) <= LINE_MAX else text[:LINE_MAX] + " …"
 
 
 def _failure(tail: list[str], default: str) -> str:
-    """The error buildah printed (its last ``Error:`` line), else ``default``."""
+    """The error buildah printed (its last ``Error:`` line, cut to a readable length), else ``default``."""
     for line in reversed(tail):
         if line.startswith(("Error:", "error")):
-            return line.removeprefix("Error:").strip()
+            text = line.removeprefix("Error:").strip()
+            return text if len(text) <= MESSAGE_MAX else text[:MESSAGE_MAX] + " …"
     return default
 
 
