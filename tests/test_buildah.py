@@ -25,7 +25,7 @@ import pytest
 from edgebot.build_inputs import parse_build
 from sandbox.processes import Registry, busybox_path
 from workers.buildah import BuildahBuilder, BuildahOptions, RegistryAccess, cert_dir
-from workers.images import BuildFailed, PushFailed, credentials_refused
+from workers.images import BuildFailed, PushFailed, WrongArchitecture, credentials_refused
 
 BUSYBOX_CACHE = Path(os.environ.get("EDGEBOT_BUSYBOX_CACHE", "/var/cache/edgebot/busybox"))
 
@@ -277,3 +277,23 @@ RUN --mount=type=secret,id=npmrc ["/bin/busybox", "cat", "/run/secrets/npmrc"]
                                  secrets={"npmrc": f"{first}\n{second}\n"})
     text = "\n".join(built.log_tail)
     assert first not in text and second not in text and "***" in text
+
+
+def test_base_image_of_another_arch_is_wrong_architecture(make_builder: Callable[..., BuildahBuilder],
+                                                          registry: Registry, tmp_path: Path) -> None:
+    """buildah labels the result with the target platform even when its base is of another arch (it only warns):
+    the config would say arm64 over amd64 binaries. The warning is read and the build refused, pulled or cached."""
+    base = f"{registry.address}/edge/bud_base_amd64only:1"
+    builder = make_builder()
+    built = builder.build(context_dir=_context(tmp_path, "FROM scratch\nCOPY busybox /bin/busybox\n"),
+                          root=tmp_path / "ctx", dockerfile="Dockerfile", tag=base, arch="amd64")
+    builder.push(built.tag, base)
+    context = tmp_path / "app"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {base}\nLABEL purpose=app\n")
+    other = make_builder("other")
+    for attempt in ("pulled", "in the store"):
+        with pytest.raises(WrongArchitecture) as info:
+            other.build(context_dir=context, root=context, dockerfile="Dockerfile", tag="localhost/t/app:1",
+                        arch="arm64")
+        assert (info.value.expected, info.value.actual) == ("arm64", "amd64"), attempt

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import selectors
 import shutil
 import subprocess
@@ -123,10 +124,13 @@ class BuildahBuilder:
                 argv += ["--cache-from", cache, "--cache-to", cache]
             argv += self._registry_flags(private, scrub)
             argv.append(str(staging))
-            ok, tail = self._run(argv, log_lines, scrub)
+            mismatches: list[str] = []
+            ok, tail = self._run(argv, log_lines, scrub, mismatches)
             if not ok:
                 raise BuildFailed(_failure(tail, "the build failed"), tail)
             image_id = (private / "iid").read_text().strip()
+        if mismatches:  # a base of another arch: buildah labels the result with the target platform anyway
+            raise WrongArchitecture(expected=arch, actual=mismatches[0])
         actual = self.architecture(tag)
         if actual != arch:
             raise WrongArchitecture(expected=arch, actual=actual)
@@ -186,8 +190,11 @@ class BuildahBuilder:
             self.registry.scrub_values[:] = [password, auth]
         return flags
 
-    def _run(self, args: Sequence[str], log_lines: int, scrub: list[str]) -> tuple[bool, list[str]]:
-        """Run buildah with ``args``; returns (exit code 0, the last ``log_lines`` lines, scrubbed)."""
+    def _run(self, args: Sequence[str], log_lines: int, scrub: list[str],
+             mismatches: list[str] | None = None) -> tuple[bool, list[str]]:
+        """Run buildah with ``args``; returns (exit code 0, the last ``log_lines`` lines, scrubbed). ``mismatches``
+        collects the arch of every image buildah warned is not of the platform asked for (read from every line, not
+        only the tail)."""
         storage = self.options.storage
         argv = [self.options.executable, "--root", str(storage / "root"), "--runroot", str(storage / "runroot"),
                 "--storage-driver", self.options.storage_driver, *args]
@@ -222,13 +229,18 @@ class BuildahBuilder:
                     break
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
-                tail.extend(_clean(line, hide) for line in lines if line.strip())
+                cleaned = [_clean(line, hide) for line in lines if line.strip()]
+                tail.extend(cleaned)
+                if mismatches is not None:
+                    mismatches += [m.group(1) for m in map(_MISMATCH_RE.search, cleaned) if m]
             if buffer.strip():
                 tail.append(_clean(buffer, hide))
         process.stdout.close()
         return process.wait() == 0, list(tail)
 
 
+_MISMATCH_RE = re.compile(r"image platform \(\{(\w+) \w+ .*does not match the expected platform")
+"""buildah 1.28's warning for a base image of another platform (it then labels the result with the target's)."""
 _PASSED_ENV = {"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"}
 """The worker's environment buildah gets besides its own (no REGISTRY_AUTH_FILE, no DOCKER_CONFIG: only the
 authfile edgebot writes)."""
