@@ -297,3 +297,28 @@ def test_base_image_of_another_arch_is_wrong_architecture(make_builder: Callable
             other.build(context_dir=context, root=context, dockerfile="Dockerfile", tag="localhost/t/app:1",
                         arch="arm64")
         assert (info.value.expected, info.value.actual) == ("arm64", "amd64"), attempt
+
+
+def test_no_credential_or_secret_on_a_command_line(make_builder: Callable[..., BuildahBuilder], registry: Registry,
+                                                   registry_users: dict[str, str], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """argv is readable by every user in /proc/PID/cmdline: the password goes in the authfile, secrets in files."""
+    seen: list[list[str]] = []
+    real = subprocess.Popen
+
+    def recording(argv: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
+        seen.append(list(argv))
+        return real(argv, **kwargs)  # type: ignore[call-overload, no-any-return]
+
+    monkeypatch.setattr("workers.buildah.subprocess.Popen", recording)
+    value = "argv-secret-" + secrets.token_hex(8)
+    dockerfile = "FROM scratch\nCOPY busybox /bin/busybox\nRUN --mount=type=secret,id=s [\"/bin/busybox\", \"true\"]\n"
+    builder = make_builder()
+    repository = f"{registry.address}/edge/bud_argv"
+    built = builder.build(context_dir=_context(tmp_path, dockerfile), root=tmp_path / "ctx", dockerfile="Dockerfile",
+                          tag=f"{repository}:1", arch="amd64", secrets={"s": value}, cache=f"{repository}-cache")
+    builder.push(built.tag, f"{repository}:1")
+    assert any("--authfile" in argv for argv in seen) and any("--secret" in argv for argv in seen)
+    for argv in seen:
+        assert not any(registry_users["pusher"] in arg or value in arg for arg in argv), argv
+        assert "--creds" not in argv
