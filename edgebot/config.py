@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgebot.approvals import ApprovalPolicy, ApprovalRules, check_reachable, parse_approvals, scoped_tables
+from edgebot.build_inputs import BuildConfig, parse_build
 from edgebot.errors import ConfigError
 from edgebot.ids import GO_ARCHES
 from edgebot.secrets import SecretRef
@@ -130,6 +131,8 @@ class ServiceConfig:
     pin: bool = True
     """Pin images edgebot does not build to the digest their registry reports at release time; False keeps their tags
     (``hzn … publish -I``)."""
+    build: BuildConfig = BuildConfig()
+    """``[services.X.build]``: builder, build args, build secrets, pull, registry cache (edgebot.build_inputs)."""
 
     @property
     def allowed_orgs(self) -> tuple[str, ...]:
@@ -363,7 +366,7 @@ def _service(name: str, table: Any) -> ServiceConfig:
     if not _NAME_RE.match(name):
         raise ConfigError(f"[{where}]: service names are lower-case letters, digits, '.', '_' and '-'")
     _known(table, where, {"source", "org", "arches", "image_base", "ref", "horizon_dir", "dockerfile", "context",
-                          "policies", "patterns", "rollout", "orgs", "channel", "service_policy", "pin"})
+                          "policies", "patterns", "rollout", "orgs", "channel", "service_policy", "pin", "build"})
     arches = table.get("arches")
     if not isinstance(arches, list) or not arches or not all(isinstance(a, str) for a in arches):
         raise ConfigError(f"{where}.arches must be a non-empty list such as [\"amd64\", \"arm64\"]")
@@ -393,6 +396,7 @@ def _service(name: str, table: Any) -> ServiceConfig:
         channel=_channel(where, table),
         service_policy=str(table.get("service_policy", "service.policy.json")),
         pin=_flag(table, f"{where}.pin", True),
+        build=parse_build(f"{where}.build", table.get("build")),
     )
 
 

@@ -164,6 +164,19 @@ class Settings:
     """Seconds a worker keeps retrying Redis commands through a connection loss (a Redis restart) before failing."""
     scheduler_stale_after: float = 15.0
     """Seconds without a heartbeat after which a worker takes the RQ scheduler lock from a dead scheduler."""
+    # -- buildah, the daemonless builder (docs/configuration.md, "Build inputs"; docs/architecture.md) ------------
+    buildah_dir: str = ""
+    """Where build workers keep buildah's image store (``--root``, ``--runroot`` under it): empty for
+    ``<work_dir>/buildah``. It is the host's local layer cache; workers of one host may share it (containers/storage
+    locks it)."""
+    buildah_storage_driver: str = "vfs"
+    """``--storage-driver``: ``vfs`` works in any container (copies whole layers: slower, more disk); ``overlay``
+    when the kernel allows overlay mounts where the worker runs."""
+    buildah_isolation: str = "oci"
+    """``--isolation`` of ``RUN`` steps: ``oci`` (namespaces; the build network setting and the limits apply) or
+    ``chroot`` (for a pod without the privileges ``oci`` needs; then ``RUN`` steps share the host network)."""
+    buildah_timeout: float = 3600.0
+    """Seconds one ``buildah bud`` or ``buildah push`` may run before it is killed and the step fails."""
 
     @classmethod
     def load(cls, table: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:

@@ -199,3 +199,53 @@ def test_rollout_mistakes_are_named(stages: Any, fragment: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(_with("services.hello.rollout", stages))
     assert fragment in str(info.value)
+
+
+# -- [services.X.build] (edgebot.build_inputs) -----------------------------------------------------------------------
+
+def test_build_table_defaults_to_the_engine_as_before() -> None:
+    build = parse_config(BASE).services["hello"].build
+    assert (build.builder, build.args, build.secrets, build.pull, build.cache) == ("engine", (), (), False, False)
+
+
+def test_build_table_with_buildah() -> None:
+    config = parse_config(_with("services.hello.build", {
+        "builder": "buildah", "pull": True, "cache": True,
+        "args": {"VERSION": "{version}", "TARGET": "linux/{arch}", "REV": "{commit}", "MODE": "release"},
+        "secrets": {"npmrc": "vault:secret/data/edgebot/build/npm#npmrc"}}))
+    build = config.services["hello"].build
+    assert build.build_args(version="1.2.3", arch="arm64", commit="abc") == {
+        "VERSION": "1.2.3", "TARGET": "linux/arm64", "REV": "abc", "MODE": "release"}
+    assert build.secrets == (("npmrc", SecretRef("vault", "secret/data/edgebot/build/npm#npmrc")),)
+    assert build.cache_repository("reg:5000/edge/hello_arm64") == "reg:5000/edge/hello_arm64-cache"
+    assert build.pull is True
+
+
+def test_build_secrets_on_the_engine_builder_are_refused_with_the_fix() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(_with("services.hello.build", {"secrets": {"tok": "env:TOKEN"}}))
+    message = str(info.value)
+    assert "services.hello.build.secrets needs builder = \"buildah\"" in message
+    assert "Set builder = \"buildah\" in [services.hello.build]" in message
+
+
+@pytest.mark.parametrize(
+    ("build", "fragment"),
+    [
+        ({"builder": "kaniko"}, "builder must be one of 'engine', 'buildah'"),
+        ({"builder": "buildah", "secrets": {"tok": "s3cr3t-literal"}}, "a secret must be a reference"),
+        ({"builder": "buildah", "secrets": {"bad id!": "env:X"}}, "'bad id!' is not a secret id"),
+        ({"args": {"V": "{tag}"}}, "{tag} is not a placeholder; known: {version}, {arch}, {commit}"),
+        ({"args": {"1X": "a"}}, "'1X' is not a build arg name"),
+        ({"args": {"X": 1}}, "services.hello.build.args.X must be a string"),
+        ({"pull": "yes"}, "pull must be true or false"),
+        ({"cache": True}, "cache (a registry-backed layer cache) needs builder = \"buildah\""),
+        ({"builder": "buildah", "cache": "reg:5000/edge/x:tag@sha256:0"}, "cache must be true, false or a registry"),
+        ({"builder": "buildah", "squash": True}, "unknown key(s) squash in [services.hello.build]"),
+    ],
+)
+def test_build_table_mistakes_are_named(build: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(_with("services.hello.build", build))
+    assert fragment in str(info.value)
+    assert "s3cr3t-literal" not in str(info.value)

@@ -91,6 +91,17 @@ def test_failing_run_step_is_build_failed_with_the_output_in_the_tail(client: do
     assert "returned a non-zero code: 3" in str(failed.value)
 
 
+def test_build_args_reach_the_engine_build(client: docker.DockerClient, tmp_path: Path) -> None:
+    context = _context(tmp_path, "FROM scratch\nCOPY busybox /bin/busybox\nARG VERSION\nARG GREETING=unset\n"
+                                 'RUN ["/bin/busybox", "sh", "-c", "echo \\"$GREETING $VERSION\\" > /args"]\n',
+                       busybox=True)
+    build_image(client, context_dir=context, dockerfile="Dockerfile", tag="edgebot-test/args:1", arch="amd64",
+                build_args={"VERSION": "1.2.3-amd64", "GREETING": "hello"})
+    out = client.containers.run("edgebot-test/args:1", ["/bin/busybox", "cat", "/args"], remove=True,
+                                network_mode="none")
+    assert out == b"hello 1.2.3-amd64\n"
+
+
 def test_missing_dockerfile_and_unknown_arch_are_build_failures(client: docker.DockerClient, tmp_path: Path) -> None:
     context = _context(tmp_path, "FROM scratch\n")
     with pytest.raises(BuildFailed, match="Dockerfile.mips not found"):

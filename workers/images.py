@@ -176,11 +176,13 @@ def _error_text(entry: dict[str, Any]) -> str | None:
 
 def build_image(client: docker.DockerClient, *, context_dir: Path, dockerfile: str, tag: str, arch: str,
                 labels: dict[str, str] | None = None, log_lines: int = 40, root: Path | None = None,
-                limits: BuildLimits | None = None) -> BuiltImage:
+                limits: BuildLimits | None = None, build_args: dict[str, str] | None = None,
+                pull: bool = False) -> BuiltImage:
     """Build ``dockerfile`` in ``context_dir`` for ``arch`` (a Go arch name) as ``tag``; check the result's arch.
 
     ``root``: the checkout the context must stay inside (default: ``context_dir`` itself). ``limits``: what the
-    build's containers may use (default: :class:`BuildLimits`' defaults, no network).
+    build's containers may use (default: :class:`BuildLimits`' defaults, no network). ``build_args``: the
+    Dockerfile's ``ARG`` values. ``pull``: look for a newer base image (False: the Engine's own, as before).
     Raises :class:`BuildFailed` (with the log tail; also for a context refused by :func:`build_context`) or
     :class:`WrongArchitecture`.
     """
@@ -195,7 +197,7 @@ def build_image(client: docker.DockerClient, *, context_dir: Path, dockerfile: s
         options: dict[str, Any] = {
             "fileobj": context, "custom_context": True, "dockerfile": dockerfile, "tag": tag, "platform": platform,
             "labels": all_labels, "container_limits": limits.container_limits(),
-            "network_mode": limits.network_mode or None,
+            "network_mode": limits.network_mode or None, "buildargs": build_args or None, "pull": pull,
         }
         image_id, used_cache = _build(client, tail, nocache=False, **options)
         actual = _architecture(client, tag)
@@ -317,8 +319,7 @@ def _build(client: docker.DockerClient, tail: deque[str], **options: Any) -> tup
     """Run one build, feeding ``tail``; returns ``(image id or "", whether any step came from the cache)``."""
     image_id, used_cache = "", False
     try:
-        stream: Iterable[dict[str, Any]] = client.api.build(decode=True, rm=True, forcerm=True, pull=False,
-                                                            **options)
+        stream: Iterable[dict[str, Any]] = client.api.build(decode=True, rm=True, forcerm=True, **options)
         for entry in stream:
             lines = list(_lines(entry))
             tail.extend(lines)
@@ -427,8 +428,9 @@ def release_scoped_tag(tag: str, release_id: str) -> str:
     return _TAG_CHARS_RE.sub("_", f"{tag}-edgebot-{release_id}")[:128]
 
 
-def push_guarded(client: docker.DockerClient, *, repository: str, tag: str, published_digest: str, overwrite: bool,
-                 release_id: str, push: Callable[[str], str]) -> str:
+def push_guarded(client: docker.DockerClient | None, *, repository: str, tag: str, published_digest: str,
+                 overwrite: bool, release_id: str, push: Callable[[str], str],
+                 retag: Callable[[str], None] | None = None) -> str:
     """Push the built ``repository:tag`` with ``push(tag) -> digest``, without ever moving the tag of a published
     version.
 
@@ -436,15 +438,21 @@ def push_guarded(client: docker.DockerClient, *, repository: str, tag: str, publ
     publish worker when the release was prepared; "" when the version is not published, "unpinned" when it is but
     names no digest). Not published, or ``overwrite``: the version tag is pushed (today's semantics). Published: the
     build goes to a release-scoped tag only; the same digest is the "already published" no-op, another one is
-    refused here, before anything is signed, with the version tag where it was.
+    refused here, before anything is signed, with the version tag where it was. ``retag(scoped)``: how the build
+    gets the release-scoped tag (default: tagged in the Docker Engine behind ``client``; buildah pushes any local
+    image to any tag, so it needs none).
     """
     if not published_digest or overwrite:
         return push(tag)
     scoped = release_scoped_tag(tag, release_id)
-    try:
-        client.api.tag(f"{repository}:{tag}", repository, tag=scoped)
-    except docker.errors.APIError as exc:
-        raise PushFailed(f"could not tag the build as {repository}:{scoped}: {exc.explanation or exc}") from None
+    if retag is not None:
+        retag(scoped)
+    else:
+        assert client is not None, "push_guarded needs a Docker client or a retag"
+        try:
+            client.api.tag(f"{repository}:{tag}", repository, tag=scoped)
+        except docker.errors.APIError as exc:
+            raise PushFailed(f"could not tag the build as {repository}:{scoped}: {exc.explanation or exc}") from None
     digest = push(scoped)
     if published_digest.startswith("sha256:") and digest != published_digest:
         version = tag

@@ -41,6 +41,7 @@ from edgebot.release import (
 from edgebot.secrets import Secret
 from workers import (
     build_report,
+    builders,
     dependencies,
     dockauths,
     external_images,
@@ -53,15 +54,9 @@ from workers import (
 from workers.context import WorkerContext
 from workers.definition import ServiceDefinition, read_definition
 from workers.exchange import publish_service, service_id
-from workers.images import (
-    BuildLimits,
-    build_image,
-    credentials_refused,
-    push_guarded,
-    push_image,
-)
+from workers.images import BuildLimits, credentials_refused, push_image
 from workers.progress import set_stage
-from workers.registries import before_push, node_token_notes
+from workers.registries import node_token_notes
 from workers.signing import fingerprint, public_key_fingerprint, sign_deployment, verify_deployment
 from workers.source import checkout, read_file_at, resolve_ref
 
@@ -228,7 +223,7 @@ def build(ctx: WorkerContext, release_id: str, arch: str) -> None:
     repository, _, tag = result.image_tag.rpartition(":")
     if result.digest or earlier.digest or (release.dry_run and image_id):
         return  # reported already: that report's apply job (queued with it) moves the release on
-    client = ctx.docker()
+    builder = builders.for_release(ctx, service, registry)  # the catalog's choice: Docker Engine or buildah
     workdir = Path(ctx.config.settings.work_dir) / f"{release_id}-{arch}"
     try:
         if not image_id:
@@ -237,8 +232,7 @@ def build(ctx: WorkerContext, release_id: str, arch: str) -> None:
                 shutil.rmtree(workdir, ignore_errors=True)
                 tree = checkout(service.source, release.commit_sha, workdir,
                                 Path(ctx.config.settings.source_cache_dir))
-                built = build_image(
-                    client,
+                built = builder.build(builders.BuildRequest(
                     context_dir=tree / service.context,
                     dockerfile=service.dockerfile_for(arch),
                     tag=result.image_tag,
@@ -249,7 +243,8 @@ def build(ctx: WorkerContext, release_id: str, arch: str) -> None:
                     log_lines=ctx.config.settings.build_log_lines,
                     root=tree,  # context, Dockerfile and .dockerignore must resolve inside the checkout
                     limits=BuildLimits.from_settings(ctx.config.settings),
-                )
+                    version=release.version, commit=release.commit_sha,
+                ))
             image_id = built.image_id
             after = (("push", SKIPPED, "dry run") if release.dry_run else ("push", RUNNING, ""))
             build_report.stage(ctx, release_id, arch, ("build", DONE, image_id[7:19]), after, image_id=image_id)
@@ -260,15 +255,14 @@ def build(ctx: WorkerContext, release_id: str, arch: str) -> None:
         else:
             build_report.stage(ctx, release_id, arch, ("push", RUNNING, ""))
         with failures.translated("push", release, registry, arch=arch, ctx=ctx):
-            notes = before_push(ctx, registry)  # OpenShift: the route's CA trusted, token expiry
-            digest = push_guarded(  # a published version's tag never moves (prepare read the Exchange)
-                client, repository=repository, tag=tag, published_digest=result.published_digest,
-                overwrite=release.overwrite, release_id=release_id,
-                push=lambda t: push_with_fresh_credentials(ctx, client, registry, repository, t))
+            notes = builder.before_push()  # OpenShift: the route's CA trusted, token expiry
+            digest = builder.push(  # a published version's tag never moves (prepare read the Exchange)
+                repository, tag, published_digest=result.published_digest, overwrite=release.overwrite,
+                release_id=release_id)
         build_report.stage(ctx, release_id, arch, ("push", DONE, digest[:19]), digest=digest, notes=notes)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-        client.close()
+        builder.close()
 
 
 def apply_build_report(ctx: WorkerContext, release_id: str, arch: str) -> None:

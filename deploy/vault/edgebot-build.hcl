@@ -3,3 +3,10 @@
 path "secret/data/edgebot/build" {
   capabilities = ["read"]
 }
+
+# Build secrets of [services.X.build] secrets (builder = "buildah"): one KV entry per service or team under
+# edgebot/build/, e.g. secrets = { npmrc = "vault:secret/data/edgebot/build/hello#npmrc" }. Mounted into RUN steps
+# only (RUN --mount=type=secret), never into a layer.
+path "secret/data/edgebot/build/*" {
+  capabilities = ["read"]
+}
