@@ -18,9 +18,9 @@ from edgebot.errors import ConfigError, StepFailed
 from edgebot.secrets import Secret, SecretRef, SecretResolver
 from sandbox.pki import TestCA
 from sandbox.processes import CERTS_D, DockerDaemon, NetNamespace, Registry, untrust_registry_ca
+from workers.builders import push_with_fresh_credentials
 from workers.context import WorkerContext
 from workers.images import PushFailed, build_image
-from workers.pipeline import push_with_fresh_credentials
 from workers.registries import before_push, ensure_docker_trusts, jwt_expiry, node_token_notes, token_expiry_note
 
 BASE: dict[str, Any] = {

@@ -185,11 +185,11 @@ def test_exchange_password_rotated_mid_run_is_read_again(vs: VaultStack) -> None
 
 
 def test_refused_push_reads_the_rotated_credential_again(vs: VaultStack, caplog: pytest.LogCaptureFixture) -> None:
-    """The build step's push (``pipeline.push_with_fresh_credentials``) with a warm cache holding the old password,
+    """The build step's push (``builders.push_with_fresh_credentials``) with a warm cache holding the old password,
     in-process against the same OpenBao (build AppRole), registry and Docker Engine the workers use."""
     from edgebot.config import load_config
+    from workers.builders import push_with_fresh_credentials
     from workers.context import WorkerContext
-    from workers.pipeline import push_with_fresh_credentials
     from workers.vault import build_resolver
 
     stack = vs.stack

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from edgebot.config import RegistryConfig, ServiceConfig
 from workers.buildah import BuildahBuilder, BuildahOptions, RegistryAccess, cert_dir
-from workers.images import BuildLimits, BuiltImage, build_image, credentials_refused, push_guarded
+from workers.images import BuildLimits, BuiltImage, build_image, credentials_refused, push_guarded, push_image
 from workers.registries import before_push, certs_d_path, token_expiry_note
 
 if TYPE_CHECKING:
@@ -100,8 +100,6 @@ class EngineBuilder:
         return before_push(self.ctx, self.registry)  # OpenShift: the route's CA trusted by the Engine, token expiry
 
     def push(self, repository: str, tag: str, *, published_digest: str, overwrite: bool, release_id: str) -> str:
-        from workers.pipeline import push_with_fresh_credentials  # the Engine push, as the pipeline always did
-
         return push_guarded(self.client, repository=repository, tag=tag, published_digest=published_digest,
                             overwrite=overwrite, release_id=release_id,
                             push=lambda t: push_with_fresh_credentials(self.ctx, self.client, self.registry,
@@ -109,6 +107,19 @@ class EngineBuilder:
 
     def close(self) -> None:
         self.client.close()
+
+
+def push_with_fresh_credentials(ctx: WorkerContext, client: docker.DockerClient, registry: RegistryConfig,
+                                repository: str, tag: str) -> str:
+    """Push with the registry's push credential; when the registry refuses it (rotated since it was read), read it
+    again from its reference and push once more."""
+    def push() -> str:
+        username, password = ctx.push_credentials(registry)
+        ctx.check_lease(f"the push to {repository}")  # a step that lost its lease pushes nothing
+        return push_image(client, repository=repository, tag=tag, username=username, password=password.reveal())
+
+    return ctx.with_fresh_credentials(push, [registry.push_password], refused=credentials_refused,
+                                      what=f"registry {registry.host}")
 
 
 def buildah_options(settings: Settings) -> BuildahOptions:

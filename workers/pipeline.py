@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from rq import Queue, Worker
 
-from edgebot.config import RegistryConfig
 from edgebot.errors import ReleaseEnded, StepFailed
 from edgebot.ids import docker_image_base, image_repository
 from edgebot.jobs import SERIALIZER, Step, build_queue, enqueue_step
@@ -54,14 +53,14 @@ from workers import (
 from workers.context import WorkerContext
 from workers.definition import ServiceDefinition, read_definition
 from workers.exchange import publish_service, service_id
-from workers.images import BuildLimits, credentials_refused, push_image
+from workers.images import BuildLimits
 from workers.progress import set_stage
 from workers.registries import node_token_notes
 from workers.signing import fingerprint, public_key_fingerprint, sign_deployment, verify_deployment
 from workers.source import checkout, read_file_at, resolve_ref
 
 if TYPE_CHECKING:
-    import docker
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -268,19 +267,6 @@ def build(ctx: WorkerContext, release_id: str, arch: str) -> None:
 def apply_build_report(ctx: WorkerContext, release_id: str, arch: str) -> None:
     """On a publish worker: a build report applied to the record, the fan-in enqueuing sign (workers.build_report)."""
     build_report.apply(ctx, release_id, arch)
-
-
-def push_with_fresh_credentials(ctx: WorkerContext, client: docker.DockerClient, registry: RegistryConfig,
-                                repository: str, tag: str) -> str:
-    """Push with the registry's push credential; when the registry refuses it (rotated since it was read), read it
-    again from its reference and push once more."""
-    def push() -> str:
-        username, password = ctx.push_credentials(registry)
-        ctx.check_lease(f"the push to {repository}")  # a step that lost its lease pushes nothing
-        return push_image(client, repository=repository, tag=tag, username=username, password=password.reveal())
-
-    return ctx.with_fresh_credentials(push, [registry.push_password], refused=credentials_refused,
-                                      what=f"registry {registry.host}")
 
 
 # -- step 3: sign -----------------------------------------------------------------------------------------------------
