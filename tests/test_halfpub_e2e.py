@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 # a version space of this module's own: the registry is shared by every module's stack (session fixture), and
 # test_publish_e2e asserts that its dry run of 1.0.3 left no tag there
-VERSIONS = ("7.1.0", "7.1.1", "7.1.2", "7.1.3", "7.1.4", "7.1.5", "7.1.6")
+VERSIONS = ("7.1.0", "7.1.1", "7.1.2", "7.1.3", "7.1.4", "7.1.5", "7.1.6", "7.1.7")
 
 
 @pytest.fixture(scope="module")
@@ -229,3 +229,33 @@ def test_public_overrides_the_definition_in_the_exchange_and_a_republish_must_sa
     again = _publish(stack, "publish hello 7.1.6 --registry local --private")
     assert again.state == "failed" and "--overwrite" in again.error, again.error
     assert stack.exchange.service(ORG, "hello_7.1.6_amd64")["public"] is True  # type: ignore[index]
+
+
+def test_a_change_of_the_service_policy_alone_publishes_it_without_a_rebuild(stack: Stack) -> None:
+    """A new commit that changes only horizon/service.policy.json, for a version already published: nothing is built
+    or pushed (the build context is the same), the service stays as it is, and its policy is replaced."""
+    from rq.job import Job
+
+    from edgebot.jobs import Step
+    from sandbox.exchange_service_policy import stored_policy
+
+    first_policy = {"properties": [{"name": "camera", "value": True, "type": "boolean"}], "constraints": []}
+    add_commit(stack.source_path, {"horizon/service.policy.json": json.dumps(first_policy)}, tag="v7.1.7")
+    first = _publish(stack, "publish hello 7.1.7 --registry local")
+    assert first.state == "succeeded", first.error
+    services = {arch: stack.exchange.service(ORG, f"hello_7.1.7_{arch}") for arch in ("amd64", "arm64")}
+
+    second_policy = {"properties": [{"name": "camera", "value": False, "type": "boolean"}], "constraints": []}
+    add_commit(stack.source_path, {"horizon/service.policy.json": json.dumps(second_policy)}, tag="v7.1.7")
+    again = _publish(stack, "publish hello 7.1.7 --registry local")
+    assert again.state == "succeeded", again.error
+    assert again.commit_sha != first.commit_sha
+    for arch in ("amd64", "arm64"):
+        assert not Job.exists(Step.BUILD.job_id(again.release_id, arch), connection=stack.redis()), arch
+        assert again.arch_steps["build"][arch].status == "skipped", arch
+        assert again.results[arch].digest == first.results[arch].digest, arch
+        assert stack.exchange.service(ORG, f"hello_7.1.7_{arch}") == services[arch], "the service is untouched"
+        stored = stored_policy(stack.exchange.state, ORG, f"hello_7.1.7_{arch}")
+        assert stored is not None and stored["properties"][0] == {"name": "camera", "value": False,
+                                                                   "type": "boolean"}, stored
+        assert "policy published" in again.results[arch].publish_action, again.results[arch].publish_action

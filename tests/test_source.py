@@ -212,3 +212,26 @@ def test_a_file_at_exactly_the_cap_is_read(origin, cache):
     assert read_file_at(str(origin.bare), sha, "horizon/hzn.json", cache, max_bytes=100) == "x" * 99 + "\n"
     with pytest.raises(SourceError, match=r"is 100 bytes, over the 99-byte cap"):
         read_file_at(str(origin.bare), sha, "horizon/hzn.json", cache, max_bytes=99)
+
+
+def test_same_tree_compares_build_inputs_leaving_out_the_service_policy_file(origin, cache):
+    """A change of the service policy file alone leaves the build context the same (a publish needs no rebuild);
+    any other change, a mode change included, does not; a commit the mirror does not have is never "the same"."""
+    from workers.source import same_tree
+
+    first = resolve_ref(str(origin.bare), "v1.0.0", cache)
+    policy_only = origin.commit({"horizon/service.policy.json": '{"properties": []}\n'}, "policy")
+    code = origin.commit({"index.html": "new\n"}, "code")
+    origin.push()
+    resolve_ref(str(origin.bare), "main", cache)  # the mirror has them all now
+    policy = ("horizon/service.policy.json",)
+    assert same_tree(str(origin.bare), first, policy_only, ".", cache, leaving_out=policy)
+    assert not same_tree(str(origin.bare), first, policy_only, ".", cache), "without leaving it out: a change"
+    assert not same_tree(str(origin.bare), policy_only, code, ".", cache, leaving_out=policy)
+    assert same_tree(str(origin.bare), policy_only, code, "horizon", cache), "a sub-path compares only itself"
+    (origin.work / "Dockerfile.amd64").chmod(0o755)
+    git(origin.work, "commit", "--quiet", "-am", "mode")
+    origin.push()
+    mode = resolve_ref(str(origin.bare), "main", cache)
+    assert not same_tree(str(origin.bare), code, mode, ".", cache, leaving_out=policy)
+    assert not same_tree(str(origin.bare), code, "f" * 40, ".", cache, leaving_out=policy)

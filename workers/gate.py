@@ -25,6 +25,7 @@ from workers import trust
 from workers.context import WorkerContext
 from workers.exchange import service_id
 from workers.rollout import stages_of
+from workers.service_policy import same_policy
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,10 @@ def exchange_changes(ctx: WorkerContext, release: Release) -> dict[str, str]:
                 changes[arch] = f"new service `{sid}`"
             elif live.get("deployment") == res.deployment:
                 changes[arch] = f"no change: `{sid}` is already published with this deployment"
+                if res.service_policy and not same_policy(client.get_service_policy(release.org, sid),
+                                                          res.service_policy):
+                    changes[arch] = (f"`{sid}` is already published with this deployment; *its service policy "
+                                     "changes* (below)")
             elif release.overwrite:
                 changes[arch] = f":warning: overwrites the published `{sid}` (--overwrite)"
             else:

@@ -53,11 +53,11 @@ from workers import (
 from workers.context import WorkerContext
 from workers.definition import ServiceDefinition, read_definition
 from workers.exchange import publish_service, service_id
-from workers.images import BuildLimits
+from workers.images import BuildLimits, pinned_reference
 from workers.progress import set_stage
 from workers.registries import node_token_notes
 from workers.signing import fingerprint, public_key_fingerprint, sign_deployment, verify_deployment
-from workers.source import checkout, read_file_at, resolve_ref
+from workers.source import checkout, read_file_at, resolve_ref, same_tree
 
 if TYPE_CHECKING:
     pass
@@ -135,6 +135,7 @@ def prepare(ctx: WorkerContext, release_id: str) -> None:
                            version=release.version)  # every requiredServices entry in the Exchange first
     with failures.translated("source", release, registry, ctx=ctx):
         published = _published_digests(ctx, release, definitions)
+    unchanged = _published_from_same_inputs(ctx, release, sha, published)
     missing = [a for a in release.arches if live_build_workers(ctx, a) == 0]
     if missing:
         raise StepFailed(
@@ -142,7 +143,7 @@ def prepare(ctx: WorkerContext, release_id: str) -> None:
             + " and ".join(f"`edgebot worker --arch {a}`" for a in missing) + ", then publish again"
         )
 
-    def record(r: Release) -> bool:
+    def record(r: Release) -> tuple[bool, bool]:
         r.commit_sha = r.commit_sha or sha
         for arch, definition in definitions.items():
             result = r.result(arch)
@@ -157,15 +158,24 @@ def prepare(ctx: WorkerContext, release_id: str) -> None:
             )
             r.arch_step("build", arch)
             r.arch_step("push", arch)
+            if arch in unchanged and not result.digest:  # nothing to build: what is published is this commit's
+                result.digest = unchanged[arch]
+                result.pinned_image = pinned_reference(result.image_tag.rpartition(":")[0], unchanged[arch])
+                for step in ("build", "push"):
+                    r.arch_step(step, arch).mark(SKIPPED, "published from the same build inputs: not rebuilt")
         r.event("source", commit=r.commit_sha, ref=ref)
         trust.seal_source(sealer, r)
         starts = r.stage("build").status == PENDING
         r.stage("build").mark(RUNNING)
-        return starts
+        return starts, starts and build_report.fan_in(r)  # every arch unchanged: straight on to sign
 
-    def start_builds(r: Release, starts: bool | None, pipe: Any) -> None:
-        for arch in r.arches if starts else ():
-            enqueue_step(ctx.redis, ctx.config.settings, Step.BUILD, release_id, arch, pipe=pipe)
+    def start_builds(r: Release, decided: tuple[bool, bool] | None, pipe: Any) -> None:
+        starts, signs = decided or (False, False)
+        for arch in r.arches if starts and not signs else ():
+            if not r.result(arch).digest:
+                enqueue_step(ctx.redis, ctx.config.settings, Step.BUILD, release_id, arch, pipe=pipe)
+        if signs:
+            enqueue_step(ctx.redis, ctx.config.settings, Step.SIGN, release_id, pipe=pipe)
 
     set_stage(ctx, release_id, "source", DONE, note=f"{len(release.arches)} definition(s) checked", extra=record,
               then=start_builds)
@@ -189,6 +199,38 @@ def _published_digests(ctx: WorkerContext, release: Release,
                 found[arch] = published_image_digest(live.get("deployment"), definition.built) or "unpinned"
     finally:
         client.close()
+    return found
+
+
+def _published_from_same_inputs(ctx: WorkerContext, release: Release, sha: str,
+                                published: dict[str, str]) -> dict[str, str]:
+    """arch -> digest, for the arches whose version is in the Exchange with the image an earlier edgebot release
+    built (its record's seals verify) from this commit, or from one whose build inputs are the same: the build
+    context at both commits identical but for the service policy file, and no build arg naming ``{commit}``.
+    Nothing to rebuild there, so a change of the service policy alone publishes without a build. Never with
+    --overwrite (a rebuild is asked for) or for a dry run."""
+    wanted = {arch: digest for arch, digest in published.items() if digest}
+    if release.overwrite or release.dry_run or not wanted:
+        return {}
+    service = ctx.config.services[release.service]
+    cache = Path(ctx.config.settings.source_cache_dir)
+    policy_file = f"{service.horizon_dir.strip('/')}/{service.service_policy}"
+    commit_in_args = any("{commit}" in template for _, template in service.build.args)
+    sealer = ctx.sealer()
+    found: dict[str, str] = {}
+    for earlier in ctx.store.history(release.org, release.service, limit=50):
+        if (earlier.release_id == release.release_id or earlier.version != release.version or earlier.is_deploy
+                or earlier.state not in (SUCCEEDED, ROLLING_OUT) or not earlier.commit_sha):
+            continue
+        if earlier.commit_sha != sha and (commit_in_args or not same_tree(
+                service.source, earlier.commit_sha, sha, service.context, cache, leaving_out=(policy_file,))):
+            continue
+        try:
+            trust.check_source(sealer, earlier)
+        except Exception:  # a record whose seal does not verify vouches for nothing
+            continue
+        found.update({arch: digest for arch, digest in wanted.items()
+                      if arch in earlier.results and earlier.results[arch].digest == digest})
     return found
 
 

@@ -255,3 +255,29 @@ def read_file_at(source: str, sha: str, path: str, cache_dir: Path,
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise SourceError(f"{clean} at commit {sha[:12]} is not UTF-8 text: save it as UTF-8") from None
+
+
+def same_tree(source: str, first: str, second: str, path: str, cache_dir: Path, *,
+              leaving_out: tuple[str, ...] = ()) -> bool:
+    """Whether ``path`` (a directory or file of the repository, "." for all of it) has the same content at commits
+    ``first`` and ``second`` — every blob the same, compared by object id and mode — leaving out the files
+    ``leaving_out`` (repository paths, e.g. the service policy file). Reads the local mirror only: False when either
+    commit is not there, never a fetch."""
+    _require_sha(first)
+    _require_sha(second)
+    mirror = _mirror_path(_normalize(source), cache_dir)
+    skip = {p.strip("/") for p in leaving_out}
+
+    def listing(sha: str) -> list[str] | None:
+        proc = _git(["--git-dir", str(mirror), "ls-tree", "-r", "--full-tree", sha, "--", path.strip("/") or "."],
+                    check=False)
+        if proc.returncode != 0:
+            return None
+        lines = proc.stdout.decode("utf-8", "surrogateescape").splitlines()
+        return [line for line in lines if line.split("\t", 1)[-1] not in skip]
+
+    if not (mirror / "HEAD").exists():
+        return False
+    with _locked(mirror):
+        before, after = listing(first), listing(second)
+    return before is not None and before == after
