@@ -20,6 +20,7 @@ from edgebot.errors import ConfigError
 from edgebot.ids import GO_ARCHES
 from edgebot.secrets import SecretRef
 from edgebot.settings import Settings
+from edgebot.source_auth import SourceAuth, parse_source_auth
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 REGISTRY_KINDS = ("generic", "icr", "ocp")
@@ -127,6 +128,8 @@ class ServiceConfig:
     of its latest release."""
     service_policy: str = "service.policy.json"
     """The service policy file, relative to ``horizon_dir`` (``hzn … publish -p``); published when it exists."""
+    source_auth: SourceAuth | None = None
+    """Credentials of a private source (``[services.X.source_auth]``, edgebot/source_auth.py); None: public."""
 
     @property
     def allowed_orgs(self) -> tuple[str, ...]:
@@ -360,7 +363,8 @@ def _service(name: str, table: Any) -> ServiceConfig:
     if not _NAME_RE.match(name):
         raise ConfigError(f"[{where}]: service names are lower-case letters, digits, '.', '_' and '-'")
     _known(table, where, {"source", "org", "arches", "image_base", "ref", "horizon_dir", "dockerfile", "context",
-                          "policies", "patterns", "rollout", "orgs", "channel", "service_policy"})
+                          "policies", "patterns", "rollout", "orgs", "channel", "service_policy",
+                          "source_auth"})
     arches = table.get("arches")
     if not isinstance(arches, list) or not arches or not all(isinstance(a, str) for a in arches):
         raise ConfigError(f"{where}.arches must be a non-empty list such as [\"amd64\", \"arm64\"]")
@@ -375,9 +379,10 @@ def _service(name: str, table: Any) -> ServiceConfig:
         value = str(table.get(key, "."))
         if value.startswith("/") or ".." in Path(value).parts:
             raise ConfigError(f"{where}.{key} must be a path inside the source repository")
+    source = _str(table, f"{where}.source")
     return ServiceConfig(
         name=name,
-        source=_str(table, f"{where}.source"),
+        source=source,
         org=_str(table, f"{where}.org"),
         arches=tuple(arches),
         image_base=table.get("image_base", name),
@@ -389,6 +394,7 @@ def _service(name: str, table: Any) -> ServiceConfig:
         orgs=_orgs(where, table),
         channel=_channel(where, table),
         service_policy=str(table.get("service_policy", "service.policy.json")),
+        source_auth=parse_source_auth(where, table.get("source_auth"), source),
     )
 
 
