@@ -28,6 +28,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from edgebot.config import ServiceConfig
+from edgebot.errors import SecretUnavailable
 from edgebot.secrets import SecretResolver
 from edgebot.source_auth import SourceAuth, transport
 
@@ -117,11 +118,9 @@ def _known_hosts(auth: SourceAuth) -> str:
     if auth.known_hosts_file:
         try:
             return Path(auth.known_hosts_file).read_text()
-        except OSError as exc:
-            from workers.source import SourceError
-
-            raise SourceError(f"{auth.where}.known_hosts: cannot read {auth.known_hosts_file} ({exc.strerror})"
-                              ) from None
+        except OSError as exc:  # reported like an unreadable file: secret (failures.translated)
+            raise SecretUnavailable(f"{auth.where}.known_hosts: cannot read {auth.known_hosts_file} "
+                                    f"({exc.strerror})") from None
     return "\n".join(auth.known_hosts) + "\n"
 
 
