@@ -179,7 +179,7 @@ def _fetch(source: str, mirror: Path, auth: GitAuth | None) -> None:
     try:
         _git(args, what=f"fetching {redact(source)}", auth=auth, source=source)
     except SourceError as exc:
-        if auth is None or not exc.refused:
+        if auth is None or not exc.refused or "host key of" in str(exc):  # a pinned key is not re-read
             raise
         auth.forget()
         _git(args, what=f"fetching {redact(source)}", auth=auth, source=source)
