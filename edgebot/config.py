@@ -21,6 +21,7 @@ from edgebot.errors import ConfigError
 from edgebot.ids import GO_ARCHES
 from edgebot.secrets import SecretRef
 from edgebot.settings import Settings
+from edgebot.source_auth import SourceAuth, parse_source_auth
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 REGISTRY_KINDS = ("generic", "icr", "ocp")
@@ -133,6 +134,8 @@ class ServiceConfig:
     (``hzn … publish -I``)."""
     build: BuildConfig = BuildConfig()
     """``[services.X.build]``: builder, build args, build secrets, pull, registry cache (edgebot.build_inputs)."""
+    source_auth: SourceAuth | None = None
+    """Credentials of a private source (``[services.X.source_auth]``, edgebot/source_auth.py); None: public."""
 
     @property
     def allowed_orgs(self) -> tuple[str, ...]:
@@ -366,7 +369,8 @@ def _service(name: str, table: Any) -> ServiceConfig:
     if not _NAME_RE.match(name):
         raise ConfigError(f"[{where}]: service names are lower-case letters, digits, '.', '_' and '-'")
     _known(table, where, {"source", "org", "arches", "image_base", "ref", "horizon_dir", "dockerfile", "context",
-                          "policies", "patterns", "rollout", "orgs", "channel", "service_policy", "pin", "build"})
+                          "policies", "patterns", "rollout", "orgs", "channel", "service_policy", "pin", "build",
+                          "source_auth"})
     arches = table.get("arches")
     if not isinstance(arches, list) or not arches or not all(isinstance(a, str) for a in arches):
         raise ConfigError(f"{where}.arches must be a non-empty list such as [\"amd64\", \"arm64\"]")
@@ -381,9 +385,10 @@ def _service(name: str, table: Any) -> ServiceConfig:
         value = str(table.get(key, "."))
         if value.startswith("/") or ".." in Path(value).parts:
             raise ConfigError(f"{where}.{key} must be a path inside the source repository")
+    source = _str(table, f"{where}.source")
     return ServiceConfig(
         name=name,
-        source=_str(table, f"{where}.source"),
+        source=source,
         org=_str(table, f"{where}.org"),
         arches=tuple(arches),
         image_base=table.get("image_base", name),
@@ -397,6 +402,7 @@ def _service(name: str, table: Any) -> ServiceConfig:
         service_policy=str(table.get("service_policy", "service.policy.json")),
         pin=_flag(table, f"{where}.pin", True),
         build=parse_build(f"{where}.build", table.get("build")),
+        source_auth=parse_source_auth(where, table.get("source_auth"), source),
     )
 
 

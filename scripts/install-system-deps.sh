@@ -16,6 +16,10 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v file >/dev/null || need+=(file)
 command -v docker-compose >/dev/null || need+=(docker-compose)   # validates deploy/docker-compose.yml (tests)
 command -v promtool >/dev/null || need+=(prometheus)               # checks deploy/prometheus/ rules (tests)
+# private git sources (tests/test_source_auth.py): a real sshd on loopback and the ssh client git runs
+command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ssh >/dev/null || need+=(openssh-client)
+command -v ssh-keygen >/dev/null || need+=(openssh-client)
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive

@@ -8,7 +8,6 @@ usage error or a config that cannot be loaded.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from edgebot.config import Config, RegistryConfig, access_problem
+from edgebot.config import Config, RegistryConfig, ServiceConfig, access_problem
 from edgebot.secrets import Secret, SecretRef, SecretResolver
 
 
@@ -87,7 +86,7 @@ def run_checks(config: Config, resolver: SecretResolver, *, timeout: float = 10.
 
     yield check("redis", redis_probe)
     if build:
-        yield from _build_checks(config, check)
+        yield from _build_checks(config, resolver, check)
     if bot or publish:
         yield check("slack", lambda: _slack_probe(config, secret, timeout))
     if publish:
@@ -159,7 +158,8 @@ def _publish_checks(config: Config, resolver: SecretResolver, secret: Callable[[
 
 
 
-def _build_checks(config: Config, check: Callable[[str, Callable[[], str]], CheckLine]) -> Iterator[CheckLine]:
+def _build_checks(config: Config, resolver: SecretResolver,
+                  check: Callable[[str, Callable[[], str]], CheckLine]) -> Iterator[CheckLine]:
     """A build worker's: the Docker Engine it builds with, and git access to every catalog source."""
     def engine() -> str:
         import docker
@@ -175,14 +175,13 @@ def _build_checks(config: Config, check: Callable[[str, Callable[[], str]], Chec
     yield check(f"docker engine ({config.docker_url or 'DOCKER_HOST or the default socket'})", engine)
     for name, service in sorted(config.services.items()):
 
-        def git(source: str = service.source) -> str:
-            import subprocess
+        def git(service: ServiceConfig = service) -> str:
+            from workers.git_auth import git_auth_for
+            from workers.source import ls_remote
 
-            done = subprocess.run(["git", "ls-remote", "--heads", "--tags", source], capture_output=True, text=True,
-                                  timeout=60, env={"GIT_TERMINAL_PROMPT": "0", "PATH": os.environ.get("PATH", "")})
-            if done.returncode != 0:
-                raise RuntimeError(f"git ls-remote failed: {(done.stderr.strip().splitlines() or ['?'])[-1][:200]}")
-            return f"{len(done.stdout.splitlines())} ref(s) readable"
+            listed = ls_remote(service.source, auth=git_auth_for(service, resolver))  # SourceError: the message
+            private = " with its source_auth credentials" if service.source_auth else ""
+            return f"{len(listed.splitlines())} ref(s) readable{private}"
 
         yield check(f"git source of {name}", git)
 

@@ -40,6 +40,7 @@ from workers import failures, gate, trust
 from workers.context import WorkerContext
 from workers.definition import ServiceDefinition, read_definition
 from workers.exchange import service_id
+from workers.git_auth import git_auth_for
 from workers.rollout import covered_arches, stages_of
 from workers.signing import fingerprint
 from workers.source import SourceError, read_file_at, resolve_ref
@@ -66,19 +67,20 @@ def read_source(ctx: WorkerContext, release: Release) -> tuple[str, dict[str, Se
     cache = Path(ctx.config.settings.source_cache_dir)
     cap = ctx.config.settings.source_file_max_bytes
     ref = service.ref_for(release.version)
+    auth = git_auth_for(service, ctx.resolver)
     try:
-        sha = release.commit_sha or resolve_ref(service.source, ref, cache)
+        sha = release.commit_sha or resolve_ref(service.source, ref, cache, auth=auth)
     except SourceError as exc:
         if getattr(exc, "transient", False):
             raise
         raise StepFailed(f"{release.service} {release.version} is not a version of its source ({exc}), so it was "
                          "never published: only a published version can be deployed. Nothing moved.") from None
     horizon = service.horizon_dir.strip("/")
-    text = read_file_at(service.source, sha, f"{horizon}/service.definition.json", cache, max_bytes=cap)
+    text = read_file_at(service.source, sha, f"{horizon}/service.definition.json", cache, max_bytes=cap, auth=auth)
     if text is None:
         raise StepFailed(f"{horizon}/service.definition.json is missing at `{ref}` ({sha[:12]}) of {service.name}'s "
                          "source, so edgebot cannot tell which service of the Exchange this version is. Nothing moved.")
-    hzn_json = read_file_at(service.source, sha, f"{horizon}/hzn.json", cache, max_bytes=cap)
+    hzn_json = read_file_at(service.source, sha, f"{horizon}/hzn.json", cache, max_bytes=cap, auth=auth)
     base = docker_image_base(registry.host, registry.namespace, service.image_base)
     definitions = {arch: read_definition(text, hzn_json, org=release.org, version=release.version, arch=arch,
                                          image_base=base, max_bytes=cap) for arch in release.arches}

@@ -53,6 +53,7 @@ from workers import (
 from workers.context import WorkerContext
 from workers.definition import ServiceDefinition, read_definition
 from workers.exchange import publish_service, service_id
+from workers.git_auth import git_auth_for
 from workers.images import BuildLimits, pinned_reference
 from workers.progress import set_stage
 from workers.registries import node_token_notes
@@ -109,17 +110,18 @@ def prepare(ctx: WorkerContext, release_id: str) -> None:
     set_stage(ctx, release_id, "source", RUNNING, extra=starting)
     ctx.reporter.refresh_root(release_id)
     cache = Path(ctx.config.settings.source_cache_dir)
+    auth = git_auth_for(service, ctx.resolver)  # a private source's token or deploy key (read when git fetches)
     with failures.translated("source", release, registry):
-        sha = release.commit_sha or resolve_ref(service.source, ref, cache)
+        sha = release.commit_sha or resolve_ref(service.source, ref, cache, auth=auth)
         definitions: dict[str, ServiceDefinition] = {}
         base = docker_image_base(registry.host, registry.namespace, service.image_base)
         horizon = service.horizon_dir.strip("/")
         definition_path = f"{horizon}/service.definition.json"
         cap = ctx.config.settings.source_file_max_bytes
-        definition_text = read_file_at(service.source, sha, definition_path, cache, max_bytes=cap)
+        definition_text = read_file_at(service.source, sha, definition_path, cache, max_bytes=cap, auth=auth)
         if definition_text is None:
             raise StepFailed(f"{definition_path} is missing at commit {sha[:12]} of {service.name}'s source")
-        hzn_json = read_file_at(service.source, sha, f"{horizon}/hzn.json", cache, max_bytes=cap)
+        hzn_json = read_file_at(service.source, sha, f"{horizon}/hzn.json", cache, max_bytes=cap, auth=auth)
         for arch in release.arches:
             definition = read_definition(
                 definition_text, hzn_json, org=release.org, version=release.version, arch=arch, image_base=base,
@@ -272,7 +274,7 @@ def build(ctx: WorkerContext, release_id: str, arch: str) -> None:
             with failures.translated("build", release, registry, arch=arch, ctx=ctx):
                 shutil.rmtree(workdir, ignore_errors=True)
                 tree = checkout(service.source, release.commit_sha, workdir,
-                                Path(ctx.config.settings.source_cache_dir))
+                                Path(ctx.config.settings.source_cache_dir), auth=git_auth_for(service, ctx.resolver))
                 built = builder.build(builders.BuildRequest(
                     context_dir=tree / service.context,
                     dockerfile=service.dockerfile_for(arch),

@@ -28,12 +28,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgebot.config import RolloutTarget, ServiceConfig
 from edgebot.errors import StepFailed
 from edgebot.release import Release
 from workers.exchange_schema import validate
+
+if TYPE_CHECKING:
+    from workers.git_auth import GitAuth
 
 FILES = {"policy": "deployment.policy.json", "pattern": "pattern.json"}
 CLI_ONLY = ("name", "org")
@@ -50,20 +53,21 @@ def source_path(service: ServiceConfig, kind: str) -> str:
 
 
 def body_from_source(service: ServiceConfig, release: Release, target: RolloutTarget,
-                     cache_dir: Path) -> dict[str, Any]:
-    """The object's body from the service's source at the release's commit; StepFailed saying what to do if none."""
+                     cache_dir: Path, auth: GitAuth | None = None) -> dict[str, Any]:
+    """The object's body from the service's source at the release's commit; StepFailed saying what to do if none.
+    ``auth``: a private source's credentials (workers.git_auth)."""
     from workers.definition import DefinitionError, hzn_json_vars
     from workers.source import read_file_at
 
     path = source_path(service, target.kind)
-    text = read_file_at(service.source, release.commit_sha, path, cache_dir)
+    text = read_file_at(service.source, release.commit_sha, path, cache_dir, auth=auth)
     if text is None:
         raise StepFailed(f"{target.kind} `{target.name}` does not exist in org {release.org}, and {path} is not in "
                          f"{service.name}'s source at {release.commit_sha[:12]}: create the {target.kind} (hzn "
                          f"exchange {'deployment addpolicy' if target.kind == 'policy' else 'pattern publish'}) or add "
                          "the file, then publish again; the service was published, no node moved")
     hzn_json = read_file_at(service.source, release.commit_sha, f"{service.horizon_dir.strip('/')}/hzn.json",
-                            cache_dir)
+                            cache_dir, auth=auth)
     try:
         env = hzn_json_vars(hzn_json) if hzn_json is not None else {}
     except DefinitionError as exc:

@@ -36,6 +36,7 @@ from edgebot.release import FAILED, ROLLED_BACK, ROLLING_OUT, SUCCEEDED, Release
 from workers import failures, trust
 from workers.context import WorkerContext
 from workers.exchange import fleet_visibility_problem
+from workers.git_auth import git_auth_for
 from workers.progress import fail
 from workers.rollout import (
     PATCH_ATTRIBUTE,
@@ -139,7 +140,8 @@ def start(ctx: WorkerContext, release_id: str) -> None:
                 for target in stage.targets:
                     body = client.get_deployment_object(target.kind, release.org, target.name)
                     if body is None:  # can it be created from the service's horizon/ files? (when its stage begins)
-                        body = body_from_source(service, release, target, Path(ctx.config.settings.source_cache_dir))
+                        body = body_from_source(service, release, target, Path(ctx.config.settings.source_cache_dir),
+                                                auth=git_auth_for(service, ctx.resolver))
                     _move(ctx, service, release, target.kind, target.name, body, url)
                     member = target_of(target.kind, target.name, body, release.org, url)
                     members.append(member)
@@ -214,7 +216,8 @@ def begin_stage(ctx: WorkerContext, release_id: str, index: int) -> None:
                     return result.body, info, result.changed
 
                 def create(target: Any = target) -> dict[str, Any]:
-                    return body_from_source(service, release, target, Path(ctx.config.settings.source_cache_dir))
+                    return body_from_source(service, release, target, Path(ctx.config.settings.source_cache_dir),
+                                            auth=git_auth_for(service, ctx.resolver))
 
                 info = write_object(ctx, client, release.org, target.kind, target.name, url, change, create)
                 moved.append(info)

@@ -32,6 +32,7 @@ from edgebot.errors import StepFailed
 from edgebot.release import Release
 from workers.definition import ServiceDefinition
 from workers.exchange import ExchangeClient
+from workers.git_auth import git_auth_for
 from workers.source import read_file_at
 
 if TYPE_CHECKING:
@@ -187,7 +188,8 @@ def for_release(ctx: WorkerContext, release: Release, sha: str,
     service = ctx.config.services[release.service]
     path = f"{service.horizon_dir.strip('/')}/{service.service_policy}"
     cache = Path(ctx.config.settings.source_cache_dir)
-    text = read_file_at(service.source, sha, path, cache, max_bytes=ctx.config.settings.source_file_max_bytes)
+    text = read_file_at(service.source, sha, path, cache, max_bytes=ctx.config.settings.source_file_max_bytes,
+                        auth=git_auth_for(service, ctx.resolver))
     if text is None:
         return {}
     try:

@@ -9,7 +9,10 @@ so pruning never drops it and ``git gc`` never collects it) for retries and rebu
 git runs with argument lists (no shell), ``GIT_TERMINAL_PROMPT=0`` (a missing credential fails instead of hanging a
 worker) and ``GIT_CONFIG_NOSYSTEM=1``; nothing needs a global git config. Several processes may share a cache dir:
 each mirror is guarded by an ``fcntl.flock`` on a lock file beside it. Credentials embedded in a source URL are
-masked in every message (prefer a credential helper: the mirror's config on disk keeps the URL as given).
+masked in every message (the catalog refuses them: a private source names a token or deploy key reference in
+``[services.X.source_auth]``, which :mod:`workers.git_auth` hands to the git commands that reach the server — fetch
+and ls-remote — through their environment only, never argv or the mirror's config; anything git prints is scrubbed of
+them).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from workers.git_auth import GitAuth, credentials, refusal
 
 #: Seconds one git command may take (a clone or fetch of a large repository included).
 GIT_TIMEOUT = 600.0
@@ -45,9 +50,11 @@ _TRANSIENT = (
 class SourceError(Exception):
     """A source problem a user can act on. ``transient`` is True for network failures worth a retry."""
 
-    def __init__(self, message: str, *, transient: bool = False) -> None:
+    def __init__(self, message: str, *, transient: bool = False, refused: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
+        self.refused = refused
+        """The server refused the credentials or the host key did not match."""
 
 
 def redact(text: str) -> str:
@@ -64,39 +71,65 @@ def _normalize(source: str) -> str:
     return str(Path(source).expanduser().resolve())
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
+_DROPPED_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_CONFIG_PARAMETERS", "GIT_CURL_VERBOSE",
+                "GIT_TRACE_REDACT")
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in _DROPPED_ENV and not k.startswith(("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_", "GIT_TRACE"))
+           and k != "GIT_CONFIG_COUNT"}  # no tracing of headers, no configuration but ours through the environment
     env.update({"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C", "LANG": "C"})
-    env.pop("GIT_DIR", None)
-    env.pop("GIT_WORK_TREE", None)
-    env.pop("GIT_INDEX_FILE", None)
+    if extra:
+        env.update(extra)
+        if "GIT_SSH_COMMAND" in extra:
+            env.pop("SSH_AUTH_SOCK", None)
+            env.pop("GIT_SSH", None)
     return env
 
 
-def _git(args: list[str], *, cwd: Path | None = None, check: bool = True,
-         what: str = "git") -> subprocess.CompletedProcess[bytes]:
+def _git(args: list[str], *, cwd: Path | None = None, check: bool = True, what: str = "git",
+         auth: GitAuth | None = None, source: str = "") -> subprocess.CompletedProcess[bytes]:
+    """Run git. With ``source``, the command reaches that server and gets ``auth``'s credentials (environment only);
+    its output is scrubbed of them before anything reads it."""
     cmd = ["git", "-c", "protocol.ext.allow=never", "-c", "advice.detachedHead=false", *args]
-    try:
-        proc = subprocess.run(cmd, cwd=cwd, env=_env(), stdin=subprocess.DEVNULL, capture_output=True,
-                              timeout=GIT_TIMEOUT, check=False)
-    except FileNotFoundError:
-        raise SourceError("git is not installed on this worker: install git") from None
-    except subprocess.TimeoutExpired:
-        raise SourceError(f"{what} took longer than {GIT_TIMEOUT:.0f}s", transient=True) from None
+    with credentials(auth if source else None, source) as creds:
+        try:
+            proc = subprocess.run(cmd, cwd=cwd, env=_env(creds.env), stdin=subprocess.DEVNULL, capture_output=True,
+                                  timeout=GIT_TIMEOUT, check=False)
+        except FileNotFoundError:
+            raise SourceError("git is not installed on this worker: install git") from None
+        except subprocess.TimeoutExpired:
+            raise SourceError(f"{what} took longer than {GIT_TIMEOUT:.0f}s", transient=True) from None
+    if creds.scrub:
+        proc.stderr = _scrub(proc.stderr, creds.scrub)
+        proc.stdout = _scrub(proc.stdout, creds.scrub)
     if check and proc.returncode != 0:
-        raise _failure(what, proc)
+        raise _failure(what, proc, auth=auth, source=source)
     return proc
 
 
-def _failure(what: str, proc: subprocess.CompletedProcess[bytes]) -> SourceError:
+def _scrub(data: bytes, secrets: tuple[str, ...]) -> bytes:
+    for secret in secrets:
+        if secret:
+            data = data.replace(secret.encode(), b"***")
+    return data
+
+
+def _failure(what: str, proc: subprocess.CompletedProcess[bytes], *, auth: GitAuth | None = None,
+             source: str = "") -> SourceError:
     detail = redact(proc.stderr.decode("utf-8", "replace").strip())
     lines = [ln for ln in detail.splitlines() if ln.strip() and not ln.startswith("hint:")]
     last = lines[-1] if lines else f"exit status {proc.returncode}"
     lowered = detail.lower()
+    refused = refusal(auth, source, detail) if source else None
+    if refused:
+        return SourceError(f"{what} failed: {refused}", refused=True)
     transient = any(word in lowered for word in _TRANSIENT) and "not found" not in lowered
     if "terminal prompts disabled" in lowered or "authentication failed" in lowered or "permission denied" in lowered:
         return SourceError(f"{what} failed: the git server refused access ({last}): give the worker read access "
-                           "(a deploy key or credential helper)")
+                           "([services.X.source_auth] with a token or a deploy key, docs/configuration.md)",
+                           refused=True)
     return SourceError(f"{what} failed: {last}", transient=transient)
 
 
@@ -139,10 +172,17 @@ def _ensure_mirror(source: str, mirror: Path) -> None:
         raise
 
 
-def _fetch(source: str, mirror: Path) -> None:
-    """Branches and tags, force-updated (a moved tag follows the remote) and pruned."""
-    _git(["--git-dir", str(mirror), "fetch", "--quiet", "--prune", "--force", "--no-write-fetch-head", "origin"],
-         what=f"fetching {redact(source)}")
+def _fetch(source: str, mirror: Path, auth: GitAuth | None) -> None:
+    """Branches and tags, force-updated (a moved tag follows the remote) and pruned. Refused credentials are read
+    again once (rotated in Vault since they were cached)."""
+    args = ["--git-dir", str(mirror), "fetch", "--quiet", "--prune", "--force", "--no-write-fetch-head", "origin"]
+    try:
+        _git(args, what=f"fetching {redact(source)}", auth=auth, source=source)
+    except SourceError as exc:
+        if auth is None or not exc.refused or "host key of" in str(exc):  # a pinned key is not re-read
+            raise
+        auth.forget()
+        _git(args, what=f"fetching {redact(source)}", auth=auth, source=source)
 
 
 def _has_commit(mirror: Path, sha: str) -> bool:
@@ -159,12 +199,12 @@ def _require_sha(sha: str) -> None:
         raise SourceError(f"{sha!r} is not a full commit SHA (40 or 64 lowercase hex characters)")
 
 
-def _with_commit(source: str, sha: str, cache_dir: Path) -> Path:
+def _with_commit(source: str, sha: str, cache_dir: Path, auth: GitAuth | None) -> Path:
     """The mirror, holding ``sha`` (fetched if missing). Call under the mirror's lock."""
     mirror = _mirror_path(source, cache_dir)
     _ensure_mirror(source, mirror)
     if not _has_commit(mirror, sha):
-        _fetch(source, mirror)
+        _fetch(source, mirror, auth)
         if not _has_commit(mirror, sha):
             raise SourceError(
                 f"commit {sha[:12]} is not in {redact(source)}: it was removed by a force-push or never pushed; "
@@ -176,8 +216,10 @@ def _with_commit(source: str, sha: str, cache_dir: Path) -> Path:
 
 # -- public API ------------------------------------------------------------------------------------------------------
 
-def resolve_ref(source: str, ref: str, cache_dir: Path) -> str:
-    """Fetch ``source`` into its mirror and return the full SHA of the commit ``ref`` (tag, branch or SHA) names."""
+def resolve_ref(source: str, ref: str, cache_dir: Path, *, auth: GitAuth | None = None) -> str:
+    """Fetch ``source`` into its mirror and return the full SHA of the commit ``ref`` (tag, branch or SHA) names.
+
+    ``auth``: a private source's credentials (:func:`workers.git_auth.git_auth_for`), used to fetch."""
     if not ref or ref.startswith("-") or not _REF.match(ref):
         raise SourceError(
             f"ref {ref!r} is not allowed: use letters, digits and . _ / + - only, not starting with -"
@@ -186,7 +228,7 @@ def resolve_ref(source: str, ref: str, cache_dir: Path) -> str:
     mirror = _mirror_path(source, Path(cache_dir))
     with _locked(mirror):
         _ensure_mirror(source, mirror)
-        _fetch(source, mirror)
+        _fetch(source, mirror, auth)
         proc = _git(["--git-dir", str(mirror), "rev-parse", "--verify", "--quiet", "--end-of-options",
                      f"{ref}^{{commit}}"], check=False)
         sha = proc.stdout.decode("ascii", "replace").strip()
@@ -198,7 +240,7 @@ def resolve_ref(source: str, ref: str, cache_dir: Path) -> str:
     return sha
 
 
-def checkout(source: str, sha: str, dest: Path, cache_dir: Path) -> Path:
+def checkout(source: str, sha: str, dest: Path, cache_dir: Path, *, auth: GitAuth | None = None) -> Path:
     """Check out exactly commit ``sha`` (detached, never by tag name) into ``dest``, which must be absent or empty.
 
     ``dest`` gets its own repository whose objects are hard links into the mirror where possible (fast, and safe:
@@ -211,7 +253,7 @@ def checkout(source: str, sha: str, dest: Path, cache_dir: Path) -> Path:
         raise SourceError(f"cannot check out into {dest}: the directory is not empty")
     mirror = _mirror_path(source, Path(cache_dir))
     with _locked(mirror):
-        _with_commit(source, sha, Path(cache_dir))
+        _with_commit(source, sha, Path(cache_dir), auth)
         if dest.exists():
             dest.rmdir()
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -226,7 +268,7 @@ def checkout(source: str, sha: str, dest: Path, cache_dir: Path) -> Path:
 
 
 def read_file_at(source: str, sha: str, path: str, cache_dir: Path,
-                 max_bytes: int = SOURCE_FILE_MAX_BYTES) -> str | None:
+                 max_bytes: int = SOURCE_FILE_MAX_BYTES, *, auth: GitAuth | None = None) -> str | None:
     """The text of ``path`` at commit ``sha`` (``git show sha:path``), or None when no such file exists there.
 
     The blob's size is read first (``git cat-file -s``): a file larger than ``max_bytes`` is refused with a
@@ -240,7 +282,7 @@ def read_file_at(source: str, sha: str, path: str, cache_dir: Path,
     source = _normalize(source)
     mirror = _mirror_path(source, Path(cache_dir))
     with _locked(mirror):
-        _with_commit(source, sha, Path(cache_dir))
+        _with_commit(source, sha, Path(cache_dir), auth)
         spec = f"{sha}:{clean}"
         kind = _git(["--git-dir", str(mirror), "cat-file", "-t", spec], check=False)
         if kind.returncode != 0 or kind.stdout.strip() != b"blob":
@@ -281,3 +323,9 @@ def same_tree(source: str, first: str, second: str, path: str, cache_dir: Path, 
     with _locked(mirror):
         before, after = listing(first), listing(second)
     return before is not None and before == after
+def ls_remote(source: str, *, auth: GitAuth | None = None) -> str:
+    """``git ls-remote --heads --tags`` of ``source`` with its credentials (``config check``); its output."""
+    source = _normalize(source)
+    proc = _git(["ls-remote", "--heads", "--tags", "--", source], what=f"listing {redact(source)}", auth=auth,
+                source=source)
+    return proc.stdout.decode("utf-8", "replace")

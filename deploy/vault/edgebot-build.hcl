@@ -10,3 +10,10 @@ path "secret/data/edgebot/build" {
 path "secret/data/edgebot/build/*" {
   capabilities = ["read"]
 }
+
+# Private service sources ([services.X.source_auth]): a token or a deploy key per service, one secret each under
+# sources/ (e.g. vault:secret/data/edgebot/sources/hello#token). Both roles fetch the source (publish: prepare's
+# definitions; build: the checkout it builds).
+path "secret/data/edgebot/sources/*" {
+  capabilities = ["read"]
+}
