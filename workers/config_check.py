@@ -173,6 +173,13 @@ def _build_checks(config: Config, check: Callable[[str, Callable[[], str]], Chec
         return f"Docker Engine {version.get('Version')} ({version.get('Os')}/{version.get('Arch')}) answers"
 
     yield check(f"docker engine ({config.docker_url or 'DOCKER_HOST or the default socket'})", engine)
+
+    def arch_list() -> str:
+        from workers.arches import detect
+
+        return "builds " + "; ".join(s.line() for s in detect(config.docker_url))
+
+    yield check("build arches (native, and through QEMU binfmt_misc)", arch_list)
     for name, service in sorted(config.services.items()):
 
         def git(source: str = service.source) -> str:
