@@ -20,6 +20,7 @@ from edgebot.errors import ConfigError
 from edgebot.ids import GO_ARCHES
 from edgebot.secrets import SecretRef
 from edgebot.settings import Settings
+from edgebot.smoke import SmokeConfig, parse_smoke
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 REGISTRY_KINDS = ("generic", "icr", "ocp")
@@ -127,6 +128,8 @@ class ServiceConfig:
     of its latest release."""
     service_policy: str = "service.policy.json"
     """The service policy file, relative to ``horizon_dir`` (``hzn … publish -p``); published when it exists."""
+    smoke: SmokeConfig | None = None
+    """``[services.X.smoke]``: a command run in each built image, for its platform, before the push (edgebot.smoke)."""
 
     @property
     def allowed_orgs(self) -> tuple[str, ...]:
@@ -360,7 +363,7 @@ def _service(name: str, table: Any) -> ServiceConfig:
     if not _NAME_RE.match(name):
         raise ConfigError(f"[{where}]: service names are lower-case letters, digits, '.', '_' and '-'")
     _known(table, where, {"source", "org", "arches", "image_base", "ref", "horizon_dir", "dockerfile", "context",
-                          "policies", "patterns", "rollout", "orgs", "channel", "service_policy"})
+                          "policies", "patterns", "rollout", "orgs", "channel", "service_policy", "smoke"})
     arches = table.get("arches")
     if not isinstance(arches, list) or not arches or not all(isinstance(a, str) for a in arches):
         raise ConfigError(f"{where}.arches must be a non-empty list such as [\"amd64\", \"arm64\"]")
@@ -389,6 +392,7 @@ def _service(name: str, table: Any) -> ServiceConfig:
         orgs=_orgs(where, table),
         channel=_channel(where, table),
         service_policy=str(table.get("service_policy", "service.policy.json")),
+        smoke=parse_smoke(table.get("smoke"), f"{where}.smoke"),
     )
 
 

@@ -159,6 +159,8 @@ class ArchResult:
     definitions (workers/service_policy.py)."""
     verify_report: list[str] = field(default_factory=list)
     """What ``verify`` found in the Exchange after publish, one line per problem ([] when all verified)."""
+    smoke: dict[str, Any] = field(default_factory=dict)
+    """The smoke run of this arch's image, as its build report said (edgebot.smoke; {}: none configured)."""
 
 
 @dataclass

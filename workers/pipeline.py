@@ -38,7 +38,17 @@ from edgebot.release import (
     Release,
 )
 from edgebot.secrets import Secret
-from workers import build_report, dependencies, dockauths, failures, gate, service_policy, trust, verify
+from workers import (
+    build_report,
+    dependencies,
+    dockauths,
+    failures,
+    gate,
+    service_policy,
+    smoke_run,
+    trust,
+    verify,
+)
 from workers.context import WorkerContext
 from workers.definition import ServiceDefinition, read_definition
 from workers.exchange import publish_service, service_id
@@ -235,8 +245,12 @@ def build(ctx: WorkerContext, release_id: str, arch: str) -> None:
                     limits=BuildLimits.from_settings(ctx.config.settings),
                 )
             image_id = built.image_id
+            # issue 14: the catalog's smoke command in the image, for its platform, before anything is pushed
+            smoked = smoke_run.check(client, built.tag, arch, service.smoke, ctx.config.settings,
+                                     service=service.name)
             after = (("push", SKIPPED, "dry run") if release.dry_run else ("push", RUNNING, ""))
-            build_report.stage(ctx, release_id, arch, ("build", DONE, image_id[7:19]), after, image_id=image_id)
+            build_report.stage(ctx, release_id, arch, ("build", DONE, image_id[7:19]), after, image_id=image_id,
+                               smoke=smoked)
             if release.dry_run:
                 return
         elif release.dry_run:
