@@ -28,14 +28,18 @@ TAG = "1.36"
 BUSYBOX_CACHE = "/var/cache/edgebot/busybox"
 """Where the install script puts each foreign arch's static busybox (``<arch>/busybox``)."""
 DEBIAN_ARCH = {"arm64": "arm64", "arm": "armhf", "ppc64le": "ppc64el", "s390x": "s390x", "riscv64": "riscv64"}
+REAL_ARCHES = ("arm64", "arm")
+"""The foreign arches whose base must hold a binary of that arch (the install script fetches them)."""
 ELF_MACHINE = {"amd64": 62, "arm64": 183, "arm": 40, "ppc64le": 21, "s390x": 22, "riscv64": 243}
 
 
 def arch_busybox(arch: str) -> Path:
-    """The static busybox binary of ``arch``; a clear error naming the fix when it is missing or of another arch."""
-    if arch == "amd64":
-        return Path(busybox_path())
+    """The static busybox binary of ``arch``; a clear error naming the fix when it is missing or of another arch.
+    Arches outside :data:`REAL_ARCHES` (ppc64le, s390x, riscv64: no QEMU handler is enabled for them here) use a
+    cached binary of theirs when there is one, else the host's, as labels only (nothing in them can run)."""
     path = Path(os.environ.get("EDGEBOT_BUSYBOX_CACHE", BUSYBOX_CACHE)) / arch / "busybox"
+    if arch == "amd64" or (arch not in REAL_ARCHES and not path.is_file()):
+        return Path(busybox_path())
     deb = DEBIAN_ARCH.get(arch, arch)
     fix = (f"run scripts/install-system-deps.sh (it extracts Debian's busybox-static:{deb} there), or by hand: "
            f"dpkg --add-architecture {deb}; apt-get update; apt-get download busybox-static:{deb}; "

@@ -94,3 +94,15 @@ def test_a_failing_smoke_run_stops_the_release_before_the_push(stack: Stack) -> 
     assert not final.results["arm64"].digest
     tags = stack.registry.tags("edge/hello_arm64")  # type: ignore[union-attr]
     assert not [t for t in tags if t.startswith("14.0.2")], tags  # nothing pushed, under any tag
+
+
+def test_config_check_of_a_build_worker_lists_its_arches(stack: Stack) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "edgebot", "--config", str(stack.build_config_path), "config",
+                           "check", "--role", "build"], capture_output=True, text=True, env=stack.env("build"),
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (line,) = [x for x in done.stdout.splitlines() if "build arches" in x]
+    assert line.startswith("OK") and "amd64: native" in line and "arm64: QEMU via binfmt handler qemu-aarch64" in line

@@ -175,9 +175,15 @@ def _build_checks(config: Config, check: Callable[[str, Callable[[], str]], Chec
     yield check(f"docker engine ({config.docker_url or 'DOCKER_HOST or the default socket'})", engine)
 
     def arch_list() -> str:
-        from workers.arches import detect
+        from pathlib import Path
 
-        return "builds " + "; ".join(s.line() for s in detect(config.docker_url))
+        from workers.arches import BINFMT_DIR, detect, handler_problem
+
+        found = detect(config.docker_url)
+        served = {s.arch for s in found}
+        missing = [f"not {a} ({handler_problem(Path(BINFMT_DIR), a)})" for a in ("arm64", "arm", "amd64")
+                   if a not in served]
+        return "builds " + "; ".join([*(s.line() for s in found), *missing])
 
     yield check("build arches (native, and through QEMU binfmt_misc)", arch_list)
     for name, service in sorted(config.services.items()):
