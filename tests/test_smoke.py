@@ -101,3 +101,15 @@ def test_a_smoke_run_has_no_network_and_is_killed_at_its_timeout(client: docker.
                      Settings())
     assert slow.exit_code is None and set(slow.tail) <= {"started"}  # killed, not waited for
     assert _smoke_containers(client) == []
+
+
+def test_a_flood_of_output_reaches_the_report_bounded(client: docker.DockerClient, tmp_path: Path) -> None:
+    image = _image(client, tmp_path, "amd64")
+    flood = "/bin/busybox tr -d '\\n' < /dev/zero | /bin/busybox head -c 8000000; echo; echo the end; exit 1"
+    with pytest.raises(StepFailed) as failed:
+        check(client, image, "amd64", SmokeConfig(("/bin/busybox", "sh", "-c", flood), 120), Settings(),
+              service="hello")
+    detail = failed.value.detail
+    assert len(detail) <= Settings().smoke_log_lines and all(len(line) <= LINE_MAX for line in detail)
+    assert detail[-1] == "the end"
+    assert _smoke_containers(client) == []

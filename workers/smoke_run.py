@@ -31,6 +31,8 @@ def run_smoke(client: docker.DockerClient, image: str, arch: str, smoke: SmokeCo
               settings: Settings) -> SmokeResult:
     """Run ``smoke.command`` in ``image`` for ``arch``'s platform; the exit code (None: killed at the timeout) and
     the last ``settings.smoke_log_lines`` output lines (stdout and stderr, in order)."""
+    from docker.types import LogConfig  # docker is imported where it is used (workers.images does the same)
+
     limits: dict[str, Any] = {}
     if settings.smoke_memory > 0:
         limits.update(mem_limit=settings.smoke_memory, memswap_limit=settings.smoke_memory)
@@ -39,7 +41,10 @@ def run_smoke(client: docker.DockerClient, image: str, arch: str, smoke: SmokeCo
     container = client.containers.create(
         image, entrypoint=list(smoke.command[:1]), command=list(smoke.command[1:]),
         platform=GO_ARCH_TO_PLATFORM[arch], network_mode="none", security_opt=["no-new-privileges"],
-        labels={"io.edgebot.smoke": arch}, detach=True, **limits)
+        labels={"io.edgebot.smoke": arch}, detach=True,
+        # the Engine keeps at most this much of its output: a command printing without end cannot fill the disk or
+        # this worker's memory when its last lines are read
+        log_config=LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}), **limits)
     code: int | None = None
     try:
         container.start()
