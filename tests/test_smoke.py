@@ -100,6 +100,12 @@ def test_a_smoke_run_has_no_network_and_is_killed_at_its_timeout(client: docker.
     slow = run_smoke(client, image, "amd64", SmokeConfig(("/bin/busybox", "sh", "-c", "echo started; sleep 600"), 3),
                      Settings())
     assert slow.exit_code is None and set(slow.tail) <= {"started"}  # killed, not waited for
+    # the limits, as the container's cgroup says them (v2 file names, else v1's)
+    read = ("cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max; "
+            "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes")
+    limited = run_smoke(client, image, "amd64", SmokeConfig(("/bin/busybox", "sh", "-c", read), 60),
+                        Settings(smoke_pids=99, smoke_memory=64 * 1024**2))
+    assert limited.tail == ("99", str(64 * 1024**2))
     assert _smoke_containers(client) == []
 
 
