@@ -38,17 +38,7 @@ from edgebot.release import (
     Release,
 )
 from edgebot.secrets import Secret
-from workers import (
-    build_report,
-    dependencies,
-    dockauths,
-    failures,
-    gate,
-    service_policy,
-    smoke_run,
-    trust,
-    verify,
-)
+from workers import build_report, dependencies, dockauths, failures, gate, service_policy, smoke_run, trust, verify
 from workers.context import WorkerContext
 from workers.definition import ServiceDefinition, read_definition
 from workers.exchange import publish_service, service_id
