@@ -39,7 +39,7 @@ from edgebot.errors import SecretUnavailable
 from edgebot.jobs import PUBLISH_QUEUE, SERIALIZER, EdgebotJob, RefusedJob, build_queue, check_queue
 from edgebot.redis_acl import BUILD_REPORTS_QUEUE
 from edgebot.settings import Settings
-from workers import arches
+from workers import arches as arch_support
 from workers.arches import ArchSupport, native_marker_queue
 from workers.health import start_health_server
 from workers.vault import build_resolver
@@ -57,11 +57,11 @@ def served_arches(requested: list[str], docker_url: str | None) -> list[ArchSupp
     if not requested:
         return []
     try:
-        found = arches.detect(docker_url)
+        found = arch_support.detect(docker_url)
     except Exception as exc:  # an Engine that cannot be reached: explicit arches still serve, as configured
         logging.getLogger(__name__).warning("cannot read the Docker Engine's arch (%s)", type(exc).__name__)
-        found = arches.supported(platform.machine())
-    return arches.plan(requested, found)
+        found = arch_support.supported(platform.machine())
+    return arch_support.plan(requested, found)
 
 
 def run_worker(
@@ -136,13 +136,13 @@ class EdgebotWorker(Worker):
         """Leave an emulated arch's build queue to the native workers of that arch while one is live (the queue
         list RQ's next dequeue reads; an idle wait of ``dequeue_timeout`` at most before it is read again)."""
         try:
-            skip = {build_queue(a) for a in arches.deferred(self.connection, self.emulated,
-                                                            self.edgebot_settings.worker_ttl)}
+            ttl = self.edgebot_settings.worker_ttl
+            skip = {build_queue(a) for a in arch_support.deferred(self.connection, self.emulated, ttl)}
         except redis.RedisError:
             return  # keep the last list: RQ's own loop deals with a Redis that is down
         keep = [q for q in self.queues if q.name not in skip]
         if not keep:  # nothing left to serve now: wait on a queue that never gets jobs, then look again
-            keep = [Queue(arches.PARKED_QUEUE, connection=self.connection, job_class=EdgebotJob,
+            keep = [Queue(arch_support.PARKED_QUEUE, connection=self.connection, job_class=EdgebotJob,
                           serializer=SERIALIZER)]
         if [q.name for q in keep] != [q.name for q in self._ordered_queues]:
             self.log.info("building from %s", ", ".join(q.name for q in keep))
