@@ -10,7 +10,7 @@ import json
 import time
 from typing import Any
 
-from edgebot import approvals
+from edgebot import approvals, smoke
 from edgebot.approvals import Kind, Refusal
 from edgebot.messages import (
     STATE_ICON,
@@ -21,6 +21,7 @@ from edgebot.messages import (
     escape,
     escape_keeping_mentions,
     limit_blocks,
+    preformatted,
     section,
     short,
     title,
@@ -99,6 +100,7 @@ def approval_card(release: Release) -> Message:
             lines.append(f"*{arch}* `{res.pinned_image}`\n    signature `{short(res.signature_fingerprint, 23)}`"
                          + (f" · Exchange: {change}" if change else ""))
             lines += external_image_lines(res)
+            lines += smoke_lines(res.smoke)  # issue 14
         key_fp = short(release.public_key_fingerprint, 23)
         lines.append(f"signing key `{release.key_name}` · public key fingerprint `{key_fp}`")
         lines += service_policy_lines(release)  # issue 15
@@ -330,3 +332,17 @@ def service_policy_lines(release: Release) -> list[str]:
 
 def short_line(text: str, limit: int = 900) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def smoke_lines(raw: dict[str, Any]) -> list[str]:
+    """The smoke run of one arch's image on the card, under its digest: the command, its exit code, its last lines
+    (from a build worker's report: bounded again here and escaped, in a code block that cannot close early)."""
+    result = smoke.bounded(raw, smoke.LINES_MAX)
+    if result is None:
+        return []
+    mark = ":white_check_mark:" if result.passed else ":x:"
+    code = "killed at the timeout" if result.exit_code is None else f"exit {result.exit_code}"
+    command = escape(short(result.command, 120)).replace("`", "'")
+    head = f"    smoke run {mark} `{command}` {code}"
+    tail = "\n".join(result.tail[-5:])
+    return [head + ("\n" + preformatted(tail, 600) if tail else "")]

@@ -21,6 +21,7 @@ from edgebot.errors import ConfigError
 from edgebot.ids import GO_ARCHES
 from edgebot.secrets import SecretRef
 from edgebot.settings import Settings
+from edgebot.smoke import SmokeConfig, parse_smoke
 from edgebot.source_auth import SourceAuth, parse_source_auth
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -136,6 +137,8 @@ class ServiceConfig:
     """``[services.X.build]``: builder, build args, build secrets, pull, registry cache (edgebot.build_inputs)."""
     source_auth: SourceAuth | None = None
     """Credentials of a private source (``[services.X.source_auth]``, edgebot/source_auth.py); None: public."""
+    smoke: SmokeConfig | None = None
+    """``[services.X.smoke]``: a command run in each built image, for its platform, before the push (edgebot.smoke)."""
 
     @property
     def allowed_orgs(self) -> tuple[str, ...]:
@@ -370,7 +373,7 @@ def _service(name: str, table: Any) -> ServiceConfig:
         raise ConfigError(f"[{where}]: service names are lower-case letters, digits, '.', '_' and '-'")
     _known(table, where, {"source", "org", "arches", "image_base", "ref", "horizon_dir", "dockerfile", "context",
                           "policies", "patterns", "rollout", "orgs", "channel", "service_policy", "pin", "build",
-                          "source_auth"})
+                          "source_auth", "smoke"})
     arches = table.get("arches")
     if not isinstance(arches, list) or not arches or not all(isinstance(a, str) for a in arches):
         raise ConfigError(f"{where}.arches must be a non-empty list such as [\"amd64\", \"arm64\"]")
@@ -386,6 +389,12 @@ def _service(name: str, table: Any) -> ServiceConfig:
         if value.startswith("/") or ".." in Path(value).parts:
             raise ConfigError(f"{where}.{key} must be a path inside the source repository")
     source = _str(table, f"{where}.source")
+    build = parse_build(f"{where}.build", table.get("build"))
+    smoke = parse_smoke(table.get("smoke"), f"{where}.smoke")
+    if smoke is not None and build.builder != "engine":
+        raise ConfigError(f"[{where}.smoke] needs the Engine builder (the image is run in the Docker Engine), but "
+                          f"{where}.build.builder is {build.builder!r}: remove the smoke table or build with "
+                          "builder = \"engine\"")
     return ServiceConfig(
         name=name,
         source=source,
@@ -401,8 +410,9 @@ def _service(name: str, table: Any) -> ServiceConfig:
         channel=_channel(where, table),
         service_policy=str(table.get("service_policy", "service.policy.json")),
         pin=_flag(table, f"{where}.pin", True),
-        build=parse_build(f"{where}.build", table.get("build")),
+        build=build,
         source_auth=parse_source_auth(where, table.get("source_auth"), source),
+        smoke=smoke,
     )
 
 

@@ -33,6 +33,7 @@ from edgebot.release import (
     RolloutStatus,
     StageState,
 )
+from edgebot.smoke import SmokeResult
 
 MAX_BLOCKS = 50
 MAX_TEXT = 3000
@@ -649,3 +650,21 @@ def _parts_text(state: dict[str, Any]) -> str:
     missing = not state.get("key_present")
     tail = " — publish again (with --overwrite if its content differs) to add what is missing" if missing else ""
     return " · ".join(parts) + tail
+
+
+# -- smoke run per arch (issue 14, edgebot.smoke) ------------------------------------------------------------------
+
+def smoke_failed(service: str, arch: str, result: SmokeResult) -> str:
+    """A release's error when the smoke run of its ``arch`` image failed (its last lines are the error's detail).
+    Plain text: the summary escapes it where it is shown."""
+    how = (f"was killed at its {result.timeout:g} s timeout" if result.exit_code is None
+           else f"exited with code {result.exit_code}")
+    return (f"the smoke run of the {arch} image failed, so it was not pushed: `{result.command}` {how} (its last "
+            "output lines are below). Fix the image, or the command or timeout in the catalog's "
+            f"[services.{service}.smoke], then publish again")
+
+
+def smoke_not_started(arch: str, command: str, reason: str) -> str:
+    """A release's error when the Engine would not run the smoke command in the built ``arch`` image."""
+    return (f"the smoke run of the {arch} image could not start, so it was not pushed: `{command}`: {reason}. Check "
+            "that the command's program exists in the image (it runs without a shell), then publish again")

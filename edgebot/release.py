@@ -162,6 +162,8 @@ class ArchResult:
     external_pins: dict[str, str] = field(default_factory=dict)
     """container -> ``host/path@sha256:…`` for images edgebot does not build, resolved from their tags in prepare
     (workers.external_images) and sealed with the source; {} when there are none or the catalog says ``pin = false``."""
+    smoke: dict[str, Any] = field(default_factory=dict)
+    """The smoke run of this arch's image, as its build report said (edgebot.smoke; {}: none configured)."""
 
 
 @dataclass

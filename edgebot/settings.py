@@ -177,6 +177,14 @@ class Settings:
     ``chroot`` (for a pod without the privileges ``oci`` needs; then ``RUN`` steps share the host network)."""
     buildah_timeout: float = 3600.0
     """Seconds one ``buildah bud`` or ``buildah push`` may run before it is killed and the step fails."""
+    # smoke run per arch (issue 14, workers/smoke_run.py): limits of the container each built image runs its
+    # ``[services.X.smoke]`` command in (no network, always removed)
+    smoke_memory: int = 512 * 1024**2
+    """Bytes of memory (and memory + swap: no swap) the smoke run's container may use; 0: no limit."""
+    smoke_pids: int = 256
+    """Processes the smoke run's container may have at once; 0: no limit."""
+    smoke_log_lines: int = 15
+    """The smoke run's last output lines kept for the approval card and a failure's thread message."""
 
     @classmethod
     def load(cls, table: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:

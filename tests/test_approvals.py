@@ -227,6 +227,16 @@ def _with_changes() -> Release:
     return release
 
 
+def _with_smoke() -> Release:
+    """Issue 14: each arch's smoke run under its digest; arm64's output is a build worker's claim (hostile here)."""
+    release = _waiting()
+    release.result("amd64").smoke = {"command": "/bin/app --self-test", "exit_code": 0, "timeout": 30.0,
+                                     "tail": ["self-test: 12 checks", "self-test: ok (x86_64)"]}
+    release.result("arm64").smoke = {"command": "/bin/app --self-test", "exit_code": 0, "timeout": 30.0,
+                                     "tail": ["<!channel> ```", *[f"line {i}" for i in range(200)], "ok (aarch64)"]}
+    return release
+
+
 def _with_service_policy() -> Release:
     release = _waiting()
     for arch in release.arches:
@@ -283,6 +293,7 @@ CASES = {
     "approval_card_deploy": lambda: approval_messages.approval_card(_deploy_waiting()),
     "approval_card_rollback_to": lambda: approval_messages.approval_card(_deploy_waiting("rollback")),
     "approval_card_open": lambda: approval_messages.approval_card(_with_changes()),
+    "approval_card_smoke": lambda: approval_messages.approval_card(_with_smoke()),
     "approval_card_service_policy": lambda: approval_messages.approval_card(_with_service_policy()),
     "approval_card_sidecar_public": lambda: approval_messages.approval_card(_with_sidecar_public()),
     "approval_card_approved": lambda: approval_messages.approval_card(_approved()),

@@ -249,3 +249,12 @@ def test_build_table_mistakes_are_named(build: dict[str, Any], fragment: str) ->
         parse_config(_with("services.hello.build", build))
     assert fragment in str(info.value)
     assert "s3cr3t-literal" not in str(info.value)
+
+
+def test_a_smoke_run_needs_the_engine_builder() -> None:
+    """buildah builds never reach the Docker Engine, where the smoke run runs: refused at load, with the fix."""
+    data = copy.deepcopy(BASE)
+    data["services"]["hello"]["build"] = {"builder": "buildah"}
+    data["services"]["hello"]["smoke"] = {"command": ["/bin/true"]}
+    with pytest.raises(ConfigError, match="needs the Engine builder"):
+        parse_config(data)

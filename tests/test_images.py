@@ -80,6 +80,26 @@ def test_hello_is_built_pushed_and_read_back_from_the_registry(
     assert pinned_reference(repository, digest) == f"{repository}@{digest}"
 
 
+def test_arm64_image_with_a_run_step_is_built_here_under_qemu_pushed_and_runs_aarch64_code(
+        client: docker.DockerClient, registry: Registry, registry_users: dict[str, str], tmp_path: Path) -> None:
+    # the sandbox's arm64v8/busybox holds Debian's aarch64 busybox (sandbox/base_images.py): the RUN step runs aarch64
+    # code on this amd64 host through the qemu-aarch64 binfmt handler (scripts/install-system-deps.sh enables it)
+    context = _context(tmp_path, 'FROM arm64v8/busybox:1.36\n'
+                                 'RUN ["/bin/busybox", "sh", "-c", "/bin/busybox uname -m > /built-on"]\n'
+                                 'CMD ["/bin/busybox", "cat", "/built-on"]\n')
+    repository = f"{registry.address}/edge/qemu_arm64"
+    built = build_image(client, context_dir=context, dockerfile="Dockerfile", tag=f"{repository}:1.0.0", arch="arm64")
+    assert built.architecture == "arm64"
+    digest = push_image(client, repository=repository, tag="1.0.0", username="pusher",
+                        password=registry_users["pusher"])
+    got, manifest = registry.manifest("edge/qemu_arm64", "1.0.0")
+    assert got == digest
+    assert registry.config_blob("edge/qemu_arm64", manifest)["architecture"] == "arm64"
+    for command in (None, ["/bin/busybox", "uname", "-m"]):  # what the RUN step saw, and a run of the image now
+        out = client.containers.run(built.tag, command, platform="linux/arm64", network_mode="none", remove=True)
+        assert out.decode().strip() == "aarch64"
+
+
 def test_failing_run_step_is_build_failed_with_the_output_in_the_tail(client: docker.DockerClient,
                                                                       tmp_path: Path) -> None:
     # FROM scratch with the static busybox: a RUN step works even though dockerd runs with --bridge=none

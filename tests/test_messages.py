@@ -23,6 +23,7 @@ from edgebot.release import (
     RolloutStageState,
     StageState,
 )
+from edgebot.smoke import SmokeResult
 from tests.snapshot import check_snapshot
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -73,6 +74,18 @@ def _failed_build() -> Release:
     release.results["arm64"].pinned_image = ""
     release.results["arm64"].signature = ""
     release.error_detail = release.results["arm64"].log_tail
+    return release
+
+
+def _smoke_failed(code: int | None = 7) -> Release:
+    """Issue 14: the arm64 smoke run failed before its push (its last lines are the error's detail)."""
+    tail = ("self-test: 11 of 12 checks", "self-test: <!here> libfoo missing")
+    result = SmokeResult("/bin/app --self-test", code, tail, 30.0)
+    release = _release(state=FAILED, error=messages.smoke_failed("hello", "arm64", result))
+    release.arch_steps["build"]["arm64"] = StageState(FAILED_STEP, T0 + 2, T0 + 5)
+    release.results["arm64"].pinned_image = ""
+    release.results["arm64"].signature = ""
+    release.error_detail = list(result.tail)
     return release
 
 
@@ -183,6 +196,11 @@ CASES = {
     "stage_source": lambda: messages.stage_message(_release(), "source"),
     "stage_build": lambda: messages.stage_message(_release(), "build"),
     "stage_build_failed": lambda: messages.stage_message(_failed_build(), "build"),
+    "summary_smoke_failed": lambda: messages.summary_message(_smoke_failed()),
+    "summary_smoke_timeout": lambda: messages.summary_message(_smoke_failed(None)),
+    "summary_smoke_not_started": lambda: messages.summary_message(_release(
+        state=FAILED, error=messages.smoke_not_started("arm64", "/bin/app --self-test",
+                                                       'exec: "/bin/app": no such file or directory'))),
     "summary_succeeded": lambda: messages.summary_message(_release()),
     "summary_failed": lambda: messages.summary_message(_failed_build()),
     "summary_dry_run": lambda: messages.summary_message(_release(dry_run=True)),

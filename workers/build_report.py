@@ -27,6 +27,7 @@ from typing import Any
 
 import redis
 
+from edgebot import smoke
 from edgebot.errors import ReleaseEnded
 from edgebot.jobs import Step, enqueue_step
 from edgebot.release import DONE, RUNNING, SKIPPED, Release, StageStatus
@@ -57,6 +58,8 @@ class BuildReport:
     failure_detail: list[str] = field(default_factory=list)
     resumed: int = 0
     """The attempt of a build step the reaper resumed (its apply job says so in the thread, once)."""
+    smoke: dict[str, Any] = field(default_factory=dict)
+    """The passed smoke run of the built image (edgebot.smoke.SmokeResult.to_report; {}: none configured)."""
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> BuildReport:
@@ -119,6 +122,7 @@ def stage(ctx: WorkerContext, release_id: str, arch: str, *marks: tuple[str, Sta
             report.mark(name, status, note)
         report.image_id = report.image_id or found.get("image_id", "")
         report.digest = report.digest or found.get("digest", "")
+        report.smoke = report.smoke or dict(found.get("smoke") or {})
         report.notes.extend(n for n in found.get("notes", ()) if n not in report.notes)
 
     return write(ctx, release_id, arch, change)
@@ -141,13 +145,15 @@ def fail_build(arch: str) -> Callable[[WorkerContext, str, str, list[str] | None
 
 # -- the publish worker's side -------------------------------------------------------------------------------------
 
-def _bound(report: BuildReport, log_lines: int) -> None:
+def _bound(report: BuildReport, log_lines: int, smoke_lines: int = 15) -> None:
     """A report is written by a process that runs untrusted Dockerfiles: keep what it can put in the record (and the
     thread) as small as an honest build's."""
     report.steps = {k: [str(x)[:STEP_NOTE_MAX] for x in v[:2]] for k, v in report.steps.items() if k in STAGES}
     report.notes = [str(n)[:NOTE_MAX] for n in report.notes[:NOTES_MAX]]
     report.failure = str(report.failure)[:FAILURE_MAX]
     report.failure_detail = [str(line)[:NOTE_MAX] for line in report.failure_detail[-max(1, log_lines):]]
+    result = smoke.bounded(report.smoke, smoke_lines)
+    report.smoke = result.to_report() if result is not None else {}
 
 
 def fan_in(r: Release) -> bool:
@@ -172,7 +178,7 @@ def apply(ctx: WorkerContext, release_id: str, arch: str) -> None:
     if report is None:
         log.warning("release %s: no build report for %s (expired?); nothing to apply", release_id, arch)
         return
-    _bound(report, ctx.config.settings.build_log_lines)
+    _bound(report, ctx.config.settings.build_log_lines, ctx.config.settings.smoke_log_lines)
     if report.failure:
         progress.fail(ctx, release_id, report.failure, report.failure_detail)
         return
@@ -202,6 +208,7 @@ def apply(ctx: WorkerContext, release_id: str, arch: str) -> None:
                     state.mark(StageStatus(status), note or None)
                     changed.append(name)
             res.image_id = res.image_id or report.image_id
+            res.smoke = res.smoke or report.smoke
             if report.digest and not res.digest:
                 res.digest = report.digest
                 res.pinned_image = pinned_reference(res.image_tag.rpartition(":")[0], report.digest)

@@ -20,9 +20,11 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edgebot.config import RegistryConfig, ServiceConfig
+from edgebot.errors import StepFailed
+from workers import smoke_run
 from workers.buildah import BuildahBuilder, BuildahOptions, RegistryAccess, cert_dir
 from workers.images import BuildLimits, BuiltImage, build_image, credentials_refused, push_guarded, push_image
 from workers.registries import before_push, certs_d_path, token_expiry_note
@@ -58,6 +60,10 @@ class Builder(Protocol):
 
     def build(self, request: BuildRequest) -> BuiltImage:
         """Build the image (raises BuildFailed / WrongArchitecture)."""
+
+    def smoke(self, image: str, arch: str) -> dict[str, Any]:
+        """The service's smoke run in the built image, for its platform, before the push: {} when none is configured,
+        the passed result for the build report, or StepFailed (workers.smoke_run)."""
 
     def before_push(self) -> list[str]:
         """Checks before pushing (raises StepFailed); returns notes for the thread."""
@@ -95,6 +101,10 @@ class EngineBuilder:
                            root=request.root, limits=request.limits, pull=inputs.pull,
                            build_args=inputs.build_args(version=request.version, arch=request.arch,
                                                         commit=request.commit))
+
+    def smoke(self, image: str, arch: str) -> dict[str, Any]:
+        return smoke_run.check(self.client, image, arch, self.service.smoke, self.ctx.config.settings,
+                               service=self.service.name)
 
     def before_push(self) -> list[str]:
         return before_push(self.ctx, self.registry)  # OpenShift: the route's CA trusted by the Engine, token expiry
@@ -193,6 +203,12 @@ class BuildahBuilderAdapter:
         # buildah pushes the local image to any tag: the release-scoped tag needs no local tag
         return push_guarded(None, repository=repository, tag=tag, published_digest=published_digest,
                             overwrite=overwrite, release_id=release_id, push=push, retag=lambda scoped: None)
+
+    def smoke(self, image: str, arch: str) -> dict[str, Any]:
+        if self.service.smoke is not None:  # refused at config load; kept so no configuration ships unchecked
+            raise StepFailed(f"{self.service.name}: a smoke run needs builder = \"engine\" (the image must be in "
+                             "the Docker Engine to run); remove [services.X.smoke] or build with the Engine")
+        return {}
 
     def close(self) -> None:
         if self._certs is not None:

@@ -173,6 +173,19 @@ def _build_checks(config: Config, resolver: SecretResolver,
         return f"Docker Engine {version.get('Version')} ({version.get('Os')}/{version.get('Arch')}) answers"
 
     yield check(f"docker engine ({config.docker_url or 'DOCKER_HOST or the default socket'})", engine)
+
+    def arch_list() -> str:
+        from pathlib import Path
+
+        from workers.arches import BINFMT_DIR, detect, handler_problem
+
+        found = detect(config.docker_url)
+        served = {s.arch for s in found}
+        missing = [f"not {a} ({handler_problem(Path(BINFMT_DIR), a)})" for a in ("arm64", "arm", "amd64")
+                   if a not in served]
+        return "builds " + "; ".join([*(s.line() for s in found), *missing])
+
+    yield check("build arches (native, and through QEMU binfmt_misc)", arch_list)
     for name, service in sorted(config.services.items()):
 
         def git(service: ServiceConfig = service) -> str:

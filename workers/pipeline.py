@@ -289,8 +289,11 @@ def build(ctx: WorkerContext, release_id: str, arch: str) -> None:
                     version=release.version, commit=release.commit_sha,
                 ))
             image_id = built.image_id
+            # issue 14: the catalog's smoke command in the image, for its platform, before anything is pushed
+            smoked = builder.smoke(built.tag, arch)
             after = (("push", SKIPPED, "dry run") if release.dry_run else ("push", RUNNING, ""))
-            build_report.stage(ctx, release_id, arch, ("build", DONE, image_id[7:19]), after, image_id=image_id)
+            build_report.stage(ctx, release_id, arch, ("build", DONE, image_id[7:19]), after, image_id=image_id,
+                               smoke=smoked)
             if release.dry_run:
                 return
         elif release.dry_run:

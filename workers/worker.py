@@ -3,6 +3,9 @@
     edgebot worker --arch amd64            builds amd64 images (needs a Docker Engine that builds amd64)
     edgebot worker --publish               source, signing and Exchange publish (holds the signing key)
     edgebot worker --publish --arch amd64  both, for small installs and the sandbox
+    edgebot worker --arch auto             every arch its Engine builds: native, and through QEMU (workers.arches)
+
+A build worker serves an emulated arch (QEMU) only while no native worker of that arch is live (workers.arches).
 
 Every worker runs RQ's scheduler (``--with-scheduler``) for its queues: when the one holding a queue's scheduler lock
 dies, another worker of that queue takes over at its next maintenance pass (``settings.maintenance_interval``), as
@@ -23,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import platform
 import time
 
 import redis
@@ -35,14 +39,29 @@ from edgebot.errors import SecretUnavailable
 from edgebot.jobs import PUBLISH_QUEUE, SERIALIZER, EdgebotJob, RefusedJob, build_queue, check_queue
 from edgebot.redis_acl import BUILD_REPORTS_QUEUE
 from edgebot.settings import Settings
+from workers import arches as arch_support
+from workers.arches import ArchSupport, native_marker_queue
 from workers.health import start_health_server
 from workers.vault import build_resolver
 
 
-def queue_names(arches: list[str], publish: bool) -> list[str]:
+def queue_names(arches: list[str], publish: bool, native: tuple[str, ...] = ()) -> list[str]:
     names = [PUBLISH_QUEUE, BUILD_REPORTS_QUEUE] if publish else []
     names += [build_queue(a) for a in arches]
+    names += [native_marker_queue(a) for a in arches if a in native]  # marks this worker native for a
     return names
+
+
+def served_arches(requested: list[str], docker_url: str | None) -> list[ArchSupport]:
+    """The arches a build worker serves (``auto``: every one its Engine builds), each native or emulated."""
+    if not requested:
+        return []
+    try:
+        found = arch_support.detect(docker_url)
+    except Exception as exc:  # an Engine that cannot be reached: explicit arches still serve, as configured
+        logging.getLogger(__name__).warning("cannot read the Docker Engine's arch (%s)", type(exc).__name__)
+        found = arch_support.supported(platform.machine())
+    return arch_support.plan(requested, found)
 
 
 def run_worker(
@@ -57,7 +76,11 @@ def run_worker(
     password = resolver.resolve(config.redis_password).reveal() if config.redis_password else None
     connection = resilient_redis(config, password)
     metrics.install(connection, config.settings.key_prefix)
-    names = queue_names(arches, publish)
+    served = served_arches(arches, config.docker_url)
+    if served:
+        print("edgebot worker: builds " + "; ".join(s.line() for s in served), flush=True)
+    arches = [s.arch for s in served]
+    names = queue_names(arches, publish, native=tuple(s.arch for s in served if s.native))
     if not names:
         raise SystemExit("edgebot worker: give --publish and/or --arch ARCH (which queues to serve)")
     _preload(arches, publish)
@@ -76,6 +99,7 @@ def run_worker(
         worker_ttl=config.settings.worker_ttl,
         maintenance_interval=config.settings.maintenance_interval,
         name=name,
+        emulated=[s.arch for s in served if not s.native],
     )
     # its own connection, without the reconnect retries: /healthz and a scrape must answer "Redis is down" at once
     probe = redis.Redis.from_url(config.redis_url, username=config.redis_username, password=password,
@@ -95,11 +119,34 @@ class EdgebotWorker(Worker):
     the timeout is capped at the reaper interval so an idle worker reaps on time.
     """
 
-    def __init__(self, *args: object, settings: Settings, publish: bool = True, **kwargs: object) -> None:
+    def __init__(self, *args: object, settings: Settings, publish: bool = True, emulated: list[str] | None = None,
+                 **kwargs: object) -> None:
         self.edgebot_settings = settings  # before RQ's __init__, which reads dequeue_timeout
         self.reaps = publish
         self._last_reaped = 0.0
+        self.emulated = list(emulated or [])
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def heartbeat(self, *args: object, **kwargs: object) -> None:
+        super().heartbeat(*args, **kwargs)  # type: ignore[arg-type]
+        if self.emulated and self.get_state() == "idle":  # before each dequeue (RQ heart-beats first)
+            self._listen_around_native_workers()
+
+    def _listen_around_native_workers(self) -> None:
+        """Leave an emulated arch's build queue to the native workers of that arch while one is live (the queue
+        list RQ's next dequeue reads; an idle wait of ``dequeue_timeout`` at most before it is read again)."""
+        try:
+            ttl = self.edgebot_settings.worker_ttl
+            skip = {build_queue(a) for a in arch_support.deferred(self.connection, self.emulated, ttl)}
+        except redis.RedisError:
+            return  # keep the last list: RQ's own loop deals with a Redis that is down
+        keep = [q for q in self.queues if q.name not in skip]
+        if not keep:  # nothing left to serve now: wait on a queue that never gets jobs, then look again
+            keep = [Queue(arch_support.PARKED_QUEUE, connection=self.connection, job_class=EdgebotJob,
+                          serializer=SERIALIZER)]
+        if [q.name for q in keep] != [q.name for q in self._ordered_queues]:
+            self.log.info("building from %s", ", ".join(q.name for q in keep))
+            self._ordered_queues = keep
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         """Refuse a job whose function does not run on the queue it was taken from (RQ then fails it: the job
