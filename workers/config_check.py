@@ -36,6 +36,35 @@ Engine, git and the push credentials; the publish worker Slack, the Exchange, si
 credentials. Redis for all, each as its own ACL user."""
 
 
+def role_references(config: Config, role: str) -> list[tuple[str, SecretRef]]:
+    """(config key, reference) of every secret a process of ``role`` reads: what ``config check --role`` resolves and
+    what the role's Vault policy must allow (deploy/vault/; tests/test_example_config.py holds the two together)."""
+    refs: list[tuple[str, SecretRef]] = []
+    if role in ("bot", "publish"):
+        refs.append(("slack.bot_token", config.slack.bot_token))
+    if role == "bot":
+        refs.append(("slack.signing_secret", config.slack.signing_secret))
+    if role in ("bot", "publish") and config.seal_key is not None:
+        refs.append(("trust.seal_key", config.seal_key))
+    if role == "publish":
+        refs.append(("exchange.password", config.exchange.password))
+        if config.signing.private_key is not None:
+            refs.append(("signing.private_key", config.signing.private_key))
+    for alias, registry in config.registries.items():
+        if role == "build":
+            refs.append((f"registries.{alias}.push_password", registry.push_password))
+        if role == "publish" and registry.pull_password:
+            refs.append((f"registries.{alias}.pull_password", registry.pull_password))
+    for name, service in config.services.items():
+        auth = service.source_auth
+        if role in ("build", "publish") and auth is not None:  # both fetch the source
+            refs += [(f"services.{name}.source_auth.{key}", ref) for key, ref in (("token", auth.token),
+                                                                                  ("ssh_key", auth.ssh_key)) if ref]
+        if role == "build":
+            refs += [(f"services.{name}.build.secrets.{sid}", ref) for sid, ref in service.build.secrets]
+    return refs
+
+
 def run_checks(config: Config, resolver: SecretResolver, *, timeout: float = 10.0,
                roles: Iterable[str] = ROLES) -> Iterator[CheckLine]:
     """One line per reference and connection that a process of one of ``roles`` needs (default: every role)."""
@@ -54,22 +83,7 @@ def run_checks(config: Config, resolver: SecretResolver, *, timeout: float = 10.
         except Exception as exc:  # every failure becomes one readable line
             return CheckLine(False, item, _reason(exc))
 
-    refs: list[tuple[str, SecretRef]] = []
-    if bot or publish:
-        refs.append(("slack.bot_token", config.slack.bot_token))
-    if bot:
-        refs.append(("slack.signing_secret", config.slack.signing_secret))
-    if (bot or publish) and config.seal_key is not None:
-        refs.append(("trust.seal_key", config.seal_key))
-    if publish:
-        refs.append(("exchange.password", config.exchange.password))
-        if config.signing.private_key is not None:
-            refs.append(("signing.private_key", config.signing.private_key))
-    for alias, registry in config.registries.items():
-        if build:
-            refs.append((f"registries.{alias}.push_password", registry.push_password))
-        if publish and registry.pull_password:
-            refs.append((f"registries.{alias}.pull_password", registry.pull_password))
+    refs = list(dict.fromkeys(ref for role in ROLES if role in wanted for ref in role_references(config, role)))
     for where, ref in refs:
         yield check(f"{where} ({ref})", lambda ref=ref: (secret(ref), "resolved")[1])  # type: ignore[misc]
     if bot:
