@@ -212,8 +212,8 @@ class StepLedger:
         return found
 
     def inflight(self) -> list[str]:
-        return [m.decode() if isinstance(m, bytes) else m
-                for m in self.redis.zrange(self.inflight_key, 0, -1)]  # type: ignore[union-attr]
+        members: list[bytes | str] = self.redis.zrange(self.inflight_key, 0, -1)  # type: ignore[assignment]
+        return [m.decode() if isinstance(m, bytes) else m for m in members]
 
     def forget_if_idle(self, release_id: str, *, release_final: bool) -> bool:
         return bool(self.redis.eval(FORGET, 3, self.inflight_key, self.steps_key(release_id),

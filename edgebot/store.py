@@ -160,8 +160,9 @@ class ReleaseStore:
         return [r for r in (self.get(i) for i in ids) if r is not None]
 
     def history(self, org: str, service: str, limit: int = 10) -> list[Release]:
-        ids = self.redis.zrevrange(self.history_key(org, service), 0, max(0, limit - 1))
-        found = (self.get(i.decode() if isinstance(i, bytes) else i) for i in ids)  # type: ignore[union-attr]
+        ids: list[bytes | str] = self.redis.zrevrange(  # type: ignore[assignment]
+            self.history_key(org, service), 0, max(0, limit - 1))
+        found = (self.get(i.decode() if isinstance(i, bytes) else i) for i in ids)
         return [r for r in found if r is not None]
 
     # -- update -------------------------------------------------------------------------------------------------
