@@ -12,6 +12,8 @@ rollout scale   polls of 1,000 and 10,000 simulated nodes: Exchange requests per
                 (bench/rollout_scale.py).
 trust checks    what the sign job's seal checks and registry read-back add, vs. signing the same deployments
                 (bench/trust_cost.py).
+cross-arch      a two-arch release (amd64 native, arm64 under QEMU) on two build workers: wall ÷ sum of the builds;
+                a buildah rebuild through the registry cache ÷ a cold build (bench/cross_arch.py).
 slack burst     50 releases at once over three workers against a Slack workspace limit: 429s, lost updates and wall
                 time with the shared Redis bucket vs. the same burst without it (bench/slack_burst.py).
 """
@@ -260,12 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     from bench import rollout_scale
 
     rollout = rollout_scale.run_sizes(smoke=args.smoke)
-    from bench import slack_burst
+    from bench import cross_arch, slack_burst
 
+    cross = cross_arch.run(smoke=args.smoke)
     burst = slack_burst.run(4 if args.smoke else 50)
     results = {"mode": "smoke" if args.smoke else "full", "machine": f"{platform.machine()} {platform.system()}",
                "ack_latency": ack, "pipeline_overhead": overhead, "trust_checks": checks, "rollout_scale": rollout,
-               "slack_burst": burst}
+               "slack_burst": burst, "cross_arch": cross}
     save_results("results", results)
     if not args.smoke:
         write_report(results)
@@ -333,11 +336,12 @@ check runs once per worker, not per job (it cost sign and publish ~25 ms each wi
 a 4096-bit one). Where the time goes in a sample
 release (medians of the RQ jobs' own timestamps, this run): {steps}.
 """
-    from bench import rollout_scale, slack_burst, trust_cost
+    from bench import cross_arch, rollout_scale, slack_burst, trust_cost
 
     for section in (ack_text, overhead_text, trust_cost.report_section(results["trust_checks"]),
                     rollout_scale.report_section(results["rollout_scale"]),
-                    slack_burst.report_section(results["slack_burst"])):
+                    slack_burst.report_section(results["slack_burst"]),
+                    cross_arch.report_section(results["cross_arch"])):
         write_measured(section, "make bench", results["machine"])
 
 
