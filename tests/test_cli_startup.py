@@ -267,3 +267,27 @@ def test_without_sandbox_the_other_commands_still_parse(image_like_install: tupl
     for args in (["serve", "--help"], ["worker", "--help"], ["config", "--help"], ["--version"]):
         done = run_edgebot(*args, cwd=root, env=env, python=(sys.executable, "-S"))
         assert done.returncode == 0 and "Traceback" not in done.stderr, (args, done.stderr)
+
+
+def test_config_check_of_a_build_worker_says_whether_buildah_is_there(monkeypatch: pytest.MonkeyPatch,
+                                                                      tmp_path: Path) -> None:
+    """Services built with buildah need it on the build worker: config check --role build says so, with the fix."""
+    import copy
+
+    from edgebot.config import parse_config
+    from edgebot.secrets import SecretResolver
+    from tests.test_config import BASE
+    from workers.config_check import run_checks
+
+    data = copy.deepcopy(BASE)
+    data["services"]["hello"]["build"] = {"builder": "buildah"}
+    config = parse_config(data)
+
+    def buildah_line() -> str:
+        lines = [str(line) for line in run_checks(config, SecretResolver({}), timeout=1, roles=["build"])]
+        return next(line for line in lines if " buildah: " in line)
+
+    assert buildah_line().startswith("OK   buildah: buildah version") and "(for hello)" in buildah_line()
+    monkeypatch.setenv("PATH", str(tmp_path))  # no buildah (and no git) on this PATH
+    assert buildah_line() == ("FAIL buildah: buildah is not installed on this worker: install it (Debian: apt-get "
+                              "install buildah) or build these services with builder = \"engine\"")

@@ -200,6 +200,21 @@ def _build_checks(config: Config, resolver: SecretResolver,
         return "builds " + "; ".join([*(s.line() for s in found), *missing])
 
     yield check("build arches (native, and through QEMU binfmt_misc)", arch_list)
+    buildah_services = sorted(name for name, service in config.services.items() if service.build.builder == "buildah")
+    if buildah_services:
+
+        def buildah() -> str:
+            import subprocess
+
+            try:
+                out = subprocess.run(["buildah", "--version"], capture_output=True, text=True, timeout=30,
+                                     check=True).stdout.strip()
+            except FileNotFoundError:
+                raise RuntimeError("buildah is not installed on this worker: install it (Debian: apt-get install "
+                                   "buildah) or build these services with builder = \"engine\"") from None
+            return f"{out} (for {', '.join(buildah_services)})"
+
+        yield check("buildah", buildah)
     for name, service in sorted(config.services.items()):
 
         def git(service: ServiceConfig = service) -> str:
