@@ -88,6 +88,9 @@ PICTURES = (
             thread=True, times=("10:42 AM", "10:42 AM", "10:43 AM", "10:51 AM", "10:53 AM"), scale=1.5),
 )
 
+SOURCES = "sources.json"
+"""Beside the PNGs: the SHA-256 of the HTML each was drawn from, so a test notices a picture older than its messages."""
+
 _MEASURE_SCRIPT = ("document.body.setAttribute('data-height', "
                    "String(Math.ceil(document.documentElement.getBoundingClientRect().height)));")
 _HEIGHT_RE = re.compile(r'data-height="(\d+)"')
@@ -101,6 +104,17 @@ def load(snapshot: str) -> dict[str, Any]:
 def html(picture: Picture) -> str:
     return blockkit_html.page([load(s) for s in picture.snapshots], NAMES, title=picture.title, thread=picture.thread,
                               times=picture.times, width=WIDTH)
+
+
+def source_digest(picture: Picture) -> str:
+    return hashlib.sha256(html(picture).encode()).hexdigest()
+
+
+def record(out_dir: Path, picture: Picture) -> None:
+    path = out_dir / SOURCES
+    known = json.loads(path.read_text()) if path.exists() else {}
+    known[picture.name] = source_digest(picture)
+    path.write_text(json.dumps(dict(sorted(known.items())), indent=2) + "\n")
 
 
 def measuring(page: str) -> str:
@@ -160,7 +174,7 @@ def screenshot(page: str, out: Path, *, width: int = WIDTH, scale: float = SCALE
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sandbox.pictures", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m sandbox.pictures", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
     parser.add_argument("names", nargs="*", help="pictures to draw (default: all): "
                         + ", ".join(p.name for p in PICTURES))
@@ -174,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             out = args.out / f"{picture.name}.png"
             w, h = screenshot(html(picture), out, scale=picture.scale)
+            record(args.out, picture)
             print(f"{out} · {w}×{h} CSS px · {out.stat().st_size // 1024} KB")
     except ChromiumError as exc:
         print(f"make pictures: {exc}", file=sys.stderr)

@@ -185,6 +185,14 @@ def test_pictures_use_existing_snapshots_and_the_docs_show_them() -> None:
     assert "docs/images/" in (root / "README.md").read_text()
 
 
+def test_the_pictures_show_the_current_messages() -> None:
+    """Each PNG was drawn from the HTML the snapshots render to today (its digest is recorded by ``make pictures``):
+    after a wording change in a builder, the snapshot update must come with new pictures."""
+    recorded = json.loads((Path(__file__).parents[1] / "docs" / "images" / pictures.SOURCES).read_text())
+    stale = [p.name for p in pictures.PICTURES if recorded.get(p.name) != pictures.source_digest(p)]
+    assert not stale, f"docs/images/{{{','.join(stale)}}}.png show older messages: run `make pictures`"
+
+
 def test_the_measuring_script_is_the_only_one_and_allowed_by_hash() -> None:
     page = pictures.html(pictures.PICTURES[0])
     assert "<script" not in page and "script-src" not in page
