@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo setup system-deps venv lint typecheck unit bench soak fuzz clean
+.PHONY: test demo setup system-deps venv lint typecheck unit bench soak fuzz pictures clean
 
 $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -52,6 +52,10 @@ soak: setup
 ## the command grammar fuzzed with thousands of examples (make test runs a few hundred)
 fuzz: venv
 	EDGEBOT_FUZZ_EXAMPLES=5000 $(PY) -m pytest -q tests/test_grammar.py -k fuzz
+
+## what users see in Slack, as PNGs in docs/images/ (Block Kit snapshots drawn by headless Chromium; docs/slack-messages.md)
+pictures: setup
+	$(PY) -m sandbox.pictures --out docs/images
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

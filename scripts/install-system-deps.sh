@@ -20,6 +20,11 @@ command -v promtool >/dev/null || need+=(prometheus)               # checks depl
 command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
+# pictures of the Slack messages (issue 17): `make pictures` and tests/test_pictures.py screenshot the Block Kit
+# rendering with Debian's headless Chromium; Lato (Slack's typeface) and colour emoji so they look like Slack
+command -v chromium >/dev/null || need+=(chromium)
+[ -e /usr/share/fonts/truetype/lato/Lato-Regular.ttf ] || need+=(fonts-lato)
+[ -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || need+=(fonts-noto-color-emoji)
 # cross-arch builds (issue 14): QEMU user-mode emulation through binfmt_misc. After the packages are in (on exit,
 # also when nothing was missing): binfmt_misc mounted, the handlers enabled (a container without systemd does not
 # register them by itself), and the sandbox's per-arch busybox (Debian's busybox-static of that arch) extracted to
