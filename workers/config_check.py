@@ -77,13 +77,12 @@ def run_checks(config: Config, resolver: SecretResolver, *, timeout: float = 10.
         yield access_check(config)
 
     def redis_probe() -> str:
-        import redis
+        from edgebot import redis_conn
 
         password = secret(config.redis_password).reveal() if config.redis_password else None
-        conn = redis.Redis.from_url(config.redis_url, username=config.redis_username, password=password,
-                                    socket_timeout=timeout)
-        conn.ping()
-        return f"{_safe_url(config.redis_url)} answers PING"
+        conn = redis_conn.from_config(config, password, socket_timeout=timeout, socket_connect_timeout=timeout)
+        conn.ping()  # through the sentinels, for a redis+sentinel:// URL: the master they name answers
+        return f"{redis_conn.safe_url(config.redis_url)} answers PING"
 
     yield check("redis", redis_probe)
     if build:
@@ -264,13 +263,6 @@ def _registry_login(host: str, username: str, password: Secret, timeout: float, 
 
 def _verify(value: str | bool) -> ssl.SSLContext | bool:
     return ssl.create_default_context(cafile=value) if isinstance(value, str) else value
-
-
-def _safe_url(url: str) -> str:
-    if "@" in url:
-        scheme, _, rest = url.partition("://")
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
 
 
 def _reason(exc: Exception) -> str:
