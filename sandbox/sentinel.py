@@ -138,9 +138,10 @@ class RedisSentinelCluster(Managed):
                     info = client.execute_command("SENTINEL", "MASTER", MASTER_NAME)
                 except redis.RedisError:
                     return False
-                fields = dict(zip(info[::2], info[1::2], strict=False)) if isinstance(info, list) else info
-                others = int(fields.get(b"num-other-sentinels", fields.get("num-other-sentinels", 0)))
-                replicas = int(fields.get(b"num-slaves", fields.get("num-slaves", 0)))
+                pairs = dict(zip(info[::2], info[1::2], strict=False)) if isinstance(info, list) else dict(info)
+                fields = {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in pairs.items()}
+                others = int(fields.get("num-other-sentinels") or 0)
+                replicas = int(fields.get("num-slaves") or 0)
                 if others < len(self.sentinels) - 1 or replicas < len(self.nodes) - 1:
                     return False
         return True
