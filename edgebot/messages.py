@@ -644,3 +644,17 @@ def _parts_text(state: dict[str, Any]) -> str:
     missing = not state.get("key_present")
     tail = " — publish again (with --overwrite if its content differs) to add what is missing" if missing else ""
     return " · ".join(parts) + tail
+
+
+def not_durable(release_id: str, *, wanted: int, timeout_ms: int, withdrawn: bool) -> Message:
+    """The intake's write was not confirmed by ``wanted`` Redis replicas in time (edgebot.durability): never "queued".
+    ``withdrawn``: the withdrawal is confirmed, so it certainly will not run."""
+    head = (f":warning: Not queued: Redis did not confirm the request on {wanted} replica(s) within {timeout_ms} ms "
+            "(the data store is failing over or a replica is down), so I cannot promise it would survive.")
+    if withdrawn:
+        tail = f" Release `{release_id}` was withdrawn and will not run. Send the command again in a moment."
+    else:
+        tail = (f" I withdrew release `{release_id}`, but Redis did not confirm that either: if Redis fails over "
+                f"right now it might still run. Check `/edge status {release_id}` before sending the command again.")
+    text = head + tail
+    return Message(text=text, blocks=[section(text)])

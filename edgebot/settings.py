@@ -164,6 +164,13 @@ class Settings:
     """Seconds a worker keeps retrying Redis commands through a connection loss (a Redis restart) before failing."""
     scheduler_stale_after: float = 15.0
     """Seconds without a heartbeat after which a worker takes the RQ scheduler lock from a dead scheduler."""
+    # -- Redis high availability (edgebot.durability, docs/production.md#redis-high-availability) -------------------
+    redis_wait_replicas: int = 0
+    """Replicas that must confirm a release's intake (and an approval or rejection) before the bot acknowledges it
+    (Redis ``WAIT``). 0: off, nothing is asked (a single node). Behind Sentinel: 1 (or the number of replicas)."""
+    redis_wait_timeout_ms: int = 1000
+    """Milliseconds the bot waits for those replicas; fewer by then: the release is withdrawn and the requester told
+    "not queued, send it again" (an approval: told it may be lost in a failover)."""
 
     @classmethod
     def load(cls, table: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
