@@ -25,9 +25,25 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelManagedConnection
 
 if TYPE_CHECKING:
     from edgebot.config import Config
+
+class MasterFollowingConnection(SentinelManagedConnection):
+    """redis-py's Sentinel connection, asking the sentinels for the master on *every* reconnect.
+
+    redis-py 8.1 asks them only in ``connect()``; a command retried after a connection error reconnects through
+    ``send_packed_command`` → ``connect_check_health``, which reuses the address the connection had — the dead
+    master's — until the retries run out (seen in tests/test_sentinel_e2e.py: a job failed after 60 s of
+    "connection refused" from the old master while the new one had been answering for most of them)."""
+
+    def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
+        if getattr(self, "_sock", None) is None and self.connection_pool.is_master:
+            self.host, self.port = self.connection_pool.get_master_address()  # MasterNotFoundError: retried
+        super().connect_check_health(  # type: ignore[misc]  # (redis-py 8's method; older stubs lack it)
+            check_health=check_health, retry_socket_connect=retry_socket_connect)
+
 
 SENTINEL_SCHEME = "redis+sentinel"
 PLAIN_SCHEMES = ("redis", "rediss", "unix")
@@ -114,14 +130,13 @@ def connect(url: str, *, username: str | None, password: str | None, socket_time
     address = parse_sentinel_url(url)
     if address is None:
         return redis.Redis.from_url(url, **options)
-    from redis.sentinel import Sentinel
 
     sentinel_kwargs: dict[str, object] = {"socket_timeout": socket_timeout,
                                           "socket_connect_timeout": socket_connect_timeout}
     if address.sentinel_auth == "same":
         sentinel_kwargs.update(username=username, password=password)
     sentinel = Sentinel(list(address.sentinels), sentinel_kwargs=sentinel_kwargs)
-    return sentinel.master_for(address.master, db=address.db, **options)
+    return sentinel.master_for(address.master, db=address.db, connection_class=MasterFollowingConnection, **options)
 
 
 def from_config(config: Config, password: str | None, *, socket_timeout: float | None = None,

@@ -169,6 +169,13 @@ class RedisSentinelCluster(Managed):
         port = self.master_port()
         return next(n for n in self.nodes if n.port == port)
 
+    def admin_client(self) -> redis.Redis:
+        """The administrator (``default``) through the sentinels, riding out a failover like edgebot's processes."""
+        from edgebot import redis_conn
+
+        return redis_conn.connect(self.url, username="default", password=self.admin_password, socket_timeout=5,
+                                  socket_connect_timeout=5, retry=redis_conn.retry_for(60, 0.5))
+
     def admin(self) -> redis.Redis:
         """The tests' inspection connection to the current master (the ``default`` administrator)."""
         node = self.master()

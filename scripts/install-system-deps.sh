@@ -14,6 +14,8 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v file >/dev/null || need+=(file)
 command -v docker-compose >/dev/null || need+=(docker-compose)   # validates deploy/docker-compose.yml (tests)
 command -v promtool >/dev/null || need+=(prometheus)               # checks deploy/prometheus/ rules (tests)
+# Redis high availability: the Sentinel failover test and bench (sandbox/sentinel.py)
+command -v redis-sentinel >/dev/null || need+=(redis-sentinel)
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
