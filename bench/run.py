@@ -13,6 +13,8 @@ trust checks    what the sign job's seal checks and registry read-back add, vs. 
                 (bench/trust_cost.py).
 slack burst     50 releases at once over three workers against a Slack workspace limit: 429s, lost updates and wall
                 time with the shared Redis bucket vs. the same burst without it (bench/slack_burst.py).
+failover        the Redis master SIGKILLed during a burst of publishes on Sentinel: acknowledged releases lost (goal
+                0), published twice, time from the kill to the first job running again (bench/failover.py).
 """
 
 from __future__ import annotations
@@ -232,15 +234,19 @@ def main(argv: list[str] | None = None) -> int:
     from bench import slack_burst
 
     burst = slack_burst.run(4 if args.smoke else 50)
+    from bench import failover
+
+    fo = failover.run(1, 2) if args.smoke else failover.run(3, 4)
     results = {"mode": "smoke" if args.smoke else "full", "machine": f"{platform.machine()} {platform.system()}",
                "ack_latency": ack, "pipeline_overhead": overhead, "trust_checks": checks, "rollout_scale": rollout,
-               "slack_burst": burst}
+               "slack_burst": burst, "failover": fo}
     save_results("results", results)
     if not args.smoke:
         write_report(results)
     errors = ack["publish"]["errors"] + ack["baseline_healthz"]["errors"] + ack["button"]["errors"]
     burst_failed = burst["with_bucket"]["lost_updates"] or burst["with_bucket"]["limited_429"] > slack_burst.ALLOWED_429
-    return 1 if errors or rollout["exchange_requests_per_round"] > 1 or burst_failed else 0
+    fo_failed = fo["lost_total"] or fo["published_twice_total"]
+    return 1 if errors or rollout["exchange_requests_per_round"] > 1 or burst_failed or fo_failed else 0
 
 
 def write_report(results: dict[str, Any]) -> None:
@@ -292,11 +298,11 @@ check runs once per worker, not per job (it cost sign and publish ~25 ms each wi
 a 4096-bit one). Where the time goes in a sample
 release (medians of the RQ jobs' own timestamps, this run): {steps}.
 """
-    from bench import rollout_scale, slack_burst, trust_cost
+    from bench import failover, rollout_scale, slack_burst, trust_cost
 
     for section in (ack_text, overhead_text, trust_cost.report_section(results["trust_checks"]),
                     rollout_scale.report_section(results["rollout_scale"]),
-                    slack_burst.report_section(results["slack_burst"])):
+                    slack_burst.report_section(results["slack_burst"]), failover.report_section(results["failover"])):
         write_measured(section, "make bench", results["machine"])
 
 
