@@ -146,7 +146,7 @@ def report_section(results: dict[str, Any]) -> str:
     return f"""## Sentinel failover
 
 A burst of publishes (one per catalog service) with the Redis master SIGKILLed right after the first command was
-answered: a master, two replicas and three sentinels on loopback (`down-after-milliseconds` 1000), the bot and
+answered: a master, two replicas and three sentinels on loopback (`down-after-milliseconds` 3000), the bot and
 workers on `redis+sentinel://` with `redis_wait_replicas = 1` (`bench/failover.py`). Lost: acknowledged as queued
 but never succeeded. Recovery: from the kill to the first RQ job that started after it.
 

@@ -96,8 +96,11 @@ class SentinelProcess(Managed):
 class RedisSentinelCluster(Managed):
     """``replicas`` + 1 data nodes and three sentinels under ``workdir``; see the module doc."""
 
-    def __init__(self, workdir: Path, *, replicas: int = 2, down_after_ms: int = 1000,
-                 failover_timeout_ms: int = 3000) -> None:
+    def __init__(self, workdir: Path, *, replicas: int = 2, down_after_ms: int = 3000,
+                 failover_timeout_ms: int = 6000) -> None:
+        """``down_after_ms``: long enough that a master merely stalled by a loaded machine (``appendfsync always``,
+        an AOF rewrite) is not failed over while it still takes writes — that split brain loses the writes it took
+        (seen with 1000 ms in bench/failover.py: a worker's record update lost, its next job kept)."""
         self.workdir = Path(workdir)
         self.admin_password = secrets.token_hex(16)
         self.role_passwords = {role: secrets.token_hex(16) for role in redis_acl.ROLES}
