@@ -154,9 +154,10 @@ but never succeeded. Recovery: from the kill to the first RQ job that started af
 |---|---|---|---|---|---|---|
 {rows}
 
-Acknowledged releases lost: **{results['lost_total']}** of {results['acknowledged_total']} (goal 0); published twice:
-{results['published_twice_total']}. Recovery min/median/max: {rec['min']} / {rec['median']} / {rec['max']} s (most
-of it is Sentinel's own detection, `down-after-milliseconds`, and the election).
+Acknowledged releases lost: **{results['lost_total']}** of {results['acknowledged_total']} (goal 0). Published
+twice: {results['published_twice_total']}. Recovery min/median/max: {rec['min']} / {rec['median']} / {rec['max']} s,
+most of it Sentinel's own detection (`down-after-milliseconds`) and election. A refused command was answered
+"not queued" (no replica confirmed in time) or not at all while Redis was failing over: never a false "queued".
 """
 
 
