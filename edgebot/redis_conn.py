@@ -48,6 +48,8 @@ class MasterFollowingConnection(SentinelManagedConnection):
 SENTINEL_SCHEME = "redis+sentinel"
 PLAIN_SCHEMES = ("redis", "rediss", "unix")
 SENTINEL_AUTH = ("none", "same")
+SENTINEL_TIMEOUT = 5.0
+"""Seconds at most for one sentinel's answer (which node is the master)."""
 
 
 class RedisUrlError(ValueError):
@@ -131,8 +133,10 @@ def connect(url: str, *, username: str | None, password: str | None, socket_time
     if address is None:
         return redis.Redis.from_url(url, **options)
 
-    sentinel_kwargs: dict[str, object] = {"socket_timeout": socket_timeout,
-                                          "socket_connect_timeout": socket_connect_timeout}
+    # a sentinel that does not answer is skipped for the next one: never wait on it as long as on a data command
+    sentinel_kwargs: dict[str, object] = {"socket_timeout": min(socket_timeout or SENTINEL_TIMEOUT, SENTINEL_TIMEOUT),
+                                          "socket_connect_timeout": min(socket_connect_timeout or SENTINEL_TIMEOUT,
+                                                                        SENTINEL_TIMEOUT)}
     if address.sentinel_auth == "same":
         sentinel_kwargs.update(username=username, password=password)
     sentinel = Sentinel(list(address.sentinels), sentinel_kwargs=sentinel_kwargs)
