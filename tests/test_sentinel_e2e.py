@@ -26,7 +26,8 @@ pytestmark = pytest.mark.slow
 SERVICES = [f"svc{i}" for i in range(6)]
 """One release per catalog service (one publish per service runs at a time: the publish lock), each of its own
 version (they share the sample source, so each version is its own Exchange service id ``hello_VERSION_amd64``)."""
-VERSIONS = tuple(f"1.0.{i}" for i in range(len(SERVICES) + 1))
+VERSIONS = tuple(f"9.0.{i}" for i in range(len(SERVICES) + 1))
+"""Versions no other test publishes: the registry is the session's, shared with the other end-to-end modules."""
 KILL_AFTER = 2
 """Commands sent before the master is killed; the rest are sent while it is down or being replaced."""
 QUEUED = re.compile(r"Queued release `(r-[0-9a-f]+)`")
