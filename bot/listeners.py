@@ -136,6 +136,11 @@ def _answer(parsed: grammar.Command, command: dict[str, Any], ctx: BotContext) -
             return Answer(cancel_as(parsed.release_id, user_id, ctx))
         case grammar.RollbackCommand():
             outcome = request_rollback(parsed.service, user_id, config=ctx.config, store=ctx.store, access=ctx.access)
+            if outcome.unconfirmed:  # written, but a failover could lose it (edgebot.durability): not "rolling back"
+                st = ctx.config.settings
+                return Answer(messages.rollback_unconfirmed(outcome.release.release_id, wanted=st.redis_wait_replicas,
+                                                            timeout_ms=st.redis_wait_timeout_ms,
+                                                            requested=outcome.needs_approval))
             if not outcome.needs_approval:
                 return Answer(fleet_messages.rollback_ack(outcome.release, outcome.queued))
             release_id = outcome.release.release_id

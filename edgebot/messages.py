@@ -658,3 +658,14 @@ def not_durable(release_id: str, *, wanted: int, timeout_ms: int, withdrawn: boo
                 f"right now it might still run. Check `/edge status {release_id}` before sending the command again.")
     text = head + tail
     return Message(text=text, blocks=[section(text)])
+
+
+def rollback_unconfirmed(release_id: str, *, wanted: int, timeout_ms: int, requested: bool) -> Message:
+    """A rollback (or its approval request) written on the Redis master but not confirmed by ``wanted`` replicas in
+    time (edgebot.durability): a failover now could lose it, so it is not reported as under way."""
+    what = "rollback request" if requested else "rollback"
+    text = (f":warning: The {what} of release `{release_id}` is written, but Redis did not confirm it on {wanted} "
+            f"replica(s) within {timeout_ms} ms: if the data store fails over now it may be lost. Watch the "
+            "release's thread: if nothing shows up in a minute, send `/edge rollback` again (while the first one is "
+            "queued, a second one changes nothing).")
+    return Message(text=text, blocks=[section(text)])

@@ -8,6 +8,7 @@ in tests/test_sentinel_e2e.py.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 import pytest
@@ -44,6 +45,7 @@ from tests.test_listeners import (
     _value,
     slack,
 )
+from tests.test_messages import _rolled_out
 
 __all__ = ["slack"]  # the fixture, imported for pytest
 
@@ -89,9 +91,9 @@ def test_safe_url_hides_userinfo() -> None:
 
 # -- WAIT before "queued" ----------------------------------------------------------------------------------------------
 
-def _context(slack: SlackStandIn, redis_conn: redis.Redis, **settings: Any) -> BotContext:
+def _context(slack: SlackStandIn, redis_conn: redis.Redis, *, required: int = 2, **settings: Any) -> BotContext:
     config = parse_config({**BASE_CONFIG, "access": {"publish": ["*"]},
-                           "approvals": {"approvers": [ALICE, "S0LEADS"], "required": 2},
+                           "approvals": {"approvers": [ALICE, "S0LEADS"], "required": required},
                            "trust": {"seal_key": "env:EDGEBOT_SEAL_KEY"},
                            "settings": settings}, environ={"EDGEBOT_SEAL_KEY": "k" * 32})
     client = slack_client(TOKEN, slack.api_url)
@@ -105,6 +107,7 @@ def _context(slack: SlackStandIn, redis_conn: redis.Redis, **settings: Any) -> B
 
 
 def _publish(ctx: BotContext, text: str = "publish hello 1.0.0 --registry icr") -> str:
+    """The ephemeral answer to ``/edge TEXT``."""
     ack = Recorder()
     listeners.edge_command(ack, {"command": "/edge", "text": text, "user_id": REQUESTER, "team_id": TEAM,
                                  "channel_id": CHANNEL}, BoltContext({CONTEXT_KEY: ctx}))
@@ -186,3 +189,21 @@ def test_decision_unconfirmed_snapshot(approved: bool) -> None:
     check_snapshot(f"decision_unconfirmed_{'approved' if approved else 'rejected'}",
                    approval_messages.decision_unconfirmed("r-7f3a9c0d12e4b856", approved=approved, wanted=1,
                                                           timeout_ms=1000))
+
+
+@pytest.mark.parametrize("required", [0, 2])
+def test_an_unconfirmed_rollback_is_not_reported_as_under_way(slack: SlackStandIn, redis_conn: redis.Redis,
+                                                              required: int) -> None:
+    """Before: "Rolling back …" (or "requested") as soon as the master had the job or the request."""
+    ctx = _context(slack, redis_conn, required=required, redis_wait_replicas=1, redis_wait_timeout_ms=50)
+    release = _rolled_out()
+    release.release_id, release.created_at = "r-0123456789abcdef", time.time()
+    ctx.store.create(release)
+    answer = _publish(ctx, "rollback hello")
+    assert answer == messages.rollback_unconfirmed(release.release_id, wanted=1, timeout_ms=50,
+                                                   requested=required > 0).text
+
+
+def test_rollback_unconfirmed_snapshot() -> None:
+    check_snapshot("rollback_unconfirmed", messages.rollback_unconfirmed("r-7f3a9c0d12e4b856", wanted=1,
+                                                                         timeout_ms=1000, requested=False))
