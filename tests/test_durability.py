@@ -30,6 +30,7 @@ from edgebot.release import AWAITING_APPROVAL, CANCELLED
 from edgebot.store import ReleaseStore
 from edgebot.thread import ThreadReporter, slack_client
 from sandbox.slack import SlackStandIn
+from tests.redis_url import url_of
 from tests.snapshot import check_snapshot
 from tests.test_approvals import BASE_CONFIG, _waiting
 from tests.test_listeners import (
@@ -207,3 +208,18 @@ def test_an_unconfirmed_rollback_is_not_reported_as_under_way(slack: SlackStandI
 def test_rollback_unconfirmed_snapshot() -> None:
     check_snapshot("rollback_unconfirmed", messages.rollback_unconfirmed("r-7f3a9c0d12e4b856", wanted=1,
                                                                          timeout_ms=1000, requested=False))
+
+
+def test_config_check_says_when_the_master_has_fewer_replicas_than_waited_for(redis_conn: redis.Redis) -> None:
+    from edgebot.secrets import SecretResolver
+    from workers.config_check import run_checks
+
+    def redis_line(wanted: int) -> Any:
+        config = parse_config({**BASE_CONFIG, "redis": {"url": url_of(redis_conn)},
+                               "settings": {"redis_wait_replicas": wanted}}, environ={})
+        return next(line for line in run_checks(config, SecretResolver({}), timeout=2, roles=("publish",))
+                    if line.item == "redis")
+
+    refused = redis_line(1)
+    assert not refused.ok and "redis_wait_replicas is 1 but the master has 0 replica(s)" in refused.detail
+    assert redis_line(0).ok

@@ -82,6 +82,13 @@ def run_checks(config: Config, resolver: SecretResolver, *, timeout: float = 10.
         password = secret(config.redis_password).reveal() if config.redis_password else None
         conn = redis_conn.from_config(config, password, socket_timeout=timeout, socket_connect_timeout=timeout)
         conn.ping()  # through the sentinels, for a redis+sentinel:// URL: the master they name answers
+        wanted = config.settings.redis_wait_replicas
+        if wanted > 0:  # every acknowledgement would be refused: say so now (edgebot.durability)
+            replicas = int(conn.info("replication").get("connected_slaves", 0))
+            if replicas < wanted:
+                raise RuntimeError(f"redis_wait_replicas is {wanted} but the master has {replicas} replica(s) "
+                                   "connected: every release would be answered \"not queued\"")
+            return f"{redis_conn.safe_url(config.redis_url)} answers PING, {replicas} replica(s) connected"
         return f"{redis_conn.safe_url(config.redis_url)} answers PING"
 
     yield check("redis", redis_probe)
