@@ -19,7 +19,7 @@ is how a URL is shown anywhere.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
@@ -27,8 +27,15 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelManagedConnection
 
-if TYPE_CHECKING:
-    from edgebot.config import Config
+
+class RedisSettings(Protocol):
+    """What :func:`from_config` reads of an ``edgebot.config.Config`` (no import of it: config imports this module)."""
+
+    @property
+    def redis_url(self) -> str: ...
+
+    @property
+    def redis_username(self) -> str | None: ...
 
 class MasterFollowingConnection(SentinelManagedConnection):
     """redis-py's Sentinel connection, asking the sentinels for the master on *every* reconnect.
@@ -143,7 +150,7 @@ def connect(url: str, *, username: str | None, password: str | None, socket_time
     return sentinel.master_for(address.master, db=address.db, connection_class=MasterFollowingConnection, **options)
 
 
-def from_config(config: Config, password: str | None, *, socket_timeout: float | None = None,
+def from_config(config: RedisSettings, password: str | None, *, socket_timeout: float | None = None,
                 socket_connect_timeout: float | None = None, retry: Retry | None = None) -> redis.Redis:
     """:func:`connect` with ``config``'s URL and username."""
     return connect(config.redis_url, username=config.redis_username, password=password,
