@@ -16,6 +16,8 @@ cross-arch      a two-arch release (amd64 native, arm64 under QEMU) on two build
                 a buildah rebuild through the registry cache ÷ a cold build (bench/cross_arch.py).
 slack burst     50 releases at once over three workers against a Slack workspace limit: 429s, lost updates and wall
                 time with the shared Redis bucket vs. the same burst without it (bench/slack_burst.py).
+failover        the Redis master SIGKILLed during a burst of publishes on Sentinel: acknowledged releases lost (goal
+                0), published twice, time from the kill to the first job running again (bench/failover.py).
 """
 
 from __future__ import annotations
@@ -266,15 +268,19 @@ def main(argv: list[str] | None = None) -> int:
 
     cross = cross_arch.run(smoke=args.smoke)
     burst = slack_burst.run(4 if args.smoke else 50)
+    from bench import failover
+
+    fo = failover.run(1, 2) if args.smoke else failover.run(3, 4)
     results = {"mode": "smoke" if args.smoke else "full", "machine": f"{platform.machine()} {platform.system()}",
                "ack_latency": ack, "pipeline_overhead": overhead, "trust_checks": checks, "rollout_scale": rollout,
-               "slack_burst": burst, "cross_arch": cross}
+               "slack_burst": burst, "cross_arch": cross, "failover": fo}
     save_results("results", results)
     if not args.smoke:
         write_report(results)
     errors = ack_errors(ack)
     burst_failed = burst["with_bucket"]["lost_updates"] or burst["with_bucket"]["limited_429"] > slack_burst.ALLOWED_429
-    return 1 if errors or rollout_scale.failed(rollout) or burst_failed else 0
+    fo_failed = fo["lost_total"] or fo["published_twice_total"]
+    return 1 if errors or rollout_scale.failed(rollout) or burst_failed or fo_failed else 0
 
 
 def write_report(results: dict[str, Any]) -> None:
@@ -336,11 +342,11 @@ check runs once per worker, not per job (it cost sign and publish ~25 ms each wi
 a 4096-bit one). Where the time goes in a sample
 release (medians of the RQ jobs' own timestamps, this run): {steps}.
 """
-    from bench import cross_arch, rollout_scale, slack_burst, trust_cost
+    from bench import cross_arch, failover, rollout_scale, slack_burst, trust_cost
 
     for section in (ack_text, overhead_text, trust_cost.report_section(results["trust_checks"]),
                     rollout_scale.report_section(results["rollout_scale"]),
-                    slack_burst.report_section(results["slack_burst"]),
+                    slack_burst.report_section(results["slack_burst"]), failover.report_section(results["failover"]),
                     cross_arch.report_section(results["cross_arch"])):
         write_measured(section, "make bench", results["machine"])
 

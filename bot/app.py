@@ -16,7 +16,7 @@ from bot.access import AccessCheck
 from bot.approve import KINDS, ApprovalDesk
 from bot.intake import ChannelCheck
 from bot.listeners import BotContext
-from edgebot import messages
+from edgebot import messages, redis_conn
 from edgebot.config import Config, access_problem
 from edgebot.errors import ConfigError
 from edgebot.ratelimit import SlackRateLimiter
@@ -88,9 +88,12 @@ def _group_members(client: WebClient, usergroup: str) -> set[str]:
 def redis_connection(config: Config, resolver: SecretResolver) -> redis.Redis:
     password = resolver.resolve(config.redis_password).reveal() if config.redis_password else None
     timeout = config.settings.bot_redis_timeout
-    return redis.Redis.from_url(config.redis_url, username=config.redis_username, password=password,
-                                socket_timeout=timeout,
-                                socket_connect_timeout=timeout)
+    # behind Sentinel, a failover is ridden out for about one command's timeout (the sentinels are asked again);
+    # a single node keeps redis-py's default retries (a Redis that is down is said at once)
+    sentinel = redis_conn.parse_sentinel_url(config.redis_url) is not None
+    return redis_conn.from_config(config, password, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                  retry=redis_conn.retry_for(timeout, config.settings.redis_backoff_cap)
+                                  if sentinel else None)
 
 
 def register(app: App, ctx: BotContext) -> None:

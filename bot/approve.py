@@ -19,7 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from edgebot import approval_messages, approvals
+import redis
+
+from edgebot import approval_messages, approvals, durability
 from edgebot.approvals import Kind, Refusal
 from edgebot.jobs import Step, enqueue_step, publish_args
 from edgebot.messages import Message
@@ -229,6 +231,8 @@ class ClickOutcome:
     """Why the click did not count, or None."""
     quorum: bool = False
     """This click completed the quorum and enqueued what was approved."""
+    unconfirmed: bool = False
+    """The decision is written but fewer than ``redis_wait_replicas`` replicas confirmed it (edgebot.durability)."""
 
 
 class ApprovalDesk:
@@ -312,7 +316,8 @@ class ApprovalDesk:
         except ReleaseNotFound:
             return ClickOutcome(None, Refusal.UNKNOWN)
         refused, quorum = updated.decided
-        return ClickOutcome(updated.release, refused, quorum=quorum)
+        return ClickOutcome(updated.release, refused, quorum=quorum,
+                            unconfirmed=refused is None and not self._confirmed(release_id))
 
     def check_reject(self, kind: Kind, release_id: str, card_digest: str, user_id: str) -> ClickOutcome:
         """Whether ``user_id`` may reject (the Reject button opens the modal only if so); writes nothing."""
@@ -342,4 +347,12 @@ class ApprovalDesk:
             updated = self.store.update(release_id, mutate)
         except ReleaseNotFound:
             return ClickOutcome(None, Refusal.UNKNOWN)
-        return ClickOutcome(updated.release, updated.decided)
+        return ClickOutcome(updated.release, updated.decided,
+                            unconfirmed=updated.decided is None and not self._confirmed(release_id))
+
+    def _confirmed(self, release_id: str) -> bool:
+        """The decision just written is on ``redis_wait_replicas`` replicas (always, when that is 0)."""
+        try:
+            return durability.confirm(self.store.redis, self.settings, self.store.key(release_id)).confirmed
+        except redis.RedisError:
+            return False

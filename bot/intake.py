@@ -8,6 +8,7 @@ after the ack cannot lose the release; a crash before it leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.access import AccessCheck
 from bot.grammar import DeployCommand, PublishCommand
+from edgebot import durability
 from edgebot.config import Config
 from edgebot.errors import UsageError
 from edgebot.ids import new_release_id
@@ -220,7 +222,27 @@ def _record(make: Callable[[str], Release], first: Step, requester: Requester, *
             raise
         return _record(make, first, requester, config=config, store=store, sealer=sealer, new_id=new_id,
                        attempts=attempts - 1)
+    _require_replicas(store, release, dedupe)
     return Accepted(release)
+
+
+def _require_replicas(store: ReleaseStore, release: Release, dedupe: str) -> None:
+    """With ``redis_wait_replicas``: the record and its first job are on that many replicas, or the release is
+    withdrawn and :class:`edgebot.durability.NotDurable` raised (never a false "queued"); free when off."""
+    try:
+        confirmed = durability.confirm(store.redis, store.settings, store.key(release.release_id)).confirmed
+    except redis.RedisError as exc:  # the master died right after the MULTI: unknown, so treated as unconfirmed
+        log.warning("release %s: WAIT failed: %s", release.release_id, type(exc).__name__)
+        confirmed = False
+    if confirmed:
+        return
+    withdrawn = durability.withdraw(store, release)
+    with contextlib.suppress(redis.RedisError):  # the same command sent again is a new request, not "just sent"
+        store.release_duplicate_claim(dedupe, release.release_id)
+    log.warning("release %s: fewer than %d replica(s) confirmed its intake: withdrawn (%s)", release.release_id,
+                store.settings.redis_wait_replicas, "confirmed" if withdrawn else "unconfirmed")
+    raise durability.NotDurable(release, wanted=store.settings.redis_wait_replicas,
+                                timeout_ms=store.settings.redis_wait_timeout_ms, withdrawn=withdrawn)
 
 
 def deploy_permission(access: AccessCheck, command: DeployCommand, org: str) -> str:

@@ -30,6 +30,7 @@ from bot.rollback import RollbackRefused, request_rollback
 from edgebot import approval_messages, approvals, dockauth_records, fleet_messages, logs, messages
 from edgebot.approvals import Kind, Refusal
 from edgebot.config import Config
+from edgebot.durability import NotDurable
 from edgebot.errors import UsageError
 from edgebot.release import Release
 from edgebot.store import PublishLocked, ReleaseStore
@@ -118,6 +119,9 @@ def answer_command(command: dict[str, Any], ctx: BotContext) -> Answer:
                                            [mention(h) for h in refused.holders]))
     except PublishLocked as locked:
         return Answer(messages.publish_locked(locked.holder))
+    except NotDurable as unconfirmed:
+        return Answer(messages.not_durable(unconfirmed.release.release_id, wanted=unconfirmed.wanted,
+                                           timeout_ms=unconfirmed.timeout_ms, withdrawn=unconfirmed.withdrawn))
     except Exception:
         log.exception("/edge %s failed", parsed.__class__.__name__)
         return Answer(messages.internal_error())
@@ -132,6 +136,11 @@ def _answer(parsed: grammar.Command, command: dict[str, Any], ctx: BotContext) -
             return Answer(cancel_as(parsed.release_id, user_id, ctx))
         case grammar.RollbackCommand():
             outcome = request_rollback(parsed.service, user_id, config=ctx.config, store=ctx.store, access=ctx.access)
+            if outcome.unconfirmed:  # written, but a failover could lose it (edgebot.durability): not "rolling back"
+                st = ctx.config.settings
+                return Answer(messages.rollback_unconfirmed(outcome.release.release_id, wanted=st.redis_wait_replicas,
+                                                            timeout_ms=st.redis_wait_timeout_ms,
+                                                            requested=outcome.needs_approval))
             if not outcome.needs_approval:
                 return Answer(fleet_messages.rollback_ack(outcome.release, outcome.queued))
             release_id = outcome.release.release_id
@@ -333,7 +342,12 @@ def reject_submission(ack: Ack, body: dict[str, Any], view: dict[str, Any], cont
             _field_error(ack, _refusal(kind, outcome, release_id).text)
             _closed_by_click(kind, outcome, ctx, release_id)
             return
-        ack()
+        if outcome.unconfirmed:  # written, but a failover could lose it (edgebot.durability): not reported as done
+            st = ctx.config.settings
+            _field_error(ack, approval_messages.decision_unconfirmed(
+                release_id, approved=False, wanted=st.redis_wait_replicas, timeout_ms=st.redis_wait_timeout_ms).text)
+        else:
+            ack()
         rules.repaint(ctx.reporter, release_id)  # buttons removed, "Rejected: … — reason"
         rules.ended(ctx.reporter, release_id)
 
@@ -349,6 +363,10 @@ def _approve(kind: Kind, body: dict[str, Any], ctx: BotContext, respond: Respond
         return None
     assert outcome.release is not None
     rules.repaint(ctx.reporter, release_id)  # "1 of 2: @approver", in place
+    if outcome.unconfirmed:  # written, but a failover could lose it (edgebot.durability): not reported as counted
+        st = ctx.config.settings
+        return approval_messages.decision_unconfirmed(release_id, approved=True, wanted=st.redis_wait_replicas,
+                                                      timeout_ms=st.redis_wait_timeout_ms)
     return rules.counted(outcome.release, outcome.quorum)
 
 

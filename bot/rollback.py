@@ -12,14 +12,16 @@ request's expiry (a scheduled job) closes it, and the fleet stays where it is.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from rq.exceptions import DuplicateJobError
 
 from bot.access import AccessCheck
-from edgebot import approvals
+from edgebot import approvals, durability
 from edgebot.approvals import ApprovalPolicy, Kind
 from edgebot.config import Config
 from edgebot.errors import UsageError
@@ -38,6 +40,8 @@ class RollbackOutcome:
     """False when a rollback of this release is already queued or running (or already requested)."""
     needs_approval: bool = False
     """True: a rollback request with its card; nothing moves before the quorum."""
+    unconfirmed: bool = False
+    """Written, but fewer than ``redis_wait_replicas`` replicas confirmed it (edgebot.durability)."""
 
 
 class RollbackRefused(Exception):
@@ -71,12 +75,24 @@ def request_rollback(service_name: str, user_id: str, *, config: Config, store: 
                          "none moved a policy or pattern).", ROLLBACK_USAGE)
     policy = config.approval_policy(org=release.org, service=release.service, registry=release.registry)
     if policy.needed:
-        return request_approval(store, config, release.release_id, user_id, policy)
-    try:  # no record write decides this one: the job id's uniqueness makes a second /edge rollback a no-op
-        enqueue_step(store.redis, config.settings, Step.ROLLBACK, release.release_id, user_id, unique=True)
-    except DuplicateJobError:
-        return RollbackOutcome(release, queued=False)
-    return RollbackOutcome(release, queued=True)
+        outcome = request_approval(store, config, release.release_id, user_id, policy)
+    else:
+        try:  # no record write decides this one: the job id's uniqueness makes a second /edge rollback a no-op
+            enqueue_step(store.redis, config.settings, Step.ROLLBACK, release.release_id, user_id, unique=True)
+        except DuplicateJobError:
+            return RollbackOutcome(release, queued=False)
+        outcome = RollbackOutcome(release, queued=True)
+    if outcome.queued and not _confirmed(store, release.release_id):
+        return dataclasses.replace(outcome, unconfirmed=True)
+    return outcome
+
+
+def _confirmed(store: ReleaseStore, release_id: str) -> bool:
+    """What was just written (the rollback job, or the request) is on ``redis_wait_replicas`` replicas."""
+    try:
+        return durability.confirm(store.redis, store.settings, store.key(release_id)).confirmed
+    except redis.RedisError:
+        return False
 
 
 def request_approval(store: ReleaseStore, config: Config, release_id: str, user_id: str,

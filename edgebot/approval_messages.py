@@ -346,3 +346,11 @@ def smoke_lines(raw: dict[str, Any]) -> list[str]:
     head = f"    smoke run {mark} `{command}` {code}"
     tail = "\n".join(result.tail[-5:])
     return [head + ("\n" + preformatted(tail, 600) if tail else "")]
+def decision_unconfirmed(release_id: str, *, approved: bool, wanted: int, timeout_ms: int) -> Message:
+    """An approval or rejection written on the Redis master but not confirmed by ``wanted`` replicas in time
+    (edgebot.durability): a failover now could lose it, so it is not reported as counted."""
+    what = "approval" if approved else "rejection"
+    text = (f":warning: Your {what} of `{release_id}` is written, but Redis did not confirm it on {wanted} replica(s) "
+            f"within {timeout_ms} ms: if the data store fails over now it may be lost. Look at the card in a "
+            f"moment: if your {what} is not on it, {'click Approve' if approved else 'reject'} again.")
+    return Message(text=text, blocks=[section(text)])

@@ -19,6 +19,7 @@ from edgebot.approvals import ApprovalPolicy, ApprovalRules, check_reachable, pa
 from edgebot.build_inputs import BuildConfig, parse_build
 from edgebot.errors import ConfigError
 from edgebot.ids import GO_ARCHES
+from edgebot.redis_conn import RedisUrlError, check_url
 from edgebot.secrets import SecretRef
 from edgebot.settings import Settings
 from edgebot.smoke import SmokeConfig, parse_smoke
@@ -188,6 +189,14 @@ class Config:
         return max((own, target), key=lambda p: (p.required, not p.allow_requester))
 
 
+def _redis_url(url: str) -> str:
+    """A redis://, rediss:// or redis+sentinel:// URL edgebot can use (edgebot.redis_conn)."""
+    try:
+        return check_url(url)
+    except RedisUrlError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def _redis_username(redis: Mapping[str, Any], environ: Mapping[str, str] | None) -> str | None:
     """``EDGEBOT_REDIS_USERNAME`` wins over ``[redis] username``: one config file for every role, and each process's
     environment names its role's user (deploy/ sets it per Deployment, the sandbox per process)."""
@@ -253,7 +262,7 @@ def parse_config(data: Mapping[str, Any], *, path: str = "", environ: Mapping[st
             app_token=_ref(slack, "app_token", "slack") if "app_token" in slack else None,
             api_url=_api_url(slack.get("api_url", "https://slack.com/api/")),
         ),
-        redis_url=_str(redis, "redis.url"),
+        redis_url=_redis_url(_str(redis, "redis.url")),
         redis_password=_ref(redis, "password", "redis") if "password" in redis else None,
         redis_username=_redis_username(redis, environ),
         exchange=ExchangeConfig(

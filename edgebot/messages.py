@@ -668,3 +668,26 @@ def smoke_not_started(arch: str, command: str, reason: str) -> str:
     """A release's error when the Engine would not run the smoke command in the built ``arch`` image."""
     return (f"the smoke run of the {arch} image could not start, so it was not pushed: `{command}`: {reason}. Check "
             "that the command's program exists in the image (it runs without a shell), then publish again")
+def not_durable(release_id: str, *, wanted: int, timeout_ms: int, withdrawn: bool) -> Message:
+    """The intake's write was not confirmed by ``wanted`` Redis replicas in time (edgebot.durability): never "queued".
+    ``withdrawn``: the withdrawal is confirmed, so it certainly will not run."""
+    head = (f":warning: Not queued: Redis did not confirm the request on {wanted} replica(s) within {timeout_ms} ms "
+            "(the data store is failing over or a replica is down), so I cannot promise it would survive.")
+    if withdrawn:
+        tail = f" Release `{release_id}` was withdrawn and will not run. Send the command again in a moment."
+    else:
+        tail = (f" I withdrew release `{release_id}`, but Redis did not confirm that either: if Redis fails over "
+                f"right now it might still run. Check `/edge status {release_id}` before sending the command again.")
+    text = head + tail
+    return Message(text=text, blocks=[section(text)])
+
+
+def rollback_unconfirmed(release_id: str, *, wanted: int, timeout_ms: int, requested: bool) -> Message:
+    """A rollback (or its approval request) written on the Redis master but not confirmed by ``wanted`` replicas in
+    time (edgebot.durability): a failover now could lose it, so it is not reported as under way."""
+    what = "rollback request" if requested else "rollback"
+    text = (f":warning: The {what} of release `{release_id}` is written, but Redis did not confirm it on {wanted} "
+            f"replica(s) within {timeout_ms} ms: if the data store fails over now it may be lost. Watch the "
+            "release's thread: if nothing shows up in a minute, send `/edge rollback` again (while the first one is "
+            "queued, a second one changes nothing).")
+    return Message(text=text, blocks=[section(text)])

@@ -92,6 +92,27 @@ def acl_file(passwords: Mapping[str, str], *, admin_password: str | None = None,
     return "\n".join(lines) + "\n"
 
 
+# -- high availability (Sentinel): the users replication and the sentinels log in as (docs/production.md) ----------
+
+REPLICA_USER = "edgebot-replica"
+"""What a replica logs in to its master as (``masteruser``/``masterauth`` on every data node: any may become one)."""
+SENTINEL_USER = "edgebot-sentinel"
+"""What a sentinel logs in to the data nodes as (``sentinel auth-user``/``auth-pass``)."""
+_REPLICA_COMMANDS = "+psync +replconf +ping"
+_SENTINEL_COMMANDS = ("allchannels +multi +slaveof +replicaof +ping +exec +subscribe +config|rewrite +role +publish "
+                      "+info +client|setname +client|kill +script|kill")
+"""The commands Redis's own documentation (Sentinel, "Redis ACL authentication") gives these two users; no keys."""
+
+
+def ha_rules(replica_password: str, sentinel_password: str, *, hashed: bool = False) -> str:
+    """The ``user`` lines for replication and the sentinels, to add to every data node's ACL file."""
+    def secret(password: str) -> str:
+        return f"#{password}" if hashed else f">{password}"
+
+    return (f"user {REPLICA_USER} on {secret(replica_password)} resetkeys resetchannels {_REPLICA_COMMANDS}\n"
+            f"user {SENTINEL_USER} on {secret(sentinel_password)} resetkeys {_SENTINEL_COMMANDS}\n")
+
+
 def placeholder(role: str) -> str:
     """Where deploy/'s ACL template takes the SHA-256 of ``role``'s password (filled in when Redis starts)."""
     return f"@{role.upper()}_PASSWORD_SHA256@"
@@ -102,5 +123,5 @@ def acl_template(prefix: str = "edgebot") -> str:
     return acl_file({role: placeholder(role) for role in ROLES}, prefix=prefix, hashed=True)
 
 
-__all__ = ["BOT", "BUILD", "BUILD_REPORTS_QUEUE", "PUBLISH", "ROLES", "acl_file", "acl_template", "key_patterns",
-           "placeholder", "user_rule", "username"]
+__all__ = ["BOT", "BUILD", "BUILD_REPORTS_QUEUE", "PUBLISH", "REPLICA_USER", "ROLES", "SENTINEL_USER", "acl_file",
+           "acl_template", "ha_rules", "key_patterns", "placeholder", "user_rule", "username"]

@@ -185,6 +185,13 @@ class Settings:
     """Processes the smoke run's container may have at once; 0: no limit."""
     smoke_log_lines: int = 15
     """The smoke run's last output lines kept for the approval card and a failure's thread message."""
+    # -- Redis high availability (edgebot.durability, docs/production.md#redis-high-availability) -------------------
+    redis_wait_replicas: int = 0
+    """Replicas that must confirm a release's intake (and an approval or rejection) before the bot acknowledges it
+    (Redis ``WAIT``). 0: off, nothing is asked (a single node). Behind Sentinel: 1 (or the number of replicas)."""
+    redis_wait_timeout_ms: int = 1000
+    """Milliseconds the bot waits for those replicas; fewer by then: the release is withdrawn and the requester told
+    "not queued, send it again" (an approval: told it may be lost in a failover)."""
 
     @classmethod
     def load(cls, table: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:

@@ -121,6 +121,7 @@ class RedisServer(Managed):
             f"appendonly {'yes' if self.appendonly else 'no'}", "appendfsync always", 'dbfilename "dump.rdb"',
         ]
         lines += redis_acl.acl_file(self._role_passwords, admin_password=self.password).splitlines()
+        lines += self._extra_conf()
         conf.touch(mode=0o600, exist_ok=True)
         conf.chmod(0o600)
         conf.write_text("\n".join(lines) + "\n")
@@ -131,6 +132,10 @@ class RedisServer(Managed):
                 return bool(client.ping())
 
         wait_ready(pong, timeout=30, what=f"redis-server on port {self.port}", log=self.log_path, proc=self.proc)
+
+    def _extra_conf(self) -> list[str]:
+        """More ``redis.conf`` lines (a replica's, see sandbox.sentinel)."""
+        return []
 
     def restart(self) -> None:
         """Stop (gracefully, unless it already died) and start again on the same port with the same data dir."""

@@ -29,6 +29,7 @@ from sandbox.pki import TestCA
 from sandbox.proc_base import free_port, wait_until
 from sandbox.processes import DockerDaemon, RedisServer, Registry, make_git_source
 from sandbox.sandbox_vault import SandboxVault
+from sandbox.sentinel import RedisSentinelCluster
 from sandbox.slack import SlackStandIn
 from sandbox.slack_client import SlackPlatform
 
@@ -185,9 +186,10 @@ class Stack:
                  registry: Registry | None = None, redis_server: RedisServer | None = None,
                  settings: dict[str, Any] | None = None, versions: tuple[str, ...] = ("1.0.0",),
                  extra_services: dict[str, list[str]] | None = None, extra_toml: str = "",
-                 vault: bool = False) -> None:
+                 vault: bool = False, sentinel: RedisSentinelCluster | None = None) -> None:
         """``vault=True``: the workers' secrets live in an OpenBao dev server and the config holds only ``vault:``
-        references (plus ``file:`` ones for the bot's Slack secrets), see :mod:`sandbox.sandbox_vault`."""
+        references (plus ``file:`` ones for the bot's Slack secrets), see :mod:`sandbox.sandbox_vault`.
+        ``sentinel``: Redis is that (started) cluster, the config's URL its ``redis+sentinel://`` one."""
         self.workdir = Path(workdir)
         self.use_vault = vault
         self.vault: SandboxVault | None = None
@@ -200,6 +202,7 @@ class Stack:
         self.docker = docker
         self.registry = registry
         self.redis_server = redis_server
+        self.sentinel = sentinel
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.exchange = ExchangeStandIn()
         self.slack = SlackStandIn(bot_token=BOT_TOKEN, team_id=TEAM_ID, app_token=APP_TOKEN)
@@ -227,7 +230,7 @@ class Stack:
         return self
 
     def _start_parts(self) -> None:
-        if self.redis_server is None:
+        if self.redis_server is None and self.sentinel is None:
             self.redis_server = RedisServer(self.workdir / "redis")
             self.redis_server.start()
             self._own.append(self.redis_server)
@@ -268,18 +271,24 @@ class Stack:
         key_file.parent.mkdir(parents=True, exist_ok=True)
         key_file.write_bytes(generate_private_key_pem(2048))
         key_file.chmod(0o600)
-        assert self.redis_server is not None and self.docker is not None and self.registry is not None
+        assert self.docker is not None and self.registry is not None
         secret_refs, extra_toml = self._start_vault(key_file)
         for path, refs in ((self.config_path, secret_refs),
                            (self.build_config_path, {**(secret_refs or {}), **BUILD_ABSENT_REFS})):
             write_config(
-                path, redis_url=self.redis_server.plain_url, slack_api_url=self.slack.api_url,
+                path, redis_url=self._redis_config_url(), slack_api_url=self.slack.api_url,
                 exchange_url=self.exchange.url, registry_address=self.registry.address,
                 docker_url=self.docker.base_url, source=str(source), arches=self.arches, key_file=key_file,
                 workdir=self.workdir, settings=self.settings, extra_services=self.extra_services,
                 extra_toml=extra_toml, registry_ca=str(self.registry.ca_path), secret_refs=refs,
                 redis_password_ref=f"env:{REDIS_PASSWORD_ENV}",
             )
+
+    def _redis_config_url(self) -> str:
+        if self.sentinel is not None:
+            return self.sentinel.url
+        assert self.redis_server is not None
+        return self.redis_server.plain_url
 
     def _start_vault(self, key_file: Path) -> tuple[dict[str, str] | None, str]:
         """With ``vault=True``: OpenBao started and filled; (the config's secret references, extra TOML)."""
@@ -316,9 +325,9 @@ class Stack:
     def role_env(self, role: str, env: dict[str, str]) -> dict[str, str]:
         """``env`` as a process of ``role`` gets it: that role's Redis credentials (whatever ``env`` said), and no
         secret the role does not hold."""
-        assert self.redis_server is not None
-        env = {**env, REDIS_USERNAME_ENV: redis_acl.username(role),
-               REDIS_PASSWORD_ENV: self.redis_server.role_password(role)}
+        server = self.sentinel or self.redis_server
+        assert server is not None
+        env = {**env, REDIS_USERNAME_ENV: redis_acl.username(role), REDIS_PASSWORD_ENV: server.role_password(role)}
         if role == redis_acl.BUILD:
             for name in NOT_FOR_BUILD:
                 env.pop(name, None)
@@ -467,6 +476,8 @@ class Stack:
         return SlackPlatform(self.bot_url + "/slack/events", SIGNING_SECRET, self.slack, team_id=TEAM_ID)
 
     def redis(self) -> redis.Redis:
+        if self.sentinel is not None:  # the administrator, through the sentinels: it follows a failover
+            return self.sentinel.admin_client()
         assert self.redis_server is not None
         return redis.Redis.from_url(self.redis_server.url)
 

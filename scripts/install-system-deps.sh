@@ -57,6 +57,8 @@ qemu_setup() {
   done
 }
 trap 'status=$?; [ $status -eq 0 ] && { qemu_setup || exit 1; }' EXIT
+# Redis high availability: the Sentinel failover test and bench (sandbox/sentinel.py)
+command -v redis-sentinel >/dev/null || need+=(redis-sentinel)
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive

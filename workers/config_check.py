@@ -90,13 +90,19 @@ def run_checks(config: Config, resolver: SecretResolver, *, timeout: float = 10.
         yield access_check(config)
 
     def redis_probe() -> str:
-        import redis
+        from edgebot import redis_conn
 
         password = secret(config.redis_password).reveal() if config.redis_password else None
-        conn = redis.Redis.from_url(config.redis_url, username=config.redis_username, password=password,
-                                    socket_timeout=timeout)
-        conn.ping()
-        return f"{_safe_url(config.redis_url)} answers PING"
+        conn = redis_conn.from_config(config, password, socket_timeout=timeout, socket_connect_timeout=timeout)
+        conn.ping()  # through the sentinels, for a redis+sentinel:// URL: the master they name answers
+        wanted = config.settings.redis_wait_replicas
+        if wanted > 0:  # every acknowledgement would be refused: say so now (edgebot.durability)
+            replicas = int(conn.info("replication").get("connected_slaves", 0))
+            if replicas < wanted:
+                raise RuntimeError(f"redis_wait_replicas is {wanted} but the master has {replicas} replica(s) "
+                                   "connected: every release would be answered \"not queued\"")
+            return f"{redis_conn.safe_url(config.redis_url)} answers PING, {replicas} replica(s) connected"
+        return f"{redis_conn.safe_url(config.redis_url)} answers PING"
 
     yield check("redis", redis_probe)
     if build:
@@ -305,13 +311,6 @@ def _registry_login(host: str, username: str, password: Secret, timeout: float, 
 
 def _verify(value: str | bool) -> ssl.SSLContext | bool:
     return ssl.create_default_context(cafile=value) if isinstance(value, str) else value
-
-
-def _safe_url(url: str) -> str:
-    if "@" in url:
-        scheme, _, rest = url.partition("://")
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
 
 
 def _reason(exc: Exception) -> str:

@@ -161,15 +161,11 @@ def signer_for(config: Config, resolver: SecretResolver) -> Signer:
 def resilient_redis(config: Config, password: str | None, socket_timeout: float | None = None) -> redis.Redis:
     """A connection that rides out a Redis restart: connection errors are retried with capped exponential backoff
     for ``settings.redis_reconnect_for`` seconds (AOF keeps the data; workers and steps just wait for it)."""
-    from redis.backoff import ExponentialBackoff
-    from redis.retry import Retry
+    from edgebot import redis_conn
 
-    cap = config.settings.redis_backoff_cap
-    attempts = max(1, int(config.settings.redis_reconnect_for / cap) + 4)
-    return redis.Redis.from_url(config.redis_url, username=config.redis_username, password=password,
-                                socket_timeout=socket_timeout,
-                                retry=Retry(ExponentialBackoff(cap=cap, base=0.05), attempts),
-                                retry_on_error=[redis.ConnectionError, redis.TimeoutError])
+    st = config.settings
+    return redis_conn.from_config(config, password, socket_timeout=socket_timeout,
+                                  retry=redis_conn.retry_for(st.redis_reconnect_for, st.redis_backoff_cap))
 
 
 _CONTEXT: WorkerContext | None = None

@@ -33,7 +33,7 @@ import redis
 from rq import Queue, Worker
 from rq.job import Job
 
-from edgebot import logs, metrics
+from edgebot import logs, metrics, redis_conn
 from edgebot.config import load_config
 from edgebot.errors import SecretUnavailable
 from edgebot.jobs import PUBLISH_QUEUE, SERIALIZER, EdgebotJob, RefusedJob, build_queue, check_queue
@@ -102,8 +102,7 @@ def run_worker(
         emulated=[s.arch for s in served if not s.native],
     )
     # its own connection, without the reconnect retries: /healthz and a scrape must answer "Redis is down" at once
-    probe = redis.Redis.from_url(config.redis_url, username=config.redis_username, password=password,
-                                 socket_timeout=2, socket_connect_timeout=2)
+    probe = redis_conn.from_config(config, password, socket_timeout=2, socket_connect_timeout=2)
     if not publish:  # the fleet-wide series read keys a build worker's Redis user may not (edgebot.redis_acl)
         config = dataclasses.replace(config, settings=dataclasses.replace(config.settings, metrics_fleet=False))
     server = start_health_server(probe, config, port=config.settings.metrics_port)
