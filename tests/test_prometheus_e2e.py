@@ -2,6 +2,10 @@
 (`edgebot worker --metrics-port`) sharing a real Redis, with the shipped alert rules loaded; everything is asserted
 through Prometheus's HTTP API, as an operator's Grafana or Alertmanager would see it.
 
+The first test drives the records directly (a finished release with stage timings, a job the worker runs, a stuck
+build, Slack calls held back by the token bucket); the second scrapes a sandbox Stack (dockerd, registry, ACL'd Redis)
+through a real `/edge publish`.
+
 The stuck-release alert waits 10 minutes (``for: 10m``) before it fires, which `promtool test rules` proves
 (deploy/prometheus/edgebot-rules.test.yml); here it must go *pending* for a release whose record has not changed
 for three hours, which proves the rule's expression matches the series edgebot really exposes.
@@ -15,6 +19,7 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -27,6 +32,7 @@ from edgebot.store import ReleaseStore
 from sandbox.proc_base import free_port, spawn, stop_process, wait_until
 from sandbox.processes import RedisServer
 from sandbox.prometheus import PrometheusServer
+from sandbox.stack import Stack
 from tests.test_metrics import ENV, _answers, _config_text, _get, _release
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,3 +168,55 @@ def _dashboard_exprs() -> list[str]:
     dashboard = json.loads(DASHBOARD.read_text())
     return [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", ())
             if "expr" in target]
+
+
+def test_prometheus_sees_a_real_publish_of_a_sandbox_stack(tmp_path: Path, docker_daemon: Any,
+                                                              registry: Any) -> None:
+    """The sandbox Stack (real Redis with ACLs, dockerd, registry, bot, a publish and a build worker, each worker with
+    its metrics port) publishes hello 1.0.0; Prometheus sees the release counted, its stage durations, both queues
+    served, and the jobs each worker ran."""
+    publish_port, build_port = free_port(), free_port()
+    stack = Stack(tmp_path / "stack", docker=docker_daemon, registry=registry)
+    stack.start(workers=False)
+    try:
+        stack.start_worker("publish", "--publish", "--metrics-port", str(publish_port))
+        stack.start_worker("build-amd64", "--arch", "amd64", "--metrics-port", str(build_port))
+        stack.wait_workers(2)
+        bot = stack.bot_url.removeprefix("http://")
+        targets = {"edgebot-bot": [bot], "edgebot-worker": [f"127.0.0.1:{publish_port}", f"127.0.0.1:{build_port}"]}
+        with PrometheusServer(tmp_path / "prometheus", targets, rule_files=[RULES]) as prometheus:
+            def all_up() -> bool:
+                found = [t for ts in prometheus.targets_by_job().values() for t in ts]
+                return len(found) == 3 and all(t["health"] == "up" for t in found)
+
+            try:
+                wait_until(all_up, timeout=30, what="the bot and both workers up in Prometheus")
+            except TimeoutError:
+                raise AssertionError(prometheus.targets_by_job()) from None
+            release_id = stack.start_release("publish hello 1.0.0 --registry local")
+            release = stack.wait_final(release_id)
+            assert release.state == SUCCEEDED, (release.error, stack.log_tail("worker-publish"))
+
+            def counted() -> dict[str, float]:
+                return _values(prometheus, "max by (outcome) (edgebot_releases_total)", "outcome")
+
+            wait_until(lambda: counted().get("succeeded"), timeout=30, what="the release in Prometheus")
+            up = {(s["metric"]["job"], s["metric"]["instance"]): float(s["value"][1])
+                  for s in prometheus.query('up{job=~"edgebot-.+"}')}
+            assert up == {("edgebot-bot", bot): 1, ("edgebot-worker", f"127.0.0.1:{publish_port}"): 1,
+                          ("edgebot-worker", f"127.0.0.1:{build_port}"): 1}
+            assert counted()["succeeded"] == 1 and counted()["failed"] == 0
+            stages = _values(prometheus, "max by (stage) (edgebot_stage_duration_seconds_count)", "stage")
+            assert {"source", "build", "push", "sign", "publish"} <= {s for s, n in stages.items() if n == 1}
+            workers = _values(prometheus, "max by (queue) (edgebot_queue_workers)", "queue")
+            assert workers["edgebot-publish"] >= 1 and workers["edgebot-build-amd64"] >= 1
+            # the build worker's own series (its Redis user may not read the fleet-wide ones: it serves none)
+            jobs = {s["metric"]["instance"]: float(s["value"][1])
+                    for s in prometheus.query('edgebot_worker_jobs_total{outcome="succeeded"}')}
+            assert jobs.keys() == {f"127.0.0.1:{publish_port}", f"127.0.0.1:{build_port}"}
+            assert not prometheus.query(f'edgebot_releases_total{{instance="127.0.0.1:{build_port}"}}')
+            rules = wait_until(lambda: (found := prometheus.rules()) and all(
+                r["lastEvaluation"] > "2000" for r in found) and found, timeout=30, what="the rules evaluated")
+            assert {r["health"] for r in rules} == {"ok"}
+    finally:
+        stack.stop()
