@@ -14,6 +14,10 @@ in the same MULTI as the state change where there is one) and :class:`FleetColle
     edgebot_releases_active{state}               active releases by state
     edgebot_approvals_pending                    active releases waiting for approval
     edgebot_rollout_nodes{state}                 nodes of the rollout stages running now, by node state
+    edgebot_release_idle_seconds{state}          longest time an active release in that state went without a change
+                                                 to its record (0 when none): a stuck release
+    edgebot_slack_ratelimit_waits_total{method}  Slack calls that waited for the shared token bucket
+    edgebot_slack_ratelimit_wait_seconds_total{method}  seconds those calls waited
     edgebot_metrics_redis_up                     1 if the scrape could read Redis
 
 Since every target reports the same fleet-wide series, aggregate them with ``max`` (not ``sum``) across instances,
@@ -28,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -62,6 +67,10 @@ def stages_index_key(prefix: str) -> str:
 
 def call_errors_key(prefix: str) -> str:
     return f"{prefix}:metrics:call_errors"
+
+
+def ratelimit_waits_key(prefix: str) -> str:
+    return f"{prefix}:metrics:slack_waits"
 
 
 def _bucket_field(seconds: float) -> str:
@@ -116,6 +125,20 @@ def call_error(system: str, call: str, reason: str) -> None:
         _RECORDER.record(system, call, reason)
 
 
+def ratelimit_wait(connection: redis.Redis, prefix: str, method: str, seconds: float) -> None:
+    """Count one Slack call of ``method`` (``chat.update``…: a bounded label) that waited ``seconds`` for the shared
+    token bucket (:mod:`edgebot.ratelimit`). Never fails the caller."""
+    if seconds <= 0:
+        return
+    try:
+        pipe = connection.pipeline(transaction=False)
+        pipe.hincrby(ratelimit_waits_key(prefix), f"count{_SEP}{method}", 1)
+        pipe.hincrbyfloat(ratelimit_waits_key(prefix), f"seconds{_SEP}{method}", seconds)
+        pipe.execute()
+    except Exception:  # metrics never fail the caller
+        log.debug("could not count a rate-limit wait of %s", method, exc_info=True)
+
+
 def exchange_route(method: str, path: str) -> str:
     """``GET orgs/acme/services/x/keys/k`` → ``GET orgs/{}/services/{}/keys/{}``: bounded label values."""
     parts = [p for p in path.split("?")[0].strip("/").split("/") if p]
@@ -153,6 +176,7 @@ class FleetCollector(Collector):
         yield self._releases()
         yield self._stages()
         yield self._call_errors()
+        yield from self._ratelimit_waits()
         yield from self._queues()
         yield from self._active()
 
@@ -187,6 +211,19 @@ class FleetCollector(Collector):
                 family.add_metric(labels, int(value))
         return family
 
+    def _ratelimit_waits(self) -> Iterator[Metric]:
+        waits = CounterMetricFamily("edgebot_slack_ratelimit_waits", "Slack calls that waited for edgebot's shared "
+                                    "rate-limit token bucket, by API method", labels=["method"])
+        seconds = CounterMetricFamily("edgebot_slack_ratelimit_wait_seconds", "Seconds Slack calls waited for "
+                                      "edgebot's shared rate-limit token bucket, by API method", labels=["method"])
+        raw = {_text(k): v for k, v in self.redis.hgetall(ratelimit_waits_key(self.prefix)).items()}  # type: ignore[union-attr]
+        methods = sorted({field.split(_SEP, 1)[1] for field in raw if _SEP in field})
+        for method in methods:
+            waits.add_metric([method], int(raw.get(f"count{_SEP}{method}", 0)))
+            seconds.add_metric([method], float(raw.get(f"seconds{_SEP}{method}", 0.0)))
+        yield waits
+        yield seconds
+
     def _queues(self) -> Iterator[Metric]:
         from rq import Queue
         from rq import worker_registration as registration
@@ -210,17 +247,27 @@ class FleetCollector(Collector):
         records = [json.loads(raw) for raw in (self.redis.mget([f"{self.prefix}:release:{i}" for i in sorted(ids)])
                                                if ids else []) if raw is not None]  # type: ignore[union-attr]
         by_state = {state: 0 for state in ACTIVE_STATES}
+        idle = {state: 0.0 for state in ACTIVE_STATES}
         nodes = {state: 0 for state in _ROLLOUT_STATES}
+        now = time.time()
         for record in records:
             state = record.get("state")
             if state in by_state:
                 by_state[state] += 1
+                updated = record.get("updated_at")
+                if isinstance(updated, (int, float)) and not isinstance(updated, bool):
+                    idle[state] = max(idle[state], now - updated)
             for node_state, count in _rollout_counts(record).items():
                 nodes[node_state] = nodes.get(node_state, 0) + count
         active = GaugeMetricFamily("edgebot_releases_active", "Active releases by state", labels=["state"])
         for state in sorted(by_state):
             active.add_metric([state], by_state[state])
         yield active
+        stuck = GaugeMetricFamily("edgebot_release_idle_seconds", "Longest time an active release in this state has "
+                                  "gone without a change to its record (0: none in this state)", labels=["state"])
+        for state in sorted(idle):
+            stuck.add_metric([state], round(idle[state], 3))
+        yield stuck
         yield GaugeMetricFamily("edgebot_approvals_pending", "Active releases waiting for an approval",
                                 value=by_state[AWAITING_APPROVAL])
         rollout = GaugeMetricFamily("edgebot_rollout_nodes", "Nodes of the active releases' rollouts, by node state",

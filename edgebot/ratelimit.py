@@ -3,7 +3,8 @@
 Slack rate-limits chat.update and chat.postMessage per workspace, so a limiter per thread or per process would let
 N workers together exceed it and trigger a 429 storm. The bucket lives in Redis and is refilled and spent in one Lua
 script using Redis's own clock, so all workers agree. A 429 that still happens is honoured by slack_sdk's retry
-handler (Retry-After).
+handler (Retry-After). Every call that had to wait is counted in Redis (``edgebot_slack_ratelimit_waits_total`` and
+``…_wait_seconds_total`` by method, :func:`edgebot.metrics.ratelimit_wait`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import time
 from collections.abc import Callable
 
 import redis
+
+from edgebot import metrics
 
 _SCRIPT = """
 local key = KEYS[1]
@@ -63,6 +66,7 @@ class SlackRateLimiter:
         while True:
             wait = self.try_acquire(team_id, method)
             if wait <= 0 or waited >= self.max_wait:
+                metrics.ratelimit_wait(self.redis, self.prefix, method, waited)
                 return waited
             self._sleep(wait)
             waited += wait

@@ -16,6 +16,8 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v file >/dev/null || need+=(file)
 command -v docker-compose >/dev/null || need+=(docker-compose)   # validates deploy/docker-compose.yml (tests)
 command -v promtool >/dev/null || need+=(prometheus)               # checks deploy/prometheus/ rules (tests)
+# a real Prometheus scraping the bot and a worker (issue 17, tests/test_prometheus_e2e.py): same Debian package
+command -v prometheus >/dev/null || need+=(prometheus)
 # private git sources (tests/test_source_auth.py): a real sshd on loopback and the ssh client git runs
 command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null || need+=(openssh-client)

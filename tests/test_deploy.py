@@ -409,7 +409,7 @@ def test_alert_rules_are_valid_and_their_unit_tests_pass() -> None:
     check = subprocess.run(["promtool", "check", "rules", "edgebot-rules.yml"], cwd=rules, capture_output=True,
                            text=True, timeout=120)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 8 rules found" in check.stdout
+    assert "SUCCESS: 9 rules found" in check.stdout
     test = subprocess.run(["promtool", "test", "rules", "edgebot-rules.test.yml"], cwd=rules, capture_output=True,
                           text=True, timeout=120)
     assert test.returncode == 0, test.stdout + test.stderr

@@ -151,6 +151,37 @@ def test_rollout_counts_are_read_from_the_running_stages_of_records_that_have_th
     assert samples[("edgebot_releases_active", (("state", "rolling_out"),))] == 4
 
 
+def test_slack_rate_limit_waits_are_counted_fleet_wide_by_method(redis_conn: redis.Redis) -> None:
+    from edgebot.ratelimit import SlackRateLimiter
+
+    slept: list[float] = []
+    # two processes' limiters share one bucket per (team, method); only calls that had to wait are counted
+    first, second = (SlackRateLimiter(redis_conn, per_minute={"chat.update": 60.0, "chat.postMessage": 6000.0},
+                                      burst=1, sleep=slept.append) for _ in range(2))
+    assert first.acquire("T1", "chat.update") == 0
+    waited = second.acquire("T1", "chat.update") + first.acquire("T1", "chat.postMessage")
+    assert waited > 0 and slept
+    samples = {(s.name, tuple(s.labels.items())): s.value
+               for family in metrics.FleetCollector(redis_conn, "edgebot").collect() for s in family.samples}
+    assert samples[("edgebot_slack_ratelimit_waits_total", (("method", "chat.update"),))] == 1
+    assert samples[("edgebot_slack_ratelimit_wait_seconds_total", (("method", "chat.update"),))] == \
+        pytest.approx(waited)
+    assert ("edgebot_slack_ratelimit_waits_total", (("method", "chat.postMessage"),)) not in samples
+
+
+def test_a_release_nobody_advances_shows_as_idle_in_its_state(redis_conn: redis.Redis) -> None:
+    store = ReleaseStore(redis_conn)
+    store.create(_release("r-moving", BUILDING))
+    store.create(_release("r-stuck", BUILDING))
+    record = json.loads(redis_conn.get(store.key("r-stuck")))  # type: ignore[arg-type]
+    record["updated_at"] -= 3 * 3600
+    redis_conn.set(store.key("r-stuck"), json.dumps(record))
+    samples = {(s.name, tuple(s.labels.items())): s.value
+               for family in metrics.FleetCollector(redis_conn, "edgebot").collect() for s in family.samples}
+    assert 3 * 3600 <= samples[("edgebot_release_idle_seconds", (("state", "building"),))] < 3 * 3600 + 600
+    assert samples[("edgebot_release_idle_seconds", (("state", "awaiting_approval"),))] == 0, "none in that state"
+
+
 def test_scrape_reports_redis_down_instead_of_failing() -> None:
     dead = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=2)
     families = list(metrics.FleetCollector(dead, "edgebot").collect())
