@@ -267,8 +267,11 @@ class ServiceDefinition:
     external: dict[str, str] = field(default_factory=dict)
     """container -> an image edgebot does not build, referenced by tag (pinned to a digest at release time, unless the
     catalog says ``pin = false``); images pinned by digest in the definition are not listed."""
+    cluster_archive: str = ""
+    """The repository path of ``clusterDeployment.operatorYamlArchive`` ("" for a device-only service)."""
 
-    def exchange_body(self, deployment_string: str, signature: str) -> dict[str, Any]:
+    def exchange_body(self, deployment_string: str, signature: str, cluster_deployment: str = "",
+                      cluster_signature: str = "") -> dict[str, Any]:
         """The body of ``POST orgs/{org}/services`` / ``PUT …/{id}``, as hzn sends it (anax exchange.ServiceDefinition).
 
         ``deployment_string`` must be the exact signed string. No ``org`` (the URL carries it), no ``owner``.
@@ -282,6 +285,8 @@ class ServiceDefinition:
         services = signed.get("services") if isinstance(signed, dict) else None
         if not isinstance(services, dict) or set(services) != set(self.deployment.get("services", {})):
             raise ValueError("the deployment string does not belong to this definition (its containers differ)")
+        if bool(self.cluster_archive) != bool(cluster_deployment) or (cluster_deployment and not cluster_signature):
+            raise ValueError("exchange_body needs the signed clusterDeployment exactly when the definition has one")
         raw = self.raw
         return {
             "label": raw.get("label") or "",
@@ -297,8 +302,8 @@ class ServiceDefinition:
             "userInput": _user_inputs(raw.get("userInput")),
             "deployment": deployment_string,
             "deploymentSignature": signature,
-            "clusterDeployment": "",
-            "clusterDeploymentSignature": "",
+            "clusterDeployment": cluster_deployment,
+            "clusterDeploymentSignature": cluster_signature,
         }
 
 
@@ -404,15 +409,19 @@ def read_definition(definition_text: str, hzn_json_text: str | None, *, org: str
             f"{f}: \"deployment\" is a string (pre-signed): edgebot builds, pins and signs the deployment itself, so "
             f"make \"deployment\" an object with \"services\" and drop \"deploymentSignature\""
         )
+    if deployment in (None, "", {}) and raw.get("clusterDeployment") not in (None, "", {}):
+        raise DefinitionError(
+            f"{f}: has a \"clusterDeployment\" but no \"deployment\": edgebot publishes cluster services beside a "
+            f"device deployment only; add a \"deployment\" (or publish this cluster-only service with hzn)"
+        )
     if not isinstance(deployment, dict):
         raise DefinitionError(
             f"{f}: \"deployment\" must be an object like {{\"services\": {{\"<container>\": {{\"image\": …}}}}}}"
         )
+    cluster_archive = ""
     if raw.get("clusterDeployment") not in (None, "", {}):
-        raise DefinitionError(
-            f"{f}: \"clusterDeployment\" is set: edgebot publishes device services only; remove it "
-            f"(publish edge-cluster services with hzn)"
-        )
+        from workers.cluster import archive_path  # workers.cluster builds on this module
+        cluster_archive = archive_path(raw["clusterDeployment"], definition_name)
     services = deployment.get("services")
     if not isinstance(services, dict) or not services:
         raise DefinitionError(
@@ -451,7 +460,7 @@ def read_definition(definition_text: str, hzn_json_text: str | None, *, org: str
         if not ref.pinned:
             external[name] = image  # pinned at release time to its registry digest (workers.external_images)
     return ServiceDefinition(raw=raw, org=org, url=raw["url"], version=version, arch=arch, deployment=deployment,
-                             built=built, external=external)
+                             built=built, external=external, cluster_archive=cluster_archive)
 
 
 def _check_types(raw: dict[str, Any], f: str) -> None:
