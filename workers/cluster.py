@@ -226,7 +226,7 @@ def namespace(members: list[Member]) -> str:
                 continue  # anax ignores what it cannot decode
             if not isinstance(doc, dict):
                 continue
-            meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+            meta: dict[str, Any] = doc["metadata"] if isinstance(doc.get("metadata"), dict) else {}
             if doc.get("kind") == "Namespace" and doc.get("apiVersion") == "v1":
                 found = str(meta.get("name") or "")
             elif doc.get("kind") == "Deployment" and doc.get("apiVersion") == "apps/v1" and found == "":
