@@ -104,6 +104,9 @@ def test_classify_pins_foreign_tags_and_refuses_our_image_of_another_version():
     assert cluster.classify(refs, own_tags=own, image_base=TAG.split("_amd64")[0], name="op") == ["busybox:1.36"]
     with pytest.raises(DefinitionError, match="looks like the image edgebot builds"):
         cluster.classify([TAG.replace("7.3.0", "7.2.9")], own_tags=own, image_base=TAG.split("_amd64")[0], name="op")
+    with pytest.raises(DefinitionError, match=r"not the arm64 image of this release .*`--arch amd64`"):
+        cluster.classify([TAG], own_tags={"arm64": TAG.replace("amd64", "arm64")},
+                         image_base=TAG.split("_amd64")[0], name="op")
 
 
 def test_go_json_escapes_like_go_json_marshal():

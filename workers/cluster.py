@@ -180,8 +180,9 @@ def images(members: list[Member]) -> list[str]:
 
 
 def classify(refs: list[str], *, own_tags: dict[str, str], image_base: str, name: str) -> list[str]:
-    """The references that are neither this release's own images (``own_tags``: arch -> tag) nor pinned by digest
-    (to pin from their registry); DefinitionError for an image that looks like ours but is not this release's."""
+    """The references that are neither this arch's release image (``own_tags``: arch -> tag) nor pinned by digest
+    (to pin from their registry); DefinitionError for an image that looks like ours but is not this arch's release
+    image (another version, or another arch's image that would run on this arch's clusters)."""
     external: list[str] = []
     for ref in refs:
         if ref in own_tags.values():
@@ -193,9 +194,12 @@ def classify(refs: list[str], *, own_tags: dict[str, str], image_base: str, name
         if parsed.digest and not parsed.pinned:
             raise DefinitionError(f"{name}: `image: {ref}` has a digest that is not sha256:<64 hex>")
         if parsed.repository.startswith(f"{image_base}_") and not parsed.pinned:
-            raise DefinitionError(f"{name}: `image: {ref}` looks like the image edgebot builds but is not this "
-                                  f"release's ({', '.join(sorted(own_tags.values()))}): use the release's tag or "
-                                  "pin it by digest")
+            arches = ", ".join(sorted(own_tags))
+            raise DefinitionError(f"{name}: `image: {ref}` looks like the image edgebot builds but is not the "
+                                  f"{arches} image of this release ({', '.join(sorted(own_tags.values()))}); hzn "
+                                  "publishes the same operator archive for every arch, so name the image of the arch "
+                                  "you publish the cluster service for (e.g. `--arch amd64`), or pin an image by "
+                                  "digest")
         if not parsed.pinned:
             external.append(ref)
     return external

@@ -37,9 +37,9 @@ def prepare(ctx: WorkerContext, release: Release, *, service: ServiceConfig, sha
         return {}
     settings = ctx.config.settings
     cap = settings.cluster_archive_max_bytes
-    own = {arch: f"{image_base}_{arch}:{release.version}" for arch in definitions}
     out: dict[str, tuple[str, dict[str, str]]] = {}
     for arch, definition in definitions.items():
+        own = {arch: f"{image_base}_{arch}:{release.version}"}
         path = definition.cluster_archive
         data = read_blob_at(service.source, sha, path, Path(settings.source_cache_dir), cap, auth=auth,
                             setting="cluster_archive_max_bytes")
@@ -56,12 +56,10 @@ def prepare(ctx: WorkerContext, release: Release, *, service: ServiceConfig, sha
 
 
 def image_pins(release: Release, arch: str) -> dict[str, str]:
-    """Every tag the operator YAMLs of ``arch`` may name -> its pinned reference: the third-party pins, and each
-    arch's own image tag -> its pushed digest."""
+    """Every tag the operator YAMLs of ``arch`` may name -> its pinned reference: the third-party pins, and the
+    arch's release image tag -> its pushed digest."""
     res = release.result(arch)
-    own = {release.result(a).image_tag: release.result(a).pinned_image for a in release.arches
-           if release.result(a).pinned_image}
-    return {**res.cluster_pins, **own}
+    return {**res.cluster_pins, **({res.image_tag: res.pinned_image} if res.pinned_image else {})}
 
 
 def expected_cluster_deployment(release: Release, arch: str) -> str:
