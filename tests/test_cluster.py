@@ -114,6 +114,10 @@ def test_go_json_escapes_like_go_json_marshal():
     # {"a":1,"m":"\u2028é","z":"\u003ca\u0026b\u003e"}
     assert cluster.go_json({"z": "<a&b>", "a": 1.0, "m": "\u2028é"}) == \
         '{"a":1,"m":"\\u2028é","z":"\\u003ca\\u0026b\\u003e"}'
+    # Go encoding/json floatEncoder: 'f' format between 1e-6 and 1e21, else 'e' with e-07 cleaned up to e-7
+    floats = [1e-7, 1e-5, 0.1, 2.0, 1e21, 1.5e300, -0.0, 1e20, 123456789.125]
+    assert cluster.go_json({"f": floats, "s": "\x00\n\b"}) == \
+        '{"f":[1e-7,0.00001,0.1,2,1e+21,1.5e+300,-0,100000000000000000000,123456789.125],"s":"\\u0000\\n\\b"}'
 
 
 def test_the_cluster_object_is_what_hzn_signs():

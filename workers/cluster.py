@@ -26,10 +26,13 @@ import gzip
 import hashlib
 import io
 import json
+import math
 import posixpath
 import re
+import secrets
 import tarfile
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import yaml
@@ -242,20 +245,48 @@ def namespace(members: list[Member]) -> str:
 
 def go_json(value: Any) -> str:
     """Go ``json.Marshal`` of a decoded JSON value: map keys sorted, compact, HTML-escaped (``<`` ``>`` ``&`` as
-    ``\\u003c`` ``\\u003e`` ``\\u0026``), U+2028/U+2029 escaped, whole floats without a fraction."""
-    text = json.dumps(_go_numbers(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    ``\\u003c`` ``\\u003e`` ``\\u0026``), U+2028/U+2029 escaped, floats as Go's ``floatEncoder`` writes them."""
+    floats: list[str] = []
+    nonce = secrets.token_hex(8)
+    text = json.dumps(_go_numbers(value, floats, nonce), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False)
+    text = (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
             .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+    for n, number in enumerate(floats):
+        text = text.replace(f'"\\u0000{nonce}:{n}\\u0000"', number, 1)
+    return text
 
 
-def _go_numbers(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
-        return int(value)
+def _go_numbers(value: Any, floats: list[str], nonce: str) -> Any:
+    """``value`` with each float replaced by a placeholder string (NUL-delimited, with a random ``nonce`` so no
+    string of the input can look like one) and its Go text appended to ``floats``."""
+    if isinstance(value, float):
+        floats.append(_go_float(value))
+        return f"\0{nonce}:{len(floats) - 1}\0"
     if isinstance(value, dict):
-        return {k: _go_numbers(v) for k, v in value.items()}
+        return {k: _go_numbers(v, floats, nonce) for k, v in value.items()}
     if isinstance(value, list):
-        return [_go_numbers(v) for v in value]
+        return [_go_numbers(v, floats, nonce) for v in value]
     return value
+
+
+def _go_float(f: float) -> str:
+    """encoding/json ``floatEncoder`` for float64: shortest digits, ``'f'`` format unless abs < 1e-6 or >= 1e21,
+    then ``'e'`` with ``e-09`` cleaned up to ``e-9``."""
+    if math.isnan(f) or math.isinf(f):
+        raise ValueError("JSON has no NaN or infinity")
+    if f == 0:
+        return "-0" if math.copysign(1.0, f) < 0 else "0"
+    if abs(f) < 1e-6 or abs(f) >= 1e21:
+        text = repr(f)  # Python's shortest repr in e-form: 1e-07, 1.5e+21 (Go: the same digits, 2+ exponent digits)
+        if "e" not in text:
+            text = f"{f:e}"
+        mantissa, _, exponent = text.partition("e")
+        sign, digits = exponent[0], exponent[1:].lstrip("0") or "0"
+        return f"{mantissa}e{sign}{digits.zfill(2) if sign == '+' else digits}"
+    if f.is_integer():
+        return str(int(f))
+    return format(Decimal(repr(f)), "f")
 
 
 def cluster_object(spec: dict[str, Any], archive: bytes, members: list[Member]) -> dict[str, Any]:
