@@ -23,7 +23,7 @@ from sandbox.processes import add_commit
 from sandbox.registry_images import put_index
 from sandbox.stack import ORG, Stack
 from workers import cluster
-from workers.signing import verify_deployment
+from workers.signing import fingerprint, verify_deployment
 
 pytestmark = pytest.mark.slow
 
@@ -102,8 +102,12 @@ def test_a_cluster_service_is_published_pinned_signed_and_verified(stack: Stack,
     again = stack.finished(stack.start_release("publish hello 7.3.0 --registry local --arch amd64"), timeout=240)
     assert again.state == "succeeded", again.error
     assert again.results["amd64"].publish_action == "already published"  # the same bytes: a no-op
-    assert again.results["amd64"].cluster_deployment == stack.exchange.service(ORG, "hello_7.3.0_amd64")[
-        "clusterDeployment"]  # type: ignore[index]
+    live = stack.exchange.service(ORG, "hello_7.3.0_amd64")
+    assert live is not None
+    mine = again.results["amd64"]  # the live signatures (RSA-PSS is randomized) are adopted, not re-sent
+    assert (mine.cluster_deployment, mine.cluster_signature) == (live["clusterDeployment"],
+                                                                 live["clusterDeploymentSignature"])
+    assert mine.signature_fingerprint == fingerprint(base64.b64decode(live["deploymentSignature"]))
     assert not [r for r in stack.exchange.requests()[seen:]
                 if r["method"] in ("PUT", "POST") and r["path"].endswith("/services/hello_7.3.0_amd64")]
 

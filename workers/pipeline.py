@@ -364,7 +364,9 @@ def _sign_all(ctx: WorkerContext, release: Release, *, go_on: bool) -> None:
         for arch in release.arches:
             res = release.result(arch)
             if res.signature:
-                if not verify_deployment(public_pem, res.deployment, res.signature):
+                if not verify_deployment(public_pem, res.deployment, res.signature) or (
+                        res.cluster_deployment
+                        and not verify_deployment(public_pem, res.cluster_deployment, res.cluster_signature)):
                     raise StepFailed(f"the stored signature of {arch} does not verify with the configured key "
                                      f"{signer.key_name}: was the signing key rotated mid-release? Publish again.")
                 continue
@@ -479,9 +481,9 @@ def publish(ctx: WorkerContext, release_id: str, round_: int = 1) -> None:
     def record(r: Release) -> bool:
         for arch, signature in adopted.items():
             r.result(arch).signature = signature
+            r.result(arch).signature_fingerprint = fingerprint(base64.b64decode(signature))
         for arch, signature in adopted_cluster.items():
             r.result(arch).cluster_signature = signature
-            r.result(arch).signature_fingerprint = fingerprint(base64.b64decode(signature))
         for arch, (sid, action) in actions.items():
             r.result(arch).service_id = sid
             r.result(arch).publish_action = {"unchanged": "already published"}.get(action, action)
