@@ -27,7 +27,6 @@ import hashlib
 import io
 import json
 import math
-import posixpath
 import re
 import secrets
 import tarfile
@@ -54,38 +53,6 @@ class Member:
 
     name: str
     data: bytes | None
-
-
-# -- the definition's clusterDeployment --------------------------------------------------------------------------------
-
-def archive_path(cluster: Any, definition_name: str) -> str:
-    """The repository path of the archive named by ``clusterDeployment.operatorYamlArchive``; DefinitionError
-    when the object is malformed or the path leaves the repository."""
-    f = definition_name
-    if not isinstance(cluster, dict):
-        raise DefinitionError(f"{f}: \"clusterDeployment\" must be an object like "
-                              "{\"operatorYamlArchive\": \"<path to a .tar.gz of operator YAMLs>\"}")
-    if "metadata" in cluster:  # anax kube_deployment.go Sign(): hzn refuses it too
-        raise DefinitionError(f"{f}: \"clusterDeployment.metadata\" must not be set (hzn sets it from the operator "
-                              "YAMLs): remove it")
-    path = cluster.get("operatorYamlArchive")
-    if not isinstance(path, str) or not path.strip():
-        raise DefinitionError(f"{f}: \"clusterDeployment.operatorYamlArchive\" must be a non-empty string: the path "
-                              "of the operator YAML archive (.tar.gz), relative to the definition file")
-    if path.startswith("/"):
-        raise DefinitionError(f"{f}: \"clusterDeployment.operatorYamlArchive\" is an absolute path ({path}): use a "
-                              "path inside the repository, relative to the definition file")
-    joined = posixpath.normpath(posixpath.join(posixpath.dirname(definition_name), path))
-    if joined in (".", "") or joined.startswith("../") or joined == "..":
-        raise DefinitionError(f"{f}: \"clusterDeployment.operatorYamlArchive\" ({path}) points outside the "
-                              "repository: keep the archive inside it")
-    pvc = cluster.get("mmsPVC")
-    if pvc is not None and not isinstance(pvc, dict):
-        raise DefinitionError(f"{f}: \"clusterDeployment.mmsPVC\" must be an object like "
-                              "{\"enable\": true, \"pvcSizeGB\": 10}")
-    if isinstance(pvc, dict) and not isinstance(pvc.get("enable", False), bool):
-        raise DefinitionError(f"{f}: \"clusterDeployment.mmsPVC.enable\" must be true or false")
-    return joined
 
 
 # -- the archive -------------------------------------------------------------------------------------------------------

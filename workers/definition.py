@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import posixpath
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -420,8 +421,7 @@ def read_definition(definition_text: str, hzn_json_text: str | None, *, org: str
         )
     cluster_archive = ""
     if raw.get("clusterDeployment") not in (None, "", {}):
-        from workers.cluster import archive_path  # workers.cluster builds on this module
-        cluster_archive = archive_path(raw["clusterDeployment"], definition_name)
+        cluster_archive = cluster_archive_path(raw["clusterDeployment"], definition_name)
     services = deployment.get("services")
     if not isinstance(services, dict) or not services:
         raise DefinitionError(
@@ -461,6 +461,38 @@ def read_definition(definition_text: str, hzn_json_text: str | None, *, org: str
             external[name] = image  # pinned at release time to its registry digest (workers.external_images)
     return ServiceDefinition(raw=raw, org=org, url=raw["url"], version=version, arch=arch, deployment=deployment,
                              built=built, external=external, cluster_archive=cluster_archive)
+
+
+def cluster_archive_path(cluster: Any, definition_name: str) -> str:
+    """The repository path of the archive named by ``clusterDeployment.operatorYamlArchive`` (relative to the
+    definition file's directory, as hzn reads it); DefinitionError when the object is malformed or the path leaves the
+    repository (anax would also read an absolute path: edgebot reads only the repository). The archive itself is
+    read and checked in prepare (``workers.cluster``)."""
+    f = definition_name
+    if not isinstance(cluster, dict):
+        raise DefinitionError(f"{f}: \"clusterDeployment\" must be an object like "
+                              "{\"operatorYamlArchive\": \"<path to a .tar.gz of operator YAMLs>\"}")
+    if "metadata" in cluster:  # anax kube_deployment.go Sign(): hzn refuses it too
+        raise DefinitionError(f"{f}: \"clusterDeployment.metadata\" must not be set (hzn sets it from the operator "
+                              "YAMLs): remove it")
+    path = cluster.get("operatorYamlArchive")
+    if not isinstance(path, str) or not path.strip():
+        raise DefinitionError(f"{f}: \"clusterDeployment.operatorYamlArchive\" must be a non-empty string: the path "
+                              "of the operator YAML archive (.tar.gz), relative to the definition file")
+    if path.startswith("/"):
+        raise DefinitionError(f"{f}: \"clusterDeployment.operatorYamlArchive\" is an absolute path ({path}): use a "
+                              "path inside the repository, relative to the definition file")
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(definition_name), path))
+    if joined in (".", "") or joined.startswith("../") or joined == "..":
+        raise DefinitionError(f"{f}: \"clusterDeployment.operatorYamlArchive\" ({path}) points outside the "
+                              "repository: keep the archive inside it")
+    pvc = cluster.get("mmsPVC")
+    if pvc is not None and not isinstance(pvc, dict):
+        raise DefinitionError(f"{f}: \"clusterDeployment.mmsPVC\" must be an object like "
+                              "{\"enable\": true, \"pvcSizeGB\": 10}")
+    if isinstance(pvc, dict) and not isinstance(pvc.get("enable", False), bool):
+        raise DefinitionError(f"{f}: \"clusterDeployment.mmsPVC.enable\" must be true or false")
+    return joined
 
 
 def _check_types(raw: dict[str, Any], f: str) -> None:
