@@ -5,6 +5,8 @@ Kept beside :mod:`edgebot.messages` (which renders the rest of the thread) so ea
 
 from __future__ import annotations
 
+import base64
+import gzip
 import hashlib
 import json
 import time
@@ -100,6 +102,7 @@ def approval_card(release: Release) -> Message:
             lines.append(f"*{arch}* `{res.pinned_image}`\n    signature `{short(res.signature_fingerprint, 23)}`"
                          + (f" · Exchange: {change}" if change else ""))
             lines += external_image_lines(res)
+            lines += cluster_lines(res)
             lines += smoke_lines(res.smoke)  # issue 14
         key_fp = short(release.public_key_fingerprint, 23)
         lines.append(f"signing key `{release.key_name}` · public key fingerprint `{key_fp}`")
@@ -354,3 +357,25 @@ def decision_unconfirmed(release_id: str, *, approved: bool, wanted: int, timeou
             f"within {timeout_ms} ms: if the data store fails over now it may be lost. Look at the card in a "
             f"moment: if your {what} is not on it, {'click Approve' if approved else 'reject'} again.")
     return Message(text=text, blocks=[section(text)])
+
+
+def cluster_lines(res: ArchResult) -> list[str]:
+    """The signed operator archive of a cluster service: its sha256 and size, and the images its YAMLs pin."""
+    if not res.cluster_deployment:
+        return []
+    try:
+        archive = base64.b64decode(json.loads(res.cluster_deployment)["operatorYamlArchive"])
+    except (ValueError, KeyError, TypeError):
+        return ["    :warning: clusterDeployment without a readable operator archive"]
+    lines = [f"    cluster: operator archive `sha256:{short(hashlib.sha256(archive).hexdigest(), 16)}` "
+             f"({len(archive)} bytes), signed as clusterDeploymentSignature"]
+    for tag, pinned in sorted(res.cluster_pins.items()):
+        lines.append(f"    cluster image `{escape(tag)}` pinned to `{short(pinned.rpartition('@')[2], 23)}`")
+    try:
+        names_own = bool(res.pinned_image) and res.pinned_image.encode() in gzip.decompress(archive)
+    except (OSError, EOFError):
+        names_own = False
+    if names_own:
+        digest = res.pinned_image.rpartition("@")[2]
+        lines.append(f"    cluster image: the release image, pinned to `{short(digest, 23)}`")
+    return lines

@@ -158,6 +158,9 @@ def covers(release: Release, targets: list[str]) -> dict[str, Any]:
                                                                  separators=(",", ":")).encode()).hexdigest()
                                  for arch in release.arches}}  # issue 15: the policy is approved with the service
            if any(release.result(arch).service_policy for arch in release.arches) else {}),
+        **({"cluster_deployments": {arch: hashlib.sha256(release.result(arch).cluster_deployment.encode()).hexdigest()
+                                    for arch in release.arches}}  # the signed operator archive, when there is one
+           if any(release.result(arch).cluster_deployment for arch in release.arches) else {}),
     }
 
 

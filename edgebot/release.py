@@ -164,6 +164,14 @@ class ArchResult:
     (workers.external_images) and sealed with the source; {} when there are none or the catalog says ``pin = false``."""
     smoke: dict[str, Any] = field(default_factory=dict)
     """The smoke run of this arch's image, as its build report said (edgebot.smoke; {}: none configured)."""
+    cluster_archive: str = ""
+    """Base64 of the ``clusterDeployment`` operator archive as read from the repository in prepare ("" without one);
+    its sha256 is sealed with the source (workers/cluster.py)."""
+    cluster_pins: dict[str, str] = field(default_factory=dict)
+    """image tag in the operator YAMLs -> ``host/path@sha256:…`` for images edgebot does not build (sealed)."""
+    cluster_deployment: str = ""
+    """The exact ``clusterDeployment`` string that is signed and uploaded (its archive with the pushed digest)."""
+    cluster_signature: str = ""
 
 
 @dataclass

@@ -89,6 +89,10 @@ def source_payload(release: Release) -> dict[str, Any]:
            if any(release.result(arch).service_policy for arch in release.arches) else {}),
         **({"external": {arch: dict(release.result(arch).external_pins) for arch in release.arches}}
            if any(release.result(arch).external_pins for arch in release.arches) else {}),
+        **({"cluster": {arch: {"archive": hashlib.sha256(release.result(arch).cluster_archive.encode()).hexdigest(),
+                               "pins": dict(release.result(arch).cluster_pins)} for arch in release.arches}}
+           if any(release.result(arch).cluster_archive or release.result(arch).cluster_pins
+                  for arch in release.arches) else {}),
     }
 
 

@@ -73,6 +73,9 @@ class Settings:
     source_file_max_bytes: int = 1024 * 1024
     """Largest file read from a service's repository (service.definition.json, hzn.json, policy and pattern
     templates): a larger one fails the release, naming the file, before it is read."""
+    cluster_archive_max_bytes: int = 10 * 1024 * 1024
+    """Largest ``clusterDeployment`` operator YAML archive (.tar.gz) read from a service's repository, and largest
+    size it may unpack to (workers/cluster.py)."""
     build_file_max_bytes: int = 1024 * 1024
     """Largest Dockerfile or .dockerignore a build accepts (each must be a regular file inside the checkout)."""
     build_memory: int = 2 * 1024**3

@@ -290,6 +290,9 @@ def validate_service(body: dict[str, Any], org: str, url_id: str | None,
         refs.append(ref)
     if deployment["deployment"] and not deployment["deploymentSignature"]:
         raise bad_input("service.def.not.signed")
+    # exchange-api route/service/PostPutServiceRequest.scala validate(): a non-empty clusterDeployment needs a
+    # non-empty clusterDeploymentSignature; neither deployment is required (the "service.no.deployment" check is
+    # commented out there) and neither string is parsed or verified: the agent verifies them.
     if deployment["clusterDeployment"] and not deployment["clusterDeploymentSignature"]:
         raise bad_input("service.def.not.signed")
     rows = list(existing()) if refs else []

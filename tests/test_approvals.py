@@ -133,8 +133,10 @@ def test_covers_changes_with_every_thing_that_ships() -> None:
     changed_body.result("amd64").definition = {"requiredServices": [{"url": "evil", "versionRange": "[0,INFINITY)"}]}
     changed_policy = _signed()  # issue 15: the service policy PUT with the service is approved with it
     changed_policy.result("amd64").service_policy = {"properties": [], "constraints": ["gpu == true"]}
+    changed_cluster = _signed()  # issue 15: the signed operator archive of a cluster service
+    changed_cluster.result("amd64").cluster_deployment = '{"operatorYamlArchive":"AA=="}'
     for other in (changed_deployment, changed_digest, changed_signature, changed_key, changed_commit, changed_body,
-                  changed_policy):
+                  changed_policy, changed_cluster):
         assert approvals.covers_digest(approvals.covers(other, ["policy:hello-fleet"])) != base
     assert approvals.covers_digest(approvals.covers(_signed(), ["policy:hello-canary"])) != base
 
@@ -258,6 +260,23 @@ def _with_sidecar_public() -> Release:
     return release
 
 
+def _with_cluster() -> Release:
+    """A cluster service: the operator YAMLs name the release image (rewritten to its digest) and a pinned sidecar."""
+    from workers import cluster
+
+    release = _waiting()
+    for arch in release.arches:
+        res = release.result(arch)
+        side = f"quay.io/op/side@sha256:{arch[0] * 64}"
+        yaml = f"containers:\n  - image: {res.pinned_image}\n  - image: {side}\n".encode()
+        members = [cluster.Member("op.yaml", yaml)]
+        archive = cluster.build_archive(members)
+        res.cluster_deployment = cluster.go_json(cluster.cluster_object({"operatorYamlArchive": "op.tgz"}, archive,
+                                                                        members))
+        res.cluster_pins = {"quay.io/op/side:1.0": side}
+    return release
+
+
 def _rollback_request(status: str = "open") -> Release:
     release = _approved()
     release.state = "succeeded"
@@ -296,6 +315,7 @@ CASES = {
     "approval_card_smoke": lambda: approval_messages.approval_card(_with_smoke()),
     "approval_card_service_policy": lambda: approval_messages.approval_card(_with_service_policy()),
     "approval_card_sidecar_public": lambda: approval_messages.approval_card(_with_sidecar_public()),
+    "approval_card_cluster": lambda: approval_messages.approval_card(_with_cluster()),
     "approval_card_approved": lambda: approval_messages.approval_card(_approved()),
     "approval_card_rejected": lambda: approval_messages.approval_card(
         _card(REJECTED, "rejected by <@U0ALICE>: CVE-2026-1234 in the base image")),

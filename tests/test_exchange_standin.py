@@ -205,6 +205,18 @@ def test_invalid_service_bodies_are_400(ex: ExchangeStandIn, alice: httpx.Client
     assert ex.services(ORG) == {}
 
 
+def test_a_cluster_deployment_is_stored_as_sent_beside_or_without_a_device_one(ex: ExchangeStandIn,
+                                                                               alice: httpx.Client) -> None:
+    cluster = '{"metadata":{"namespace":""},"operatorYamlArchive":"H4sI"}'  # not parsed by the Exchange
+    assert alice.post(f"orgs/{ORG}/services", json=service(clusterDeployment=cluster,
+                                                           clusterDeploymentSignature="c2ln")).status_code == 201
+    stored = ex.services(ORG)["hello_1.0.0_amd64"]
+    assert (stored["clusterDeployment"], stored["clusterDeploymentSignature"]) == (cluster, "c2ln")
+    only = service(version="1.0.1", deployment="", deploymentSignature="", clusterDeployment=cluster,
+                   clusterDeploymentSignature="c2ln")
+    assert alice.post(f"orgs/{ORG}/services", json=only).status_code == 201
+
+
 def test_missing_public_and_malformed_bodies_are_400(alice: httpx.Client) -> None:
     without_public = service()
     del without_public["public"]

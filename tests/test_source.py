@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.source import SourceError, checkout, read_file_at, resolve_ref
+from workers.source import SourceError, checkout, read_blob_at, read_file_at, resolve_ref
 
 GIT_ENV = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0", "GIT_AUTHOR_NAME": "Test",
            "GIT_AUTHOR_EMAIL": "test@example.com", "GIT_COMMITTER_NAME": "Test",
@@ -137,6 +137,22 @@ def test_read_file_at_returns_text_or_none(origin, cache):
     for bad in ("../etc/passwd", "/etc/passwd", "horizon/../x"):
         with pytest.raises(SourceError, match="relative to the repository root"):
             read_file_at(str(origin.bare), sha, bad, cache)
+
+
+def test_read_blob_at_reads_bytes_and_refuses_symlinks_and_oversize(origin, cache):
+    (origin.work / "operator").mkdir()
+    (origin.work / "operator" / "op.tar.gz").write_bytes(b"\x1f\x8b\x00binary")
+    (origin.work / "operator" / "link.tar.gz").symlink_to("/etc/passwd")
+    (origin.work / "linked").symlink_to("operator")
+    sha = origin.commit({}, "archives")
+    origin.push()
+    source = str(origin.bare)
+    assert read_blob_at(source, sha, "operator/op.tar.gz", cache, 100) == b"\x1f\x8b\x00binary"
+    with pytest.raises(SourceError, match=r"operator/link\.tar\.gz at commit .* is a symlink"):
+        read_blob_at(source, sha, "operator/link.tar.gz", cache, 100)
+    assert read_blob_at(source, sha, "linked/op.tar.gz", cache, 100) is None  # never through a symlinked dir
+    with pytest.raises(SourceError, match=r"over the 5-byte cap .*\(setting cluster_archive_max_bytes\)"):
+        read_blob_at(source, sha, "operator/op.tar.gz", cache, 5, setting="cluster_archive_max_bytes")
 
 
 def test_an_unreachable_source_is_transient_and_credentials_are_masked(cache):

@@ -81,6 +81,15 @@ def test_a_privileged_deployment_swapped_into_the_definition_is_refused() -> Non
         trust.check_release(SEALER, release)
 
 
+@pytest.mark.parametrize("field, value", [("cluster_archive", "H4sIAAAAAAAA"),
+                                          ("cluster_pins", {"busybox:1": "evil.example/b@sha256:" + "00" * 32})])
+def test_an_operator_archive_or_its_pins_swapped_after_prepare_are_refused(field: str, value: Any) -> None:
+    release = _sealed()  # sealed without a cluster archive: one added later is not what prepare read
+    setattr(release.result("arm64"), field, value)
+    with pytest.raises(SecurityCheckFailed, match="not what prepare read from git"):
+        trust.check_release(SEALER, release)
+
+
 def test_another_commit_is_refused() -> None:
     release = _sealed()
     release.commit_sha = "f" * 40
@@ -92,6 +101,28 @@ def test_a_deployment_that_is_not_the_rebuilt_one_is_refused() -> None:
     release = _sealed()
     release.result("arm64").deployment = release.result("arm64").deployment.replace("hello", "evil")
     with pytest.raises(SecurityCheckFailed, match="deployment of arm64"):
+        trust.check_deployments(release)
+
+
+def test_a_cluster_deployment_that_is_not_the_rebuilt_one_is_refused() -> None:
+    import base64
+
+    from workers import cluster
+
+    release = _sealed()
+    res = release.result("amd64")
+    res.definition = {**res.definition, "clusterDeployment": {"operatorYamlArchive": "op.tgz"}}
+    res.pinned_image = f"us.icr.io/edge/hello_amd64@sha256:{'ab' * 32}"
+    res.digest = f"sha256:{'ab' * 32}"
+    res.image_tag = "us.icr.io/edge/hello_amd64:1.2.3"
+    yaml = f"image: {res.image_tag}\n".encode()
+    res.cluster_archive = base64.b64encode(cluster.build_archive([cluster.Member("op.yaml", yaml)])).decode()
+    res.deployment = trust.expected_deployment(release, "amd64")
+    res.cluster_deployment = trust.expected_cluster_deployment(release, "amd64")
+    assert res.pinned_image in json.dumps(cluster.images(cluster.archive_of(res.cluster_deployment)))
+    trust.check_deployments(release)
+    res.cluster_deployment = res.cluster_deployment.replace('"namespace":""', '"namespace":"evil"')
+    with pytest.raises(SecurityCheckFailed, match="clusterDeployment of amd64"):
         trust.check_deployments(release)
 
 

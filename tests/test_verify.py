@@ -107,3 +107,35 @@ def test_a_signature_no_stored_key_verifies(exchange: tuple[ExchangeStandIn, Exc
     assert found["signature"] == [(False, "verifies with none of the 1 key(s) stored with the service: agents "
                                           "decline it without reporting an error")]
     assert found["image"][0][0] is False and "could not be read" in found["image"][0][1]  # no such registry
+
+
+def test_a_cluster_deployment_is_verified_like_the_device_one_and_deploy_refuses_a_tampered_one(
+        exchange: tuple[ExchangeStandIn, ExchangeClient, httpx.Client]) -> None:
+    """issue 15: clusterDeploymentSignature over the exact clusterDeployment string with a stored key; its archive's
+    images are checked like the deployment's (an unpinned one named); `/edge deploy` moves nothing when it fails."""
+    from edgebot.errors import StepFailed
+    from workers import cluster, deploy
+
+    ex, client, raw = exchange
+    image = "reg.example.com:5000/edge/hello_amd64@sha256:" + "a" * 64
+    sid = _publish(raw, client, image)
+    members = [cluster.Member("op.yaml", b"image: busybox:1.36\n")]
+    text = cluster.go_json(cluster.cluster_object({"operatorYamlArchive": "op.tgz"}, cluster.build_archive(members),
+                                                  members))
+    with ex.state.lock:
+        record = ex.state.services[ORG][sid]
+        record["clusterDeployment"], record["clusterDeploymentSignature"] = text, sign_deployment(SIGNER, text)
+    found = [(c.kind, c.ok, c.subject, c.detail) for c in verify_arch(_ctx(), client, ORG, "hello", "1.0.0",
+                                                                     "amd64").checks]
+    assert ("signature", True, "clusterDeployment edgebot.public.pem", "") in found
+    assert ("image", False, "busybox:1.36", "is not pinned by digest: the tag can move under nodes") in found
+    release = SimpleNamespace(org=ORG, version="1.0.0")
+    registry = SimpleNamespace(host="reg.example.com:5000", alias="r")
+    assert deploy.verify_arch(client, release, registry, "hello", "amd64") is not None  # type: ignore[arg-type]
+    with ex.state.lock:
+        record["clusterDeployment"] = text.replace('"namespace":""', '"namespace":"x"')
+    found = [(c.kind, c.ok, c.detail) for c in verify_arch(_ctx(), client, ORG, "hello", "1.0.0", "amd64").checks]
+    assert ("signature", False, "clusterDeploymentSignature verifies with none of the 1 key(s) stored with the "
+            "service: agents decline it") in found
+    with pytest.raises(StepFailed, match="clusterDeploymentSignature of `acme/hello_1.0.0_amd64` verifies with none"):
+        deploy.verify_arch(client, release, registry, "hello", "amd64")  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import posixpath
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -267,8 +268,11 @@ class ServiceDefinition:
     external: dict[str, str] = field(default_factory=dict)
     """container -> an image edgebot does not build, referenced by tag (pinned to a digest at release time, unless the
     catalog says ``pin = false``); images pinned by digest in the definition are not listed."""
+    cluster_archive: str = ""
+    """The repository path of ``clusterDeployment.operatorYamlArchive`` ("" for a device-only service)."""
 
-    def exchange_body(self, deployment_string: str, signature: str) -> dict[str, Any]:
+    def exchange_body(self, deployment_string: str, signature: str, cluster_deployment: str = "",
+                      cluster_signature: str = "") -> dict[str, Any]:
         """The body of ``POST orgs/{org}/services`` / ``PUT …/{id}``, as hzn sends it (anax exchange.ServiceDefinition).
 
         ``deployment_string`` must be the exact signed string. No ``org`` (the URL carries it), no ``owner``.
@@ -282,6 +286,8 @@ class ServiceDefinition:
         services = signed.get("services") if isinstance(signed, dict) else None
         if not isinstance(services, dict) or set(services) != set(self.deployment.get("services", {})):
             raise ValueError("the deployment string does not belong to this definition (its containers differ)")
+        if bool(self.cluster_archive) != bool(cluster_deployment) or (cluster_deployment and not cluster_signature):
+            raise ValueError("exchange_body needs the signed clusterDeployment exactly when the definition has one")
         raw = self.raw
         return {
             "label": raw.get("label") or "",
@@ -297,8 +303,8 @@ class ServiceDefinition:
             "userInput": _user_inputs(raw.get("userInput")),
             "deployment": deployment_string,
             "deploymentSignature": signature,
-            "clusterDeployment": "",
-            "clusterDeploymentSignature": "",
+            "clusterDeployment": cluster_deployment,
+            "clusterDeploymentSignature": cluster_signature,
         }
 
 
@@ -404,15 +410,18 @@ def read_definition(definition_text: str, hzn_json_text: str | None, *, org: str
             f"{f}: \"deployment\" is a string (pre-signed): edgebot builds, pins and signs the deployment itself, so "
             f"make \"deployment\" an object with \"services\" and drop \"deploymentSignature\""
         )
+    if deployment in (None, "", {}) and raw.get("clusterDeployment") not in (None, "", {}):
+        raise DefinitionError(
+            f"{f}: has a \"clusterDeployment\" but no \"deployment\": edgebot publishes cluster services beside a "
+            f"device deployment only; add a \"deployment\" (or publish this cluster-only service with hzn)"
+        )
     if not isinstance(deployment, dict):
         raise DefinitionError(
             f"{f}: \"deployment\" must be an object like {{\"services\": {{\"<container>\": {{\"image\": …}}}}}}"
         )
+    cluster_archive = ""
     if raw.get("clusterDeployment") not in (None, "", {}):
-        raise DefinitionError(
-            f"{f}: \"clusterDeployment\" is set: edgebot publishes device services only; remove it "
-            f"(publish edge-cluster services with hzn)"
-        )
+        cluster_archive = cluster_archive_path(raw["clusterDeployment"], definition_name)
     services = deployment.get("services")
     if not isinstance(services, dict) or not services:
         raise DefinitionError(
@@ -451,7 +460,39 @@ def read_definition(definition_text: str, hzn_json_text: str | None, *, org: str
         if not ref.pinned:
             external[name] = image  # pinned at release time to its registry digest (workers.external_images)
     return ServiceDefinition(raw=raw, org=org, url=raw["url"], version=version, arch=arch, deployment=deployment,
-                             built=built, external=external)
+                             built=built, external=external, cluster_archive=cluster_archive)
+
+
+def cluster_archive_path(cluster: Any, definition_name: str) -> str:
+    """The repository path of the archive named by ``clusterDeployment.operatorYamlArchive`` (relative to the
+    definition file's directory, as hzn reads it); DefinitionError when the object is malformed or the path leaves the
+    repository (anax would also read an absolute path: edgebot reads only the repository). The archive itself is
+    read and checked in prepare (``workers.cluster``)."""
+    f = definition_name
+    if not isinstance(cluster, dict):
+        raise DefinitionError(f"{f}: \"clusterDeployment\" must be an object like "
+                              "{\"operatorYamlArchive\": \"<path to a .tar.gz of operator YAMLs>\"}")
+    if "metadata" in cluster:  # anax kube_deployment.go Sign(): hzn refuses it too
+        raise DefinitionError(f"{f}: \"clusterDeployment.metadata\" must not be set (hzn sets it from the operator "
+                              "YAMLs): remove it")
+    path = cluster.get("operatorYamlArchive")
+    if not isinstance(path, str) or not path.strip():
+        raise DefinitionError(f"{f}: \"clusterDeployment.operatorYamlArchive\" must be a non-empty string: the path "
+                              "of the operator YAML archive (.tar.gz), relative to the definition file")
+    if path.startswith("/"):
+        raise DefinitionError(f"{f}: \"clusterDeployment.operatorYamlArchive\" is an absolute path ({path}): use a "
+                              "path inside the repository, relative to the definition file")
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(definition_name), path))
+    if joined in (".", "") or joined.startswith("../") or joined == "..":
+        raise DefinitionError(f"{f}: \"clusterDeployment.operatorYamlArchive\" ({path}) points outside the "
+                              "repository: keep the archive inside it")
+    pvc = cluster.get("mmsPVC")
+    if pvc is not None and not isinstance(pvc, dict):
+        raise DefinitionError(f"{f}: \"clusterDeployment.mmsPVC\" must be an object like "
+                              "{\"enable\": true, \"pvcSizeGB\": 10}")
+    if isinstance(pvc, dict) and not isinstance(pvc.get("enable", False), bool):
+        raise DefinitionError(f"{f}: \"clusterDeployment.mmsPVC.enable\" must be true or false")
+    return joined
 
 
 def _check_types(raw: dict[str, Any], f: str) -> None:

@@ -123,6 +123,12 @@ def verify_arch(client: Any, release: Release, registry: RegistryConfig, url: st
                          "key(s) stored with the service: agents would decline it without reporting an error. "
                          "Nothing moved; publish the version again signed with a key stored with the service (or "
                          "store the key that signed it).")
+    cluster = str(record.get("clusterDeployment") or "")
+    if cluster and not key_that_verifies(client, release.org, sid, cluster,
+                                         str(record.get("clusterDeploymentSignature") or ""))[0]:
+        raise StepFailed(f"the clusterDeploymentSignature of `{release.org}/{sid}` verifies with none of the key(s) "
+                         "stored with the service: edge clusters would decline it. Nothing moved; publish the version "
+                         "again.")
     images = images_of(deployment)
     if images is None:
         raise StepFailed(f"the deployment of `{release.org}/{sid}` is not JSON; nothing moved")

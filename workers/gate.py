@@ -47,7 +47,8 @@ def exchange_changes(ctx: WorkerContext, release: Release) -> dict[str, str]:
             live = client.get_service(release.org, sid)
             if live is None:
                 changes[arch] = f"new service `{sid}`"
-            elif live.get("deployment") == res.deployment:
+            elif (live.get("deployment") == res.deployment
+                  and str(live.get("clusterDeployment") or "") == res.cluster_deployment):
                 changes[arch] = f"no change: `{sid}` is already published with this deployment"
                 if res.service_policy and not same_policy(client.get_service_policy(release.org, sid),
                                                           res.service_policy):

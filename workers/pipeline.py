@@ -41,6 +41,7 @@ from edgebot.secrets import Secret
 from workers import (
     build_report,
     builders,
+    cluster_release,
     dependencies,
     dockauths,
     external_images,
@@ -132,6 +133,8 @@ def prepare(ctx: WorkerContext, release_id: str) -> None:
             definitions[arch] = definition
         policies = service_policy.for_release(ctx, release, sha, definitions)  # refused before any build
         external = external_images.pin(ctx, definitions, service=release.service, pin_tags=service.pin)
+        clusters = cluster_release.prepare(ctx, release, service=service, sha=sha, image_base=base,
+                                           definitions=definitions, auth=auth)  # operator archive: read, pinned
     with failures.translated("source", release, registry, ctx=ctx), ctx.exchange(release.org) as deps_client:
         dependencies.check(deps_client, definitions, org=release.org, service=release.service,
                            version=release.version)  # every requiredServices entry in the Exchange first
@@ -154,6 +157,7 @@ def prepare(ctx: WorkerContext, release_id: str) -> None:
                 result.built_containers = dict(definition.built)
                 result.service_policy = policies.get(arch, {})  # sealed with the definition
                 result.external_pins = dict(external.get(arch, {}))
+                result.cluster_archive, result.cluster_pins = clusters.get(arch, ("", {}))
             result.published_digest = result.published_digest or published.get(arch, "")
             result.image_tag = result.image_tag or (
                 f"{image_repository(registry.host, registry.namespace, service.image_base, arch)}:{r.version}"
@@ -356,22 +360,27 @@ def _sign_all(ctx: WorkerContext, release: Release, *, go_on: bool) -> None:
     with failures.translated("sign", release, registry, ctx=ctx):
         signer = ctx.signer()
         public_pem = signer.public_key_pem()
-        signed: dict[str, tuple[str, str]] = {}
+        signed: dict[str, tuple[str, str, str, str]] = {}
         for arch in release.arches:
             res = release.result(arch)
             if res.signature:
-                if not verify_deployment(public_pem, res.deployment, res.signature):
+                if not verify_deployment(public_pem, res.deployment, res.signature) or (
+                        res.cluster_deployment
+                        and not verify_deployment(public_pem, res.cluster_deployment, res.cluster_signature)):
                     raise StepFailed(f"the stored signature of {arch} does not verify with the configured key "
                                      f"{signer.key_name}: was the signing key rotated mid-release? Publish again.")
                 continue
             deployment = trust.expected_deployment(release, arch)
-            signed[arch] = (deployment, sign_deployment(signer, deployment))
+            cluster_deployment = cluster_release.expected_cluster_deployment(release, arch)
+            signed[arch] = (deployment, sign_deployment(signer, deployment), cluster_deployment,
+                            sign_deployment(signer, cluster_deployment) if cluster_deployment else "")
 
     def record(r: Release) -> bool:
-        for arch, (deployment, signature) in signed.items():
+        for arch, (deployment, signature, cluster_deployment, cluster_signature) in signed.items():
             res = r.result(arch)
             if not res.signature:  # written once: a concurrent attempt that got here first wins
                 res.deployment, res.signature = deployment, signature
+                res.cluster_deployment, res.cluster_signature = cluster_deployment, cluster_signature
                 res.signature_fingerprint = fingerprint(base64.b64decode(signature))
         r.key_name = signer.key_name
         r.public_key_fingerprint = public_key_fingerprint(public_pem)
@@ -405,6 +414,7 @@ def publish(ctx: WorkerContext, release_id: str, round_: int = 1) -> None:
     set_stage(ctx, release_id, "publish", RUNNING)
     actions: dict[str, tuple[str, str]] = {}
     adopted: dict[str, str] = {}
+    adopted_cluster: dict[str, str] = {}
     node_creds: tuple[str, Secret] | None = None
     policy_actions: dict[str, str] = {}  # arch -> what was done with its service policy
     verified = ""  # the verify note of the summary
@@ -443,7 +453,18 @@ def publish(ctx: WorkerContext, release_id: str, round_: int = 1) -> None:
                         # Same bytes already live, signed by our key: RSA-PSS is randomized, so keep the live
                         # signature and let this be the "already published" no-op it is.
                         signature = adopted[arch] = live["deploymentSignature"]
-                    body = definition.exchange_body(res.deployment, signature)
+                    cluster_signature = res.cluster_signature
+                    if res.cluster_deployment and not verify_deployment(public_pem, res.cluster_deployment,
+                                                                        cluster_signature):
+                        raise StepFailed(f"the clusterDeployment signature of {arch} does not verify with the current "
+                                         "public key: the signing key was rotated after this release was signed. "
+                                         "Nothing was published; publish again.")
+                    if (live and res.cluster_deployment and live.get("clusterDeployment") == res.cluster_deployment
+                            and verify_deployment(public_pem, res.cluster_deployment,
+                                                  str(live.get("clusterDeploymentSignature") or ""))):
+                        cluster_signature = adopted_cluster[arch] = live["clusterDeploymentSignature"]
+                    body = definition.exchange_body(res.deployment, signature, res.cluster_deployment,
+                                                    cluster_signature)
                     outcome = publish_service(client, release.org, body, key_name=release.key_name or
                                               ctx.config.signing.key_name, public_key_pem=public_pem,
                                               dockauths=dockauths, overwrite=release.overwrite,
@@ -461,6 +482,8 @@ def publish(ctx: WorkerContext, release_id: str, round_: int = 1) -> None:
         for arch, signature in adopted.items():
             r.result(arch).signature = signature
             r.result(arch).signature_fingerprint = fingerprint(base64.b64decode(signature))
+        for arch, signature in adopted_cluster.items():
+            r.result(arch).cluster_signature = signature
         for arch, (sid, action) in actions.items():
             r.result(arch).service_id = sid
             r.result(arch).publish_action = {"unchanged": "already published"}.get(action, action)
@@ -529,4 +552,6 @@ def _definition(release: Release, arch: str) -> ServiceDefinition:
     res = release.result(arch)
     raw = res.definition
     return ServiceDefinition(raw=raw, org=release.org, url=raw["url"], version=release.version, arch=arch,
-                             deployment=raw["deployment"], built=dict(res.built_containers))
+                             deployment=raw["deployment"], built=dict(res.built_containers),
+                             cluster_archive=str(raw["clusterDeployment"]["operatorYamlArchive"])
+                             if res.cluster_archive else "")

@@ -274,6 +274,25 @@ def read_file_at(source: str, sha: str, path: str, cache_dir: Path,
     The blob's size is read first (``git cat-file -s``): a file larger than ``max_bytes`` is refused with a
     :class:`SourceError` naming it, its size and the cap, before a byte of it is read.
     """
+    clean = path.strip().removeprefix("./")
+    data = _read_blob(source, sha, path, cache_dir, max_bytes, auth=auth)
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SourceError(f"{clean} at commit {sha[:12]} is not UTF-8 text: save it as UTF-8") from None
+
+
+def read_blob_at(source: str, sha: str, path: str, cache_dir: Path, max_bytes: int, *,
+                 auth: GitAuth | None = None, setting: str = "source_file_max_bytes") -> bytes | None:
+    """The bytes of the regular file ``path`` at commit ``sha``, or None when there is none; a symlink there is
+    refused (git stores its target as a blob: it could name a file outside the repository)."""
+    return _read_blob(source, sha, path, cache_dir, max_bytes, auth=auth, setting=setting, no_symlink=True)
+
+
+def _read_blob(source: str, sha: str, path: str, cache_dir: Path, max_bytes: int, *, auth: GitAuth | None,
+               setting: str = "source_file_max_bytes", no_symlink: bool = False) -> bytes | None:
     _require_sha(sha)
     clean = path.strip().removeprefix("./")
     parts = clean.split("/")
@@ -287,16 +306,18 @@ def read_file_at(source: str, sha: str, path: str, cache_dir: Path,
         kind = _git(["--git-dir", str(mirror), "cat-file", "-t", spec], check=False)
         if kind.returncode != 0 or kind.stdout.strip() != b"blob":
             return None
+        if no_symlink:
+            entry = _git(["--git-dir", str(mirror), "ls-tree", sha, "--", clean], what=f"listing {clean}").stdout
+            if entry.startswith(b"120000 "):
+                raise SourceError(f"{clean} at commit {sha[:12]} is a symlink: edgebot reads only regular files "
+                                  "from the repository; commit the file itself")
         size = int(_git(["--git-dir", str(mirror), "cat-file", "-s", spec], what=f"sizing {clean}").stdout)
         if size > max_bytes:
             raise SourceError(f"{clean} at commit {sha[:12]} is {size} bytes, over the {max_bytes}-byte cap for "
-                              "files edgebot reads from the repository (setting source_file_max_bytes): "
+                              f"files edgebot reads from the repository (setting {setting}): "
                               "shrink the file")
-        data = _git(["--git-dir", str(mirror), "cat-file", "blob", spec], what=f"reading {clean}").stdout
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise SourceError(f"{clean} at commit {sha[:12]} is not UTF-8 text: save it as UTF-8") from None
+        data: bytes = _git(["--git-dir", str(mirror), "cat-file", "blob", spec], what=f"reading {clean}").stdout
+    return data
 
 
 def same_tree(source: str, first: str, second: str, path: str, cache_dir: Path, *,

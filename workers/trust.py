@@ -71,6 +71,13 @@ def expected_deployment(release: Release, arch: str) -> str:
     return deployment_string(pin_images(res.definition["deployment"], pins))
 
 
+def expected_cluster_deployment(release: Release, arch: str) -> str:
+    """The ``clusterDeployment`` string for ``arch`` ("" for a device-only service): workers/cluster_release.py."""
+    from workers.cluster_release import expected_cluster_deployment as rebuild
+
+    return rebuild(release, arch)
+
+
 def check_deployments(release: Release) -> None:
     for arch in release.arches:
         res = release.result(arch)
@@ -85,6 +92,9 @@ def check_deployments(release: Release) -> None:
         if res.deployment and res.deployment != expected_deployment(release, arch):
             raise SecurityCheckFailed(f"the deployment of {arch} in the record differs from the one rebuilt from the "
                                       "service definition and the pushed digest")
+        if res.cluster_deployment and res.cluster_deployment != expected_cluster_deployment(release, arch):
+            raise SecurityCheckFailed(f"the clusterDeployment of {arch} in the record differs from the one rebuilt "
+                                      "from the sealed operator archive, its pins and the pushed digests")
 
 
 def check_pushed_images(ctx: WorkerContext, release: Release) -> None:

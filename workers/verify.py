@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgebot import fleet_messages
 from edgebot.release import Release
-from workers import dependencies, external_images
+from workers import cluster, dependencies, external_images
 from workers.definition import DefinitionError, parse_image_ref
 from workers.exchange import ExchangeClient, service_id
 from workers.registry_api import ImageMismatch, RegistryReader, RegistryReadError
@@ -175,6 +175,10 @@ def verify_arch(ctx: WorkerContext, client: ExchangeClient, org: str, url: str, 
     else:
         hosts = {str(d.get("registry") or "") for d in client.list_dockauths(org, sid)}
         report.checks.extend(check_images(ctx, images, arch, hosts))
+    cluster_deployment = str(record.get("clusterDeployment") or "")
+    if cluster_deployment:
+        report.checks.extend(check_cluster(ctx, client, org, sid, arch, cluster_deployment,
+                                           str(record.get("clusterDeploymentSignature") or "")))
     stored = client.get_service_policy(org, sid)
     if expected_policy:
         ok = same_policy(stored, dict(expected_policy))
@@ -189,6 +193,23 @@ def verify_arch(ctx: WorkerContext, client: ExchangeClient, org: str, url: str, 
         problem = dependencies.check_one(client, dep)
         report.checks.append(Check(DEPENDENCY, problem is None, str(dep), problem.reason if problem else ""))
     return report
+
+
+def check_cluster(ctx: WorkerContext, client: ExchangeClient, org: str, sid: str, arch: str, text: str,
+                  signature: str) -> list[Check]:
+    """A cluster service: ``clusterDeploymentSignature`` over the exact ``clusterDeployment`` string with a stored
+    key (anax ``agreementbot``/``governance`` hand both to the kube operator worker, which verifies them the way the
+    device deployment is verified), and the images of its operator YAMLs like device images."""
+    key, count = key_that_verifies(client, org, sid, text, signature)
+    checks = [Check(SIGNATURE, bool(key), "clusterDeployment " + (key or f"{count} key(s)"),
+                    "" if key else f"clusterDeploymentSignature verifies with none of the {count} key(s) stored with "
+                                   "the service: agents decline it")]
+    try:
+        refs = cluster.images(cluster.archive_of(text))
+    except DefinitionError as exc:
+        return [*checks, Check(IMAGE, False, "clusterDeployment", f"cannot be unpacked: {exc}")]
+    hosts = {str(d.get("registry") or "") for d in client.list_dockauths(org, sid)}
+    return [*checks, *check_images(ctx, refs, arch, hosts)]
 
 
 def verify_version(ctx: WorkerContext, client: ExchangeClient, org: str, url: str, version: str,
