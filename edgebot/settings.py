@@ -185,6 +185,15 @@ class Settings:
     """Processes the smoke run's container may have at once; 0: no limit."""
     smoke_log_lines: int = 15
     """The smoke run's last output lines kept for the approval card and a failure's thread message."""
+    # a build you can watch (issue 14, workers/build_log.py): progress repaints and the full log as a file
+    build_progress_interval: float = 5.0
+    """Seconds between two progress reports ("step N/M") of one arch's build; each is a build report and a repaint
+    of the build stage message (through the shared Slack rate limiter)."""
+    build_log_max_bytes: int = 5 * 1024**2
+    """Bytes of one arch's build log kept for the file attached to the thread; a longer log keeps its head and tail
+    with a marker line where it was cut."""
+    build_log_ttl: int = 24 * 3600
+    """Seconds the build log waits in Redis for a publish worker to attach it to the thread."""
 
     @classmethod
     def load(cls, table: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
@@ -31,6 +32,10 @@ from edgebot.settings import Settings
 from edgebot.store import ReleaseStore
 
 log = logging.getLogger(__name__)
+
+
+class _UploadRefused(Exception):
+    """The upload URL answered something else than 200 (the error is the answer's status)."""
 SLACK_FAILURES = (SlackClientError, OSError)
 """What a Slack call can raise: an API error answer, or a network failure (refused, reset, timed out)."""
 
@@ -263,6 +268,36 @@ class ThreadReporter:
         with self._locked(release_id) as release:
             if release.message_ts:
                 self._post_in_thread(release, msg)
+
+    # -- files ----------------------------------------------------------------------------------------------------
+    def attach_file(self, release_id: str, *, filename: str, title: str, content: bytes, comment: str,
+                    on_failure: Callable[[str], messages.Message]) -> None:
+        """Upload ``content`` as a file in the thread (Slack's external upload flow); when Slack refuses, post
+        ``on_failure(error)`` in the thread instead. Never fails the release."""
+        self._submit(("file", release_id, filename),
+                     lambda: self._attach_file(release_id, filename, title, content, comment, on_failure))
+
+    def _attach_file(self, release_id: str, filename: str, title: str, content: bytes, comment: str,
+                     on_failure: Callable[[str], messages.Message]) -> None:
+        release = self.store.require(release_id)
+        if not release.message_ts:
+            return
+        try:
+            self._limit(release, "files.getUploadURLExternal")
+            ticket = self.client.files_getUploadURLExternal(filename=filename, length=len(content))
+            answer = httpx.post(str(ticket["upload_url"]), content=content, timeout=self.client.timeout,
+                                headers={"Content-Type": "application/octet-stream"})
+            if answer.status_code != 200:
+                raise _UploadRefused(f"upload_http_{answer.status_code}")
+            self._limit(release, "files.completeUploadExternal")
+            self.client.files_completeUploadExternal(
+                files=[{"id": str(ticket["file_id"]), "title": title}], channel_id=release.channel_id,
+                thread_ts=release.message_ts, initial_comment=comment)
+        except (*SLACK_FAILURES, httpx.HTTPError, _UploadRefused) as exc:
+            why = str(exc) if isinstance(exc, _UploadRefused) else _why(exc)
+            log.warning("release %s: %s not attached: %s", release_id, filename, why)
+            with self._locked(release_id) as current:
+                self._post_in_thread(current, on_failure(why))
 
     def _limit(self, release: Release, method: str) -> None:
         if self.limiter is not None:

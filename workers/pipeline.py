@@ -39,6 +39,7 @@ from edgebot.release import (
 )
 from edgebot.secrets import Secret
 from workers import (
+    build_log,
     build_report,
     builders,
     dependencies,
@@ -287,6 +288,7 @@ def build(ctx: WorkerContext, release_id: str, arch: str) -> None:
                     root=tree,  # context, Dockerfile and .dockerignore must resolve inside the checkout
                     limits=BuildLimits.from_settings(ctx.config.settings),
                     version=release.version, commit=release.commit_sha,
+                    watch=build_log.watch(ctx, release_id, arch),  # issue 14: "step N/M" and the whole log
                 ))
             image_id = built.image_id
             # issue 14: the catalog's smoke command in the image, for its platform, before anything is pushed
