@@ -6,13 +6,17 @@ from __future__ import annotations
 import redis
 
 from edgebot import messages
-from edgebot.release import Release
+from edgebot.config import parse_config
+from edgebot.release import BUILDING, DONE, RUNNING, Release
+from edgebot.secrets import SecretResolver
 from edgebot.store import ReleaseStore
 from edgebot.thread import ThreadReporter, slack_client
 from sandbox.slack import SlackStandIn
-from workers import build_log
+from tests.redis_url import url_of
+from workers import build_log, build_report
 from workers.build_log import BoundedLog, Throttle, Watch, parse_step
 from workers.build_report import BuildReport, _bound
+from workers.context import WorkerContext
 
 
 class Clock:
@@ -182,3 +186,83 @@ def test_the_log_file_lands_in_the_thread_and_a_refused_upload_is_a_note_not_a_f
         notes = [m["text"] for m in slack.thread("C0RELEASES", root) if "could not be attached" in m["text"]]
         assert len(notes) == 1 and "missing_scope" in notes[0] and "files:write" in notes[0]
         assert len([m for m in slack.thread("C0RELEASES", root) if m.get("files")]) == 1
+
+
+# -- applied on a publish worker: progress repaints, never over an ended build; the log is attached once ----------
+
+def _ctx(redis_conn: redis.Redis, slack: SlackStandIn) -> WorkerContext:
+    config = parse_config({
+        "slack": {"bot_token": "env:BOT", "signing_secret": "env:SIGNING", "api_url": slack.api_url},
+        "redis": {"url": url_of(redis_conn)},
+        "exchange": {"url": "http://127.0.0.1:9/edge-exchange/v1", "username": "acme/edgebot", "password": "env:X"},
+        "signing": {"private_key": "file:/nonexistent"},
+        "registries": {"local": {"host": "r.example", "push_username": "u", "push_password": "env:PUSH"}},
+        "services": {"hello": {"source": "/x", "org": "acme", "arches": ["arm64"]}},
+        "settings": {"key_prefix": "watch"},
+    }, environ={})
+    ctx = WorkerContext(config, SecretResolver(environ={"BOT": "xoxb-t"}))
+    ctx.reporter.background = False  # repaint on the calling thread: the test reads the stand-in right after
+    return ctx
+
+
+def _stage_line(slack: SlackStandIn, ctx: WorkerContext, release_id: str) -> str:
+    ts = ctx.store.require(release_id).progress_ts["build"]
+    message = slack.find_message("C0RELEASES", ts)
+    assert message is not None
+    return str(message["text"]).splitlines()[1]
+
+
+def test_progress_is_painted_while_the_build_runs_and_never_over_the_ended_build(redis_conn: redis.Redis) -> None:
+    with SlackStandIn(bot_token="xoxb-t") as slack:
+        slack.add_channel("C0RELEASES", "releases")
+        ctx = _ctx(redis_conn, slack)
+        release = _release()
+        release.state = BUILDING
+        release.result("arm64").image_tag = "r.example/edge/hello_arm64:1.2.3"
+        ctx.store.create(release)
+        ctx.store.update(release.release_id, lambda r: r.stage("build").mark(RUNNING))
+        ctx.reporter.ensure_root(release.release_id)
+        rid = release.release_id
+
+        build_report.stage(ctx, rid, "arm64", ("build", RUNNING, ""))
+        build_report.apply(ctx, rid, "arm64")
+        build_report.progress_report(ctx, rid, "arm64", 2, 5)
+        build_report.apply(ctx, rid, "arm64")
+        assert _stage_line(slack, ctx, rid).endswith("· step 2/5")
+
+        build_log.begin(rid, "arm64", Watch(lambda s, t: None, interval=5, max_bytes=1 << 20)).line("Step 5/5 : CMD")
+        build_report.stage(ctx, rid, "arm64", ("build", DONE, "4f2a9c0d12e4"), ("push", RUNNING, ""),
+                           image_id="sha256:" + "4f" * 32)
+        build_report.progress_report(ctx, rid, "arm64", 4, 5)  # late: the build has ended
+        build_report.apply(ctx, rid, "arm64")
+        line = _stage_line(slack, ctx, rid)
+        assert "step" not in line and line.endswith("4f2a9c0d12e4")
+        # a progress a (hostile or confused) build worker wrote into an ended build's report is not painted either
+        key = build_report.report_key("watch", rid, "arm64")
+        report = BuildReport.from_json(redis_conn.get(key))  # type: ignore[arg-type]
+        report.progress, report.seq = [4, 5], report.seq + 1
+        redis_conn.set(key, report.to_json())
+        build_report.apply(ctx, rid, "arm64")
+        assert "step" not in _stage_line(slack, ctx, rid)
+        # the log went with the report that ended the build, and is attached once whatever applies it again
+        files = [m for m in slack.thread("C0RELEASES", ctx.store.require(rid).message_ts) if m.get("files")]
+        assert [f["name"] for m in files for f in m["files"]] == ["hello-1.2.3-arm64-build.log"]
+        assert slack.files()[0]["data"] == b"Step 5/5 : CMD\n"
+        assert redis_conn.get(build_log.log_key("watch", rid, "arm64")) is None
+
+
+def test_a_resumed_build_starts_its_count_again(redis_conn: redis.Redis) -> None:
+    report = BuildReport(steps={"build": ["running", ""]}, progress=[4, 5])
+    report.mark("build", RUNNING, "")
+    assert report.progress == [4, 5]  # a mark alone keeps it; the stage write of a (resumed) build clears it:
+    with SlackStandIn(bot_token="xoxb-t") as slack:
+        slack.add_channel("C0RELEASES", "releases")
+        ctx = _ctx(redis_conn, slack)
+        release = _release()
+        release.release_id = "r-resum3"
+        ctx.store.create(release)
+        build_report.stage(ctx, release.release_id, "arm64", ("build", RUNNING, ""))
+        build_report.progress_report(ctx, release.release_id, "arm64", 4, 5)
+        assert build_report.read(ctx, release.release_id, "arm64").progress == [4, 5]  # type: ignore[union-attr]
+        build_report.stage(ctx, release.release_id, "arm64", ("build", RUNNING, ""))  # attempt 2 starts
+        assert build_report.read(ctx, release.release_id, "arm64").progress == []  # type: ignore[union-attr]
