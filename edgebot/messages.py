@@ -677,6 +677,10 @@ def build_progress_note(step: int, total: int) -> str:
     return f"step {step}/{total}"
 
 
+def is_build_progress_note(note: str) -> bool:
+    return re.fullmatch(r"step \d+/\d+", note) is not None
+
+
 def _file_safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "x"
 

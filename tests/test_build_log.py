@@ -264,5 +264,9 @@ def test_a_resumed_build_starts_its_count_again(redis_conn: redis.Redis) -> None
         build_report.stage(ctx, release.release_id, "arm64", ("build", RUNNING, ""))
         build_report.progress_report(ctx, release.release_id, "arm64", 4, 5)
         assert build_report.read(ctx, release.release_id, "arm64").progress == [4, 5]  # type: ignore[union-attr]
+        build_report.apply(ctx, release.release_id, "arm64")
+        assert ctx.store.require(release.release_id).arch_step("build", "arm64").note == "step 4/5"
         build_report.stage(ctx, release.release_id, "arm64", ("build", RUNNING, ""))  # attempt 2 starts
         assert build_report.read(ctx, release.release_id, "arm64").progress == []  # type: ignore[union-attr]
+        build_report.apply(ctx, release.release_id, "arm64")
+        assert ctx.store.require(release.release_id).arch_step("build", "arm64").note == ""

@@ -239,9 +239,10 @@ def apply(ctx: WorkerContext, release_id: str, arch: str) -> None:
                 res.pinned_image = pinned_reference(res.image_tag.rpartition(":")[0], report.digest)
             r.notes.extend(n for n in report.notes if n not in r.notes)
             build = r.arch_step("build", arch)
-            if report.progress and build.status == RUNNING and (report.steps.get("build") or [""])[0] == RUNNING:
-                note = messages.build_progress_note(*report.progress)  # never over a resumed or ended build's
-                if build.note != note:
+            if build.status == RUNNING and (report.steps.get("build") or [""])[0] == RUNNING:
+                # never over an ended build's note; a resumed build (its count restarted) drops the dead one's step
+                note = messages.build_progress_note(*report.progress) if report.progress else ""
+                if build.note != note and (note or messages.is_build_progress_note(build.note or "")):
                     build.note = note
                     changed.append("build")
         return fan_in(r), changed
