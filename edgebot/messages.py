@@ -691,3 +691,45 @@ def rollback_unconfirmed(release_id: str, *, wanted: int, timeout_ms: int, reque
             "release's thread: if nothing shows up in a minute, send `/edge rollback` again (while the first one is "
             "queued, a second one changes nothing).")
     return Message(text=text, blocks=[section(text)])
+
+
+# -- a build you can watch (issue 14, workers/build_log.py) ------------------------------------------------------
+
+def build_progress_note(step: int, total: int) -> str:
+    """The running build's place, on its arch's line of the build stage message (``⏳ amd64 · 42.0 s · step 3/7``)."""
+    return f"step {step}/{total}"
+
+
+def is_build_progress_note(note: str) -> bool:
+    return re.fullmatch(r"step \d+/\d+", note) is not None
+
+
+def _file_safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "x"
+
+
+def build_log_filename(service: str, version: str, arch: str) -> str:
+    """The name of an arch's build log file in the thread: ``hello-1.2.3-arm64-build.log``."""
+    return f"{_file_safe(service)}-{_file_safe(version)}-{_file_safe(arch)}-build.log"
+
+
+def build_log_title(service: str, version: str, arch: str) -> str:
+    return f"Build log of {service} {version} ({arch})"
+
+
+def build_log_comment(arch: str, *, failed: bool, size: int) -> str:
+    """The comment posted with an arch's build log (Slack's files.completeUploadExternal ``initial_comment``)."""
+    how = "failed" if failed else "built"
+    kib = max(1, round(size / 1024))
+    return (f":page_facing_up: The full build log of `{arch}` ({how}, {kib} KiB, secrets scrubbed); a log over the "
+            "build_log_max_bytes setting keeps its start and end.")
+
+
+def build_log_not_attached(arch: str, why: str) -> Message:
+    """In the thread when Slack refused the build log's upload (the release goes on)."""
+    hint = {"missing_scope": "the Slack app needs the `files:write` scope: reinstall it from "
+                             "deploy/slack-app-manifest.yml",
+            "not_in_channel": "invite the bot to the channel"}.get(why, "the next release tries again")
+    text = (f":warning: The build log of `{escape(arch)}` could not be attached: Slack answered "
+            f"`{escape(why[:60])}`; {hint}. The release is not affected.")
+    return Message(text=clip(text, 3900), blocks=[context(text)])

@@ -10,10 +10,11 @@ with the role's password through ``[redis] password``). The users and what each 
                      scheduler (workers.worker), and they apply the build workers' reports to the records.
 ``edgebot-build``    build workers, which run repository-controlled Dockerfiles next to a Docker daemon: release
                      records *read-only*; writes only to their step-ledger entries and leases, their per-arch build
-                     reports (``<prefix>:build-report:*``) and the RQ keys of build jobs (ids containing
-                     ``-build-``) and build queues (``edgebot-build-*``, which includes the reports queue). They can
-                     neither write a record (quorum, deployment, digest) nor enqueue onto the publish queue, and
-                     they may subscribe to RQ's command channels but never publish on them.
+                     reports (``<prefix>:build-report:*``) and logs (``<prefix>:build-log:*``) and the RQ keys of
+                     build jobs (ids containing ``-build-``) and build queues (``edgebot-build-*``, which includes
+                     the reports queue). They can neither write a record (quorum, deployment, digest) nor enqueue
+                     onto the publish queue, and they may subscribe to RQ's command channels but never publish on
+                     them.
 
 Commands: ``+@all -@dangerous`` (no FLUSHALL, CONFIG, KEYS, ACL, DEBUG, MONITOR, CLIENT KILL…) plus INFO and the
 CLIENT subcommands RQ's worker uses to name its connection; the build role may not PUBLISH either (the bot stops a
@@ -61,6 +62,7 @@ def key_patterns(role: str, prefix: str = "edgebot") -> list[str]:
             # its step-ledger claims: build steps' entries and leases only (edgebot.steps), the shared fence counter
             f"~{prefix}:build-steps:*", f"~{prefix}:lease:*:build-*", f"~{prefix}:fence:*", f"~{prefix}:inflight",
             f"~{prefix}:build-report:*",  # its progress, applied by a publish worker
+            f"~{prefix}:build-log:*",  # the whole (scrubbed) build log, attached to the thread by a publish worker
             f"~{prefix}:metrics:call_errors",
             "~rq:queue:edgebot-build-*", "~rq:queues", "%R~rq:suspended",
             "~rq:job:*-build-*", "~rq:results:*-build-*", "~rq:executions:*-build-*", "~rq:execution:*-build-*",

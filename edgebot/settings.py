@@ -195,6 +195,15 @@ class Settings:
     redis_wait_timeout_ms: int = 1000
     """Milliseconds the bot waits for those replicas; fewer by then: the release is withdrawn and the requester told
     "not queued, send it again" (an approval: told it may be lost in a failover)."""
+    # a build you can watch (issue 14, workers/build_log.py): progress repaints and the full log as a file
+    build_progress_interval: float = 5.0
+    """Seconds between two progress reports ("step N/M") of one arch's build; each is a build report and a repaint
+    of the build stage message (through the shared Slack rate limiter)."""
+    build_log_max_bytes: int = 5 * 1024**2
+    """Bytes of one arch's build log kept for the file attached to the thread; a longer log keeps its head and tail
+    with a marker line where it was cut."""
+    build_log_ttl: int = 24 * 3600
+    """Seconds the build log waits in Redis for a publish worker to attach it to the thread."""
 
     @classmethod
     def load(cls, table: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:

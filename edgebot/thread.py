@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextvars
 import logging
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -31,6 +33,10 @@ from edgebot.settings import Settings
 from edgebot.store import ReleaseStore
 
 log = logging.getLogger(__name__)
+
+
+class _UploadRefused(Exception):
+    """The upload URL answered something else than 200 (the error is the answer's status)."""
 SLACK_FAILURES = (SlackClientError, OSError)
 """What a Slack call can raise: an API error answer, or a network failure (refused, reset, timed out)."""
 
@@ -264,6 +270,33 @@ class ThreadReporter:
             if release.message_ts:
                 self._post_in_thread(release, msg)
 
+    # -- files ----------------------------------------------------------------------------------------------------
+    def attach_file(self, release_id: str, *, filename: str, title: str, content: bytes, comment: str,
+                    on_failure: Callable[[str], messages.Message]) -> None:
+        """Upload ``content`` as a file in the thread (Slack's external upload flow); when Slack refuses, post
+        ``on_failure(error)`` in the thread instead. Never fails the release."""
+        self._submit(("file", release_id, filename),
+                     lambda: self._attach_file(release_id, filename, title, content, comment, on_failure))
+
+    def _attach_file(self, release_id: str, filename: str, title: str, content: bytes, comment: str,
+                     on_failure: Callable[[str], messages.Message]) -> None:
+        release = self.store.require(release_id)
+        if not release.message_ts:
+            return
+        try:
+            self._limit(release, "files.getUploadURLExternal")
+            ticket = self.client.files_getUploadURLExternal(filename=filename, length=len(content))
+            _upload(str(ticket["upload_url"]), content, timeout=self.client.timeout)
+            self._limit(release, "files.completeUploadExternal")
+            self.client.files_completeUploadExternal(
+                files=[{"id": str(ticket["file_id"]), "title": title}], channel_id=release.channel_id,
+                thread_ts=release.message_ts, initial_comment=comment)
+        except (*SLACK_FAILURES, _UploadRefused) as exc:
+            why = str(exc) if isinstance(exc, _UploadRefused) else _why(exc)
+            log.warning("release %s: %s not attached: %s", release_id, filename, why)
+            with self._locked(release_id) as current:
+                self._post_in_thread(current, on_failure(why))
+
     def _limit(self, release: Release, method: str) -> None:
         if self.limiter is not None:
             self.limiter.acquire(release.team_id, method)
@@ -285,3 +318,21 @@ class ThreadReporter:
             self.client.chat_update(channel=release.channel_id, ts=ts, **msg.as_kwargs())
         except SLACK_FAILURES as exc:
             log.warning("release %s: chat.update failed: %s", release.release_id, _why(exc))
+
+
+def _upload(url: str, content: bytes, *, timeout: float) -> None:
+    """POST the file's bytes to the upload URL ``files.getUploadURLExternal`` gave (stdlib: the bot's side of edgebot
+    imports no HTTP client of its own); _UploadRefused unless Slack answers 200."""
+    if not url.startswith(("https://", "http://")):
+        raise _UploadRefused("upload_url_not_http")
+    request = urllib.request.Request(url, data=content, method="POST",
+                                     headers={"Content-Type": "application/octet-stream"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:  # http(s) only, checked above
+            status = answer.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except OSError as exc:  # URLError, timeouts, refused connections
+        raise _UploadRefused(f"upload_failed_{type(exc).__name__}") from None
+    if status != 200:
+        raise _UploadRefused(f"upload_http_{status}")

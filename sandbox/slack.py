@@ -77,6 +77,7 @@ class SlackStandIn:
         port = server.server_address[1]
         self.base_url = f"http://{self._host}:{port}"
         self.api_url = self.base_url + "/api/"
+        self.workspace.upload_base = self.base_url + "/upload/v1/"
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="slack-standin", daemon=True)
         self._thread.start()
@@ -243,6 +244,16 @@ class SlackStandIn:
             self._exchanges.append(copy.deepcopy({"method": "response_url", "args": body, "response": text}))
         return status, text
 
+    def handle_upload(self, key: str, data: bytes) -> tuple[int, str]:
+        """A POST to an upload URL of files.getUploadURLExternal (no token: the URL is the credential)."""
+        status, text = self.workspace.upload(key, data)
+        self._record("upload", status, {"ok": status == 200, "error": None if status == 200 else text}, {})
+        return status, text
+
+    def files(self) -> list[dict[str, Any]]:
+        """Every file of the workspace: ``id``, ``name``, ``title``, ``data`` (bytes), ``completed``, ``shares``."""
+        return self.workspace.files()
+
     def handle_control(self, verb: str, path: str, query: dict[str, str], body: dict[str, Any]) -> tuple[int, Any]:
         """The ``/_standin/…`` endpoints for another process (the demo console)."""
         ws = self.workspace
@@ -337,6 +348,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._api(parts[1], query, raw, content_type)
         elif parts[0] in ("commands", "actions") and len(parts) == 4 and verb == "POST":
             self._response_url("/".join(parts[2:]), raw, content_type)
+        elif parts[:2] == ["upload", "v1"] and len(parts) == 3 and verb == "POST":
+            status, text = self.owner.handle_upload(parts[2], raw)
+            self._send(status, text.encode(), "text/plain; charset=utf-8")
         elif parts[0] == "_standin" and len(parts) == 2:
             try:
                 body = json.loads(raw) if raw else {}

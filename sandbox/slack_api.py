@@ -121,6 +121,10 @@ class Workspace:
         self._response_urls: dict[str, dict[str, Any]] = {}
         self._last_us = 0
         self._ids = itertools.count(1)
+        self.upload_base = ""
+        """Where upload URLs point (sandbox.slack sets its ``/upload/v1/`` URL when it starts)."""
+        self._uploads: dict[str, dict[str, Any]] = {}
+        self._files: dict[str, dict[str, Any]] = {}
         self.add_user(bot_user_id, bot_name, is_bot=True)
         self.methods: dict[str, Callable[[Args], dict[str, Any]]] = {
             "auth.test": self.auth_test,
@@ -133,6 +137,8 @@ class Workspace:
             "users.info": self.users_info,
             "usergroups.users.list": self.usergroups_users_list,
             "views.open": self.views_open,
+            "files.getUploadURLExternal": self.files_get_upload_url_external,
+            "files.completeUploadExternal": self.files_complete_upload_external,
         }
 
     # -- set-up -------------------------------------------------------------------------------------------------
@@ -407,6 +413,89 @@ class Workspace:
         opened["root_view_id"] = opened["id"]
         self._views.append({"user": trigger["user"], "trigger_id": args["trigger_id"], "view": copy.deepcopy(opened)})
         return self._ok({"view": opened})
+
+    # -- files: the external upload flow ---------------------------------------------------------------------------
+    # https://docs.slack.dev/reference/methods/files.getUploadURLExternal and …/files.completeUploadExternal:
+    # get a URL for ``filename`` of ``length`` bytes, POST the bytes to it, then complete the upload, which shares the
+    # file in a channel (or thread). Both methods need the ``files:write`` scope. Modelled strictly: the URL takes one
+    # POST, of exactly ``length`` bytes (raw bytes; multipart is not modelled); a file id completes once, only after
+    # its bytes arrived, and the file shows in the channel/thread only when the upload completes.
+    def _need_scope(self, scope: str) -> None:
+        if scope not in self.scopes:
+            raise ApiError("missing_scope", needed=scope, provided=",".join(sorted(self.scopes)))
+
+    def files_get_upload_url_external(self, args: Args) -> dict[str, Any]:
+        self._need_scope("files:write")
+        _required(args, "filename", "length")
+        try:
+            length = int(str(args["length"]))
+        except ValueError:
+            raise ApiError("invalid_arguments", response_metadata={"messages": [
+                "[ERROR] must be an integer [json-pointer:/length]"]}) from None
+        if length <= 0:
+            raise ApiError("missing_argument")  # Slack's answer to length 0
+        file_id = f"F{next(self._ids):08d}"
+        key = secrets.token_urlsafe(16)
+        self._uploads[key] = {"file_id": file_id, "filename": str(args["filename"]), "length": length,
+                              "state": "waiting"}
+        self._files[file_id] = {"id": file_id, "name": str(args["filename"]), "length": length, "data": None,
+                                "completed": False, "shares": []}
+        return self._ok({"upload_url": f"{self.upload_base}{key}", "file_id": file_id})
+
+    def upload(self, key: str, data: bytes) -> tuple[int, str]:
+        """A POST of a file's bytes to its upload URL: (HTTP status, plain-text answer)."""
+        with self.lock:
+            ticket = self._uploads.get(key)
+            if ticket is None:
+                return 404, "upload_url_not_found"
+            if ticket["state"] != "waiting":
+                return 410, "upload_url_used"
+            ticket["state"] = "used"
+            if len(data) != ticket["length"]:
+                return 400, f"length_mismatch: expected {ticket['length']} bytes, got {len(data)}"
+            self._files[ticket["file_id"]]["data"] = bytes(data)
+            return 200, f"OK - {len(data)}"
+
+    def files_complete_upload_external(self, args: Args) -> dict[str, Any]:
+        self._need_scope("files:write")
+        _required(args, "files")
+        files = _json_arg(args, "files", "invalid_arguments")
+        if not isinstance(files, list) or not files or not all(isinstance(f, dict) and f.get("id") for f in files):
+            raise ApiError("invalid_arguments", response_metadata={"messages": [
+                "[ERROR] must be a non-empty array of objects with an id [json-pointer:/files]"]})
+        thread_ts = args.get("thread_ts") or None
+        if thread_ts and not args.get("channel_id"):
+            raise ApiError("invalid_arguments", response_metadata={"messages": [
+                "[ERROR] thread_ts needs channel_id [json-pointer:/thread_ts]"]})
+        found = [self._files.get(str(f["id"])) for f in files]
+        if any(f is None or f["data"] is None or f["completed"] for f in found):
+            raise ApiError("file_not_found")
+        channel = self._writable_channel(args["channel_id"]) if args.get("channel_id") else None
+        shown = []
+        for entry, record in zip(files, found, strict=True):
+            assert record is not None
+            record["completed"] = True
+            record["title"] = str(entry.get("title") or record["name"])
+            shown.append({"id": record["id"], "name": record["name"], "title": record["title"],
+                          "size": len(record["data"])})
+        if channel is not None:
+            msg = self._add_message(channel["id"], args.get("initial_comment") or "", None, None, thread_ts,
+                                    self.bot_user_id)
+            msg["files"] = copy.deepcopy(shown)
+            for record in found:
+                assert record is not None
+                record["shares"].append({"channel": channel["id"], "ts": msg["ts"], "thread_ts": thread_ts})
+        return self._ok({"files": shown})
+
+    def file(self, file_id: str) -> dict[str, Any] | None:
+        """A file as the workspace holds it (``data``: its bytes; ``completed``; ``shares``), for tests."""
+        with self.lock:
+            found = self._files.get(file_id)
+            return copy.deepcopy(found) if found else None
+
+    def files(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return copy.deepcopy(list(self._files.values()))
 
     # -- response_url --------------------------------------------------------------------------------------------
     def respond(self, key: str, body: dict[str, Any]) -> tuple[int, str]:

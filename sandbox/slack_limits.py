@@ -28,6 +28,8 @@ REAL_TIER_LIMITS: dict[str, tuple[int, float]] = {
     "usergroups.users.list": (20, 60.0),
     "views.open": (100, 60.0),
     "auth.test": (100, 60.0),
+    "files.getUploadURLExternal": (100, 60.0),  # Tier 4
+    "files.completeUploadExternal": (100, 60.0),  # Tier 4
 }
 
 MAX_MESSAGE_BLOCKS = 50

@@ -196,6 +196,8 @@ def test_concurrent_clicks_publish_exactly_once(stack: Stack) -> None:
     from edgebot.jobs import SERIALIZER
 
     job = Job.fetch(Step.PUBLISH.job_id(release_id), connection=stack.redis(), serializer=SERIALIZER)
+    # the job ends after the record does (it still flushes its thread repaints): wait for it, do not race it
+    wait_until(lambda: job.get_status(refresh=True) in ("finished", "failed"), timeout=60, what="the publish job")
     assert job.get_status() == "finished"
 
 

@@ -435,6 +435,8 @@ SCOPES_BY_METHOD = {
     "usergroups_users_list": {"usergroups:read"}, "usergroups_list": {"usergroups:read"},
     "users_info": {"users:read"}, "reactions_add": {"reactions:write"}, "auth_test": set(), "views_open": set(),
     "views_update": set(), "views_push": set(), "chat_getPermalink": set(),
+    "files_getUploadURLExternal": {"files:write"}, "files_completeUploadExternal": {"files:write"},
+    "files_upload_v2": {"files:write"},
 }
 
 
@@ -443,8 +445,9 @@ def _slack_methods_called() -> set[str]:
     found: set[str] = set()
     for package in ("bot", "workers", "edgebot"):
         for path in (ROOT / package).glob("*.py"):
-            found |= set(re.findall(r"\bclient\.((?:chat|conversations|usergroups|users|reactions|auth|views)_\w+)\(",
-                                    path.read_text()))
+            found |= set(re.findall(
+                r"\bclient\.((?:chat|conversations|usergroups|users|reactions|auth|views|files)_\w+)\(",
+                path.read_text()))
     return found
 
 
@@ -452,7 +455,7 @@ def _slack_methods_called() -> set[str]:
 def test_slack_manifest_grants_exactly_the_scopes_edgebot_uses(manifest: str) -> None:
     doc = yaml.safe_load((DEPLOY / manifest).read_text())
     methods = _slack_methods_called()
-    assert {"chat_postMessage", "chat_update", "conversations_info"} <= methods
+    assert {"chat_postMessage", "chat_update", "conversations_info", "files_completeUploadExternal"} <= methods
     unknown = methods - set(SCOPES_BY_METHOD)
     assert not unknown, f"add the scopes of {sorted(unknown)} to SCOPES_BY_METHOD and to the manifests"
     needed = {"commands"} | set().union(*(SCOPES_BY_METHOD[m] for m in methods))

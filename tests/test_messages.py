@@ -17,6 +17,7 @@ from edgebot.release import (
     FAILED_STEP,
     REJECTED,
     ROLLED_BACK,
+    RUNNING,
     SUCCEEDED,
     ArchResult,
     Release,
@@ -314,3 +315,33 @@ def test_many_arches_and_huge_logs_stay_within_limits() -> None:
     release.error_detail = ["y" * 500] * 40
     for msg in (messages.stage_message(release, "build"), messages.summary_message(release)):
         assert all(len(b.get("text", {}).get("text", "")) <= messages.MAX_TEXT for b in msg.blocks)
+
+
+# -- a build you can watch (issue 14) -----------------------------------------------------------------------------
+
+def _building(now: float) -> Release:
+    """amd64 at step 3 of 7 for 42 s, arm64 built: the build stage message a progress report repaints."""
+    release = _release(state="building", ended_at=None)
+    release.stages["build"] = StageState(RUNNING, now - 42, None)
+    release.arch_steps = {"build": {"amd64": StageState(RUNNING, now - 42, None,
+                                                        messages.build_progress_note(3, 7)),
+                                    "arm64": StageState(DONE, now - 42, now - 5, "4f2a9c0d12e4")}}
+    return release
+
+
+WATCH_CASES = {
+    "stage_build_progress": lambda now: messages.stage_message(_building(now), "build"),
+    "build_log_not_attached": lambda now: messages.build_log_not_attached("arm64", "missing_scope"),
+    "build_log_not_attached_other": lambda now: messages.build_log_not_attached("amd64", "upload_http_400"),
+    "build_log_comment_failed": lambda now: messages.Message(
+        text=messages.build_log_comment("arm64", failed=True, size=5 * 1024**2)),
+    "build_log_comment_built": lambda now: messages.Message(
+        text=messages.build_log_comment("amd64", failed=False, size=300)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WATCH_CASES))
+def test_snapshot_of_a_build_you_can_watch(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = T0 + 1000
+    monkeypatch.setattr("edgebot.release.time.time", lambda: now)
+    check_snapshot(name, WATCH_CASES[name](now))

@@ -81,9 +81,13 @@ def test_publish_end_to_end(stack: Stack, tmp_path: Path) -> None:
     assert ack["response_type"] == "ephemeral" and release.release_id in ack["text"]
     assert release.state == "succeeded", (release.error, release.error_detail, stack.log_tail("worker-publish"))
 
-    # the thread: root (edited to the final state), one progress message per stage, the summary
+    # the thread: root (edited to the final state), one progress message per stage, the summary, and (issue 14) each
+    # arch's build log as a file (attached beside the summary: waited for)
+    logs = [f"hello-1.0.0-{arch}-build.log" for arch in ("amd64", "arm64")]
+    wait_until(lambda: sorted(f["name"] for m in stack.slack.thread(CHANNEL_ID, release.message_ts)
+                              for f in m.get("files", [])) == logs, timeout=60, what="both build logs in the thread")
     thread = stack.slack.thread(CHANNEL_ID, release.message_ts)
-    root, replies = thread[0], thread[1:]
+    root, replies = thread[0], [m for m in thread[1:] if not m.get("files")]
     assert "hello 1.0.0 → local" in root["text"] and f"<@{REQUESTER}>" in root["text"]
     assert "published" in root["text"] and root["edits"], "the root reflects the final state"
     assert set(release.progress_ts) == {"source", "build", "push", "sign", "publish"}

@@ -457,3 +457,70 @@ def test_bolt_refuses_bad_signatures_and_stale_timestamps(bolt: tuple[SlackPlatf
     stale = platform.slash_command("publish", user_id=ALICE, channel_id=CH, timestamp=int(time.time()) - 600)
     assert forged.status_code == 401 and stale.status_code == 401
     assert "command" not in seen
+
+
+# -- files: the external upload flow (files.getUploadURLExternal → POST the bytes → files.completeUploadExternal) ---
+
+def _api_error(call: Callable[[], Any]) -> str:
+    with pytest.raises(SlackApiError) as info:
+        call()
+    return str(info.value.response["error"])
+
+
+def test_an_uploaded_file_shows_in_the_thread_only_after_complete_and_through_files_upload_v2(
+        standin: SlackStandIn) -> None:
+    client = WebClient(token=TOKEN, base_url=standin.api_url)
+    root = client.chat_postMessage(channel=CH, text="release")["ts"]
+    data = b"Step 1/2 : FROM busybox\nStep 2/2 : RUN true\n"
+    ticket = client.files_getUploadURLExternal(filename="hello-1.2.3-amd64-build.log", length=len(data))
+    assert httpx.post(ticket["upload_url"], content=data).status_code == 200
+    assert not [m for m in standin.thread(CH, root) if m.get("files")]  # uploaded, not yet shared
+    client.files_completeUploadExternal(files=[{"id": ticket["file_id"], "title": "Build log"}], channel_id=CH,
+                                        thread_ts=root, initial_comment="the log")
+    shared = [m for m in standin.thread(CH, root) if m.get("files")]
+    assert [(m["text"], m["files"][0]["id"], m["thread_ts"]) for m in shared] == [("the log", ticket["file_id"], root)]
+    assert standin.workspace.file(ticket["file_id"])["data"] == data  # type: ignore[index]
+    # slack_sdk's own wrapper of the same three calls works against it too
+    client.files_upload_v2(content=data, filename="again.log", channel=CH, thread_ts=root, initial_comment="v2")
+    assert [m["text"] for m in standin.thread(CH, root) if m.get("files")] == ["the log", "v2"]
+
+
+def test_the_upload_flow_refuses_what_slack_refuses(standin: SlackStandIn) -> None:
+    client = WebClient(token=TOKEN, base_url=standin.api_url)
+    root = client.chat_postMessage(channel=CH, text="release")["ts"]
+    # required arguments, a token
+    assert _api_error(lambda: client.api_call("files.getUploadURLExternal", params={"filename": "a.log"})) \
+        == "invalid_arguments"
+    assert _api_error(lambda: client.files_getUploadURLExternal(filename="a.log", length=0)) == "missing_argument"
+    anonymous = httpx.post(standin.api_url + "files.getUploadURLExternal", data={"filename": "a.log", "length": 3})
+    assert anonymous.json()["error"] == "not_authed"
+    # the byte count must be the announced length; the URL takes one POST
+    ticket = client.files_getUploadURLExternal(filename="a.log", length=10)
+    assert httpx.post(ticket["upload_url"], content=b"0123456789-too-long").status_code == 400
+    assert httpx.post(ticket["upload_url"], content=b"0123456789").status_code == 410  # used up
+    assert _api_error(lambda: client.files_completeUploadExternal(
+        files=[{"id": ticket["file_id"]}], channel_id=CH, thread_ts=root)) == "file_not_found"
+    # complete before the bytes arrived, and twice
+    early = client.files_getUploadURLExternal(filename="b.log", length=3)
+    assert _api_error(lambda: client.files_completeUploadExternal(
+        files=[{"id": early["file_id"]}], channel_id=CH)) == "file_not_found"
+    assert httpx.post(early["upload_url"], content=b"abc").status_code == 200
+    assert _api_error(lambda: client.files_completeUploadExternal(
+        files=[{"id": early["file_id"]}], channel_id=NOBOT)) == "not_in_channel"
+    client.files_completeUploadExternal(files=[{"id": early["file_id"]}], channel_id=CH, thread_ts=root)
+    assert _api_error(lambda: client.files_completeUploadExternal(
+        files=[{"id": early["file_id"]}], channel_id=CH)) == "file_not_found"
+    assert len([m for m in standin.thread(CH, root) if m.get("files")]) == 1
+    # both methods need files:write (an app installed from a manifest without it)
+    standin.workspace.scopes = standin.workspace.scopes - {"files:write"}
+    with pytest.raises(SlackApiError) as info:
+        client.files_getUploadURLExternal(filename="c.log", length=3)
+    assert (info.value.response["error"], info.value.response["needed"]) == ("missing_scope", "files:write")
+
+
+def test_the_shipped_manifests_grant_files_write() -> None:
+    from sandbox.slack_api import manifest_scopes
+
+    root = Path(__file__).resolve().parent.parent / "deploy"
+    for name in ("slack-app-manifest.yml", "slack-app-manifest.socket-mode.yml"):
+        assert "files:write" in manifest_scopes(root / name), name

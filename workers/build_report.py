@@ -27,11 +27,11 @@ from typing import Any
 
 import redis
 
-from edgebot import smoke
+from edgebot import messages, smoke
 from edgebot.errors import ReleaseEnded
 from edgebot.jobs import Step, enqueue_step
 from edgebot.release import DONE, RUNNING, SKIPPED, Release, StageStatus
-from workers import progress
+from workers import build_log, progress
 from workers.context import WorkerContext
 from workers.images import pinned_reference
 from workers.trust import SecurityCheckFailed
@@ -60,6 +60,8 @@ class BuildReport:
     """The attempt of a build step the reaper resumed (its apply job says so in the thread, once)."""
     smoke: dict[str, Any] = field(default_factory=dict)
     """The passed smoke run of the built image (edgebot.smoke.SmokeResult.to_report; {}: none configured)."""
+    progress: list[int] = field(default_factory=list)
+    """``[step, total]`` of the running build (workers.build_log); [] before the first step."""
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> BuildReport:
@@ -85,8 +87,10 @@ def read(ctx: WorkerContext, release_id: str, arch: str) -> BuildReport | None:
 
 # -- the build worker's side ---------------------------------------------------------------------------------------
 
-def write(ctx: WorkerContext, release_id: str, arch: str, change: Callable[[BuildReport], None]) -> BuildReport:
+def write(ctx: WorkerContext, release_id: str, arch: str, change: Callable[[BuildReport], None], *,
+          log: bytes | None = None) -> BuildReport:
     """Apply ``change`` to the arch's report and enqueue its apply job, in one MULTI fenced by the step's lease.
+    ``log``: the build's whole log (workers.build_log), stored with the report for the publish worker to attach.
     Raises ReleaseEnded (writing nothing) when the release has ended, LeaseLost when the lease is gone."""
     if ctx.store.require(release_id).is_final:
         raise ReleaseEnded(f"release {release_id} ended while its {arch} build ran")
@@ -105,6 +109,9 @@ def write(ctx: WorkerContext, release_id: str, arch: str, change: Callable[[Buil
                 report.token = ctx.lease.token if ctx.lease is not None else 0
                 pipe.multi()
                 pipe.set(key, report.to_json(), ex=max(1, settings.release_ttl))
+                if log is not None:
+                    pipe.set(build_log.log_key(settings.key_prefix, release_id, arch), log,
+                             ex=max(1, settings.build_log_ttl))
                 enqueue_step(ctx.redis, settings, Step.APPLY_BUILD_REPORT, release_id, arch, str(report.seq),
                              pipe=pipe)
                 pipe.execute()
@@ -120,10 +127,24 @@ def stage(ctx: WorkerContext, release_id: str, arch: str, *marks: tuple[str, Sta
     def change(report: BuildReport) -> None:
         for name, status, note in marks:
             report.mark(name, status, note)
+            if name == "build":
+                report.progress = []  # a (resumed) build starts counting again; an ended one shows no step
         report.image_id = report.image_id or found.get("image_id", "")
         report.digest = report.digest or found.get("digest", "")
         report.smoke = report.smoke or dict(found.get("smoke") or {})
         report.notes.extend(n for n in found.get("notes", ()) if n not in report.notes)
+
+    built = any(name == "build" and status == DONE for name, status, _ in marks)
+    return write(ctx, release_id, arch, change, log=build_log.take(release_id, arch) if built else None)
+
+
+def progress_report(ctx: WorkerContext, release_id: str, arch: str, step: int, total: int) -> BuildReport:
+    """Report that the running build is at step ``step`` of ``total`` (workers.build_log.Watch, throttled). A report
+    whose build has ended already (built or failed) is left as it is."""
+
+    def change(report: BuildReport) -> None:
+        if (report.steps.get("build") or [""])[0] == RUNNING and not report.failure:
+            report.progress = [step, total]
 
     return write(ctx, release_id, arch, change)
 
@@ -138,7 +159,7 @@ def fail_build(arch: str) -> Callable[[WorkerContext, str, str, list[str] | None
             report.failure_detail = report.failure_detail or list(detail or [])
 
         with contextlib.suppress(ReleaseEnded):  # cancelled meanwhile: nothing to report
-            write(ctx, release_id, arch, change)
+            write(ctx, release_id, arch, change, log=build_log.take(release_id, arch))
 
     return fail
 
@@ -154,6 +175,9 @@ def _bound(report: BuildReport, log_lines: int, smoke_lines: int = 15) -> None:
     report.failure_detail = [str(line)[:NOTE_MAX] for line in report.failure_detail[-max(1, log_lines):]]
     result = smoke.bounded(report.smoke, smoke_lines)
     report.smoke = result.to_report() if result is not None else {}
+    shown = report.progress if isinstance(report.progress, list) and len(report.progress) == 2 else []
+    report.progress = [int(x) for x in shown] if all(type(x) is int for x in shown) and shown \
+        and 1 <= shown[0] <= shown[1] <= build_log.MAX_STEPS else []
 
 
 def fan_in(r: Release) -> bool:
@@ -180,6 +204,7 @@ def apply(ctx: WorkerContext, release_id: str, arch: str) -> None:
         return
     _bound(report, ctx.config.settings.build_log_lines, ctx.config.settings.smoke_log_lines)
     if report.failure:
+        build_log.attach(ctx, release_id, arch, failed=True)
         progress.fail(ctx, release_id, report.failure, report.failure_detail)
         return
     if report.digest and not DIGEST.fullmatch(report.digest):
@@ -213,6 +238,13 @@ def apply(ctx: WorkerContext, release_id: str, arch: str) -> None:
                 res.digest = report.digest
                 res.pinned_image = pinned_reference(res.image_tag.rpartition(":")[0], report.digest)
             r.notes.extend(n for n in report.notes if n not in r.notes)
+            build = r.arch_step("build", arch)
+            if build.status == RUNNING and (report.steps.get("build") or [""])[0] == RUNNING:
+                # never over an ended build's note; a resumed build (its count restarted) drops the dead one's step
+                note = messages.build_progress_note(*report.progress) if report.progress else ""
+                if build.note != note and (note or messages.is_build_progress_note(build.note or "")):
+                    build.note = note
+                    changed.append("build")
         return fan_in(r), changed
 
     def then(r: Release, decided: tuple[bool, list[str]] | None, pipe: Any) -> None:
@@ -224,6 +256,17 @@ def apply(ctx: WorkerContext, release_id: str, arch: str) -> None:
         progress.say_resumed(ctx, release_id, step, attempt)
     for name in dict.fromkeys(changed):
         ctx.reporter.stage(release_id, name)
+    if (report.steps.get("build") or [""])[0] == DONE:
+        build_log.attach(ctx, release_id, arch, failed=False)
     if completed:
         ctx.reporter.stage(release_id, "build")
         ctx.reporter.stage(release_id, "push")
+
+
+def watch(ctx: WorkerContext, release_id: str, arch: str) -> build_log.Watch:
+    """The watch of the build of ``release_id``/``arch`` about to run on this build worker: progress goes out as
+    build reports (throttled by ``settings.build_progress_interval``), the log is kept for the report that ends it."""
+    settings = ctx.config.settings
+    return build_log.begin(release_id, arch, build_log.Watch(
+        lambda step, total: progress_report(ctx, release_id, arch, step, total),
+        interval=settings.build_progress_interval, max_bytes=settings.build_log_max_bytes))

@@ -92,11 +92,12 @@ class BuildahBuilder:
     def build(self, *, context_dir: Path, dockerfile: str, tag: str, arch: str, root: Path,
               labels: dict[str, str] | None = None, log_lines: int = 40, limits: BuildLimits | None = None,
               build_args: dict[str, str] | None = None, secrets: dict[str, str] | None = None,
-              pull: bool = False, cache: str = "") -> BuiltImage:
+              pull: bool = False, cache: str = "", on_line: Callable[[str], None] | None = None) -> BuiltImage:
         """Build ``dockerfile`` of ``context_dir`` for ``arch`` as ``tag`` in this worker's store.
 
         ``secrets``: id → value, mounted by ``RUN --mount=type=secret,id=…``; never in a layer, argv or the log.
         ``cache``: a registry repository for ``--cache-from``/``--cache-to`` ("" for the local layers only).
+        ``on_line``: called with every (scrubbed) output line (workers.build_log: progress and the whole log).
         Raises :class:`BuildFailed` (with the log tail) or :class:`WrongArchitecture`."""
         platform = GO_ARCH_TO_PLATFORM.get(arch)
         if platform is None:
@@ -125,7 +126,7 @@ class BuildahBuilder:
             argv += self._registry_flags(private, scrub)
             argv.append(str(staging))
             mismatches: list[str] = []
-            ok, tail = self._run(argv, log_lines, scrub, mismatches)
+            ok, tail = self._run(argv, log_lines, scrub, mismatches, on_line)
             if not ok:
                 raise BuildFailed(_failure(tail, "the build failed"), tail)
             image_id = (private / "iid").read_text().strip()
@@ -191,7 +192,8 @@ class BuildahBuilder:
         return flags
 
     def _run(self, args: Sequence[str], log_lines: int, scrub: list[str],
-             mismatches: list[str] | None = None) -> tuple[bool, list[str]]:
+             mismatches: list[str] | None = None,
+             on_line: Callable[[str], None] | None = None) -> tuple[bool, list[str]]:
         """Run buildah with ``args``; returns (exit code 0, the last ``log_lines`` lines, scrubbed). ``mismatches``
         collects the arch of every image buildah warned is not of the platform asked for (read from every line, not
         only the tail)."""
@@ -231,10 +233,15 @@ class BuildahBuilder:
                 *lines, buffer = buffer.split(b"\n")
                 cleaned = [_clean(line, hide) for line in lines if line.strip()]
                 tail.extend(cleaned)
+                if on_line is not None:
+                    for line in cleaned:
+                        on_line(line)
                 if mismatches is not None:
                     mismatches += [m.group(1) for m in map(_MISMATCH_RE.search, cleaned) if m]
             if buffer.strip():
                 tail.append(_clean(buffer, hide))
+                if on_line is not None:
+                    on_line(tail[-1])
         process.stdout.close()
         return process.wait() == 0, list(tail)
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from edgebot.config import RegistryConfig, ServiceConfig
 from edgebot.errors import StepFailed
 from workers import smoke_run
+from workers.build_log import Watch
 from workers.buildah import BuildahBuilder, BuildahOptions, RegistryAccess, cert_dir
 from workers.images import BuildLimits, BuiltImage, build_image, credentials_refused, push_guarded, push_image
 from workers.registries import before_push, certs_d_path, token_expiry_note
@@ -53,6 +54,8 @@ class BuildRequest:
     labels: dict[str, str] = field(default_factory=dict)
     log_lines: int = 25
     limits: BuildLimits = BuildLimits()
+    watch: Watch | None = None
+    """Sees every output line: "step N/M" progress and the whole log (workers.build_log)."""
 
 
 class Builder(Protocol):
@@ -99,6 +102,7 @@ class EngineBuilder:
         return build_image(self.client, context_dir=request.context_dir, dockerfile=request.dockerfile,
                            tag=request.tag, arch=request.arch, labels=request.labels, log_lines=request.log_lines,
                            root=request.root, limits=request.limits, pull=inputs.pull,
+                           on_line=request.watch.line if request.watch is not None else None,
                            build_args=inputs.build_args(version=request.version, arch=request.arch,
                                                         commit=request.commit))
 
@@ -172,12 +176,15 @@ class BuildahBuilderAdapter:
     def build(self, request: BuildRequest) -> BuiltImage:
         inputs = self.service.build
         secrets = {sid: self.ctx.resolver.resolve(ref).reveal() for sid, ref in inputs.secrets}
+        if request.watch is not None:
+            request.watch.hide(secrets.values())  # buildah scrubs them too; the log file is scrubbed again
         repository = request.tag.rpartition(":")[0]
         return self.buildah.build(
             context_dir=request.context_dir, dockerfile=request.dockerfile, tag=request.tag, arch=request.arch,
             root=request.root, labels=request.labels, log_lines=request.log_lines, limits=request.limits,
             build_args=inputs.build_args(version=request.version, arch=request.arch, commit=request.commit),
-            secrets=secrets, pull=inputs.pull, cache=inputs.cache_repository(repository))
+            secrets=secrets, pull=inputs.pull, cache=inputs.cache_repository(repository),
+            on_line=request.watch.line if request.watch is not None else None)
 
     def before_push(self) -> list[str]:
         """buildah trusts the registry's CA through ``--cert-dir``: only the token's expiry is worth a note."""

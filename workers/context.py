@@ -65,7 +65,10 @@ class WorkerContext:
         token = self.resolver.resolve(self.config.slack.bot_token).reveal()
         st = self.config.settings
         limiter = SlackRateLimiter(self.redis, burst=st.slack_burst, prefix=st.key_prefix, per_minute={
-            "chat.update": st.slack_update_per_minute, "chat.postMessage": st.slack_post_per_minute})
+            "chat.update": st.slack_update_per_minute, "chat.postMessage": st.slack_post_per_minute,
+            # a build log file is a post in the thread (workers.build_log): its two calls count like posts
+            "files.getUploadURLExternal": st.slack_post_per_minute,
+            "files.completeUploadExternal": st.slack_post_per_minute})
         return ThreadReporter(slack_client(token, self.config.slack.api_url, st), self.store, background=True,
                               limiter=limiter)
 

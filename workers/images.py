@@ -177,12 +177,13 @@ def _error_text(entry: dict[str, Any]) -> str | None:
 def build_image(client: docker.DockerClient, *, context_dir: Path, dockerfile: str, tag: str, arch: str,
                 labels: dict[str, str] | None = None, log_lines: int = 40, root: Path | None = None,
                 limits: BuildLimits | None = None, build_args: dict[str, str] | None = None,
-                pull: bool = False) -> BuiltImage:
+                pull: bool = False, on_line: Callable[[str], None] | None = None) -> BuiltImage:
     """Build ``dockerfile`` in ``context_dir`` for ``arch`` (a Go arch name) as ``tag``; check the result's arch.
 
     ``root``: the checkout the context must stay inside (default: ``context_dir`` itself). ``limits``: what the
     build's containers may use (default: :class:`BuildLimits`' defaults, no network). ``build_args``: the
     Dockerfile's ``ARG`` values. ``pull``: look for a newer base image (False: the Engine's own, as before).
+    ``on_line``: called with every line of the build's output (workers.build_log: progress and the whole log).
     Raises :class:`BuildFailed` (with the log tail; also for a context refused by :func:`build_context`) or
     :class:`WrongArchitecture`.
     """
@@ -199,14 +200,14 @@ def build_image(client: docker.DockerClient, *, context_dir: Path, dockerfile: s
             "labels": all_labels, "container_limits": limits.container_limits(),
             "network_mode": limits.network_mode or None, "buildargs": build_args or None, "pull": pull,
         }
-        image_id, used_cache = _build(client, tail, nocache=False, **options)
+        image_id, used_cache = _build(client, tail, on_line, nocache=False, **options)
         actual = _architecture(client, tag)
         if actual != arch and used_cache:
             # the cache ignores the platform: steps built for another arch were reused. Build them afresh once.
             tail.append(f"[edgebot] image came out {actual or 'without an arch'} from cached steps; rebuilding "
                         f"for {arch} without the cache")
             context.seek(0)
-            image_id, _ = _build(client, tail, nocache=True, **options)
+            image_id, _ = _build(client, tail, on_line, nocache=True, **options)
             actual = _architecture(client, tag)
     if actual != arch:
         raise WrongArchitecture(expected=arch, actual=actual)
@@ -315,7 +316,8 @@ def build_context(checkout: Path, context_dir: Path, dockerfile: str, *,
         yield handle
 
 
-def _build(client: docker.DockerClient, tail: deque[str], **options: Any) -> tuple[str, bool]:
+def _build(client: docker.DockerClient, tail: deque[str], on_line: Callable[[str], None] | None,
+           **options: Any) -> tuple[str, bool]:
     """Run one build, feeding ``tail``; returns ``(image id or "", whether any step came from the cache)``."""
     image_id, used_cache = "", False
     try:
@@ -323,6 +325,9 @@ def _build(client: docker.DockerClient, tail: deque[str], **options: Any) -> tup
         for entry in stream:
             lines = list(_lines(entry))
             tail.extend(lines)
+            if on_line is not None:
+                for line in lines:
+                    on_line(line)
             used_cache = used_cache or any(line.strip() == "---> Using cache" for line in lines)
             error = _error_text(entry)
             if error is not None:

@@ -291,6 +291,7 @@ def build(ctx: WorkerContext, release_id: str, arch: str) -> None:
                     root=tree,  # context, Dockerfile and .dockerignore must resolve inside the checkout
                     limits=BuildLimits.from_settings(ctx.config.settings),
                     version=release.version, commit=release.commit_sha,
+                    watch=build_report.watch(ctx, release_id, arch),  # issue 14: "step N/M" and the whole log
                 ))
             image_id = built.image_id
             # issue 14: the catalog's smoke command in the image, for its platform, before anything is pushed
