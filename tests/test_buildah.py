@@ -122,7 +122,11 @@ def test_cache_mount_dockerfile_builds_and_pushes(make_builder: Callable[..., Bu
     assert registry.manifest("edge/bud_cache", digest, user="puller")[0] == digest
 
 
-def test_secret_is_in_no_layer_and_not_in_the_log(make_builder: Callable[..., BuildahBuilder], tmp_path: Path) -> None:
+def test_secret_is_in_no_layer_and_not_in_the_log(make_builder: Callable[..., BuildahBuilder], tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    temp = tmp_path / "tmp"  # this test's own temp dir: another process's edgebot-buildah-* in /tmp is not ours
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     value = "tok-" + secrets.token_hex(16)
     dockerfile = """\
 FROM scratch
@@ -132,10 +136,9 @@ RUN --mount=type=secret,id=api_token ["/bin/busybox", "sh", "-c", \
 /bin/busybox wc -c < /run/secrets/api_token > /etc/len"]
 """
     builder = make_builder()
-    before = set(Path(tempfile.gettempdir()).glob("edgebot-buildah-*"))
     built = builder.build(context_dir=_context(tmp_path, dockerfile), root=tmp_path / "ctx", dockerfile="Dockerfile",
                           tag="localhost/edgebot-test/secret:1", arch="amd64", secrets={"api_token": value})
-    assert set(Path(tempfile.gettempdir()).glob("edgebot-buildah-*")) <= before, "the secret's temp dir is gone"
+    assert not list(temp.glob("edgebot-buildah-*")), "the secret's temp dir is gone"
     assert "***" in "\n".join(built.log_tail), "the RUN step printed the secret; the log shows it scrubbed"
     assert not any(value in line for line in built.log_tail)
     blobs = _blobs(builder, built.tag, tmp_path)
