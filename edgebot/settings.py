@@ -185,6 +185,16 @@ class Settings:
     """Processes the smoke run's container may have at once; 0: no limit."""
     smoke_log_lines: int = 15
     """The smoke run's last output lines kept for the approval card and a failure's thread message."""
+    # -- audit trail (edgebot/audit.py, workers/audit_ship.py; docs/production.md, "Audit trail") ----------------
+    audit_stream_max: int = 100_000
+    """About how many audit entries the Redis stream ``<prefix>:audit`` keeps (XADD MAXLEN ~): the buffer between an
+    action and the sink. The sink is what users keep; entries trimmed before they were shipped are lost."""
+    audit_batch: int = 500
+    """Audit lines the shipper reads and sends to the sink at once (one NDJSON POST for an HTTP sink)."""
+    audit_http_timeout: float = 10.0
+    """Seconds one POST to an HTTP audit sink may take before it counts as failed (and is retried)."""
+    audit_http_retries: int = 3
+    """Retries of a POST that failed with a 5xx or a timeout, in one shipping pass (then the next pass tries again)."""
 
     @classmethod
     def load(cls, table: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:

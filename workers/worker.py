@@ -192,6 +192,12 @@ class EdgebotWorker(Worker):
                 reap(self.connection, self.edgebot_settings)
             except Exception:  # a reaper bug must never stop the worker; the next pass retries
                 self.log.exception("the reaper failed")
+            from workers.audit_ship import ship_with_worker_context
+
+            try:  # the audit trail to its sink (edgebot.audit): at-least-once, from where the last pass stopped
+                ship_with_worker_context(self.connection, self.edgebot_settings)
+            except Exception:
+                self.log.exception("shipping the audit trail failed")
 
 
 def _preload(arches: list[str], publish: bool = False) -> None:

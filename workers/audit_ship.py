@@ -1,0 +1,186 @@
+"""Ship the audit stream to the sink users keep: a file, stdout or an HTTP endpoint (edgebot.audit).
+
+Publish workers run :func:`ship` in their loop, next to the reaper (workers.worker), every
+``settings.reaper_interval`` seconds. A pass takes a short lock (one shipper at a time), reads the stream entries after
+the last shipped id (``<prefix>:audit-shipped``), hands them to the sink as one batch of JSON lines, and records the
+batch's last id only once the sink accepted it. A sink that fails leaves the id where it was: the next pass sends the
+same lines again (at-least-once). Each line's ``id`` is its stream id, stable and increasing, so a consumer dedupes by
+it.
+
+Sinks:
+
+* ``file:/path``: appended (``O_APPEND``) and fsynced before the id moves; created ``0600``.
+* ``stdout``: one line each, flushed (a container's log collector keeps them).
+* ``https://…``: one POST of the batch as NDJSON (``application/x-ndjson``), with ``Authorization`` from
+  ``audit.auth_header`` if set; 2xx accepts, 5xx and timeouts are retried (``settings.audit_http_retries``), any other
+  answer refuses the batch, logged with the status (never the header). Plain http only to a loopback address.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from typing import Any, Protocol
+
+import httpx
+import redis
+
+from edgebot import audit
+from edgebot.audit import AuditConfig
+from edgebot.errors import SecretUnavailable
+from edgebot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# KEYS[1] shipped id, KEYS[2] ship lock; ARGV[1] new id, ARGV[2] lock token -> 1 moved
+_MOVE = """
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
+_UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+class SinkError(Exception):
+    """The sink did not take the batch (the message says why; it never holds a secret)."""
+
+
+class Sink(Protocol):
+    def write(self, lines: list[str]) -> None: ...
+
+
+class FileSink:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def write(self, lines: list[str]) -> None:
+        data = "".join(line + "\n" for line in lines).encode()
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise SinkError(f"cannot open the audit file {self.path}: {exc.strerror}") from None
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError as exc:
+            raise SinkError(f"cannot append to the audit file {self.path}: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+
+
+class StdoutSink:
+    def write(self, lines: list[str]) -> None:
+        try:
+            sys.stdout.write("".join(line + "\n" for line in lines))
+            sys.stdout.flush()
+        except OSError as exc:
+            raise SinkError(f"cannot write audit lines to stdout: {exc.strerror}") from None
+
+
+class HttpSink:
+    def __init__(self, url: str, settings: Settings, authorization: str | None = None,
+                 client: httpx.Client | None = None) -> None:
+        problem = audit.http_problem(url)
+        if problem:
+            raise SinkError(problem)
+        self.url, self.settings, self.authorization = url, settings, authorization
+        self.client = client or httpx.Client(timeout=settings.audit_http_timeout, follow_redirects=False)
+
+    def write(self, lines: list[str]) -> None:
+        headers = {"Content-Type": "application/x-ndjson"}
+        if self.authorization:
+            headers["Authorization"] = self.authorization
+        body = "".join(line + "\n" for line in lines).encode()
+        attempts = max(0, self.settings.audit_http_retries) + 1
+        last = ""
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(min(5.0, 0.2 * 2**attempt))
+            try:
+                response = self.client.post(self.url, content=body, headers=headers)
+            except httpx.TimeoutException:
+                last = f"the audit endpoint {self.url} did not answer within {self.settings.audit_http_timeout:g} s"
+                continue
+            except httpx.HTTPError as exc:
+                last = f"cannot reach the audit endpoint {self.url}: {type(exc).__name__}"
+                continue
+            if 200 <= response.status_code < 300:
+                return
+            if response.status_code >= 500:
+                last = f"the audit endpoint {self.url} answered HTTP {response.status_code}"
+                continue
+            hint = " (check audit.auth_header)" if response.status_code in (401, 403) else ""
+            raise SinkError(f"the audit endpoint {self.url} refused {len(lines)} line(s): HTTP "
+                            f"{response.status_code}{hint}; they stay in Redis and are sent again next pass")
+        raise SinkError(f"{last}; {len(lines)} line(s) stay in Redis and are sent again next pass")
+
+
+def sink_for(config: AuditConfig, settings: Settings, authorization: str | None = None) -> Sink:
+    if config.kind == "file":
+        return FileSink(config.target)
+    if config.kind == "stdout":
+        return StdoutSink()
+    return HttpSink(config.target, settings, authorization)
+
+
+def ship(connection: redis.Redis, settings: Settings, sink: Sink) -> int:
+    """Send every entry after the last shipped id to ``sink``; return how many lines it accepted. Raises
+    :class:`SinkError` (after recording what was shipped before) when the sink refuses a batch."""
+    prefix = settings.key_prefix
+    lock, token = audit.ship_lock_key(prefix), uuid.uuid4().hex
+    if not connection.set(lock, token, nx=True, ex=max(30, int(settings.audit_http_timeout * 10))):
+        return 0  # another worker is shipping now
+    shipped = 0
+    try:
+        while True:
+            raw = connection.get(audit.shipped_key(prefix))
+            after = raw.decode() if isinstance(raw, bytes) else (raw or "0-0")
+            entries: list[Any] = connection.xrange(audit.stream_key(prefix), min=f"({after}", max="+",  # type: ignore[assignment]
+                                                   count=max(1, settings.audit_batch))
+            if not entries:
+                return shipped
+            lines = [_line(entry_id, fields) for entry_id, fields in entries]
+            sink.write(lines)
+            last = entries[-1][0]
+            last = last.decode() if isinstance(last, bytes) else str(last)
+            if not connection.eval(_MOVE, 2, audit.shipped_key(prefix), lock, last, token):
+                return shipped  # the lock expired under a slow sink: another pass ships from here (at-least-once)
+            shipped += len(lines)
+            if len(entries) < max(1, settings.audit_batch):
+                return shipped
+    finally:
+        connection.eval(_UNLOCK, 1, lock, token)
+
+
+def _line(entry_id: bytes | str, fields: dict[Any, Any]) -> str:
+    """The entry as a line: its stored JSON with the stream id first, as ``id``."""
+    eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    raw = fields.get(audit.FIELD.encode(), fields.get(audit.FIELD, b"{}"))
+    body = json.loads(raw)
+    return json.dumps({"id": eid, **body}, separators=(",", ":"), sort_keys=False)
+
+
+def ship_with_worker_context(connection: redis.Redis, settings: Settings) -> int:
+    """The worker loop's pass: ship to this worker's configured sink (nothing without ``[audit]``); a sink failure
+    is logged once per pass, never raised."""
+    from workers import context
+
+    ctx = context.current()
+    config = ctx.config.audit
+    if config is None:
+        return 0
+    try:
+        authorization = ctx.resolver.resolve(config.auth_header).reveal() if config.auth_header else None
+        return ship(connection, settings, sink_for(config, settings, authorization))
+    except (SinkError, SecretUnavailable) as exc:
+        log.warning("audit lines not shipped: %s", exc)
+        return 0
+
+
+__all__ = ["FileSink", "HttpSink", "Sink", "SinkError", "StdoutSink", "ship", "ship_with_worker_context", "sink_for"]
