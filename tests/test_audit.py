@@ -8,7 +8,6 @@ import json
 import os
 import stat
 import threading
-import time
 import tomllib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,7 +24,7 @@ from edgebot.release import CANCELLED, Approval, ArchResult, Decision, Release, 
 from edgebot.settings import Settings
 from edgebot.store import ReleaseStore
 from tests.minimal_config import minimal_config
-from workers.audit_ship import FileSink, HttpSink, SinkError, ship
+from workers.audit_ship import FileSink, HttpSink, SinkError, StdoutSink, ship
 
 SECRETS = {
     "deployment_signature": "SIGBODY-3f9a0c77d1e24b5f8a6e",
@@ -277,4 +276,11 @@ def test_one_shipper_at_a_time(redis_conn: redis.Redis) -> None:
     assert ship(redis_conn, settings, sink) == 0 and sink.lines == []
     redis_conn.delete(audit.ship_lock_key("edgebot"))
     assert ship(redis_conn, settings, sink) == 1
-    assert time.time() > 0
+
+
+def test_stdout_sink_writes_one_line_each(redis_conn: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
+    ReleaseStore(redis_conn).create(_release("r-out001"))
+    assert ship(redis_conn, Settings(), StdoutSink()) == 1
+    (printed,) = capsys.readouterr().out.splitlines()
+    assert json.loads(printed)["action"] == "publish.requested"
+    assert SECRETS["command_text"] not in printed and SECRETS["intake_seal"] not in printed
