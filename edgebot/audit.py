@@ -38,8 +38,9 @@ FIELD = "line"
 """The stream entry's one field: the line's JSON (without its ``id``, which is the entry's stream id)."""
 
 ACTIONS = ("publish.requested", "deploy.requested", "rollback.requested", "approval.approved", "approval.rejected",
-           "approval.expired", "rollback.approved", "rollback.rejected", "release.cancelled", "publish.completed",
-           "publish.failed", "deploy.failed", "rollout.started", "release.succeeded", "rollback.completed")
+           "approval.expired", "rollback.approved", "rollback.rejected", "rollback.expired", "release.cancelled",
+           "publish.completed", "publish.failed", "deploy.failed", "rollout.started", "release.succeeded",
+           "rollback.completed")
 """Every action a line may name."""
 
 
@@ -151,6 +152,8 @@ def actions(before: Release | None, after: Release) -> list[tuple[str, dict[str,
             found.append(("publish.completed", {}))
         elif what == "rollout":
             found.append(("rollout.started", {}))
+        elif what == "rollback_request_expired":
+            found.append(("rollback.expired", {}))
         elif what == "rolled_back":
             found.append(("rollback.completed", {"user_id": event.get("by", "")}))
     if before is not None and after.state != before.state:

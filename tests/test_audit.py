@@ -8,6 +8,7 @@ import json
 import os
 import stat
 import threading
+import time
 import tomllib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -114,6 +115,32 @@ def test_the_store_writes_the_line_with_the_action_and_never_without_it(redis_co
     with pytest.raises(ReleaseEnded):  # an aborted write (nothing written) leaves no line either
         store.update("r-aud001", cancel, active=True)
     assert [e["action"] for e in _entries(redis_conn)].count("release.cancelled") <= 1
+
+
+def test_a_write_retried_under_contention_leaves_one_line_per_decision(redis_conn: redis.Redis) -> None:
+    """``mutate`` runs again after a WATCH conflict; only the transaction that commits adds its lines."""
+    store = ReleaseStore(redis_conn)
+    release = _release()
+    release.approval = Approval(required=30, approvers=["*"], allow_requester=True, requested_at=1.0,
+                                expires_at=2.0, covers={}, covers_digest="sha256:cov")
+    store.create(release)
+
+    def decide(user: str) -> None:
+        def mutate(r: Release) -> None:
+            assert r.approval is not None
+            r.approval.decisions.append(Decision(user_id=user, outcome="approved", at=time.time(),
+                                                 covers_digest="sha256:cov"))
+        store.update("r-aud001", mutate)
+
+    threads = [threading.Thread(target=decide, args=(f"U{n:02d}",)) for n in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    approved = [e["user_id"] for e in _entries(redis_conn) if e["action"] == "approval.approved"]
+    assert sorted(approved) == sorted(f"U{n:02d}" for n in range(20))
+    stored = store.require("r-aud001").approval
+    assert stored is not None and sorted(d.user_id for d in stored.decisions) == sorted(approved)
 
 
 def test_the_stream_is_capped(redis_conn: redis.Redis) -> None:
