@@ -121,6 +121,12 @@ def shipped_key(prefix: str) -> str:
     return f"{prefix}:audit-shipped"
 
 
+def shipped_count_key(prefix: str) -> str:
+    """How many entries were shipped (or counted lost): with the stream's ``entries-added``, tells entries trimmed
+    before they were shipped."""
+    return f"{prefix}:audit-shipped-count"
+
+
 def ship_lock_key(prefix: str) -> str:
     return f"{prefix}:audit-ship-lock"
 
@@ -234,4 +240,4 @@ def record(pipe: Any, settings: Settings, before: Release | None, after: Release
 
 
 __all__ = ["ACTIONS", "AuditConfig", "actions", "http_problem", "line", "parse_audit", "policies_moved", "record",
-           "ship_lock_key", "shipped_key", "stream_key"]
+           "ship_lock_key", "shipped_count_key", "shipped_key", "stream_key"]

@@ -311,3 +311,23 @@ def test_stdout_sink_writes_one_line_each(redis_conn: redis.Redis, capsys: pytes
     (printed,) = capsys.readouterr().out.splitlines()
     assert json.loads(printed)["action"] == "publish.requested"
     assert SECRETS["command_text"] not in printed and SECRETS["intake_seal"] not in printed
+
+
+def test_lines_trimmed_before_shipping_are_reported_once(redis_conn: redis.Redis,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    settings = Settings(audit_stream_max=10)
+    store = ReleaseStore(redis_conn, settings)
+    store.create(_release("r-trm000", many=True))
+    sink = _Flaky(fail=False)
+    assert ship(redis_conn, settings, sink) == 1  # the sink took the first; then it is down while 300 more happen
+    for n in range(1, 301):
+        store.create(_release(f"r-trm{n:03d}", many=True))
+    kept = redis_conn.xlen(audit.stream_key("edgebot"))
+    assert kept < 300
+    with caplog.at_level("ERROR", logger="workers.audit_ship"):
+        assert ship(redis_conn, settings, sink) == kept
+        assert ship(redis_conn, settings, sink) == 0
+    reported = [r.getMessage() for r in caplog.records if "trimmed" in r.getMessage()]
+    assert len(reported) == 1 and reported[0].startswith(f"{300 - kept} audit line(s)")
+    ids = [json.loads(line)["release_id"] for line in sink.lines]
+    assert ids[0] == "r-trm000" and ids[-1] == "r-trm300" and len(ids) == len(set(ids))

@@ -36,10 +36,11 @@ from edgebot.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# KEYS[1] shipped id, KEYS[2] ship lock; ARGV[1] new id, ARGV[2] lock token -> 1 moved
+# KEYS[1] shipped id, KEYS[2] ship lock, KEYS[3] shipped count; ARGV[1] new id, ARGV[2] lock token, ARGV[3] lines
 _MOVE = """
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
+redis.call('INCRBY', KEYS[3], ARGV[3])
 return 1
 """
 _UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
@@ -138,6 +139,7 @@ def ship(connection: redis.Redis, settings: Settings, sink: Sink) -> int:
         return 0  # another worker is shipping now
     shipped = 0
     try:
+        _count_trimmed(connection, prefix)
         while True:
             raw = connection.get(audit.shipped_key(prefix))
             after = raw.decode() if isinstance(raw, bytes) else (raw or "0-0")
@@ -149,13 +151,43 @@ def ship(connection: redis.Redis, settings: Settings, sink: Sink) -> int:
             sink.write(lines)
             last = entries[-1][0]
             last = last.decode() if isinstance(last, bytes) else str(last)
-            if not connection.eval(_MOVE, 2, audit.shipped_key(prefix), lock, last, token):
+            if not connection.eval(_MOVE, 3, audit.shipped_key(prefix), lock, audit.shipped_count_key(prefix), last,
+                                   token, len(lines)):
                 return shipped  # the lock expired under a slow sink: another pass ships from here (at-least-once)
             shipped += len(lines)
             if len(entries) < max(1, settings.audit_batch):
                 return shipped
     finally:
         connection.eval(_UNLOCK, 1, lock, token)
+
+
+def _count_trimmed(connection: redis.Redis, prefix: str) -> int:
+    """Entries the stream's cap trimmed before they were shipped (logged as an error, then counted so that each is
+    reported once). Trimming removes the oldest entries only, so none is missing while the first entry left is at or
+    before the last shipped one; otherwise every entry ever added is shipped, lost, or still in the stream."""
+    try:
+        info: dict[Any, Any] = connection.xinfo_stream(audit.stream_key(prefix))  # type: ignore[assignment]
+    except redis.ResponseError:  # no stream yet
+        return 0
+    first = info.get("first-entry")
+    raw = connection.get(audit.shipped_key(prefix))
+    after = raw.decode() if isinstance(raw, bytes) else (raw or "0-0")
+    if not first or _order(first[0]) <= _order(after):
+        return 0
+    counted = int(connection.get(audit.shipped_count_key(prefix)) or 0)  # type: ignore[arg-type]
+    lost = int(info.get("entries-added", 0)) - counted - int(info.get("length", 0))
+    if lost <= 0:
+        return 0
+    connection.incrby(audit.shipped_count_key(prefix), lost)
+    log.error("%d audit line(s) were trimmed from Redis before the sink took them (the stream keeps about "
+              "audit_stream_max entries): fix the sink, or raise audit_stream_max", lost)
+    return lost
+
+
+def _order(entry_id: bytes | str) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _line(entry_id: bytes | str, fields: dict[Any, Any]) -> str:
