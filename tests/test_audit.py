@@ -331,3 +331,36 @@ def test_lines_trimmed_before_shipping_are_reported_once(redis_conn: redis.Redis
     assert len(reported) == 1 and reported[0].startswith(f"{300 - kept} audit line(s)")
     ids = [json.loads(line)["release_id"] for line in sink.lines]
     assert ids[0] == "r-trm000" and ids[-1] == "r-trm300" and len(ids) == len(set(ids))
+
+
+def test_config_check_says_what_the_sink_will_get(tmp_path: Path) -> None:
+    from workers.audit_ship import sink_problem
+
+    assert "will create" in sink_problem(audit.AuditConfig("file", str(tmp_path / "a.jsonl")))
+    with pytest.raises(SinkError, match="does not exist or is not writable"):
+        sink_problem(audit.AuditConfig("file", str(tmp_path / "missing" / "a.jsonl")))
+    loose = tmp_path / "loose.jsonl"
+    loose.write_text("")
+    loose.chmod(0o644)
+    assert "others can read it" in sink_problem(audit.AuditConfig("file", str(loose)))
+    assert "not probed" in sink_problem(audit.AuditConfig("http", "https://siem.example/ingest"))
+
+
+def test_config_check_of_a_publish_worker_checks_the_sink(tmp_path: Path) -> None:
+    import copy
+
+    from edgebot.secrets import SecretResolver
+    from tests.test_config import BASE
+    from workers.config_check import role_references, run_checks
+
+    data = copy.deepcopy(BASE)
+    data["audit"] = {"sink": f"file:{tmp_path}/nowhere/audit.jsonl"}
+    config = parse_config(data)
+    lines = [str(line) for line in run_checks(config, SecretResolver({}), timeout=1, roles=["publish"])]
+    (sink,) = [line for line in lines if " audit sink: " in line]
+    assert sink.startswith("FAIL audit sink:") and "does not exist or is not writable" in sink
+    data["audit"] = {"sink": "https://siem.example/ingest", "auth_header": "env:EDGEBOT_AUDIT_AUTH"}
+    config = parse_config(data)
+    assert ("audit.auth_header", config.audit.auth_header) in role_references(config, "publish")  # type: ignore[union-attr]
+    assert not [r for r in role_references(config, "build") + role_references(config, "bot")
+                if r[0] == "audit.auth_header"]

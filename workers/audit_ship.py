@@ -130,6 +130,29 @@ def sink_for(config: AuditConfig, settings: Settings, authorization: str | None 
     return HttpSink(config.target, settings, authorization)
 
 
+def sink_problem(config: AuditConfig) -> str:
+    """`config check --role publish`: what the sink will get, or a SinkError saying why it cannot (nothing is sent:
+    a test line would stay in the SIEM for good)."""
+    if config.kind == "file":
+        parent = os.path.dirname(config.target) or "/"
+        if os.path.exists(config.target):
+            if not os.access(config.target, os.W_OK):
+                raise SinkError(f"the audit file {config.target} is not writable by this process")
+            mode = os.stat(config.target).st_mode & 0o777
+            note = "" if not mode & 0o077 else f" (mode {mode:o}: others can read it; 600 is what edgebot creates)"
+            return f"appends to {config.target}{note}"
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+            raise SinkError(f"the audit file's directory {parent} does not exist or is not writable: create it "
+                            "(on a persistent volume) or change audit.sink")
+        return f"will create {config.target} (mode 600)"
+    if config.kind == "stdout":
+        return "one line per action on the publish workers' stdout"
+    problem = audit.http_problem(config.target)
+    if problem:
+        raise SinkError(problem)
+    return f"POSTs NDJSON batches to {config.target} (not probed: a test line would stay there)"
+
+
 def ship(connection: redis.Redis, settings: Settings, sink: Sink) -> int:
     """Send every entry after the last shipped id to ``sink``; return how many lines it accepted. Raises
     :class:`SinkError` (after recording what was shipped before) when the sink refuses a batch."""
@@ -215,4 +238,5 @@ def ship_with_worker_context(connection: redis.Redis, settings: Settings) -> int
         return 0
 
 
-__all__ = ["FileSink", "HttpSink", "Sink", "SinkError", "StdoutSink", "ship", "ship_with_worker_context", "sink_for"]
+__all__ = ["FileSink", "HttpSink", "Sink", "SinkError", "StdoutSink", "ship", "ship_with_worker_context", "sink_for",
+           "sink_problem"]
