@@ -364,3 +364,25 @@ def test_config_check_of_a_publish_worker_checks_the_sink(tmp_path: Path) -> Non
     assert ("audit.auth_header", config.audit.auth_header) in role_references(config, "publish")  # type: ignore[union-attr]
     assert not [r for r in role_references(config, "build") + role_references(config, "bot")
                 if r[0] == "audit.auth_header"]
+
+
+def test_a_slow_sink_never_holds_up_the_worker_loop(monkeypatch: pytest.MonkeyPatch, redis_conn: redis.Redis) -> None:
+    """The worker's loop starts a pass and goes on; while that pass runs, the next loop starts no second one."""
+    import workers.audit_ship as audit_ship
+
+    release, started = threading.Event(), []
+
+    def slow(connection: Any, settings: Settings) -> int:
+        started.append(1)
+        release.wait(30)
+        return 0
+
+    monkeypatch.setattr(audit_ship, "ship_with_worker_context", slow)
+    first = audit_ship.ship_in_background(redis_conn, Settings())
+    assert audit_ship.ship_in_background(redis_conn, Settings(), first) is first  # returned at once, still running
+    release.set()
+    first.join(30)
+    assert not first.is_alive() and started == [1]
+    second = audit_ship.ship_in_background(redis_conn, Settings(), first)
+    second.join(30)
+    assert second is not first and started == [1, 1]

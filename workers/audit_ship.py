@@ -1,11 +1,11 @@
 """Ship the audit stream to the sink users keep: a file, stdout or an HTTP endpoint (edgebot.audit).
 
-Publish workers run :func:`ship` in their loop, next to the reaper (workers.worker), every
-``settings.reaper_interval`` seconds. A pass takes a short lock (one shipper at a time), reads the stream entries after
-the last shipped id (``<prefix>:audit-shipped``), hands them to the sink as one batch of JSON lines, and records the
-batch's last id only once the sink accepted it. A sink that fails leaves the id where it was: the next pass sends the
-same lines again (at-least-once). Each line's ``id`` is its stream id, stable and increasing, so a consumer dedupes by
-it.
+Publish workers run :func:`ship` next to the reaper (workers.worker), every ``settings.reaper_interval`` seconds,
+in a thread of their own (:func:`ship_in_background`: a sink that is slow or retrying never holds up the worker).
+A pass takes a short lock (one shipper at a time), reads the stream entries after the last shipped id
+(``<prefix>:audit-shipped``), hands them to the sink as one batch of JSON lines, and records the batch's last id only
+once the sink accepted it. A sink that fails leaves the id where it was: the next pass sends the same lines again
+(at-least-once). Each line's ``id`` is its stream id, stable and increasing, so a consumer dedupes by it.
 
 Sinks:
 
@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 import uuid
 from typing import Any, Protocol
@@ -221,6 +222,24 @@ def _line(entry_id: bytes | str, fields: dict[Any, Any]) -> str:
     return json.dumps({"id": eid, **body}, separators=(",", ":"), sort_keys=False)
 
 
+def ship_in_background(connection: redis.Redis, settings: Settings,
+                       previous: threading.Thread | None = None) -> threading.Thread:
+    """Start a shipping pass in a daemon thread, unless ``previous`` is still running (then return it): the worker's
+    loop (dequeue, heartbeat, reaper) never waits on a sink that is slow or retrying."""
+    if previous is not None and previous.is_alive():
+        return previous
+
+    def run() -> None:
+        try:
+            ship_with_worker_context(connection, settings)
+        except Exception:  # a bug here must never stop the worker; the next pass starts again
+            log.exception("shipping the audit trail failed")
+
+    thread = threading.Thread(target=run, name="edgebot-audit-ship", daemon=True)
+    thread.start()
+    return thread
+
+
 def ship_with_worker_context(connection: redis.Redis, settings: Settings) -> int:
     """The worker loop's pass: ship to this worker's configured sink (nothing without ``[audit]``); a sink failure
     is logged once per pass, never raised."""
@@ -238,5 +257,5 @@ def ship_with_worker_context(connection: redis.Redis, settings: Settings) -> int
         return 0
 
 
-__all__ = ["FileSink", "HttpSink", "Sink", "SinkError", "StdoutSink", "ship", "ship_with_worker_context", "sink_for",
-           "sink_problem"]
+__all__ = ["FileSink", "HttpSink", "Sink", "SinkError", "StdoutSink", "ship", "ship_in_background",
+           "ship_with_worker_context", "sink_for", "sink_problem"]
