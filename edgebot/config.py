@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgebot.approvals import ApprovalPolicy, ApprovalRules, check_reachable, parse_approvals, scoped_tables
+from edgebot.audit import AuditConfig, parse_audit
 from edgebot.build_inputs import BuildConfig, parse_build
 from edgebot.errors import ConfigError
 from edgebot.ids import GO_ARCHES
@@ -174,6 +175,8 @@ class Config:
     seal_key: SecretRef | None = None
     """``[trust] seal_key``: seals the bot's decisions and the publish worker's reads (edgebot.seals)."""
 
+    audit: AuditConfig | None = None
+    """``[audit]``: where publish workers ship the audit trail (edgebot.audit); None: kept in Redis only."""
     access: AccessPolicy = field(default_factory=lambda: AccessPolicy())
     """Who may publish, cancel and roll back (``[access]``); the bot refuses to start while it names nobody who may
     publish a catalog service (:func:`access_problem`)."""
@@ -223,7 +226,7 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
 
 def parse_config(data: Mapping[str, Any], *, path: str = "", environ: Mapping[str, str] | None = None) -> Config:
     _known(data, "", {"slack", "redis", "exchange", "signing", "registries", "services", "settings", "docker",
-                      "vault", "access", "approvals", "rollout", "trust"})
+                      "vault", "access", "approvals", "rollout", "trust", "audit"})
     slack = _table(data, "slack")
     _known(slack, "slack", {"bot_token", "signing_secret", "app_token", "api_url"})
     redis = _table(data, "redis")
@@ -281,6 +284,7 @@ def parse_config(data: Mapping[str, Any], *, path: str = "", environ: Mapping[st
         approvals=approval_rules,
         access=access,
         seal_key=seal_key,
+        audit=parse_audit(data.get("audit")),
     )
 
 

@@ -16,6 +16,10 @@ with the role's password through ``[redis] password``). The users and what each 
                      onto the publish queue, and they may subscribe to RQ's command channels but never publish on
                      them.
 
+The audit stream (``<prefix>:audit``, edgebot.audit) is appended by the bot and publish roles in the MULTI of their
+record writes and shipped by publish workers; no build pattern covers it, so a build worker can neither forge, trim nor
+read the trail.
+
 Commands: ``+@all -@dangerous`` (no FLUSHALL, CONFIG, KEYS, ACL, DEBUG, MONITOR, CLIENT KILL…) plus INFO and the
 CLIENT subcommands RQ's worker uses to name its connection; the build role may not PUBLISH either (the bot stops a
 cancelled release's running job through RQ's command channel; a build worker must not stop anyone's). Redis ≥ 7.0

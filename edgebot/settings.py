@@ -204,6 +204,16 @@ class Settings:
     with a marker line where it was cut."""
     build_log_ttl: int = 24 * 3600
     """Seconds the build log waits in Redis for a publish worker to attach it to the thread."""
+    # -- audit trail (edgebot/audit.py, workers/audit_ship.py; docs/production.md, "Audit trail") ----------------
+    audit_stream_max: int = 100_000
+    """About how many audit entries the Redis stream ``<prefix>:audit`` keeps (XADD MAXLEN ~): the buffer between an
+    action and the sink. The sink is what users keep; entries trimmed before they were shipped are lost."""
+    audit_batch: int = 500
+    """Audit lines the shipper reads and sends to the sink at once (one NDJSON POST for an HTTP sink)."""
+    audit_http_timeout: float = 10.0
+    """Seconds one POST to an HTTP audit sink may take before it counts as failed (and is retried)."""
+    audit_http_retries: int = 3
+    """Retries of a POST that failed with a 5xx or a timeout, in one shipping pass (then the next pass tries again)."""
 
     @classmethod
     def load(cls, table: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import redis
 
-from edgebot import metrics
+from edgebot import audit, metrics
 from edgebot.errors import ReleaseEnded
 from edgebot.release import FINAL_STATES, Release
 from edgebot.settings import Settings
@@ -130,6 +130,7 @@ class ReleaseStore:
                     pipe.set(key, _dumps(release), nx=True)
                     pipe.sadd(self.active_key(release.team_id, release.channel_id), release.release_id)
                     pipe.zadd(self.history_key(release.org, release.service), {release.release_id: release.created_at})
+                    audit.record(pipe, self.settings, None, release)  # its audit line, in the same MULTI
                     if then is not None:
                         then(pipe)
                     results = pipe.execute()
@@ -193,6 +194,7 @@ class ReleaseStore:
                         raise ReleaseNotFound(release_id)
                     release = Release.from_dict(json.loads(raw))  # type: ignore[arg-type]
                     was_final = release.is_final
+                    before = Release.from_dict(json.loads(raw))  # type: ignore[arg-type]  # for edgebot.audit
                     if active and was_final:
                         raise ReleaseEnded(f"release {release_id} is {release.state}")
                     lock_key = self.publish_lock_key(release.org, release.service)
@@ -214,6 +216,7 @@ class ReleaseStore:
                         pipe.set(key, _dumps(release), keepttl=True)
                         if holds_lock and not release.is_final:
                             pipe.expire(lock_key, max(1, self.settings.publish_lock_ttl))
+                    audit.record(pipe, self.settings, before, release)  # the actions' audit lines, same MULTI
                     if then is not None:
                         then(release, decided, pipe)
                     pipe.execute()

@@ -157,6 +157,26 @@ def test_a_build_worker_cannot_forge_a_quorum(stack: Stack, attacker: redis.Redi
     assert stored is not None and not stored.decisions
 
 
+def test_the_audit_stream_is_written_by_the_bot_and_publish_roles_only(stack: Stack, attacker: redis.Redis) -> None:
+    """The bot (a release's request) and the publish worker (its publish) append to ``edgebot:audit`` in the MULTI
+    of their record writes; the build role may neither append a made-up action, nor trim or delete the trail, nor
+    read it, nor move the shipper's mark (edgebot.audit)."""
+    (release_id,) = [r.release_id for r in stack.store().history(ORG, "hello-free") if r.version == "7.0.0"]
+    admin = stack.redis()
+    mine = [json.loads(f[b"line"]) for _, f in admin.xrange("edgebot:audit")  # type: ignore[union-attr]
+            if json.loads(f[b"line"])["release_id"] == release_id]
+    assert [e["action"] for e in mine] == ["publish.requested", "publish.completed", "release.succeeded"]
+    length = admin.xlen("edgebot:audit")
+    forged = json.dumps({"action": "approval.approved", "release_id": release_id, "user_id": "U0X"})
+    for attempt in (lambda: attacker.xadd("edgebot:audit", {"line": forged}),
+                    lambda: attacker.xtrim("edgebot:audit", maxlen=0), lambda: attacker.delete("edgebot:audit"),
+                    lambda: attacker.xrange("edgebot:audit"), lambda: attacker.set("edgebot:audit-shipped", "9-9"),
+                    lambda: attacker.get("edgebot:audit-shipped")):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            attempt()
+    assert admin.xlen("edgebot:audit") == length
+
+
 def test_a_build_worker_cannot_change_a_digest_or_the_deployment_in_the_record(
         stack: Stack, attacker: redis.Redis) -> None:
     (release_id,) = [r.release_id for r in stack.store().history(ORG, "hello-free") if r.version == "7.0.0"]

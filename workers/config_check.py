@@ -48,6 +48,8 @@ def role_references(config: Config, role: str) -> list[tuple[str, SecretRef]]:
         refs.append(("trust.seal_key", config.seal_key))
     if role == "publish":
         refs.append(("exchange.password", config.exchange.password))
+        if config.audit is not None and config.audit.auth_header is not None:
+            refs.append(("audit.auth_header", config.audit.auth_header))
         if config.signing.private_key is not None:
             refs.append(("signing.private_key", config.signing.private_key))
     for alias, registry in config.registries.items():
@@ -111,6 +113,10 @@ def run_checks(config: Config, resolver: SecretResolver, *, timeout: float = 10.
         yield check("slack", lambda: _slack_probe(config, secret, timeout))
     if publish:
         yield from _publish_checks(config, resolver, secret, check, timeout)
+        if config.audit is not None:
+            from workers.audit_ship import sink_problem
+
+            yield check("audit sink", lambda: sink_problem(config.audit))  # type: ignore[arg-type]
     if build or publish:
         yield from _registry_checks(config, secret, check, timeout, push=build, pull=publish)
 

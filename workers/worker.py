@@ -27,6 +27,7 @@ import dataclasses
 import logging
 import os
 import platform
+import threading
 import time
 
 import redis
@@ -123,6 +124,7 @@ class EdgebotWorker(Worker):
         self.edgebot_settings = settings  # before RQ's __init__, which reads dequeue_timeout
         self.reaps = publish
         self._last_reaped = 0.0
+        self._audit_pass: threading.Thread | None = None
         self.emulated = list(emulated or [])
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
@@ -191,6 +193,10 @@ class EdgebotWorker(Worker):
                 reap(self.connection, self.edgebot_settings)
             except Exception:  # a reaper bug must never stop the worker; the next pass retries
                 self.log.exception("the reaper failed")
+            from workers.audit_ship import ship_in_background
+
+            # the audit trail to its sink (edgebot.audit), in a thread: a slow sink never holds up the worker's loop
+            self._audit_pass = ship_in_background(self.connection, self.edgebot_settings, self._audit_pass)
 
 
 def _preload(arches: list[str], publish: bool = False) -> None:
