@@ -47,15 +47,14 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import docker
 import docker.errors
 import requests.exceptions
 from docker.utils.build import exclude_paths
 
-if TYPE_CHECKING:
-    from edgebot.settings import Settings
+from edgebot.settings import Settings
 
 GO_ARCH_TO_PLATFORM = {
     "amd64": "linux/amd64",
@@ -351,12 +350,36 @@ def _image_id(client: docker.DockerClient, tag: str) -> str:
     return str(_inspect(client, tag)["Id"])
 
 
-def push_image(client: docker.DockerClient, *, repository: str, tag: str, username: str, password: str) -> str:
-    """Push ``repository:tag`` with credentials passed per call (no docker login state); return the digest.
+def is_transient(message: str) -> bool:
+    """Is a push failure worth a retry (5xx, 429, timeouts, refused or reset connections)? 401/403/x509 are not."""
+    return bool(_TRANSIENT_RE.search(message))
 
-    Raises :class:`PushFailed`. Docker's own error text is kept verbatim (minus the password), e.g.
-    ``x509: certificate signed by unknown authority``, so the pipeline can turn it into advice.
+
+PUSH_TOOLS = ("skopeo", "engine")
+
+
+def push_image(client: docker.DockerClient, *, repository: str, tag: str, username: str, password: str,
+               settings: Settings | None = None) -> str:
+    """Push ``repository:tag`` with credentials passed per call (no docker login state); return the manifest digest
+    the registry stores.
+
+    ``settings.push_tool``: ``"skopeo"`` (default, workers.skopeo_push: parallel gzip, streamed) or ``"engine"`` (the
+    Docker Engine's push API). Raises :class:`PushFailed`. The tool's own error text is kept verbatim (minus the
+    password), e.g. ``x509: certificate signed by unknown authority``, so the pipeline can turn it into advice.
     """
+    settings = settings or Settings()
+    if settings.push_tool == "skopeo":
+        from workers import skopeo_push
+
+        return skopeo_push.push(client, repository=repository, tag=tag, username=username, password=password,
+                                options=skopeo_push.SkopeoOptions.from_settings(settings))
+    if settings.push_tool != "engine":
+        raise PushFailed(f"setting push_tool is {settings.push_tool!r}: use one of {', '.join(PUSH_TOOLS)}")
+    return engine_push(client, repository=repository, tag=tag, username=username, password=password)
+
+
+def engine_push(client: docker.DockerClient, *, repository: str, tag: str, username: str, password: str) -> str:
+    """The Docker Engine's own push (``settings.push_tool = "engine"``, and the benchmarks' ``docker push``)."""
 
     def scrub(text: str) -> str:
         return text.replace(password, "***") if password else text
