@@ -64,7 +64,6 @@ GO_ARCH_TO_PLATFORM = {
     "s390x": "linux/s390x",
     "riscv64": "linux/riscv64",
 }
-ARCH_LABEL = "io.edgebot.arch"
 
 _DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64}) size:")
 _PINNABLE_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -182,18 +181,21 @@ def build_image(client: docker.DockerClient, *, context_dir: Path, dockerfile: s
     build's containers may use (default: :class:`BuildLimits`' defaults, no network).
     Raises :class:`BuildFailed` (with the log tail; also for a context refused by :func:`build_context`) or
     :class:`WrongArchitecture`.
+
+    ``labels``: none by default. The legacy builder turns build-time labels into one more commit step after the
+    Dockerfile's (+0.4 s per build, issue 16); the arch is checked from the image config's ``Architecture``, and the
+    commit an image was built from is in the release record and the Exchange service, so edgebot adds none.
     """
     platform = GO_ARCH_TO_PLATFORM.get(arch)
     if platform is None:
         raise BuildFailed(f"unknown arch {arch!r}; known: {', '.join(GO_ARCH_TO_PLATFORM)}")
     limits = limits or BuildLimits()
-    all_labels = {**(labels or {}), ARCH_LABEL: arch}
     tail: deque[str] = deque(maxlen=max(1, log_lines))
     with build_context(Path(root or context_dir), Path(context_dir), dockerfile,
                        max_file_bytes=limits.max_file_bytes) as context:
         options: dict[str, Any] = {
             "fileobj": context, "custom_context": True, "dockerfile": dockerfile, "tag": tag, "platform": platform,
-            "labels": all_labels, "container_limits": limits.container_limits(),
+            "labels": labels or None, "container_limits": limits.container_limits(),
             "network_mode": limits.network_mode or None,
         }
         image_id, used_cache = _build(client, tail, nocache=False, **options)
