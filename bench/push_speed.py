@@ -140,6 +140,20 @@ def run(client: Any, registry: Any, *, user: str, password: str, sizes_mib: tupl
     return results
 
 
+def run_on_stack(stack: Any, *, smoke: bool) -> dict[str, Any]:
+    """:func:`run` on a sandbox stack's dockerd and registry (bench.run)."""
+    from sandbox.stack import PUSH_PASSWORD, PUSH_USER
+
+    client = stack.docker.client(timeout=900)
+    try:
+        with tempfile.TemporaryDirectory(prefix="push-bench-", dir=stack.workdir) as work:
+            results = run(client, stack.registry, user=PUSH_USER, password=PUSH_PASSWORD,
+                          sizes_mib=(1,) if smoke else (20, 200), rounds=1 if smoke else 4, workdir=Path(work))
+    finally:
+        client.close()
+    return results
+
+
 def report_section(results: dict[str, Any]) -> str:
     rows = []
     for size, s in results["sizes"].items():

@@ -14,6 +14,9 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v file >/dev/null || need+=(file)
 command -v docker-compose >/dev/null || need+=(docker-compose)   # validates deploy/docker-compose.yml (tests)
 command -v promtool >/dev/null || need+=(prometheus)               # checks deploy/prometheus/ rules (tests)
+# the push (workers/skopeo_push.py) and its benchmark's streamed-upload limit (bench/push_speed.py)
+command -v skopeo >/dev/null || need+=(skopeo)
+command -v pigz >/dev/null || need+=(pigz)
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
