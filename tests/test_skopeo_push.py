@@ -110,6 +110,14 @@ def test_second_push_of_the_same_image_uploads_no_blob(client: docker.DockerClie
     assert len(uploads.findall(registry.log_path.read_text())) == before  # every blob skipped (HEAD)
     assert set(registry.tags("edge/skopeo-again")) == {"1", "2"}
 
+    # another repository of the same registry: the layer is mounted from the first one, not uploaded again
+    other = f"{registry.address}/edge/skopeo-mounted"
+    client.api.tag(f"{repository}:1", other, tag="1")
+    assert push_image(client, repository=other, tag="1", username="pusher",
+                      password=registry_users["pusher"]) == first
+    assert re.search(r'"POST /v2/edge/skopeo-mounted/blobs/uploads/\?from=edge%2Fskopeo-again&mount=sha256',
+                     registry.log_path.read_text())
+
 
 def test_wrong_password_is_a_permanent_refusal_without_the_password(
         client: docker.DockerClient, registry: Registry, tmp_path: Path) -> None:
@@ -170,3 +178,51 @@ def test_command_gives_skopeo_the_certs_d_ca_and_checks_tls_except_on_loopback(t
         assert "--dest-tls-verify=false" in skopeo_push.command(host=loopback, **common)
     assert skopeo_push.registry_host("reg.example:5000/a/b") == "reg.example:5000"
     assert skopeo_push.registry_host("library/busybox") == "docker.io"
+
+
+CHILD = """
+import sys
+from types import SimpleNamespace
+from workers import skopeo_push
+adapter = SimpleNamespace(socket_path="/nonexistent/docker.sock")
+client = SimpleNamespace(api=SimpleNamespace(base_url="http+docker://localhost", _custom_adapter=adapter))
+skopeo_push.push(client, repository="reg.example:5000/a/b", tag="1", username="u", password="p",
+                 options=skopeo_push.SkopeoOptions())
+"""
+
+
+def test_skopeo_dies_with_the_work_horse_that_started_it(tmp_path: Path) -> None:
+    """A killed step leaves no push running behind the resumed one (the Engine stopped a push whose client died)."""
+    import signal
+    import sys
+    import time
+
+    bin_dir, pid_file = tmp_path / "bin", tmp_path / "skopeo.pid"
+    bin_dir.mkdir()
+    fake = bin_dir / "skopeo"
+    fake.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 300\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+    horse = subprocess.Popen([sys.executable, "-c", CHILD], env=env, cwd=Path(__file__).resolve().parent.parent)
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text().strip()):
+            assert horse.poll() is None and time.monotonic() < deadline, "the push never started skopeo"
+            time.sleep(0.05)
+        pid = int(pid_file.read_text())
+        horse.send_signal(signal.SIGKILL)
+        horse.wait(timeout=30)
+        while _alive(pid):
+            assert time.monotonic() < deadline + 30, f"skopeo (pid {pid}) outlived the killed work horse"
+            time.sleep(0.05)
+    finally:
+        if horse.poll() is None:
+            horse.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status

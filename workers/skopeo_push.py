@@ -27,15 +27,18 @@ worker first. ``settings.push_tool = "engine"`` keeps the Engine's own push for 
 from __future__ import annotations
 
 import base64
+import ctypes
 import ipaddress
 import json
 import os
+import signal
 import subprocess
 import tempfile
+import threading
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import docker
@@ -43,6 +46,11 @@ if TYPE_CHECKING:
     from edgebot.settings import Settings
 
 SKOPEO = "skopeo"
+PR_SET_PDEATHSIG = 1
+try:
+    _prctl: Any = ctypes.CDLL(None, use_errno=True).prctl  # looked up before fork: the child only calls it
+except (OSError, AttributeError):  # not Linux/glibc
+    _prctl = None
 DEFAULT_DAEMON = "unix:///var/run/docker.sock"
 COMPRESS_FORMATS = ("gzip", "zstd")
 
@@ -95,6 +103,20 @@ def daemon_host(client: docker.DockerClient) -> str:
     if base.startswith(("http://", "https://")):
         return "tcp://" + base.split("://", 1)[1].rstrip("/")
     return os.environ.get("DOCKER_HOST") or DEFAULT_DAEMON
+
+
+def _dies_with_us() -> Any:
+    """``preexec_fn``: skopeo is killed when the work horse that started it dies (a killed step must not leave a
+    push running behind the resumed one, as the Engine's push stopped when its client went away). PDEATHSIG follows
+    the forking *thread*: set only from the main thread, which runs the job."""
+    if _prctl is None or threading.current_thread() is not threading.main_thread():
+        return None
+    prctl = _prctl
+
+    def setup() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+    return setup
 
 
 def authfile_json(host: str, username: str, password: str) -> str:
@@ -156,7 +178,7 @@ def push(client: docker.DockerClient, *, repository: str, tag: str, username: st
         env["HOME"] = env.get("HOME") or private  # the blob-info cache lives under $HOME (or /var/lib as root)
         try:
             done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env,
-                                  timeout=options.timeout + 30, check=False)
+                                  timeout=options.timeout + 30, check=False, preexec_fn=_dies_with_us())
         except FileNotFoundError:
             raise PushFailed("skopeo is not installed on this build worker (Debian package skopeo): install it, or "
                              "set push_tool = \"engine\"") from None
