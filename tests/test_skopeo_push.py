@@ -53,10 +53,12 @@ class Recorder:
     def __init__(self) -> None:
         self.argvs: list[list[str]] = []
         self.authfiles: list[tuple[Path, int, str]] = []
+        self.envs: list[dict[str, str]] = []
         self.real = subprocess.run
 
     def __call__(self, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
         self.argvs.append(list(argv))
+        self.envs.append(dict(kwargs.get("env") or {}))
         path = Path(argv[argv.index("--dest-authfile") + 1])
         self.authfiles.append((path, stat.S_IMODE(os.stat(path).st_mode), path.read_text()))
         return self.real(argv, **kwargs)
@@ -75,8 +77,10 @@ def test_skopeo_push_digest_is_the_registrys_manifest_digest_and_credentials_sta
     repository = f"{registry.address}/edge/skopeo"
     _build(client, tmp_path, repository, "1", "one\n")
     password = registry_users["pusher"]
+    work = tmp_path / "work"
+    work.mkdir()
     digest = push_image(client, repository=repository, tag="1", username="pusher", password=password,
-                        settings=Settings(push_tool="skopeo"))
+                        settings=Settings(push_tool="skopeo", work_dir=str(work)))
     got, manifest = registry.manifest("edge/skopeo", "1")
     assert got == digest
     assert manifest["mediaType"] == V2S2 and {layer["mediaType"] for layer in manifest["layers"]} == {GZIP_LAYER}
@@ -92,6 +96,9 @@ def test_skopeo_push_digest_is_the_registrys_manifest_digest_and_credentials_sta
     assert all(password not in arg and encoded not in arg for arg in argv)
     assert not any(arg.startswith(("--dest-creds", "--creds")) for arg in argv)
     assert argv[argv.index("--format") + 1] == "v2s2"
+    # the image's export goes to the work dir, not containers/image's /var/tmp (read-only in the manifests)
+    assert recorder.envs[0]["TMPDIR"] == str(work)
+    assert all(password not in value and encoded not in value for value in recorder.envs[0].values())
     path, mode, content = recorder.authfiles[0]
     assert mode == 0o600 and encoded in content
     assert not path.exists() and not path.parent.exists()  # removed with its private directory

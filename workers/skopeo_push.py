@@ -64,12 +64,15 @@ class SkopeoOptions:
     retry_times: int = 0
     certs_dir: str = "/etc/docker/certs.d"
     timeout: float = 600.0
+    big_files_dir: str = ""
+    """skopeo's ``TMPDIR``: a ``docker-daemon:`` source is copied whole into a temporary file there first (the image's
+    uncompressed size); containers/image's default, ``/var/tmp``, is read-only in the manifests. "": inherited."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SkopeoOptions:
         return cls(compress_format=settings.push_compress_format, compress_level=settings.push_compress_level,
                    retry_times=settings.push_retry_times, certs_dir=settings.docker_certs_dir,
-                   timeout=settings.docker_timeout)
+                   timeout=settings.docker_timeout, big_files_dir=settings.work_dir)
 
 
 def registry_host(repository: str) -> str:
@@ -176,6 +179,8 @@ def push(client: docker.DockerClient, *, repository: str, tag: str, username: st
                        digestfile=digestfile, options=options, host=host, daemon_cert_dir=daemon_cert_dir)
         env = {k: v for k, v in os.environ.items() if k not in ("REGISTRY_AUTH_FILE", "DOCKER_CONFIG")}
         env["HOME"] = env.get("HOME") or private  # the blob-info cache lives under $HOME (or /var/lib as root)
+        if options.big_files_dir and os.path.isdir(options.big_files_dir):
+            env["TMPDIR"] = options.big_files_dir
         try:
             done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env,
                                   timeout=options.timeout + 30, check=False, preexec_fn=_dies_with_us())
