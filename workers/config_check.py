@@ -173,6 +173,14 @@ def _build_checks(config: Config, check: Callable[[str, Callable[[], str]], Chec
         return f"Docker Engine {version.get('Version')} ({version.get('Os')}/{version.get('Arch')}) answers"
 
     yield check(f"docker engine ({config.docker_url or 'DOCKER_HOST or the default socket'})", engine)
+    if config.settings.push_tool == "skopeo":
+        def skopeo() -> str:
+            import subprocess
+
+            done = subprocess.run(["skopeo", "--version"], capture_output=True, text=True, timeout=30)
+            return done.stdout.strip() or "answers"
+
+        yield check("skopeo (settings.push_tool)", skopeo)
     for name, service in sorted(config.services.items()):
 
         def git(source: str = service.source) -> str:
