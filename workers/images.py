@@ -1,8 +1,10 @@
-"""Build and push images with the Docker SDK (never the docker CLI), the way edgebot's build workers do.
+"""Build images with the Docker SDK (never the docker CLI) and push them, the way edgebot's build workers do.
 
-A failed build or push does not raise in the SDK's streaming API: the stream's ``error`` entries are read and turned
-into exceptions that carry the tail of the log. Credentials go with each push (``X-Registry-Auth``), so no
-``docker login`` state or ``~/.docker/config.json`` is left behind, and they are scrubbed from every message.
+The push is ``skopeo copy`` by default (workers.skopeo_push: parallel gzip while uploading) or the Engine's own push
+(``settings.push_tool = "engine"``). A failed build or Engine push does not raise in the SDK's streaming API: the
+stream's ``error`` entries are read and turned into exceptions that carry the tail of the log. Credentials go with
+each push (``X-Registry-Auth``, or skopeo's 0600 authfile), so no ``docker login`` state or
+``~/.docker/config.json`` is left behind, and they are scrubbed from every message.
 
 What the classic builder (Docker Engine 20.10, Debian's docker.io, on an amd64 host) does with ``platform`` —
 checked on this machine, and the reason every build is verified before it may be pushed:
