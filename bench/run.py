@@ -5,8 +5,10 @@
 
 ack latency     a burst of signed `/edge publish` commands, then of button clicks, against `edgebot serve`
                 (gunicorn), concurrently; p50/p99 and errors. Baseline: the same burst against /healthz.
-pipeline        a one-arch publish through edgebot (slash command → summary in the thread) vs. the same docker
-                build + push + Exchange calls made directly with the same clients. Ratio = edgebot / direct.
+pipeline        a one-arch publish through edgebot (slash command → summary in the thread) vs. a direct script
+                that shares none of edgebot's build, push or Exchange code; arms alternated (bench/pipeline.py).
+push speed      a fresh 20/200 MiB layer: edgebot's push vs. docker push, with the pigz -1 streamed upload limit
+                beside them (bench/push_speed.py).
 rollout scale   polls of 1,000 and 10,000 simulated nodes: Exchange requests per interval with independently
                 scheduled rollouts, CPU of the fetching and the cached poll vs. json-decoding the same payload
                 (bench/rollout_scale.py).
@@ -124,124 +126,13 @@ def ack_errors(ack: dict[str, Any]) -> int:
                                          for name, arm in by.items() if name in ("publish", "baseline_healthz"))
 
 
-def direct_publish(stack: Any, version: str) -> float:
-    """What edgebot automates, done by hand with the same libraries: build, push, sign, Exchange calls."""
-    from sandbox.stack import EXCHANGE_PASSWORD, EXCHANGE_USER, ORG, PULL_PASSWORD, PULL_USER, PUSH_PASSWORD, PUSH_USER
-    from workers.definition import deployment_string, pin_images, read_definition
-    from workers.exchange import ExchangeClient, publish_service
-    from workers.images import build_image, push_image
-    from workers.signing import PemSigner, sign_deployment
-    from workers.source import checkout, read_file_at, resolve_ref
-
-    started = time.perf_counter()
-    source = stack.source_path
-    cache = stack.workdir / "bench-cache"
-    sha = resolve_ref(str(source), f"v{version}", cache)
-    tree = checkout(str(source), sha, stack.workdir / f"bench-tree-{version}", cache)
-    host = stack.registry.address
-    definition = read_definition(
-        read_file_at(str(source), sha, "horizon/service.definition.json", cache) or "",
-        read_file_at(str(source), sha, "horizon/hzn.json", cache),
-        org=ORG, version=version, arch="amd64", image_base=f"{host}/direct/hello",
-    )
-    repository = f"{host}/direct/hello_amd64"
-    client = stack.docker.client()
-    build_image(client, context_dir=tree, dockerfile="Dockerfile.amd64", tag=f"{repository}:{version}", arch="amd64")
-    digest = push_image(client, repository=repository, tag=version, username=PUSH_USER, password=PUSH_PASSWORD)
-    pinned = pin_images(definition.deployment, {name: f"{repository}@{digest}" for name in definition.built})
-    text = deployment_string(pinned)
-    signer = PemSigner(Path(stack.key_file).read_bytes(), "direct.public.pem")
-    body = definition.exchange_body(text, sign_deployment(signer, text))
-    body["url"] = "direct-hello"
-    with ExchangeClient(stack.exchange.url, ORG, EXCHANGE_USER, EXCHANGE_PASSWORD) as exchange:
-        publish_service(exchange, ORG, body, key_name="direct.public.pem", public_key_pem=signer.public_key_pem(),
-                        dockauths=[(host, PULL_USER, PULL_PASSWORD)])
-    return time.perf_counter() - started
-
-
-def step_times(stack: Any, release_id: str) -> dict[str, float]:
-    """Seconds each RQ job of a release ran (started → ended), and in total how long they waited in queues."""
-    from rq.job import Job
-
-    from edgebot.jobs import SERIALIZER, Step
-
-    steps = {"prepare": Step.PREPARE.job_id(release_id), "build + push": Step.BUILD.job_id(release_id, "amd64"),
-             "sign": Step.SIGN.job_id(release_id), "publish": Step.PUBLISH.job_id(release_id)}
-    times: dict[str, float] = {}
-    waited = 0.0
-    for name, jid in steps.items():
-        job = Job.fetch(jid, connection=stack.redis(), serializer=SERIALIZER)
-        if job.started_at and job.ended_at:
-            times[name] = (job.ended_at - job.started_at).total_seconds()
-        if job.started_at and job.enqueued_at:
-            waited += max(0.0, (job.started_at - job.enqueued_at).total_seconds())
-    times["queue waits"] = waited
-    return times
-
-
-def edgebot_publish(stack: Any, version: str, steps: list[dict[str, float]] | None = None) -> float:
-    """Slash command → summary posted in the thread, polled every 5 ms (coarser polling would bill edgebot for it)."""
-    from sandbox.stack import wait_until
-
-    store = stack.store()
-    before = set(stack.release_ids())
-    started = time.perf_counter()
-    response = stack.command(f"publish hello {version} --registry local")
-    assert response.status_code == 200, response.text
-    new = wait_until(lambda: set(stack.release_ids()) - before, timeout=10, interval=0.005, what="release record")
-    release_id = next(iter(new))
-    release = wait_until(lambda: (r := store.get(release_id)) is not None and r.summary_ts and r, timeout=300,
-                         interval=0.005, what="summary in the thread")
-    elapsed = time.perf_counter() - started
-    if release.state != "succeeded":
-        raise RuntimeError(f"benchmark release {release_id} ended {release.state}: {release.error}")
-    if steps is not None:
-        steps.append(step_times(stack, release_id))
-    return elapsed
-
-
-HEAVY_DOCKERFILE = """FROM amd64/busybox:1.36
-COPY index.html /www/index.html
-RUN ["/bin/busybox", "sh", "-c", "/bin/busybox dd if=/dev/urandom of=/payload bs=1M count=32 2>/dev/null"]
-CMD ["/bin/busybox", "httpd", "-f", "-p", "8000", "-h", "/www"]
-"""
-
-
-def pipeline_overhead(stack: Any, rounds: int, *, heavy: bool, offset: int) -> dict[str, Any]:
-    """Alternate direct and edgebot publishes of fresh commits (no build cache shared between them).
-
-    ``heavy``: each image gets a 32 MiB layer of random bytes, built and pushed for real — closer to a real edge
-    service than the 2 MB sample, whose build and push take a fraction of a second.
-    """
-    from sandbox.processes import add_commit
-
-    direct: list[float] = []
-    through: list[float] = []
-    steps: list[dict[str, float]] = []
-    for i in range(rounds):  # alternate, so cache warmth and machine noise hit both sides alike
-        n = offset + i
-        for major in (2, 3):
-            files: dict[str, bytes | str] = {"index.html": f"round {n} side {major}\n"}
-            if heavy:
-                files["Dockerfile.amd64"] = HEAVY_DOCKERFILE
-            add_commit(stack.source_path, files, tag=f"v{major}.0.{n}")
-        direct.append(direct_publish(stack, f"2.0.{n}"))
-        through.append(edgebot_publish(stack, f"3.0.{n}", steps))
-    d, e = statistics.median(direct), statistics.median(through)
-    breakdown = {name: round(statistics.median(s[name] for s in steps if name in s) * 1000)
-                 for name in steps[0]} if steps else {}
-    return {"rounds": rounds, "heavy": heavy, "direct_median_s": round(d, 3), "edgebot_median_s": round(e, 3),
-            "ratio": round(e / d, 2), "overhead_pct": round((e / d - 1) * 100, 1),
-            "overhead_s": round(e - d, 3), "steps_ms": breakdown}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
     from sandbox.stack import Stack
 
-    count, ack_rounds, rounds = (20, 1, 1) if args.smoke else (300, 5, 5)
+    count, ack_rounds = (20, 1) if args.smoke else (300, 5)
     with tempfile.TemporaryDirectory(prefix="edgebot-bench-") as tmp:
         stack = Stack(Path(tmp), settings={"duplicate_window": 1})
         try:
@@ -252,10 +143,10 @@ def main(argv: list[str] | None = None) -> int:
             stack.start_worker("publish", "--publish")
             stack.start_worker("build-amd64", "--arch", "amd64")
             stack.wait_workers(2)
-            overhead = {
-                "sample": pipeline_overhead(stack, rounds, heavy=False, offset=0),
-                "heavy": pipeline_overhead(stack, max(1, rounds - 2), heavy=True, offset=100),
-            }
+            from bench import pipeline, push_speed
+
+            overhead = pipeline.run(stack, smoke=args.smoke)
+            pushes = push_speed.run_on_stack(stack, smoke=args.smoke)
             from bench import trust_cost
 
             checks = trust_cost.run(stack, 3 if args.smoke else 30)
@@ -272,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
 
     fo = failover.run(1, 2) if args.smoke else failover.run(3, 4)
     results = {"mode": "smoke" if args.smoke else "full", "machine": f"{platform.machine()} {platform.system()}",
-               "ack_latency": ack, "pipeline_overhead": overhead, "trust_checks": checks, "rollout_scale": rollout,
+               "ack_latency": ack, "pipeline_overhead": overhead, "push_speed": pushes, "trust_checks": checks,
+               "rollout_scale": rollout,
                "slack_burst": burst, "cross_arch": cross, "failover": fo}
     save_results("results", results)
     if not args.smoke:
@@ -284,10 +176,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_report(results: dict[str, Any]) -> None:
-    ack, over, heavy = results["ack_latency"], results["pipeline_overhead"]["sample"], \
-        results["pipeline_overhead"]["heavy"]
+    ack = results["ack_latency"]
     button = ack["button"]
-    steps = ", ".join(f"{name} {ms} ms" for name, ms in over.get("steps_ms", {}).items()) or "not measured"
 
     def row(label: str, arm: dict[str, Any]) -> str:
         p50, p99 = arm["p50_ms"], arm["p99_ms"]
@@ -316,35 +206,11 @@ max over the rounds.
 Slack allows 3 s; the target is p99 under 100 ms. Button clicks (signed `block_actions` on the Status button of the
 queued releases) are acked first and answered through the response_url after.
 """
-    overhead_text = f"""## Pipeline overhead (one arch)
+    from bench import cross_arch, failover, pipeline, push_speed, rollout_scale, slack_burst, trust_cost
 
-Slash command → summary in the thread through edgebot (real RQ workers, Redis, Docker Engine, TLS registry,
-Exchange stand-in, every thread update) vs. the same source checkout, docker build, push, signing and Exchange calls
-made directly with the same libraries. Each publish builds a fresh commit (no shared build cache); the two sides
-alternate; medians.
-
-| workload | rounds | direct | edgebot | ratio | overhead |
-|---|---|---|---|---|---|
-| sample service (2 MB image) | {over['rounds']} | {over['direct_median_s']} s | {over['edgebot_median_s']} s \
-| {over['ratio']}× | +{over['overhead_s']} s ({over['overhead_pct']} %) |
-| 32 MiB layer built and pushed | {heavy['rounds']} | {heavy['direct_median_s']} s \
-| {heavy['edgebot_median_s']} s | {heavy['ratio']}× | +{heavy['overhead_s']} s ({heavy['overhead_pct']} %) |
-
-edgebot adds a roughly fixed cost per release, not a share of the build: four RQ jobs and the build worker's reports
-(applied by a publish worker, since a build worker may not write the record: Redis ACL roles), each dequeued by a
-warm worker and run in a forked work horse (~10–15 ms per hop), the release record read and written around every
-step, the Exchange reads that make a retry safe (the "already published" check, the key and dockauth
-comparison), and about twenty Slack calls, which workers send in the background and flush as each job ends. Against
-a sub-second publish of a tiny image that fixed cost is the ratio above; the design target (under 10 %) holds only
-for builds and pushes of several seconds, which is what real edge images take. Each step claims its lease and
-ledger entry and fences its writes (crash recovery), which is part of that cost. The signing key's RSA parameter
-check runs once per worker, not per job (it cost sign and publish ~25 ms each with this 2048-bit key, ~190 ms with
-a 4096-bit one). Where the time goes in a sample
-release (medians of the RQ jobs' own timestamps, this run): {steps}.
-"""
-    from bench import cross_arch, failover, rollout_scale, slack_burst, trust_cost
-
-    for section in (ack_text, overhead_text, trust_cost.report_section(results["trust_checks"]),
+    for section in (ack_text, pipeline.report_section(results["pipeline_overhead"]),
+                    push_speed.report_section(results["push_speed"]),
+                    trust_cost.report_section(results["trust_checks"]),
                     rollout_scale.report_section(results["rollout_scale"]),
                     slack_burst.report_section(results["slack_burst"]), failover.report_section(results["failover"]),
                     cross_arch.report_section(results["cross_arch"])):

@@ -214,6 +214,21 @@ class Settings:
     """Seconds one POST to an HTTP audit sink may take before it counts as failed (and is retried)."""
     audit_http_retries: int = 3
     """Retries of a POST that failed with a 5xx or a timeout, in one shipping pass (then the next pass tries again)."""
+    # -- push (workers.skopeo_push) --
+    push_tool: str = "skopeo"
+    """How build workers push: ``"skopeo"`` (``skopeo copy docker-daemon:… docker://…``: parallel gzip, streamed,
+    blobs the registry has skipped; the push leaves from the worker's host) or ``"engine"`` (the Docker Engine's own
+    push, single-threaded gzip, leaves from the Engine's host: for a remote Engine the worker cannot reach the
+    registry from)."""
+    push_compress_format: str = "gzip"
+    """Layer compression of a skopeo push (``--dest-compress-format``): ``gzip`` is what every Docker Engine on the
+    nodes can pull (``zstd`` needs Docker 23+/containerd 1.5+ on every node)."""
+    push_compress_level: int = 0
+    """gzip level of a skopeo push (``--dest-compress-level``, 1 fastest … 9 smallest; 0: skopeo's default). The
+    compressed bytes, hence the image digest, depend on it: changing it makes a rebuild of an already published
+    version a different image (refused without ``--overwrite``)."""
+    push_retry_times: int = 0
+    """skopeo's own retries of a failed blob or manifest upload (``--retry-times``); 0: the step's retries decide."""
 
     @classmethod
     def load(cls, table: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:

@@ -61,6 +61,9 @@ qemu_setup() {
 trap 'status=$?; [ $status -eq 0 ] && { qemu_setup || exit 1; }' EXIT
 # Redis high availability: the Sentinel failover test and bench (sandbox/sentinel.py)
 command -v redis-sentinel >/dev/null || need+=(redis-sentinel)
+# the push (workers/skopeo_push.py) and its benchmark's streamed-upload limit (bench/push_speed.py)
+command -v skopeo >/dev/null || need+=(skopeo)
+command -v pigz >/dev/null || need+=(pigz)
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive

@@ -65,8 +65,9 @@ SIDES = ("edgebot", "bot", "workers", "sandbox")
 ALLOWED = {
     "edgebot": {"edgebot", "msgspec", "prometheus_client", "redis", "rq", "slack_sdk"},
     "bot": {"bot", "edgebot", "gunicorn", "redis", "rq", "slack_bolt", "slack_sdk"},
-    "workers": {"workers", "edgebot", "cryptography", "docker", "httpx", "hvac", "prometheus_client", "redis",
-                "requests", "rq", "slack_sdk", "yaml"},  # yaml: the namespace of cluster operator YAMLs
+    "workers": {"workers", "edgebot", "certifi", "cryptography", "docker", "httpx", "hvac", "prometheus_client",
+                "redis", "requests", "rq", "slack_sdk",
+                "yaml"},  # yaml: the namespace of cluster operator YAMLs; certifi: httpx's CA bundle, one TLS context
 }
 """What each side may import besides the standard library, click-style: a new dependency is a decision made here.
 The sandbox (test equipment) may import anything but is imported by nobody."""

@@ -369,3 +369,30 @@ def test_delete_service_and_update_dockauth(ex: ExchangeStandIn, client: Exchang
     assert client.delete_service(ORG, SID) is True
     assert ex.service(ORG, SID) is None and ex.keys(ORG, SID) == {} and ex.dockauths(ORG, SID) == []
     assert client.delete_service(ORG, SID) is False
+
+
+def test_exchange_clients_of_a_process_share_one_tls_context(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CA bundle is loaded once per process (and CA file), not per publish job: clients share the context."""
+    import ssl
+
+    from sandbox.pki import TestCA
+    from workers import exchange
+
+    ca_file = tmp_path / "ca.pem"
+    TestCA.create("exchange CA").write_cert(ca_file)
+    exchange.tls_context.cache_clear()
+    loads: list[object] = []
+    real = ssl.create_default_context
+    monkeypatch.setattr(exchange.ssl, "create_default_context",
+                        lambda *a, **k: loads.append(k.get("cafile")) or real(*a, **k))
+    clients = [ExchangeClient("http://127.0.0.1:1", "myorg", "u", "p", verify=v)
+               for v in (True, True, str(ca_file), str(ca_file))]
+    try:
+        contexts = [c._http._transport._pool._ssl_context for c in clients]  # type: ignore[attr-defined]
+        assert contexts[0] is contexts[1] and contexts[2] is contexts[3] and contexts[0] is not contexts[2]
+        assert sorted(map(str, loads)) == sorted([str(ca_file), exchange.certifi.where()])
+        assert contexts[2].get_ca_certs() and contexts[2].verify_mode == ssl.CERT_REQUIRED
+    finally:
+        for c in clients:
+            c.close()
+        exchange.tls_context.cache_clear()

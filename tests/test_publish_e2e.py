@@ -426,7 +426,8 @@ def test_config_check_per_role_checks_what_that_process_needs(stack: Stack, tmp_
 
     build = check(stack.build_config_path, stack.env("build"), "build")
     assert build.returncode == 0, build.stdout + build.stderr
-    for item in ("OK   docker engine", "OK   git source of hello", "OK   registry local push", "OK   redis"):
+    for item in ("OK   docker engine", "OK   skopeo", "OK   git source of hello", "OK   registry local push",
+                 "OK   redis"):
         assert item in build.stdout, item
     assert "slack" not in build.stdout and "exchange" not in build.stdout and "signing" not in build.stdout
     everything = check(stack.build_config_path, stack.env("build"))

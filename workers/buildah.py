@@ -40,9 +40,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workers.image_errors import is_transient
 from workers.images import (
-    _TRANSIENT_RE,
-    ARCH_LABEL,
     GO_ARCH_TO_PLATFORM,
     BuildFailed,
     BuildLimits,
@@ -112,7 +111,7 @@ class BuildahBuilder:
             argv = ["bud", "--isolation", self.options.isolation, "--platform", platform,
                     "-f", str(staging / dockerfile), "-t", tag, "--iidfile", str(private / "iid"),
                     "--layers", f"--pull={'always' if pull else 'false'}"]
-            for key, value in {**(labels or {}), ARCH_LABEL: arch}.items():
+            for key, value in (labels or {}).items():  # none of edgebot's own: the arch is in the config
                 argv += ["--label", f"{key}={value}"]
             for name, value in (build_args or {}).items():
                 argv += ["--build-arg", f"{name}={value}"]
@@ -159,7 +158,7 @@ class BuildahBuilder:
             ok, tail = self._run(argv, log_lines, [])
             if not ok:
                 message = _failure(tail, "the push failed")
-                raise PushFailed(message, tail, transient=bool(_TRANSIENT_RE.search("\n".join(tail))))
+                raise PushFailed(message, tail, transient=is_transient("\n".join(tail)))
             digest = digestfile.read_text().strip() if digestfile.exists() else ""
         if not digest.startswith("sha256:"):
             raise PushFailed("the push finished without reporting a digest", tail)

@@ -130,7 +130,8 @@ def push_with_fresh_credentials(ctx: WorkerContext, client: docker.DockerClient,
     def push() -> str:
         username, password = ctx.push_credentials(registry)
         ctx.check_lease(f"the push to {repository}")  # a step that lost its lease pushes nothing
-        return push_image(client, repository=repository, tag=tag, username=username, password=password.reveal())
+        return push_image(client, repository=repository, tag=tag, username=username, password=password.reveal(),
+                          settings=ctx.config.settings)  # skopeo (parallel gzip) or the Engine: settings.push_tool
 
     return ctx.with_fresh_credentials(push, [registry.push_password], refused=credentials_refused,
                                       what=f"registry {registry.host}")

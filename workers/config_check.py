@@ -199,6 +199,18 @@ def _build_checks(config: Config, resolver: SecretResolver,
         return f"Docker Engine {version.get('Version')} ({version.get('Os')}/{version.get('Arch')}) answers"
 
     yield check(f"docker engine ({config.docker_url or 'DOCKER_HOST or the default socket'})", engine)
+    if config.settings.push_tool == "skopeo":
+        def skopeo() -> str:
+            import subprocess
+
+            try:
+                done = subprocess.run(["skopeo", "--version"], capture_output=True, text=True, timeout=30)
+            except FileNotFoundError:
+                raise RuntimeError("skopeo is not installed on this worker: install it (Debian: apt-get install "
+                                   "skopeo) or set push_tool = \"engine\"") from None
+            return done.stdout.strip() or "answers"
+
+        yield check("skopeo (settings.push_tool)", skopeo)
 
     def arch_list() -> str:
         from pathlib import Path

@@ -1,8 +1,10 @@
-"""Build and push images with the Docker SDK (never the docker CLI), the way edgebot's build workers do.
+"""Build images with the Docker SDK (never the docker CLI) and push them, the way edgebot's build workers do.
 
-A failed build or push does not raise in the SDK's streaming API: the stream's ``error`` entries are read and turned
-into exceptions that carry the tail of the log. Credentials go with each push (``X-Registry-Auth``), so no
-``docker login`` state or ``~/.docker/config.json`` is left behind, and they are scrubbed from every message.
+The push is ``skopeo copy`` by default (workers.skopeo_push: parallel gzip while uploading) or the Engine's own push
+(``settings.push_tool = "engine"``). A failed build or Engine push does not raise in the SDK's streaming API: the
+stream's ``error`` entries are read and turned into exceptions that carry the tail of the log. Credentials go with
+each push (``X-Registry-Auth``, or skopeo's 0600 authfile), so no ``docker login`` state or
+``~/.docker/config.json`` is left behind, and they are scrubbed from every message.
 
 What the classic builder (Docker Engine 20.10, Debian's docker.io, on an amd64 host) does with ``platform`` —
 checked on this machine, and the reason every build is verified before it may be pushed:
@@ -45,17 +47,21 @@ import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import docker
 import docker.errors
 import requests.exceptions
 from docker.utils.build import exclude_paths
 
-if TYPE_CHECKING:
-    from edgebot.settings import Settings
+from edgebot.settings import Settings
+from workers.image_errors import BuildFailed as BuildFailed
+from workers.image_errors import ImageError as ImageError
+from workers.image_errors import PushFailed as PushFailed
+from workers.image_errors import WrongArchitecture as WrongArchitecture
+from workers.image_errors import is_transient as is_transient
 
 GO_ARCH_TO_PLATFORM = {
     "amd64": "linux/amd64",
@@ -65,56 +71,9 @@ GO_ARCH_TO_PLATFORM = {
     "s390x": "linux/s390x",
     "riscv64": "linux/riscv64",
 }
-ARCH_LABEL = "io.edgebot.arch"
 
 _DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64}) size:")
 _PINNABLE_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-# worth a retry: the registry or the network had a bad moment; 401/403/x509/unknown host are not
-_TRANSIENT_RE = re.compile(
-    r"HTTP status: 5\d\d|\b50[0-4]\b|\b429\b|too many requests|timeout|timed out|connection refused"
-    r"|connection reset|broken pipe|unexpected EOF|: EOF\b|service unavailable|bad gateway|temporar",
-    re.IGNORECASE,
-)
-
-
-class ImageError(Exception):
-    """Base class of build and push failures; messages never contain credentials."""
-
-
-@dataclass
-class BuildFailed(ImageError):
-    """The Dockerfile did not build; ``log_tail`` holds the last lines of the build output (the user's clue)."""
-
-    message: str
-    log_tail: list[str] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        return self.message
-
-
-@dataclass
-class WrongArchitecture(ImageError):
-    """The built image is for another arch than the target (base image of another arch, even without cache)."""
-
-    expected: str
-    actual: str
-
-    def __str__(self) -> str:
-        return f"the built image is for {self.actual or 'an unknown arch'}, not {self.expected}"
-
-
-@dataclass
-class PushFailed(ImageError):
-    """The registry (or the way to it) refused the push. ``transient``: 5xx, timeouts, refused connections."""
-
-    message: str
-    log_tail: list[str] = field(default_factory=list)
-    transient: bool = False
-
-    def __str__(self) -> str:
-        return self.message
-
-
 @dataclass(frozen=True)
 class BuildLimits:
     """What one build may use (``settings.build_*``): applied by the Engine to every container of the build."""
@@ -186,18 +145,21 @@ def build_image(client: docker.DockerClient, *, context_dir: Path, dockerfile: s
     ``on_line``: called with every line of the build's output (workers.build_log: progress and the whole log).
     Raises :class:`BuildFailed` (with the log tail; also for a context refused by :func:`build_context`) or
     :class:`WrongArchitecture`.
+
+    ``labels``: none by default. The legacy builder turns build-time labels into one more commit step after the
+    Dockerfile's (+0.4 s per build, issue 16); the arch is checked from the image config's ``Architecture``, and the
+    commit an image was built from is in the release record and the Exchange service, so edgebot adds none.
     """
     platform = GO_ARCH_TO_PLATFORM.get(arch)
     if platform is None:
         raise BuildFailed(f"unknown arch {arch!r}; known: {', '.join(GO_ARCH_TO_PLATFORM)}")
     limits = limits or BuildLimits()
-    all_labels = {**(labels or {}), ARCH_LABEL: arch}
     tail: deque[str] = deque(maxlen=max(1, log_lines))
     with build_context(Path(root or context_dir), Path(context_dir), dockerfile,
                        max_file_bytes=limits.max_file_bytes) as context:
         options: dict[str, Any] = {
             "fileobj": context, "custom_context": True, "dockerfile": dockerfile, "tag": tag, "platform": platform,
-            "labels": all_labels, "container_limits": limits.container_limits(),
+            "labels": labels or None, "container_limits": limits.container_limits(),
             "network_mode": limits.network_mode or None, "buildargs": build_args or None, "pull": pull,
         }
         image_id, used_cache = _build(client, tail, on_line, nocache=False, **options)
@@ -357,12 +319,31 @@ def _image_id(client: docker.DockerClient, tag: str) -> str:
     return str(_inspect(client, tag)["Id"])
 
 
-def push_image(client: docker.DockerClient, *, repository: str, tag: str, username: str, password: str) -> str:
-    """Push ``repository:tag`` with credentials passed per call (no docker login state); return the digest.
+PUSH_TOOLS = ("skopeo", "engine")
 
-    Raises :class:`PushFailed`. Docker's own error text is kept verbatim (minus the password), e.g.
-    ``x509: certificate signed by unknown authority``, so the pipeline can turn it into advice.
+
+def push_image(client: docker.DockerClient, *, repository: str, tag: str, username: str, password: str,
+               settings: Settings | None = None) -> str:
+    """Push ``repository:tag`` with credentials passed per call (no docker login state); return the manifest digest
+    the registry stores.
+
+    ``settings.push_tool``: ``"skopeo"`` (default, workers.skopeo_push: parallel gzip, streamed) or ``"engine"`` (the
+    Docker Engine's push API). Raises :class:`PushFailed`. The tool's own error text is kept verbatim (minus the
+    password), e.g. ``x509: certificate signed by unknown authority``, so the pipeline can turn it into advice.
     """
+    settings = settings or Settings()
+    if settings.push_tool == "skopeo":
+        from workers import skopeo_push
+
+        return skopeo_push.push(client, repository=repository, tag=tag, username=username, password=password,
+                                options=skopeo_push.SkopeoOptions.from_settings(settings))
+    if settings.push_tool != "engine":
+        raise PushFailed(f"setting push_tool is {settings.push_tool!r}: use one of {', '.join(PUSH_TOOLS)}")
+    return engine_push(client, repository=repository, tag=tag, username=username, password=password)
+
+
+def engine_push(client: docker.DockerClient, *, repository: str, tag: str, username: str, password: str) -> str:
+    """The Docker Engine's own push (``settings.push_tool = "engine"``, and the benchmarks' ``docker push``)."""
 
     def scrub(text: str) -> str:
         return text.replace(password, "***") if password else text
@@ -378,7 +359,7 @@ def push_image(client: docker.DockerClient, *, repository: str, tag: str, userna
             error = _error_text(entry)
             if error is not None:
                 message = scrub(error)
-                raise PushFailed(message, list(tail), transient=bool(_TRANSIENT_RE.search(message)))
+                raise PushFailed(message, list(tail), transient=is_transient(message))
             aux = entry.get("aux")
             if isinstance(aux, dict) and aux.get("Digest"):
                 digest = str(aux["Digest"])
@@ -388,7 +369,7 @@ def push_image(client: docker.DockerClient, *, repository: str, tag: str, userna
     except docker.errors.APIError as exc:
         text = scrub(str(exc.explanation or exc))
         raise PushFailed(f"the Docker Engine refused the push: {text}", list(tail),
-                         transient=bool(_TRANSIENT_RE.search(text))) from None
+                         transient=is_transient(text)) from None
     except requests.exceptions.RequestException as exc:
         raise PushFailed(f"lost the Docker Engine during the push: {type(exc).__name__}", list(tail),
                          transient=True) from None

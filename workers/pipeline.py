@@ -284,9 +284,9 @@ def build(ctx: WorkerContext, release_id: str, arch: str) -> None:
                     dockerfile=service.dockerfile_for(arch),
                     tag=result.image_tag,
                     arch=arch,
-                    # only labels that are the same for the same commit: a rebuild then hits the cache and
-                    # yields the same digest, so republishing a version is a no-op rather than a conflict
-                    labels={"org.opencontainers.image.revision": release.commit_sha},
+                    # no labels: the legacy builder would add a commit step for them (the arch is checked from the
+                    # image config; the record and the Exchange service name the commit). A rebuild of the same
+                    # commit hits the cache and yields the same digest: republishing is a no-op, not a conflict
                     log_lines=ctx.config.settings.build_log_lines,
                     root=tree,  # context, Dockerfile and .dockerignore must resolve inside the checkout
                     limits=BuildLimits.from_settings(ctx.config.settings),

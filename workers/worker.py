@@ -208,6 +208,10 @@ def _preload(arches: list[str], publish: bool = False) -> None:
     if arches:
         import workers.images  # noqa: F401
     ctx = context.current()
+    if publish:  # the Exchange clients' TLS context (CA bundle loaded once), inherited by every work horse
+        from workers.exchange import tls_context
+
+        tls_context(ctx.config.exchange.ca_cert)
     from workers.vault import VaultReader
 
     reader = ctx.resolver.vault
