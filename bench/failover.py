@@ -36,21 +36,6 @@ QUEUED = re.compile(r"Queued release `(r-[0-9a-f]+)`")
 SERVICE_WRITE = re.compile(r"/orgs/acme/services(/[^/]+)?$")
 
 
-def _send(stack: Any, text: str) -> str:
-    import httpx
-
-    try:
-        response = stack.command(text)
-    except httpx.HTTPError:
-        return ""
-    if response.status_code != 200:
-        return ""
-    try:
-        return str(response.json().get("text", ""))
-    except ValueError:
-        return response.text
-
-
 def _first_start_after(stack: Any, since: float) -> float | None:
     """The earliest ``started_at`` (epoch seconds) of an edgebot RQ job that started after ``since``."""
     from rq.job import Job
@@ -83,7 +68,7 @@ def one_round(stack: Any, cluster: Any, services: list[str], versions: list[str]
     answers: dict[str, str] = {}
     killed_at = 0.0
     for i, (name, version) in enumerate(zip(services, versions, strict=True)):
-        answers[name] = _send(stack, f"publish {name} {version} --registry local")
+        answers[name] = stack.answer(f"publish {name} {version} --registry local")
         if i == 0:
             killed_node = cluster.kill_master()
             killed_at = time.time()

@@ -494,6 +494,20 @@ class Stack:
         prefix = b"edgebot:release:"
         return sorted(k.decode()[len(prefix):] for k in self.redis().scan_iter(match=prefix + b"*"))
 
+    def answer(self, text: str) -> str:
+        """The text of the bot's answer to ``/edge TEXT``, or "" when it gave none (an error status, a timeout, a
+        refused connection: not acknowledged)."""
+        try:
+            response = self.command(text)
+        except httpx.HTTPError:
+            return ""
+        if response.status_code != 200:
+            return ""
+        try:
+            return str(response.json().get("text", ""))
+        except ValueError:
+            return response.text
+
     def start_release(self, text: str, *, user_id: str = REQUESTER) -> str:
         """Send ``/edge TEXT`` (it must be acknowledged) and return the id of the one release record it created."""
         before = set(self.release_ids())

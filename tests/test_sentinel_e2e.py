@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from edgebot.release import SUCCEEDED
@@ -50,20 +49,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory, docker_daemon: Any, registry
         yield running
 
 
-def _send(stack: Stack, text: str) -> str:
-    """The text of the bot's answer, or "" when it gave none (an error status, a timeout: not acknowledged)."""
-    try:
-        response = stack.command(text)
-    except httpx.HTTPError:
-        return ""
-    if response.status_code != 200:
-        return ""
-    try:
-        return str(response.json().get("text", ""))
-    except ValueError:
-        return response.text
-
-
 def test_killing_the_master_during_a_burst_loses_no_acknowledged_release(stack: Stack,
                                                                          cluster: RedisSentinelCluster) -> None:
     pids = {name: proc.pid for name, proc in stack.processes.items()}
@@ -76,7 +61,7 @@ def test_killing_the_master_during_a_burst_loses_no_acknowledged_release(stack: 
             if i == KILL_AFTER:
                 cluster.kill_master()
                 killed.set()
-            answers[name] = _send(stack, f"publish {name} {VERSIONS[i]} --registry local")
+            answers[name] = stack.answer(f"publish {name} {VERSIONS[i]} --registry local")
 
     sender = threading.Thread(target=burst)
     sender.start()
@@ -112,7 +97,7 @@ def test_killing_the_master_during_a_burst_loses_no_acknowledged_release(stack: 
     assert {name: proc.pid for name, proc in stack.processes.items()} == pids
     assert all(proc.poll() is None for proc in stack.processes.values())
     # and a release sent now, on the new master, is acknowledged and completes too
-    after = _send(stack, f"publish {SERVICES[0]} {VERSIONS[-1]} --registry local")
+    after = stack.answer(f"publish {SERVICES[0]} {VERSIONS[-1]} --registry local")
     match = QUEUED.search(after)
     assert match, after
     assert stack.wait_final(match.group(1), timeout=600).state == SUCCEEDED
