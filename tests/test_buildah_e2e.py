@@ -82,7 +82,8 @@ def test_buildkit_dockerfile_with_a_secret_is_published_through_buildah(stack: S
     assert digest == result.digest and result.pinned_image.endswith(f"@{digest}")
     config = stack.registry.config_blob("edge/hello_amd64", manifest)
     assert config["architecture"] == "amd64"
-    assert config["config"]["Labels"]["org.opencontainers.image.revision"] == release.commit_sha
+    labels = config["config"].get("Labels") or {}
+    assert not any(k.startswith(("io.edgebot.", "org.opencontainers.")) for k in labels), labels  # edgebot adds none
     history = json.dumps(config.get("history", []))
     assert "--mount=type=secret" in history and "--mount=type=cache" in history, "built from the BuildKit syntax"
     assert TOKEN not in json.dumps(config)

@@ -6,6 +6,7 @@ deploy key is in no Slack message, Redis value or log."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,10 @@ def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     repo = make_git_source(workdir / "repo", hello_files(), tag="v1.0.0")
     with SshGitServer(workdir / "sshd", public) as sshd:
         keytype, wrong = impostor.split()[:2]
+        head = subprocess.run(["git", "--git-dir", str(repo), "rev-parse", "v1.0.0^{commit}"], capture_output=True,
+                              text=True, check=True).stdout.strip()
         yield {"key": key, "key_file": workdir / "keys" / "deploy_key", "url": sshd.url(repo), "sshd": sshd,
+               "commit": head,
                "pinned": sshd.known_hosts_line, "wrong": f"[127.0.0.1]:{sshd.port} {keytype} {wrong}"}
 
 
@@ -65,8 +69,7 @@ def test_a_private_ssh_source_is_published_with_its_deploy_key(stack: Stack, pri
                                           private["sshd"].log_text())
     digest, manifest = stack.registry.manifest("edge/hello-private_amd64", "1.0.0")  # type: ignore[union-attr]
     assert digest == release.results["amd64"].digest
-    labels = stack.registry.config_blob("edge/hello-private_amd64", manifest)["config"]["Labels"]  # type: ignore
-    assert labels["org.opencontainers.image.revision"] == release.commit_sha  # built from the private commit
+    assert release.commit_sha == private["commit"]  # resolved (and built) from the private repository's tag
     assert "Accepted publickey" in private["sshd"].log_text()  # the deploy key, over SSH, did it
 
     impostor = _publish(stack, "publish hello-impostor 1.0.0 --registry local")
