@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from edgebot.errors import ConfigError
+from edgebot.errors import ConfigError, refuse_unknown_keys
 from edgebot.secrets import SecretRef
 
 if TYPE_CHECKING:
@@ -63,9 +63,7 @@ def parse_audit(table: Any) -> AuditConfig | None:
     example = 'e.g. sink = "file:/var/log/edgebot/audit.jsonl", "stdout" or "https://siem.example/ingest"'
     if not isinstance(table, dict):
         raise ConfigError(f"[audit] must be a table with a sink: {example}")
-    unknown = sorted(set(table) - {"sink", "auth_header"})
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in [audit]; known: auth_header, sink")
+    refuse_unknown_keys(table, "[audit]", {"sink", "auth_header"})
     sink = table.get("sink")
     if not isinstance(sink, str) or not sink.strip():
         raise ConfigError(f"audit.sink is required ({example})")

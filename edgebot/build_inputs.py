@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from edgebot.errors import ConfigError
+from edgebot.errors import ConfigError, refuse_unknown_keys
 from edgebot.secrets import SecretRef
 
 BUILDERS = ("engine", "buildah")
@@ -57,10 +57,7 @@ def parse_build(where: str, table: Any) -> BuildConfig:
         return BuildConfig()
     if not isinstance(table, Mapping):
         raise ConfigError(f"[{where}] must be a table")
-    keys = {"builder", "args", "secrets", "pull", "cache"}
-    unknown = sorted(set(table) - keys)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in [{where}]; known: {', '.join(sorted(keys))}")
+    refuse_unknown_keys(table, f"[{where}]", {"builder", "args", "secrets", "pull", "cache"})
     builder = table.get("builder", "engine")
     if builder not in BUILDERS:
         raise ConfigError(f"{where}.builder must be one of {', '.join(repr(b) for b in BUILDERS)}, got {builder!r}")

@@ -18,7 +18,7 @@ from typing import Any
 from edgebot.approvals import ApprovalPolicy, ApprovalRules, check_reachable, parse_approvals, scoped_tables
 from edgebot.audit import AuditConfig, parse_audit
 from edgebot.build_inputs import BuildConfig, parse_build
-from edgebot.errors import ConfigError
+from edgebot.errors import ConfigError, refuse_unknown_keys
 from edgebot.ids import GO_ARCHES
 from edgebot.redis_conn import RedisUrlError, check_url
 from edgebot.secrets import SecretRef
@@ -533,10 +533,7 @@ def _ref(table: Mapping[str, Any], key: str, where: str) -> SecretRef:
 def _known(table: Any, where: str, keys: set[str]) -> None:
     if not isinstance(table, Mapping):
         raise ConfigError(f"[{where}] must be a table")
-    unknown = sorted(set(table) - keys)
-    if unknown:
-        label = f"[{where}]" if where else "the top level"
-        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {label}; known: {', '.join(sorted(keys))}")
+    refuse_unknown_keys(table, f"[{where}]" if where else "the top level", keys)
 
 
 def _api_url(url: str) -> str:

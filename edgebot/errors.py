@@ -15,6 +15,8 @@ the pipeline maps them onto :class:`StepFailed` at one place, so a user only eve
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class EdgebotError(Exception):
     """Base class. ``str(exc)`` is safe to show a user."""
@@ -22,6 +24,15 @@ class EdgebotError(Exception):
 
 class ConfigError(EdgebotError):
     pass
+
+
+def refuse_unknown_keys(table: Iterable[str], label: str, keys: Iterable[str]) -> None:
+    """ConfigError naming the keys of ``table`` that are not ``keys`` (and every known one), for the table ``label``
+    (``[services.x.smoke]``, ``the top level``): every table of the config refuses what it would silently ignore."""
+    known = sorted(set(keys))
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {label}; known: {', '.join(known)}")
 
 
 class SecretUnavailable(EdgebotError):

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from edgebot.errors import ConfigError
+from edgebot.errors import ConfigError, refuse_unknown_keys
 
 COMMAND_MAX_ARGS, ARG_MAX, TIMEOUT_MAX = 64, 1000, 3600
 LINE_MAX, LINES_MAX = 300, 50
@@ -40,9 +40,7 @@ def parse_smoke(table: Any, where: str) -> SmokeConfig | None:
     example = 'e.g. command = ["/bin/app", "--self-test"], timeout = 30'
     if not isinstance(table, dict):
         raise ConfigError(f"[{where}] must be a table with a command: {example}")
-    unknown = sorted(set(table) - {"command", "timeout"})
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in [{where}]; known: command, timeout")
+    refuse_unknown_keys(table, f"[{where}]", {"command", "timeout"})
     command = table.get("command")
     if (not isinstance(command, list) or not command or len(command) > COMMAND_MAX_ARGS
             or not all(isinstance(a, str) and a and len(a) <= ARG_MAX for a in command)):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from edgebot.errors import ConfigError
+from edgebot.errors import ConfigError, refuse_unknown_keys
 from edgebot.secrets import SecretRef
 
 DEFAULT_USERNAME = "x-access-token"
@@ -104,10 +104,7 @@ def parse_source_auth(where: str, table: Any, source: str) -> SourceAuth | None:
         return None
     if not isinstance(table, Mapping):
         raise ConfigError(f"[{here}] must be a table")
-    unknown = sorted(set(table) - {"token", "username", "ssh_key", "known_hosts"})
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in [{here}]; known: known_hosts, ssh_key, token, "
-                          "username")
+    refuse_unknown_keys(table, f"[{here}]", {"token", "username", "ssh_key", "known_hosts"})
     if kind == "local":
         raise ConfigError(f"[{here}]: {where}.source is a local path or file:// URL, which takes no credentials: "
                           "remove the table")

@@ -121,6 +121,18 @@ def run_checks(config: Config, resolver: SecretResolver, *, timeout: float = 10.
         yield from _registry_checks(config, secret, check, timeout, push=build, pull=publish)
 
 
+def _tool_version(tool: str, otherwise: str) -> str:
+    """``TOOL --version`` of a program a build worker runs; RuntimeError with the fix when it is not installed."""
+    import subprocess
+
+    try:
+        done = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=30, check=True)
+    except FileNotFoundError:
+        raise RuntimeError(f"{tool} is not installed on this worker: install it (Debian: apt-get install {tool}) "
+                           f"{otherwise}") from None
+    return done.stdout.strip()
+
+
 def _slack_probe(config: Config, secret: Callable[[SecretRef], Secret], timeout: float) -> str:
     from slack_sdk import WebClient
 
@@ -200,17 +212,8 @@ def _build_checks(config: Config, resolver: SecretResolver,
 
     yield check(f"docker engine ({config.docker_url or 'DOCKER_HOST or the default socket'})", engine)
     if config.settings.push_tool == "skopeo":
-        def skopeo() -> str:
-            import subprocess
-
-            try:
-                done = subprocess.run(["skopeo", "--version"], capture_output=True, text=True, timeout=30)
-            except FileNotFoundError:
-                raise RuntimeError("skopeo is not installed on this worker: install it (Debian: apt-get install "
-                                   "skopeo) or set push_tool = \"engine\"") from None
-            return done.stdout.strip() or "answers"
-
-        yield check("skopeo (settings.push_tool)", skopeo)
+        yield check("skopeo (settings.push_tool)",
+                    lambda: _tool_version("skopeo", 'or set push_tool = "engine"') or "answers")
 
     def arch_list() -> str:
         from pathlib import Path
@@ -226,19 +229,8 @@ def _build_checks(config: Config, resolver: SecretResolver,
     yield check("build arches (native, and through QEMU binfmt_misc)", arch_list)
     buildah_services = sorted(name for name, service in config.services.items() if service.build.builder == "buildah")
     if buildah_services:
-
-        def buildah() -> str:
-            import subprocess
-
-            try:
-                out = subprocess.run(["buildah", "--version"], capture_output=True, text=True, timeout=30,
-                                     check=True).stdout.strip()
-            except FileNotFoundError:
-                raise RuntimeError("buildah is not installed on this worker: install it (Debian: apt-get install "
-                                   "buildah) or build these services with builder = \"engine\"") from None
-            return f"{out} (for {', '.join(buildah_services)})"
-
-        yield check("buildah", buildah)
+        otherwise = 'or build these services with builder = "engine"'
+        yield check("buildah", lambda: f"{_tool_version('buildah', otherwise)} (for {', '.join(buildah_services)})")
     for name, service in sorted(config.services.items()):
 
         def git(service: ServiceConfig = service) -> str:
